@@ -1,0 +1,215 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleFile(t *testing.T) {
+	cfg, err := Load("example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Interfaces; len(got) != 1 || got[0].Name != "eth0" || got[0].Mode != XDPAuto {
+		t.Errorf("interfaces = %+v", got)
+	}
+	if len(cfg.Services) != 2 {
+		t.Fatalf("services = %d, want 2", len(cfg.Services))
+	}
+	web := cfg.Services[0]
+	if web.Listen != netip.MustParseAddrPort("192.0.2.10:80") || web.Backend != netip.MustParseAddrPort("10.0.0.5:8080") {
+		t.Errorf("web addresses = %v -> %v", web.Listen, web.Backend)
+	}
+	if web.Source != netip.MustParseAddr("10.0.0.1") || web.Backlog != 1024 || web.OnOverflow != OverflowDrop {
+		t.Errorf("web = %+v", web)
+	}
+	if web.Announce.MSS == nil || *web.Announce.MSS != 1460 || *web.Announce.WindowScale != 7 || !*web.Announce.SACK || !*web.Announce.Timestamps {
+		t.Errorf("web announce = %+v", web.Announce)
+	}
+	web6 := cfg.Services[1]
+	if web6.Listen != netip.MustParseAddrPort("[2001:db8::10]:443") || web6.Source.IsValid() || web6.Announce.MSS != nil {
+		t.Errorf("web6 = %+v", web6)
+	}
+	if web6.Cookies != CookiesAuto || web6.Backlog != DefaultBacklog {
+		t.Errorf("web6 defaults = %+v", web6)
+	}
+	// The example documents every default: it must equal the defaults.
+	if cfg.SYN != (SYN{Cookies: CookiesAuto, MaxSynBacklog: 4096, SynAckRetries: 5, Somaxconn: 4096, KeyRotation: time.Minute}) {
+		t.Errorf("syn = %+v", cfg.SYN)
+	}
+	min := mustParse(t, minimal)
+	if cfg.Backend != min.Backend || cfg.Flows != min.Flows || cfg.Filters != min.Filters || cfg.Metrics != min.Metrics || cfg.BPFFS != min.BPFFS {
+		t.Errorf("example.yaml and defaults differ:\n%+v %+v %+v\n%+v %+v %+v", cfg.Backend, cfg.Flows, cfg.Filters, min.Backend, min.Flows, min.Filters)
+	}
+}
+
+const minimal = `
+interfaces: [{name: veth0}]
+secret_file: /nonexistent/syngate-test/secret
+services:
+  - name: a
+    listen: 10.1.0.1:80
+    backend: 10.2.0.2:8080
+`
+
+func mustParse(t *testing.T, s string) *Config {
+	t.Helper()
+	cfg, err := Parse(strings.NewReader(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestDefaults(t *testing.T) {
+	cfg := mustParse(t, minimal)
+	s := cfg.Services[0]
+	if s.Backlog != 1024 || s.OnOverflow != OverflowDrop || s.Cookies != CookiesAuto || s.Source.IsValid() {
+		t.Errorf("service defaults = %+v", s)
+	}
+	if cfg.Interfaces[0].Mode != XDPAuto || cfg.Metrics.Listen != "127.0.0.1:9420" || cfg.BPFFS != DefaultBPFFS {
+		t.Errorf("defaults = %+v", cfg)
+	}
+	if b := cfg.Backend; b.ConnectTimeout != 3*time.Second || b.PortMin != 32768 || b.PortMax != 60999 || b.MaxPending != 65536 {
+		t.Errorf("backend defaults = %+v", b)
+	}
+	if f := cfg.Filters; !f.DropSynPayload || !f.DropBadFlags || f.RateLimit != 0 || f.PrefixLenV4 != 24 || f.PrefixLenV6 != 64 {
+		t.Errorf("filter defaults = %+v", f)
+	}
+	if got := cfg.EffectiveBacklog(s); got != 1024 {
+		t.Errorf("effective backlog = %d", got)
+	}
+}
+
+func TestSomaxconnCapsBacklog(t *testing.T) {
+	cfg := mustParse(t, minimal+"    backlog: 5000\nsyn: {somaxconn: 128}\n")
+	if got := cfg.EffectiveBacklog(cfg.Services[0]); got != 128 {
+		t.Errorf("effective backlog = %d, want min(5000, 128)", got)
+	}
+}
+
+func TestServiceCookieOverride(t *testing.T) {
+	cfg := mustParse(t, minimal+"    cookies: never\nsyn: {cookies: always}\n")
+	if cfg.SYN.Cookies != CookiesAlways || cfg.Services[0].Cookies != CookiesNever {
+		t.Errorf("cookies global %s service %s", cfg.SYN.Cookies, cfg.Services[0].Cookies)
+	}
+}
+
+// TestErrors checks that each mistake is reported with the message an
+// operator needs, including the line where the file says so.
+func TestErrors(t *testing.T) {
+	svc := func(extra string) string {
+		return "interfaces: [{name: veth0}]\nsecret_file: /nonexistent/x\nservices:\n  - name: a\n    listen: 10.1.0.1:80\n    backend: 10.2.0.2:8080\n" + extra
+	}
+	tests := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"empty", "", []string{"empty file"}},
+		{"unknown top key", svc("colour: blue\n"), []string{"line 7", "field colour not found"}},
+		{"unknown service key", svc("    bakclog: 5\n"), []string{"line 7", "field bakclog not found"}},
+		{"wrong type", svc("    backlog: lots\n"), []string{"line 7", "cannot unmarshal"}},
+		{"backlog zero", svc("    backlog: 0\n"), []string{"line 7: services.0.backlog: 0 out of range"}},
+		{"port zero", strings.Replace(svc(""), "10.1.0.1:80", "10.1.0.1:0", 1), []string{"line 5: services.0.listen: port 0 out of range"}},
+		{"port too big", strings.Replace(svc(""), "10.2.0.2:8080", "10.2.0.2:70000", 1), []string{"line 6", "port 70000 out of range"}},
+		{"not an address", strings.Replace(svc(""), "10.1.0.1:80", "web.example:80", 1), []string{"\"web.example\" is not an IP address"}},
+		{"bare v6", strings.Replace(svc(""), "10.1.0.1:80", "2001:db8::1:80", 1), []string{"want ip:port, or [ipv6]:port"}},
+		{"family mismatch", strings.Replace(svc(""), "10.2.0.2:8080", "'[2001:db8::2]:8080'", 1), []string{"different address families"}},
+		{"duplicate listener", svc("  - name: b\n    listen: 10.1.0.1:80\n    backend: 10.2.0.3:80\n"), []string{"line 8: services.1.listen: 10.1.0.1:80 is already the listener of services[0]"}},
+		{"duplicate name", svc("  - name: a\n    listen: 10.1.0.1:81\n    backend: 10.2.0.3:80\n"), []string{"\"a\" already names services[0]"}},
+		{"bad overflow", svc("    on_overflow: explode\n"), []string{"want drop or reset"}},
+		{"bad cookies", svc("syn: {cookies: sometimes}\n"), []string{"want never, auto or always"}},
+		{"bad xdp mode", strings.Replace(svc(""), "{name: veth0}", "{name: veth0, xdp_mode: turbo}", 1), []string{"want native, generic or auto"}},
+		{"no interfaces", strings.Replace(svc(""), "interfaces: [{name: veth0}]", "interfaces: []", 1), []string{"at least one interface"}},
+		{"no services", "interfaces: [{name: eth0}]\n", []string{"at least one service"}},
+		{"retries", svc("syn: {synack_retries: 11}\n"), []string{"11 out of range 0-10"}},
+		{"mss", svc("    announce: {mss: 100}\n"), []string{"100 out of range 536-65495"}},
+		{"wscale", svc("    announce: {window_scale: 15}\n"), []string{"15 out of range 0-14"}},
+		{"duration", svc("syn: {key_rotation: soon}\n"), []string{"cannot unmarshal"}},
+		{"ports", svc("backend: {ports: 9000-8000}\n"), []string{"want a range like"}},
+		{"metrics", svc("metrics: {listen: localhost}\n"), []string{"metrics.listen"}},
+		{"several at once", svc("    backlog: 0\n    on_overflow: x\n"), []string{"backlog: 0 out of range", "want drop or reset"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(strings.NewReader(tt.yaml))
+			if err == nil {
+				t.Fatal("Parse succeeded, want an error")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error does not wrap ErrInvalid: %v", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestSecretFileChecks(t *testing.T) {
+	dir := t.TempDir()
+	conf := func(path string) string {
+		return strings.Replace(minimal, "/nonexistent/syngate-test/secret", path, 1)
+	}
+	open := filepath.Join(dir, "open")
+	if err := os.WriteFile(open, make([]byte, 32), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse(strings.NewReader(conf(open))); err == nil || !strings.Contains(err.Error(), "readable by group or others") {
+		t.Errorf("world-readable secret: err = %v", err)
+	}
+	if _, err := Parse(strings.NewReader(conf(dir))); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("directory as secret: err = %v", err)
+	}
+	good := filepath.Join(dir, "good")
+	if err := os.WriteFile(good, make([]byte, 32), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse(strings.NewReader(conf(good))); err != nil {
+		t.Errorf("0600 secret: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		if err := os.Chmod(good, 0o000); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Parse(strings.NewReader(conf(good))); err == nil || !strings.Contains(err.Error(), "unreadable") {
+			t.Errorf("unreadable secret: err = %v", err)
+		}
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
+	if err == nil || errors.Is(err, ErrInvalid) || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("err = %v, want a not-exist error that is not ErrInvalid", err)
+	}
+}
+
+func TestTooLarge(t *testing.T) {
+	big := minimal + "#" + strings.Repeat("x", maxFileSize) + "\n"
+	if _, err := Parse(strings.NewReader(big)); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	data, err := os.ReadFile("example.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(string(data))
+	f.Add(minimal)
+	f.Fuzz(func(t *testing.T, s string) {
+		cfg, err := Parse(strings.NewReader(s))
+		if err == nil && (len(cfg.Services) == 0 || len(cfg.Interfaces) == 0) {
+			t.Fatalf("accepted a config without services or interfaces")
+		}
+	})
+}

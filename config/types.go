@@ -1,0 +1,148 @@
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Config is a validated configuration. Zero values never reach callers:
+// Parse fills every default.
+type Config struct {
+	Interfaces []Interface
+	// SecretFile holds the master secret SYN cookie keys derive from. It is
+	// created (mode 0600, random bytes) by `syngate run` when missing; share
+	// it between gateways that must validate each other's cookies.
+	SecretFile string
+	// BPFFS is the bpffs directory the data plane pins its maps under, so a
+	// restart finds its spliced flows again. Default /sys/fs/bpf/syngate.
+	BPFFS   string
+	Metrics Metrics
+	SYN     SYN
+	Backend Backend
+	Flows   Flows
+	Filters Filters
+	// Services are the protected listeners, in file order.
+	Services []Service
+}
+
+// XDPMode says how the XDP program is attached to an interface.
+type XDPMode string
+
+// XDP attach modes. Auto tries native (driver) mode and falls back to
+// generic (skb) mode when the driver cannot.
+const (
+	XDPNative  XDPMode = "native"
+	XDPGeneric XDPMode = "generic"
+	XDPAuto    XDPMode = "auto"
+)
+
+// Interface is one ingress interface syngate attaches to.
+type Interface struct {
+	Name string
+	Mode XDPMode // default auto
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Listen is the address /metrics and /healthz are served on. Default
+	// 127.0.0.1:9420; "off" disables the endpoint.
+	Listen string
+}
+
+// CookiePolicy mirrors Linux's net.ipv4.tcp_syncookies.
+type CookiePolicy string
+
+// Cookie policies: never (0: drop SYNs when the SYN queue is full), auto (1:
+// queue until full, then cookies), always (2: cookies for every SYN).
+const (
+	CookiesNever  CookiePolicy = "never"
+	CookiesAuto   CookiePolicy = "auto"
+	CookiesAlways CookiePolicy = "always"
+)
+
+// SYN holds the global listen-path settings, Linux's net.ipv4.tcp_* knobs.
+type SYN struct {
+	Cookies       CookiePolicy  // tcp_syncookies; default auto
+	MaxSynBacklog int           // tcp_max_syn_backlog, per service; default 4096
+	SynAckRetries int           // tcp_synack_retries; default 5 (0..10)
+	Somaxconn     int           // net.core.somaxconn: caps every backlog; default 4096
+	KeyRotation   time.Duration // cookie key epoch length; default 60s
+}
+
+// Backend holds how syngate opens the backend leg.
+type Backend struct {
+	// ConnectTimeout bounds the backend handshake; past it the client gets
+	// an RST. Default 3s.
+	ConnectTimeout time.Duration
+	// ProbeInterval is how often each backend's TCP options (MSS, window
+	// scale, SACK, timestamps) are learned again. Default 60s; 0 in the file
+	// is rejected, use a large value to probe rarely.
+	ProbeInterval time.Duration
+	// PortMin and PortMax bound the source ports syngate allocates toward
+	// backends. Default 32768-60999 (Linux's ip_local_port_range).
+	PortMin, PortMax uint16
+	// PortQuietTime is how long a freed source port rests before reuse, so
+	// a late segment of the old connection cannot hit the new one. Default
+	// 60s (2 * MSL as Linux's TIME_WAIT).
+	PortQuietTime time.Duration
+	// MaxPending bounds the bytes held per connection while its backend leg
+	// opens (data sent with or right after the handshake ACK). Default 64 KiB.
+	MaxPending int
+}
+
+// Flows holds conntrack-like expiry of spliced flows.
+type Flows struct {
+	// Max bounds the XDP flow table (entries, one per direction). Default 262144.
+	Max int
+	// EstablishedTimeout expires idle established flows. Default 2h.
+	EstablishedTimeout time.Duration
+	// CloseTimeout expires flows after a FIN from both sides (conntrack's
+	// time_wait). Default 120s.
+	CloseTimeout time.Duration
+	// ResetTimeout expires flows after an RST (conntrack's close). Default 10s.
+	ResetTimeout time.Duration
+}
+
+// Filters are the cheap early defenses of the XDP program.
+type Filters struct {
+	DropSynPayload bool // drop SYNs carrying data; default true
+	DropBadFlags   bool // drop impossible flag combinations; default true
+	// RateLimit is SYNs per second per source prefix; 0 disables it (default).
+	RateLimit   uint32
+	RateBurst   uint32 // default 2*RateLimit
+	PrefixLenV4 int    // default 24
+	PrefixLenV6 int    // default 64
+}
+
+// OverflowPolicy mirrors Linux's net.ipv4.tcp_abort_on_overflow.
+type OverflowPolicy string
+
+// Overflow policies: drop (0: ignore the ACK, the client retries) and reset
+// (1: answer with RST).
+const (
+	OverflowDrop  OverflowPolicy = "drop"
+	OverflowReset OverflowPolicy = "reset"
+)
+
+// Service is one protected listener.
+type Service struct {
+	Name    string
+	Listen  netip.AddrPort // the VIP:port clients connect to
+	Backend netip.AddrPort // where connections are spliced to
+	// Source is syngate's address toward the backend; invalid (zero) means
+	// "from the route to Backend", resolved at run time.
+	Source     netip.Addr
+	Backlog    int            // accept queue bound, capped by SYN.Somaxconn; default 1024
+	OnOverflow OverflowPolicy // default drop
+	Cookies    CookiePolicy   // default SYN.Cookies
+	Announce   Announce
+}
+
+// Announce is what the SYN-ACK offers. Each field is optional: an unset one
+// is learned from the backend's own SYN-ACK by the probe handshake.
+type Announce struct {
+	MSS         *uint16
+	WindowScale *uint8
+	SACK        *bool
+	Timestamps  *bool
+}

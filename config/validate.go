@@ -1,0 +1,400 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// file is the YAML shape. Values stay strings where a parse error must name
+// the line: the validator converts them into Config.
+type file struct {
+	Interfaces []struct {
+		Name    string `yaml:"name"`
+		XDPMode string `yaml:"xdp_mode"`
+	} `yaml:"interfaces"`
+	SecretFile string `yaml:"secret_file"`
+	BPFFS      string `yaml:"bpffs"`
+	Metrics    struct {
+		Listen *string `yaml:"listen"`
+	} `yaml:"metrics"`
+	SYN struct {
+		Cookies       string         `yaml:"cookies"`
+		MaxSynBacklog *int           `yaml:"max_syn_backlog"`
+		SynAckRetries *int           `yaml:"synack_retries"`
+		Somaxconn     *int           `yaml:"somaxconn"`
+		KeyRotation   *time.Duration `yaml:"key_rotation"`
+	} `yaml:"syn"`
+	Backend struct {
+		ConnectTimeout *time.Duration `yaml:"connect_timeout"`
+		ProbeInterval  *time.Duration `yaml:"probe_interval"`
+		Ports          string         `yaml:"ports"`
+		PortQuietTime  *time.Duration `yaml:"port_quiet_time"`
+		MaxPending     *int           `yaml:"max_pending"`
+	} `yaml:"backend"`
+	Flows struct {
+		Max                *int           `yaml:"max"`
+		EstablishedTimeout *time.Duration `yaml:"established_timeout"`
+		CloseTimeout       *time.Duration `yaml:"close_timeout"`
+		ResetTimeout       *time.Duration `yaml:"reset_timeout"`
+	} `yaml:"flows"`
+	Filters struct {
+		DropSynPayload *bool   `yaml:"drop_syn_payload"`
+		DropBadFlags   *bool   `yaml:"drop_bad_flags"`
+		RateLimit      *uint32 `yaml:"rate_limit"`
+		RateBurst      *uint32 `yaml:"rate_burst"`
+		PrefixLenV4    *int    `yaml:"prefix_len_v4"`
+		PrefixLenV6    *int    `yaml:"prefix_len_v6"`
+	} `yaml:"filters"`
+	Services []serviceFile `yaml:"services"`
+}
+
+type serviceFile struct {
+	Name       string `yaml:"name"`
+	Listen     string `yaml:"listen"`
+	Backend    string `yaml:"backend"`
+	Source     string `yaml:"source"`
+	Backlog    *int   `yaml:"backlog"`
+	OnOverflow string `yaml:"on_overflow"`
+	Cookies    string `yaml:"cookies"`
+	Announce   struct {
+		MSS         *uint16 `yaml:"mss"`
+		WindowScale *uint8  `yaml:"window_scale"`
+		SACK        *bool   `yaml:"sack"`
+		Timestamps  *bool   `yaml:"timestamps"`
+	} `yaml:"announce"`
+}
+
+// Defaults, documented on the Config fields and in README.md.
+const (
+	DefaultSecretFile    = "/var/lib/syngate/secret"
+	DefaultBPFFS         = "/sys/fs/bpf/syngate"
+	DefaultMetricsListen = "127.0.0.1:9420"
+	DefaultMaxSynBacklog = 4096
+	DefaultSynAckRetries = 5
+	DefaultSomaxconn     = 4096
+	DefaultBacklog       = 1024
+	DefaultKeyRotation   = 60 * time.Second
+)
+
+// maxSynAckRetries matches the largest sane tcp_synack_retries: with the
+// backoff doubling from 1 s, 10 retries already hold an entry for 34 minutes.
+const maxSynAckRetries = 10
+
+// hardMaxEntries bounds every preallocated table, so a typo cannot ask for
+// gigabytes of memory at start.
+const hardMaxEntries = 1 << 24
+
+var namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
+
+type validator struct {
+	lines map[string]int
+	errs  []string
+}
+
+// errorf records a problem at the YAML path, naming its line when known.
+func (v *validator) errorf(path, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if line, ok := v.lines[path]; ok {
+		v.errs = append(v.errs, fmt.Sprintf("line %d: %s: %s", line, path, msg))
+		return
+	}
+	v.errs = append(v.errs, fmt.Sprintf("%s: %s", path, msg))
+}
+
+func (v *validator) build(f *file) *Config {
+	c := &Config{
+		SecretFile: or(f.SecretFile, DefaultSecretFile),
+		BPFFS:      or(f.BPFFS, DefaultBPFFS),
+	}
+	v.interfaces(f, c)
+	v.secret(c.SecretFile)
+	c.Metrics.Listen = DefaultMetricsListen
+	if f.Metrics.Listen != nil {
+		c.Metrics.Listen = *f.Metrics.Listen
+		if c.Metrics.Listen != "off" {
+			if _, err := netip.ParseAddrPort(c.Metrics.Listen); err != nil {
+				v.errorf("metrics.listen", "want ip:port or \"off\": %v", err)
+			}
+		}
+	}
+	v.syn(f, c)
+	v.backend(f, c)
+	v.flows(f, c)
+	v.filters(f, c)
+	v.services(f, c)
+	return c
+}
+
+func (v *validator) interfaces(f *file, c *Config) {
+	if len(f.Interfaces) == 0 {
+		v.errorf("interfaces", "at least one interface is required")
+	}
+	seen := map[string]bool{}
+	for i, in := range f.Interfaces {
+		p := fmt.Sprintf("interfaces.%d", i)
+		if in.Name == "" || len(in.Name) > 15 || strings.ContainsAny(in.Name, "/ \t") {
+			v.errorf(p+".name", "%q is not a valid interface name", in.Name)
+		}
+		if seen[in.Name] {
+			v.errorf(p+".name", "interface %q listed twice", in.Name)
+		}
+		seen[in.Name] = true
+		mode := XDPMode(or(in.XDPMode, string(XDPAuto)))
+		switch mode {
+		case XDPNative, XDPGeneric, XDPAuto:
+		default:
+			v.errorf(p+".xdp_mode", "%q: want native, generic or auto", in.XDPMode)
+		}
+		c.Interfaces = append(c.Interfaces, Interface{Name: in.Name, Mode: mode})
+	}
+}
+
+// secret checks what can be checked without creating anything: an existing
+// secret must be a readable regular file that only its owner can read.
+func (v *validator) secret(path string) {
+	st, err := os.Stat(path)
+	if os.IsNotExist(err) {
+		return // created at run time
+	}
+	if err != nil {
+		v.errorf("secret_file", "%v", err)
+		return
+	}
+	if !st.Mode().IsRegular() {
+		v.errorf("secret_file", "%s is not a regular file", path)
+		return
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		v.errorf("secret_file", "%s is readable by group or others (mode %v); chmod 600 it", path, st.Mode().Perm())
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		v.errorf("secret_file", "unreadable: %v", err)
+		return
+	}
+	fh.Close()
+}
+
+func (v *validator) syn(f *file, c *Config) {
+	c.SYN.Cookies = v.cookiePolicy("syn.cookies", f.SYN.Cookies, CookiesAuto)
+	c.SYN.MaxSynBacklog = v.intRange("syn.max_syn_backlog", f.SYN.MaxSynBacklog, DefaultMaxSynBacklog, 1, hardMaxEntries)
+	c.SYN.SynAckRetries = v.intRange("syn.synack_retries", f.SYN.SynAckRetries, DefaultSynAckRetries, 0, maxSynAckRetries)
+	c.SYN.Somaxconn = v.intRange("syn.somaxconn", f.SYN.Somaxconn, DefaultSomaxconn, 1, hardMaxEntries)
+	c.SYN.KeyRotation = v.duration("syn.key_rotation", f.SYN.KeyRotation, DefaultKeyRotation, time.Second, 24*time.Hour)
+}
+
+func (v *validator) backend(f *file, c *Config) {
+	b := &c.Backend
+	b.ConnectTimeout = v.duration("backend.connect_timeout", f.Backend.ConnectTimeout, 3*time.Second, 10*time.Millisecond, 5*time.Minute)
+	b.ProbeInterval = v.duration("backend.probe_interval", f.Backend.ProbeInterval, 60*time.Second, time.Second, 7*24*time.Hour)
+	b.PortQuietTime = v.duration("backend.port_quiet_time", f.Backend.PortQuietTime, 60*time.Second, 0, time.Hour)
+	b.MaxPending = v.intRange("backend.max_pending", f.Backend.MaxPending, 64<<10, 0, 16<<20)
+	b.PortMin, b.PortMax = 32768, 60999
+	if f.Backend.Ports != "" {
+		lo, hi, ok := parsePortRange(f.Backend.Ports)
+		if !ok {
+			v.errorf("backend.ports", "%q: want a range like 32768-60999 within 1-65535", f.Backend.Ports)
+		} else {
+			b.PortMin, b.PortMax = lo, hi
+		}
+	}
+}
+
+func parsePortRange(s string) (lo, hi uint16, ok bool) {
+	a, b, found := strings.Cut(s, "-")
+	if !found {
+		return 0, 0, false
+	}
+	l, err1 := strconv.ParseUint(strings.TrimSpace(a), 10, 16)
+	h, err2 := strconv.ParseUint(strings.TrimSpace(b), 10, 16)
+	if err1 != nil || err2 != nil || l == 0 || l > h {
+		return 0, 0, false
+	}
+	return uint16(l), uint16(h), true
+}
+
+func (v *validator) flows(f *file, c *Config) {
+	c.Flows.Max = v.intRange("flows.max", f.Flows.Max, 262144, 16, hardMaxEntries)
+	c.Flows.EstablishedTimeout = v.duration("flows.established_timeout", f.Flows.EstablishedTimeout, 2*time.Hour, time.Second, 30*24*time.Hour)
+	c.Flows.CloseTimeout = v.duration("flows.close_timeout", f.Flows.CloseTimeout, 120*time.Second, time.Second, time.Hour)
+	c.Flows.ResetTimeout = v.duration("flows.reset_timeout", f.Flows.ResetTimeout, 10*time.Second, time.Second, time.Hour)
+}
+
+func (v *validator) filters(f *file, c *Config) {
+	c.Filters.DropSynPayload = orBool(f.Filters.DropSynPayload, true)
+	c.Filters.DropBadFlags = orBool(f.Filters.DropBadFlags, true)
+	if f.Filters.RateLimit != nil {
+		c.Filters.RateLimit = *f.Filters.RateLimit
+	}
+	c.Filters.RateBurst = 2 * c.Filters.RateLimit
+	if f.Filters.RateBurst != nil {
+		c.Filters.RateBurst = *f.Filters.RateBurst
+		if c.Filters.RateLimit > 0 && c.Filters.RateBurst == 0 {
+			v.errorf("filters.rate_burst", "must be at least 1 when rate_limit is set")
+		}
+	}
+	c.Filters.PrefixLenV4 = v.intRange("filters.prefix_len_v4", f.Filters.PrefixLenV4, 24, 1, 32)
+	c.Filters.PrefixLenV6 = v.intRange("filters.prefix_len_v6", f.Filters.PrefixLenV6, 64, 1, 128)
+}
+
+func (v *validator) services(f *file, c *Config) {
+	if len(f.Services) == 0 {
+		v.errorf("services", "at least one service is required")
+	}
+	names := map[string]int{}
+	listens := map[netip.AddrPort]int{}
+	for i, sf := range f.Services {
+		p := fmt.Sprintf("services.%d", i)
+		s := Service{Name: sf.Name}
+		if !namePattern.MatchString(sf.Name) {
+			v.errorf(p+".name", "%q: want 1-64 letters, digits, '_', '.', '-'", sf.Name)
+		} else if j, dup := names[sf.Name]; dup {
+			v.errorf(p+".name", "%q already names services[%d]", sf.Name, j)
+		}
+		names[sf.Name] = i
+		s.Listen = v.addrPort(p+".listen", sf.Listen)
+		if s.Listen.IsValid() {
+			if j, dup := listens[s.Listen]; dup {
+				v.errorf(p+".listen", "%s is already the listener of services[%d]", s.Listen, j)
+			}
+			listens[s.Listen] = i
+		}
+		s.Backend = v.addrPort(p+".backend", sf.Backend)
+		if s.Listen.IsValid() && s.Backend.IsValid() && s.Listen.Addr().Is4() != s.Backend.Addr().Is4() {
+			v.errorf(p+".backend", "%s and listener %s are of different address families", s.Backend, s.Listen)
+		}
+		if sf.Source != "" {
+			a, err := netip.ParseAddr(sf.Source)
+			switch {
+			case err != nil:
+				v.errorf(p+".source", "%v", err)
+			case s.Backend.IsValid() && a.Is4() != s.Backend.Addr().Is4():
+				v.errorf(p+".source", "%s and backend %s are of different address families", a, s.Backend)
+			default:
+				s.Source = a
+			}
+		}
+		s.Backlog = v.intRange(p+".backlog", sf.Backlog, DefaultBacklog, 1, hardMaxEntries)
+		switch OverflowPolicy(or(sf.OnOverflow, string(OverflowDrop))) {
+		case OverflowDrop, OverflowReset:
+			s.OnOverflow = OverflowPolicy(or(sf.OnOverflow, string(OverflowDrop)))
+		default:
+			v.errorf(p+".on_overflow", "%q: want drop or reset", sf.OnOverflow)
+		}
+		s.Cookies = v.cookiePolicy(p+".cookies", sf.Cookies, c.SYN.Cookies)
+		v.announce(p+".announce", sf, &s)
+		c.Services = append(c.Services, s)
+	}
+}
+
+func (v *validator) announce(p string, sf serviceFile, s *Service) {
+	a := sf.Announce
+	if a.MSS != nil && (*a.MSS < 536 || *a.MSS > 65495) {
+		v.errorf(p+".mss", "%d out of range 536-65495", *a.MSS)
+	}
+	if a.WindowScale != nil && *a.WindowScale > 14 {
+		v.errorf(p+".window_scale", "%d out of range 0-14 (RFC 7323)", *a.WindowScale)
+	}
+	s.Announce = Announce{MSS: a.MSS, WindowScale: a.WindowScale, SACK: a.SACK, Timestamps: a.Timestamps}
+}
+
+// EffectiveBacklog is the accept queue bound: min(backlog, somaxconn), as
+// Linux caps listen()'s backlog.
+func (c *Config) EffectiveBacklog(s Service) int { return min(s.Backlog, c.SYN.Somaxconn) }
+
+func (v *validator) addrPort(path, s string) netip.AddrPort {
+	if s == "" {
+		v.errorf(path, "required (ip:port, or [ipv6]:port)")
+		return netip.AddrPort{}
+	}
+	host, port, ok := cutPort(s)
+	if !ok {
+		v.errorf(path, "%q: want ip:port, or [ipv6]:port", s)
+		return netip.AddrPort{}
+	}
+	n, err := strconv.ParseUint(port, 10, 32)
+	if err != nil || n == 0 || n > 65535 {
+		v.errorf(path, "port %s out of range 1-65535", port)
+		return netip.AddrPort{}
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		v.errorf(path, "%q is not an IP address", host)
+		return netip.AddrPort{}
+	}
+	if a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
+		v.errorf(path, "%s: want a unicast address without zone", a)
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(n))
+}
+
+// cutPort splits "host:port" and "[v6]:port" without the DNS-flavoured
+// leniency of net.SplitHostPort.
+func cutPort(s string) (host, port string, ok bool) {
+	if strings.HasPrefix(s, "[") {
+		end := strings.Index(s, "]:")
+		if end < 0 {
+			return "", "", false
+		}
+		return s[1:end], s[end+2:], true
+	}
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 || strings.Count(s, ":") > 1 {
+		return "", "", false
+	}
+	return s[:i], s[i+1:], true
+}
+
+func (v *validator) cookiePolicy(path, s string, def CookiePolicy) CookiePolicy {
+	if s == "" {
+		return def
+	}
+	switch p := CookiePolicy(s); p {
+	case CookiesNever, CookiesAuto, CookiesAlways:
+		return p
+	}
+	v.errorf(path, "%q: want never, auto or always", s)
+	return def
+}
+
+func (v *validator) intRange(path string, p *int, def, lo, hi int) int {
+	if p == nil {
+		return def
+	}
+	if *p < lo || *p > hi {
+		v.errorf(path, "%d out of range %d-%d", *p, lo, hi)
+		return def
+	}
+	return *p
+}
+
+func (v *validator) duration(path string, p *time.Duration, def, lo, hi time.Duration) time.Duration {
+	if p == nil {
+		return def
+	}
+	if *p < lo || *p > hi {
+		v.errorf(path, "%v out of range %v-%v", *p, lo, hi)
+		return def
+	}
+	return *p
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func orBool(p *bool, def bool) bool {
+	if p == nil {
+		return def
+	}
+	return *p
+}
