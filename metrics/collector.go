@@ -1,0 +1,146 @@
+package metrics
+
+import (
+	"sort"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const ns = "syngate"
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(ns+"_"+name, help, labels, nil)
+}
+
+// The descriptors, one per metric name. README.md's metrics reference lists
+// the same names; TestReferenceInReadme keeps the two in step.
+var (
+	dSynReceived = desc("syn_received_total", "SYNs for the service that reached the handshake engine.", "service")
+	dSynAckSent  = desc("synack_sent_total",
+		"SYN-ACKs sent, by kind: queue (half-open entry), cookie (SyncookiesSent), resent (for a retransmitted SYN), retransmit (timer, TCPSynRetrans).",
+		"service", "kind")
+	dSynQueueFull = desc("syn_queue_full_total",
+		"SYNs that found the half-open queue full, by action: cookie (TCPReqQFullDoCookies) or drop (TCPReqQFullDrop).",
+		"service", "action")
+	dSynDropped = desc("syn_dropped_total",
+		"SYNs dropped by the engine, by reason: syn_queue_full, accept_queue_full (both in ListenDrops).",
+		"service", "reason")
+	dHalfOpenTimeout = desc("half_open_timeouts_total", "Half-open entries dropped after the last SYN-ACK retransmission.", "service")
+	dAckValidated    = desc("ack_validated_total", "Handshake ACKs accepted, by path: queue or cookie (SyncookiesRecv).", "service", "path")
+	dAckRejected     = desc("ack_rejected_total", "Handshake ACKs refused, by reason (cookie reasons add up to SyncookiesFailed).", "service", "reason")
+	dAcceptOverflow  = desc("accept_queue_overflows_total",
+		"Validated connections that found the accept queue full (ListenOverflows), by action: drop or reset (tcp_abort_on_overflow).",
+		"service", "action")
+	dSpliced         = desc("connections_spliced_total", "Connections whose backend leg opened and that were handed to the XDP fast path.", "service")
+	dBackendFailures = desc("backend_failures_total", "Backend legs that failed, by reason: refused, timeout, ...", "service", "reason")
+	dQueueDepth      = desc("queue_depth", "Entries in a service's queue: syn (half-open) or accept.", "service", "queue")
+	dQueueLimit      = desc("queue_limit", "Bound of a service's queue: syn (max_syn_backlog) or accept (min(backlog, somaxconn)).", "service", "queue")
+
+	dXDPPackets    = desc("xdp_packets_total", "Packets seen by the XDP program, by verdict and reason.", "verdict", "reason")
+	dFlows         = desc("flows", "Entries in the XDP flow table (one per direction).")
+	dFlowsLimit    = desc("flows_limit", "Size of the XDP flow table.")
+	dFlowsExpired  = desc("flows_expired_total", "Flows removed from the XDP flow table, by reason.", "reason")
+	dFastPackets   = desc("fastpath_packets_total", "Data packets of spliced flows forwarded by XDP without reaching user space.")
+	dFastBytes     = desc("fastpath_bytes_total", "Bytes of spliced flows forwarded by XDP.")
+	dScrapeErrors  = desc("dataplane_read_errors", "Data plane reads that failed during this scrape, by source (1: the series of that source are missing).", "source")
+	allDescriptors = []*prometheus.Desc{
+		dSynReceived, dSynAckSent, dSynQueueFull, dSynDropped, dHalfOpenTimeout, dAckValidated, dAckRejected,
+		dAcceptOverflow, dSpliced, dBackendFailures, dQueueDepth, dQueueLimit,
+		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors,
+	}
+)
+
+// collector reads every source at scrape time.
+type collector Registry
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range allDescriptors {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	services := append([]ServiceSource(nil), c.services...)
+	dp := c.dataplane
+	c.mu.Unlock()
+
+	for _, src := range services {
+		collectService(ch, src.ServiceStats())
+	}
+	if dp != nil {
+		collectDataplane(ch, dp)
+	}
+}
+
+func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v int, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+}
+
+func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
+	n := s.Name
+	counter(ch, dSynReceived, s.SynReceived, n)
+	counter(ch, dSynAckSent, s.SynAckQueued, n, "queue")
+	counter(ch, dSynAckSent, s.SynAckCookie, n, "cookie")
+	counter(ch, dSynAckSent, s.SynAckResent, n, "resent")
+	counter(ch, dSynAckSent, s.SynAckRetrans, n, "retransmit")
+	counter(ch, dSynQueueFull, s.SynQueueFullCookie, n, "cookie")
+	counter(ch, dSynQueueFull, s.SynQueueFullDrop, n, "drop")
+	counter(ch, dSynDropped, s.SynQueueFullDrop, n, "syn_queue_full")
+	counter(ch, dSynDropped, s.SynDropAcceptFull, n, "accept_queue_full")
+	counter(ch, dHalfOpenTimeout, s.HalfOpenTimeout, n)
+	counter(ch, dAckValidated, s.AckQueue, n, "queue")
+	counter(ch, dAckValidated, s.AckCookie, n, "cookie")
+	for _, k := range sortedKeys(s.AckRejected) {
+		counter(ch, dAckRejected, s.AckRejected[k], n, k)
+	}
+	counter(ch, dAcceptOverflow, s.AcceptOverflowDrop, n, "drop")
+	counter(ch, dAcceptOverflow, s.AcceptOverflowReset, n, "reset")
+	counter(ch, dSpliced, s.Spliced, n)
+	for _, k := range sortedKeys(s.BackendFailures) {
+		counter(ch, dBackendFailures, s.BackendFailures[k], n, k)
+	}
+	gauge(ch, dQueueDepth, s.HalfOpen, n, "syn")
+	gauge(ch, dQueueDepth, s.Accept, n, "accept")
+	gauge(ch, dQueueLimit, s.HalfOpenLimit, n, "syn")
+	gauge(ch, dQueueLimit, s.AcceptLimit, n, "accept")
+}
+
+func collectDataplane(ch chan<- prometheus.Metric, dp DataplaneSource) {
+	var errs [2]uint64
+	if vs, err := dp.Verdicts(); err != nil {
+		errs[0]++
+	} else {
+		for _, v := range vs {
+			counter(ch, dXDPPackets, v.Packets, v.Verdict, v.Reason)
+		}
+	}
+	if fs, err := dp.Flows(); err != nil {
+		errs[1]++
+	} else {
+		gauge(ch, dFlows, fs.Active)
+		gauge(ch, dFlowsLimit, fs.Limit)
+		for _, k := range sortedKeys(fs.Expired) {
+			counter(ch, dFlowsExpired, fs.Expired[k], k)
+		}
+		counter(ch, dFastPackets, fs.FastPackets)
+		counter(ch, dFastBytes, fs.FastBytes)
+	}
+	// A gauge of this scrape's failures: Prometheus sees the series vanish
+	// or reappear, and a failing read is visible without breaking /metrics.
+	ch <- prometheus.MustNewConstMetric(dScrapeErrors, prometheus.GaugeValue, float64(errs[0]), "verdicts")
+	ch <- prometheus.MustNewConstMetric(dScrapeErrors, prometheus.GaugeValue, float64(errs[1]), "flows")
+}
+
+func sortedKeys(m map[string]uint64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,140 @@
+// Package metrics exports syngate's state as Prometheus metrics.
+//
+// Nothing here is incremented on the packet path. The handshake engine and
+// the data plane keep their own cheap counters (atomics, per-CPU BPF maps);
+// a collector reads them when Prometheus scrapes, through the small Source
+// interfaces below. Names carry the syngate_ prefix and are fixed for the
+// whole product; README.md maps them onto the kernel's TcpExt counters.
+//
+//	reg := metrics.New(version)
+//	reg.AddService(engineService)       // implements metrics.ServiceSource
+//	reg.SetDataplane(dataplane)         // implements metrics.DataplaneSource
+//	http.Handle("/metrics", reg.Handler())
+package metrics
+
+import (
+	"net/http"
+	"runtime"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// ServiceStats is one service's counters and gauges at scrape time. Counters
+// only grow; the engine owns them.
+type ServiceStats struct {
+	Name string
+
+	SynReceived     uint64 // SYNs that reached the engine for this service
+	SynAckQueued    uint64 // SYN-ACKs sent for half-open queue entries
+	SynAckCookie    uint64 // SYN-ACKs carrying a cookie (Linux SyncookiesSent)
+	SynAckResent    uint64 // SYN-ACKs resent for a retransmitted SYN
+	SynAckRetrans   uint64 // SYN-ACKs retransmitted by the timer (TCPSynRetrans)
+	HalfOpenTimeout uint64 // half-open entries dropped after the last retry
+
+	// SYN queue full: cookies sent instead (TCPReqQFullDoCookies) or the SYN
+	// dropped because the policy is never (TCPReqQFullDrop).
+	SynQueueFullCookie uint64
+	SynQueueFullDrop   uint64
+	// SynDropAcceptFull counts SYNs dropped because the accept queue was full
+	// (part of ListenDrops).
+	SynDropAcceptFull uint64
+
+	AckQueue  uint64 // ACKs that completed a half-open entry
+	AckCookie uint64 // ACKs validated as cookies (SyncookiesRecv)
+	// AckRejected counts ACKs refused, by reason (cookie reasons are
+	// SyncookiesFailed).
+	AckRejected map[string]uint64
+
+	AcceptOverflowDrop  uint64 // ListenOverflows with tcp_abort_on_overflow=0
+	AcceptOverflowReset uint64 // ListenOverflows with tcp_abort_on_overflow=1
+
+	Spliced         uint64            // connections handed to the XDP fast path
+	BackendFailures map[string]uint64 // by reason: refused, timeout, ...
+
+	HalfOpen, HalfOpenLimit int // SYN queue depth and bound
+	Accept, AcceptLimit     int // accept queue depth and bound
+}
+
+// ServiceSource reports one service's stats. It is called at scrape time,
+// concurrently with the packet path, and must not block for long.
+type ServiceSource interface {
+	ServiceStats() ServiceStats
+}
+
+// VerdictCount is the number of packets the XDP program gave one verdict.
+type VerdictCount struct {
+	Verdict string // pass, drop, xsk, tx, redirect, ...
+	Reason  string // why: not_service, syn, malformed_ip, rate_limited, ...
+	Packets uint64
+}
+
+// FlowStats describes the XDP flow table.
+type FlowStats struct {
+	Active      int               // entries now (both directions)
+	Limit       int               // table size
+	Installed   uint64            // connections spliced into the table
+	Expired     map[string]uint64 // by reason: idle, closed, reset, evicted
+	FastPackets uint64            // packets the fast path forwarded
+	FastBytes   uint64
+}
+
+// DataplaneSource reports the XDP program's counters, summed over CPUs.
+type DataplaneSource interface {
+	Verdicts() ([]VerdictCount, error)
+	Flows() (FlowStats, error)
+}
+
+// Registry holds syngate's metrics on a private registry.
+type Registry struct {
+	reg *prometheus.Registry
+
+	mu        sync.Mutex
+	services  []ServiceSource
+	dataplane DataplaneSource
+}
+
+// New returns a registry with the build info, Go runtime and process
+// collectors registered.
+func New(version string) *Registry {
+	r := &Registry{reg: prometheus.NewRegistry()}
+	bi := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: ns, Name: "build_info",
+		Help:        "Build information; the value is always 1.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	bi.Set(1)
+	r.reg.MustRegister(bi,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		(*collector)(r),
+	)
+	return r
+}
+
+// AddService adds a service whose stats are exported from now on.
+func (r *Registry) AddService(s ServiceSource) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.services = append(r.services, s)
+}
+
+// SetDataplane sets the source of XDP counters; nil removes it.
+func (r *Registry) SetDataplane(d DataplaneSource) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dataplane = d
+}
+
+// Gatherer exposes the registry for tests and embedding.
+func (r *Registry) Gatherer() prometheus.Gatherer { return r.reg }
+
+// Register adds an extra collector (for example AF_XDP socket statistics).
+func (r *Registry) Register(c prometheus.Collector) error { return r.reg.Register(c) }
+
+// Handler serves the exposition format.
+func (r *Registry) Handler() http.Handler {
+	return promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{Registry: r.reg, ErrorHandling: promhttp.ContinueOnError})
+}
