@@ -1,0 +1,261 @@
+package queue
+
+import (
+	"encoding/binary"
+	"math"
+	"math/bits"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/syngate/syngate/flow"
+)
+
+// The half-open queue: per shard, a fixed array of entries with a free list,
+// an open-addressing index (linear probing, backward-shift deletion, so no
+// tombstones and no rehashing ever) and a timer wheel of intrusive lists with
+// one-second slots. Everything is sized in NewListener.
+
+const (
+	// wheelSlots covers MaxRTO plus rounding in one lap, so an entry is
+	// never parked in a slot that comes round before its deadline second.
+	wheelSlots = 128
+	wheelMask  = wheelSlots - 1
+	nilIdx     = int32(-1)
+	// noTime marks an unset monotonic timestamp.
+	noTime = int64(math.MinInt64)
+)
+
+// entry is one half-open connection.
+type entry struct {
+	tuple      flow.Tuple
+	firstSeen  time.Time
+	hash       uint64
+	deadline   int64 // next timer expiry, ns on the listener clock
+	lastResend int64 // last SYN-ACK resent for a retransmitted SYN, or noTime
+	opts       flow.SynOptions
+	clientISN  uint32
+	ourISN     uint32
+	next, prev int32 // timer wheel list; next doubles as the free list link
+	slot       int32 // wheel slot the entry is linked into
+	mss        uint16
+	attempts   uint8 // timer retransmissions so far
+	acked      bool  // a valid ACK was dropped because the accept queue was full
+}
+
+// counters are a shard's share of Stats; keeping them per shard keeps
+// receive queues on different shards off each other's cache lines.
+type counters struct {
+	synReceived        atomic.Uint64
+	synQueued          atomic.Uint64
+	synReplaced        atomic.Uint64
+	synResent          atomic.Uint64
+	synResendLimited   atomic.Uint64
+	cookiesSent        atomic.Uint64
+	cookiesOverflow    atomic.Uint64
+	synQueueFullDrops  atomic.Uint64
+	synAcceptFullDrops atomic.Uint64
+	retransmits        atomic.Uint64
+	timeouts           atomic.Uint64
+	ackMatched         atomic.Uint64
+	ackUnmatched       atomic.Uint64
+	ackCookieDenied    atomic.Uint64
+	ackBadAck          atomic.Uint64
+	ackBadSeq          atomic.Uint64
+}
+
+type shard struct {
+	mu      sync.Mutex
+	entries []entry
+	index   []int32 // entry index or nilIdx; len is a power of two
+	mask    uint64
+	free    int32 // head of the free list
+	cursor  int64 // wheel slots up to this second need no rescan
+	wheel   [wheelSlots]int32
+	stats   counters
+	_       [64]byte // keep neighbouring shards' locks apart
+}
+
+func (s *shard) init(capacity int) {
+	s.entries = make([]entry, capacity)
+	size := 2
+	for size < 2*capacity {
+		size *= 2
+	}
+	s.index = make([]int32, size)
+	for i := range s.index {
+		s.index[i] = nilIdx
+	}
+	s.mask = uint64(size - 1)
+	for i := range s.entries {
+		s.entries[i].next = int32(i + 1)
+	}
+	s.free = nilIdx
+	if capacity > 0 {
+		s.entries[capacity-1].next = nilIdx
+		s.free = 0
+	}
+	for i := range s.wheel {
+		s.wheel[i] = nilIdx
+	}
+	s.cursor = -1
+}
+
+// lookup finds t. It returns the index position holding it and its entry
+// index, or, when absent, the empty position where it would go and nilIdx.
+func (s *shard) lookup(h uint64, t flow.Tuple) (uint64, int32) {
+	pos := h & s.mask
+	for {
+		i := s.index[pos]
+		if i == nilIdx {
+			return pos, nilIdx
+		}
+		if e := &s.entries[i]; e.hash == h && e.tuple == t {
+			return pos, i
+		}
+		pos = (pos + 1) & s.mask
+	}
+}
+
+// alloc takes an entry off the free list and indexes it at pos, which must
+// come from a lookup of the same tuple under the same lock.
+func (s *shard) alloc(pos uint64, h uint64, t flow.Tuple) int32 {
+	i := s.free
+	if i == nilIdx {
+		return nilIdx
+	}
+	e := &s.entries[i]
+	s.free = e.next
+	e.tuple, e.hash = t, h
+	s.index[pos] = i
+	return i
+}
+
+// remove unindexes entry i (found at pos), stops its timer and frees it.
+func (s *shard) remove(pos uint64, i int32) {
+	s.unlink(i)
+	// Backward-shift deletion: pull later members of the probe run into
+	// the hole unless their home position lies cyclically in (hole, j].
+	hole := pos
+	s.index[hole] = nilIdx
+	for j := (hole + 1) & s.mask; s.index[j] != nilIdx; j = (j + 1) & s.mask {
+		home := s.entries[s.index[j]].hash & s.mask
+		if (j-home)&s.mask < (j-hole)&s.mask {
+			continue // home is between the hole and j: it must stay
+		}
+		s.index[hole] = s.index[j]
+		s.index[j] = nilIdx
+		hole = j
+	}
+	e := &s.entries[i]
+	*e = entry{next: s.free, prev: nilIdx, slot: nilIdx}
+	s.free = i
+}
+
+// schedule links entry i into the wheel for its deadline. An entry due in
+// a second the wheel already scanned goes into the next slot to be scanned.
+func (s *shard) schedule(i int32) {
+	e := &s.entries[i]
+	sec := max(e.deadline/int64(time.Second), s.cursor+1)
+	slot := int32(sec & wheelMask)
+	e.slot, e.prev, e.next = slot, nilIdx, s.wheel[slot]
+	if e.next != nilIdx {
+		s.entries[e.next].prev = i
+	}
+	s.wheel[slot] = i
+}
+
+func (s *shard) unlink(i int32) {
+	e := &s.entries[i]
+	if e.slot == nilIdx {
+		return
+	}
+	if e.prev != nilIdx {
+		s.entries[e.prev].next = e.next
+	} else {
+		s.wheel[e.slot] = e.next
+	}
+	if e.next != nilIdx {
+		s.entries[e.next].prev = e.prev
+	}
+	e.slot, e.prev, e.next = nilIdx, nilIdx, nilIdx
+}
+
+// expire fires the timers due at now, appending one Timeout per fired
+// entry to out, and reports how many entries it removed.
+func (s *shard) expire(now int64, retries int, out []Timeout) ([]Timeout, int) {
+	nowSec := now / int64(time.Second)
+	from := max(s.cursor+1, nowSec-wheelSlots+1)
+	removed := 0
+	for sec := from; sec <= nowSec; sec++ {
+		for i := s.wheel[sec&wheelMask]; i != nilIdx; {
+			e := &s.entries[i]
+			next := e.next
+			if e.deadline > now {
+				// Due later this second, or a lap ahead.
+				i = next
+				continue
+			}
+			ev := Timeout{
+				Tuple:     e.tuple,
+				ClientISN: e.clientISN,
+				OurISN:    e.ourISN,
+				Options:   e.opts,
+				MSS:       e.mss,
+				Attempt:   int(e.attempts),
+			}
+			if int(e.attempts) >= retries {
+				ev.Dropped = true
+				pos, _ := s.lookup(e.hash, e.tuple)
+				s.remove(pos, i)
+				removed++
+			} else {
+				e.attempts++
+				ev.Attempt = int(e.attempts)
+				s.unlink(i)
+				e.deadline = now + int64(rto(int(e.attempts)))
+				s.schedule(i) // at the head of a later slot: not seen again here
+			}
+			out = append(out, ev)
+			i = next
+		}
+	}
+	// The current second may still hold entries due later in it, so the
+	// next call scans it again.
+	s.cursor = nowSec - 1
+	return out, removed
+}
+
+// rto is the timeout after the n-th retransmission: 1 s doubled n times,
+// capped at MaxRTO.
+func rto(n int) time.Duration {
+	if n >= 7 { // 1<<7 s > MaxRTO
+		return MaxRTO
+	}
+	return min(InitialRTO<<n, MaxRTO)
+}
+
+// hashKey keys the tuple hash with per-listener random words, so a client
+// cannot aim many tuples at one shard or one probe run.
+type hashKey [4]uint64
+
+func newHashKey() hashKey {
+	return hashKey{rand.Uint64(), rand.Uint64(), rand.Uint64(), rand.Uint64() | 1}
+}
+
+// mix folds a 128-bit product; with a secret in each operand this is the
+// multiply-mix used by wyhash-style hashes.
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+func (k *hashKey) sum(t flow.Tuple) uint64 {
+	c := t.Client.Addr().As16()
+	s := t.Service.Addr().As16()
+	ports := uint64(t.Client.Port())<<16 | uint64(t.Service.Port())
+	h := mix(binary.LittleEndian.Uint64(c[:8])^k[0], binary.LittleEndian.Uint64(c[8:])^k[1])
+	h = mix(h^binary.LittleEndian.Uint64(s[:8])^k[2], binary.LittleEndian.Uint64(s[8:])^k[3])
+	return mix(h^ports^k[1], k[3])
+}
