@@ -151,7 +151,7 @@ func (p *MemPort) Alloc(pkts []Packet) int {
 		off := p.free[len(p.free)-1]
 		p.free = p.free[:len(p.free)-1]
 		p.lent[off/uint64(p.cfg.FrameSize)] = true
-		pkts[n] = Packet{Data: p.area[off:off:off+uint64(p.cfg.FrameSize)], Handle: off}
+		pkts[n] = Packet{Data: p.area[off : off : off+uint64(p.cfg.FrameSize)], Handle: off}
 		n++
 	}
 	p.stats.Lent += n
