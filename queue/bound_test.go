@@ -2,6 +2,7 @@ package queue
 
 import (
 	"math/rand/v2"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -23,8 +24,9 @@ func TestShardIndexCollisions(t *testing.T) {
 	for step := range 20000 {
 		k := r.IntN(40)
 		tp := tuple(k)
+		key := makeKey(tp)
 		h := hashOf(k)
-		pos, i := s.lookup(h, tp)
+		pos, i := s.lookup(h, &key)
 		want, inModel := model[tp]
 		if (i != nilIdx) != inModel || (inModel && i != want) {
 			t.Fatalf("step %d: lookup(%d) = %d, model %d %v", step, k, i, want, inModel)
@@ -34,14 +36,15 @@ func TestShardIndexCollisions(t *testing.T) {
 			s.remove(pos, i)
 			delete(model, tp)
 		case len(model) < len(s.entries):
-			i = s.alloc(pos, h, tp)
+			i = s.alloc(pos, h, &key)
 			s.entries[i].deadline = int64(step)
 			s.schedule(i)
 			model[tp] = i
 		}
 	}
 	for tp, i := range model {
-		if _, j := s.lookup(hashOf(int(tp.Client.Addr().As4()[3])), tp); j != i {
+		key := makeKey(tp)
+		if _, j := s.lookup(hashOf(int(tp.Client.Addr().As4()[3])), &key); j != i {
 			t.Errorf("%v: found %d, want %d", tp, j, i)
 		}
 	}
@@ -123,4 +126,24 @@ func TestNoAllocs(t *testing.T) {
 		t.Errorf("%d entries, want at most 512", l.SynQueueLen())
 	}
 	checkInvariants(t, l)
+}
+
+func TestKeyRoundTrip(t *testing.T) {
+	for _, s := range [][2]string{
+		{"10.0.0.1:1234", "192.0.2.1:443"},
+		{"[2001:db8::1]:65535", "[2001:db8::2]:80"},
+		{"[::ffff:10.0.0.1]:1", "192.0.2.1:0"}, // 4in6 stays distinct from 4
+		{"0.0.0.0:0", "[::]:0"},
+	} {
+		tp := flow.Tuple{Client: netip.MustParseAddrPort(s[0]), Service: netip.MustParseAddrPort(s[1])}
+		k := makeKey(tp)
+		if got := k.tuple(); got != tp {
+			t.Errorf("%v: round trip gives %v", tp, got)
+		}
+	}
+	a := makeKey(flow.Tuple{Client: netip.MustParseAddrPort("10.0.0.1:1"), Service: service})
+	b := makeKey(flow.Tuple{Client: netip.MustParseAddrPort("[::ffff:10.0.0.1]:1"), Service: service})
+	if a == b {
+		t.Error("IPv4 and IPv4-mapped IPv6 clients share a key")
+	}
 }

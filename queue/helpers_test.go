@@ -70,13 +70,17 @@ func checkInvariants(t testing.TB, l *Listener) {
 		s := &l.shards[si]
 		s.mu.Lock()
 		indexed := 0
-		for pos, i := range s.index {
-			if i == nilIdx {
+		for pos, v := range s.index {
+			if v == 0 {
 				continue
 			}
 			indexed++
+			i := int32(uint32(v)) - 1
 			e := &s.entries[i]
-			if p, j := s.lookup(e.hash, e.tuple); j != i || p != uint64(pos) {
+			if v>>32 != e.hash&0xffffffff || e.hash != l.key.sum(&e.key) {
+				t.Errorf("shard %d: entry %d indexed with tag %#x, hash %#x", si, i, v>>32, e.hash)
+			}
+			if p, j := s.lookup(e.hash, &e.key); j != i || p != uint64(pos) {
 				t.Errorf("shard %d: entry %d at %d found as %d at %d", si, i, pos, j, p)
 			}
 			if e.slot == nilIdx {

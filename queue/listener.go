@@ -247,7 +247,8 @@ func (l *Listener) reserve() bool {
 // shard can fill a little before the whole queue does, which counts as an
 // overflow like a full queue.
 func (l *Listener) OnSYN(s SYN, now time.Time, newISN func() uint32) SynDecision {
-	h := l.key.sum(s.Tuple)
+	k := makeKey(s.Tuple)
+	h := l.key.sum(&k)
 	sh := l.shard(h)
 	sh.stats.synReceived.Add(1)
 	if l.accept.full() {
@@ -261,7 +262,7 @@ func (l *Listener) OnSYN(s SYN, now time.Time, newISN func() uint32) SynDecision
 	t := l.now(now)
 
 	sh.mu.Lock()
-	pos, i := sh.lookup(h, s.Tuple)
+	pos, i := sh.lookup(h, &k)
 	if i != nilIdx {
 		e := &sh.entries[i]
 		if e.clientISN == s.ISN {
@@ -278,15 +279,15 @@ func (l *Listener) OnSYN(s SYN, now time.Time, newISN func() uint32) SynDecision
 		}
 		// The client gave up on the old handshake and started a new one.
 		sh.unlink(i)
-		d := l.fill(sh, i, s, now, t, newISN)
+		d := l.fill(sh, i, s, t, newISN)
 		sh.mu.Unlock()
 		sh.stats.synReplaced.Add(1)
 		sh.stats.synQueued.Add(1)
 		return d
 	}
 	if sh.free != nilIdx && l.reserve() {
-		i = sh.alloc(pos, h, s.Tuple)
-		d := l.fill(sh, i, s, now, t, newISN)
+		i = sh.alloc(pos, h, &k)
+		d := l.fill(sh, i, s, t, newISN)
 		sh.mu.Unlock()
 		sh.stats.synQueued.Add(1)
 		return d
@@ -304,9 +305,9 @@ func (l *Listener) OnSYN(s SYN, now time.Time, newISN func() uint32) SynDecision
 }
 
 // fill (re)initialises entry i for s and starts its retransmission timer.
-func (l *Listener) fill(sh *shard, i int32, s SYN, now time.Time, t int64, newISN func() uint32) SynDecision {
+func (l *Listener) fill(sh *shard, i int32, s SYN, t int64, newISN func() uint32) SynDecision {
 	e := &sh.entries[i]
-	e.firstSeen = now
+	e.firstSeen = t
 	e.opts = s.Options
 	e.clientISN = s.ISN
 	e.ourISN = newISN()
@@ -347,12 +348,13 @@ func (l *Listener) cookieCheckAllowed(t int64) bool {
 // full, in which case Config.Overflow decides between AckDrop (entry kept)
 // and AckReset (entry removed).
 func (l *Listener) OnACK(t flow.Tuple, seq, ack uint32, data []byte, now time.Time) AckDecision {
-	h := l.key.sum(t)
+	k := makeKey(t)
+	h := l.key.sum(&k)
 	sh := l.shard(h)
 	tm := l.now(now)
 	if l.cookies != CookiesAlways {
 		sh.mu.Lock()
-		pos, i := sh.lookup(h, t)
+		pos, i := sh.lookup(h, &k)
 		if i != nilIdx {
 			d := l.matched(sh, pos, i, seq, ack, data)
 			sh.mu.Unlock()
@@ -381,12 +383,12 @@ func (l *Listener) matched(sh *shard, pos uint64, i int32, seq, ack uint32, data
 	}
 	sh.stats.ackMatched.Add(1)
 	c := Conn{
-		Tuple:     e.tuple,
+		Tuple:     e.key.tuple(),
 		ClientISN: e.clientISN,
 		OurISN:    e.ourISN,
 		Options:   e.opts,
 		MSS:       e.mss,
-		FirstSeen: e.firstSeen,
+		FirstSeen: l.epoch.Add(time.Duration(e.firstSeen)),
 		Data:      data,
 	}
 	switch l.accept.push(&c) {

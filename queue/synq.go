@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/bits"
 	"math/rand/v2"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,11 +28,61 @@ const (
 	noTime = int64(math.MinInt64)
 )
 
-// entry is one half-open connection.
+// key is a tuple without pointers (netip.Addr holds one for its zone), so
+// the entry array is never scanned by the GC however large it is. Zones are
+// dropped: a SYN never carries one.
+type key struct {
+	c0, c1, s0, s1 uint64 // client and service addresses, 16-byte form
+	ports          uint64 // client port<<16 | service port, flags above
+}
+
+const (
+	keyClient4  = 1 << 32 // the client address is IPv4
+	keyService4 = 1 << 33
+)
+
+func makeKey(t flow.Tuple) key {
+	c, s := t.Client.Addr(), t.Service.Addr()
+	ca, sa := c.As16(), s.As16()
+	k := key{
+		c0:    binary.BigEndian.Uint64(ca[:8]),
+		c1:    binary.BigEndian.Uint64(ca[8:]),
+		s0:    binary.BigEndian.Uint64(sa[:8]),
+		s1:    binary.BigEndian.Uint64(sa[8:]),
+		ports: uint64(t.Client.Port())<<16 | uint64(t.Service.Port()),
+	}
+	if c.Is4() {
+		k.ports |= keyClient4
+	}
+	if s.Is4() {
+		k.ports |= keyService4
+	}
+	return k
+}
+
+func (k *key) tuple() flow.Tuple {
+	addr := func(hi, lo uint64, is4 bool) netip.Addr {
+		var b [16]byte
+		binary.BigEndian.PutUint64(b[:8], hi)
+		binary.BigEndian.PutUint64(b[8:], lo)
+		a := netip.AddrFrom16(b)
+		if is4 {
+			return a.Unmap()
+		}
+		return a
+	}
+	return flow.Tuple{
+		Client:  netip.AddrPortFrom(addr(k.c0, k.c1, k.ports&keyClient4 != 0), uint16(k.ports>>16)),
+		Service: netip.AddrPortFrom(addr(k.s0, k.s1, k.ports&keyService4 != 0), uint16(k.ports)),
+	}
+}
+
+// entry is one half-open connection. It holds no pointers, and the fields a
+// lookup reads come first.
 type entry struct {
-	tuple      flow.Tuple
-	firstSeen  time.Time
+	key        key
 	hash       uint64
+	firstSeen  int64 // SYN arrival, ns on the listener clock
 	deadline   int64 // next timer expiry, ns on the listener clock
 	lastResend int64 // last SYN-ACK resent for a retransmitted SYN, or noTime
 	opts       flow.SynOptions
@@ -68,13 +119,16 @@ type counters struct {
 type shard struct {
 	mu      sync.Mutex
 	entries []entry
-	index   []int32 // entry index or nilIdx; len is a power of two
-	mask    uint64
-	free    int32 // head of the free list
-	cursor  int64 // wheel slots up to this second need no rescan
-	wheel   [wheelSlots]int32
-	stats   counters
-	_       [64]byte // keep neighbouring shards' locks apart
+	// index holds, per position, the low 32 bits of the hash (the tag, of
+	// which the low bits are also the home position) above entry index + 1;
+	// zero is empty. A lookup miss never touches the entries.
+	index  []uint64
+	mask   uint64
+	free   int32 // head of the free list
+	cursor int64 // wheel slots up to this second need no rescan
+	wheel  [wheelSlots]int32
+	stats  counters
+	_      [64]byte // keep neighbouring shards' locks apart
 }
 
 func (s *shard) init(capacity int) {
@@ -83,10 +137,7 @@ func (s *shard) init(capacity int) {
 	for size < 2*capacity {
 		size *= 2
 	}
-	s.index = make([]int32, size)
-	for i := range s.index {
-		s.index[i] = nilIdx
-	}
+	s.index = make([]uint64, size)
 	s.mask = uint64(size - 1)
 	for i := range s.entries {
 		s.entries[i].next = int32(i + 1)
@@ -102,33 +153,36 @@ func (s *shard) init(capacity int) {
 	s.cursor = -1
 }
 
-// lookup finds t. It returns the index position holding it and its entry
+// lookup finds k. It returns the index position holding it and its entry
 // index, or, when absent, the empty position where it would go and nilIdx.
-func (s *shard) lookup(h uint64, t flow.Tuple) (uint64, int32) {
+func (s *shard) lookup(h uint64, k *key) (uint64, int32) {
+	tag := h & 0xffffffff
 	pos := h & s.mask
 	for {
-		i := s.index[pos]
-		if i == nilIdx {
+		v := s.index[pos]
+		if v == 0 {
 			return pos, nilIdx
 		}
-		if e := &s.entries[i]; e.hash == h && e.tuple == t {
-			return pos, i
+		if v>>32 == tag {
+			if i := int32(uint32(v)) - 1; s.entries[i].key == *k {
+				return pos, i
+			}
 		}
 		pos = (pos + 1) & s.mask
 	}
 }
 
 // alloc takes an entry off the free list and indexes it at pos, which must
-// come from a lookup of the same tuple under the same lock.
-func (s *shard) alloc(pos uint64, h uint64, t flow.Tuple) int32 {
+// come from a lookup of the same key under the same lock.
+func (s *shard) alloc(pos uint64, h uint64, k *key) int32 {
 	i := s.free
 	if i == nilIdx {
 		return nilIdx
 	}
 	e := &s.entries[i]
 	s.free = e.next
-	e.tuple, e.hash = t, h
-	s.index[pos] = i
+	e.key, e.hash = *k, h
+	s.index[pos] = h<<32 | uint64(i+1)
 	return i
 }
 
@@ -138,18 +192,17 @@ func (s *shard) remove(pos uint64, i int32) {
 	// Backward-shift deletion: pull later members of the probe run into
 	// the hole unless their home position lies cyclically in (hole, j].
 	hole := pos
-	s.index[hole] = nilIdx
-	for j := (hole + 1) & s.mask; s.index[j] != nilIdx; j = (j + 1) & s.mask {
-		home := s.entries[s.index[j]].hash & s.mask
+	s.index[hole] = 0
+	for j := (hole + 1) & s.mask; s.index[j] != 0; j = (j + 1) & s.mask {
+		home := s.index[j] >> 32 & s.mask
 		if (j-home)&s.mask < (j-hole)&s.mask {
 			continue // home is between the hole and j: it must stay
 		}
 		s.index[hole] = s.index[j]
-		s.index[j] = nilIdx
+		s.index[j] = 0
 		hole = j
 	}
-	e := &s.entries[i]
-	*e = entry{next: s.free, prev: nilIdx, slot: nilIdx}
+	s.entries[i] = entry{next: s.free, prev: nilIdx, slot: nilIdx}
 	s.free = i
 }
 
@@ -198,7 +251,7 @@ func (s *shard) expire(now int64, retries int, out []Timeout) ([]Timeout, int) {
 				continue
 			}
 			ev := Timeout{
-				Tuple:     e.tuple,
+				Tuple:     e.key.tuple(),
 				ClientISN: e.clientISN,
 				OurISN:    e.ourISN,
 				Options:   e.opts,
@@ -207,7 +260,7 @@ func (s *shard) expire(now int64, retries int, out []Timeout) ([]Timeout, int) {
 			}
 			if int(e.attempts) >= retries {
 				ev.Dropped = true
-				pos, _ := s.lookup(e.hash, e.tuple)
+				pos, _ := s.lookup(e.hash, &e.key)
 				s.remove(pos, i)
 				removed++
 			} else {
@@ -251,11 +304,8 @@ func mix(a, b uint64) uint64 {
 	return hi ^ lo
 }
 
-func (k *hashKey) sum(t flow.Tuple) uint64 {
-	c := t.Client.Addr().As16()
-	s := t.Service.Addr().As16()
-	ports := uint64(t.Client.Port())<<16 | uint64(t.Service.Port())
-	h := mix(binary.LittleEndian.Uint64(c[:8])^k[0], binary.LittleEndian.Uint64(c[8:])^k[1])
-	h = mix(h^binary.LittleEndian.Uint64(s[:8])^k[2], binary.LittleEndian.Uint64(s[8:])^k[3])
-	return mix(h^ports^k[1], k[3])
+func (hk *hashKey) sum(k *key) uint64 {
+	h := mix(k.c0^hk[0], k.c1^hk[1])
+	h = mix(h^k.s0^hk[2], k.s1^hk[3])
+	return mix(h^k.ports^hk[1], hk[3])
 }
