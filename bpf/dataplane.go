@@ -1,0 +1,391 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// Mode selects how the XDP program is attached to an interface.
+type Mode int
+
+const (
+	// ModeAuto tries native (driver) mode and falls back to generic.
+	ModeAuto Mode = iota
+	// ModeNative requires driver support; it is the fast one.
+	ModeNative
+	// ModeGeneric runs after the kernel allocated an skb: slower, works anywhere.
+	ModeGeneric
+)
+
+// String returns the mode's name as ParseMode accepts it.
+func (m Mode) String() string {
+	switch m {
+	case ModeAuto:
+		return "auto"
+	case ModeNative:
+		return "native"
+	case ModeGeneric:
+		return "generic"
+	}
+	return fmt.Sprintf("mode(%d)", int(m))
+}
+
+// ParseMode parses "auto", "native" or "generic".
+func ParseMode(s string) (Mode, error) {
+	switch strings.ToLower(s) {
+	case "auto", "":
+		return ModeAuto, nil
+	case "native", "driver", "drv":
+		return ModeNative, nil
+	case "generic", "skb":
+		return ModeGeneric, nil
+	}
+	return 0, fmt.Errorf("parse xdp mode %q: %w", s, ErrInvalid)
+}
+
+// RateLimit is the per-source-prefix SYN token bucket. A zero PerSecond
+// disables it.
+type RateLimit struct {
+	PerSecond uint64 // SYNs per second refilled per prefix; at most 1e9
+	Burst     uint64 // bucket size; zero means PerSecond; at most 1e9
+	Prefix4   int    // IPv4 source prefix length; zero means 24
+	Prefix6   int    // IPv6 source prefix length; zero means 64
+}
+
+// PortRange is an inclusive range of local ports. The zero value is empty.
+type PortRange struct {
+	First, Last uint16
+}
+
+// Config is fixed for the life of the loaded program (it is compiled into
+// the program's read-only data, so disabled defenses cost nothing). The zero
+// value loads a program with no defenses, no pinning and no local ports.
+type Config struct {
+	// PinPath is a directory on a bpf filesystem (e.g. /sys/fs/bpf/syngate)
+	// where the stateful maps are pinned, and reused by the next Load with
+	// the same path. Empty disables pinning.
+	PinPath string
+	// DropSYNPayload drops SYNs that carry data (this also refuses TCP Fast
+	// Open, which syngate does not implement).
+	DropSYNPayload bool
+	// DropBadFlags drops segments with impossible flags: none at all, SYN
+	// with FIN or RST, FIN with RST, FIN/PSH/URG without ACK.
+	DropBadFlags bool
+	// SYNRateLimit limits SYNs per source prefix.
+	SYNRateLimit RateLimit
+	// LocalPorts is the range of source ports syngate uses towards backends;
+	// segments to a local address (AddLocal) in this range are syngate's.
+	LocalPorts PortRange
+	// MaxFlows sizes the flow table (LRU); zero means 262144. One spliced
+	// connection takes two entries.
+	MaxFlows int
+	// Logger receives attach/detach events; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) bpfConfig() (syngateConfig, error) {
+	var bc syngateConfig
+	if c.DropSYNPayload {
+		bc.Flags |= cfgDropSYNPayload
+	}
+	if c.DropBadFlags {
+		bc.Flags |= cfgDropBadFlags
+	}
+	if c.LocalPorts.First > c.LocalPorts.Last {
+		return bc, fmt.Errorf("local ports %d-%d: %w", c.LocalPorts.First, c.LocalPorts.Last, ErrInvalid)
+	}
+	bc.LocalPortMin, bc.LocalPortMax = c.LocalPorts.First, c.LocalPorts.Last
+	if c.LocalPorts == (PortRange{}) {
+		bc.LocalPortMin = 1 // empty range: min > max matches no port
+	}
+	if c.MaxFlows < 0 {
+		return bc, fmt.Errorf("max flows %d: %w", c.MaxFlows, ErrInvalid)
+	}
+	rl := c.SYNRateLimit
+	if rl.PerSecond == 0 {
+		return bc, nil
+	}
+	if rl.Burst == 0 {
+		rl.Burst = rl.PerSecond
+	}
+	if rl.Prefix4 == 0 {
+		rl.Prefix4 = 24
+	}
+	if rl.Prefix6 == 0 {
+		rl.Prefix6 = 64
+	}
+	switch {
+	case rl.PerSecond > 1e9, rl.Burst > 1e9:
+		return bc, fmt.Errorf("syn rate limit %d/s burst %d: above 1e9: %w", rl.PerSecond, rl.Burst, ErrInvalid)
+	case rl.Prefix4 < 0 || rl.Prefix4 > 32:
+		return bc, fmt.Errorf("syn rate limit ipv4 prefix /%d: %w", rl.Prefix4, ErrInvalid)
+	case rl.Prefix6 < 0 || rl.Prefix6 > 128:
+		return bc, fmt.Errorf("syn rate limit ipv6 prefix /%d: %w", rl.Prefix6, ErrInvalid)
+	}
+	bc.Flags |= cfgSYNRateLimit
+	bc.RlRatePerSec = rl.PerSecond
+	bc.RlBurst = rl.Burst
+	bc.RlFillNs = rl.Burst * 1e9 / rl.PerSecond
+	bc.RlPrefix4 = uint8(rl.Prefix4)
+	bc.RlPrefix6 = uint8(rl.Prefix6)
+	return bc, nil
+}
+
+// Mirrors of the CFG_* flags in syngate.c.
+const (
+	cfgDropSYNPayload = 0x1
+	cfgDropBadFlags   = 0x2
+	cfgSYNRateLimit   = 0x4
+)
+
+// pinnedMaps are the maps whose state must survive a restart (see doc.go).
+var pinnedMaps = []string{
+	syngateMapServices, syngateMapLocals, syngateMapFlows, syngateMapRatelimit, syngateMapCounters,
+}
+
+// mapLayouts pins the Go mirror of each map's key and value; Load refuses a
+// program whose maps disagree.
+var mapLayouts = map[string][2]any{
+	syngateMapServices:  {syngateSvcKey{}, syngateSvcVal{}},
+	syngateMapLocals:    {syngateLocalKey{}, uint32(0)},
+	syngateMapFlows:     {syngateFlowKey{}, syngateFlowVal{}},
+	syngateMapRatelimit: {syngateRlKey{}, syngateRlVal{}},
+	syngateMapCounters:  {uint32(0), syngateCounter{}},
+	syngateMapXsks:      {uint32(0), uint32(0)},
+	syngateMapTxPorts:   {uint32(0), uint32(0)},
+}
+
+// Dataplane is the loaded XDP program and its maps. Its methods are safe for
+// concurrent use. Close detaches from every interface.
+type Dataplane struct {
+	objs syngateObjects
+	log  *slog.Logger
+	cfg  Config
+
+	mu    sync.Mutex
+	links map[int]attachment // by ifindex; keeps links referenced
+}
+
+type attachment struct {
+	name string
+	mode Mode
+	link link.Link
+}
+
+// Load checks the configuration, loads the program and creates (or, with
+// Config.PinPath, reuses) its maps. It does not attach; see Attach.
+func Load(cfg Config) (*Dataplane, error) {
+	bc, err := cfg.bpfConfig()
+	if err != nil {
+		return nil, fmt.Errorf("load dataplane: %w", err)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("load dataplane: remove memlock limit: %w", classify(err))
+	}
+	spec, err := loadSyngate()
+	if err != nil {
+		return nil, fmt.Errorf("load dataplane: %w", err)
+	}
+	if err := checkLayouts(spec); err != nil {
+		return nil, fmt.Errorf("load dataplane: %w", err)
+	}
+	if err := spec.Variables[syngateVarCfg].Set(bc); err != nil {
+		return nil, fmt.Errorf("load dataplane: set config: %w", err)
+	}
+	if cfg.MaxFlows > 0 {
+		spec.Maps[syngateMapFlows].MaxEntries = uint32(cfg.MaxFlows)
+	}
+	var opts ebpf.CollectionOptions
+	if cfg.PinPath != "" {
+		if err := checkBPFFS(cfg.PinPath); err != nil {
+			return nil, fmt.Errorf("load dataplane: %w", err)
+		}
+		for _, name := range pinnedMaps {
+			spec.Maps[name].Pinning = ebpf.PinByName
+		}
+		opts.Maps.PinPath = cfg.PinPath
+	}
+	d := &Dataplane{log: cfg.Logger, cfg: cfg, links: make(map[int]attachment)}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
+	if err := spec.LoadAndAssign(&d.objs, &opts); err != nil {
+		return nil, fmt.Errorf("load dataplane: %w", classify(err))
+	}
+	return d, nil
+}
+
+func checkLayouts(spec *ebpf.CollectionSpec) error {
+	for name, kv := range mapLayouts {
+		ms, ok := spec.Maps[name]
+		if !ok {
+			return fmt.Errorf("map %s missing from the object", name)
+		}
+		if k := binary.Size(kv[0]); uint32(k) != ms.KeySize {
+			return fmt.Errorf("map %s: key is %d bytes in C, %d in Go", name, ms.KeySize, k)
+		}
+		if v := binary.Size(kv[1]); uint32(v) != ms.ValueSize {
+			return fmt.Errorf("map %s: value is %d bytes in C, %d in Go", name, ms.ValueSize, v)
+		}
+	}
+	return nil
+}
+
+func checkBPFFS(dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("%s: %w: %w", dir, ErrPinPath, err)
+	}
+	if st.Type != unix.BPF_FS_MAGIC {
+		return fmt.Errorf("%s (mount one with `mount -t bpf bpf /sys/fs/bpf`): %w", dir, ErrPinPath)
+	}
+	return nil
+}
+
+// verifierTail is how many lines of the verifier log an error keeps.
+const verifierTail = 20
+
+// classify wraps a loader error with the sentinel a caller can act on.
+func classify(err error) error {
+	var ve *ebpf.VerifierError
+	switch {
+	case errors.As(err, &ve):
+		log := ve.Log
+		if len(log) > verifierTail {
+			log = log[len(log)-verifierTail:]
+		}
+		return fmt.Errorf("%w: %w\n%s", ErrVerifier, err, strings.Join(log, "\n"))
+	case errors.Is(err, ebpf.ErrMapIncompatible):
+		return fmt.Errorf("%w: %w", ErrPinnedIncompatible, err)
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return fmt.Errorf("%w: %w", ErrNotSupported, err)
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		return fmt.Errorf("%w: %w", ErrPermission, err)
+	}
+	return err
+}
+
+// Attach attaches the program to the named interface and lets the fast path
+// redirect to it. ModeAuto falls back to generic mode when native fails.
+func (d *Dataplane) Attach(ifname string, mode Mode) error {
+	iface, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return fmt.Errorf("attach xdp to %s: %w: %w", ifname, ErrUnknownInterface, err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.links[iface.Index]; ok {
+		return fmt.Errorf("attach xdp to %s: %w", ifname, ErrAlreadyAttached)
+	}
+	var l link.Link
+	switch mode {
+	case ModeNative:
+		l, err = d.attach(iface.Index, link.XDPDriverMode)
+	case ModeGeneric:
+		l, err = d.attach(iface.Index, link.XDPGenericMode)
+	case ModeAuto:
+		mode = ModeNative
+		l, err = d.attach(iface.Index, link.XDPDriverMode)
+		if err != nil {
+			d.log.Info("native xdp failed, falling back to generic", "interface", ifname, "error", err)
+			mode = ModeGeneric
+			l, err = d.attach(iface.Index, link.XDPGenericMode)
+		}
+	default:
+		return fmt.Errorf("attach xdp to %s: %v: %w", ifname, mode, ErrInvalid)
+	}
+	if err != nil {
+		return fmt.Errorf("attach xdp to %s in %v mode: %w", ifname, mode, classify(err))
+	}
+	idx := uint32(iface.Index)
+	if err := d.objs.TxPorts.Put(idx, idx); err != nil {
+		_ = l.Close()
+		return fmt.Errorf("attach xdp to %s: add to redirect map: %w", ifname, classify(err))
+	}
+	d.links[iface.Index] = attachment{name: ifname, mode: mode, link: l}
+	d.log.Info("xdp attached", "interface", ifname, "mode", mode.String())
+	return nil
+}
+
+func (d *Dataplane) attach(ifindex int, flags link.XDPAttachFlags) (link.Link, error) {
+	return link.AttachXDP(link.XDPOptions{Program: d.objs.SyngateXdp, Interface: ifindex, Flags: flags})
+}
+
+// Attached returns the names of the interfaces the program is attached to
+// and the mode each one got.
+func (d *Dataplane) Attached() map[string]Mode {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]Mode, len(d.links))
+	for _, a := range d.links {
+		out[a.name] = a.mode
+	}
+	return out
+}
+
+// Detach removes the program from the named interface.
+func (d *Dataplane) Detach(ifname string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for idx, a := range d.links {
+		if a.name == ifname {
+			return d.detach(idx, a)
+		}
+	}
+	return fmt.Errorf("detach xdp from %s: %w", ifname, ErrNotAttached)
+}
+
+func (d *Dataplane) detach(idx int, a attachment) error {
+	delete(d.links, idx)
+	err := a.link.Close()
+	if derr := d.objs.TxPorts.Delete(uint32(idx)); derr != nil && !errors.Is(derr, ebpf.ErrKeyNotExist) && err == nil {
+		err = derr
+	}
+	if err != nil {
+		return fmt.Errorf("detach xdp from %s: %w", a.name, err)
+	}
+	d.log.Info("xdp detached", "interface", a.name)
+	return nil
+}
+
+// Close detaches from every interface and releases the program and maps.
+// Pinned maps stay pinned, with their contents, for the next Load.
+func (d *Dataplane) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	for idx, a := range d.links {
+		errs = append(errs, d.detach(idx, a))
+	}
+	errs = append(errs, d.objs.Close())
+	return errors.Join(errs...)
+}
+
+// Unpin removes the pinned maps from the pin directory (an uninstall). The
+// maps live on until Close. It is a no-op without Config.PinPath.
+func (d *Dataplane) Unpin() error {
+	if d.cfg.PinPath == "" {
+		return nil
+	}
+	var errs []error
+	for _, m := range []*ebpf.Map{d.objs.Services, d.objs.Locals, d.objs.Flows, d.objs.Ratelimit, d.objs.Counters} {
+		if err := m.Unpin(); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("unpin maps in %s: %w", d.cfg.PinPath, err)
+	}
+	return nil
+}

@@ -1,0 +1,52 @@
+// Package bpf is syngate's XDP dataplane: the program that steers handshakes
+// of protected services to AF_XDP and splices established flows in the
+// driver, and the Go API that loads, attaches and feeds it.
+//
+//	dp, err := bpf.Load(bpf.Config{PinPath: "/sys/fs/bpf/syngate", DropBadFlags: true})
+//	if err != nil { ... }
+//	defer dp.Close()
+//	err = dp.Attach("eth0", bpf.ModeAuto)
+//	err = dp.SetService(bpf.Service{Addr: netip.MustParseAddrPort("192.0.2.10:443"), ID: 1})
+//	err = dp.RegisterSocket(queue, xskFD)                 // one AF_XDP socket per rx queue
+//	err = dp.InstallFlow(bpf.ClientKey(tuple), clientToBackend) // and the reverse direction
+//	counters, err := dp.Counters()
+//
+// # What the program does
+//
+// Packets that are not TCP to a service (SetService) or to a local
+// backend-side address (AddLocal) within Config.LocalPorts leave with
+// XDP_PASS after one hash lookup. For those that are: SYNs go to the AF_XDP
+// socket of the receive queue; segments of an installed flow are rewritten
+// (addresses, ports, seq/ack, SACK edges, timestamps, window, checksums
+// updated incrementally) and sent on via the FIB or the MACs learned from
+// the handshake; RST/FIN to a service without a flow are dropped; the rest
+// go to AF_XDP. Malformed TCP to a service is dropped; malformed packets
+// whose destination port cannot be known are passed (the kernel drops them
+// itself). Every packet is counted under one Verdict.
+//
+// Addresses are stored 16 bytes wide, IPv4 as ::ffff:a.b.c.d (the form of
+// netip.Addr.As16), next to an address family; ports in network order.
+// IPv4-mapped IPv6 addresses given to the API are treated as IPv4.
+//
+// # State and restarts
+//
+// With Config.PinPath the maps holding state are pinned by name there and a
+// later Load with the same path reuses them, so a restarted syngate keeps
+// splicing established connections while it comes back:
+//
+//	services   VIP:port -> service id, flags         written by Go
+//	locals     backend-side source addresses          written by Go
+//	flows      4-tuple as received -> translation     Go installs; XDP updates last-seen, FIN/RST, counters
+//	ratelimit  source prefix -> SYN token bucket     XDP only
+//	counters   verdict -> packets, bytes (per CPU)    XDP only
+//
+// Not pinned: xsks (AF_XDP sockets die with the process that owns them; the
+// new process registers its own) and tx_ports (rebuilt by Attach). The
+// program and its XDP links are not pinned either: Close detaches, so
+// between the old process's exit and the new one's Attach packets take the
+// kernel path. A map whose layout changed between versions is refused with
+// ErrPinnedIncompatible; remove the pins (Unpin) to start from scratch.
+//
+// The program is compiled by bpf2go from syngate.c with clang 14 and the
+// object is committed; `go generate ./bpf` reproduces it byte for byte.
+package bpf

@@ -1,0 +1,97 @@
+/* Minimal, self-contained declarations for syngate's XDP program.
+ *
+ * Written for this project instead of including <linux/bpf.h> and libbpf's
+ * headers so that the build needs no multiarch include path and the object
+ * does not change when the distribution's headers do. Only what syngate.c
+ * uses is declared; every value mirrors the stable kernel UAPI.
+ */
+#ifndef SYNGATE_BPF_MIN_H
+#define SYNGATE_BPF_MIN_H
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef signed int __s32;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u16 __sum16;
+
+#define SEC(name) __attribute__((section(name), used))
+#define __always_inline inline __attribute__((always_inline))
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* Byte order: the BPF target here is little endian (bpfel) only. */
+#define bpf_htons(x) ((__be16)__builtin_bswap16(x))
+#define bpf_ntohs(x) ((__u16)__builtin_bswap16(x))
+#define bpf_htonl(x) ((__be32)__builtin_bswap32(x))
+#define bpf_ntohl(x) ((__u32)__builtin_bswap32(x))
+
+/* enum bpf_map_type */
+#define BPF_MAP_TYPE_HASH 1
+#define BPF_MAP_TYPE_PERCPU_ARRAY 6
+#define BPF_MAP_TYPE_LRU_HASH 9
+#define BPF_MAP_TYPE_XSKMAP 17
+#define BPF_MAP_TYPE_DEVMAP_HASH 25
+
+/* map_flags */
+#define BPF_F_NO_PREALLOC 1
+
+/* enum xdp_action */
+#define XDP_ABORTED 0
+#define XDP_DROP 1
+#define XDP_PASS 2
+#define XDP_TX 3
+#define XDP_REDIRECT 4
+
+struct xdp_md {
+	__u32 data;
+	__u32 data_end;
+	__u32 data_meta;
+	__u32 ingress_ifindex;
+	__u32 rx_queue_index;
+	__u32 egress_ifindex;
+};
+
+/* enum bpf_fib_lookup return codes */
+#define BPF_FIB_LKUP_RET_SUCCESS 0
+#define BPF_FIB_LKUP_RET_BLACKHOLE 1
+#define BPF_FIB_LKUP_RET_UNREACHABLE 2
+#define BPF_FIB_LKUP_RET_PROHIBIT 3
+#define BPF_FIB_LKUP_RET_NOT_FWDED 4
+#define BPF_FIB_LKUP_RET_FWD_DISABLED 5
+#define BPF_FIB_LKUP_RET_UNSUPP_LWT 6
+#define BPF_FIB_LKUP_RET_NO_NEIGH 7
+#define BPF_FIB_LKUP_RET_FRAG_NEEDED 8
+
+/* struct bpf_fib_lookup, 64 bytes; unions flattened to the members used. */
+struct bpf_fib_lookup {
+	__u8 family;
+	__u8 l4_protocol;
+	__be16 sport;
+	__be16 dport;
+	__u16 tot_len; /* in: L3 length; out: mtu_result */
+	__u32 ifindex;
+	__u32 flowinfo; /* tos (v4) / flowinfo (v6) / rt_metric */
+	__u32 src[4];   /* ipv4_src is src[0] */
+	__u32 dst[4];   /* ipv4_dst is dst[0] */
+	__u32 vlan;     /* h_vlan_proto, h_vlan_TCI / tbid */
+	__u8 smac[6];
+	__u8 dmac[6];
+};
+_Static_assert(sizeof(struct bpf_fib_lookup) == 64, "bpf_fib_lookup size");
+
+/* Helpers, by their stable UAPI numbers. */
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
+static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
+static long (*bpf_fib_lookup)(void *ctx, struct bpf_fib_lookup *params, int plen, __u32 flags) = (void *)69;
+
+#define BPF_NOEXIST 1
+
+#endif

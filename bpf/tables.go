@@ -1,0 +1,395 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/syngate/syngate/flow"
+)
+
+// Address families as the program stores them.
+const (
+	afInet  = unix.AF_INET
+	afInet6 = unix.AF_INET6
+)
+
+// addr16 returns the family and the 16-byte form the maps use: IPv4 (and
+// IPv4-mapped IPv6) as ::ffff:a.b.c.d, as netip.Addr.As16 gives it.
+func addr16(a netip.Addr) (uint32, [16]byte, error) {
+	if !a.IsValid() {
+		return 0, [16]byte{}, fmt.Errorf("address %v: %w", a, ErrInvalid)
+	}
+	a = a.Unmap()
+	if a.Zone() != "" {
+		a = a.WithZone("")
+	}
+	if a.Is4() {
+		return afInet, a.As16(), nil
+	}
+	return afInet6, a.As16(), nil
+}
+
+func fromAddr16(family uint32, b [16]byte) netip.Addr {
+	a := netip.AddrFrom16(b)
+	if family == afInet {
+		return a.Unmap()
+	}
+	return a
+}
+
+// hton16 and ntoh16 convert a port to and from the network-order value the
+// maps hold in a native-endian uint16.
+func hton16(v uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+func ntoh16(v uint16) uint16 { return hton16(v) }
+
+func notFound(err error) error {
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	return err
+}
+
+// ServiceFlags change how the program treats one service.
+type ServiceFlags uint32
+
+// ServiceNoRateLimit exempts the service's SYNs from Config.SYNRateLimit.
+const ServiceNoRateLimit ServiceFlags = 0x1
+
+// Service is one protected VIP:port. The ID is syngate's own handle; the
+// program does not interpret it.
+type Service struct {
+	Addr  netip.AddrPort
+	ID    uint32
+	Flags ServiceFlags
+}
+
+func serviceKey(ap netip.AddrPort) (syngateSvcKey, error) {
+	fam, a, err := addr16(ap.Addr())
+	if err != nil {
+		return syngateSvcKey{}, fmt.Errorf("service %v: %w", ap, err)
+	}
+	return syngateSvcKey{Addr: a, Port: hton16(ap.Port()), Family: uint8(fam)}, nil
+}
+
+// SetService adds or replaces a protected service.
+func (d *Dataplane) SetService(s Service) error {
+	k, err := serviceKey(s.Addr)
+	if err != nil {
+		return fmt.Errorf("set service: %w", err)
+	}
+	if err := d.objs.Services.Put(k, syngateSvcVal{Id: s.ID, Flags: uint32(s.Flags)}); err != nil {
+		return fmt.Errorf("set service %v: %w", s.Addr, err)
+	}
+	return nil
+}
+
+// DeleteService stops protecting a VIP:port. New SYNs to it pass to the
+// kernel; its spliced flows keep running until deleted.
+func (d *Dataplane) DeleteService(addr netip.AddrPort) error {
+	k, err := serviceKey(addr)
+	if err != nil {
+		return fmt.Errorf("delete service: %w", err)
+	}
+	if err := d.objs.Services.Delete(k); err != nil {
+		return fmt.Errorf("delete service %v: %w", addr, notFound(err))
+	}
+	return nil
+}
+
+// Services lists the protected services (e.g. after a restart reusing
+// pinned maps).
+func (d *Dataplane) Services() ([]Service, error) {
+	var (
+		k   syngateSvcKey
+		v   syngateSvcVal
+		out []Service
+	)
+	it := d.objs.Services.Iterate()
+	for it.Next(&k, &v) {
+		addr := netip.AddrPortFrom(fromAddr16(uint32(k.Family), k.Addr), ntoh16(k.Port))
+		out = append(out, Service{Addr: addr, ID: v.Id, Flags: ServiceFlags(v.Flags)})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list services: %w", err)
+	}
+	return out, nil
+}
+
+func localKey(a netip.Addr) (syngateLocalKey, error) {
+	fam, b, err := addr16(a)
+	if err != nil {
+		return syngateLocalKey{}, fmt.Errorf("local %v: %w", a, err)
+	}
+	return syngateLocalKey{Addr: b, Family: fam}, nil
+}
+
+// AddLocal declares a backend-side source address of syngate: segments to it
+// within Config.LocalPorts are classified like service traffic.
+func (d *Dataplane) AddLocal(addr netip.Addr) error {
+	k, err := localKey(addr)
+	if err != nil {
+		return fmt.Errorf("add local: %w", err)
+	}
+	if err := d.objs.Locals.Put(k, uint32(1)); err != nil {
+		return fmt.Errorf("add local %v: %w", addr, err)
+	}
+	return nil
+}
+
+// DeleteLocal forgets a backend-side source address.
+func (d *Dataplane) DeleteLocal(addr netip.Addr) error {
+	k, err := localKey(addr)
+	if err != nil {
+		return fmt.Errorf("delete local: %w", err)
+	}
+	if err := d.objs.Locals.Delete(k); err != nil {
+		return fmt.Errorf("delete local %v: %w", addr, notFound(err))
+	}
+	return nil
+}
+
+// RegisterSocket makes the AF_XDP socket fd (bound to its interface and
+// queue) receive the packets the program steers from that receive queue.
+// The map holds its own reference; the caller keeps owning fd.
+func (d *Dataplane) RegisterSocket(queue int, fd int) error {
+	if queue < 0 || fd < 0 {
+		return fmt.Errorf("register socket fd %d on queue %d: %w", fd, queue, ErrInvalid)
+	}
+	if err := d.objs.Xsks.Put(uint32(queue), uint32(fd)); err != nil {
+		return fmt.Errorf("register socket fd %d on queue %d: %w", fd, queue, classify(err))
+	}
+	return nil
+}
+
+// UnregisterSocket stops steering a queue's packets to AF_XDP; they are then
+// dropped and counted as VerdictDropNoSocket.
+func (d *Dataplane) UnregisterSocket(queue int) error {
+	if queue < 0 {
+		return fmt.Errorf("unregister socket on queue %d: %w", queue, ErrInvalid)
+	}
+	if err := d.objs.Xsks.Delete(uint32(queue)); err != nil {
+		return fmt.Errorf("unregister socket on queue %d: %w", queue, notFound(err))
+	}
+	return nil
+}
+
+// FlowKey is one direction of a spliced connection as its packets arrive:
+// Src is the sender, Dst the receiver (a service VIP or a local address).
+type FlowKey struct {
+	Src, Dst netip.AddrPort
+}
+
+// ClientKey is the client-to-service direction of a connection.
+func ClientKey(t flow.Tuple) FlowKey { return FlowKey{Src: t.Client, Dst: t.Service} }
+
+// String renders the key as "src -> dst".
+func (k FlowKey) String() string { return k.Src.String() + " -> " + k.Dst.String() }
+
+func (k FlowKey) bpf() (syngateFlowKey, error) {
+	fs, s, err := addr16(k.Src.Addr())
+	if err != nil {
+		return syngateFlowKey{}, fmt.Errorf("flow %v: %w", k, err)
+	}
+	fd, dst, err := addr16(k.Dst.Addr())
+	if err != nil {
+		return syngateFlowKey{}, fmt.Errorf("flow %v: %w", k, err)
+	}
+	if fs != fd {
+		return syngateFlowKey{}, fmt.Errorf("flow %v: mixed address families: %w", k, ErrInvalid)
+	}
+	return syngateFlowKey{Saddr: s, Daddr: dst, Sport: hton16(k.Src.Port()), Dport: hton16(k.Dst.Port()), Family: fs}, nil
+}
+
+func flowKeyFrom(k syngateFlowKey) FlowKey {
+	return FlowKey{
+		Src: netip.AddrPortFrom(fromAddr16(k.Family, k.Saddr), ntoh16(k.Sport)),
+		Dst: netip.AddrPortFrom(fromAddr16(k.Family, k.Daddr), ntoh16(k.Dport)),
+	}
+}
+
+// FlowNAT is how the fast path rewrites one direction's packets. The
+// deltas are added modulo 2^32: sequence numbers, acknowledgement numbers
+// and SACK block edges (AckDelta), TSval and TSecr. The window becomes
+// min(65535, (win << InShift) >> OutShift), except on SYNs.
+type FlowNAT struct {
+	Src, Dst   netip.AddrPort // the addresses and ports the packet leaves with
+	SeqDelta   uint32
+	AckDelta   uint32
+	TSvalDelta uint32
+	TSecrDelta uint32
+	InShift    uint8 // window scale the sender uses towards syngate
+	OutShift   uint8 // window scale the receiver expects from syngate
+	// Ifindex, SrcMAC and DstMAC are the egress learned from the handshake,
+	// used when the kernel's FIB has no neighbour for the next hop. Zero
+	// Ifindex: drop instead.
+	Ifindex int
+	SrcMAC  [6]byte
+	DstMAC  [6]byte
+}
+
+// FlowState is a flow entry as the program last left it.
+type FlowState struct {
+	NAT FlowNAT
+	// LastSeen is the CLOCK_MONOTONIC time of the last packet; compare with
+	// Monotonic. Zero: no packet yet.
+	LastSeen time.Duration
+	FIN      bool // a FIN was seen in this direction
+	RST      bool // a RST was seen in this direction
+	Packets  uint64
+	Bytes    uint64
+}
+
+// Flow flags, mirrors of FLOW_F_* in syngate.c.
+const (
+	flowFIN = 0x1
+	flowRST = 0x2
+)
+
+// Monotonic returns CLOCK_MONOTONIC, the clock of FlowState.LastSeen.
+func Monotonic() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) // cannot fail for this clock
+	return time.Duration(ts.Nano())
+}
+
+func (n FlowNAT) bpf(family uint32) (syngateFlowVal, error) {
+	fs, s, err := addr16(n.Src.Addr())
+	if err != nil {
+		return syngateFlowVal{}, err
+	}
+	fd, dst, err := addr16(n.Dst.Addr())
+	if err != nil {
+		return syngateFlowVal{}, err
+	}
+	if fs != family || fd != family {
+		return syngateFlowVal{}, fmt.Errorf("translation changes the address family: %w", ErrInvalid)
+	}
+	if n.InShift > flow.MaxWScale || n.OutShift > flow.MaxWScale {
+		return syngateFlowVal{}, fmt.Errorf("window shift %d/%d above %d: %w", n.InShift, n.OutShift, flow.MaxWScale, ErrInvalid)
+	}
+	if n.Ifindex < 0 || n.Ifindex > 1<<31-1 {
+		return syngateFlowVal{}, fmt.Errorf("ifindex %d: %w", n.Ifindex, ErrInvalid)
+	}
+	return syngateFlowVal{
+		Saddr: s, Daddr: dst,
+		Sport: hton16(n.Src.Port()), Dport: hton16(n.Dst.Port()),
+		SeqDelta: n.SeqDelta, AckDelta: n.AckDelta,
+		TsvalDelta: n.TSvalDelta, TsecrDelta: n.TSecrDelta,
+		Ifindex: uint32(n.Ifindex), Smac: n.SrcMAC, Dmac: n.DstMAC,
+		InShift: n.InShift, OutShift: n.OutShift,
+	}, nil
+}
+
+func flowStateFrom(v *syngateFlowVal) FlowState {
+	fam := uint32(afInet6)
+	if netip.AddrFrom16(v.Saddr).Is4In6() {
+		fam = afInet
+	}
+	return FlowState{
+		NAT: FlowNAT{
+			Src:      netip.AddrPortFrom(fromAddr16(fam, v.Saddr), ntoh16(v.Sport)),
+			Dst:      netip.AddrPortFrom(fromAddr16(fam, v.Daddr), ntoh16(v.Dport)),
+			SeqDelta: v.SeqDelta, AckDelta: v.AckDelta,
+			TSvalDelta: v.TsvalDelta, TSecrDelta: v.TsecrDelta,
+			InShift: v.InShift, OutShift: v.OutShift,
+			Ifindex: int(v.Ifindex), SrcMAC: v.Smac, DstMAC: v.Dmac,
+		},
+		LastSeen: time.Duration(v.LastSeenNs),
+		FIN:      v.Flags&flowFIN != 0,
+		RST:      v.Flags&flowRST != 0,
+		Packets:  v.Packets,
+		Bytes:    v.Bytes,
+	}
+}
+
+// InstallFlow makes the fast path splice packets matching key, replacing any
+// entry (and its counters). Install both directions of a connection.
+func (d *Dataplane) InstallFlow(key FlowKey, nat FlowNAT) error {
+	k, err := key.bpf()
+	if err != nil {
+		return fmt.Errorf("install flow: %w", err)
+	}
+	v, err := nat.bpf(k.Family)
+	if err != nil {
+		return fmt.Errorf("install flow %v: %w", key, err)
+	}
+	if err := d.objs.Flows.Put(&k, &v); err != nil {
+		return fmt.Errorf("install flow %v: %w", key, err)
+	}
+	return nil
+}
+
+// DeleteFlow removes one direction of a spliced connection.
+func (d *Dataplane) DeleteFlow(key FlowKey) error {
+	k, err := key.bpf()
+	if err != nil {
+		return fmt.Errorf("delete flow: %w", err)
+	}
+	if err := d.objs.Flows.Delete(&k); err != nil {
+		return fmt.Errorf("delete flow %v: %w", key, notFound(err))
+	}
+	return nil
+}
+
+// LookupFlow returns one flow entry, for expiry decisions.
+func (d *Dataplane) LookupFlow(key FlowKey) (FlowState, error) {
+	k, err := key.bpf()
+	if err != nil {
+		return FlowState{}, fmt.Errorf("lookup flow: %w", err)
+	}
+	var v syngateFlowVal
+	if err := d.objs.Flows.Lookup(&k, &v); err != nil {
+		return FlowState{}, fmt.Errorf("lookup flow %v: %w", key, notFound(err))
+	}
+	return flowStateFrom(&v), nil
+}
+
+// IterateFlows calls fn for every flow entry until fn returns false. Entries
+// added or removed meanwhile may or may not be seen.
+func (d *Dataplane) IterateFlows(fn func(FlowKey, FlowState) bool) error {
+	var (
+		k syngateFlowKey
+		v syngateFlowVal
+	)
+	it := d.objs.Flows.Iterate()
+	for it.Next(&k, &v) {
+		if !fn(flowKeyFrom(k), flowStateFrom(&v)) {
+			return nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate flows: %w", err)
+	}
+	return nil
+}
+
+// Counters returns the packet and byte count of every verdict, summed over
+// CPUs, since the counters map was created (pinned maps keep counting across
+// restarts).
+func (d *Dataplane) Counters() (Counters, error) {
+	var (
+		out    Counters
+		perCPU []syngateCounter
+	)
+	for i := range out {
+		if err := d.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
+			return out, fmt.Errorf("read counter %v: %w", Verdict(i), err)
+		}
+		for _, c := range perCPU {
+			out[i].Packets += c.Packets
+			out[i].Bytes += c.Bytes
+		}
+	}
+	return out, nil
+}

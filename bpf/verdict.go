@@ -1,0 +1,130 @@
+package bpf
+
+// Verdict is why the XDP program did what it did with one packet. It mirrors
+// enum reason in syngate.c value for value; String gives a name usable as a
+// Prometheus label value and Action the XDP action it implies.
+type Verdict uint32
+
+// The verdicts, in the order of enum reason.
+const (
+	VerdictPassNotIP        Verdict = iota // not IPv4/IPv6
+	VerdictPassNotTCP                      // IP but not TCP
+	VerdictPassNotService                  // TCP not for a service or a local port
+	VerdictPassMalformedEth                // truncated Ethernet or VLAN header
+	VerdictPassMalformedIP                 // bad IP header: the destination port is unknown
+	VerdictPassMalformedTCP                // too short to hold the TCP ports
+	VerdictPassIPv6ExtLimit                // more IPv6 extension headers than parsed
+	VerdictPassFragment                    // fragment not for a service (or not the first)
+	VerdictXSKSyn                          // SYN to a service, sent to AF_XDP
+	VerdictXSKHandshake                    // other segment to a service without a flow
+	VerdictXSKBackend                      // backend segment to a local port without a flow
+	VerdictFastTX                          // spliced, sent back out of the ingress interface
+	VerdictFastRedirect                    // spliced, redirected to another interface
+	VerdictDropNoSocket                    // for AF_XDP, but no socket on that queue
+	VerdictDropRstFinUnknown               // RST or FIN to a service without a flow
+	VerdictDropBadFlags                    // impossible flag combination (defense)
+	VerdictDropSynPayload                  // SYN carrying data (defense)
+	VerdictDropSynRateLimit                // SYN over its source prefix's rate (defense)
+	VerdictDropFragment                    // IP fragment to a service or local port
+	VerdictDropTCPTruncated                // TCP header shorter than 20 bytes
+	VerdictDropTCPDoffShort                // TCP data offset below 5
+	VerdictDropTCPDoffLong                 // TCP data offset past the segment end
+	VerdictDropTCPOptions                  // TCP options running off the header
+	VerdictDropFastNoRoute                 // spliced, but the route blackholes/rejects it
+	VerdictDropFastNoNeigh                 // spliced, no neighbour and nothing learned
+	VerdictDropFastNoPort                  // spliced, egress interface not attached
+
+	// NumVerdicts is the number of verdicts; Counters has one slot each.
+	NumVerdicts = iota
+)
+
+var verdictNames = [NumVerdicts]string{
+	"pass_not_ip",
+	"pass_not_tcp",
+	"pass_not_service",
+	"pass_malformed_eth",
+	"pass_malformed_ip",
+	"pass_malformed_tcp",
+	"pass_ipv6_ext_limit",
+	"pass_fragment",
+	"xsk_syn",
+	"xsk_handshake",
+	"xsk_backend",
+	"fast_tx",
+	"fast_redirect",
+	"drop_no_socket",
+	"drop_rst_fin_unknown",
+	"drop_bad_flags",
+	"drop_syn_payload",
+	"drop_syn_ratelimit",
+	"drop_fragment",
+	"drop_tcp_truncated",
+	"drop_tcp_doff_short",
+	"drop_tcp_doff_long",
+	"drop_tcp_options",
+	"drop_fast_no_route",
+	"drop_fast_no_neigh",
+	"drop_fast_no_port",
+}
+
+// String returns the snake_case name, stable for use as a metric label.
+func (v Verdict) String() string {
+	if v < NumVerdicts {
+		return verdictNames[v]
+	}
+	return "unknown"
+}
+
+// Action is the XDP action a verdict ends in.
+type Action uint8
+
+// XDP actions, as the kernel numbers them.
+const (
+	ActionAborted  Action = 0
+	ActionDrop     Action = 1
+	ActionPass     Action = 2
+	ActionTX       Action = 3
+	ActionRedirect Action = 4
+)
+
+// String returns the lower-case action name.
+func (a Action) String() string {
+	switch a {
+	case ActionAborted:
+		return "aborted"
+	case ActionDrop:
+		return "drop"
+	case ActionPass:
+		return "pass"
+	case ActionTX:
+		return "tx"
+	case ActionRedirect:
+		return "redirect"
+	}
+	return "unknown"
+}
+
+// Action returns the XDP action the program returns with this verdict
+// (AF_XDP and fast-path redirects are both ActionRedirect).
+func (v Verdict) Action() Action {
+	switch {
+	case v <= VerdictPassFragment:
+		return ActionPass
+	case v == VerdictFastTX:
+		return ActionTX
+	case v <= VerdictFastRedirect:
+		return ActionRedirect
+	case v < NumVerdicts:
+		return ActionDrop
+	}
+	return ActionAborted
+}
+
+// Count is a packet and byte count (bytes are whole frames, as received).
+type Count struct {
+	Packets uint64
+	Bytes   uint64
+}
+
+// Counters holds one Count per Verdict, summed over CPUs.
+type Counters [NumVerdicts]Count
