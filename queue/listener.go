@@ -75,6 +75,7 @@ func (r Reason) String() string { return name(reasonNames[:], int(r), "Reason") 
 
 // SynDecision is the listener's answer to a SYN.
 type SynDecision struct {
+	// Action is what to send.
 	Action SynAction
 	// OurISN is the SYN-ACK's sequence number for SynQueued and SynResend.
 	OurISN uint32
@@ -110,7 +111,9 @@ func (a AckAction) String() string { return name(ackActionNames[:], int(a), "Ack
 
 // AckDecision is the listener's answer to a handshake ACK.
 type AckDecision struct {
+	// Action is what to do with the segment.
 	Action AckAction
+	// Reason says why an ACK was dropped or reset.
 	Reason Reason
 	// CookieCheckAllowed is set with AckNoEntry when the service sent
 	// cookies recently: always under CookiesAlways, under CookiesAuto for two
@@ -123,6 +126,8 @@ type AckDecision struct {
 
 // Timeout is one fired half-open timer, passed to Expire's callback.
 type Timeout struct {
+	// Tuple, ClientISN, OurISN, Options and MSS are what the SYN-ACK is
+	// rebuilt from: the same as the first one.
 	Tuple     flow.Tuple
 	ClientISN uint32
 	OurISN    uint32
@@ -242,7 +247,9 @@ func (l *Listener) reserve() bool {
 // is room, else answered with a cookie (CookiesAuto, which also opens the
 // ACK cookie gate) or dropped (CookiesNever).
 //
-// newISN is called, once, only when an entry is created or replaced. The
+// newISN (not nil) is called, once, only when an entry is created or
+// replaced. Entries are keyed by address and port; IPv6 zones, which no
+// SYN carries, are not kept. The
 // queue holds at most Config.MaxSynBacklog entries; with several shards one
 // shard can fill a little before the whole queue does, which counts as an
 // overflow like a full queue.
