@@ -173,7 +173,8 @@ func (d *Dataplane) RegisterSocket(queue int, fd int) error {
 }
 
 // UnregisterSocket stops steering a queue's packets to AF_XDP; they are then
-// dropped and counted as VerdictDropNoSocket.
+// dropped and counted as VerdictDropNoSocket. Unregistering an empty queue
+// is not an error (the kernel's XSKMAP does not tell).
 func (d *Dataplane) UnregisterSocket(queue int) error {
 	if queue < 0 {
 		return fmt.Errorf("unregister socket on queue %d: %w", queue, ErrInvalid)

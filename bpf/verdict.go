@@ -7,32 +7,32 @@ type Verdict uint32
 
 // The verdicts, in the order of enum reason.
 const (
-	VerdictPassNotIP        Verdict = iota // not IPv4/IPv6
-	VerdictPassNotTCP                      // IP but not TCP
-	VerdictPassNotService                  // TCP not for a service or a local port
-	VerdictPassMalformedEth                // truncated Ethernet or VLAN header
-	VerdictPassMalformedIP                 // bad IP header: the destination port is unknown
-	VerdictPassMalformedTCP                // too short to hold the TCP ports
-	VerdictPassIPv6ExtLimit                // more IPv6 extension headers than parsed
-	VerdictPassFragment                    // fragment not for a service (or not the first)
-	VerdictXSKSyn                          // SYN to a service, sent to AF_XDP
-	VerdictXSKHandshake                    // other segment to a service without a flow
-	VerdictXSKBackend                      // backend segment to a local port without a flow
-	VerdictFastTX                          // spliced, sent back out of the ingress interface
-	VerdictFastRedirect                    // spliced, redirected to another interface
-	VerdictDropNoSocket                    // for AF_XDP, but no socket on that queue
-	VerdictDropRstFinUnknown               // RST or FIN to a service without a flow
-	VerdictDropBadFlags                    // impossible flag combination (defense)
-	VerdictDropSynPayload                  // SYN carrying data (defense)
-	VerdictDropSynRateLimit                // SYN over its source prefix's rate (defense)
-	VerdictDropFragment                    // IP fragment to a service or local port
-	VerdictDropTCPTruncated                // TCP header shorter than 20 bytes
-	VerdictDropTCPDoffShort                // TCP data offset below 5
-	VerdictDropTCPDoffLong                 // TCP data offset past the segment end
-	VerdictDropTCPOptions                  // TCP options running off the header
-	VerdictDropFastNoRoute                 // spliced, but the route blackholes/rejects it
-	VerdictDropFastNoNeigh                 // spliced, no neighbour and nothing learned
-	VerdictDropFastNoPort                  // spliced, egress interface not attached
+	VerdictPassNotIP         Verdict = iota // not IPv4/IPv6
+	VerdictPassNotTCP                       // IP but not TCP
+	VerdictPassNotService                   // TCP not for a service or a local port
+	VerdictPassMalformedEth                 // truncated Ethernet or VLAN header
+	VerdictPassMalformedIP                  // bad IP header: the destination port is unknown
+	VerdictPassMalformedTCP                 // too short to hold the TCP ports
+	VerdictPassIPv6ExtLimit                 // more IPv6 extension headers than parsed
+	VerdictPassFragment                     // fragment not for a service (or not the first)
+	VerdictXSKSyn                           // SYN to a service, sent to AF_XDP
+	VerdictXSKHandshake                     // other segment to a service without a flow
+	VerdictXSKBackend                       // backend segment to a local port without a flow
+	VerdictFastTX                           // spliced, sent back out of the ingress interface
+	VerdictFastRedirect                     // spliced, redirected to another interface
+	VerdictDropNoSocket                     // for AF_XDP, but no socket on that queue
+	VerdictDropRstFinUnknown                // RST or FIN to a service without a flow
+	VerdictDropBadFlags                     // impossible flag combination (defense)
+	VerdictDropSynPayload                   // SYN carrying data (defense)
+	VerdictDropSynRateLimit                 // SYN over its source prefix's rate (defense)
+	VerdictDropFragment                     // IP fragment to a service or local port
+	VerdictDropTCPTruncated                 // TCP header shorter than 20 bytes
+	VerdictDropTCPDoffShort                 // TCP data offset below 5
+	VerdictDropTCPDoffLong                  // TCP data offset past the segment end
+	VerdictDropTCPOptions                   // TCP options running off the header
+	VerdictDropFastNoRoute                  // spliced, but the route blackholes/rejects it
+	VerdictDropFastNoNeigh                  // spliced, no neighbour and nothing learned
+	VerdictDropFastNoPort                   // spliced, egress interface not attached
 
 	// NumVerdicts is the number of verdicts; Counters has one slot each.
 	NumVerdicts = iota
