@@ -67,7 +67,9 @@ func TestFloodBounded(t *testing.T) {
 		var isn isnCounter
 		for i := range 100_000 {
 			d := l.OnSYN(syn(i, uint32(i)), at(time.Duration(i)*time.Microsecond), isn.get)
-			if i < tt.backlog && d.Action != SynQueued {
+			// One shard may fill a little early (documented), so the
+			// first SYNs must all queue only with a single shard.
+			if tt.shards == 1 && i < tt.backlog && d.Action != SynQueued {
 				t.Fatalf("backlog %d shards %d: SYN %d not queued: %+v", tt.backlog, tt.shards, i, d)
 			}
 		}

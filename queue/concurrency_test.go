@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,7 +26,7 @@ func TestConcurrent(t *testing.T) {
 		c.MaxSynBacklog, c.Shards, c.Backlog, c.SynAckRetries = 512, 4, 128, 2
 		c.ResendInterval = 50 * time.Millisecond
 	})
-	var clock atomic.Int64
+	var clock, rounds, checkpoints atomic.Int64
 	now := func() time.Time { return at(time.Duration(clock.Load())) }
 
 	var syns, acks, cookieDrops, popped atomic.Uint64
@@ -39,6 +40,14 @@ func TestConcurrent(t *testing.T) {
 			newISN := func() uint32 { isnSeq++; return isnSeq }
 			ours := map[int]uint32{} // our ISN last queued per tuple
 			for i := range iters {
+				if i%64 == 0 {
+					// Keep in step with the timer loop, so timers
+					// fire during the run on any scheduler.
+					checkpoints.Add(1)
+					for rounds.Load() < int64(i/64) {
+						runtime.Gosched()
+					}
+				}
 				k := g*tuples + r.IntN(tuples)
 				clientISN := uint32(k)
 				if r.IntN(8) == 0 {
@@ -103,15 +112,20 @@ func TestConcurrent(t *testing.T) {
 	expired := make(chan struct{})
 	go func() { // timer loop
 		defer close(expired)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
+		for r := int64(1); ; r++ {
+			// Round r runs once every receiver passed checkpoint r-1.
+			for checkpoints.Load() < r*receivers {
+				select {
+				case <-stop:
+					return
+				default:
+					runtime.Gosched()
+				}
 			}
-			clock.Add(int64(20 * time.Millisecond))
+			clock.Add(int64(200 * time.Millisecond))
 			l.Expire(now(), func(Timeout) {})
 			_ = l.Stats()
+			rounds.Store(r)
 		}
 	}()
 	wg.Wait()

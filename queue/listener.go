@@ -155,8 +155,13 @@ type Listener struct {
 	shards     []shard
 	shardShift uint
 
+	// The counters every core writes get cache lines of their own, away
+	// from the read-mostly fields above.
+	_            [64]byte
 	synLen       atomic.Int64
+	_            [56]byte
 	lastOverflow atomic.Int64 // listener clock of the last queue overflow, or noTime
+	_            [56]byte
 
 	accept acceptQueue
 
@@ -190,10 +195,11 @@ func NewListener(cfg Config) (*Listener, error) {
 	if c.Cookies != CookiesAlways {
 		perShard = c.MaxSynBacklog
 		if c.Shards > 1 {
-			// Room for a fair share plus headroom; the exact total is
+			// Room for a fair share plus headroom of many standard
+			// deviations of the keyed hash's spread; the exact total is
 			// enforced by synLen.
 			fair := (c.MaxSynBacklog + c.Shards - 1) / c.Shards
-			perShard = min(fair+fair/4+8, c.MaxSynBacklog)
+			perShard = min(fair+fair/2+16, c.MaxSynBacklog)
 		}
 	}
 	for i := range l.shards {
