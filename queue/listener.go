@@ -254,11 +254,10 @@ func (l *Listener) reserve() bool {
 // ACK cookie gate) or dropped (CookiesNever).
 //
 // newISN (not nil) is called, once, only when an entry is created or
-// replaced. Entries are keyed by address and port; IPv6 zones, which no
-// SYN carries, are not kept. The
-// queue holds at most Config.MaxSynBacklog entries; with several shards one
-// shard can fill a little before the whole queue does, which counts as an
-// overflow like a full queue.
+// replaced. Entries are keyed by address and port; IPv6 zones, which no SYN
+// carries, are not kept. The queue holds at most Config.MaxSynBacklog
+// entries; with several shards one shard can fill a little before the whole
+// queue does, which counts as an overflow like a full queue.
 func (l *Listener) OnSYN(s SYN, now time.Time, newISN func() uint32) SynDecision {
 	k := makeKey(s.Tuple)
 	h := l.key.sum(&k)
@@ -326,7 +325,6 @@ func (l *Listener) fill(sh *shard, i int32, s SYN, t int64, newISN func() uint32
 	e.ourISN = newISN()
 	e.mss = s.MSS
 	e.attempts = 0
-	e.acked = false
 	e.lastResend = noTime
 	e.deadline = t + int64(InitialRTO)
 	sh.schedule(i)
@@ -414,7 +412,7 @@ func (l *Listener) matched(sh *shard, pos uint64, i int32, seq, ack uint32, data
 		l.synLen.Add(-1)
 		return AckDecision{Action: AckReset, Reason: ReasonAcceptQueueFull}
 	default:
-		e.acked = true
+		// The entry stays and keeps retransmitting, as in Linux.
 		return AckDecision{Action: AckDrop, Reason: ReasonAcceptQueueFull}
 	}
 }

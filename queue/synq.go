@@ -92,7 +92,6 @@ type entry struct {
 	slot       int32 // wheel slot the entry is linked into
 	mss        uint16
 	attempts   uint8 // timer retransmissions so far
-	acked      bool  // a valid ACK was dropped because the accept queue was full
 }
 
 // counters are a shard's share of Stats; keeping them per shard keeps
