@@ -121,7 +121,14 @@ func Build(dst []byte, f *Fields) (int, error) {
 	t[16], t[17], t[18], t[19] = 0, 0, 0, 0 // checksum, urgent pointer
 	writeOptions(t[tcpLen:tcpLen+optLen], f)
 	copy(t[tcpLen+optLen:], f.Payload)
-	binary.BigEndian.PutUint16(t[16:], TCPChecksum(src, dstAddr, t))
+	// The pseudo-header's addresses are already in the IP header, adjacent.
+	addrs := ip[12:20]
+	if !v4 {
+		addrs = ip[8:40]
+	}
+	ph := Sum(addrs, 0)
+	ph = fold64(uint64(ph) + protoTCP + uint64(len(t)))
+	binary.BigEndian.PutUint16(t[16:], Checksum(t, ph))
 	return n, nil
 }
 

@@ -1,17 +1,19 @@
 // Package packet parses and builds the Ethernet/IP/TCP frames of the
 // handshake engine without allocating, straight from and into AF_XDP frames.
 //
+//	// chunk is a whole UMEM chunk; the SYN occupies chunk[:rxLen].
 //	var seg packet.Segment
-//	if err := packet.Parse(frame, &seg); err != nil {
+//	if err := packet.Parse(chunk[:rxLen], &seg); err != nil {
 //		return // drop: errors.Is(err, packet.ErrTruncated), ...
 //	}
 //	if seg.Flags&(packet.SYN|packet.ACK) == packet.SYN {
-//		// Answer in place: the SYN's frame becomes our SYN-ACK.
-//		n := packet.ReplySynAck(frame, &seg, isn, packet.SynAckOptions{
+//		// Answer in place: the SYN's frame becomes our SYN-ACK, which
+//		// may be longer, so pass the chunk's full capacity.
+//		n := packet.ReplySynAck(chunk[:0], &seg, isn, packet.SynAckOptions{
 //			Window: 65535, MSS: 1460, WScale: 7, SACK: true,
 //			Timestamps: true, TSval: cookieTS,
 //		})
-//		tx(frame[:n])
+//		tx(chunk[:n]) // n == 0: chunk too small
 //	}
 //
 // Parse fills a caller-owned Segment, so a receive loop reuses one value and
