@@ -15,9 +15,9 @@ func ExampleReplySynAck() {
 	// What a Linux client would send (built here for the example).
 	n, _ := packet.BuildSyn(chunk[:0], &packet.Fields{
 		SrcMAC: [6]byte{2, 0, 0, 0, 0, 1}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2},
-		Src:    netip.MustParseAddrPort("192.0.2.10:40000"),
-		Dst:    netip.MustParseAddrPort("198.51.100.1:80"),
-		Seq:    1000, Window: 64240,
+		Src: netip.MustParseAddrPort("192.0.2.10:40000"),
+		Dst: netip.MustParseAddrPort("198.51.100.1:80"),
+		Seq: 1000, Window: 64240,
 		Options: flow.SynOptions{MSS: 1460, WScale: 7, SACK: true, Timestamps: true, TSval: 555},
 	})
 
