@@ -192,7 +192,7 @@ func NewJar(master []byte, cfg Config) (*Jar, error) {
 // must gate Check with it: only treat an unknown ACK as a cookie when the
 // service sent a cookie within the last Lifetime (what Linux does with
 // tcp_synq_no_recent_overflow). Otherwise every stray ACK to a service that
-// never needed cookies costs a hash and offers a 2^-27 guess.
+// never needed cookies costs a hash and offers a 2^-26 guess.
 func (j *Jar) Lifetime() time.Duration { return time.Duration(int64(j.maxAge+1) * j.tick) }
 
 // Rotate makes sure the keys of now's epoch are in place. Make and Check do

@@ -23,7 +23,7 @@
 //
 // Check must not be applied to every unknown ACK: the caller (queue/)
 // consults it only for a service that sent a cookie within Lifetime, as
-// Linux does. Each Check on a random ACK is a 2^-27 guess at a connection.
+// Linux does. Each Check on a forged ACK is a 2^-26 guess at a connection.
 //
 // # Keys
 //
@@ -53,14 +53,16 @@
 //   - tag: an 8-bit MAC of the timestamp option bits (below), keyed by other
 //     bits of h.
 //
-// auth and tag together are 27 bits a blind attacker must guess: one random
-// ACK is accepted with probability (MaxAge+1)/8 (tick in range) times 2^-27
-// per accepted key (two), i.e. 2^-28 with the defaults, against roughly
-// 2^-22 for Linux's layout. The split lets Check name the failure: an ACK
-// whose auth matches but whose tag does not is an authentic cookie with the
-// wrong timestamp state (ReasonAckMismatch, ReasonBadTSOptions), not a
-// forgery. The price is that someone who saw the SYN-ACK can change the
-// option bits in TSecr and pass with probability 2^-8 (Linux: always).
+// auth and tag together are 27 bits a blind attacker must guess. Two keys
+// are accepted, so an ACK with the tick bits set right passes with
+// probability 2^-26 (Linux's layout: about 2^-22), and a uniformly random
+// ACK with (MaxAge+1)/8 of that, 2^-28 with the defaults. The split lets
+// Check name the failure: an ACK whose auth matches but whose tag does not
+// is an authentic cookie with the wrong timestamp state (ReasonAckMismatch,
+// ReasonBadTSOptions), not a forgery: only 2^-18 of forged ACKs match auth
+// by chance and are counted there instead of as bad_hash. The price is that someone who saw the
+// SYN-ACK can change the option bits in TSecr and pass with probability 2^-8
+// (Linux: always).
 //
 // # Why the client ISN is inside the hash
 //
