@@ -392,8 +392,8 @@ func TestSYNRateLimit(t *testing.T) {
 func TestFastPathNextHop(t *testing.T) {
 	requireRoot(t)
 	inNewNetns(t)
-	if out, err := exec.Command("ip", "link", "add", "sgtest0", "type", "dummy").CombinedOutput(); err != nil {
-		t.Skipf("skipping: cannot create a dummy interface in the test namespace: %v: %s", err, out)
+	if out, err := exec.Command("ip", "link", "add", "sgtest0", "type", "veth", "peer", "name", "sgtest1").CombinedOutput(); err != nil {
+		t.Skipf("skipping: cannot create a veth pair in the test namespace: %v: %s", err, out)
 	}
 	d := testDataplane(t, Config{})
 	dummy := ifindex(t, "sgtest0")
@@ -430,7 +430,8 @@ func TestFastPathFIB(t *testing.T) {
 	inNewNetns(t)
 	for _, args := range [][]string{
 		{"link", "set", "lo", "up"},
-		{"link", "add", "sgtest0", "type", "dummy"},
+		{"link", "add", "sgtest0", "type", "veth", "peer", "name", "sgtest1"},
+		{"link", "set", "sgtest1", "up"},
 		{"link", "set", "sgtest0", "address", "02:00:00:00:00:aa", "up"},
 		{"addr", "add", "198.51.100.1/24", "dev", "sgtest0"},
 		{"neigh", "add", "198.51.100.20", "lladdr", "02:00:00:00:00:bb", "dev", "sgtest0", "nud", "permanent"},
