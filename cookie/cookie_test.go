@@ -435,11 +435,16 @@ func TestForgery(t *testing.T) {
 	t.Logf("%.0f random ACKs: %d accepted, expected %.3f (2^-28 each)", total, accepted, expected)
 	// auth alone (19 bits, two keys) passes about 2^-18 of them; those end as
 	// ack_mismatch (wrong tag), or expired/future if the tag matches too.
+	mismatch, expMismatch := counts[ReasonAckMismatch].Load(), total*2/(1<<authBits)*255/256
 	t.Logf("ack_mismatch %d (expected ~%.1f), expired %d, future %d, bad_hash %d",
-		counts[ReasonAckMismatch].Load(), total*2/(1<<authBits)*255/256,
+		mismatch, expMismatch,
 		counts[ReasonExpired].Load(), counts[ReasonFuture].Load(), counts[ReasonBadHash].Load())
 	if limit := 10*expected + 3; float64(accepted) > limit {
 		t.Fatalf("%d forged ACKs accepted, more than %.1f", accepted, limit)
+	}
+	// auth is checked on its own, so its 19 bits can be measured too.
+	if limit := 3*expMismatch + 10; float64(mismatch) > limit {
+		t.Fatalf("%d forged ACKs matched auth, more than %.1f: auth is weaker than %d bits", mismatch, limit, authBits)
 	}
 }
 
