@@ -52,6 +52,7 @@ type ServiceStats struct {
 	AcceptOverflowReset uint64 // ListenOverflows with tcp_abort_on_overflow=1
 
 	Spliced         uint64            // connections handed to the XDP fast path
+	SlowPath        uint64            // packets of spliced connections that reached the engine
 	BackendFailures map[string]uint64 // by reason: refused, timeout, ...
 
 	HalfOpen, HalfOpenLimit int // SYN queue depth and bound

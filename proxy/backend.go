@@ -1,0 +1,483 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/syngate/syngate/bpf"
+	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/packet"
+	"github.com/syngate/syngate/queue"
+)
+
+// FlowTable is what the engine needs of the XDP flow table;
+// *bpf.Dataplane implements it.
+type FlowTable interface {
+	InstallFlow(bpf.FlowKey, bpf.FlowNAT) error
+	DeleteFlow(bpf.FlowKey) error
+	LookupFlow(bpf.FlowKey) (bpf.FlowState, error)
+}
+
+// backendSynRTO is the backend SYN retransmission timeout; it doubles like
+// the kernel's until the connect timeout runs out.
+const backendSynRTO = time.Second
+
+// maxHeldSegments bounds the segments held per connection besides their
+// bytes, so tiny segments cannot make the held list long.
+const maxHeldSegments = 64
+
+// opening records the client's side of a validated connection (called by the
+// receive loop that validated its ACK, with seg that ACK).
+func (e *Engine) opening(s *service, qc queue.Conn, seg *packet.Segment, ifindex int) {
+	now := e.now()
+	c, _ := e.conns.getOrCreate(s, qc.Tuple, now)
+	if c == nil {
+		s.st.backendFailure("conn_table_full")
+		return
+	}
+	o := s.offer.Load()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateAccepted || c.haveClient {
+		return
+	}
+	c.haveClient = true
+	c.fill(qc)
+	c.ts = seg.Options.Timestamps
+	c.wscale = flow.NoWScale
+	if qc.Options.HasWScale() && o.WScale != flow.NoWScale {
+		c.wscale = o.WScale
+	}
+	c.sack = qc.Options.SACK && o.SACK
+	c.ourTS0, c.clientTSval = seg.Options.TSecr, seg.Options.TSval
+	c.window = seg.Window
+	c.clientMAC, c.ourMAC, c.clientIfindex = seg.SrcMAC, seg.DstMAC, ifindex
+	if len(qc.Data) > 0 {
+		c.hold(seg, qc.Data)
+	}
+	if c.queued {
+		e.startBackend(c, now)
+	}
+}
+
+// fill copies what the accept queue knows of the connection.
+func (c *conn) fill(qc queue.Conn) {
+	c.clientISN, c.ourISN, c.opts, c.mss = qc.ClientISN, qc.OurISN, qc.Options, qc.MSS
+}
+
+// hold keeps a client segment until the splice is in place. Only new data
+// is kept: a retransmission of a held segment adds nothing.
+func (c *conn) hold(seg *packet.Segment, data []byte) {
+	for _, h := range c.held {
+		if h.seq == seg.Seq && len(h.data) >= len(data) {
+			return
+		}
+	}
+	if len(c.held) >= maxHeldSegments || c.heldBytes+len(data) > c.svcMaxPending() {
+		return // the client retransmits it once the splice is in place
+	}
+	c.held = append(c.held, heldSegment{
+		seq: seg.Seq, ack: seg.Ack, flags: uint8(seg.Flags), window: seg.Window,
+		tsval: seg.Options.TSval, tsecr: seg.Options.TSecr, data: append([]byte(nil), data...),
+	})
+	c.heldBytes += len(data)
+}
+
+func (c *conn) svcMaxPending() int { return c.svc.maxPending }
+
+// openBackendLegs takes a service's validated connections off its accept
+// queue in order, at most one backend handshake per slot at a time, which
+// is what makes a slow backend fill the accept queue as in Linux.
+func (e *Engine) openBackendLegs(ctx context.Context, s *service) {
+	for {
+		select {
+		case s.slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		qc, err := s.l.Wait(ctx)
+		if err != nil {
+			<-s.slots
+			return
+		}
+		now := e.now()
+		c, _ := e.conns.getOrCreate(s, qc.Tuple, now)
+		if c == nil {
+			<-s.slots
+			s.st.backendFailure("conn_table_full")
+			continue
+		}
+		c.mu.Lock()
+		if c.state != stateAccepted || c.queued {
+			c.mu.Unlock()
+			<-s.slots
+			continue
+		}
+		c.queued, c.inflight = true, true
+		if !c.haveClient {
+			c.fill(qc)
+		}
+		if c.haveClient {
+			e.startBackend(c, now)
+		}
+		c.mu.Unlock()
+	}
+}
+
+// startBackend allocates a source port and sends the backend SYN. c.mu is
+// held.
+func (e *Engine) startBackend(c *conn, now time.Time) {
+	s := c.svc
+	pool := e.sources[s.Source]
+	port, err := pool.get(now)
+	if err != nil {
+		e.abortLocked(c, "no_port", true)
+		return
+	}
+	c.source = netip.AddrPortFrom(s.Source, port)
+	e.conns.setSource(c, c.source)
+	c.synSent = true
+	c.deadline = now.Add(e.cfg.ConnectTimeout)
+	c.nextSyn = now.Add(backendSynRTO)
+	e.sendBackendSyn(c)
+}
+
+// sendBackendSyn replays the client's SYN options toward the backend, from
+// our source address and port, with the client's ISN so that sequence
+// numbers need no translation from client to backend.
+func (e *Engine) sendBackendSyn(c *conn) {
+	o := flow.SynOptions{MSS: clientMSS(c.opts, c.client.Is6()), WScale: c.wscale, SACK: c.sack}
+	if c.wscale != flow.NoWScale {
+		o.WScale = c.opts.WScale
+	}
+	if c.ts {
+		o.Timestamps, o.TSval = true, c.clientTSval
+	}
+	win := uint32(c.window)
+	if c.wscale != flow.NoWScale {
+		win <<= c.opts.WScale
+	}
+	e.send(c.svc, packet.BuildSyn, &packet.Fields{
+		Src: c.source, Dst: c.svc.Backend, Seq: c.clientISN, Flags: packet.SYN,
+		Window: uint16(min(win, 65535)), Options: o,
+	})
+}
+
+// send builds an IP packet with build and hands it to the Sender.
+func (e *Engine) send(s *service, build func([]byte, *packet.Fields) (int, error), f *packet.Fields) {
+	var buf [2048]byte
+	n, err := build(buf[:], f)
+	if err == nil {
+		err = e.cfg.Sender.SendIP(buf[ethHeaderLen:n])
+	}
+	if err != nil {
+		s.st.sendErrors.Add(1)
+		e.log.Debug("send", "service", s.Name, "to", f.Dst, "err", err)
+	}
+}
+
+// ethHeaderLen is the Ethernet header the builders write and the Sender,
+// which works at the IP layer, does not want.
+const ethHeaderLen = 14
+
+// fromBackend handles a segment a backend sent to one of our source ports:
+// the SYN-ACK of a backend leg, a refusal, or a spliced flow's packet that
+// arrived before its flow entry.
+func (w *worker) fromBackend(seg *packet.Segment) {
+	e := w.e
+	c := e.conns.bySource(seg.Dst)
+	if c == nil {
+		e.conns.stray.Add(1)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if seg.Src != c.svc.Backend || !c.synSent {
+		e.conns.stray.Add(1)
+		return
+	}
+	switch {
+	case c.state == stateSpliced:
+		c.svc.st.slowPath.Add(1)
+		e.forwardToClient(c, seg)
+	case c.state != stateAccepted:
+	case seg.Flags&packet.RST != 0:
+		if seg.Flags&packet.ACK != 0 && seg.Ack == c.clientISN+1 {
+			e.abortLocked(c, "refused", true)
+		}
+	case seg.Flags&(packet.SYN|packet.ACK) == packet.SYN|packet.ACK && seg.Ack == c.clientISN+1:
+		e.splice(c, seg, w.ifindex)
+	}
+}
+
+// splice installs both flow entries, completes the backend handshake and
+// delivers the held client data. c.mu is held.
+func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
+	s := c.svc
+	c.backendISN, c.backendTS0, c.backendOpts = seg.Seq, seg.Options.TSval, seg.Options
+	ts := c.ts && seg.Options.Timestamps
+	toBackend := bpf.FlowNAT{
+		Src: c.source, Dst: s.Backend,
+		AckDelta: c.backendISN - c.ourISN,
+		Ifindex:  ifindex, SrcMAC: seg.DstMAC, DstMAC: seg.SrcMAC,
+	}
+	toClient := bpf.FlowNAT{
+		Src: c.client.Service, Dst: c.client.Client,
+		SeqDelta: c.ourISN - c.backendISN,
+		Ifindex:  c.clientIfindex, SrcMAC: c.ourMAC, DstMAC: c.clientMAC,
+	}
+	if ts {
+		toBackend.TSecrDelta = c.backendTS0 - c.ourTS0
+		toClient.TSvalDelta = c.ourTS0 - c.backendTS0
+	}
+	if c.wscale != flow.NoWScale && seg.Options.HasWScale() {
+		// The backend scales its window by its own shift; the client
+		// reads it with the shift our SYN-ACK announced.
+		toClient.InShift, toClient.OutShift = seg.Options.WScale, c.wscale
+	}
+	kc := bpf.ClientKey(c.client)
+	kb := bpf.FlowKey{Src: s.Backend, Dst: c.source}
+	if err := e.cfg.Flows.InstallFlow(kc, toBackend); err != nil {
+		e.log.Warn("install flow", "flow", kc, "err", err)
+		e.abortLocked(c, "flow_install", true)
+		return
+	}
+	if err := e.cfg.Flows.InstallFlow(kb, toClient); err != nil {
+		e.log.Warn("install flow", "flow", kb, "err", err)
+		e.cfg.Flows.DeleteFlow(kc)
+		e.abortLocked(c, "flow_install", true)
+		return
+	}
+	c.state = stateSpliced
+	c.splicedAt = e.now()
+	f := packet.Fields{
+		Src: c.source, Dst: s.Backend, Seq: c.clientISN + 1, Ack: c.backendISN + 1,
+		Flags: packet.ACK, Window: c.window,
+	}
+	if ts {
+		f.Options = flow.SynOptions{Timestamps: true, TSval: c.clientTSval, TSecr: c.backendTS0}
+	}
+	e.send(s, packet.BuildAck, &f)
+	for _, h := range c.held {
+		f := packet.Fields{
+			Src: c.source, Dst: s.Backend, Seq: h.seq, Ack: h.ack + toBackend.AckDelta,
+			Flags: packet.Flags(h.flags), Window: h.window, Payload: h.data,
+		}
+		if ts {
+			f.Options = flow.SynOptions{Timestamps: true, TSval: h.tsval, TSecr: h.tsecr + toBackend.TSecrDelta}
+		}
+		e.send(s, packet.Build, &f)
+	}
+	c.held, c.heldBytes = nil, 0
+	e.releaseSlot(c)
+	s.st.spliced.Add(1)
+}
+
+// clientSegment handles a client segment of a connection the engine knows:
+// data to hold before the splice, or a spliced flow's packet that took the
+// slow path (it arrived before its flow entry was visible).
+func (e *Engine) clientSegment(c *conn, seg *packet.Segment, ifindex int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case stateAccepted:
+		if seg.Options.Timestamps {
+			c.clientTSval = seg.Options.TSval
+		}
+		if len(seg.Payload) > 0 || seg.Flags&packet.FIN != 0 {
+			c.hold(seg, seg.Payload)
+		}
+	case stateSpliced:
+		c.svc.st.slowPath.Add(1)
+		e.forwardToBackend(c, seg)
+	}
+}
+
+// forwardToBackend sends a client segment that missed the fast path the way
+// XDP would have (SACK blocks are left out: a hint, not data).
+func (e *Engine) forwardToBackend(c *conn, seg *packet.Segment) {
+	f := packet.Fields{
+		Src: c.source, Dst: c.svc.Backend, Seq: seg.Seq, Ack: seg.Ack + c.backendISN - c.ourISN,
+		Flags: seg.Flags, Window: seg.Window, Payload: seg.Payload,
+	}
+	if seg.Options.Timestamps {
+		f.Options = flow.SynOptions{Timestamps: true, TSval: seg.Options.TSval, TSecr: seg.Options.TSecr + c.backendTS0 - c.ourTS0}
+	}
+	e.send(c.svc, packet.Build, &f)
+}
+
+// forwardToClient is forwardToBackend's mirror for the backend's segments.
+func (e *Engine) forwardToClient(c *conn, seg *packet.Segment) {
+	win := uint32(seg.Window)
+	if c.wscale != flow.NoWScale && c.backendOpts.HasWScale() && seg.Flags&packet.SYN == 0 {
+		win = min((win<<c.backendOpts.WScale)>>c.wscale, 65535)
+	}
+	f := packet.Fields{
+		Src: c.client.Service, Dst: c.client.Client, Seq: seg.Seq + c.ourISN - c.backendISN, Ack: seg.Ack,
+		Flags: seg.Flags, Window: uint16(win), Payload: seg.Payload,
+	}
+	if seg.Options.Timestamps {
+		f.Options = flow.SynOptions{Timestamps: true, TSval: seg.Options.TSval + c.ourTS0 - c.backendTS0, TSecr: seg.Options.TSecr}
+	}
+	if seg.Flags&packet.SYN != 0 {
+		// The backend retransmitted its SYN-ACK: our ACK was lost. Answer
+		// it again instead of confusing the client with a SYN.
+		f := packet.Fields{Src: c.source, Dst: c.svc.Backend, Seq: c.clientISN + 1, Ack: c.backendISN + 1, Flags: packet.ACK, Window: c.window}
+		if c.ts && seg.Options.Timestamps {
+			f.Options = flow.SynOptions{Timestamps: true, TSval: c.clientTSval, TSecr: seg.Options.TSval}
+		}
+		e.send(c.svc, packet.BuildAck, &f)
+		return
+	}
+	e.send(c.svc, packet.Build, &f)
+}
+
+// abort ends a connection that has not been spliced.
+func (e *Engine) abort(c *conn, reason string, resetClient bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e.abortLocked(c, reason, resetClient)
+}
+
+// abortLocked ends c, telling the client with a RST when resetClient, and
+// the backend when our SYN may have opened something there. c.mu is held.
+func (e *Engine) abortLocked(c *conn, reason string, resetClient bool) {
+	if c.state == stateDone {
+		return
+	}
+	wasSpliced := c.state == stateSpliced
+	c.state = stateDone
+	s := c.svc
+	if reason != "client_reset" {
+		s.st.backendFailure(reason)
+	}
+	if resetClient && c.haveClient {
+		e.send(s, packet.Build, &packet.Fields{
+			Src: c.client.Service, Dst: c.client.Client, Seq: c.ourISN + 1, Ack: c.clientISN + 1,
+			Flags: packet.RST | packet.ACK,
+		})
+	}
+	if c.synSent && reason != "refused" {
+		e.send(s, packet.Build, &packet.Fields{Src: c.source, Dst: s.Backend, Seq: c.clientISN + 1, Flags: packet.RST})
+	}
+	if wasSpliced {
+		e.cfg.Flows.DeleteFlow(bpf.ClientKey(c.client))
+		e.cfg.Flows.DeleteFlow(bpf.FlowKey{Src: s.Backend, Dst: c.source})
+	}
+	e.release(c)
+}
+
+// release frees what c holds: its slot, its port (into its quiet time) and
+// its table entries.
+func (e *Engine) release(c *conn) {
+	e.releaseSlot(c)
+	if c.source.IsValid() {
+		e.sources[c.svc.Source].put(c.source.Port(), e.now())
+	}
+	e.conns.remove(c, c.source)
+	c.held, c.heldBytes = nil, 0
+}
+
+func (e *Engine) releaseSlot(c *conn) {
+	if c.inflight {
+		c.inflight = false
+		<-c.svc.slots
+	}
+}
+
+// expireOpening retransmits backend SYNs and gives up on backends that do
+// not answer in time; it also reaps connections whose two halves never met.
+func (e *Engine) expireOpening(now time.Time) {
+	e.conns.each(func(c *conn) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.state != stateAccepted {
+			return
+		}
+		switch {
+		case c.synSent && !now.Before(c.deadline):
+			e.abortLocked(c, "timeout", true)
+		case c.synSent && !now.Before(c.nextSyn):
+			c.synTries++
+			c.nextSyn = now.Add(backendSynRTO << min(c.synTries, 6))
+			e.sendBackendSyn(c)
+		case !c.synSent && now.Sub(c.created) > 2*e.cfg.ConnectTimeout+time.Minute:
+			// Still in the accept queue this long, or its other half was
+			// lost: the client has long given up.
+			e.abortLocked(c, "stale", false)
+		}
+	})
+}
+
+// expireHalfOpen retransmits due SYN-ACKs of s's half-open queue.
+func (e *Engine) expireHalfOpen(s *service, now time.Time) {
+	o := s.offer.Load()
+	s.l.Expire(now, func(t queue.Timeout) {
+		if t.Dropped {
+			return
+		}
+		opts := flow.SynOptions{MSS: t.MSS, WScale: flow.NoWScale}
+		if t.Options.HasWScale() {
+			opts.WScale = o.WScale
+		}
+		opts.SACK = t.Options.SACK && o.SACK
+		if t.Options.Timestamps && o.Timestamps {
+			opts.Timestamps, opts.TSval, opts.TSecr = true, tsClock(now), t.Options.TSval
+		}
+		e.send(s, packet.BuildSynAck, &packet.Fields{
+			Src: t.Tuple.Service, Dst: t.Tuple.Client, Seq: t.OurISN, Ack: t.ClientISN + 1,
+			Flags: packet.SYN | packet.ACK, Window: uint16(min(e.cfg.MaxPending, 65535)), Options: opts,
+		})
+	})
+}
+
+// errNotFound is how FlowTable reports a missing entry.
+var errNotFound = bpf.ErrNotFound
+
+// expireFlows removes spliced flows the way conntrack times them out: soon
+// after a RST, a while after both FINs, and after a long idle time.
+func (e *Engine) expireFlows(now time.Time) {
+	mono := e.cfg.Monotonic()
+	e.conns.each(func(c *conn) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.state != stateSpliced {
+			return
+		}
+		s := c.svc
+		kc, kb := bpf.ClientKey(c.client), bpf.FlowKey{Src: s.Backend, Dst: c.source}
+		a, errA := e.cfg.Flows.LookupFlow(kc)
+		b, errB := e.cfg.Flows.LookupFlow(kb)
+		if errors.Is(errA, errNotFound) || errors.Is(errB, errNotFound) {
+			e.endFlow(c, "evicted")
+			return
+		}
+		if errA != nil || errB != nil {
+			return
+		}
+		last := max(a.LastSeen, b.LastSeen)
+		idle := now.Sub(c.splicedAt)
+		if last > 0 {
+			idle = min(idle, mono-last)
+		}
+		switch {
+		case (a.RST || b.RST) && idle >= e.cfg.ResetTimeout:
+			e.endFlow(c, "reset")
+		case a.FIN && b.FIN && idle >= e.cfg.CloseTimeout:
+			e.endFlow(c, "closed")
+		case idle >= e.cfg.EstablishedTimeout:
+			e.endFlow(c, "idle")
+		}
+	})
+}
+
+// endFlow removes a spliced connection's flows. c.mu is held.
+func (e *Engine) endFlow(c *conn, reason string) {
+	c.state = stateDone
+	e.cfg.Flows.DeleteFlow(bpf.ClientKey(c.client))
+	e.cfg.Flows.DeleteFlow(bpf.FlowKey{Src: c.svc.Backend, Dst: c.source})
+	e.release(c)
+	e.conns.expired(reason)
+}

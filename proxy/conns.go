@@ -1,0 +1,200 @@
+package proxy
+
+import (
+	"hash/maphash"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/syngate/syngate/flow"
+)
+
+// connState is where a connection is in its life.
+type connState uint8
+
+const (
+	// stateAccepted: the client's handshake is validated; the connection
+	// waits in the accept queue or for the backend's SYN-ACK.
+	stateAccepted connState = iota
+	// stateSpliced: both flow entries are installed; XDP forwards the data.
+	stateSpliced
+	// stateDone: removed, or about to be.
+	stateDone
+)
+
+// heldSegment is client data that arrived before the splice was in place.
+type heldSegment struct {
+	seq, ack     uint32
+	flags        uint8
+	window       uint16
+	tsval, tsecr uint32
+	data         []byte
+}
+
+// conn is one client connection from its validated ACK until its flows
+// expire. Fields after mu are guarded by it.
+type conn struct {
+	svc    *service
+	client flow.Tuple
+
+	mu    sync.Mutex
+	state connState
+	// queued is set when the backend-leg worker popped the connection off
+	// the accept queue, haveClient when the receive loop recorded the
+	// client's side; the backend SYN goes out once both are true.
+	queued, haveClient bool
+	synSent            bool
+	inflight           bool // holds one of the service's backend handshake slots
+	created            time.Time
+
+	clientISN, ourISN uint32
+	opts              flow.SynOptions // client's SYN options, as validated
+	mss               uint16          // MSS announced to the client
+	wscale            uint8           // window scale announced to the client
+	ts                bool            // timestamps on the client leg
+	sack              bool            // SACK on the client leg
+	ourTS0            uint32          // the TSval our SYN-ACK carried (echoed in the ACK)
+	clientTSval       uint32          // latest client TSval
+	window            uint16          // the client's last window (scaled by opts.WScale)
+	clientMAC, ourMAC [6]byte
+	clientIfindex     int
+
+	source    netip.AddrPort // our backend-side address and port
+	deadline  time.Time      // backend handshake deadline
+	nextSyn   time.Time      // next backend SYN retransmission
+	synTries  int
+	held      []heldSegment
+	heldBytes int
+
+	backendISN, backendTS0 uint32
+	backendOpts            flow.SynOptions
+	splicedAt              time.Time
+}
+
+// connShards spreads the tables over independent locks so receive loops
+// rarely contend.
+const connShards = 32
+
+// connTable indexes connections by client tuple and by backend-side source.
+type connTable struct {
+	seed   maphash.Seed
+	shards [connShards]struct {
+		mu       sync.Mutex
+		byClient map[flow.Tuple]*conn
+		bySource map[netip.AddrPort]*conn
+	}
+	max, n atomic.Int64
+
+	// Counters not tied to a service.
+	malformed, stray, full atomic.Uint64
+	expiredBy              map[string]*atomic.Uint64
+}
+
+// expiryReasons are the label values of flows_expired_total.
+var expiryReasons = []string{"idle", "closed", "reset", "evicted"}
+
+func (t *connTable) expired(reason string) {
+	if n := t.expiredBy[reason]; n != nil {
+		n.Add(1)
+	}
+}
+
+func newConnTable(max int) *connTable {
+	t := &connTable{seed: maphash.MakeSeed(), expiredBy: make(map[string]*atomic.Uint64)}
+	for _, r := range expiryReasons {
+		t.expiredBy[r] = new(atomic.Uint64)
+	}
+	t.max.Store(int64(max))
+	for i := range t.shards {
+		t.shards[i].byClient = make(map[flow.Tuple]*conn)
+		t.shards[i].bySource = make(map[netip.AddrPort]*conn)
+	}
+	return t
+}
+
+func (t *connTable) shardOf(ap netip.AddrPort) int {
+	b := ap.Addr().As16()
+	h := maphash.Bytes(t.seed, b[:]) ^ uint64(ap.Port())*0x9e3779b97f4a7c15
+	return int(h % connShards)
+}
+
+func (t *connTable) byClient(ft flow.Tuple) *conn {
+	s := &t.shards[t.shardOf(ft.Client)]
+	s.mu.Lock()
+	c := s.byClient[ft]
+	s.mu.Unlock()
+	return c
+}
+
+func (t *connTable) bySource(src netip.AddrPort) *conn {
+	s := &t.shards[t.shardOf(src)]
+	s.mu.Lock()
+	c := s.bySource[src]
+	s.mu.Unlock()
+	return c
+}
+
+// getOrCreate returns the connection of ft, creating it when the table has
+// room. created reports a new entry; nil means the table is full.
+func (t *connTable) getOrCreate(svc *service, ft flow.Tuple, now time.Time) (c *conn, created bool) {
+	s := &t.shards[t.shardOf(ft.Client)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.byClient[ft]; c != nil {
+		return c, false
+	}
+	if t.n.Load() >= t.max.Load() {
+		t.full.Add(1)
+		return nil, false
+	}
+	t.n.Add(1)
+	c = &conn{svc: svc, client: ft, created: now}
+	s.byClient[ft] = c
+	return c, true
+}
+
+// setSource indexes c by its backend-side address.
+func (t *connTable) setSource(c *conn, src netip.AddrPort) {
+	s := &t.shards[t.shardOf(src)]
+	s.mu.Lock()
+	s.bySource[src] = c
+	s.mu.Unlock()
+}
+
+// remove drops c from both indexes.
+func (t *connTable) remove(c *conn, src netip.AddrPort) {
+	s := &t.shards[t.shardOf(c.client.Client)]
+	s.mu.Lock()
+	if s.byClient[c.client] == c {
+		delete(s.byClient, c.client)
+		t.n.Add(-1)
+	}
+	s.mu.Unlock()
+	if src.IsValid() {
+		s := &t.shards[t.shardOf(src)]
+		s.mu.Lock()
+		if s.bySource[src] == c {
+			delete(s.bySource, src)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// each calls fn for every connection, shard by shard, without holding a
+// shard lock while fn runs.
+func (t *connTable) each(fn func(*conn)) {
+	var buf []*conn
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		buf = buf[:0]
+		for _, c := range s.byClient {
+			buf = append(buf, c)
+		}
+		s.mu.Unlock()
+		for _, c := range buf {
+			fn(c)
+		}
+	}
+}

@@ -1,0 +1,533 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/syngate/syngate/bpf"
+	"github.com/syngate/syngate/cookie"
+	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/packet"
+	"github.com/syngate/syngate/pktio"
+	"github.com/syngate/syngate/queue"
+)
+
+// fakeFlows is an in-memory flow table.
+type fakeFlows struct {
+	mu    sync.Mutex
+	flows map[bpf.FlowKey]bpf.FlowState
+	fail  error
+}
+
+func (f *fakeFlows) InstallFlow(k bpf.FlowKey, n bpf.FlowNAT) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	f.flows[k] = bpf.FlowState{NAT: n}
+	return nil
+}
+
+func (f *fakeFlows) DeleteFlow(k bpf.FlowKey) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.flows[k]; !ok {
+		return bpf.ErrNotFound
+	}
+	delete(f.flows, k)
+	return nil
+}
+
+func (f *fakeFlows) LookupFlow(k bpf.FlowKey) (bpf.FlowState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.flows[k]
+	if !ok {
+		return s, bpf.ErrNotFound
+	}
+	return s, nil
+}
+
+func (f *fakeFlows) get(k bpf.FlowKey) (bpf.FlowState, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.flows[k]
+	return s, ok
+}
+
+func (f *fakeFlows) update(k bpf.FlowKey, fn func(*bpf.FlowState)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.flows[k]
+	fn(&s)
+	f.flows[k] = s
+}
+
+// fakeSender records the IP packets the engine originates, parsed.
+type fakeSender struct{ ch chan packet.Segment }
+
+func (s *fakeSender) SendIP(pkt []byte) error {
+	frame := make([]byte, 14+len(pkt))
+	if pkt[0]>>4 == 6 {
+		frame[12], frame[13] = 0x86, 0xdd
+	} else {
+		frame[12], frame[13] = 0x08, 0x00
+	}
+	copy(frame[14:], pkt)
+	var seg packet.Segment
+	if err := packet.Parse(frame, &seg); err != nil {
+		return err
+	}
+	if err := packet.VerifyChecksums(frame, &seg); err != nil {
+		return err
+	}
+	seg.Payload = append([]byte(nil), seg.Payload...)
+	s.ch <- seg
+	return nil
+}
+
+// rig is an engine wired to an in-memory link, flow table and sender.
+type rig struct {
+	t       *testing.T
+	e       *Engine
+	link    *pktio.MemPort // the test's end: it plays client and backend
+	flows   *fakeFlows
+	sent    *fakeSender
+	now     time.Time
+	mono    time.Duration
+	mu      sync.Mutex
+	svc     Service
+	cancel  context.CancelFunc
+	done    sync.WaitGroup
+	client  netip.AddrPort
+	ourMAC  [6]byte
+	peerMAC [6]byte
+}
+
+var (
+	vip     = netip.MustParseAddrPort("192.0.2.10:80")
+	backend = netip.MustParseAddrPort("10.0.0.5:8080")
+	source  = netip.MustParseAddr("10.0.0.1")
+)
+
+func newRig(t *testing.T, policy queue.CookiePolicy, mutate func(*Config)) *rig {
+	t.Helper()
+	r := &rig{
+		t: t, now: time.Unix(1_700_000_000, 0), mono: time.Hour,
+		flows:  &fakeFlows{flows: map[bpf.FlowKey]bpf.FlowState{}},
+		sent:   &fakeSender{ch: make(chan packet.Segment, 1024)},
+		client: netip.MustParseAddrPort("198.51.100.7:40000"),
+		ourMAC: [6]byte{2, 0, 0, 0, 0, 1}, peerMAC: [6]byte{2, 0, 0, 0, 0, 2},
+	}
+	jar, err := cookie.NewJar([]byte("0123456789abcdef0123456789abcdef"), cookie.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.svc = Service{
+		Name: "web", Listen: vip, Backend: backend, Source: source,
+		Queue: queue.Config{MaxSynBacklog: 16, SynAckRetries: 5, Cookies: policy, Backlog: 8, Somaxconn: 128},
+	}
+	cfg := Config{
+		Services: []Service{r.svc}, Jar: jar, Flows: r.flows, Sender: r.sent,
+		PortMin: 20000, PortMax: 20009, ConnectTimeout: 3 * time.Second,
+		Now: r.clock, Monotonic: func() time.Duration { r.mu.Lock(); defer r.mu.Unlock(); return r.mono },
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	r.e, err = New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.e.SetBackendOptions("web", flow.SynOptions{MSS: 1460, WScale: 7, SACK: true, Timestamps: true}); err != nil {
+		t.Fatal(err)
+	}
+	enginePort, testPort := pktio.Pipe(pktio.MemConfig{})
+	r.link = testPort
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.done.Add(2)
+	go func() { defer r.done.Done(); r.e.Serve(ctx, enginePort, 3) }()
+	go func() {
+		defer r.done.Done()
+		for _, s := range r.e.order {
+			go r.e.openBackendLegs(ctx, s)
+		}
+	}()
+	t.Cleanup(func() { cancel(); r.done.Wait(); enginePort.Close(); testPort.Close() })
+	return r
+}
+
+func (r *rig) clock() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.now
+}
+
+func (r *rig) advance(d time.Duration) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.now = r.now.Add(d)
+	r.mono += d
+	return r.now
+}
+
+// inject sends a frame built from f to the engine.
+func (r *rig) inject(build func([]byte, *packet.Fields) (int, error), f packet.Fields) {
+	r.t.Helper()
+	f.SrcMAC, f.DstMAC = r.peerMAC, r.ourMAC
+	buf := make([]byte, 2048)
+	n, err := build(buf, &f)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := pktio.Send(r.link, buf[:n]); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// reply waits for the engine's next frame on the link.
+func (r *rig) reply() packet.Segment {
+	r.t.Helper()
+	frame, err := pktio.Recv(r.link, 2*time.Second)
+	if err != nil {
+		r.t.Fatalf("no reply from the engine: %v", err)
+	}
+	var seg packet.Segment
+	if err := packet.Parse(frame, &seg); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := packet.VerifyChecksums(frame, &seg); err != nil {
+		r.t.Fatal(err)
+	}
+	return seg
+}
+
+func (r *rig) noReply() {
+	r.t.Helper()
+	if frame, err := pktio.Recv(r.link, 100*time.Millisecond); err == nil {
+		r.t.Fatalf("unexpected frame from the engine: %x", frame)
+	}
+}
+
+// sentIP waits for the next packet the engine originated.
+func (r *rig) sentIP() packet.Segment {
+	r.t.Helper()
+	select {
+	case s := <-r.sent.ch:
+		return s
+	case <-time.After(2 * time.Second):
+		r.t.Fatal("the engine sent nothing")
+	}
+	return packet.Segment{}
+}
+
+func (r *rig) noSentIP() {
+	r.t.Helper()
+	select {
+	case s := <-r.sent.ch:
+		r.t.Fatalf("unexpected packet %v -> %v %v", s.Src, s.Dst, s.Flags)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+var clientSynOpts = flow.SynOptions{MSS: 1400, WScale: 9, SACK: true, Timestamps: true, TSval: 5000}
+
+// handshake performs SYN, SYN-ACK, ACK (with data) and returns the SYN-ACK.
+func (r *rig) handshake(isn uint32, data []byte) packet.Segment {
+	r.t.Helper()
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	sa := r.reply()
+	if sa.Flags != packet.SYN|packet.ACK || sa.Ack != isn+1 || sa.Src != vip || sa.Dst != r.client {
+		r.t.Fatalf("SYN-ACK = %v %v->%v ack %d", sa.Flags, sa.Src, sa.Dst, sa.Ack)
+	}
+	if sa.DstMAC != r.peerMAC || sa.SrcMAC != r.ourMAC {
+		r.t.Fatalf("SYN-ACK MACs not swapped: %x -> %x", sa.SrcMAC, sa.DstMAC)
+	}
+	r.inject(packet.Build, packet.Fields{
+		Src: r.client, Dst: vip, Seq: isn + 1, Ack: sa.Seq + 1, Flags: packet.ACK | packet.PSH, Window: 502,
+		Options: flow.SynOptions{Timestamps: true, TSval: 5001, TSecr: sa.Options.TSval}, Payload: data,
+	})
+	return sa
+}
+
+// backendSynAck answers the engine's backend SYN as a backend would.
+func (r *rig) backendSynAck(syn packet.Segment, isn uint32, wscale uint8) {
+	r.inject(packet.BuildSynAck, packet.Fields{
+		Src: backend, Dst: syn.Src, Seq: isn, Ack: syn.Seq + 1, Flags: packet.SYN | packet.ACK, Window: 65160,
+		Options: flow.SynOptions{MSS: 1460, WScale: wscale, SACK: true, Timestamps: true, TSval: 777000, TSecr: syn.Options.TSval},
+	})
+}
+
+func testSplice(t *testing.T, policy queue.CookiePolicy) {
+	r := newRig(t, policy, nil)
+	const isn = 1_000_000
+	sa := r.handshake(isn, []byte("GET / HTTP/1.0\r\n\r\n"))
+	wantMSS := uint16(1400)
+	if policy == queue.CookiesAlways {
+		wantMSS = 1300 // the cookie's MSS table rounds down
+	}
+	if sa.Options.MSS != wantMSS || sa.Options.WScale != 7 || !sa.Options.SACK || !sa.Options.Timestamps || sa.Options.TSecr != 5000 {
+		t.Errorf("SYN-ACK options = %+v: want MSS min(1460, client 1400), wscale 7, SACK, TS echoing 5000", sa.Options)
+	}
+	if sa.Window == 0 {
+		t.Error("SYN-ACK announces a zero window")
+	}
+
+	syn := r.sentIP()
+	if syn.Flags != packet.SYN || syn.Dst != backend || syn.Src.Addr() != source || syn.Seq != isn {
+		t.Fatalf("backend SYN = %v %v->%v seq %d; want SYN from %v to %v with the client's ISN", syn.Flags, syn.Src, syn.Dst, syn.Seq, source, backend)
+	}
+	if p := syn.Src.Port(); p < 20000 || p > 20009 {
+		t.Errorf("backend SYN source port %d outside 20000-20009", p)
+	}
+	if o := syn.Options; o.MSS != wantMSS || o.WScale != 9 || !o.SACK || !o.Timestamps || o.TSval != 5001 {
+		t.Errorf("backend SYN options = %+v; want the client's (MSS %d, wscale 9, SACK, TSval 5001)", o, wantMSS)
+	}
+	r.noReply()
+
+	const bisn = 555_000
+	r.backendSynAck(syn, bisn, 10)
+	ack := r.sentIP()
+	if ack.Flags != packet.ACK || ack.Seq != isn+1 || ack.Ack != bisn+1 || ack.Options.TSecr != 777000 {
+		t.Errorf("backend ACK = %v seq %d ack %d tsecr %d", ack.Flags, ack.Seq, ack.Ack, ack.Options.TSecr)
+	}
+	data := r.sentIP()
+	if string(data.Payload) != "GET / HTTP/1.0\r\n\r\n" || data.Seq != isn+1 || data.Ack != bisn+1 || data.Dst != backend {
+		t.Errorf("held data = %q seq %d ack %d to %v", data.Payload, data.Seq, data.Ack, data.Dst)
+	}
+
+	toBackend, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip})
+	if !ok {
+		t.Fatal("no client->backend flow installed")
+	}
+	n := toBackend.NAT
+	if n.Src != syn.Src || n.Dst != backend || n.SeqDelta != 0 || n.AckDelta != bisn-sa.Seq || n.TSecrDelta != 777000-sa.Options.TSval {
+		t.Errorf("client->backend NAT = %+v", n)
+	}
+	if n.Ifindex != 3 || n.DstMAC != r.peerMAC || n.SrcMAC != r.ourMAC {
+		t.Errorf("client->backend egress = %d %x->%x", n.Ifindex, n.SrcMAC, n.DstMAC)
+	}
+	toClient, ok := r.flows.get(bpf.FlowKey{Src: backend, Dst: syn.Src})
+	if !ok {
+		t.Fatal("no backend->client flow installed")
+	}
+	n = toClient.NAT
+	if n.Src != vip || n.Dst != r.client || n.SeqDelta != sa.Seq-bisn || n.AckDelta != 0 || n.TSvalDelta != sa.Options.TSval-777000 {
+		t.Errorf("backend->client NAT = %+v", n)
+	}
+	if n.InShift != 10 || n.OutShift != 7 {
+		t.Errorf("window shifts %d->%d, want backend's 10 -> announced 7", n.InShift, n.OutShift)
+	}
+	st := r.e.order[0].ServiceStats()
+	if st.Spliced != 1 {
+		t.Errorf("spliced = %d", st.Spliced)
+	}
+	if policy == queue.CookiesAlways && (st.SynAckCookie != 1 || st.AckCookie != 1) {
+		t.Errorf("cookie stats = %+v", st)
+	}
+	if policy == queue.CookiesNever && (st.SynAckQueued != 1 || st.AckQueue != 1) {
+		t.Errorf("queue stats = %+v", st)
+	}
+
+	// A backend segment that arrives before XDP sees the flow entry is
+	// forwarded by the engine, translated.
+	r.inject(packet.Build, packet.Fields{
+		Src: backend, Dst: syn.Src, Seq: bisn + 1, Ack: isn + 19, Flags: packet.ACK | packet.PSH, Window: 100,
+		Options: flow.SynOptions{Timestamps: true, TSval: 777010, TSecr: 5001}, Payload: []byte("HTTP/1.0 200 OK\r\n"),
+	})
+	fwd := r.sentIP()
+	if fwd.Src != vip || fwd.Dst != r.client || fwd.Seq != sa.Seq+1 || fwd.Window != 100<<10>>7 || fwd.Options.TSval != sa.Options.TSval+10 {
+		t.Errorf("slow-path forward = %v->%v seq %d win %d tsval %d", fwd.Src, fwd.Dst, fwd.Seq, fwd.Window, fwd.Options.TSval)
+	}
+	if got := r.e.order[0].ServiceStats().SlowPath; got != 1 {
+		t.Errorf("slowpath = %d, want 1", got)
+	}
+}
+
+func TestSpliceQueuePath(t *testing.T)  { testSplice(t, queue.CookiesNever) }
+func TestSpliceCookiePath(t *testing.T) { testSplice(t, queue.CookiesAlways) }
+
+func TestCookieWithoutTimestampsDropsOptions(t *testing.T) {
+	r := newRig(t, queue.CookiesAlways, nil)
+	opts := flow.SynOptions{MSS: 1460, WScale: 9, SACK: true}
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 1, Flags: packet.SYN, Window: 64240, Options: opts})
+	sa := r.reply()
+	if sa.Options.HasWScale() || sa.Options.SACK || sa.Options.Timestamps {
+		t.Errorf("cookie SYN-ACK without client timestamps offers %+v; the cookie cannot carry them", sa.Options)
+	}
+	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 2, Ack: sa.Seq + 1, Flags: packet.ACK, Window: 64240})
+	syn := r.sentIP()
+	if syn.Options.HasWScale() || syn.Options.SACK || syn.Options.Timestamps || syn.Options.MSS != 1460 {
+		t.Errorf("backend SYN options = %+v, want MSS 1460 only", syn.Options)
+	}
+}
+
+func TestForgedACKRejected(t *testing.T) {
+	r := newRig(t, queue.CookiesAlways, nil)
+	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 100, Ack: 12345, Flags: packet.ACK, Window: 100})
+	r.noSentIP()
+	st := r.e.order[0].ServiceStats()
+	var rejected uint64
+	for _, n := range st.AckRejected {
+		rejected += n
+	}
+	if rejected != 1 || st.Spliced != 0 {
+		t.Errorf("rejected %d (%v), spliced %d", rejected, st.AckRejected, st.Spliced)
+	}
+	// Without a recent cookie an unknown ACK is not even checked.
+	r2 := newRig(t, queue.CookiesNever, nil)
+	r2.inject(packet.Build, packet.Fields{Src: r2.client, Dst: vip, Seq: 100, Ack: 12345, Flags: packet.ACK, Window: 100})
+	r2.noSentIP()
+	if got := r2.e.order[0].ServiceStats().AckRejected["no_entry"]; got != 1 {
+		t.Errorf("no_entry = %d, want 1", got)
+	}
+}
+
+func TestBackendRefusedResetsClient(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	sa := r.handshake(42, nil)
+	syn := r.sentIP()
+	r.inject(packet.Build, packet.Fields{Src: backend, Dst: syn.Src, Seq: 0, Ack: syn.Seq + 1, Flags: packet.RST | packet.ACK})
+	rst := r.sentIP()
+	if rst.Flags&packet.RST == 0 || rst.Src != vip || rst.Dst != r.client || rst.Seq != sa.Seq+1 {
+		t.Errorf("client RST = %v %v->%v seq %d", rst.Flags, rst.Src, rst.Dst, rst.Seq)
+	}
+	if got := r.e.order[0].ServiceStats().BackendFailures["refused"]; got != 1 {
+		t.Errorf("refused = %d", got)
+	}
+	if r.e.conns.n.Load() != 0 {
+		t.Errorf("connection still tracked")
+	}
+}
+
+func TestBackendTimeout(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	r.handshake(42, nil)
+	syn := r.sentIP()
+	r.e.expireOpening(r.advance(time.Second))
+	if again := r.sentIP(); again.Flags != packet.SYN || again.Seq != syn.Seq || again.Src != syn.Src {
+		t.Errorf("backend SYN retransmission = %v seq %d from %v", again.Flags, again.Seq, again.Src)
+	}
+	r.e.expireOpening(r.advance(2 * time.Second))
+	rst := r.sentIP()
+	if rst.Flags&packet.RST == 0 || rst.Dst != r.client {
+		t.Errorf("after the connect timeout: %v to %v, want RST to the client", rst.Flags, rst.Dst)
+	}
+	if brst := r.sentIP(); brst.Flags&packet.RST == 0 || brst.Dst != backend {
+		t.Errorf("backend not told: %v to %v", brst.Flags, brst.Dst)
+	}
+	if got := r.e.order[0].ServiceStats().BackendFailures["timeout"]; got != 1 {
+		t.Errorf("timeout = %d", got)
+	}
+}
+
+func TestSynAckRetransmission(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 7, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	sa := r.reply()
+	s := r.e.order[0]
+	r.e.expireHalfOpen(s, r.advance(999*time.Millisecond))
+	r.noSentIP()
+	r.e.expireHalfOpen(s, r.advance(time.Millisecond))
+	re := r.sentIP()
+	if re.Flags != packet.SYN|packet.ACK || re.Seq != sa.Seq || re.Ack != 8 || re.Dst != r.client || re.Options.MSS != sa.Options.MSS {
+		t.Errorf("retransmitted SYN-ACK = %v seq %d ack %d mss %d", re.Flags, re.Seq, re.Ack, re.Options.MSS)
+	}
+	r.e.expireHalfOpen(s, r.advance(time.Second))
+	r.noSentIP() // the next one is due 2 s after the first retransmission
+	r.e.expireHalfOpen(s, r.advance(time.Second))
+	r.sentIP()
+}
+
+func TestOverflowReset(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, func(c *Config) {
+		c.Services[0].Queue.Backlog = 1
+		c.Services[0].Queue.Overflow = queue.OverflowReset
+	})
+	// The first connection takes the only backend slot (the backend never
+	// answers), the second the only accept queue place.
+	r.handshake(1000, nil)
+	r.sentIP()
+	syn := func(port uint16, isn uint32) packet.Segment {
+		r.client = netip.AddrPortFrom(r.client.Addr(), port)
+		r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 1000, Options: clientSynOpts})
+		return r.reply()
+	}
+	ack := func(port uint16, isn uint32, sa packet.Segment) {
+		r.client = netip.AddrPortFrom(r.client.Addr(), port)
+		r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: isn + 1, Ack: sa.Seq + 1, Flags: packet.ACK, Window: 1000,
+			Options: flow.SynOptions{Timestamps: true, TSval: 1, TSecr: sa.Options.TSval}})
+	}
+	sa2, sa3 := syn(41002, 2000), syn(41003, 3000)
+	ack(41002, 2000, sa2)
+	r.noReply()
+	ack(41003, 3000, sa3)
+	rst := r.reply()
+	if rst.Flags&packet.RST == 0 || rst.Dst.Port() != 41003 || rst.Seq != sa3.Seq+1 {
+		t.Errorf("overflow answer = %v to %v seq %d, want RST seq %d", rst.Flags, rst.Dst, rst.Seq, sa3.Seq+1)
+	}
+	// While the accept queue is full, new SYNs are dropped, cookies or not.
+	r.client = netip.AddrPortFrom(r.client.Addr(), 41004)
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 5, Flags: packet.SYN, Window: 1000, Options: clientSynOpts})
+	r.noReply()
+	st := r.e.order[0].ServiceStats()
+	if st.AcceptOverflowReset != 1 || st.SynDropAcceptFull != 1 || st.Accept != 1 {
+		t.Errorf("overflow resets %d, SYN drops %d, accept depth %d; want 1, 1, 1", st.AcceptOverflowReset, st.SynDropAcceptFull, st.Accept)
+	}
+}
+
+func TestFlowExpiry(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, func(c *Config) { c.ResetTimeout = 10 * time.Second; c.EstablishedTimeout = time.Hour })
+	r.handshake(42, nil)
+	syn := r.sentIP()
+	r.backendSynAck(syn, 9, 7)
+	r.sentIP()
+	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+	r.e.expireFlows(r.advance(30 * time.Minute))
+	if _, ok := r.flows.get(kc); !ok {
+		t.Fatal("flow expired before its idle timeout")
+	}
+	r.flows.update(kb, func(s *bpf.FlowState) { s.RST = true; s.LastSeen = r.mono })
+	r.e.expireFlows(r.advance(9 * time.Second))
+	if _, ok := r.flows.get(kc); !ok {
+		t.Fatal("flow expired before the reset timeout")
+	}
+	r.e.expireFlows(r.advance(time.Second))
+	if _, ok := r.flows.get(kc); ok {
+		t.Fatal("client flow still installed after RST + reset timeout")
+	}
+	if _, ok := r.flows.get(kb); ok {
+		t.Fatal("backend flow still installed after RST + reset timeout")
+	}
+	if got := r.e.Stats().Expired["reset"]; got != 1 {
+		t.Errorf("expired{reset} = %d", got)
+	}
+	// The source port rests, then serves again.
+	if got := r.e.sources[source].inuse(); got != 0 {
+		t.Errorf("ports in use after expiry = %d", got)
+	}
+}
+
+func TestFlowInstallFailureResets(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	r.flows.fail = errors.New("map full")
+	r.handshake(42, nil)
+	syn := r.sentIP()
+	r.backendSynAck(syn, 9, 7)
+	var sawClientRST bool
+	for i := 0; i < 2; i++ {
+		s := r.sentIP()
+		if s.Flags&packet.RST != 0 && s.Dst == r.client {
+			sawClientRST = true
+		}
+	}
+	if !sawClientRST {
+		t.Error("client not reset after the flow could not be installed")
+	}
+}

@@ -1,0 +1,213 @@
+package proxy
+
+import (
+	"math/rand/v2"
+	"time"
+
+	"github.com/syngate/syngate/cookie"
+	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/packet"
+	"github.com/syngate/syngate/pktio"
+	"github.com/syngate/syngate/queue"
+)
+
+// worker is one receive loop's state; nothing in it is shared.
+type worker struct {
+	e       *Engine
+	port    pktio.Port
+	ifindex int
+	rng     *rand.Rand
+	seg     packet.Segment
+	tx      []pktio.Packet
+	free    []pktio.Packet
+}
+
+// handleBatch answers what needs an answer in place and transmits the
+// replies as one batch.
+func (w *worker) handleBatch(pkts []pktio.Packet) {
+	w.tx, w.free = w.tx[:0], w.free[:0]
+	for i := range pkts {
+		if w.handle(&pkts[i]) {
+			w.tx = append(w.tx, pkts[i])
+		} else {
+			w.free = append(w.free, pkts[i])
+		}
+	}
+	if len(w.tx) > 0 {
+		sent, err := w.port.Transmit(w.tx)
+		if sent < len(w.tx) {
+			w.free = append(w.free, w.tx[sent:]...)
+		}
+		if err != nil {
+			w.e.log.Debug("transmit", "err", err)
+		}
+	}
+	if len(w.free) > 0 {
+		w.port.Release(w.free)
+	}
+}
+
+// handle processes one frame and reports whether p now holds a reply to
+// transmit.
+func (w *worker) handle(p *pktio.Packet) bool {
+	seg := &w.seg
+	if err := packet.Parse(p.Data, seg); err != nil {
+		w.e.conns.malformed.Add(1)
+		return false
+	}
+	if s := w.e.services[seg.Dst]; s != nil {
+		return w.fromClient(s, p)
+	}
+	if pool := w.e.sources[seg.Dst.Addr()]; pool != nil {
+		w.fromBackend(seg)
+		return false
+	}
+	w.e.conns.stray.Add(1)
+	return false
+}
+
+// fromClient handles a segment a client sent to a service.
+func (w *worker) fromClient(s *service, p *pktio.Packet) bool {
+	seg := &w.seg
+	f := seg.Flags
+	switch {
+	case f&(packet.SYN|packet.ACK|packet.RST|packet.FIN) == packet.SYN:
+		return w.onSYN(s, p)
+	case f&packet.RST != 0:
+		if c := w.e.conns.byClient(seg.Tuple); c != nil {
+			w.e.abort(c, "client_reset", false)
+		}
+		return false
+	case f&packet.ACK == 0 || f&packet.SYN != 0:
+		return false
+	}
+	if c := w.e.conns.byClient(seg.Tuple); c != nil {
+		w.e.clientSegment(c, seg, w.ifindex)
+		return false
+	}
+	return w.onACK(s, p)
+}
+
+// tsClock is our TCP timestamp clock: milliseconds, like Linux's.
+func tsClock(now time.Time) uint32 { return uint32(now.UnixMilli()) }
+
+// onSYN answers a SYN in place with a SYN-ACK, from the half-open queue or
+// as a cookie.
+func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
+	seg := &w.seg
+	now := w.e.now()
+	o := s.offer.Load()
+	mss := min(o.MSS, clientMSS(seg.Options, seg.Is6()))
+	d := s.l.OnSYN(queue.SYN{Tuple: seg.Tuple, ISN: seg.Seq, Options: seg.Options, MSS: mss}, now, w.rng.Uint32)
+	tsval := tsClock(now)
+	var isn uint32
+	switch d.Action {
+	case queue.SynQueued:
+		isn = d.OurISN
+		s.st.synAckQueued.Add(1)
+	case queue.SynResend:
+		isn, mss = d.OurISN, d.MSS
+		s.st.synAckResent.Add(1)
+	case queue.SynCookie:
+		isn, tsval, mss = w.e.cfg.Jar.Make(seg.Tuple, seg.Seq, seg.Options, tsval, now)
+		s.st.synAckCookie.Add(1)
+	default:
+		return false
+	}
+	opts := w.e.synAckOptions(o, mss, tsval)
+	if d.Action == queue.SynCookie && !(seg.Options.Timestamps && o.Timestamps) {
+		// Window scale and SACK-permitted live in the cookie's timestamp:
+		// without one they cannot be recovered, so they are not offered
+		// (Linux does the same).
+		opts.WScale, opts.SACK = flow.NoWScale, false
+	}
+	n := packet.ReplySynAck(p.Data[:cap(p.Data)], seg, isn, opts)
+	if n == 0 {
+		return false
+	}
+	p.Data = p.Data[:n]
+	return true
+}
+
+// clientMSS is the MSS a client's SYN allows; RFC 9293 says 536 (IPv4) or
+// 1220 (IPv6) when absent.
+func clientMSS(o flow.SynOptions, is6 bool) uint16 {
+	if o.MSS != 0 {
+		return o.MSS
+	}
+	if is6 {
+		return 1220
+	}
+	return 536
+}
+
+// synAckOptions is what a SYN-ACK offers. Its window is what the engine will
+// hold for the connection before the splice: the client cannot send more
+// until the backend's ACKs open the window further.
+func (e *Engine) synAckOptions(o *offer, mss uint16, tsval uint32) packet.SynAckOptions {
+	return packet.SynAckOptions{
+		Window: uint16(min(e.cfg.MaxPending, 65535)),
+		MSS:    mss, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps, TSval: tsval,
+	}
+}
+
+// onACK validates an ACK for which the engine has no connection: it may
+// complete a half-open entry or carry a cookie.
+func (w *worker) onACK(s *service, p *pktio.Packet) bool {
+	seg := &w.seg
+	now := w.e.now()
+	var data []byte
+	if len(seg.Payload) > 0 {
+		data = append([]byte(nil), seg.Payload[:min(len(seg.Payload), w.e.cfg.MaxPending)]...)
+	}
+	d := s.l.OnACK(seg.Tuple, seg.Seq, seg.Ack, data, now)
+	switch d.Action {
+	case queue.AckQueued:
+		s.st.ackQueue.Add(1)
+		w.e.opening(s, d.Conn, seg, w.ifindex)
+		return false
+	case queue.AckDrop:
+		return false
+	case queue.AckReset:
+		s.st.rejected(d.Reason.String())
+		return w.reset(p)
+	}
+	if !d.CookieCheckAllowed {
+		s.st.rejected("no_entry")
+		return false
+	}
+	opts, reason := w.e.cfg.Jar.Check(seg.Tuple, seg.Seq, seg.Ack, seg.Options.Timestamps, seg.Options.TSecr, now)
+	if reason != cookie.ReasonOK {
+		s.st.rejected(reason.String())
+		return false
+	}
+	o := s.offer.Load()
+	if !seg.Options.Timestamps {
+		// Without timestamps the cookie could not carry these: as in Linux,
+		// the connection goes on without them.
+		opts.WScale, opts.SACK = flow.NoWScale, false
+	}
+	c := queue.Conn{
+		Tuple: seg.Tuple, ClientISN: seg.Seq - 1, OurISN: seg.Ack - 1, Options: opts,
+		MSS: min(opts.MSS, o.MSS), FirstSeen: now, Cookie: true, Data: data,
+	}
+	switch s.l.Accept(c, now) {
+	case queue.AcceptQueued:
+		s.st.ackCookie.Add(1)
+		w.e.opening(s, c, seg, w.ifindex)
+	case queue.AcceptReset:
+		return w.reset(p)
+	}
+	return false
+}
+
+// reset turns the received segment's frame into a RST answering it.
+func (w *worker) reset(p *pktio.Packet) bool {
+	seg := w.seg // BuildRST reads the copy while it overwrites the frame
+	n, err := packet.BuildRST(p.Data[:cap(p.Data)], &seg)
+	if err != nil {
+		return false
+	}
+	p.Data = p.Data[:n]
+	return true
+}

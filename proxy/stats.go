@@ -1,0 +1,115 @@
+package proxy
+
+import (
+	"sync/atomic"
+
+	"github.com/syngate/syngate/cookie"
+	"github.com/syngate/syngate/metrics"
+	"github.com/syngate/syngate/queue"
+)
+
+// rejectReasons are every label value of ack_rejected_total: the cookie
+// reasons, the queue's, and no_entry for an ACK refused a cookie check.
+var rejectReasons = func() []string {
+	r := []string{"no_entry", queue.ReasonBadAck.String(), queue.ReasonBadSeq.String(), queue.ReasonAcceptQueueFull.String()}
+	for _, c := range cookie.Reasons() {
+		if c != cookie.ReasonOK {
+			r = append(r, c.String())
+		}
+	}
+	return r
+}()
+
+// backendReasons are every label value of backend_failures_total.
+var backendReasons = []string{"refused", "timeout", "no_port", "conn_table_full", "flow_install", "stale"}
+
+// serviceCounters are the engine's own counters of a service; the queue
+// keeps the listen-path ones. Label sets are fixed at start, so the packet
+// path only does atomic adds on preallocated counters.
+type serviceCounters struct {
+	synAckQueued, synAckCookie, synAckResent atomic.Uint64
+	ackQueue, ackCookie                      atomic.Uint64
+	spliced, slowPath, sendErrors            atomic.Uint64
+	rejectedBy                               map[string]*atomic.Uint64
+	failedBy                                 map[string]*atomic.Uint64
+}
+
+func (c *serviceCounters) init() {
+	c.rejectedBy = make(map[string]*atomic.Uint64, len(rejectReasons))
+	for _, r := range rejectReasons {
+		c.rejectedBy[r] = new(atomic.Uint64)
+	}
+	c.failedBy = make(map[string]*atomic.Uint64, len(backendReasons))
+	for _, r := range backendReasons {
+		c.failedBy[r] = new(atomic.Uint64)
+	}
+}
+
+func (c *serviceCounters) rejected(reason string) {
+	if n := c.rejectedBy[reason]; n != nil {
+		n.Add(1)
+	}
+}
+
+func (c *serviceCounters) backendFailure(reason string) {
+	if n := c.failedBy[reason]; n != nil {
+		n.Add(1)
+	}
+}
+
+func snapshot(m map[string]*atomic.Uint64) map[string]uint64 {
+	out := make(map[string]uint64, len(m))
+	for k, v := range m {
+		out[k] = v.Load()
+	}
+	return out
+}
+
+// ServiceStats implements metrics.ServiceSource.
+func (s *service) ServiceStats() metrics.ServiceStats {
+	q := s.l.Stats()
+	return metrics.ServiceStats{
+		Name:                s.Name,
+		SynReceived:         q.SynReceived,
+		SynAckQueued:        s.st.synAckQueued.Load(),
+		SynAckCookie:        s.st.synAckCookie.Load(),
+		SynAckResent:        s.st.synAckResent.Load(),
+		SynAckRetrans:       q.Retransmits,
+		HalfOpenTimeout:     q.Timeouts,
+		SynQueueFullCookie:  q.CookiesOverflow,
+		SynQueueFullDrop:    q.SynDropsQueueFull,
+		SynDropAcceptFull:   q.SynDropsAcceptFull,
+		AckQueue:            s.st.ackQueue.Load(),
+		AckCookie:           s.st.ackCookie.Load(),
+		AckRejected:         snapshot(s.st.rejectedBy),
+		AcceptOverflowDrop:  q.AcceptOverflowDrops,
+		AcceptOverflowReset: q.AcceptOverflowResets,
+		Spliced:             s.st.spliced.Load(),
+		SlowPath:            s.st.slowPath.Load(),
+		BackendFailures:     snapshot(s.st.failedBy),
+		HalfOpen:            q.SynQueueLen,
+		HalfOpenLimit:       s.Queue.MaxSynBacklog,
+		Accept:              q.AcceptQueueLen,
+		AcceptLimit:         s.l.AcceptQueueCap(),
+	}
+}
+
+// EngineStats are the engine's counters that belong to no service.
+type EngineStats struct {
+	Conns     int               // connections tracked: opening and spliced
+	Malformed uint64            // frames the engine could not parse
+	Stray     uint64            // segments for no service and no connection
+	TableFull uint64            // connections refused because MaxConns were tracked
+	Expired   map[string]uint64 // spliced flows removed, by reason
+}
+
+// Stats returns the engine-wide counters.
+func (e *Engine) Stats() EngineStats {
+	return EngineStats{
+		Conns:     int(e.conns.n.Load()),
+		Malformed: e.conns.malformed.Load(),
+		Stray:     e.conns.stray.Load(),
+		TableFull: e.conns.full.Load(),
+		Expired:   snapshot(e.conns.expiredBy),
+	}
+}
