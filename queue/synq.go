@@ -267,7 +267,9 @@ func (s *shard) expire(now int64, retries int, out []Timeout) ([]Timeout, int) {
 				ev.Attempt = int(e.attempts)
 				s.unlink(i)
 				e.deadline = now + int64(rto(int(e.attempts)))
-				s.schedule(i) // at the head of a later slot: not seen again here
+				// Due after now: if a later slot of this scan holds it,
+				// it is skipped there.
+				s.schedule(i)
 			}
 			out = append(out, ev)
 			i = next
