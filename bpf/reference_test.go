@@ -1,0 +1,378 @@
+package bpf
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket/layers"
+)
+
+// refEnv is the Go reference of the program's decision table (syngate.c's
+// header comment), written from the specification rather than the C, for
+// checking the program on packets no one wrote a test for.
+type refEnv struct {
+	services   map[refSvc]ServiceFlags
+	locals     map[refAddr]bool
+	ports      PortRange
+	flows      map[FlowKey]bool
+	socket     bool
+	badFlags   bool
+	synPayload bool
+}
+
+type refAddr struct {
+	v6   bool
+	addr netip.Addr
+}
+
+type refSvc struct {
+	refAddr
+	port uint16
+}
+
+func be16(b []byte) int { return int(binary.BigEndian.Uint16(b)) }
+
+func isExt(nh byte) bool { return nh == 0 || nh == 43 || nh == 60 || nh == 44 }
+
+func (e *refEnv) classify(b []byte) Verdict {
+	if len(b) < 14 {
+		return VerdictPassMalformedEth
+	}
+	proto, off := be16(b[12:]), 14
+	if proto == 0x8100 {
+		if len(b) < 18 {
+			return VerdictPassMalformedEth
+		}
+		proto, off = be16(b[16:]), 18
+	}
+	var (
+		v6              bool
+		src, dst        netip.Addr
+		l4, l4end       int
+		frag, firstFrag bool
+	)
+	switch proto {
+	case 0x0800:
+		if len(b) < off+20 {
+			return VerdictPassMalformedIP
+		}
+		ihl := int(b[off]&0x0f) * 4
+		if b[off]>>4 != 4 || ihl < 20 {
+			return VerdictPassMalformedIP
+		}
+		tot := be16(b[off+2:])
+		if tot < ihl || off+tot > len(b) {
+			return VerdictPassMalformedIP
+		}
+		if b[off+9] != 6 {
+			return VerdictPassNotTCP
+		}
+		if fo := be16(b[off+6:]); fo&0x3fff != 0 {
+			frag, firstFrag = true, fo&0x1fff == 0
+		}
+		l4, l4end = off+ihl, off+tot
+		src = netip.AddrFrom4([4]byte(b[off+12 : off+16]))
+		dst = netip.AddrFrom4([4]byte(b[off+16 : off+20]))
+	case 0x86dd:
+		if len(b) < off+40 {
+			return VerdictPassMalformedIP
+		}
+		if b[off]>>4 != 6 {
+			return VerdictPassMalformedIP
+		}
+		l4end = off + 40 + be16(b[off+4:])
+		if l4end > len(b) {
+			return VerdictPassMalformedIP
+		}
+		nh, p := b[off+6], off+40
+		for range 4 {
+			if !isExt(nh) {
+				break
+			}
+			if p+8 > l4end {
+				return VerdictPassMalformedIP
+			}
+			np := p + (int(b[p+1])+1)*8
+			if nh == 44 {
+				frag, firstFrag = true, be16(b[p+2:])&0xfff8 == 0
+				np = p + 8
+			}
+			nh, p = b[p], np
+		}
+		if isExt(nh) {
+			return VerdictPassIPv6ExtLimit
+		}
+		if p > l4end {
+			return VerdictPassMalformedIP
+		}
+		if nh != 6 {
+			return VerdictPassNotTCP
+		}
+		v6, l4 = true, p
+		src = netip.AddrFrom16([16]byte(b[off+8 : off+24]))
+		dst = netip.AddrFrom16([16]byte(b[off+24 : off+40]))
+	default:
+		return VerdictPassNotIP
+	}
+	if frag && !firstFrag {
+		return VerdictPassFragment
+	}
+	if l4+4 > l4end {
+		return VerdictPassMalformedTCP
+	}
+	sport, dport := uint16(be16(b[l4:])), uint16(be16(b[l4+2:]))
+	svcFlags, isSvc := e.services[refSvc{refAddr{v6, dst}, dport}]
+	if !isSvc && (dport < e.ports.First || dport > e.ports.Last || !e.locals[refAddr{v6, dst}]) {
+		if frag {
+			return VerdictPassFragment
+		}
+		return VerdictPassNotService
+	}
+	_ = svcFlags
+	if frag {
+		return VerdictDropFragment
+	}
+	if l4+20 > l4end {
+		return VerdictDropTCPTruncated
+	}
+	doff := int(b[l4+12]>>4) * 4
+	if doff < 20 {
+		return VerdictDropTCPDoffShort
+	}
+	if l4+doff > l4end {
+		return VerdictDropTCPDoffLong
+	}
+	if !refOptionsValid(b[l4:l4+doff]) || l4 > 1024 {
+		return VerdictDropTCPOptions
+	}
+	tf := b[l4+13]
+	if e.badFlags && refBadFlags(tf) {
+		return VerdictDropBadFlags
+	}
+	xsk := func(v Verdict) Verdict {
+		if !e.socket {
+			return VerdictDropNoSocket
+		}
+		return v
+	}
+	if isSvc && tf&0x12 == 0x02 {
+		if e.synPayload && l4+doff < l4end {
+			return VerdictDropSynPayload
+		}
+		return xsk(VerdictXSKSyn)
+	}
+	if e.flows[FlowKey{netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport)}] {
+		return VerdictFastTX
+	}
+	if !isSvc {
+		return xsk(VerdictXSKBackend)
+	}
+	if tf&0x05 != 0 {
+		return VerdictDropRstFinUnknown
+	}
+	return xsk(VerdictXSKHandshake)
+}
+
+func refOptionsValid(h []byte) bool {
+	for off := 20; off < len(h); {
+		kind := h[off]
+		if kind == 0 {
+			return true
+		}
+		if kind == 1 {
+			off++
+			continue
+		}
+		if off+2 > len(h) {
+			return false
+		}
+		l := int(h[off+1])
+		if l < 2 || off+l > len(h) {
+			return false
+		}
+		if kind == 8 && l != 10 || kind == 5 && l != 10 && l != 18 && l != 26 && l != 34 {
+			return false
+		}
+		off += l
+	}
+	return true
+}
+
+func refBadFlags(f byte) bool {
+	const fin, syn, rst, psh, ack, urg = 1, 2, 4, 8, 16, 32
+	switch {
+	case f&(fin|syn|rst|psh|ack|urg) == 0,
+		f&(syn|fin) == syn|fin,
+		f&(syn|rst) == syn|rst,
+		f&(fin|rst) == fin|rst,
+		f&ack == 0 && f&(fin|psh|urg) != 0:
+		return true
+	}
+	return false
+}
+
+// basePackets builds well-formed frames of every kind the table knows.
+func basePackets(tb testing.TB, rng *rand.Rand, n int) [][]byte {
+	srcs := []netip.AddrPort{client4, client6, back4, back6}
+	dsts4 := []netip.AddrPort{svc4, netip.AddrPortFrom(svc4.Addr(), 80), netip.AddrPortFrom(local4, 40001), netip.AddrPortFrom(local4, 22), other4}
+	dsts6 := []netip.AddrPort{svc6, netip.AddrPortFrom(svc6.Addr(), 80), netip.AddrPortFrom(local6, 40001), netip.AddrPortFrom(local6, 50000), netip.MustParseAddrPort("[2001:db8::99]:443")}
+	exts := [][]byte{
+		{6, 0, 1, 4, 0, 0, 0, 0},
+		{60, 0, 1, 4, 0, 0, 0, 0, 6, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+		{6, 0, 0, 0, 0, 0, 0, 7},
+		{6, 0, 0, 8, 0, 0, 0, 7},
+		{60, 0, 1, 4, 0, 0, 0, 0, 60, 0, 1, 4, 0, 0, 0, 0, 60, 0, 1, 4, 0, 0, 0, 0, 6, 0, 1, 4, 0, 0, 0, 0},
+	}
+	extNext := []layers.IPProtocol{0, 60, 44, 44, 0}
+	out := make([][]byte, 0, n)
+	for range n {
+		src := srcs[rng.IntN(len(srcs))]
+		dst := dsts4[rng.IntN(len(dsts4))]
+		if src.Addr().Is6() {
+			dst = dsts6[rng.IntN(len(dsts6))]
+		}
+		p := pkt{src: src, dst: dst, vlan: rng.IntN(4) == 0, seq: rng.Uint32(), ack: rng.Uint32(), window: uint16(rng.Uint32())}
+		p.flags = []string{"S", "S", "A", "SA", "PA", "FA", "R", "RA", "", "SF", "FPU"}[rng.IntN(11)]
+		if rng.IntN(3) == 0 {
+			p.payload = make([]byte, rng.IntN(64))
+		}
+		switch rng.IntN(4) {
+		case 1:
+			p.opts = []layers.TCPOption{optMSS, optNOP, optNOP, optTS(rng.Uint32(), 0)}
+		case 2:
+			p.opts = []layers.TCPOption{optNOP, optNOP, optTS(rng.Uint32(), rng.Uint32()), optNOP, optNOP, optSACK(1, 2, 3, 4)}
+		case 3:
+			p.opts = []layers.TCPOption{optNOP, optTS(1, 2), optSACK(5, 6)}
+		}
+		if src.Addr().Is6() && rng.IntN(4) == 0 {
+			i := rng.IntN(len(exts))
+			p.v6ext, p.v6next = exts[i], extNext[i]
+		} else if !src.Addr().Is6() && rng.IntN(8) == 0 {
+			p.ipFlags = layers.IPv4MoreFragments
+			p.fragOff = uint16(rng.IntN(2) * 100)
+		}
+		out = append(out, frame(tb, p))
+	}
+	return out
+}
+
+// mutateFrame damages a frame the ways real garbage does.
+func mutateFrame(rng *rand.Rand, b []byte) []byte {
+	for range rng.IntN(4) {
+		switch rng.IntN(7) {
+		case 0: // truncate
+			b = b[:14+rng.IntN(len(b)-13)]
+		case 1, 2: // random byte in the headers
+			i := rng.IntN(min(len(b), 110))
+			b[i] = byte(rng.Uint32())
+		case 3: // a nibble that matters: IHL/version or TCP data offset
+			if len(b) <= 14 {
+				continue
+			}
+			i := 14 + rng.IntN(min(len(b), 80)-14)
+			b[i] = b[i]&0x0f | byte(rng.IntN(16))<<4
+			if rng.IntN(2) == 0 {
+				b[i] = b[i]&0xf0 | byte(rng.IntN(16))
+			}
+		case 4: // TCP flags of an untagged IPv4 frame
+			if len(b) > 47 {
+				b[47] = byte(rng.Uint32())
+			}
+		case 5: // length fields
+			if len(b) > 20 {
+				binary.BigEndian.PutUint16(b[16+rng.IntN(3)*1:], uint16(rng.IntN(len(b)+20)))
+			}
+		case 6: // an option byte
+			if len(b) > 60 {
+				b[54+rng.IntN(6)] = byte(rng.IntN(12))
+			}
+		}
+	}
+	return b
+}
+
+func TestReferenceClassifier(t *testing.T) {
+	requireRoot(t)
+	inNewNetns(t) // fast path: no routes, learned ifindex 1 = ingress: XDP_TX
+	cfg := Config{DropBadFlags: true, DropSYNPayload: true}
+	d := testDataplane(t, cfg)
+	env := &refEnv{
+		services: map[refSvc]ServiceFlags{
+			{refAddr{false, svc4.Addr()}, svc4.Port()}: 0,
+			{refAddr{true, svc6.Addr()}, svc6.Port()}:  0,
+		},
+		locals:     map[refAddr]bool{{false, local4}: true, {true, local6}: true},
+		ports:      localPorts,
+		flows:      map[FlowKey]bool{},
+		badFlags:   cfg.DropBadFlags,
+		synPayload: cfg.DropSYNPayload,
+	}
+	for _, k := range []FlowKey{
+		{client4, svc4}, {client6, svc6},
+		{back4, netip.AddrPortFrom(local4, 40001)}, {back6, netip.AddrPortFrom(local6, 40001)},
+	} {
+		nat := FlowNAT{Src: k.Dst, Dst: k.Src, Ifindex: 1}
+		if err := d.InstallFlow(k, nat); err != nil {
+			t.Fatal(err)
+		}
+		env.flows[k] = true
+	}
+
+	rng := rand.New(rand.NewPCG(7, 11))
+	base := basePackets(t, rng, 2000)
+	n := 200_000
+	if testing.Short() {
+		n = 20_000
+	}
+	before, err := d.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want Counters
+	buf := make([]byte, 0, 2048)
+	out := make([]byte, 2048+256)
+	for i := range n {
+		if i == n/4 { // the first quarter runs without an AF_XDP socket
+			withSocket(t, d)
+			env.socket = true
+		}
+		b := append(buf[:0], base[rng.IntN(len(base))]...)
+		if rng.IntN(4) != 0 {
+			b = mutateFrame(rng, b)
+		}
+		in := append([]byte(nil), b...)
+		v := env.classify(b)
+		want[v].Packets++
+		want[v].Bytes += uint64(len(b))
+		opts := ebpf.RunOptions{Data: b, DataOut: out}
+		ret, err := d.objs.SyngateXdp.Run(&opts)
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+		if Action(ret) != v.Action() {
+			t.Fatalf("packet %d: action %v, reference says %v (%v)\n% x", i, Action(ret), v, v.Action(), in)
+		}
+		if v.Action() != ActionTX && !bytes.Equal(opts.DataOut, in) {
+			t.Fatalf("packet %d: %v modified the packet\n% x\n% x", i, v, in, opts.DataOut)
+		}
+	}
+	after, err := d.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for v := range NumVerdicts {
+		got := Count{after[v].Packets - before[v].Packets, after[v].Bytes - before[v].Bytes}
+		if got != want[v] {
+			t.Errorf("%v: program counted %+v, reference %+v", Verdict(v), got, want[v])
+		}
+		if got.Packets > 0 {
+			seen++
+		}
+	}
+	t.Logf("%d packets, %d distinct verdicts", n, seen)
+}
