@@ -2,6 +2,7 @@ package afxdp
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"net"
 	"net/netip"
 	"testing"
@@ -97,6 +98,11 @@ func newRig(tb testing.TB, cfg Config) *rig {
 		}
 		*x.mac = ifi.HardwareAddr
 	}
+	// Like a real client's NIC, the far end puts full checksums on the
+	// wire; with offloads on, a veth carries only the partial sum.
+	if err := far.DisableOffloads(r.farIf); err != nil {
+		tb.Fatal(err)
+	}
 	if err := lab.AttachXDPPass(far, r.farIf); err != nil {
 		tb.Fatal(err)
 	}
@@ -140,4 +146,50 @@ func serialize(tb testing.TB, ls ...gopacket.SerializableLayer) []byte {
 		tb.Fatalf("serialize: %v", err)
 	}
 	return buf.Bytes()
+}
+
+// synFrame builds a far -> near TCP SYN, the frame a SYN flood is made of.
+func (r *rig) synFrame(tb testing.TB, srcPort uint16) []byte {
+	tb.Helper()
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP,
+		SrcIP: r.farIP.AsSlice(), DstIP: r.nearIP.AsSlice()}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(srcPort), DstPort: 80, Seq: 1, SYN: true, Window: 64240}
+	tcp.SetNetworkLayerForChecksum(ip)
+	return serialize(tb, &layers.Ethernet{SrcMAC: r.farMAC, DstMAC: r.nearMAC, EthernetType: layers.EthernetTypeIPv4}, ip, tcp)
+}
+
+// openFar opens a socket on the far end, used to generate traffic.
+func (r *rig) openFar(tb testing.TB, cfg Config) *Socket {
+	tb.Helper()
+	var s *Socket
+	err := r.far.Run(func() error {
+		var err error
+		s, err = Open(r.farIf, 0, cfg)
+		return err
+	})
+	if err != nil {
+		tb.Fatalf("open far socket: %v", err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+// farRxPackets reads the far interface's receive counter.
+func (r *rig) farRxPackets(tb testing.TB) uint64 {
+	tb.Helper()
+	out, err := r.far.Exec("ip", "-j", "-s", "link", "show", "dev", r.farIf)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var links []struct {
+		Stats64 struct {
+			Rx struct {
+				Packets uint64 `json:"packets"`
+			} `json:"rx"`
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
+		tb.Fatalf("parse ip -s link: %v: %s", err, out)
+	}
+	return links[0].Stats64.Rx.Packets
 }

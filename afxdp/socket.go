@@ -572,4 +572,7 @@ func (s *Socket) Release(pkts []pktio.Packet) {
 		s.state[fi] = frameFree
 		s.free = append(s.free, p.Handle)
 	}
+	// Hand them straight to the kernel: a frame in the free list is one
+	// the next arrival cannot use.
+	s.refill()
 }
