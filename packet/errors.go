@@ -24,6 +24,10 @@ var (
 	// ErrExtHeader: an IPv6 extension header chain that is too long (more
 	// than MaxExtHeaders) or has hop-by-hop anywhere but first.
 	ErrExtHeader = errors.New("packet: bad ipv6 extension header chain")
+	// ErrMappedAddress: an IPv6 header with an IPv4-mapped source or
+	// destination, which RFC 4291 section 2.5.5.2 keeps off the wire and
+	// Linux drops; accepting it would let one connection pass for IPv4.
+	ErrMappedAddress = errors.New("packet: ipv4-mapped address in ipv6 header")
 	// ErrNotTCP: the IP payload is not TCP.
 	ErrNotTCP = errors.New("packet: not tcp")
 	// ErrBadDataOffset: a TCP data offset below 5 words or past the end of

@@ -10,7 +10,7 @@ import (
 )
 
 var sentinels = []error{ErrTruncated, ErrNotIP, ErrBadVersion, ErrBadIHL, ErrBadLength, ErrFragment,
-	ErrExtHeader, ErrNotTCP, ErrBadDataOffset, ErrBadOption}
+	ErrExtHeader, ErrMappedAddress, ErrNotTCP, ErrBadDataOffset, ErrBadOption}
 
 // FuzzParse checks Parse's invariants on arbitrary bytes: it never panics,
 // fails only with a sentinel, is deterministic, keeps every offset and the

@@ -140,10 +140,13 @@ func parseIPv6(frame []byte, off int, s *Segment) (int, int, netip.Addr, netip.A
 	if end > len(frame) {
 		return 0, 0, none, none, ErrTruncated
 	}
-	s.TOS = h[0]<<4 | h[1]>>4
-	s.TTL = h[7]
 	src := netip.AddrFrom16([16]byte(h[8:24]))
 	dst := netip.AddrFrom16([16]byte(h[24:40]))
+	if src.Is4In6() || dst.Is4In6() {
+		return 0, 0, none, none, ErrMappedAddress
+	}
+	s.TOS = h[0]<<4 | h[1]>>4
+	s.TTL = h[7]
 
 	next := h[6]
 	p := off + ip6Len

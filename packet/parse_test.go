@@ -67,6 +67,9 @@ func TestParseErrors(t *testing.T) {
 		{"hop-by-hop second", mutate(v6ext, func(b []byte) []byte { b[54] = 0; return b }), ErrExtHeader},
 		{"too many ext headers", extChain(MaxExtHeaders + 1), ErrExtHeader},
 
+		{"ipv6 v4-mapped source", mutate(v6, func(b []byte) []byte { copy(b[22:34], []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff}); return b }), ErrMappedAddress},
+		{"ipv6 v4-mapped destination", mutate(v6, func(b []byte) []byte { copy(b[38:50], []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff}); return b }), ErrMappedAddress},
+
 		{"udp", mutate(v4, func(b []byte) []byte { b[23] = 17; return b }), ErrNotTCP},
 		{"ipv6 udp", mutate(v6, func(b []byte) []byte { b[20] = 17; return b }), ErrNotTCP},
 		{"ipv6 no next header", mutate(v6ext, func(b []byte) []byte { b[62] = 59; return b }), ErrNotTCP},
