@@ -527,6 +527,7 @@ func (s *Socket) kick() {
 			s.counters.TxKickErrors++
 			return
 		}
+		s.drainCompletions()
 		if after := s.tx.pending(); after == 0 || after == before {
 			return
 		}
@@ -543,11 +544,17 @@ func (s *Socket) Flush(timeout time.Duration) error {
 	}
 	deadline := time.Now().Add(timeout)
 	for s.tx.pending() > 0 {
+		before := s.tx.pending()
 		if err := kickTx(s.fd); err != nil {
 			return fmt.Errorf("flush af_xdp tx: %w", err)
 		}
 		s.counters.TxKicks++
 		s.drainCompletions()
+		if s.tx.pending() == before {
+			// No progress (zero-copy sends asynchronously, or the
+			// device is busy): do not spin a core on it.
+			time.Sleep(50 * time.Microsecond)
+		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("flush af_xdp tx: %d frames still queued: %w", s.tx.pending(), pktio.ErrTimeout)
 		}

@@ -41,7 +41,10 @@
 // frame. A Data that no longer points into its frame (say append outgrew
 // the capacity and copied) is refused by Transmit with ErrFrame.
 //
-// A Port is not safe for concurrent use: one goroutine drives it.
+// A Port is not safe for concurrent use: one goroutine drives it, and Close
+// must not run while another method does (an AF_XDP port unmaps its
+// memory). To stop a loop, Wait with a bounded timeout and check a context
+// between waits.
 package pktio
 
 import (
