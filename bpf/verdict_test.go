@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -31,6 +32,9 @@ var (
 func testDataplane(tb testing.TB, cfg Config) *Dataplane {
 	tb.Helper()
 	cfg.LocalPorts = localPorts
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	d := loadTest(tb, cfg)
 	for i, s := range []netip.AddrPort{svc4, svc6} {
 		if err := d.SetService(Service{Addr: s, ID: uint32(i + 1)}); err != nil {

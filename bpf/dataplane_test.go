@@ -1,0 +1,326 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// The C structs and their Go mirrors, pinned: a change on either side must
+// be deliberate (and, for pinned maps, is a restart-compatibility break).
+func TestLayouts(t *testing.T) {
+	for _, tc := range []struct {
+		v    any
+		size int
+	}{
+		{syngateSvcKey{}, 20},
+		{syngateSvcVal{}, 8},
+		{syngateLocalKey{}, 20},
+		{syngateFlowKey{}, 40},
+		{syngateFlowVal{}, 96},
+		{syngateRlKey{}, 20},
+		{syngateRlVal{}, 16},
+		{syngateCounter{}, 16},
+		{syngateConfig{}, 40},
+	} {
+		if got := binary.Size(tc.v); got != tc.size {
+			t.Errorf("%T is %d bytes, want %d", tc.v, got, tc.size)
+		}
+	}
+	spec, err := loadSyngate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkLayouts(spec); err != nil {
+		t.Fatal(err)
+	}
+	spec.Maps[syngateMapFlows].ValueSize++
+	if err := checkLayouts(spec); err == nil {
+		t.Fatal("checkLayouts accepted a value size mismatch")
+	}
+	if got := spec.Maps[syngateMapCounters].MaxEntries; got != NumVerdicts {
+		t.Fatalf("counters map has %d entries, Go has %d verdicts", got, NumVerdicts)
+	}
+}
+
+// The Go verdicts mirror enum reason value for value.
+func TestVerdictMirror(t *testing.T) {
+	c := map[Verdict]syngateReason{
+		VerdictPassNotIP: syngateReasonR_PASS_NOT_IP, VerdictPassNotTCP: syngateReasonR_PASS_NOT_TCP,
+		VerdictPassNotService: syngateReasonR_PASS_NOT_SERVICE, VerdictPassMalformedEth: syngateReasonR_PASS_MALFORMED_ETH,
+		VerdictPassMalformedIP: syngateReasonR_PASS_MALFORMED_IP, VerdictPassMalformedTCP: syngateReasonR_PASS_MALFORMED_TCP,
+		VerdictPassIPv6ExtLimit: syngateReasonR_PASS_IPV6EXT_LIMIT, VerdictPassFragment: syngateReasonR_PASS_FRAGMENT,
+		VerdictXSKSyn: syngateReasonR_XSK_SYN, VerdictXSKHandshake: syngateReasonR_XSK_HANDSHAKE,
+		VerdictXSKBackend: syngateReasonR_XSK_BACKEND, VerdictFastTX: syngateReasonR_FAST_TX,
+		VerdictFastRedirect: syngateReasonR_FAST_REDIRECT, VerdictDropNoSocket: syngateReasonR_DROP_NO_SOCKET,
+		VerdictDropRstFinUnknown: syngateReasonR_DROP_RST_FIN_UNKNOWN, VerdictDropBadFlags: syngateReasonR_DROP_BAD_FLAGS,
+		VerdictDropSynPayload: syngateReasonR_DROP_SYN_PAYLOAD, VerdictDropSynRateLimit: syngateReasonR_DROP_SYN_RATELIMIT,
+		VerdictDropFragment: syngateReasonR_DROP_FRAGMENT, VerdictDropTCPTruncated: syngateReasonR_DROP_TCP_TRUNCATED,
+		VerdictDropTCPDoffShort: syngateReasonR_DROP_TCP_DOFF_SHORT, VerdictDropTCPDoffLong: syngateReasonR_DROP_TCP_DOFF_LONG,
+		VerdictDropTCPOptions: syngateReasonR_DROP_TCP_OPTIONS, VerdictDropFastNoRoute: syngateReasonR_DROP_FAST_NO_ROUTE,
+		VerdictDropFastNoNeigh: syngateReasonR_DROP_FAST_NO_NEIGH, VerdictDropFastNoPort: syngateReasonR_DROP_FAST_NO_PORT,
+	}
+	if len(c) != NumVerdicts || syngateReasonR_MAX != NumVerdicts {
+		t.Fatalf("%d verdicts mapped, Go has %d, C has %d", len(c), NumVerdicts, syngateReasonR_MAX)
+	}
+	names := map[string]bool{}
+	for v, r := range c {
+		if uint32(v) != uint32(r) {
+			t.Errorf("%v is %d in Go, %d in C", v, v, r)
+		}
+		name := v.String()
+		if names[name] || name == "unknown" || strings.ToLower(name) != name || strings.ContainsAny(name, " -.") {
+			t.Errorf("verdict %d has a bad or duplicate label %q", v, name)
+		}
+		names[name] = true
+		want := map[string]Action{"pass": ActionPass, "drop": ActionDrop, "xsk": ActionRedirect, "fast": v.Action()}[strings.Split(name, "_")[0]]
+		if v.Action() != want || v.Action() == ActionAborted {
+			t.Errorf("%v: action %v, want %v", v, v.Action(), want)
+		}
+	}
+	if VerdictFastTX.Action() != ActionTX || VerdictFastRedirect.Action() != ActionRedirect {
+		t.Error("fast-path actions wrong")
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	for _, tc := range []struct {
+		cfg Config
+		ok  bool
+	}{
+		{Config{}, true},
+		{Config{LocalPorts: PortRange{2, 1}}, false},
+		{Config{MaxFlows: -1}, false},
+		{Config{SYNRateLimit: RateLimit{PerSecond: 2e9}}, false},
+		{Config{SYNRateLimit: RateLimit{PerSecond: 1, Burst: 2e9}}, false},
+		{Config{SYNRateLimit: RateLimit{PerSecond: 1, Prefix4: 33}}, false},
+		{Config{SYNRateLimit: RateLimit{PerSecond: 1, Prefix6: 129}}, false},
+		{Config{SYNRateLimit: RateLimit{PerSecond: 1e9, Burst: 1e9, Prefix4: 32, Prefix6: 128}}, true},
+	} {
+		_, err := tc.cfg.bpfConfig()
+		if (err == nil) != tc.ok {
+			t.Errorf("%+v: error %v, want ok=%v", tc.cfg, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, ErrInvalid) {
+			t.Errorf("%+v: %v does not wrap ErrInvalid", tc.cfg, err)
+		}
+	}
+	bc, err := Config{SYNRateLimit: RateLimit{PerSecond: 100, Burst: 50}, DropBadFlags: true}.bpfConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bc.RlFillNs != 5e8 || bc.RlPrefix4 != 24 || bc.RlPrefix6 != 64 || bc.Flags != cfgDropBadFlags|cfgSYNRateLimit {
+		t.Errorf("config %+v", bc)
+	}
+	if bc.LocalPortMin <= bc.LocalPortMax {
+		t.Errorf("empty local port range maps to %d-%d, which matches ports", bc.LocalPortMin, bc.LocalPortMax)
+	}
+}
+
+func TestParseMode(t *testing.T) {
+	for in, want := range map[string]Mode{"auto": ModeAuto, "": ModeAuto, "native": ModeNative, "DRV": ModeNative, "generic": ModeGeneric, "skb": ModeGeneric} {
+		if got, err := ParseMode(in); err != nil || got != want {
+			t.Errorf("ParseMode(%q) = %v, %v", in, got, err)
+		}
+		if got, _ := ParseMode(want.String()); got != want {
+			t.Errorf("%v does not round-trip", want)
+		}
+	}
+	if _, err := ParseMode("fast"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("ParseMode(fast): %v", err)
+	}
+}
+
+func TestCapabilities(t *testing.T) {
+	eff, err := parseCapEff("Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n")
+	if err != nil || eff != 0x1ffffffffff {
+		t.Fatalf("parseCapEff: %x, %v", eff, err)
+	}
+	if _, err := parseCapEff("Name: x\n"); err == nil {
+		t.Fatal("parseCapEff without CapEff succeeded")
+	}
+	if m := missingCapabilities(1 << unix.CAP_NET_ADMIN); len(m) != 1 || m[0] != "CAP_BPF" {
+		t.Errorf("missing with only NET_ADMIN: %v", m)
+	}
+	if m := missingCapabilities(0); len(m) != len(RequiredCapabilities) {
+		t.Errorf("missing with none: %v", m)
+	}
+	if !strings.Contains(ErrPermission.Error(), "CAP_BPF+CAP_NET_ADMIN") {
+		t.Errorf("ErrPermission does not name the capabilities: %v", ErrPermission)
+	}
+	err = CheckCapabilities()
+	if os.Geteuid() == 0 && err != nil {
+		t.Errorf("root: %v", err)
+	}
+	if err != nil && !errors.Is(err, ErrPermission) {
+		t.Errorf("CheckCapabilities: %v does not wrap ErrPermission", err)
+	}
+}
+
+func TestClassifyVerifierError(t *testing.T) {
+	var log []string
+	for i := range 30 {
+		log = append(log, fmt.Sprintf("line %d", i))
+	}
+	err := classify(fmt.Errorf("load: %w", &ebpf.VerifierError{Cause: unix.EACCES, Log: log}))
+	if !errors.Is(err, ErrVerifier) {
+		t.Fatalf("%v does not wrap ErrVerifier", err)
+	}
+	var ve *ebpf.VerifierError
+	if !errors.As(err, &ve) {
+		t.Fatal("the verifier error is lost")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "line 29") || !strings.Contains(msg, "line 10") || strings.Contains(msg, "line 9\n") {
+		t.Errorf("message does not carry the last %d log lines: %q", verifierTail, msg)
+	}
+	if err := classify(fmt.Errorf("x: %w", unix.EPERM)); !errors.Is(err, ErrPermission) {
+		t.Errorf("EPERM: %v", err)
+	}
+	if err := classify(fmt.Errorf("x: %w", ebpf.ErrNotSupported)); !errors.Is(err, ErrNotSupported) || !errors.Is(err, ebpf.ErrNotSupported) {
+		t.Errorf("not supported: %v", err)
+	}
+}
+
+func TestAttach(t *testing.T) {
+	requireRoot(t)
+	inNewNetns(t)
+	if out, err := exec.Command("ip", "link", "add", "sgtest0", "type", "veth", "peer", "name", "sgtest1").CombinedOutput(); err != nil {
+		t.Skipf("skipping: cannot create a veth pair in the test namespace: %v: %s", err, out)
+	}
+	d := testDataplane(t, Config{})
+	xdpOn := func(name string) string {
+		out, err := exec.Command("ip", "-d", "link", "show", name).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip link show %s: %v: %s", name, err, out)
+		}
+		switch s := string(out); {
+		case strings.Contains(s, "xdpgeneric"):
+			return "generic"
+		case strings.Contains(s, "prog/xdp"):
+			return "native"
+		}
+		return ""
+	}
+	if err := d.Attach("nosuch0", ModeAuto); !errors.Is(err, ErrUnknownInterface) {
+		t.Fatalf("unknown interface: %v", err)
+	}
+	if err := d.Attach("sgtest0", ModeNative); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Attach("sgtest0", ModeGeneric); !errors.Is(err, ErrAlreadyAttached) {
+		t.Fatalf("second attach: %v", err)
+	}
+	if err := d.Attach("sgtest1", ModeGeneric); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Attached(); len(got) != 2 || got["sgtest0"] != ModeNative || got["sgtest1"] != ModeGeneric {
+		t.Fatalf("attached: %v", got)
+	}
+	if a, b := xdpOn("sgtest0"), xdpOn("sgtest1"); a != "native" || b != "generic" {
+		t.Fatalf("kernel shows sgtest0 %q, sgtest1 %q", a, b)
+	}
+	idx := ifindex(t, "sgtest0")
+	var v uint32
+	if err := d.objs.TxPorts.Lookup(uint32(idx), &v); err != nil {
+		t.Fatalf("sgtest0 not in the redirect map: %v", err)
+	}
+	if err := d.Detach("sgtest0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Detach("sgtest0"); !errors.Is(err, ErrNotAttached) {
+		t.Fatalf("second detach: %v", err)
+	}
+	if xdpOn("sgtest0") != "" {
+		t.Fatal("sgtest0 still has XDP after Detach")
+	}
+	if err := d.objs.TxPorts.Lookup(uint32(idx), &v); err == nil {
+		t.Fatal("sgtest0 still in the redirect map")
+	}
+	if err := d.Attach("sgtest0", ModeAuto); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := xdpOn("sgtest0"), xdpOn("sgtest1"); a != "" || b != "" {
+		t.Fatalf("after Close: sgtest0 %q, sgtest1 %q", a, b)
+	}
+}
+
+func TestPinnedRestart(t *testing.T) {
+	requireRoot(t)
+	// A private bpffs instance on a temporary directory, unmounted at the end.
+	mnt := t.TempDir()
+	if err := unix.Mount("bpf", mnt, "bpf", 0, "mode=0700"); err != nil {
+		t.Skipf("skipping: mount bpffs on %s: %v", mnt, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+	})
+
+	dir := mnt + "/syngate"
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(Config{PinPath: t.TempDir()}); !errors.Is(err, ErrPinPath) {
+		t.Fatalf("pin path on tmpfs: %v", err)
+	}
+
+	cfg := Config{PinPath: dir, LocalPorts: localPorts}
+	d1, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := FlowKey{Src: client4, Dst: svc4}
+	nat := FlowNAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4, SeqDelta: 42}
+	if err := errors.Join(d1.SetService(Service{Addr: svc4, ID: 7}), d1.AddLocal(local4), d1.InstallFlow(key, nat)); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, d1, frame(t, pkt{src: client4, dst: other4, flags: "S"}))
+	if err := d1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new process: same pins, state still there.
+	d2, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	svcs, err := d2.Services()
+	if err != nil || len(svcs) != 1 || svcs[0] != (Service{Addr: svc4, ID: 7}) {
+		t.Fatalf("services after restart: %v, %v", svcs, err)
+	}
+	if st, err := d2.LookupFlow(key); err != nil || st.NAT != nat {
+		t.Fatalf("flow after restart: %+v, %v", st, err)
+	}
+	c, err := d2.Counters()
+	if err != nil || c[VerdictPassNotService].Packets != 1 {
+		t.Fatalf("counters after restart: %v, %v", c[VerdictPassNotService], err)
+	}
+	if r := mustRun(t, d2, frame(t, pkt{src: back4, dst: netip.AddrPortFrom(local4, 40000), flags: "SA"})); r.verdict != VerdictDropNoSocket {
+		t.Fatalf("local after restart: verdict %v", r.verdict)
+	}
+
+	// A layout change is refused, not silently reset.
+	if _, err := Load(Config{PinPath: dir, MaxFlows: 1024}); !errors.Is(err, ErrPinnedIncompatible) {
+		t.Fatalf("incompatible pinned map: %v", err)
+	}
+
+	if err := d2.Unpin(); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("pins left after Unpin: %v", ents)
+	}
+}
