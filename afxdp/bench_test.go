@@ -110,3 +110,67 @@ func BenchmarkTransmit(b *testing.B) {
 	// What the far end counted, to tell sent from delivered.
 	b.ReportMetric(float64(r.farRxPackets(b)-rx0)/float64(sent), "delivered/op")
 }
+
+// BenchmarkReflect is the engine's shape of work: receive a SYN, rewrite
+// it in place (here just the MAC addresses) and transmit it from the same
+// frame. One op is one frame received and sent back.
+func BenchmarkReflect(b *testing.B) {
+	r := newRig(b, Config{})
+	gen := r.openFar(b, Config{})
+	frame := r.synFrame(b, 40000)
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pkts := make([]pktio.Packet, 64)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n := gen.Alloc(pkts)
+			for i := range pkts[:n] {
+				pkts[i].Data = append(pkts[i].Data, frame...)
+			}
+			m, _ := gen.Transmit(pkts[:n])
+			gen.Release(pkts[m:n])
+		}
+	}()
+	defer func() { close(stop); <-done }()
+
+	pkts := make([]pktio.Packet, 64)
+	var mac [6]byte
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	reflected := 0
+	for reflected < b.N {
+		n, err := r.sock.Receive(pkts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n == 0 {
+			if time.Since(start) > benchLimit {
+				b.Fatalf("reflected %d of %d frames in %v", reflected, b.N, benchLimit)
+			}
+			r.sock.Wait(10 * time.Millisecond)
+			continue
+		}
+		for _, p := range pkts[:n] {
+			copy(mac[:], p.Data[0:6])
+			copy(p.Data[0:6], p.Data[6:12])
+			copy(p.Data[6:12], mac[:])
+		}
+		m, err := r.sock.Transmit(pkts[:n])
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.sock.Release(pkts[m:n])
+		reflected += n
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(reflected)/elapsed.Seconds(), "pps")
+}

@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
 )
 
 // AttachXDPPass attaches a program that passes every frame to ifname in ns.
@@ -16,6 +17,10 @@ import (
 // veth whose near end runs syngate's program. The program stays attached
 // until ns is closed.
 func AttachXDPPass(ns *NS, ifname string) error {
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; a no-op since.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("lift memlock limit for xdp program: %w", err)
+	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:    "lab_xdp_pass",
 		Type:    ebpf.XDP,
