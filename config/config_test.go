@@ -75,7 +75,7 @@ func TestDefaults(t *testing.T) {
 	if cfg.Interfaces[0].Mode != XDPAuto || cfg.Metrics.Listen != "127.0.0.1:9420" || cfg.BPFFS != DefaultBPFFS {
 		t.Errorf("defaults = %+v", cfg)
 	}
-	if b := cfg.Backend; b.ConnectTimeout != 3*time.Second || b.PortMin != 32768 || b.PortMax != 60999 || b.MaxPending != 65536 {
+	if b := cfg.Backend; b.ConnectTimeout != 3*time.Second || b.PortMin != 16384 || b.PortMax != 32767 || b.MaxPending != 65536 {
 		t.Errorf("backend defaults = %+v", b)
 	}
 	if f := cfg.Filters; !f.DropSynPayload || !f.DropBadFlags || f.RateLimit != 0 || f.PrefixLenV4 != 24 || f.PrefixLenV6 != 64 {

@@ -14,7 +14,8 @@ type Config struct {
 	// it between gateways that must validate each other's cookies.
 	SecretFile string
 	// BPFFS is the bpffs directory the data plane pins its maps under, so a
-	// restart finds its spliced flows again. Default /sys/fs/bpf/syngate.
+	// restart finds its spliced flows again. Default /sys/fs/bpf/syngate;
+	// "off" disables pinning.
 	BPFFS   string
 	Metrics Metrics
 	SYN     SYN
@@ -79,7 +80,9 @@ type Backend struct {
 	// is rejected, use a large value to probe rarely.
 	ProbeInterval time.Duration
 	// PortMin and PortMax bound the source ports syngate allocates toward
-	// backends. Default 32768-60999 (Linux's ip_local_port_range).
+	// backends. Default 16384-32767. The range must not overlap the kernel's
+	// net.ipv4.ip_local_port_range: segments to these ports on a source
+	// address are syngate's, never the kernel's (run checks it).
 	PortMin, PortMax uint16
 	// PortQuietTime is how long a freed source port rests before reuse, so
 	// a late segment of the old connection cannot hit the new one. Default

@@ -79,6 +79,11 @@ const (
 	DefaultSomaxconn     = 4096
 	DefaultBacklog       = 1024
 	DefaultKeyRotation   = 60 * time.Second
+	// DefaultPortMin and DefaultPortMax bound the backend-leg source ports:
+	// just below Linux's ephemeral range (32768-60999), which the gateway's
+	// own kernel connections (backend probes among them) use.
+	DefaultPortMin = 16384
+	DefaultPortMax = 32767
 )
 
 // maxSynAckRetries matches the largest sane tcp_synack_retries: with the
@@ -194,11 +199,11 @@ func (v *validator) backend(f *file, c *Config) {
 	b.ProbeInterval = v.duration("backend.probe_interval", f.Backend.ProbeInterval, 60*time.Second, time.Second, 7*24*time.Hour)
 	b.PortQuietTime = v.duration("backend.port_quiet_time", f.Backend.PortQuietTime, 60*time.Second, 0, time.Hour)
 	b.MaxPending = v.intRange("backend.max_pending", f.Backend.MaxPending, 64<<10, 0, 16<<20)
-	b.PortMin, b.PortMax = 32768, 60999
+	b.PortMin, b.PortMax = DefaultPortMin, DefaultPortMax
 	if f.Backend.Ports != "" {
 		lo, hi, ok := parsePortRange(f.Backend.Ports)
 		if !ok {
-			v.errorf("backend.ports", "%q: want a range like 32768-60999 within 1-65535", f.Backend.Ports)
+			v.errorf("backend.ports", "%q: want a range like 16384-32767 within 1-65535", f.Backend.Ports)
 		} else {
 			b.PortMin, b.PortMax = lo, hi
 		}

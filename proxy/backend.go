@@ -251,6 +251,7 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 		return
 	}
 	c.state = stateSpliced
+	e.conns.spliced.Add(1)
 	c.splicedAt = e.now()
 	f := packet.Fields{
 		Src: c.source, Dst: s.Backend, Seq: c.clientISN + 1, Ack: c.backendISN + 1,
@@ -363,6 +364,7 @@ func (e *Engine) abortLocked(c *conn, reason string, resetClient bool) {
 		e.send(s, packet.Build, &packet.Fields{Src: c.source, Dst: s.Backend, Seq: c.clientISN + 1, Flags: packet.RST})
 	}
 	if wasSpliced {
+		e.conns.spliced.Add(-1)
 		e.cfg.Flows.DeleteFlow(bpf.ClientKey(c.client))
 		e.cfg.Flows.DeleteFlow(bpf.FlowKey{Src: s.Backend, Dst: c.source})
 	}
@@ -476,6 +478,7 @@ func (e *Engine) expireFlows(now time.Time) {
 // endFlow removes a spliced connection's flows. c.mu is held.
 func (e *Engine) endFlow(c *conn, reason string) {
 	c.state = stateDone
+	e.conns.spliced.Add(-1)
 	e.cfg.Flows.DeleteFlow(bpf.ClientKey(c.client))
 	e.cfg.Flows.DeleteFlow(bpf.FlowKey{Src: c.svc.Backend, Dst: c.source})
 	e.release(c)

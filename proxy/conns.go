@@ -88,6 +88,7 @@ type connTable struct {
 
 	// Counters not tied to a service.
 	malformed, stray, full atomic.Uint64
+	spliced                atomic.Int64 // connections in stateSpliced now
 	expiredBy              map[string]*atomic.Uint64
 }
 

@@ -97,6 +97,7 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 // EngineStats are the engine's counters that belong to no service.
 type EngineStats struct {
 	Conns     int               // connections tracked: opening and spliced
+	Spliced   int               // of Conns, those in the XDP flow table
 	Malformed uint64            // frames the engine could not parse
 	Stray     uint64            // segments for no service and no connection
 	TableFull uint64            // connections refused because MaxConns were tracked
@@ -107,6 +108,7 @@ type EngineStats struct {
 func (e *Engine) Stats() EngineStats {
 	return EngineStats{
 		Conns:     int(e.conns.n.Load()),
+		Spliced:   int(e.conns.spliced.Load()),
 		Malformed: e.conns.malformed.Load(),
 		Stray:     e.conns.stray.Load(),
 		TableFull: e.conns.full.Load(),
