@@ -61,20 +61,20 @@ func makeKey(t flow.Tuple) key {
 }
 
 func (k *key) tuple() flow.Tuple {
-	addr := func(hi, lo uint64, is4 bool) netip.Addr {
-		var b [16]byte
-		binary.BigEndian.PutUint64(b[:8], hi)
-		binary.BigEndian.PutUint64(b[8:], lo)
-		a := netip.AddrFrom16(b)
-		if is4 {
-			return a.Unmap()
-		}
-		return a
-	}
 	return flow.Tuple{
-		Client:  netip.AddrPortFrom(addr(k.c0, k.c1, k.ports&keyClient4 != 0), uint16(k.ports>>16)),
-		Service: netip.AddrPortFrom(addr(k.s0, k.s1, k.ports&keyService4 != 0), uint16(k.ports)),
+		Client:  netip.AddrPortFrom(addrOf(k.c0, k.c1, k.ports&keyClient4 != 0), uint16(k.ports>>16)),
+		Service: netip.AddrPortFrom(addrOf(k.s0, k.s1, k.ports&keyService4 != 0), uint16(k.ports)),
 	}
+}
+
+func addrOf(hi, lo uint64, is4 bool) netip.Addr {
+	if is4 {
+		return netip.AddrFrom4([4]byte{byte(lo >> 24), byte(lo >> 16), byte(lo >> 8), byte(lo)})
+	}
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], hi)
+	binary.BigEndian.PutUint64(b[8:], lo)
+	return netip.AddrFrom16(b)
 }
 
 // entry is one half-open connection. It holds no pointers, and the fields a
