@@ -24,6 +24,12 @@
 // whose destination port cannot be known are passed (the kernel drops them
 // itself). Every packet is counted under one Verdict.
 //
+// The fast path keeps the VLAN tag and the TTL/hop limit as they are (a
+// spliced segment is syngate's own, not a routed one). It never touches
+// TCP options other than timestamps and SACK. Packets whose TCP header sits
+// deeper than 1024 bytes (huge IPv6 extension headers) count as malformed
+// options when they are for a service.
+//
 // Addresses are stored 16 bytes wide, IPv4 as ::ffff:a.b.c.d (the form of
 // netip.Addr.As16), next to an address family; ports in network order.
 // IPv4-mapped IPv6 addresses given to the API are treated as IPv4.
