@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/syngate/syngate/config"
+)
+
+func cmdCheck(e env, args []string) error {
+	fs := newFlags(e, "check", "check -c FILE")
+	path := fs.String("c", "", "config `file` (required)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *path == "" {
+		fmt.Fprintln(e.stderr, "syngate check: -c FILE is required")
+		return errUsage
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	printPlan(e.stdout, cfg)
+	return nil
+}
+
+// printPlan says, in operator terms, what run would do with cfg.
+func printPlan(w io.Writer, cfg *config.Config) {
+	fmt.Fprintf(w, "config OK\n\n")
+	for _, in := range cfg.Interfaces {
+		fmt.Fprintf(w, "attach XDP to %s (mode %s)\n", in.Name, in.Mode)
+	}
+	fmt.Fprintf(w, "pin maps under %s\n", cfg.BPFFS)
+	fmt.Fprintf(w, "cookie secret from %s (created if missing), key epoch %v\n", cfg.SecretFile, cfg.SYN.KeyRotation)
+	if cfg.Metrics.Listen == "off" {
+		fmt.Fprintf(w, "metrics: off\n")
+	} else {
+		fmt.Fprintf(w, "metrics and health on http://%s/metrics, /healthz\n", cfg.Metrics.Listen)
+	}
+	fmt.Fprintf(w, "SYN-ACK retries %d (backoff 1s doubling), backend connect timeout %v, source ports %d-%d\n",
+		cfg.SYN.SynAckRetries, cfg.Backend.ConnectTimeout, cfg.Backend.PortMin, cfg.Backend.PortMax)
+	fmt.Fprintf(w, "flows: up to %d, idle %v, closed %v, reset %v\n",
+		cfg.Flows.Max, cfg.Flows.EstablishedTimeout, cfg.Flows.CloseTimeout, cfg.Flows.ResetTimeout)
+	rl := "off"
+	if cfg.Filters.RateLimit > 0 {
+		rl = fmt.Sprintf("%d SYN/s burst %d per /%d (v4) /%d (v6)", cfg.Filters.RateLimit, cfg.Filters.RateBurst, cfg.Filters.PrefixLenV4, cfg.Filters.PrefixLenV6)
+	}
+	fmt.Fprintf(w, "filters: drop SYN with payload %v, drop bad flags %v, rate limit %s\n\n",
+		cfg.Filters.DropSynPayload, cfg.Filters.DropBadFlags, rl)
+	for _, s := range cfg.Services {
+		src := "from the route"
+		if s.Source.IsValid() {
+			src = s.Source.String()
+		}
+		fmt.Fprintf(w, "service %s: %s -> %s (source %s)\n", s.Name, s.Listen, s.Backend, src)
+		fmt.Fprintf(w, "  SYN queue %d, cookies %s; accept queue %d = min(backlog %d, somaxconn %d), on overflow %s\n",
+			cfg.SYN.MaxSynBacklog, s.Cookies, cfg.EffectiveBacklog(s), s.Backlog, cfg.SYN.Somaxconn, s.OnOverflow)
+		a := s.Announce
+		fmt.Fprintf(w, "  announce: mss %s, window scale %s, sack %s, timestamps %s\n",
+			opt(a.MSS, func(v uint16) string { return strconv.Itoa(int(v)) }),
+			opt(a.WindowScale, func(v uint8) string { return strconv.Itoa(int(v)) }),
+			opt(a.SACK, strconv.FormatBool), opt(a.Timestamps, strconv.FormatBool))
+	}
+}
+
+func opt[T any](p *T, f func(T) string) string {
+	if p == nil {
+		return "learned from backend"
+	}
+	return f(*p)
+}
