@@ -1,0 +1,258 @@
+// Package e2e runs syngate end to end: a real `syngate run` in the gateway
+// namespace of a lab, the kernel's TCP stacks in the client and backend
+// namespaces, traffic only inside those namespaces.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/syngate/syngate/lab"
+)
+
+// syngateBin is the binary under test, built once by TestMain.
+var syngateBin string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Println("e2e: skipping: the end-to-end tests need root (network namespaces, XDP, AF_XDP)")
+		os.Exit(m.Run()) // every test skips itself with the same reason
+	}
+	dir, err := os.MkdirTemp("", "syngate-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	syngateBin = filepath.Join(dir, "syngate")
+	out, err := exec.Command("go", "build", "-o", syngateBin, "../cmd/syngate").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build syngate: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// gatewayRun is a running `syngate run` inside a lab's gateway namespace.
+type gatewayRun struct {
+	t       *testing.T
+	top     *lab.Topology
+	cmd     *exec.Cmd
+	log     *os.File
+	logPath string
+	exited  chan error
+}
+
+// serviceVIP is where the lab's service listens, backendPort where the
+// backend server does.
+const (
+	servicePort = 80
+	backendPort = 8080
+)
+
+// labOptions tunes a lab and its syngate config.
+type labOptions struct {
+	oneArm   bool
+	cookies  string // never | auto | always
+	backlog  int
+	overflow string
+	extra    string // appended to the service's YAML
+	global   string // appended to the top level YAML
+}
+
+// newLab builds a topology with offloads off (the fast path forwards
+// frames as they are, so partial checksums must not appear).
+func newLab(t *testing.T, o labOptions) *lab.Topology {
+	t.Helper()
+	lab.RequireRoot(t)
+	top, err := lab.NewTopology(t, lab.Options{OneArm: o.oneArm, NoOffloads: true, Prefix: "sg-e2e-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := top.PrepareGatewayXDP(); err != nil {
+		t.Fatal(err)
+	}
+	return top
+}
+
+// backendAddr is the backend's address in top.
+func backendAddr(top *lab.Topology) netip.Addr { return top.BackendIf.V4.Addr() }
+
+// startSyngate writes a config for top and runs syngate with it.
+func startSyngate(t *testing.T, top *lab.Topology, o labOptions) *gatewayRun {
+	t.Helper()
+	dir := t.TempDir()
+	ifaces := fmt.Sprintf("  - name: %s\n", top.GatewayClient.Name)
+	if top.GatewayBackend.Name != top.GatewayClient.Name {
+		ifaces += fmt.Sprintf("  - name: %s\n", top.GatewayBackend.Name)
+	}
+	if o.cookies == "" {
+		o.cookies = "auto"
+	}
+	if o.backlog == 0 {
+		o.backlog = 1024
+	}
+	if o.overflow == "" {
+		o.overflow = "drop"
+	}
+	cfg := fmt.Sprintf(`interfaces:
+%ssecret_file: %s
+bpffs: "off"
+metrics:
+  listen: 127.0.0.1:9420
+syn:
+  cookies: %s
+backend:
+  connect_timeout: 2s
+%s
+services:
+  - name: web
+    listen: %s
+    backend: %s
+    backlog: %d
+    on_overflow: %s
+%s`, ifaces, filepath.Join(dir, "secret"), o.cookies, o.global,
+		netip.AddrPortFrom(top.VIP4, servicePort), netip.AddrPortFrom(backendAddr(top), backendPort),
+		o.backlog, o.overflow, o.extra)
+	cfgPath := filepath.Join(dir, "syngate.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ready := filepath.Join(dir, "ready")
+	g := &gatewayRun{t: t, top: top, logPath: filepath.Join(dir, "syngate.log"), exited: make(chan error, 1)}
+	var err error
+	if g.log, err = os.Create(g.logPath); err != nil {
+		t.Fatal(err)
+	}
+	g.cmd = top.Gateway.Command(syngateBin, "run", "-c", cfgPath, "-ready-file", ready, "-log-level", "debug")
+	g.cmd.Stdout, g.cmd.Stderr = g.log, g.log
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { g.exited <- g.cmd.Wait() }()
+	t.Cleanup(g.stop)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		select {
+		case err := <-g.exited:
+			g.exited <- err
+			t.Fatalf("syngate exited before it was ready: %v\n%s", err, g.logs())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("syngate not ready after 20s\n%s", g.logs())
+		}
+	}
+	return g
+}
+
+func (g *gatewayRun) logs() string {
+	b, _ := os.ReadFile(g.logPath)
+	if len(b) > 8000 {
+		b = b[len(b)-8000:]
+	}
+	return string(b)
+}
+
+// stop ends syngate by its PID (SIGTERM, then SIGKILL after a grace time).
+func (g *gatewayRun) stop() {
+	if g.cmd.Process == nil {
+		return
+	}
+	g.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-g.exited:
+		g.exited <- err
+	case <-time.After(10 * time.Second):
+		g.cmd.Process.Kill()
+		<-g.exited
+		g.exited <- nil
+		g.t.Errorf("syngate did not stop on SIGTERM within 10s")
+	}
+	g.log.Close()
+	if g.t.Failed() {
+		g.t.Logf("syngate log:\n%s", g.logs())
+	}
+}
+
+// metrics scrapes syngate's /metrics from inside the gateway namespace.
+func (g *gatewayRun) metrics() map[string]float64 {
+	g.t.Helper()
+	var conn net.Conn
+	err := g.top.Gateway.Run(func() (err error) {
+		conn, err = net.DialTimeout("tcp", "127.0.0.1:9420", 2*time.Second)
+		return err
+	})
+	if err != nil {
+		g.t.Fatalf("scrape metrics: %v", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		g.t.Fatalf("scrape metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return parseExposition(string(body))
+}
+
+var sampleLine = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$`)
+
+// parseExposition maps "name{labels}" to values; label order is as served.
+func parseExposition(s string) map[string]float64 {
+	out := map[string]float64{}
+	for _, line := range strings.Split(s, "\n") {
+		m := sampleLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		v, err := strconv.ParseFloat(m[2], 64)
+		if err == nil {
+			out[m[1]] = v
+		}
+	}
+	return out
+}
+
+// dial opens a TCP connection from inside ns.
+func dial(ns *lab.NS, addr netip.AddrPort, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := ns.Run(func() (err error) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr.String())
+		return err
+	})
+	return c, err
+}
+
+// listen opens a TCP listener inside ns.
+func listen(ns *lab.NS, addr netip.AddrPort) (net.Listener, error) {
+	var l net.Listener
+	err := ns.Run(func() (err error) {
+		l, err = net.Listen("tcp", addr.String())
+		return err
+	})
+	return l, err
+}

@@ -1,0 +1,101 @@
+package e2e
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+)
+
+// echoServer runs a TCP echo server in the backend namespace.
+func echoServer(t *testing.T, g *gatewayRun) {
+	t.Helper()
+	ln, err := listen(g.top.Backend, netip.AddrPortFrom(netip.IPv4Unspecified(), backendPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+}
+
+// roundTrip sends msg over a new connection to the VIP and expects it back.
+func roundTrip(t *testing.T, g *gatewayRun, msg []byte) {
+	t.Helper()
+	c, err := dial(g.top.Client, netip.AddrPortFrom(g.top.VIP4, servicePort), 5*time.Second)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(msg); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("read echo: %v", err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("echo mismatch")
+	}
+	c.(*net.TCPConn).CloseWrite()
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("after close: %d bytes, %v; want EOF", n, err)
+	}
+}
+
+func TestEcho(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		o    labOptions
+	}{
+		{"routed/auto", labOptions{}},
+		{"routed/always", labOptions{cookies: "always"}},
+		{"routed/never", labOptions{cookies: "never"}},
+		{"one-arm/always", labOptions{oneArm: true, cookies: "always"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			top := newLab(t, tc.o)
+			g := startSyngate(t, top, tc.o)
+			echoServer(t, g)
+			for i := 0; i < 3; i++ {
+				roundTrip(t, g, bytes.Repeat([]byte("syngate "), 1000*(i+1)))
+			}
+			m := g.metrics()
+			if got := m[`syngate_connections_spliced_total{service="web"}`]; got != 3 {
+				t.Errorf("spliced = %v, want 3", got)
+			}
+			kind := "queue"
+			if tc.o.cookies == "always" {
+				kind = "cookie"
+			}
+			if got := m[`syngate_ack_validated_total{path="`+kind+`",service="web"}`]; got != 3 {
+				t.Errorf("ack validated via %s = %v, want 3", kind, got)
+			}
+			fast := m[`syngate_fastpath_packets_total`]
+			slow := m[`syngate_slowpath_packets_total{service="web"}`]
+			if fast < 20 {
+				t.Errorf("fast path packets = %v, want the data to go through XDP", fast)
+			}
+			t.Logf("fast path %v packets, slow path %v", fast, slow)
+		})
+	}
+}

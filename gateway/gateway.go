@@ -1,0 +1,345 @@
+// Package gateway assembles a running syngate from a validated config: it
+// loads and attaches the XDP program, opens one AF_XDP socket per receive
+// queue, starts the handshake engine on them, learns the backends' TCP
+// options, and serves /metrics and /healthz.
+//
+//	cfg, _ := config.Load(path)
+//	err := gateway.Run(ctx, cfg, gateway.Options{Version: version})
+//
+// Run returns when ctx ends, after detaching everything it attached.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/syngate/syngate/afxdp"
+	"github.com/syngate/syngate/bpf"
+	"github.com/syngate/syngate/config"
+	"github.com/syngate/syngate/cookie"
+	"github.com/syngate/syngate/metrics"
+	"github.com/syngate/syngate/proxy"
+	"github.com/syngate/syngate/queue"
+)
+
+// Options are Run's knobs that are not part of the config file.
+type Options struct {
+	Version string
+	Logger  *slog.Logger
+	// ReadyFile, when set, is written once traffic is being handled, so a
+	// supervisor or test knows when to start.
+	ReadyFile string
+	// Unpin removes the pinned maps on exit (for labs: a production restart
+	// wants them kept so spliced flows survive).
+	Unpin bool
+}
+
+// Run runs the gateway until ctx ends.
+func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := bpf.CheckCapabilities(); err != nil {
+		return err
+	}
+	if err := checkPortRange(cfg.Backend.PortMin, cfg.Backend.PortMax); err != nil {
+		return err
+	}
+	secret, err := cookie.LoadOrCreateSecret(cfg.SecretFile)
+	if err != nil {
+		return err
+	}
+	jar, err := cookie.NewJar(secret, cookie.Config{Rotation: cfg.SYN.KeyRotation})
+	if err != nil {
+		return err
+	}
+	services, err := engineServices(cfg)
+	if err != nil {
+		return err
+	}
+
+	pin := cfg.BPFFS
+	if pin == "off" {
+		pin = ""
+	}
+	dp, err := bpf.Load(bpf.Config{
+		PinPath:        pin,
+		DropSYNPayload: cfg.Filters.DropSynPayload,
+		DropBadFlags:   cfg.Filters.DropBadFlags,
+		SYNRateLimit: bpf.RateLimit{
+			PerSecond: uint64(cfg.Filters.RateLimit), Burst: uint64(cfg.Filters.RateBurst),
+			Prefix4: cfg.Filters.PrefixLenV4, Prefix6: cfg.Filters.PrefixLenV6,
+		},
+		LocalPorts: bpf.PortRange{First: cfg.Backend.PortMin, Last: cfg.Backend.PortMax},
+		MaxFlows:   cfg.Flows.Max,
+		Logger:     log,
+	})
+	if err != nil {
+		return fmt.Errorf("load xdp program: %w", err)
+	}
+	defer func() {
+		err = errors.Join(err, dp.Close())
+		if opts.Unpin && pin != "" {
+			err = errors.Join(err, dp.Unpin())
+		}
+	}()
+
+	sender, err := newRawSender()
+	if err != nil {
+		return err
+	}
+	defer sender.Close()
+
+	engine, err := proxy.New(proxy.Config{
+		Services: services, Jar: jar, Flows: dp, Sender: sender,
+		PortMin: cfg.Backend.PortMin, PortMax: cfg.Backend.PortMax, PortQuiet: cfg.Backend.PortQuietTime,
+		ConnectTimeout: cfg.Backend.ConnectTimeout, MaxPending: cfg.Backend.MaxPending,
+		MaxConns:           cfg.Flows.Max / 2,
+		EstablishedTimeout: cfg.Flows.EstablishedTimeout, CloseTimeout: cfg.Flows.CloseTimeout, ResetTimeout: cfg.Flows.ResetTimeout,
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	for i, s := range services {
+		if err := dp.SetService(bpf.Service{Addr: s.Listen, ID: uint32(i)}); err != nil {
+			return err
+		}
+	}
+	for _, a := range engine.Sources() {
+		if err := dp.AddLocal(a); err != nil {
+			return err
+		}
+	}
+
+	reg := metrics.New(opts.Version)
+	for _, s := range engine.Services() {
+		reg.AddService(s)
+	}
+	reg.SetDataplane(&dataplaneMetrics{dp: dp, e: engine, limit: cfg.Flows.Max})
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 64)
+	defer wg.Wait()
+
+	// Sockets first, then the program: a SYN steered before its socket is
+	// registered would be dropped.
+	var sockets []*afxdp.Socket
+	defer func() {
+		for _, s := range sockets {
+			s.Close()
+		}
+	}()
+	for _, in := range cfg.Interfaces {
+		socks, err := afxdp.OpenAll(in.Name, afxdp.Config{})
+		if err != nil {
+			return fmt.Errorf("open af_xdp sockets on %s: %w", in.Name, err)
+		}
+		sockets = append(sockets, socks...)
+		for _, s := range socks {
+			if err := dp.RegisterSocket(s.Ifindex(), s.Queue(), s.FD()); err != nil {
+				return err
+			}
+			log.Info("af_xdp socket", "interface", in.Name, "queue", s.Queue(), "mode", s.Mode())
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := engine.Serve(ctx, s, s.Ifindex()); err != nil {
+					errc <- fmt.Errorf("%s queue %d: %w", in.Name, s.Queue(), err)
+				}
+			}()
+		}
+	}
+	for _, in := range cfg.Interfaces {
+		mode, err := bpf.ParseMode(string(in.Mode))
+		if err != nil {
+			return err
+		}
+		if err := dp.Attach(in.Name, mode); err != nil {
+			return err
+		}
+	}
+
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		engine.Run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		probeBackends(ctx, engine, cfg, services, log)
+	}()
+
+	if cfg.Metrics.Listen != "off" {
+		srv, err := serveHTTP(cfg.Metrics.Listen, reg)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		log.Info("metrics", "url", "http://"+cfg.Metrics.Listen+"/metrics")
+	}
+	if opts.ReadyFile != "" {
+		if err := os.WriteFile(opts.ReadyFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			return fmt.Errorf("write ready file: %w", err)
+		}
+	}
+	log.Info("syngate running", "services", len(services), "interfaces", len(cfg.Interfaces), "sockets", len(sockets))
+	select {
+	case <-ctx.Done():
+		log.Info("stopping")
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+// engineServices turns config services into engine services, resolving
+// "source from the route".
+func engineServices(cfg *config.Config) ([]proxy.Service, error) {
+	var out []proxy.Service
+	for _, s := range cfg.Services {
+		src := s.Source
+		if !src.IsValid() {
+			var err error
+			if src, err = routeSource(s.Backend); err != nil {
+				return nil, fmt.Errorf("service %s: %w", s.Name, err)
+			}
+		}
+		cookies, err := queue.ParseCookiePolicy(string(s.Cookies))
+		if err != nil {
+			return nil, err
+		}
+		overflow, err := queue.ParseOverflowPolicy(string(s.OnOverflow))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, proxy.Service{
+			Name: s.Name, Listen: s.Listen, Backend: s.Backend, Source: src,
+			Queue: queue.Config{
+				MaxSynBacklog: cfg.SYN.MaxSynBacklog, SynAckRetries: cfg.SYN.SynAckRetries, Cookies: cookies,
+				Backlog: s.Backlog, Somaxconn: cfg.SYN.Somaxconn, Overflow: overflow,
+			},
+			Announce: proxy.Announce{MSS: s.Announce.MSS, WindowScale: s.Announce.WindowScale, SACK: s.Announce.SACK, Timestamps: s.Announce.Timestamps},
+		})
+	}
+	return out, nil
+}
+
+// routeSource asks the kernel which source address it would use toward dst:
+// connecting a UDP socket picks it without sending anything.
+func routeSource(dst netip.AddrPort) (netip.Addr, error) {
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("no route to backend %s: %w", dst, err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
+}
+
+// checkPortRange refuses a backend port range overlapping the kernel's
+// ephemeral ports: the XDP program takes every segment to those ports on a
+// source address, so the gateway's own connections there would break.
+func checkPortRange(min, max uint16) error {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return nil // not Linux procfs: nothing to compare with
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return nil
+	}
+	lo, err1 := strconv.Atoi(f[0])
+	hi, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil {
+		return nil
+	}
+	if int(min) <= hi && lo <= int(max) {
+		return fmt.Errorf("backend.ports %d-%d overlaps net.ipv4.ip_local_port_range %d-%d: choose a range outside it", min, max, lo, hi)
+	}
+	return nil
+}
+
+// probeBackends learns each backend's options at start and then every
+// probe interval; a failed probe keeps what was known.
+func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger) {
+	for {
+		for _, s := range svcs {
+			pctx, cancel := context.WithTimeout(ctx, cfg.Backend.ConnectTimeout)
+			o, err := proxy.ProbeBackend(pctx, s.Backend, s.Source)
+			cancel()
+			if err != nil {
+				log.Warn("backend probe failed; announcing defaults", "service", s.Name, "backend", s.Backend, "err", err)
+				continue
+			}
+			e.SetBackendOptions(s.Name, o)
+			log.Info("backend options", "service", s.Name, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(cfg.Backend.ProbeInterval):
+		}
+	}
+}
+
+func serveHTTP(addr string, reg *metrics.Registry) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", reg.Handler())
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return srv, nil
+}
+
+// dataplaneMetrics adapts the XDP counters and the engine's flow counters to
+// metrics.DataplaneSource.
+type dataplaneMetrics struct {
+	dp    *bpf.Dataplane
+	e     *proxy.Engine
+	limit int
+}
+
+func (d *dataplaneMetrics) Verdicts() ([]metrics.VerdictCount, error) {
+	c, err := d.dp.Counters()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]metrics.VerdictCount, 0, len(c))
+	for v := bpf.Verdict(0); v < bpf.NumVerdicts; v++ {
+		out = append(out, metrics.VerdictCount{Verdict: v.Action().String(), Reason: v.String(), Packets: c[v].Packets})
+	}
+	return out, nil
+}
+
+func (d *dataplaneMetrics) Flows() (metrics.FlowStats, error) {
+	c, err := d.dp.Counters()
+	if err != nil {
+		return metrics.FlowStats{}, err
+	}
+	st := d.e.Stats()
+	fast := c[bpf.VerdictFastTX]
+	redir := c[bpf.VerdictFastRedirect]
+	return metrics.FlowStats{
+		Active: 2 * st.Spliced, Limit: d.limit, Expired: st.Expired,
+		FastPackets: fast.Packets + redir.Packets, FastBytes: fast.Bytes + redir.Bytes,
+	}, nil
+}
