@@ -25,7 +25,8 @@
 // ReplySynAck) write a complete frame, checksums included, into the
 // capacity of a caller's buffer and return its length. TCP options are laid
 // out as Linux lays them out (MSS, SACK-permitted folded into the timestamp
-// word, NOP+window scale), so the backend cannot tell our SYN from a kernel's.
+// word, NOP+window scale, every option 4-byte aligned), so the SYN we send a
+// backend is laid out like a kernel's.
 //
 // Only what a SYN-flood gateway needs is supported: Ethernet II with at most
 // one 802.1Q tag, IPv4 with any IHL, IPv6 with a few hop-by-hop, routing and
