@@ -73,7 +73,8 @@ type labOptions struct {
 	backlog  int
 	overflow string
 	extra    string // appended to the service's YAML
-	global   string // appended to the top level YAML
+	// connectTimeout is backend.connect_timeout; default 2s.
+	connectTimeout string
 }
 
 // newLab builds a topology with offloads off (the fast path forwards
@@ -108,6 +109,9 @@ func startSyngate(t *testing.T, top *lab.Topology, o labOptions) *gatewayRun {
 	if o.backlog == 0 {
 		o.backlog = 1024
 	}
+	if o.connectTimeout == "" {
+		o.connectTimeout = "2s"
+	}
 	if o.overflow == "" {
 		o.overflow = "drop"
 	}
@@ -119,15 +123,14 @@ metrics:
 syn:
   cookies: %s
 backend:
-  connect_timeout: 2s
-%s
+  connect_timeout: %s
 services:
   - name: web
     listen: %s
     backend: %s
     backlog: %d
     on_overflow: %s
-%s`, ifaces, filepath.Join(dir, "secret"), o.cookies, o.global,
+%s`, ifaces, filepath.Join(dir, "secret"), o.cookies, o.connectTimeout,
 		netip.AddrPortFrom(top.VIP4, servicePort), netip.AddrPortFrom(backendAddr(top), backendPort),
 		o.backlog, o.overflow, o.extra)
 	cfgPath := filepath.Join(dir, "syngate.yaml")

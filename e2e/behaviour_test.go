@@ -1,0 +1,270 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/syngate/syngate/lab"
+)
+
+// nft loads an nftables ruleset into ns.
+func nft(t *testing.T, ns *lab.NS, ruleset string) {
+	t.Helper()
+	cmd := ns.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(ruleset)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft in %s: %v\n%s\n%s", ns, err, out, ruleset)
+	}
+}
+
+// TestClientOptions varies the client's TCP options with sysctls in its
+// namespace: each connection must still carry data both ways, on the queue
+// path and on the cookie path.
+func TestClientOptions(t *testing.T) {
+	variants := []struct {
+		name   string
+		sysctl [][2]string
+		mtu    string
+	}{
+		{"no-timestamps", [][2]string{{"net.ipv4.tcp_timestamps", "0"}}, ""},
+		{"no-sack", [][2]string{{"net.ipv4.tcp_sack", "0"}}, ""},
+		{"no-window-scaling", [][2]string{{"net.ipv4.tcp_window_scaling", "0"}}, ""},
+		{"nothing", [][2]string{{"net.ipv4.tcp_timestamps", "0"}, {"net.ipv4.tcp_sack", "0"}, {"net.ipv4.tcp_window_scaling", "0"}}, ""},
+		{"small-mss", nil, "700"},
+	}
+	for _, cookies := range []string{"never", "always"} {
+		for _, v := range variants {
+			t.Run(cookies+"/"+v.name, func(t *testing.T) {
+				o := labOptions{cookies: cookies}
+				top := newLab(t, o)
+				for _, s := range v.sysctl {
+					if err := top.Client.Sysctl(s[0], s[1]); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if v.mtu != "" {
+					if err := top.Client.IP("link", "set", "dev", top.ClientIf.Name, "mtu", v.mtu); err != nil {
+						t.Fatal(err)
+					}
+				}
+				g := startSyngate(t, top, o)
+				echoServer(t, g)
+				if err := echoBulk(g, 4<<20, 7, time.Minute); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+	}
+}
+
+// TestBackendWindowScaleDiffers makes syngate announce a window scale other
+// than the backend's, so the fast path must translate every window.
+func TestBackendWindowScaleDiffers(t *testing.T) {
+	o := labOptions{extra: "    announce:\n      window_scale: 2\n"}
+	top := newLab(t, o)
+	g := startSyngate(t, top, o)
+	echoServer(t, g)
+	if err := echoBulk(g, 32<<20, 3, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLoss drops 2% of the TCP packets leaving the client and the backend
+// (nftables numgen): transfers still complete and match.
+func TestLoss(t *testing.T) {
+	o := labOptions{}
+	top := newLab(t, o)
+	g := startSyngate(t, top, o)
+	echoServer(t, g)
+	const lossy = `table inet loss {
+	chain out {
+		type filter hook output priority 0;
+		meta l4proto tcp numgen random mod 100 < 2 counter drop
+	}
+}`
+	nft(t, top.Client, lossy)
+	nft(t, top.Backend, lossy)
+	for i := 0; i < 5; i++ {
+		if err := echoBulk(g, 8<<20, uint64(i), 2*time.Minute); err != nil {
+			t.Fatalf("transfer %d: %v", i, err)
+		}
+	}
+	out, _ := top.Client.Exec("nft", "list", "table", "inet", "loss")
+	if !strings.Contains(out, "counter packets") || strings.Contains(out, "counter packets 0 ") {
+		t.Errorf("the loss rule dropped nothing:\n%s", out)
+	}
+}
+
+// TestSynAckRetransmission loses the client's handshake ACK: syngate's
+// SYN-ACK retransmission (1 s later) makes the client ACK again, and the
+// connection is spliced before the client sends anything.
+func TestSynAckRetransmission(t *testing.T) {
+	o := labOptions{cookies: "never"}
+	top := newLab(t, o)
+	g := startSyngate(t, top, o)
+	echoServer(t, g)
+	nft(t, top.Client, fmt.Sprintf(`table inet ackloss {
+	chain out {
+		type filter hook output priority 0;
+		ip daddr %s tcp dport %d tcp flags & (syn|ack|fin|rst|psh) == ack counter drop
+	}
+}`, top.VIP4, servicePort))
+	c, err := dial(top.Client, netip.AddrPortFrom(top.VIP4, servicePort), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(300 * time.Millisecond) // the client's ACK is gone by now
+	if out, err := top.Client.Exec("nft", "delete", "table", "inet", "ackloss"); err != nil {
+		t.Fatal(out, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for g.metrics()[`syngate_connections_spliced_total{service="web"}`] < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("not spliced 5 s after the ACK was lost")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	m := g.metrics()
+	if got := m[`syngate_synack_sent_total{kind="retransmit",service="web"}`]; got < 1 {
+		t.Errorf("SYN-ACK retransmissions = %v, want >= 1", got)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo after retransmission: %q %v", buf, err)
+	}
+}
+
+// TestBackendDown: with nothing listening on the backend the client gets a
+// reset; with a backend that never answers, a reset after connect_timeout.
+func TestBackendDown(t *testing.T) {
+	t.Run("refused", func(t *testing.T) {
+		o := labOptions{}
+		top := newLab(t, o)
+		g := startSyngate(t, top, o)
+		start := time.Now()
+		err := readAfterConnect(top)
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("read: %v, want connection reset", err)
+		}
+		if el := time.Since(start); el > time.Second {
+			t.Errorf("reset after %v, want at once", el)
+		}
+		if got := g.metrics()[`syngate_backend_failures_total{reason="refused",service="web"}`]; got != 1 {
+			t.Errorf("backend failures{refused} = %v", got)
+		}
+	})
+	t.Run("silent", func(t *testing.T) {
+		o := labOptions{}
+		top := newLab(t, o)
+		g := startSyngate(t, top, o)
+		nft(t, top.Backend, `table inet blackhole {
+	chain in {
+		type filter hook input priority 0;
+		tcp dport 8080 drop
+	}
+}`)
+		start := time.Now()
+		err := readAfterConnect(top)
+		el := time.Since(start)
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("read: %v, want connection reset", err)
+		}
+		// connect_timeout is 2s in the lab config; the expiry loop runs
+		// every 250 ms.
+		if el < 1500*time.Millisecond || el > 4*time.Second {
+			t.Errorf("reset after %v, want about the 2 s connect timeout", el)
+		}
+		if got := g.metrics()[`syngate_backend_failures_total{reason="timeout",service="web"}`]; got != 1 {
+			t.Errorf("backend failures{timeout} = %v", got)
+		}
+	})
+}
+
+// readAfterConnect connects to the VIP and waits for data or an error.
+func readAfterConnect(top *lab.Topology) error {
+	c, err := dial(top.Client, netip.AddrPortFrom(top.VIP4, servicePort), 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("hello"))
+	_, err = c.Read(make([]byte, 16))
+	return err
+}
+
+// TestOverflowReset fills the accept queue (backlog 1, a backend that never
+// answers) and makes a validated ACK find it full: that client is reset, as
+// with tcp_abort_on_overflow=1. While the queue is full, SYNs are dropped.
+func TestOverflowReset(t *testing.T) {
+	o := labOptions{backlog: 1, overflow: "reset", cookies: "never", connectTimeout: "30s"}
+	top := newLab(t, o)
+	nft(t, top.Backend, `table inet blackhole {
+	chain in {
+		type filter hook input priority 0;
+		tcp dport 8080 drop
+	}
+}`)
+	g := startSyngate(t, top, o)
+	vip := netip.AddrPortFrom(top.VIP4, servicePort)
+	// The first connection takes the only backend handshake slot.
+	c1, err := dial(top.Client, vip, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	// Two more complete their handshake on the client side only: their
+	// pure ACKs are dropped, so syngate keeps them half-open.
+	nft(t, top.Client, fmt.Sprintf(`table inet ackloss {
+	chain out {
+		type filter hook output priority 0;
+		ip daddr %s tcp dport %d tcp flags & (syn|ack|fin|rst|psh) == ack drop
+	}
+}`, top.VIP4, servicePort))
+	c2, err := dial(top.Client, vip, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c3, err := dial(top.Client, vip, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	// Their first data segments carry the ACK: the second fills the accept
+	// queue, the third overflows it.
+	if _, err := c2.Write([]byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if _, err := c3.Write([]byte("three")); err != nil {
+		t.Fatal(err)
+	}
+	c3.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c3.Read(make([]byte, 8)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("third client: %v, want connection reset", err)
+	}
+	// A new SYN while the accept queue is full is dropped: no connection.
+	if c4, err := dial(top.Client, vip, 1500*time.Millisecond); err == nil {
+		c4.Close()
+		t.Fatal("a fourth connection got through a full accept queue")
+	}
+	m := g.metrics()
+	if got := m[`syngate_accept_queue_overflows_total{action="reset",service="web"}`]; got != 1 {
+		t.Errorf("accept queue overflows{reset} = %v, want 1", got)
+	}
+	if got := m[`syngate_syn_dropped_total{reason="accept_queue_full",service="web"}`]; got < 1 {
+		t.Errorf("SYNs dropped for a full accept queue = %v", got)
+	}
+}
