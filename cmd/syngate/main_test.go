@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+func runCLI(args ...string) (stdout, stderr string, code int) {
+	var out, errb bytes.Buffer
+	err := run(context.Background(), env{stdout: &out, stderr: &errb}, args)
+	code = exitCode(err, &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestHelpIsStable(t *testing.T) {
+	out, _, code := runCLI("--help")
+	if code != 0 || out != usage {
+		t.Errorf("--help: code %d, output:\n%s", code, out)
+	}
+	for _, cmd := range []string{"run", "check", "demo"} {
+		if !strings.Contains(usage, "syngate "+cmd) {
+			t.Errorf("usage does not mention %s", cmd)
+		}
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{nil, 2, "Usage:"},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"check"}, 2, "-c FILE is required"},
+		{[]string{"check", "-x"}, 2, "flag provided but not defined"},
+		{[]string{"check", "-c", "../../config/example.yaml", "extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"check", "-c", "/nonexistent.yaml"}, 1, "no such file"},
+		{[]string{"run"}, 2, "-c FILE is required"},
+		{[]string{"run", "-c", "x", "-log-level", "loud"}, 2, "-log-level"},
+		{[]string{"check", "-h"}, 0, "Usage: syngate check"},
+	}
+	for _, tt := range tests {
+		_, stderr, code := runCLI(tt.args...)
+		if code != tt.code || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%v: code %d stderr %q; want code %d containing %q", tt.args, code, stderr, tt.code, tt.want)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, _, code := runCLI("version")
+	if code != 0 || out != "syngate dev\n" {
+		t.Errorf("version: %d %q", code, out)
+	}
+}
+
+func TestCheckPrintsPlan(t *testing.T) {
+	out, stderr, code := runCLI("check", "-c", "../../config/example.yaml")
+	if code != 0 {
+		t.Fatalf("check example.yaml: code %d: %s", code, stderr)
+	}
+	for _, want := range []string{
+		"config OK",
+		"attach XDP to eth0 (mode auto)",
+		"service web: 192.0.2.10:80 -> 10.0.0.5:8080 (source 10.0.0.1)",
+		"accept queue 1024 = min(backlog 1024, somaxconn 4096), on overflow drop",
+		"announce: mss 1460, window scale 7, sack true, timestamps true",
+		"service web6: [2001:db8::10]:443 -> [2001:db8:1::5]:8443 (source from the route)",
+		"announce: mss learned from backend",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestCheckReportsErrors(t *testing.T) {
+	_, stderr, code := runCLI("check", "-c", "testdata/bad.yaml")
+	if code != 1 || !strings.Contains(stderr, "line 6: services.0.backlog: 0 out of range") {
+		t.Errorf("code %d stderr %q", code, stderr)
+	}
+}
