@@ -304,4 +304,3 @@ func (w *worker) send(n int) (sent, failed uint64, err error) {
 	}
 	return sent, failed, nil
 }
-
