@@ -163,6 +163,7 @@ var mapLayouts = map[string][2]any{
 	syngateMapRatelimit: {syngateRlKey{}, syngateRlVal{}},
 	syngateMapCounters:  {uint32(0), syngateCounter{}},
 	syngateMapXsks:      {uint32(0), uint32(0)},
+	syngateMapIfslots:   {uint32(0), uint32(0)},
 	syngateMapTxPorts:   {uint32(0), uint32(0)},
 }
 
@@ -175,6 +176,21 @@ type Dataplane struct {
 
 	mu    sync.Mutex
 	links map[int]attachment // by ifindex; keeps links referenced
+	slots map[int]ifSlot     // by ifindex; mirrors the ifslots map
+}
+
+// Limits of the AF_XDP socket map, mirrors of MAX_QUEUES and MAX_IFACES in
+// syngate.c: sockets of at most MaxInterfaces interfaces, on receive queues
+// below MaxQueues, can be registered at a time.
+const (
+	MaxQueues     = 64
+	MaxInterfaces = 16
+)
+
+// ifSlot is an interface's block of MaxQueues entries in the socket map.
+type ifSlot struct {
+	slot   int
+	queues uint64 // bit q: a socket is registered for queue q
 }
 
 type attachment struct {
@@ -216,7 +232,7 @@ func Load(cfg Config) (*Dataplane, error) {
 		}
 		opts.Maps.PinPath = cfg.PinPath
 	}
-	d := &Dataplane{log: cfg.Logger, cfg: cfg, links: make(map[int]attachment)}
+	d := &Dataplane{log: cfg.Logger, cfg: cfg, links: make(map[int]attachment), slots: make(map[int]ifSlot)}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -238,6 +254,12 @@ func checkLayouts(spec *ebpf.CollectionSpec) error {
 		if v := binary.Size(kv[1]); uint32(v) != ms.ValueSize {
 			return fmt.Errorf("map %s: value is %d bytes in C, %d in Go", name, ms.ValueSize, v)
 		}
+	}
+	if n := spec.Maps[syngateMapIfslots].MaxEntries; n != MaxInterfaces {
+		return fmt.Errorf("map %s: %d entries in C, MaxInterfaces is %d", syngateMapIfslots, n, MaxInterfaces)
+	}
+	if n := spec.Maps[syngateMapXsks].MaxEntries; n != MaxInterfaces*MaxQueues {
+		return fmt.Errorf("map %s: %d entries in C, want MaxInterfaces*MaxQueues = %d", syngateMapXsks, n, MaxInterfaces*MaxQueues)
 	}
 	return nil
 }

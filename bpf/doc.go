@@ -7,7 +7,7 @@
 //	defer dp.Close()
 //	err = dp.Attach("eth0", bpf.ModeAuto)
 //	err = dp.SetService(bpf.Service{Addr: netip.MustParseAddrPort("192.0.2.10:443"), ID: 1})
-//	err = dp.RegisterSocket(queue, xskFD)                 // one AF_XDP socket per rx queue
+//	err = dp.RegisterSocket(ifindex, queue, xskFD)        // one AF_XDP socket per interface rx queue
 //	err = dp.InstallFlow(bpf.ClientKey(tuple), clientToBackend) // and the reverse direction
 //	counters, err := dp.Counters()
 //
@@ -16,7 +16,7 @@
 // Packets that are not TCP to a service (SetService) or to a local
 // backend-side address (AddLocal) within Config.LocalPorts leave with
 // XDP_PASS after one hash lookup. For those that are: SYNs go to the AF_XDP
-// socket of the receive queue; segments of an installed flow are rewritten
+// socket of the interface and receive queue they arrived on; segments of an installed flow are rewritten
 // (addresses, ports, seq/ack, SACK edges, timestamps, window, checksums
 // updated incrementally) and sent on via the FIB or the MACs learned from
 // the handshake; RST/FIN to a service without a flow are dropped; the rest
@@ -46,9 +46,20 @@
 //	ratelimit  source prefix -> SYN token bucket     XDP only
 //	counters   verdict -> packets, bytes (per CPU)    XDP only
 //
-// Not pinned: xsks (AF_XDP sockets die with the process that owns them; the
-// new process registers its own) and tx_ports (rebuilt by Attach). The
-// program and its XDP links are not pinned either: Close detaches, so
+// Not pinned, rebuilt by each process:
+//
+//	ifslots    ifindex -> slot (< MaxInterfaces)      RegisterSocket/UnregisterSocket
+//	xsks       slot*MaxQueues + rx queue -> AF_XDP    RegisterSocket/UnregisterSocket
+//	tx_ports   ifindex -> ifindex (DEVMAP_HASH)       Attach/Detach
+//
+// Every interface has its own queue 0, so sockets are keyed by (interface,
+// queue): an interface takes a slot with its first socket and frees it with
+// its last. A packet steered to AF_XDP from an interface without a slot,
+// from a queue at or above MaxQueues, or from a queue without a socket is
+// dropped as VerdictDropNoSocket. AF_XDP sockets die with the process that
+// owns them, so the new process registers its own.
+//
+// The program and its XDP links are not pinned either: Close detaches, so
 // between the old process's exit and the new one's Attach packets take the
 // kernel path. A map whose layout changed between versions is refused with
 // ErrPinnedIncompatible; remove the pins (Unpin) to start from scratch.

@@ -34,6 +34,9 @@ var (
 	ErrPinnedIncompatible = errors.New("pinned map incompatible with this program")
 	// ErrNotFound: no such service, local address, socket or flow.
 	ErrNotFound = errors.New("not found")
+	// ErrTooManyInterfaces: RegisterSocket for a new interface while
+	// sockets of MaxInterfaces others are registered.
+	ErrTooManyInterfaces = errors.New("too many interfaces with AF_XDP sockets")
 	// ErrInvalid: an argument (address, port, config value) is unusable.
 	ErrInvalid = errors.New("invalid argument")
 )

@@ -2,10 +2,12 @@ package bpf
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"unsafe"
 
@@ -144,11 +146,34 @@ type result struct {
 // the counter that moved; exactly one must move, by one packet.
 func mustRun(tb testing.TB, d *Dataplane, data []byte) result {
 	tb.Helper()
+	return mustRunOn(tb, d, data, 0, 0)
+}
+
+// loIfindex is the loopback's ifindex in every network namespace: the
+// ingress interface of a test run without an explicit one.
+const loIfindex = 1
+
+// xdpMD mirrors struct xdp_md, the context of a test run.
+type xdpMD struct {
+	Data, DataEnd, DataMeta uint32
+	IngressIfindex          uint32
+	RxQueueIndex            uint32
+	EgressIfindex           uint32
+}
+
+// mustRunOn is mustRun with the packet received on queue of ifindex (which
+// must exist in the calling thread's network namespace); zero ifindex
+// means the kernel's default, queue 0 of the loopback.
+func mustRunOn(tb testing.TB, d *Dataplane, data []byte, ifindex, queue int) result {
+	tb.Helper()
 	before, err := d.Counters()
 	if err != nil {
 		tb.Fatal(err)
 	}
 	opts := ebpf.RunOptions{Data: data, DataOut: make([]byte, len(data)+256)}
+	if ifindex != 0 {
+		opts.Context = xdpMD{DataEnd: uint32(len(data)), IngressIfindex: uint32(ifindex), RxQueueIndex: uint32(queue)}
+	}
 	ret, err := d.objs.SyngateXdp.Run(&opts)
 	if err != nil {
 		tb.Fatalf("run: %v", err)
@@ -186,65 +211,107 @@ func mustRun(tb testing.TB, d *Dataplane, data []byte) result {
 func xskSocket(tb testing.TB) int {
 	tb.Helper()
 	type res struct {
-		fd  int
+		x   *xsk
 		err error
-		op  string
 	}
 	ch := make(chan res, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread leaves with the namespace
-		fail := func(op string, err error) { ch <- res{-1, err, op} }
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			fail("unshare", err)
+			ch <- res{nil, fmt.Errorf("unshare: %w", err)}
 			return
 		}
-		fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			fail("socket", err)
-			return
-		}
-		const frames, frameSize = 16, 4096
-		mem, err := unix.Mmap(-1, 0, frames*frameSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-		if err != nil {
-			unix.Close(fd)
-			fail("mmap", err)
-			return
-		}
-		// The umem stays mapped for the life of the test binary; the
-		// kernel pins its pages while the socket lives.
-		reg := unix.XDPUmemReg{Addr: uint64(uintptr(unsafe.Pointer(&mem[0]))), Len: uint64(len(mem)), Size: frameSize}
-		if _, _, e := unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_XDP, unix.XDP_UMEM_REG,
-			uintptr(unsafe.Pointer(&reg)), unsafe.Sizeof(reg), 0); e != 0 {
-			unix.Close(fd)
-			fail("umem reg", e)
-			return
-		}
-		for _, opt := range []int{unix.XDP_UMEM_FILL_RING, unix.XDP_UMEM_COMPLETION_RING, unix.XDP_RX_RING} {
-			if err := unix.SetsockoptInt(fd, unix.SOL_XDP, opt, frames); err != nil {
-				unix.Close(fd)
-				fail("ring size", err)
-				return
-			}
-		}
-		lo, err := net.InterfaceByName("lo")
-		if err != nil {
-			unix.Close(fd)
-			fail("lo", err)
-			return
-		}
-		if err := unix.Bind(fd, &unix.SockaddrXDP{Flags: unix.XDP_COPY, Ifindex: uint32(lo.Index), QueueID: 0}); err != nil {
-			unix.Close(fd)
-			fail("bind", err)
-			return
-		}
-		ch <- res{fd: fd}
+		x, err := openXSK(loIfindex, 0)
+		ch <- res{x, err}
 	}()
 	r := <-ch
 	if r.err != nil {
-		tb.Fatalf("af_xdp socket: %s: %v", r.op, r.err)
+		tb.Fatalf("af_xdp socket: %v", r.err)
 	}
-	tb.Cleanup(func() { unix.Close(r.fd) })
-	return r.fd
+	tb.Cleanup(r.x.close)
+	return r.x.fd
+}
+
+// xsk is a minimal AF_XDP socket: a umem of xskFrames frames, all of them
+// handed to the kernel on the fill ring, and an RX ring whose producer
+// tells how many frames arrived.
+type xsk struct {
+	fd       int
+	umem     []byte
+	rx, fill []byte
+	rxProd   *uint32
+}
+
+const xskFrames, xskFrameSize = 16, 4096
+
+// openXSK binds a socket to queue of ifindex in the calling thread's
+// network namespace.
+func openXSK(ifindex, queue int) (x *xsk, err error) {
+	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	x = &xsk{fd: fd}
+	defer func() {
+		if err != nil {
+			x.close()
+		}
+	}()
+	// The kernel pins the umem's pages while the socket lives.
+	x.umem, err = unix.Mmap(-1, 0, xskFrames*xskFrameSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return x, fmt.Errorf("mmap umem: %w", err)
+	}
+	reg := unix.XDPUmemReg{Addr: uint64(uintptr(unsafe.Pointer(&x.umem[0]))), Len: uint64(len(x.umem)), Size: xskFrameSize}
+	if _, _, e := unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_XDP, unix.XDP_UMEM_REG,
+		uintptr(unsafe.Pointer(&reg)), unsafe.Sizeof(reg), 0); e != 0 {
+		return x, fmt.Errorf("umem reg: %w", e)
+	}
+	for _, opt := range []int{unix.XDP_UMEM_FILL_RING, unix.XDP_UMEM_COMPLETION_RING, unix.XDP_RX_RING} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_XDP, opt, xskFrames); err != nil {
+			return x, fmt.Errorf("ring size: %w", err)
+		}
+	}
+	var off unix.XDPMmapOffsets
+	offLen := uint32(unsafe.Sizeof(off))
+	if _, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_XDP, unix.XDP_MMAP_OFFSETS,
+		uintptr(unsafe.Pointer(&off)), uintptr(unsafe.Pointer(&offLen)), 0); e != 0 {
+		return x, fmt.Errorf("mmap offsets: %w", e)
+	}
+	x.rx, err = unix.Mmap(fd, unix.XDP_PGOFF_RX_RING, int(off.Rx.Desc)+xskFrames*int(unsafe.Sizeof(unix.XDPDesc{})),
+		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return x, fmt.Errorf("mmap rx ring: %w", err)
+	}
+	x.rxProd = (*uint32)(unsafe.Pointer(&x.rx[off.Rx.Producer]))
+	x.fill, err = unix.Mmap(fd, unix.XDP_UMEM_PGOFF_FILL_RING, int(off.Fr.Desc)+xskFrames*8,
+		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return x, fmt.Errorf("mmap fill ring: %w", err)
+	}
+	for i := range xskFrames {
+		binary.NativeEndian.PutUint64(x.fill[int(off.Fr.Desc)+8*i:], uint64(i*xskFrameSize))
+	}
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&x.fill[off.Fr.Producer])), xskFrames)
+	if err := unix.Bind(fd, &unix.SockaddrXDP{Flags: unix.XDP_COPY, Ifindex: uint32(ifindex), QueueID: uint32(queue)}); err != nil {
+		return x, fmt.Errorf("bind to ifindex %d queue %d: %w", ifindex, queue, err)
+	}
+	return x, nil
+}
+
+// received is how many frames the kernel put on the RX ring.
+func (x *xsk) received() uint32 { return atomic.LoadUint32(x.rxProd) }
+
+func (x *xsk) close() {
+	for _, m := range [][]byte{x.rx, x.fill} {
+		if m != nil {
+			_ = unix.Munmap(m)
+		}
+	}
+	_ = unix.Close(x.fd)
+	if x.umem != nil {
+		_ = unix.Munmap(x.umem)
+	}
 }
 
 // Options used across tests.

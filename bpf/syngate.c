@@ -14,7 +14,7 @@
  *   service/local: 4-tuple in the flow table                   -> fast path
  *   service: RST or FIN for an unknown flow                    -> DROP
  *   service/local: anything else                               -> XSK
- *   XSK with no socket on the receive queue                    -> DROP
+ *   XSK with no socket on the (interface, receive queue)       -> DROP
  *
  * Every verdict is counted under one reason (enum reason, mirrored in Go).
  */
@@ -199,11 +199,26 @@ struct {
 	__uint(max_entries, R_MAX);
 } counters SEC(".maps");
 
+/* AF_XDP sockets, one per (interface, receive queue): every interface the
+ * program serves has its own queue 0, so the queue alone cannot be the key.
+ * Go gives each interface with sockets a slot in ifslots (ifindex -> slot);
+ * the socket of queue q sits at slot * MAX_QUEUES + q in xsks. The Go
+ * constants MaxQueues and MaxInterfaces mirror these. */
+#define MAX_QUEUES 64
+#define MAX_IFACES 16
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, MAX_IFACES);
+} ifslots SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
 	__type(key, __u32);
 	__type(value, __u32);
-	__uint(max_entries, 64);
+	__uint(max_entries, MAX_IFACES * MAX_QUEUES);
 } xsks SEC(".maps");
 
 struct {
@@ -390,10 +405,15 @@ static __always_inline int bad_flags(__u8 f)
 
 static __always_inline int to_xsk(struct xdp_md *ctx, __u32 reason, __u64 bytes)
 {
+	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 q = ctx->rx_queue_index;
-	if (!bpf_map_lookup_elem(&xsks, &q))
+	__u32 *slot = bpf_map_lookup_elem(&ifslots, &ifindex);
+	if (!slot || *slot >= MAX_IFACES || q >= MAX_QUEUES)
 		return count(R_DROP_NO_SOCKET, bytes, XDP_DROP);
-	long ret = bpf_redirect_map(&xsks, q, XDP_DROP);
+	__u32 idx = *slot * MAX_QUEUES + q;
+	if (!bpf_map_lookup_elem(&xsks, &idx))
+		return count(R_DROP_NO_SOCKET, bytes, XDP_DROP);
+	long ret = bpf_redirect_map(&xsks, idx, XDP_DROP);
 	if (ret != XDP_REDIRECT)
 		return count(R_DROP_NO_SOCKET, bytes, XDP_DROP);
 	return count(reason, bytes, XDP_REDIRECT);

@@ -134,6 +134,7 @@ type syngateSvcVal struct {
 const (
 	syngateMapCounters    = "counters"
 	syngateMapFlows       = "flows"
+	syngateMapIfslots     = "ifslots"
 	syngateMapLocals      = "locals"
 	syngateMapRatelimit   = "ratelimit"
 	syngateMapServices    = "services"
@@ -194,6 +195,7 @@ type syngateProgramSpecs struct {
 type syngateMapSpecs struct {
 	Counters  *ebpf.MapSpec `ebpf:"counters"`
 	Flows     *ebpf.MapSpec `ebpf:"flows"`
+	Ifslots   *ebpf.MapSpec `ebpf:"ifslots"`
 	Locals    *ebpf.MapSpec `ebpf:"locals"`
 	Ratelimit *ebpf.MapSpec `ebpf:"ratelimit"`
 	Services  *ebpf.MapSpec `ebpf:"services"`
@@ -230,6 +232,7 @@ func (o *syngateObjects) Close() error {
 type syngateMaps struct {
 	Counters  *ebpf.Map `ebpf:"counters"`
 	Flows     *ebpf.Map `ebpf:"flows"`
+	Ifslots   *ebpf.Map `ebpf:"ifslots"`
 	Locals    *ebpf.Map `ebpf:"locals"`
 	Ratelimit *ebpf.Map `ebpf:"ratelimit"`
 	Services  *ebpf.Map `ebpf:"services"`
@@ -241,6 +244,7 @@ func (m *syngateMaps) Close() error {
 	return _SyngateClose(
 		m.Counters,
 		m.Flows,
+		m.Ifslots,
 		m.Locals,
 		m.Ratelimit,
 		m.Services,

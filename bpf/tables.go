@@ -159,30 +159,86 @@ func (d *Dataplane) DeleteLocal(addr netip.Addr) error {
 	return nil
 }
 
-// RegisterSocket makes the AF_XDP socket fd (bound to its interface and
-// queue) receive the packets the program steers from that receive queue.
-// The map holds its own reference; the caller keeps owning fd.
-func (d *Dataplane) RegisterSocket(queue int, fd int) error {
-	if queue < 0 || fd < 0 {
-		return fmt.Errorf("register socket fd %d on queue %d: %w", fd, queue, ErrInvalid)
+// RegisterSocket makes the AF_XDP socket fd, bound to queue of the
+// interface ifindex, receive the packets the program steers from that
+// interface and queue, replacing any socket registered there before. Each
+// interface gets its own slot on its first socket (so every interface's
+// queue 0 has its own socket); at most MaxInterfaces interfaces and queues
+// below MaxQueues. Registering before Attach is fine and avoids dropping
+// the first SYNs. The map holds its own reference; the caller keeps owning
+// fd.
+func (d *Dataplane) RegisterSocket(ifindex, queue, fd int) error {
+	if ifindex <= 0 || ifindex > 1<<31-1 || queue < 0 || queue >= MaxQueues || fd < 0 {
+		return fmt.Errorf("register socket fd %d on ifindex %d queue %d: %w", fd, ifindex, queue, ErrInvalid)
 	}
-	if err := d.objs.Xsks.Put(uint32(queue), uint32(fd)); err != nil {
-		return fmt.Errorf("register socket fd %d on queue %d: %w", fd, queue, classify(err))
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, ok := d.slots[ifindex]
+	if !ok {
+		free := d.freeSlot()
+		if free < 0 {
+			return fmt.Errorf("register socket fd %d on ifindex %d queue %d: all %d slots taken: %w",
+				fd, ifindex, queue, MaxInterfaces, ErrTooManyInterfaces)
+		}
+		s = ifSlot{slot: free}
 	}
+	if err := d.objs.Xsks.Put(uint32(s.slot*MaxQueues+queue), uint32(fd)); err != nil {
+		return fmt.Errorf("register socket fd %d on ifindex %d queue %d: %w", fd, ifindex, queue, classify(err))
+	}
+	if !ok {
+		// The socket is in place before the program can find the slot.
+		if err := d.objs.Ifslots.Put(uint32(ifindex), uint32(s.slot)); err != nil {
+			_ = d.objs.Xsks.Delete(uint32(s.slot*MaxQueues + queue))
+			return fmt.Errorf("register socket fd %d on ifindex %d queue %d: add interface slot: %w", fd, ifindex, queue, classify(err))
+		}
+	}
+	s.queues |= 1 << queue
+	d.slots[ifindex] = s
 	return nil
 }
 
-// UnregisterSocket stops steering a queue's packets to AF_XDP; they are then
-// dropped and counted as VerdictDropNoSocket. Unregistering an empty queue
-// is not an error (the kernel's XSKMAP does not tell).
-func (d *Dataplane) UnregisterSocket(queue int) error {
-	if queue < 0 {
-		return fmt.Errorf("unregister socket on queue %d: %w", queue, ErrInvalid)
+// UnregisterSocket stops steering an interface queue's packets to AF_XDP;
+// they are then dropped and counted as VerdictDropNoSocket. The interface's
+// slot is freed with its last socket. Unregistering a queue without a socket
+// returns ErrNotFound.
+func (d *Dataplane) UnregisterSocket(ifindex, queue int) error {
+	if ifindex <= 0 || ifindex > 1<<31-1 || queue < 0 || queue >= MaxQueues {
+		return fmt.Errorf("unregister socket on ifindex %d queue %d: %w", ifindex, queue, ErrInvalid)
 	}
-	if err := d.objs.Xsks.Delete(uint32(queue)); err != nil {
-		return fmt.Errorf("unregister socket on queue %d: %w", queue, notFound(err))
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, ok := d.slots[ifindex]
+	if !ok || s.queues&(1<<queue) == 0 {
+		return fmt.Errorf("unregister socket on ifindex %d queue %d: %w", ifindex, queue, ErrNotFound)
 	}
+	if err := d.objs.Xsks.Delete(uint32(s.slot*MaxQueues + queue)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unregister socket on ifindex %d queue %d: %w", ifindex, queue, err)
+	}
+	s.queues &^= 1 << queue
+	if s.queues != 0 {
+		d.slots[ifindex] = s
+		return nil
+	}
+	if err := d.objs.Ifslots.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		d.slots[ifindex] = s // keep the slot reserved: the program may still use it
+		return fmt.Errorf("unregister socket on ifindex %d queue %d: free interface slot: %w", ifindex, queue, err)
+	}
+	delete(d.slots, ifindex)
 	return nil
+}
+
+// freeSlot returns the lowest slot no interface holds, or -1. d.mu is held.
+func (d *Dataplane) freeSlot() int {
+	var used [MaxInterfaces]bool
+	for _, s := range d.slots {
+		used[s.slot] = true
+	}
+	for i, u := range used {
+		if !u {
+			return i
+		}
+	}
+	return -1
 }
 
 // FlowKey is one direction of a spliced connection as its packets arrive:

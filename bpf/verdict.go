@@ -20,7 +20,7 @@ const (
 	VerdictXSKBackend                       // backend segment to a local port without a flow
 	VerdictFastTX                           // spliced, sent back out of the ingress interface
 	VerdictFastRedirect                     // spliced, redirected to another interface
-	VerdictDropNoSocket                     // for AF_XDP, but no socket on that queue
+	VerdictDropNoSocket                     // for AF_XDP, but no socket on that interface and queue
 	VerdictDropRstFinUnknown                // RST or FIN to a service without a flow
 	VerdictDropBadFlags                     // impossible flag combination (defense)
 	VerdictDropSynPayload                   // SYN carrying data (defense)

@@ -9,9 +9,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -51,7 +54,7 @@ func testDataplane(tb testing.TB, cfg Config) *Dataplane {
 
 func withSocket(tb testing.TB, d *Dataplane) {
 	tb.Helper()
-	if err := d.RegisterSocket(0, xskSocket(tb)); err != nil {
+	if err := d.RegisterSocket(loIfindex, 0, xskSocket(tb)); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -282,11 +285,183 @@ func TestNoSocket(t *testing.T) {
 	if r := mustRun(t, d, syn); r.verdict != VerdictXSKSyn {
 		t.Fatalf("with socket: verdict %v", r.verdict)
 	}
-	if err := d.UnregisterSocket(0); err != nil {
+	if err := d.UnregisterSocket(loIfindex, 0); err != nil {
 		t.Fatal(err)
 	}
 	if r := mustRun(t, d, syn); r.verdict != VerdictDropNoSocket {
 		t.Fatalf("after unregister: verdict %v", r.verdict)
+	}
+	if err := d.UnregisterSocket(loIfindex, 0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unregister twice: %v, want ErrNotFound", err)
+	}
+}
+
+// vethPair creates a veth pair with rxQueues receive queues each in the
+// calling thread's network namespace (see inNewNetns) and returns their
+// ifindexes.
+func vethPair(t *testing.T, rxQueues int) (int, int) {
+	t.Helper()
+	n := strconv.Itoa(rxQueues)
+	if out, err := exec.Command("ip", "link", "add", "sgtest0", "numrxqueues", n, "type", "veth",
+		"peer", "name", "sgtest1", "numrxqueues", n).CombinedOutput(); err != nil {
+		t.Skipf("skipping: cannot create a veth pair in the test namespace: %v: %s", err, out)
+	}
+	return ifindex(t, "sgtest0"), ifindex(t, "sgtest1")
+}
+
+// TestSocketSlots: every interface's queue 0 has its own socket; an
+// interface's queues never reach another interface's slot.
+func TestSocketSlots(t *testing.T) {
+	requireRoot(t)
+	inNewNetns(t)
+	ifA, ifB := vethPair(t, MaxQueues+1)
+	d := testDataplane(t, Config{})
+	syn := frame(t, pkt{src: client4, dst: svc4, flags: "S"})
+	expect := func(step string, want map[[2]int]Verdict) {
+		t.Helper()
+		for iq, v := range want {
+			if r := mustRunOn(t, d, append([]byte(nil), syn...), iq[0], iq[1]); r.verdict != v {
+				t.Errorf("%s: ifindex %d queue %d: verdict %v, want %v", step, iq[0], iq[1], r.verdict, v)
+			}
+		}
+	}
+	slotOf := func(ifindex int) (uint32, bool) {
+		var slot uint32
+		err := d.objs.Ifslots.Lookup(uint32(ifindex), &slot)
+		return slot, err == nil
+	}
+
+	if err := d.RegisterSocket(ifA, 0, xskSocket(t)); err != nil {
+		t.Fatal(err)
+	}
+	expect("socket on A:0", map[[2]int]Verdict{
+		{ifA, 0}: VerdictXSKSyn, {ifA, 1}: VerdictDropNoSocket,
+		{ifB, 0}: VerdictDropNoSocket, {loIfindex, 0}: VerdictDropNoSocket,
+	})
+	if err := d.RegisterSocket(ifB, 0, xskSocket(t)); err != nil {
+		t.Fatal(err)
+	}
+	sa, okA := slotOf(ifA)
+	sb, okB := slotOf(ifB)
+	if !okA || !okB || sa == sb {
+		t.Fatalf("slots: A %d (%v), B %d (%v), want two distinct ones", sa, okA, sb, okB)
+	}
+	// Queue MaxQueues of the first slot would index the next slot's queue 0.
+	expect("sockets on A:0 and B:0", map[[2]int]Verdict{
+		{ifA, 0}: VerdictXSKSyn, {ifB, 0}: VerdictXSKSyn,
+		{ifA, MaxQueues}: VerdictDropNoSocket, {ifB, MaxQueues}: VerdictDropNoSocket,
+	})
+	if err := d.RegisterSocket(ifA, 1, xskSocket(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.UnregisterSocket(ifA, 0); err != nil {
+		t.Fatal(err)
+	}
+	expect("sockets on A:1 and B:0", map[[2]int]Verdict{
+		{ifA, 0}: VerdictDropNoSocket, {ifA, 1}: VerdictXSKSyn, {ifB, 0}: VerdictXSKSyn,
+	})
+	// The last socket of an interface frees its slot for the next one.
+	if err := d.UnregisterSocket(ifA, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := slotOf(ifA); ok {
+		t.Fatal("interface A keeps its slot without sockets")
+	}
+	expect("socket on B:0", map[[2]int]Verdict{{ifA, 1}: VerdictDropNoSocket, {ifB, 0}: VerdictXSKSyn})
+	if err := d.RegisterSocket(loIfindex, 0, xskSocket(t)); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := slotOf(loIfindex); s != sa {
+		t.Fatalf("loopback got slot %d, want the freed slot %d", s, sa)
+	}
+	expect("sockets on lo:0 and B:0", map[[2]int]Verdict{{loIfindex, 0}: VerdictXSKSyn, {ifA, 0}: VerdictDropNoSocket, {ifB, 0}: VerdictXSKSyn})
+}
+
+// TestSocketDelivery runs the program in live-frame mode, so redirected
+// frames really reach the AF_XDP socket their map slot holds: a SYN on
+// queue 0 of each interface lands on that interface's socket only.
+func TestSocketDelivery(t *testing.T) {
+	requireRoot(t)
+	inNewNetns(t)
+	ifA, ifB := vethPair(t, 1)
+	d := testDataplane(t, Config{})
+	socks := map[int]*xsk{}
+	for _, ifindex := range []int{ifA, ifB} {
+		x, err := openXSK(ifindex, 0)
+		if err != nil {
+			t.Fatalf("af_xdp socket on ifindex %d: %v", ifindex, err)
+		}
+		t.Cleanup(x.close)
+		socks[ifindex] = x
+		if err := d.RegisterSocket(ifindex, 0, x.fd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	syn := frame(t, pkt{src: client4, dst: svc4, flags: "S"})
+	want := map[int]uint32{}
+	for _, in := range []int{ifA, ifB, ifB} {
+		before, err := d.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := ebpf.RunOptions{
+			Data:    syn,
+			Context: xdpMD{DataEnd: uint32(len(syn)), IngressIfindex: uint32(in)},
+			Flags:   unix.BPF_F_TEST_XDP_LIVE_FRAMES,
+			Repeat:  1,
+		}
+		if _, err := d.objs.SyngateXdp.Run(&opts); err != nil {
+			t.Fatalf("live run on ifindex %d: %v", in, err)
+		}
+		after, err := d.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := after[VerdictXSKSyn].Packets - before[VerdictXSKSyn].Packets; n != 1 {
+			t.Fatalf("ifindex %d: %d packets counted as %v, want 1", in, n, VerdictXSKSyn)
+		}
+		want[in]++
+		for ifindex, x := range socks {
+			if got := x.received(); got != want[ifindex] {
+				t.Errorf("after a SYN on ifindex %d: socket of ifindex %d received %d frames, want %d", in, ifindex, got, want[ifindex])
+			}
+		}
+	}
+}
+
+func TestSocketLimits(t *testing.T) {
+	d := testDataplane(t, Config{})
+	fd := xskSocket(t)
+	for _, tc := range []struct{ ifindex, queue, fd int }{
+		{0, 0, fd}, {-1, 0, fd}, {1, -1, fd}, {1, MaxQueues, fd}, {1, 0, -1},
+	} {
+		if err := d.RegisterSocket(tc.ifindex, tc.queue, tc.fd); !errors.Is(err, ErrInvalid) {
+			t.Errorf("RegisterSocket(%d, %d, %d): %v, want ErrInvalid", tc.ifindex, tc.queue, tc.fd, err)
+		}
+	}
+	if err := d.UnregisterSocket(1, MaxQueues); !errors.Is(err, ErrInvalid) {
+		t.Errorf("UnregisterSocket(1, MaxQueues): %v, want ErrInvalid", err)
+	}
+	if err := d.UnregisterSocket(7, 0); !errors.Is(err, ErrNotFound) {
+		t.Errorf("UnregisterSocket of an unknown interface: %v, want ErrNotFound", err)
+	}
+	// Slots are handed out by ifindex alone; the interfaces need not exist.
+	for i := range MaxInterfaces {
+		if err := d.RegisterSocket(100+i, MaxQueues-1, fd); err != nil {
+			t.Fatalf("interface %d of %d: %v", i+1, MaxInterfaces, err)
+		}
+	}
+	if err := d.RegisterSocket(100+MaxInterfaces, 0, fd); !errors.Is(err, ErrTooManyInterfaces) {
+		t.Fatalf("one interface too many: %v, want ErrTooManyInterfaces", err)
+	}
+	if err := d.RegisterSocket(100, 0, fd); err != nil {
+		t.Fatalf("another queue of a known interface: %v", err)
+	}
+	if err := d.UnregisterSocket(101, MaxQueues-1); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RegisterSocket(100+MaxInterfaces, 0, fd); err != nil {
+		t.Fatalf("after freeing a slot: %v", err)
 	}
 }
 
