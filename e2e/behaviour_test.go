@@ -53,8 +53,8 @@ func TestClientOptions(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
+				echoServer(t, top)
 				g := startSyngate(t, top, o)
-				echoServer(t, g)
 				if err := echoBulk(g, 4<<20, 7, time.Minute); err != nil {
 					t.Fatal(err)
 				}
@@ -68,8 +68,8 @@ func TestClientOptions(t *testing.T) {
 func TestBackendWindowScaleDiffers(t *testing.T) {
 	o := labOptions{extra: "    announce:\n      window_scale: 2\n"}
 	top := newLab(t, o)
+	echoServer(t, top)
 	g := startSyngate(t, top, o)
-	echoServer(t, g)
 	if err := echoBulk(g, 32<<20, 3, time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -80,8 +80,8 @@ func TestBackendWindowScaleDiffers(t *testing.T) {
 func TestLoss(t *testing.T) {
 	o := labOptions{}
 	top := newLab(t, o)
+	echoServer(t, top)
 	g := startSyngate(t, top, o)
-	echoServer(t, g)
 	const lossy = `table inet loss {
 	chain out {
 		type filter hook output priority 0;
@@ -107,8 +107,8 @@ func TestLoss(t *testing.T) {
 func TestSynAckRetransmission(t *testing.T) {
 	o := labOptions{cookies: "never"}
 	top := newLab(t, o)
+	echoServer(t, top)
 	g := startSyngate(t, top, o)
-	echoServer(t, g)
 	nft(t, top.Client, fmt.Sprintf(`table inet ackloss {
 	chain out {
 		type filter hook output priority 0;

@@ -63,8 +63,8 @@ func TestBulk64MiB(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			o := labOptions{oneArm: oneArm}
 			top := newLab(t, o)
+			echoServer(t, top)
 			g := startSyngate(t, top, o)
-			echoServer(t, g)
 			start := time.Now()
 			if err := echoBulk(g, 64<<20, 1, 2*time.Minute); err != nil {
 				t.Fatal(err)
@@ -88,8 +88,8 @@ func TestBulk64MiB(t *testing.T) {
 func TestManyConnections(t *testing.T) {
 	o := labOptions{cookies: "auto", backlog: 4096}
 	top := newLab(t, o)
+	echoServer(t, top)
 	g := startSyngate(t, top, o)
-	echoServer(t, g)
 	const conns, workers = 1000, 50
 	var wg sync.WaitGroup
 	errs := make(chan error, conns)

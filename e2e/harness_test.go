@@ -192,7 +192,7 @@ func (g *gatewayRun) stop() {
 		g.t.Errorf("syngate did not stop on SIGTERM within 10s")
 	}
 	g.log.Close()
-	if g.t.Failed() {
+	if g.t.Failed() || os.Getenv("E2E_LOGS") != "" {
 		g.t.Logf("syngate log:\n%s", g.logs())
 	}
 }

@@ -8,12 +8,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/syngate/syngate/lab"
 )
 
 // echoServer runs a TCP echo server in the backend namespace.
-func echoServer(t *testing.T, g *gatewayRun) {
+func echoServer(t *testing.T, top *lab.Topology) {
 	t.Helper()
-	ln, err := listen(g.top.Backend, netip.AddrPortFrom(netip.IPv4Unspecified(), backendPort))
+	ln, err := listen(top.Backend, netip.AddrPortFrom(netip.IPv4Unspecified(), backendPort))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,8 +76,8 @@ func TestEcho(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			top := newLab(t, tc.o)
+			echoServer(t, top)
 			g := startSyngate(t, top, tc.o)
-			echoServer(t, g)
 			for i := 0; i < 3; i++ {
 				roundTrip(t, g, bytes.Repeat([]byte("syngate "), 1000*(i+1)))
 			}

@@ -129,20 +129,22 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}
 	reg.SetDataplane(&dataplaneMetrics{dp: dp, e: engine, limit: cfg.Flows.Max})
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 64)
-	defer wg.Wait()
-
-	// Sockets first, then the program: a SYN steered before its socket is
-	// registered would be dropped.
+	// On the way out: stop the loops, wait for them, then close the sockets
+	// they drive (defers run in reverse).
 	var sockets []*afxdp.Socket
 	defer func() {
 		for _, s := range sockets {
 			s.Close()
 		}
 	}()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 64)
+
+	// Sockets first, then the program: a SYN steered before its socket is
+	// registered would be dropped.
 	for _, in := range cfg.Interfaces {
 		socks, err := afxdp.OpenAll(in.Name, afxdp.Config{})
 		if err != nil {

@@ -201,6 +201,7 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 	switch {
 	case c.state == stateSpliced:
 		c.svc.st.slowPath.Add(1)
+		e.log.Debug("slow path", "dir", "to-client", "flags", seg.Flags, "seq", seg.Seq, "len", len(seg.Payload))
 		e.forwardToClient(c, seg)
 	case c.state != stateAccepted:
 	case seg.Flags&packet.RST != 0:
@@ -292,6 +293,7 @@ func (e *Engine) clientSegment(c *conn, seg *packet.Segment, ifindex int) {
 		}
 	case stateSpliced:
 		c.svc.st.slowPath.Add(1)
+		e.log.Debug("slow path", "dir", "to-backend", "flags", seg.Flags, "seq", seg.Seq, "len", len(seg.Payload))
 		e.forwardToBackend(c, seg)
 	}
 }
