@@ -125,12 +125,16 @@ syn:
 backend:
   connect_timeout: %s
 services:
+  - name: web6
+    listen: "%s"
+    backend: "%s"
   - name: web
     listen: %s
     backend: %s
     backlog: %d
     on_overflow: %s
 %s`, ifaces, filepath.Join(dir, "secret"), o.cookies, o.connectTimeout,
+		netip.AddrPortFrom(top.VIP6, servicePort), netip.AddrPortFrom(top.BackendIf.V6.Addr(), backendPort),
 		netip.AddrPortFrom(top.VIP4, servicePort), netip.AddrPortFrom(backendAddr(top), backendPort),
 		o.backlog, o.overflow, o.extra)
 	cfgPath := filepath.Join(dir, "syngate.yaml")

@@ -15,7 +15,7 @@ import (
 // echoServer runs a TCP echo server in the backend namespace.
 func echoServer(t *testing.T, top *lab.Topology) {
 	t.Helper()
-	ln, err := listen(top.Backend, netip.AddrPortFrom(netip.IPv4Unspecified(), backendPort))
+	ln, err := listen(top.Backend, netip.AddrPortFrom(netip.IPv6Unspecified(), backendPort)) // v4 and v6
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,10 +39,10 @@ func echoServer(t *testing.T, top *lab.Topology) {
 	}()
 }
 
-// roundTrip sends msg over a new connection to the VIP and expects it back.
-func roundTrip(t *testing.T, g *gatewayRun, msg []byte) {
+// roundTrip sends msg over a new connection to vip and expects it back.
+func roundTrip(t *testing.T, g *gatewayRun, vip netip.Addr, msg []byte) {
 	t.Helper()
-	c, err := dial(g.top.Client, netip.AddrPortFrom(g.top.VIP4, servicePort), 5*time.Second)
+	c, err := dial(g.top.Client, netip.AddrPortFrom(vip, servicePort), 5*time.Second)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
@@ -79,7 +79,7 @@ func TestEcho(t *testing.T) {
 			echoServer(t, top)
 			g := startSyngate(t, top, tc.o)
 			for i := 0; i < 3; i++ {
-				roundTrip(t, g, bytes.Repeat([]byte("syngate "), 1000*(i+1)))
+				roundTrip(t, g, top.VIP4, bytes.Repeat([]byte("syngate "), 1000*(i+1)))
 			}
 			m := g.metrics()
 			if got := m[`syngate_connections_spliced_total{service="web"}`]; got != 3 {
@@ -98,6 +98,27 @@ func TestEcho(t *testing.T) {
 				t.Errorf("fast path packets = %v, want the data to go through XDP", fast)
 			}
 			t.Logf("fast path %v packets, slow path %v", fast, slow)
+		})
+	}
+}
+
+func TestEchoIPv6(t *testing.T) {
+	for _, cookies := range []string{"never", "always"} {
+		t.Run(cookies, func(t *testing.T) {
+			o := labOptions{cookies: cookies}
+			top := newLab(t, o)
+			echoServer(t, top)
+			g := startSyngate(t, top, o)
+			for i := 0; i < 3; i++ {
+				roundTrip(t, g, top.VIP6, bytes.Repeat([]byte("syngate6 "), 1000*(i+1)))
+			}
+			m := g.metrics()
+			if got := m[`syngate_connections_spliced_total{service="web6"}`]; got != 3 {
+				t.Errorf("spliced over IPv6 = %v, want 3", got)
+			}
+			if got := m[`syngate_connections_spliced_total{service="web"}`]; got != 0 {
+				t.Errorf("IPv4 service spliced %v connections", got)
+			}
 		})
 	}
 }
