@@ -4,24 +4,19 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/syngate/syngate/lab"
+	"github.com/syngate/syngate/metrics"
 )
 
 // syngateBin is the binary under test, built once by TestMain.
@@ -202,44 +197,17 @@ func (g *gatewayRun) stop() {
 }
 
 // metrics scrapes syngate's /metrics from inside the gateway namespace.
-func (g *gatewayRun) metrics() map[string]float64 {
+func (g *gatewayRun) metrics() metrics.Samples {
 	g.t.Helper()
-	var conn net.Conn
-	err := g.top.Gateway.Run(func() (err error) {
-		conn, err = net.DialTimeout("tcp", "127.0.0.1:9420", 2*time.Second)
-		return err
-	})
+	body, err := g.top.Gateway.HTTPGet(netip.MustParseAddrPort("127.0.0.1:9420"), "/metrics", 5*time.Second)
 	if err != nil {
 		g.t.Fatalf("scrape metrics: %v", err)
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprintf(conn, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	m, err := metrics.ParseText(string(body))
 	if err != nil {
-		g.t.Fatalf("scrape metrics: %v", err)
+		g.t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return parseExposition(string(body))
-}
-
-var sampleLine = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$`)
-
-// parseExposition maps "name{labels}" to values; label order is as served.
-func parseExposition(s string) map[string]float64 {
-	out := map[string]float64{}
-	for _, line := range strings.Split(s, "\n") {
-		m := sampleLine.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		v, err := strconv.ParseFloat(m[2], 64)
-		if err == nil {
-			out[m[1]] = v
-		}
-	}
-	return out
+	return m
 }
 
 // dial opens a TCP connection from inside ns.

@@ -127,3 +127,26 @@ func TestHandlerServesBuildInfo(t *testing.T) {
 		t.Errorf("build_info missing:\n%.2000s", body)
 	}
 }
+
+func TestParseTextRoundTrip(t *testing.T) {
+	r := New("test")
+	r.AddService(&fakeService{Name: "web", SynAckCookie: 9, AckRejected: map[string]uint64{"bad_hash": 2}})
+	rec := httptest.NewRecorder()
+	r.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	s, err := ParseText(rec.Body.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s[`syngate_synack_sent_total{kind="cookie",service="web"}`]; got != 9 {
+		t.Errorf("cookie SYN-ACKs = %v, want 9", got)
+	}
+	if got := s.Sum("syngate_synack_sent_total", `service="web"`); got != 9 {
+		t.Errorf("sum of SYN-ACKs = %v, want 9", got)
+	}
+	if got := s.Sum("syngate_ack_rejected_total"); got != 2 {
+		t.Errorf("sum of rejections = %v, want 2", got)
+	}
+	if _, err := ParseText("not a metric line {"); err == nil {
+		t.Error("garbage parsed")
+	}
+}
