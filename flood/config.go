@@ -35,21 +35,31 @@ const LabPrefix = "sg-"
 // mistake, not a measurement.
 const MaxDuration = 10 * time.Minute
 
-// The address ranges a flood may touch. Targets must sit in the lab's
-// documentation ranges (RFC 5737, RFC 3849), where every lab address lives;
-// spoofed sources come from the benchmarking range (RFC 2544) for IPv4 and
-// a slice of the documentation range the lab plan leaves unused for IPv6,
-// so they can never collide with a lab host or a real one.
-var (
-	TargetRanges = []netip.Prefix{
-		netip.MustParsePrefix("192.0.2.0/24"),
-		netip.MustParsePrefix("198.51.100.0/24"),
-		netip.MustParsePrefix("203.0.113.0/24"),
-		netip.MustParsePrefix("2001:db8::/32"),
-	}
-	SpoofV4 = netip.MustParsePrefix("198.18.0.0/15")
-	SpoofV6 = netip.MustParsePrefix("2001:db8:ff00::/40")
+// The address ranges a flood may touch, as constants so no caller can
+// widen them. Targets must sit in the lab's documentation ranges (RFC 5737,
+// RFC 3849), where every lab address lives; spoofed sources come from the
+// benchmarking range (RFC 2544) for IPv4 and a slice of the documentation
+// range the lab plan leaves unused for IPv6, so they can never collide with
+// a lab host or a real one.
+const (
+	TargetRangesText = "192.0.2.0/24 198.51.100.0/24 203.0.113.0/24 2001:db8::/32"
+	SpoofV4          = "198.18.0.0/15"
+	SpoofV6          = "2001:db8:ff00::/40"
 )
+
+var (
+	targetRanges = parsePrefixes(TargetRangesText)
+	spoofV4      = netip.MustParsePrefix(SpoofV4)
+	spoofV6      = netip.MustParsePrefix(SpoofV6)
+)
+
+func parsePrefixes(s string) []netip.Prefix {
+	var ps []netip.Prefix
+	for _, f := range strings.Fields(s) {
+		ps = append(ps, netip.MustParsePrefix(f))
+	}
+	return ps
+}
 
 // Config describes one bounded flood. Packets and Duration are both
 // required: the flood stops at whichever comes first (or when its context
@@ -80,6 +90,10 @@ type Config struct {
 	Workers int
 }
 
+// maxWorkers bounds Config.Workers: past the CPU count more senders only
+// contend.
+const maxWorkers = 64
+
 // check validates cfg and fills its defaults.
 func (cfg *Config) check() error {
 	if cfg.Packets == 0 || cfg.Duration <= 0 {
@@ -88,16 +102,16 @@ func (cfg *Config) check() error {
 	if cfg.Duration > MaxDuration {
 		return fmt.Errorf("%w: duration %v is over %v", ErrUnbounded, cfg.Duration, MaxDuration)
 	}
-	if cfg.Rate < 0 || cfg.Workers < 0 {
-		return fmt.Errorf("flood: negative rate %d or workers %d", cfg.Rate, cfg.Workers)
+	if cfg.Rate < 0 || cfg.Workers < 0 || cfg.Workers > maxWorkers {
+		return fmt.Errorf("flood: rate %d or workers %d out of range (workers at most %d)", cfg.Rate, cfg.Workers, maxWorkers)
 	}
 	if err := checkTarget(cfg.Target); err != nil {
 		return err
 	}
 	if !cfg.SpoofPrefix.IsValid() {
-		cfg.SpoofPrefix = SpoofV4
+		cfg.SpoofPrefix = spoofV4
 		if cfg.Target.Addr().Is6() {
-			cfg.SpoofPrefix = SpoofV6
+			cfg.SpoofPrefix = spoofV6
 		}
 	}
 	if err := checkSpoof(cfg.SpoofPrefix, cfg.Target.Addr()); err != nil {
@@ -117,18 +131,18 @@ func checkTarget(t netip.AddrPort) error {
 	if !a.IsValid() || a.Is4In6() || t.Port() == 0 {
 		return fmt.Errorf("%w: %v needs a plain IPv4 or IPv6 address and a port", ErrTarget, t)
 	}
-	for _, r := range TargetRanges {
+	for _, r := range targetRanges {
 		if r.Contains(a) {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %v is not in %v", ErrTarget, a, TargetRanges)
+	return fmt.Errorf("%w: %v is not in %s", ErrTarget, a, TargetRangesText)
 }
 
 func checkSpoof(p netip.Prefix, target netip.Addr) error {
-	allowed := SpoofV4
+	allowed := spoofV4
 	if target.Is6() {
-		allowed = SpoofV6
+		allowed = spoofV6
 	}
 	if p.Addr().Is4In6() || p.Addr().Is6() != target.Is6() {
 		return fmt.Errorf("%w: %v is not of the target's family", ErrSpoofPrefix, p)

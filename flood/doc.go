@@ -20,6 +20,6 @@
 // The package refuses to be pointed anywhere but the lab: the namespace
 // must be a live one made by package lab (name prefix LabPrefix, not the
 // host's), the target must be in the lab's documentation ranges
-// (TargetRanges) and the spoofed sources inside SpoofV4 or SpoofV6. Every
+// (TargetRangesText) and the spoofed sources inside SpoofV4 or SpoofV6. Every
 // flood has both a packet count and a duration, and stops by itself.
 package flood

@@ -28,6 +28,7 @@ type Result struct {
 	PPS     float64       // Sent per second of Elapsed
 }
 
+// String reads like "sent 200000, errors 0 in 215ms: 931601 pps".
 func (r Result) String() string {
 	return fmt.Sprintf("sent %d, errors %d in %v: %.0f pps", r.Sent, r.Errors, r.Elapsed.Round(time.Millisecond), r.PPS)
 }
@@ -144,8 +145,8 @@ func (f *Flood) Stop() { f.cancel() }
 // Done is closed when the flood is over.
 func (f *Flood) Done() <-chan struct{} { return f.done }
 
-// Wait waits for the end of the flood and returns its result and the first
-// fatal socket error, if any.
+// Wait waits for the end of the flood and returns its result and the
+// socket errors that stopped workers early, if any.
 func (f *Flood) Wait() (Result, error) {
 	<-f.done
 	return f.Stats(), f.err

@@ -34,7 +34,7 @@ func TestRefusals(t *testing.T) {
 		{"private spoof", func(c *Config) { c.SpoofPrefix = netip.MustParsePrefix("10.0.0.0/8") }, ErrSpoofPrefix},
 		{"wider spoof", func(c *Config) { c.SpoofPrefix = netip.MustParsePrefix("198.16.0.0/14") }, ErrSpoofPrefix},
 		{"lab spoof", func(c *Config) { c.SpoofPrefix = netip.MustParsePrefix("192.0.2.0/24") }, ErrSpoofPrefix},
-		{"v6 spoof for v4", func(c *Config) { c.SpoofPrefix = SpoofV6 }, ErrSpoofPrefix},
+		{"v6 spoof for v4", func(c *Config) { c.SpoofPrefix = spoofV6 }, ErrSpoofPrefix},
 		{"v6 spoof outside", func(c *Config) {
 			c.Target = netip.MustParseAddrPort("[2001:db8:3::1]:80")
 			c.SpoofPrefix = netip.MustParsePrefix("2001:db8:1::/64")
@@ -176,9 +176,9 @@ func TestFloodArrives(t *testing.T) {
 		netip.AddrPortFrom(top.VIP6, 80),
 	} {
 		t.Run(target.String(), func(t *testing.T) {
-			spoof := SpoofV4
+			spoof := spoofV4
 			if target.Addr().Is6() {
-				spoof = SpoofV6
+				spoof = spoofV6
 			}
 			counters := gatewayCounters(t, top, target, spoof)
 			t.Cleanup(func() { top.Gateway.Exec("nft", "delete", "table", "netdev", "floodtest") })

@@ -49,9 +49,9 @@ func TestFramesAreValidSYNs(t *testing.T) {
 		spoof  netip.Prefix
 		target netip.AddrPort
 	}{
-		{SpoofV4, netip.MustParseAddrPort("203.0.113.1:80")},
+		{spoofV4, netip.MustParseAddrPort("203.0.113.1:80")},
 		{netip.MustParsePrefix("198.19.7.0/24"), netip.MustParseAddrPort("203.0.113.1:8443")},
-		{SpoofV6, netip.MustParseAddrPort("[2001:db8:3::1]:80")},
+		{spoofV6, netip.MustParseAddrPort("[2001:db8:3::1]:80")},
 		{netip.MustParsePrefix("2001:db8:ff42:1::/64"), netip.MustParseAddrPort("[2001:db8:3::1]:443")},
 	} {
 		t.Run(tc.spoof.String(), func(t *testing.T) {
@@ -132,8 +132,8 @@ func src128Bits(p netip.Prefix) int { return p.Addr().BitLen() - p.Bits() }
 
 func TestFramesDifferPerSeed(t *testing.T) {
 	target := netip.MustParseAddrPort("203.0.113.1:80")
-	a := newFrameGen(testSrcMAC, testDstMAC, SpoofV4, target, 1, 2)
-	b := newFrameGen(testSrcMAC, testDstMAC, SpoofV4, target, 3, 4)
+	a := newFrameGen(testSrcMAC, testDstMAC, spoofV4, target, 1, 2)
+	b := newFrameGen(testSrcMAC, testDstMAC, spoofV4, target, 3, 4)
 	sa, sb := make([]byte, slotSize), make([]byte, slotSize)
 	a.init(sa)
 	b.init(sb)
@@ -150,9 +150,9 @@ func BenchmarkFill(b *testing.B) {
 		netip.MustParseAddrPort("[2001:db8:3::1]:80"),
 	} {
 		b.Run(map[bool]string{false: "v4", true: "v6"}[target.Addr().Is6()], func(b *testing.B) {
-			spoof := SpoofV4
+			spoof := spoofV4
 			if target.Addr().Is6() {
-				spoof = SpoofV6
+				spoof = spoofV6
 			}
 			g := newFrameGen(testSrcMAC, testDstMAC, spoof, target, 1, 2)
 			slot := make([]byte, slotSize)

@@ -109,6 +109,7 @@ func (h *Histogram) Summary() Latency {
 	return l
 }
 
+// String reads like "n=200 p50=754µs p90=1.6ms p99=3.5ms max=4.4ms".
 func (l Latency) String() string {
 	if l.Count == 0 {
 		return "n=0"

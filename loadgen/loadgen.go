@@ -64,6 +64,7 @@ const (
 	Canceled             // cut short by Stop or the caller's context, not the target's fault
 )
 
+// String is the kind's name as progress lines print it.
 func (k Kind) String() string {
 	switch k {
 	case Timeout:
@@ -120,6 +121,7 @@ type Report struct {
 	LastError string // the latest failure, for diagnosis
 }
 
+// String is a one-line summary for logs and progress lines.
 func (r Report) String() string {
 	f := r.Failures
 	return fmt.Sprintf("%d/%d ok in %v (%.0f/s); failed: %d timeout, %d refused, %d reset, %d other, %d canceled; connect %v; request %v",
