@@ -174,3 +174,32 @@ func TestBoundsAndStop(t *testing.T) {
 		t.Fatalf("stopped load: %v", rep)
 	}
 }
+
+// BenchmarkConnections reports how many http-ish connections per second
+// the generator completes through the routed lab (plain kernel forwarding).
+func BenchmarkConnections(b *testing.B) {
+	lab.RequireRoot(b)
+	top, err := lab.NewTopology(b, lab.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := Serve(top.Backend, netip.AddrPortFrom(top.BackendIf.V4.Addr(), 0), HTTPishHandler)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Close() })
+	b.ReportAllocs()
+	b.ResetTimer()
+	rep, err := Run(context.Background(), Config{
+		From: top.Client, Target: srv.Addr(), Concurrency: 16, Count: uint64(b.N),
+		Timeout: 5 * time.Second, Exchange: HTTPishExchange,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if rep.Successes != uint64(b.N) {
+		b.Fatalf("%v (last error %q)", rep, rep.LastError)
+	}
+	b.ReportMetric(rep.Rate, "conns/s")
+	b.ReportMetric(float64(rep.Connect.P99.Microseconds()), "p99-connect-µs")
+}
