@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/syngate/syngate/lab"
+)
+
+// defense is one of the five setups compared. setup configures a fresh
+// scenario (namespaces, sysctls, rules, daemon, backend server) so that a
+// client in the client namespace reaches the service at s.target.
+type defense struct {
+	key   string // short name used in JSON and flags
+	name  string // human name for tables
+	how   string // one line on how it is set up
+	setup func(ctx context.Context, b *bench, s *scenario) error
+}
+
+var defenses = []defense{
+	{
+		key:  "syngate",
+		name: "syngate",
+		how:  "syngate run in the gateway namespace, VIP:80 -> backend:8080, cookies auto, defaults otherwise",
+		setup: func(ctx context.Context, b *bench, s *scenario) error {
+			return setupSyngate(ctx, b, s)
+		},
+	},
+	{
+		key:  "kernel",
+		name: "kernel SYN cookies",
+		how:  "gateway routes the VIP to the backend, which owns it and listens on it; backend tcp_syncookies=1",
+		setup: func(ctx context.Context, b *bench, s *scenario) error {
+			return setupRouted(b, s, "1")
+		},
+	},
+	{
+		key:  "synproxy",
+		name: "nftables synproxy",
+		how:  "as kernel, plus in the gateway: notrack for SYNs to the VIP, `ct state invalid,untracked synproxy` in forward, tcp_loose=0",
+		setup: func(ctx context.Context, b *bench, s *scenario) error {
+			return setupSynproxy(b, s)
+		},
+	},
+	{
+		key:  "haproxy",
+		name: "HAProxy (TCP)",
+		how:  "haproxy mode tcp in the gateway namespace on VIP:80 -> backend:8080; gateway kernel listens, tcp_syncookies=1",
+		setup: func(ctx context.Context, b *bench, s *scenario) error {
+			return setupHAProxy(b, s)
+		},
+	},
+	{
+		key:  "none",
+		name: "no defense",
+		how:  "gateway routes the VIP to the backend, which owns it and listens on it; backend tcp_syncookies=0",
+		setup: func(ctx context.Context, b *bench, s *scenario) error {
+			return setupRouted(b, s, "0")
+		},
+	},
+}
+
+// setupRouted is the plain kernel: the gateway only routes (no conntrack,
+// no NAT), the backend owns the VIP and its listen path is the defense.
+func setupRouted(b *bench, s *scenario, syncookies string) error {
+	if err := s.routeVIPToBackend(); err != nil {
+		return err
+	}
+	if err := s.top.Backend.Sysctl("net.ipv4.tcp_syncookies", syncookies); err != nil {
+		return err
+	}
+	return b.startServer(s, s.top.Backend, netip.AddrPortFrom(netip.IPv4Unspecified(), servicePort))
+}
+
+// setupSynproxy is the standard nftables recipe: SYNs to the service skip
+// conntrack, so they and the client's third packet arrive as untracked or
+// invalid and the synproxy statement answers them with cookies; only
+// connections that completed the handshake reach the backend.
+func setupSynproxy(b *bench, s *scenario) error {
+	if err := setupRouted(b, s, "1"); err != nil {
+		return err
+	}
+	vip := s.top.VIP4.String()
+	rules := joinLines(
+		"table ip sgbench {",
+		"  chain raw {",
+		"    type filter hook prerouting priority raw; policy accept;",
+		fmt.Sprintf("    ip daddr %s tcp dport %d tcp flags & (fin|syn|rst|ack) == syn notrack", vip, servicePort),
+		"  }",
+		"  chain fwd {",
+		"    type filter hook forward priority filter; policy accept;",
+		fmt.Sprintf("    ip daddr %s tcp dport %d ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm", vip, servicePort),
+		"    ct state invalid drop",
+		"  }",
+		"}",
+	)
+	if err := nft(s.top.Gateway, s.dir, rules); err != nil {
+		return err
+	}
+	// With loose pickup off, the ACK of a cookie handshake is invalid to
+	// conntrack and goes to synproxy instead of creating a flow.
+	return s.top.Gateway.Sysctl("net.netfilter.nf_conntrack_tcp_loose", "0")
+}
+
+// setupHAProxy runs HAProxy in TCP mode on the VIP in the gateway; the
+// gateway's own kernel listen path (with SYN cookies) takes the flood.
+func setupHAProxy(b *bench, s *scenario) error {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		return fmt.Errorf("haproxy not installed (apt-get install haproxy): %w", err)
+	}
+	for k, v := range map[string]string{
+		"net.ipv4.tcp_syncookies":      "1",
+		"net.ipv4.ip_local_port_range": "1024 65535",
+		"net.ipv4.tcp_tw_reuse":        "1",
+	} {
+		if err := s.top.Gateway.Sysctl(k, v); err != nil {
+			return err
+		}
+	}
+	if err := b.startServer(s, s.top.Backend, netip.AddrPortFrom(netip.IPv4Unspecified(), backendPort)); err != nil {
+		return err
+	}
+	cfg := joinLines(
+		"global",
+		"  maxconn 200000",
+		fmt.Sprintf("  nbthread %d", b.cpus),
+		"defaults",
+		"  mode tcp",
+		"  timeout connect 3s",
+		"  timeout client 30s",
+		"  timeout server 30s",
+		"  maxconn 200000",
+		"frontend fe",
+		fmt.Sprintf("  bind %s backlog 4096", s.target),
+		"  default_backend be",
+		"backend be",
+		fmt.Sprintf("  server s1 %s", netip.AddrPortFrom(s.top.BackendIf.V4.Addr(), backendPort)),
+	)
+	path := filepath.Join(s.dir, "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return fmt.Errorf("write haproxy config: %w", err)
+	}
+	p, err := startProcess(s.top.Gateway, s.dir, bin, "-db", "-f", path)
+	if err != nil {
+		return err
+	}
+	s.proc = p
+	return p.waitReady(10*time.Second, func() bool { return listening(s.top.Client, s.target) })
+}
+
+// setupSyngate runs the syngate binary built at start with a config for
+// this lab. Its backend-leg source ports are widened (and the gateway's
+// ephemeral range moved out of their way) so a few seconds of maximum
+// connection rate do not run out of ports, which would measure the port
+// range and not syngate.
+func setupSyngate(ctx context.Context, b *bench, s *scenario) error {
+	if err := s.top.Gateway.Sysctl("net.ipv4.ip_local_port_range", "61000 65535"); err != nil {
+		return err
+	}
+	// The peers of both gateway interfaces already run XDP programs (see
+	// newScenario), which is what lab's PrepareGatewayXDP would add.
+	if err := b.startServer(s, s.top.Backend, netip.AddrPortFrom(netip.IPv4Unspecified(), backendPort)); err != nil {
+		return err
+	}
+	cfg := fmt.Sprintf(`interfaces:
+  - name: %s
+  - name: %s
+secret_file: %s
+bpffs: "off"
+metrics:
+  listen: 127.0.0.1:9420
+syn:
+  cookies: auto
+backend:
+  ports: 1024-60999
+services:
+  - name: web
+    listen: %s
+    backend: %s
+`, s.top.GatewayClient.Name, s.top.GatewayBackend.Name, filepath.Join(s.dir, "secret"),
+		s.target, netip.AddrPortFrom(s.top.BackendIf.V4.Addr(), backendPort))
+	path := filepath.Join(s.dir, "syngate.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		return fmt.Errorf("write syngate config: %w", err)
+	}
+	ready := filepath.Join(s.dir, "ready")
+	p, err := startProcess(s.top.Gateway, s.dir, b.syngateBin, "run", "-c", path, "-ready-file", ready, "-unpin")
+	if err != nil {
+		return err
+	}
+	s.proc = p
+	return p.waitReady(20*time.Second, func() bool {
+		_, err := os.Stat(ready)
+		return err == nil
+	})
+}
+
+// listening reports whether a TCP connection to addr from ns succeeds.
+func listening(ns *lab.NS, addr netip.AddrPort) bool {
+	var c net.Conn
+	err := ns.Run(func() (err error) {
+		c, err = net.DialTimeout("tcp", addr.String(), 500*time.Millisecond)
+		return err
+	})
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}

@@ -1,0 +1,330 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/syngate/syngate/flood"
+)
+
+// floodLead is how long a flood runs before the legitimate clients and
+// the measurement window start, so the window sees the steady state.
+const floodLead = 500 * time.Millisecond
+
+// gatewayMAC is the MAC the flood sends to: the gateway's client-facing
+// interface. Passing it keeps the flood from needing ARP, which the
+// ceiling programs would swallow.
+func gatewayMAC(s *scenario) (net.HardwareAddr, error) {
+	ifi, err := s.top.Gateway.Interface(s.top.GatewayClient.Name)
+	if err != nil {
+		return nil, fmt.Errorf("gateway interface: %w", err)
+	}
+	return ifi.HardwareAddr, nil
+}
+
+// floodConfig is the flood of one measurement: rate 0 means as fast as the
+// generator goes. Both bounds are always set.
+func (b *bench) floodConfig(s *scenario, rate int, d time.Duration) (flood.Config, error) {
+	mac, err := gatewayMAC(s)
+	if err != nil {
+		return flood.Config{}, err
+	}
+	perSec := float64(rate)
+	if rate == 0 {
+		perSec = 20e6 // far above what one machine's veth takes
+	}
+	return flood.Config{
+		From:     s.top.Client,
+		Iface:    s.top.ClientIf.Name,
+		DstMAC:   mac,
+		Target:   s.target,
+		Rate:     rate,
+		Packets:  uint64(perSec*d.Seconds()*1.2) + 1000,
+		Duration: d,
+		Workers:  b.floodWorkers,
+	}, nil
+}
+
+// ceilings measures the flood generator's maximum against an XDP_DROP
+// program on the gateway's client-facing interface, and an XDP_TX bounce
+// program's rate there; each in its own fresh lab.
+func (b *bench) ceilings(ctx context.Context, withTX bool) (c Ceilings) {
+	d := b.floodDur
+	drop := func() error {
+		s, err := b.enter("xdp-drop")
+		if err != nil {
+			return err
+		}
+		defer b.leave(s)
+		p, err := newCounterProg(progDrop)
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		cfg, err := b.floodConfig(s, 0, d)
+		if err != nil {
+			return err
+		}
+		if err := p.attach(s.top.Gateway, s.top.GatewayClient.Name); err != nil {
+			return err
+		}
+		b.log.Info("ceiling: XDP_DROP on the gateway under the maximum flood", "seconds", d.Seconds())
+		cpu0, _ := readCPUTimes()
+		f0, _, _ := p.read()
+		res, err := flood.Run(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("flood: %w", err)
+		}
+		cpu1, _ := readCPUTimes()
+		f1, _, _ := p.read()
+		el := res.Elapsed.Seconds()
+		if res.Sent == 0 || el <= 0 {
+			return fmt.Errorf("the flood sent nothing (%v)", res)
+		}
+		b.floodMax = res.PPS
+		c.FloodMaxPPS = res.PPS
+		c.XDPDropPPS = float64(f1-f0) / el
+		dc := cpu1.sub(cpu0)
+		b.floorBusy = dc.busy.Seconds() / float64(res.Sent)
+		b.floorSoft = dc.softirq.Seconds() / float64(res.Sent)
+		c.XDPDropCPUPerMSYN = b.floorBusy * 1e6
+		c.XDPDropSoftirqPerMSYN = b.floorSoft * 1e6
+		b.log.Info("ceiling: XDP_DROP", "flood_pps", int(res.PPS), "dropped_pps", int(c.XDPDropPPS), "errors", res.Errors)
+		return nil
+	}
+	bounce := func() error {
+		s, err := b.enter("xdp-tx")
+		if err != nil {
+			return err
+		}
+		defer b.leave(s)
+		p, err := newCounterProg(progBounce)
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		cfg, err := b.floodConfig(s, 0, d)
+		if err != nil {
+			return err
+		}
+		if err := p.attach(s.top.Gateway, s.top.GatewayClient.Name); err != nil {
+			return err
+		}
+		b.log.Info("ceiling: XDP_TX bounce on the gateway under the maximum flood", "seconds", d.Seconds())
+		f0, _, _ := p.read()
+		_, sa0, _ := s.synacks.read()
+		res, err := flood.Run(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("flood: %w", err)
+		}
+		f1, _, _ := p.read()
+		_, sa1, _ := s.synacks.read()
+		el := res.Elapsed.Seconds()
+		c.XDPTXPPS = float64(f1-f0) / el
+		c.XDPTXSynAckPPS = float64(sa1-sa0) / el
+		b.log.Info("ceiling: XDP_TX", "flood_pps", int(res.PPS), "bounced_pps", int(c.XDPTXPPS), "synacks_at_client_pps", int(c.XDPTXSynAckPPS))
+		return nil
+	}
+	if err := drop(); err != nil {
+		c.Error = "xdp_drop: " + err.Error()
+		b.log.Error("ceiling XDP_DROP", "err", err)
+		return c
+	}
+	if withTX && ctx.Err() == nil {
+		if err := bounce(); err != nil {
+			c.Error = "xdp_tx: " + err.Error()
+			b.log.Error("ceiling XDP_TX", "err", err)
+		}
+	}
+	return c
+}
+
+// runDefense measures one defense in a fresh lab: connection rate and bulk
+// throughput without flood, then every flood step with legitimate clients.
+func (b *bench) runDefense(ctx context.Context, d defense) (r DefenseResult) {
+	r = DefenseResult{Key: d.key, Name: d.name, How: d.how}
+	fail := func(err error) DefenseResult {
+		r.Error = err.Error()
+		b.log.Error("defense failed", "defense", d.key, "err", err)
+		return r
+	}
+	b.log.Info("defense: setting up", "defense", d.name)
+	s, err := b.enter(d.key)
+	if err != nil {
+		return fail(err)
+	}
+	defer b.leave(s)
+	if err := d.setup(ctx, b, s); err != nil {
+		return fail(fmt.Errorf("setup: %w", err))
+	}
+
+	rep, err := b.maxConnRate(ctx, s)
+	if err != nil {
+		return fail(fmt.Errorf("connection rate: %w", err))
+	}
+	r.MaxConnsPerSec = rep.Rate
+	r.ConnRateErrors = int(rep.Failures.Total())
+	b.log.Info("no flood: new connections", "defense", d.key, "per_sec", int(rep.Rate), "failed", rep.Failures.Total(), "last_error", rep.LastError)
+	if err := sleepCtx(ctx, time.Second); err != nil {
+		return fail(err)
+	}
+	if r.BulkMBps, err = b.bulk(ctx, s); err != nil {
+		b.log.Error("bulk", "defense", d.key, "err", err)
+		r.Error = "bulk: " + err.Error()
+	} else {
+		b.log.Info("no flood: bulk", "defense", d.key, "MB_per_sec", int(r.BulkMBps))
+	}
+
+	for _, frac := range b.steps {
+		if err := s.checkAlive(ctx); err != nil {
+			return fail(err)
+		}
+		st, err := b.step(ctx, s, frac)
+		if err != nil {
+			return fail(fmt.Errorf("flood step %.0f%%: %w", frac*100, err))
+		}
+		r.Steps = append(r.Steps, st)
+		b.log.Info("flood step", "defense", d.key, "offered_pps", int(st.OfferedPPS), "flood_pps", int(st.FloodPPS),
+			"success", fmt.Sprintf("%.1f%%", 100*st.SuccessRate), "connect_p99_ms", st.ConnectP99Ms,
+			"synacks_per_sec", int(st.SynAcksPerSec), "cpu_s_per_msyn", fmt.Sprintf("%.2f", st.CPUPerMSYN))
+	}
+	if s.proc != nil {
+		if err := s.checkAlive(ctx); err != nil {
+			return fail(err)
+		}
+		r.RSSBytes, r.PeakRSSBytes, _ = procMem(s.proc.pid())
+	}
+	return r
+}
+
+// step runs one flood rate: the flood starts, after floodLead the
+// legitimate clients start for b.floodDur, and the flood lasts until
+// every attempt has ended (started + timeout), so no attempt sees the flood
+// stop. Counters are read at the start and end of the clients' window.
+func (b *bench) step(ctx context.Context, s *scenario, frac float64) (Step, error) {
+	st := Step{Fraction: frac, OfferedPPS: frac * b.floodMax}
+	var fl *flood.Flood
+	if frac > 0 {
+		rate := int(frac * b.floodMax)
+		if frac >= 1 {
+			rate = 0 // the maximum: as fast as the generator goes here
+		}
+		cfg, err := b.floodConfig(s, rate, floodLead+b.floodDur+b.connectTimeout+time.Second)
+		if err != nil {
+			return st, err
+		}
+		if fl, err = flood.Start(ctx, cfg); err != nil {
+			return st, fmt.Errorf("start flood: %w", err)
+		}
+		defer func() { fl.Stop(); fl.Wait() }()
+		if err := sleepCtx(ctx, floodLead); err != nil {
+			return st, err
+		}
+	}
+	sent := func() uint64 {
+		if fl == nil {
+			return 0
+		}
+		return fl.Stats().Sent
+	}
+	cpu0, err := readCPUTimes()
+	if err != nil {
+		return st, err
+	}
+	p0 := s.defenseCPU()
+	_, sa0, err := s.synacks.read()
+	if err != nil {
+		return st, err
+	}
+	fs0, t0 := sent(), time.Now()
+
+	g, err := b.legit(ctx, s, b.floodDur)
+	if err != nil {
+		return st, fmt.Errorf("start legitimate clients: %w", err)
+	}
+	if err := sleepCtx(ctx, b.floodDur); err != nil {
+		g.Stop()
+		return st, err
+	}
+	cpu1, _ := readCPUTimes()
+	p1 := s.defenseCPU()
+	_, sa1, _ := s.synacks.read()
+	fs1, t1 := sent(), time.Now()
+	rep := g.Wait()
+	if ctx.Err() != nil {
+		return st, ctx.Err()
+	}
+
+	win := t1.Sub(t0).Seconds()
+	floodSent := fs1 - fs0
+	st.FloodSent = floodSent
+	st.FloodPPS = float64(floodSent) / win
+	st.Attempts = int(rep.Attempts)
+	st.Succeeded = int(rep.Successes)
+	if rep.Attempts > 0 {
+		st.SuccessRate = float64(rep.Successes) / float64(rep.Attempts)
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	st.ConnectP50Ms, st.ConnectP99Ms = ms(rep.Connect.P50), ms(rep.Connect.P99)
+	st.RequestP50Ms, st.RequestP99Ms = ms(rep.Request.P50), ms(rep.Request.P99)
+	st.SynAcksPerSec = float64(sa1-sa0) / win
+	dc := cpu1.sub(cpu0)
+	st.CPUProcessS = (p1 - p0).Seconds()
+	st.CPUSoftirqS = dc.softirq.Seconds()
+	st.CPUBusyS = dc.busy.Seconds()
+	if floodSent > 0 {
+		st.CPUPerMSYN = (st.CPUProcessS + st.CPUSoftirqS) / float64(floodSent) * 1e6
+		st.CPUMarginalPerMSYN = (st.CPUBusyS/float64(floodSent) - b.floorBusy) * 1e6
+	}
+	if rep.LastError != "" && st.SuccessRate < 1 {
+		b.log.Debug("legitimate failures", "last", rep.LastError, "failures", fmt.Sprintf("%+v", rep.Failures))
+	}
+	return st, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// machineInfo describes the machine for the results.
+func machineInfo() Machine {
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.Kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	first := func(name string, args ...string) string {
+		o, err := exec.Command(name, args...).Output()
+		if err != nil {
+			return ""
+		}
+		l, _, _ := strings.Cut(string(o), "\n")
+		return strings.TrimSpace(l)
+	}
+	m.HAProxy = first("haproxy", "-v")
+	m.Nftables = first("nft", "--version")
+	return m
+}
