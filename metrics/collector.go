@@ -23,7 +23,7 @@ var (
 		"SYNs that found the half-open queue full, by action: cookie (TCPReqQFullDoCookies) or drop (TCPReqQFullDrop).",
 		"service", "action")
 	dSynDropped = desc("syn_dropped_total",
-		"SYNs dropped by the engine, by reason: syn_queue_full, accept_queue_full (both in ListenDrops).",
+		"SYNs dropped by the engine, by reason: syn_queue_full, accept_queue_full (both in ListenDrops), established (the 4-tuple of a live connection).",
 		"service", "reason")
 	dHalfOpenTimeout = desc("half_open_timeouts_total", "Half-open entries dropped after the last SYN-ACK retransmission.", "service")
 	dAckValidated    = desc("ack_validated_total", "Handshake ACKs accepted, by path: queue or cookie (SyncookiesRecv).", "service", "path")
@@ -93,6 +93,7 @@ func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
 	counter(ch, dSynQueueFull, s.SynQueueFullDrop, n, "drop")
 	counter(ch, dSynDropped, s.SynQueueFullDrop, n, "syn_queue_full")
 	counter(ch, dSynDropped, s.SynDropAcceptFull, n, "accept_queue_full")
+	counter(ch, dSynDropped, s.SynDropEstablished, n, "established")
 	counter(ch, dHalfOpenTimeout, s.HalfOpenTimeout, n)
 	counter(ch, dAckValidated, s.AckQueue, n, "queue")
 	counter(ch, dAckValidated, s.AckCookie, n, "cookie")

@@ -41,6 +41,8 @@ type ServiceStats struct {
 	// SynDropAcceptFull counts SYNs dropped because the accept queue was full
 	// (part of ListenDrops).
 	SynDropAcceptFull uint64
+	// SynDropEstablished counts SYNs for the 4-tuple of a live connection.
+	SynDropEstablished uint64
 
 	AckQueue  uint64 // ACKs that completed a half-open entry
 	AckCookie uint64 // ACKs validated as cookies (SyncookiesRecv)

@@ -48,9 +48,10 @@ syngate_synack_sent_total{kind="cookie",service="web"} 5
 syngate_synack_sent_total{kind="queue",service="web"} 4
 syngate_synack_sent_total{kind="resent",service="web"} 1
 syngate_synack_sent_total{kind="retransmit",service="web"} 2
-# HELP syngate_syn_dropped_total SYNs dropped by the engine, by reason: syn_queue_full, accept_queue_full (both in ListenDrops).
+# HELP syngate_syn_dropped_total SYNs dropped by the engine, by reason: syn_queue_full, accept_queue_full (both in ListenDrops), established (the 4-tuple of a live connection).
 # TYPE syngate_syn_dropped_total counter
 syngate_syn_dropped_total{reason="accept_queue_full",service="web"} 1
+syngate_syn_dropped_total{reason="established",service="web"} 0
 syngate_syn_dropped_total{reason="syn_queue_full",service="web"} 0
 `
 	if err := testutil.GatherAndCompare(r.Gatherer(), strings.NewReader(want),

@@ -486,3 +486,32 @@ func (e *Engine) endFlow(c *conn, reason string) {
 	e.release(c)
 	e.conns.expired(reason)
 }
+
+// reuse decides whether a SYN may open a new connection on the 4-tuple of c,
+// an existing one, and if so ends c. Like conntrack, a tuple whose flow saw
+// a FIN or RST is free for a new connection (the client reused its port
+// soon after closing); a SYN into a live connection is dropped, since
+// honouring it would let anyone who guesses a client's port cut its
+// connection. A client that gave up on an opening connection and sent a
+// SYN with a new ISN gets the new one.
+func (e *Engine) reuse(c *conn, seg *packet.Segment) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case stateDone:
+		return true
+	case stateAccepted:
+		if !c.haveClient || seg.Seq == c.clientISN {
+			return false
+		}
+		e.abortLocked(c, "replaced", false)
+		return true
+	}
+	a, errA := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client))
+	b, errB := e.cfg.Flows.LookupFlow(bpf.FlowKey{Src: c.svc.Backend, Dst: c.source})
+	if errA == nil && errB == nil && !(a.FIN || a.RST || b.FIN || b.RST) {
+		return false
+	}
+	e.endFlow(c, "reused")
+	return true
+}

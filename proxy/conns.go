@@ -93,7 +93,7 @@ type connTable struct {
 }
 
 // expiryReasons are the label values of flows_expired_total.
-var expiryReasons = []string{"idle", "closed", "reset", "evicted"}
+var expiryReasons = []string{"idle", "closed", "reset", "evicted", "reused"}
 
 func (t *connTable) expired(reason string) {
 	if n := t.expiredBy[reason]; n != nil {

@@ -531,3 +531,34 @@ func TestFlowInstallFailureResets(t *testing.T) {
 		t.Error("client not reset after the flow could not be installed")
 	}
 }
+
+// TestTupleReuse: a client that reuses its port after closing gets a new
+// connection (the old flows go); a SYN into a live connection is dropped.
+func TestTupleReuse(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	r.handshake(42, nil)
+	syn := r.sentIP()
+	r.backendSynAck(syn, 9, 7)
+	r.sentIP()
+	kc := bpf.FlowKey{Src: r.client, Dst: vip}
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 5000, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	r.noReply()
+	if got := r.e.order[0].ServiceStats().SynDropEstablished; got != 1 {
+		t.Errorf("SYN into a live connection: dropped %d, want 1", got)
+	}
+	if _, ok := r.flows.get(kc); !ok {
+		t.Fatal("a SYN removed a live connection's flow")
+	}
+	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN = true })
+	r.flows.update(bpf.FlowKey{Src: backend, Dst: syn.Src}, func(s *bpf.FlowState) { s.FIN = true })
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 6000, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK || sa.Ack != 6001 {
+		t.Fatalf("after the old connection closed: %v ack %d, want a SYN-ACK", sa.Flags, sa.Ack)
+	}
+	if _, ok := r.flows.get(kc); ok {
+		t.Error("the closed connection's flow is still installed")
+	}
+	if got := r.e.Stats().Expired["reused"]; got != 1 {
+		t.Errorf("expired{reused} = %d", got)
+	}
+}

@@ -95,6 +95,10 @@ func tsClock(now time.Time) uint32 { return uint32(now.UnixMilli()) }
 // as a cookie.
 func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 	seg := &w.seg
+	if c := w.e.conns.byClient(seg.Tuple); c != nil && !w.e.reuse(c, seg) {
+		s.st.synDropped.Add(1)
+		return false
+	}
 	now := w.e.now()
 	o := s.offer.Load()
 	mss := min(o.MSS, clientMSS(seg.Options, seg.Is6()))

@@ -21,7 +21,7 @@ var rejectReasons = func() []string {
 }()
 
 // backendReasons are every label value of backend_failures_total.
-var backendReasons = []string{"refused", "timeout", "no_port", "conn_table_full", "flow_install", "stale"}
+var backendReasons = []string{"refused", "timeout", "no_port", "conn_table_full", "flow_install", "stale", "replaced"}
 
 // serviceCounters are the engine's own counters of a service; the queue
 // keeps the listen-path ones. Label sets are fixed at start, so the packet
@@ -30,6 +30,7 @@ type serviceCounters struct {
 	synAckQueued, synAckCookie, synAckResent atomic.Uint64
 	ackQueue, ackCookie                      atomic.Uint64
 	spliced, slowPath, sendErrors            atomic.Uint64
+	synDropped                               atomic.Uint64 // SYNs into a live connection
 	rejectedBy                               map[string]*atomic.Uint64
 	failedBy                                 map[string]*atomic.Uint64
 }
@@ -79,6 +80,7 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		SynQueueFullCookie:  q.CookiesOverflow,
 		SynQueueFullDrop:    q.SynDropsQueueFull,
 		SynDropAcceptFull:   q.SynDropsAcceptFull,
+		SynDropEstablished:  s.st.synDropped.Load(),
 		AckQueue:            s.st.ackQueue.Load(),
 		AckCookie:           s.st.ackCookie.Load(),
 		AckRejected:         snapshot(s.st.rejectedBy),
