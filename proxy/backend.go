@@ -253,6 +253,7 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	}
 	c.state = stateSpliced
 	e.conns.spliced.Add(1)
+	s.st.spliced.Add(1) // before any packet can make the connection visible
 	c.splicedAt = e.now()
 	f := packet.Fields{
 		Src: c.source, Dst: s.Backend, Seq: c.clientISN + 1, Ack: c.backendISN + 1,
@@ -274,7 +275,6 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	}
 	c.held, c.heldBytes = nil, 0
 	e.releaseSlot(c)
-	s.st.spliced.Add(1)
 }
 
 // clientSegment handles a client segment of a connection the engine knows:
