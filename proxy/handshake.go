@@ -114,6 +114,9 @@ func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 		s.st.synAckResent.Add(1)
 	case queue.SynCookie:
 		isn, tsval, mss = w.e.cfg.Jar.Make(seg.Tuple, seg.Seq, seg.Options, tsval, now)
+		// The cookie carries the client's MSS (rounded down) for the
+		// backend leg; the SYN-ACK announces no more than the backend takes.
+		mss = min(mss, o.MSS)
 		s.st.synAckCookie.Add(1)
 	default:
 		return false
