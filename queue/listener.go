@@ -477,3 +477,18 @@ func name(names []string, i int, typ string) string {
 	}
 	return names[i]
 }
+
+// CookiesSentElsewhere tells the listener that SYNs of its service are being
+// answered with cookies outside OnSYN (by the XDP program), so the ACK
+// cookie gate stays open as if the queue had just overflowed. Call it at
+// least once a second while that lasts. Under CookiesNever it does nothing:
+// such a service must not be answered with cookies at all.
+func (l *Listener) CookiesSentElsewhere(now time.Time) {
+	if l.cookies == CookiesNever {
+		return
+	}
+	l.noteOverflow(l.now(now))
+}
+
+// SynQueueCap is the half-open queue's bound (Config.MaxSynBacklog).
+func (l *Listener) SynQueueCap() int { return int(l.synMax) }
