@@ -234,14 +234,7 @@ func (j *Jar) newKeySet(epoch int64, old *keySet) *keySet {
 // syn.MSS is below the second one or absent. That MSS is what Check will
 // recover, so it is the MSS the connection must use towards the client.
 func (j *Jar) Make(t flow.Tuple, clientISN uint32, syn flow.SynOptions, tsClock uint32, now time.Time) (isn, tsval uint32, mss uint16) {
-	ns := now.UnixNano()
-	epoch := floorDiv(ns, j.rot)
-	ks := j.keysAt(epoch)
-	key := ks.cur
-	if epoch == ks.epoch-1 { // a slightly stale now, after another goroutine rotated
-		key = ks.prev
-	}
-	tick := floorDiv(ns, j.tick)
+	key, _, tick := j.mintKey(now)
 	table := mssTableFor(t)
 	idx := mssIndex(table, syn.MSS)
 
@@ -260,6 +253,19 @@ func (j *Jar) Make(t flow.Tuple, clientISN uint32, syn flow.SynOptions, tsClock 
 		uint32(h&authMask)<<authShift |
 		optTag(h, tagIn)
 	return isn, tsval, table[idx]
+}
+
+// mintKey returns the key, epoch and full tick number a cookie minted at now
+// uses.
+func (j *Jar) mintKey(now time.Time) (sipKey, int64, int64) {
+	ns := now.UnixNano()
+	epoch := floorDiv(ns, j.rot)
+	ks := j.keysAt(epoch)
+	key := ks.cur
+	if epoch == ks.epoch-1 { // a slightly stale now, after another goroutine rotated
+		key = ks.prev
+	}
+	return key, epoch, floorDiv(ns, j.tick)
 }
 
 // Check validates the ACK that completes a cookie handshake: seq and ack

@@ -32,6 +32,18 @@
 // previous epoch are accepted. Gateways given the same master secret (and
 // the same Config, and synchronised clocks) accept each other's cookies.
 //
+// # Minting in the XDP program
+//
+// DataplaneKey exports the current epoch's SipHash key and the tick number
+// so that the XDP program (package bpf) can answer SYNs itself with the very
+// cookies Make would mint; Check cannot tell them apart. The key is a
+// secret: it goes to the program's map and nowhere else, and its String and
+// LogValue methods leave it out. The minter hashes the 48-byte message of
+// six little-endian words: client address (IPv4 as ::ffff:a.b.c.d) and
+// service address as two words each, holding the big-endian reading of
+// their bytes; client port<<48 | service port<<32 | client ISN; tick<<8 |
+// MSS index.
+//
 // # ISN layout
 //
 //	31   29 28 27 26                                  8 7        0
