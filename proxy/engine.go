@@ -82,6 +82,9 @@ type Config struct {
 	MaxConns int
 	// Flow expiry, conntrack-like. Defaults 2h, 120s, 10s.
 	EstablishedTimeout, CloseTimeout, ResetTimeout time.Duration
+	// Offload, if set, lets the data plane answer SYNs with cookies (see
+	// CookieOffload); nil keeps every SYN in the engine.
+	Offload CookieOffload
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Monotonic is the clock of the flow table's last-seen times; default
@@ -102,22 +105,32 @@ type Engine struct {
 	sources map[netip.Addr]*portPool
 	conns   *connTable
 	started atomic.Bool
+	// offloadReqs carries receive loops' requests to turn on a service's
+	// cookie offload to Run.
+	offloadReqs chan *service
 }
 
 // service is the engine's state of one Service.
 type service struct {
 	Service
 	l     *queue.Listener
-	offer atomic.Pointer[offer]
+	offer atomic.Pointer[Offer]
 	st    serviceCounters
 	// slots bounds the backend handshakes in flight; while they are all
 	// taken, validated connections wait in the accept queue.
 	slots      chan struct{}
 	maxPending int
+	// Cookie offload state: offloaded is what the data plane does now,
+	// wantOffload a receive loop's request, offloadedOffer what it
+	// announces (only Run touches it).
+	offloaded, wantOffload atomic.Bool
+	offloadReqs            chan<- *service // the engine's, shared
+	offloadedOffer         *Offer
 }
 
-// offer is what a service's SYN-ACKs announce.
-type offer struct {
+// Offer is what a service's SYN-ACKs announce: the backend's options with
+// the configured announce values laid over them.
+type Offer struct {
 	MSS        uint16
 	WScale     uint8 // flow.NoWScale: no window scaling
 	SACK       bool
@@ -158,6 +171,9 @@ func New(cfg Config) (*Engine, error) {
 		services: make(map[netip.AddrPort]*service),
 		sources:  make(map[netip.Addr]*portPool),
 		conns:    newConnTable(cfg.MaxConns),
+		// One request per service can be pending: requestOffload sends
+		// only when it flipped wantOffload.
+		offloadReqs: make(chan *service, len(cfg.Services)),
 	}
 	for _, s := range cfg.Services {
 		if !s.Source.IsValid() || s.Source.Is4() != s.Backend.Addr().Is4() {
@@ -170,7 +186,7 @@ func New(cfg Config) (*Engine, error) {
 		if err != nil {
 			return nil, fmt.Errorf("service %s: %w", s.Name, err)
 		}
-		svc := &service{Service: s, l: l, slots: make(chan struct{}, l.AcceptQueueCap()), maxPending: cfg.MaxPending}
+		svc := &service{Service: s, l: l, slots: make(chan struct{}, l.AcceptQueueCap()), maxPending: cfg.MaxPending, offloadReqs: e.offloadReqs}
 		svc.st.init()
 		svc.offer.Store(svc.mergeOffer(defaultBackendOptions(s.Backend.Addr().Is6())))
 		e.services[s.Listen] = svc
@@ -204,8 +220,8 @@ func defaultBackendOptions(is6 bool) flow.SynOptions {
 }
 
 // mergeOffer lays the configured announce values over the backend's.
-func (s *service) mergeOffer(b flow.SynOptions) *offer {
-	o := &offer{MSS: b.MSS, WScale: b.WScale, SACK: b.SACK, Timestamps: b.Timestamps}
+func (s *service) mergeOffer(b flow.SynOptions) *Offer {
+	o := &Offer{MSS: b.MSS, WScale: b.WScale, SACK: b.SACK, Timestamps: b.Timestamps}
 	if a := s.Announce; a.MSS != nil {
 		o.MSS = *a.MSS
 	}
@@ -302,11 +318,17 @@ func (e *Engine) Run(ctx context.Context) error {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	var lastSecond, lastFlows time.Time
+	for _, s := range e.order {
+		e.manageOffload(s, e.now())
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
 			return nil
+		case s := <-e.offloadReqs:
+			e.manageOffload(s, e.now())
+			continue
 		case <-tick.C:
 		}
 		now := e.now()
@@ -316,6 +338,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.cfg.Jar.Rotate(now)
 			for _, s := range e.order {
 				e.expireHalfOpen(s, now)
+				e.manageOffload(s, now)
 			}
 		}
 		if now.Sub(lastFlows) >= flowScanInterval {

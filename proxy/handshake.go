@@ -113,6 +113,9 @@ func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 		isn, mss = d.OurISN, d.MSS
 		s.st.synAckResent.Add(1)
 	case queue.SynCookie:
+		if d.Reason == queue.ReasonSynQueueFull && w.e.cfg.Offload != nil {
+			s.requestOffload()
+		}
 		isn, tsval, mss = w.e.cfg.Jar.Make(seg.Tuple, seg.Seq, seg.Options, tsval, now)
 		// The cookie carries the client's MSS (rounded down) for the
 		// backend leg; the SYN-ACK announces no more than the backend takes.
@@ -151,9 +154,9 @@ func clientMSS(o flow.SynOptions, is6 bool) uint16 {
 // synAckOptions is what a SYN-ACK offers. Its window is what the engine will
 // hold for the connection before the splice: the client cannot send more
 // until the backend's ACKs open the window further.
-func (e *Engine) synAckOptions(o *offer, mss uint16, tsval uint32) packet.SynAckOptions {
+func (e *Engine) synAckOptions(o *Offer, mss uint16, tsval uint32) packet.SynAckOptions {
 	return packet.SynAckOptions{
-		Window: uint16(min(e.cfg.MaxPending, 65535)),
+		Window: e.window(),
 		MSS:    mss, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps, TSval: tsval,
 	}
 }
