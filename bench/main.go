@@ -62,6 +62,9 @@ func run() int {
 	out := flag.String("out", "", "results `dir` (default bench/results in the module)")
 	only := flag.String("defenses", "", "comma-separated `list` of defenses to run (syngate,kernel,synproxy,haproxy,none); default all")
 	noCeil := flag.Bool("no-ceilings", false, "skip the XDP_DROP/XDP_TX ceilings (the flood maximum is then measured against XDP_DROP only briefly)")
+	bin := flag.String("syngate", "", "use this syngate `binary` instead of building cmd/syngate")
+	head := flag.Bool("head", false, "build syngate from the last commit (git archive HEAD) instead of the working tree")
+	hold := flag.String("hold", "", "set up one `defense` in a lab, print its namespaces and keep it until Ctrl-C (for looking at it by hand)")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -106,11 +109,15 @@ func run() int {
 	}
 	b.addCleanup(func() { os.RemoveAll(b.workDir) })
 
-	b.syngateBin = filepath.Join(b.workDir, "syngate")
-	log.Info("building syngate")
-	if o, err := exec.Command("go", "build", "-o", b.syngateBin, "github.com/syngate/syngate/cmd/syngate").CombinedOutput(); err != nil {
-		log.Error("build syngate", "err", err, "output", string(o))
+	if *bin != "" {
+		b.syngateBin = *bin
+	} else if b.syngateBin, err = b.buildSyngate(modDir, *head); err != nil {
+		log.Error("build syngate", "err", err)
 		return 1
+	}
+
+	if *hold != "" {
+		return b.holdDefense(ctx, *hold)
 	}
 
 	res := &Results{
@@ -240,4 +247,66 @@ func moduleDir() (string, error) {
 		return "", errors.New("run the bench from inside the syngate module")
 	}
 	return filepath.Dir(mod), nil
+}
+
+// holdDefense sets up one defense and keeps it until the context ends.
+func (b *bench) holdDefense(ctx context.Context, key string) int {
+	for _, d := range defenses {
+		if d.key != key {
+			continue
+		}
+		s, err := b.enter(d.key)
+		if err != nil {
+			b.log.Error("lab", "err", err)
+			return 1
+		}
+		defer b.leave(s)
+		if err := d.setup(ctx, b, s); err != nil {
+			b.log.Error("setup", "err", err)
+			return 1
+		}
+		fmt.Printf("%s is up: client %s, gateway %s, backend %s, service %s, logs in %s\n",
+			d.name, s.top.Client, s.top.Gateway, s.top.Backend, s.target, s.dir)
+		// One short probe of the legitimate clients, as a smoke check.
+		if g, err := b.legit(ctx, s, 2*time.Second); err == nil {
+			fmt.Printf("probe: %v\n", g.Wait())
+		}
+
+		fmt.Println("Ctrl-C ends it")
+		<-ctx.Done()
+		return 0
+	}
+	b.log.Error("unknown defense", "defense", key)
+	return 2
+}
+
+// buildSyngate builds cmd/syngate from the working tree; when that does not
+// compile (someone is halfway through an edit) it builds the last commit
+// instead, from a `git archive` copy, and says so.
+func (b *bench) buildSyngate(modDir string, head bool) (string, error) {
+	out := filepath.Join(b.workDir, "bin", "syngate")
+	if !head {
+		b.log.Info("building syngate")
+		o, err := exec.Command("go", "build", "-o", out, "github.com/syngate/syngate/cmd/syngate").CombinedOutput()
+		if err == nil {
+			return out, nil
+		}
+		b.log.Warn("the working tree does not build; building the last commit", "err", err, "output", strings.TrimSpace(string(o)))
+	} else {
+		b.log.Info("building syngate from the last commit")
+	}
+	src := filepath.Join(b.workDir, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return "", err
+	}
+	sh := fmt.Sprintf("git -C %q archive HEAD | tar -x -C %q", modDir, src)
+	if o, err := exec.Command("sh", "-c", sh).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("git archive HEAD: %w: %s", err, o)
+	}
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/syngate")
+	cmd.Dir = src
+	if o, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build the last commit: %w: %s", err, o)
+	}
+	return out, nil
 }

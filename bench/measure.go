@@ -284,8 +284,15 @@ func (b *bench) step(ctx context.Context, s *scenario, frac float64) (Step, erro
 		st.CPUPerMSYN = (st.CPUProcessS + st.CPUSoftirqS) / float64(floodSent) * 1e6
 		st.CPUMarginalPerMSYN = (st.CPUBusyS/float64(floodSent) - b.floorBusy) * 1e6
 	}
-	if rep.LastError != "" && st.SuccessRate < 1 {
-		b.log.Debug("legitimate failures", "last", rep.LastError, "failures", fmt.Sprintf("%+v", rep.Failures))
+	if f := rep.Failures; f.Total() > 0 {
+		st.Failures = map[string]uint64{}
+		for k, v := range map[string]uint64{"timeout": f.Timeout, "refused": f.Refused, "reset": f.Reset, "other": f.Other, "canceled": f.Canceled} {
+			if v > 0 {
+				st.Failures[k] = v
+			}
+		}
+		st.LastError = rep.LastError
+		b.log.Info("legitimate failures", "failures", st.Failures, "last", rep.LastError)
 	}
 	return st, nil
 }

@@ -84,6 +84,10 @@ type Step struct {
 	RequestP50Ms float64 `json:"request_p50_ms"`
 	RequestP99Ms float64 `json:"request_p99_ms"`
 
+	// Failures of legitimate attempts by kind, and the latest error.
+	Failures  map[string]uint64 `json:"legit_failures,omitempty"`
+	LastError string            `json:"legit_last_error,omitempty"`
+
 	SynAcksPerSec float64 `json:"synacks_per_sec"`
 
 	CPUProcessS float64 `json:"cpu_process_s"`

@@ -36,8 +36,8 @@ type scenario struct {
 }
 
 // newScenario builds the lab. The caller must call close.
-func newScenario(workDir, name string) (s *scenario, err error) {
-	s = &scenario{target: netip.AddrPortFrom(lab.VIP4, servicePort)}
+func newScenario(workDir, name string) (_ *scenario, err error) {
+	s := &scenario{target: netip.AddrPortFrom(lab.VIP4, servicePort)}
 	defer func() {
 		if err != nil {
 			s.close()
