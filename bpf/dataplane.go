@@ -157,14 +157,16 @@ var pinnedMaps = []string{
 // mapLayouts pins the Go mirror of each map's key and value; Load refuses a
 // program whose maps disagree.
 var mapLayouts = map[string][2]any{
-	syngateMapServices:  {syngateSvcKey{}, syngateSvcVal{}},
-	syngateMapLocals:    {syngateLocalKey{}, uint32(0)},
-	syngateMapFlows:     {syngateFlowKey{}, syngateFlowVal{}},
-	syngateMapRatelimit: {syngateRlKey{}, syngateRlVal{}},
-	syngateMapCounters:  {uint32(0), syngateCounter{}},
-	syngateMapXsks:      {uint32(0), uint32(0)},
-	syngateMapIfslots:   {uint32(0), uint32(0)},
-	syngateMapTxPorts:   {uint32(0), uint32(0)},
+	syngateMapServices:      {syngateSvcKey{}, syngateSvcVal{}},
+	syngateMapLocals:        {syngateLocalKey{}, uint32(0)},
+	syngateMapFlows:         {syngateFlowKey{}, syngateFlowVal{}},
+	syngateMapRatelimit:     {syngateRlKey{}, syngateRlVal{}},
+	syngateMapCounters:      {uint32(0), syngateCounter{}},
+	syngateMapXsks:          {uint32(0), uint32(0)},
+	syngateMapIfslots:       {uint32(0), uint32(0)},
+	syngateMapTxPorts:       {uint32(0), uint32(0)},
+	syngateMapCookieKeys:    {uint32(0), syngateCookieState{}},
+	syngateMapSynackScratch: {uint32(0), syngateSynackBuf{}},
 }
 
 // Dataplane is the loaded XDP program and its maps. Its methods are safe for
@@ -177,6 +179,9 @@ type Dataplane struct {
 	mu    sync.Mutex
 	links map[int]attachment // by ifindex; keeps links referenced
 	slots map[int]ifSlot     // by ifindex; mirrors the ifslots map
+
+	ckMu   sync.Mutex
+	cookie syngateCookieState // mirrors the cookie_keys map
 }
 
 // Limits of the AF_XDP socket map, mirrors of MAX_QUEUES and MAX_IFACES in

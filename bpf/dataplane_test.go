@@ -22,7 +22,8 @@ func TestLayouts(t *testing.T) {
 		size int
 	}{
 		{syngateSvcKey{}, 20},
-		{syngateSvcVal{}, 8},
+		{syngateSvcVal{}, 16},
+		{syngateCookieState{}, 88},
 		{syngateLocalKey{}, 20},
 		{syngateFlowKey{}, 40},
 		{syngateFlowVal{}, 96},
@@ -67,6 +68,7 @@ func TestVerdictMirror(t *testing.T) {
 		VerdictDropTCPDoffShort: syngateReasonR_DROP_TCP_DOFF_SHORT, VerdictDropTCPDoffLong: syngateReasonR_DROP_TCP_DOFF_LONG,
 		VerdictDropTCPOptions: syngateReasonR_DROP_TCP_OPTIONS, VerdictDropFastNoRoute: syngateReasonR_DROP_FAST_NO_ROUTE,
 		VerdictDropFastNoNeigh: syngateReasonR_DROP_FAST_NO_NEIGH, VerdictDropFastNoPort: syngateReasonR_DROP_FAST_NO_PORT,
+		VerdictTXSynAckCookie: syngateReasonR_TX_SYNACK_COOKIE,
 	}
 	if len(c) != NumVerdicts || syngateReasonR_MAX != NumVerdicts {
 		t.Fatalf("%d verdicts mapped, Go has %d, C has %d", len(c), NumVerdicts, syngateReasonR_MAX)
@@ -81,12 +83,12 @@ func TestVerdictMirror(t *testing.T) {
 			t.Errorf("verdict %d has a bad or duplicate label %q", v, name)
 		}
 		names[name] = true
-		want := map[string]Action{"pass": ActionPass, "drop": ActionDrop, "xsk": ActionRedirect, "fast": v.Action()}[strings.Split(name, "_")[0]]
+		want := map[string]Action{"pass": ActionPass, "drop": ActionDrop, "xsk": ActionRedirect, "fast": v.Action(), "tx": ActionTX}[strings.Split(name, "_")[0]]
 		if v.Action() != want || v.Action() == ActionAborted {
 			t.Errorf("%v: action %v, want %v", v, v.Action(), want)
 		}
 	}
-	if VerdictFastTX.Action() != ActionTX || VerdictFastRedirect.Action() != ActionRedirect {
+	if VerdictFastTX.Action() != ActionTX || VerdictFastRedirect.Action() != ActionRedirect || VerdictTXSynAckCookie.Action() != ActionTX {
 		t.Error("fast-path actions wrong")
 	}
 }

@@ -10,6 +10,8 @@
  *   malformed TCP to a service/local (truncated, bad data offset, options
  *   overrunning the header), fragments to a service/local      -> DROP
  *   early defenses (optional, see struct config)               -> DROP
+ *   service with XDP cookies: SYN without ACK, no flow, key
+ *   fresh, plain IP header, well-formed options             -> TX (cookie SYN-ACK)
  *   service: SYN without ACK                                   -> XSK
  *   service/local: 4-tuple in the flow table                   -> fast path
  *   service: RST or FIN for an unknown flow                    -> DROP
@@ -39,6 +41,8 @@
 #define TCP_PSH 0x08
 #define TCP_ACK 0x10
 #define TCP_URG 0x20
+#define TCP_ECE 0x40
+#define TCP_CWR 0x80
 
 /* Verdict reasons; the Go type Verdict mirrors this list. */
 enum reason {
@@ -68,6 +72,7 @@ enum reason {
 	R_DROP_FAST_NO_ROUTE,
 	R_DROP_FAST_NO_NEIGH,
 	R_DROP_FAST_NO_PORT,
+	R_TX_SYNACK_COOKIE,
 	R_MAX,
 };
 
@@ -102,10 +107,38 @@ struct svc_key {
 } __attribute__((aligned(4)));
 
 #define SVC_F_NO_RATELIMIT 0x1
+#define SVC_F_XDP_COOKIES 0x2 /* answer SYNs here with cookie SYN-ACKs */
 
+#define ANN_SACK 0x1
+#define ANN_TS 0x2
+#define WSCALE_NONE 0xff
+
+/* A service, and what its cookie SYN-ACKs announce (host byte order). */
 struct svc_val {
 	__u32 id;
 	__u32 flags;
+	__u16 ann_mss;    /* 0: the cookie's MSS table entry */
+	__u16 ann_window;
+	__u8 ann_wscale;  /* WSCALE_NONE: window scaling not offered */
+	__u8 ann_flags;   /* ANN_* */
+	__u16 pad;
+};
+
+/* What the cookie path needs from cookie.Jar, written by Go (SetCookieKey).
+ * Go rewrites the whole value each time but only ever changes the slot that
+ * active does not point to, then flips active in a second write: a reader
+ * never sees a half-written key. */
+struct cookie_slot {
+	__u64 k0, k1;         /* SipHash-2-4 key of the current epoch */
+	__u64 tick;           /* full tick number */
+	__u64 clock_off_ns;   /* CLOCK_REALTIME - CLOCK_MONOTONIC, mod 2^64 */
+	__u64 valid_until_ns; /* CLOCK_MONOTONIC; mint only before this */
+};
+
+struct cookie_state {
+	__u32 active;
+	__u32 pad;
+	struct cookie_slot slot[2];
 };
 
 struct local_key {
@@ -191,6 +224,13 @@ struct {
 	__type(value, struct rl_val);
 	__uint(max_entries, 65536);
 } ratelimit SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct cookie_state);
+	__uint(max_entries, 1);
+} cookie_keys SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -520,6 +560,339 @@ __attribute__((noinline)) __u32 tcp_options_rewrite(struct xdp_md *ctx, __u32 po
 	return csum_fold(acc);
 }
 
+/* --- SYN cookies, minted exactly as cookie.Jar.Make does --- */
+
+#define ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                   \
+	do {                                                                                       \
+		v0 += v1;                                                                          \
+		v1 = ROTL64(v1, 13) ^ v0;                                                          \
+		v0 = ROTL64(v0, 32);                                                               \
+		v2 += v3;                                                                          \
+		v3 = ROTL64(v3, 16) ^ v2;                                                          \
+		v0 += v3;                                                                          \
+		v3 = ROTL64(v3, 21) ^ v0;                                                          \
+		v2 += v1;                                                                          \
+		v1 = ROTL64(v1, 17) ^ v2;                                                          \
+		v2 = ROTL64(v2, 32);                                                               \
+	} while (0)
+#define SIPWORD(m)                                                                                 \
+	do {                                                                                       \
+		v3 ^= (m);                                                                         \
+		SIPROUND;                                                                          \
+		SIPROUND;                                                                          \
+		v0 ^= (m);                                                                         \
+	} while (0)
+
+/* SipHash-2-4 of the 48-byte message m0..m5 (little-endian words), straight
+ * line: no loop for the verifier to walk. */
+static __always_inline __u64 siphash6(__u64 k0, __u64 k1, __u64 m0, __u64 m1, __u64 m2, __u64 m3,
+				      __u64 m4, __u64 m5)
+{
+	__u64 v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
+	__u64 v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
+	SIPWORD(m0);
+	SIPWORD(m1);
+	SIPWORD(m2);
+	SIPWORD(m3);
+	SIPWORD(m4);
+	SIPWORD(m5);
+	SIPWORD(48ULL << 56);
+	v2 ^= 0xff;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+static __always_inline __u64 ld64be(const __u8 *p)
+{
+	__u64 v;
+	__builtin_memcpy(&v, p, 8);
+	return __builtin_bswap64(v);
+}
+
+#define SO_SACK (1ULL << 24)
+#define SO_TS (1ULL << 25)
+#define SO_OK (1ULL << 26)
+
+/* syn_options reads a SYN's options as packet.Parse does (a repeated
+ * option overrides the earlier one) and packs them: MSS (bits 0-15, 0 when
+ * absent), window scale capped at 14 (16-23, WSCALE_NONE when absent),
+ * SO_SACK, SO_TS, the TSval (32-63) and SO_OK. Without SO_OK the options
+ * are not ones the engine's parser accepts. A global function, so that the
+ * walk's state does not multiply with its caller's. */
+__attribute__((noinline)) __u64 syn_options(struct xdp_md *ctx, __u32 tcp_off, __u32 doff)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	if (tcp_off > TCP_OFF_MAX || doff > 60)
+		return 0;
+	__u8 *tcp = data + tcp_off;
+	__u64 r = WSCALE_NONE << 16;
+	__u32 off = 20;
+	/* off grows every turn and stops at doff <= 60: the loop is bounded. */
+#pragma clang loop unroll(disable)
+	while (off < doff) {
+		__u8 *o = tcp + off;
+		if ((void *)(o + 1) > data_end)
+			return 0;
+		__u8 kind = o[0];
+		if (kind == 0)
+			break;
+		if (kind == 1) {
+			off++;
+			continue;
+		}
+		if ((void *)(o + 2) > data_end)
+			return 0;
+		__u32 len = o[1];
+		if (len < 2 || off + len > doff)
+			return 0;
+		if (kind == 2) {
+			if (len != 4 || (void *)(o + 4) > data_end)
+				return 0;
+			r = (r & ~0xffffULL) | ((__u32)o[2] << 8 | o[3]);
+		} else if (kind == 3) {
+			if (len != 3 || (void *)(o + 3) > data_end)
+				return 0;
+			__u64 ws = o[2];
+			if (ws > 14)
+				ws = 14;
+			r = (r & ~0xff0000ULL) | ws << 16;
+		} else if (kind == 4) {
+			if (len != 2)
+				return 0;
+			r |= SO_SACK;
+		} else if (kind == 8) {
+			if (len != 10 || (void *)(o + 10) > data_end)
+				return 0;
+			r = (r & 0xffffffffULL) | SO_TS | (__u64)ld32(o + 2) << 32;
+		}
+		off += len;
+	}
+	return r | SO_OK;
+}
+
+/* The reply's pseudo-header and TCP header with options, laid out for one
+ * bpf_csum_diff: unused bytes stay zero and add nothing to the sum. */
+struct synack_buf {
+	__u8 ph[40]; /* new source (16), new destination (16), TCP length (4), 0, 0, 0, protocol */
+	struct tcphdr th;
+	__u32 opt[5];
+} __attribute__((aligned(8)));
+
+/* Per-CPU room for the reply being built: the stack is nearly all taken
+ * by syngate_xdp, whose frame counts against this function's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct synack_buf);
+	__uint(max_entries, 1);
+} synack_scratch SEC(".maps");
+
+/* synack_cookie turns the SYN in the frame into the cookie SYN-ACK that
+ * packet.ReplySynAck would build for it: MACs, addresses and ports
+ * swapped, VLAN tag kept, TTL 64, IPv4 ID and TOS 0 with DF, IPv6 traffic
+ * class and flow label 0, seq the cookie, ack the client's ISN+1, window
+ * and options from ann, payload and other options dropped.
+ *
+ * ann packs the service's announce values: window (bits 0-15), MSS
+ * (16-31), window scale (32-39), ANN_* flags (40-47).
+ *
+ * Returns 1 when the frame holds the reply, 0 when it is untouched and
+ * the engine must answer (no fresh key, IPv4 options, IPv6 extension
+ * headers, an MSS/window scale/SACK-permitted option of the wrong length,
+ * which the engine's parser rejects), -1 when the frame is damaged (cannot
+ * happen: the checks after resizing are for the verifier). A global
+ * function, so the verifier checks it once. */
+__attribute__((noinline)) int synack_cookie(struct xdp_md *ctx, __u64 ann)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	struct cookie_state *cs = bpf_map_lookup_elem(&cookie_keys, &zero);
+	struct synack_buf *b = bpf_map_lookup_elem(&synack_scratch, &zero);
+	if (!cs || !b)
+		return 0;
+	struct cookie_slot *ck = &cs->slot[cs->active & 1];
+	__u64 now = bpf_ktime_get_ns();
+	if (now >= ck->valid_until_ns)
+		return 0;
+
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return 0;
+	__u32 l3off = sizeof(*eth);
+	__be16 proto = eth->proto;
+	if (proto == bpf_htons(ETH_P_8021Q)) {
+		struct vlanhdr *vh = (void *)(eth + 1);
+		if ((void *)(vh + 1) > data_end)
+			return 0;
+		proto = vh->proto;
+		l3off += sizeof(*vh);
+	}
+
+	__builtin_memset(b, 0, sizeof(*b));
+	struct tcphdr *tcp;
+	__u16 t1, t2, t3; /* the MSS table above its first entry */
+	int is6 = proto == bpf_htons(ETH_P_IPV6);
+	if (is6) {
+		struct ipv6hdr *ip6 = data + l3off;
+		if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_TCP)
+			return 0;
+		__builtin_memcpy(b->ph, ip6->daddr, 16);
+		__builtin_memcpy(b->ph + 16, ip6->saddr, 16);
+		tcp = (void *)(ip6 + 1);
+		t1 = 1420, t2 = 1440, t3 = 8940;
+	} else {
+		struct iphdr *ip4 = data + l3off;
+		if ((void *)(ip4 + 1) > data_end || ip4->ver_ihl != 0x45)
+			return 0;
+		__builtin_memcpy(b->ph, &ip4->daddr, 4);
+		__builtin_memcpy(b->ph + 16, &ip4->saddr, 4);
+		tcp = (void *)(ip4 + 1);
+		t1 = 1300, t2 = 1440, t3 = 1460;
+	}
+	if ((void *)(tcp + 1) > data_end)
+		return 0;
+	__u32 doff = (tcp->doff_res >> 4) * 4;
+	if (doff > 60)
+		return 0;
+	__u64 so = syn_options(ctx, (void *)tcp - data, doff);
+	if (!(so & SO_OK))
+		return 0;
+	__u16 c_mss = so;
+	__u8 c_ws = so >> 16;
+
+	/* The reply's TCP header and options, in packet.ReplySynAck's layout;
+	 * the sequence number and checksum come last. Timestamps count only
+	 * if the service offers them too: otherwise the ACK cannot bring the
+	 * option bits back. */
+	b->th.source = tcp->dest;
+	b->th.dest = tcp->source;
+	__u32 cisn = bpf_ntohl(tcp->seq);
+	b->th.ack_seq = bpf_htonl(cisn + 1);
+	b->th.flags = TCP_SYN | TCP_ACK;
+	b->th.window = bpf_htons((__u16)ann);
+	__u32 idx = c_mss >= t3 ? 3 : c_mss >= t2 ? 2 : c_mss >= t1 ? 1 : 0;
+	__u16 tmss = idx == 3 ? t3 : idx == 2 ? t2 : idx == 1 ? t1 : (is6 ? 1220 : 536);
+	__u16 amss = ann >> 16;
+	if (!amss || amss > tmss)
+		amss = tmss;
+	b->opt[0] = bpf_htonl(0x02040000 | amss);
+	__u32 tcplen = 24;
+	__u8 aflags = ann >> 40;
+	__u64 tag_in = 0;
+	if ((so & SO_TS) && (aflags & ANN_TS)) {
+		__u32 bits = c_ws == WSCALE_NONE ? 0xf : c_ws;
+		if (so & SO_SACK)
+			bits |= 0x10;
+		if ((tcp->flags & (TCP_SYN | TCP_ACK | TCP_ECE | TCP_CWR)) == (TCP_SYN | TCP_ECE | TCP_CWR))
+			bits |= 0x20;
+		tag_in = 64 | bits;
+		__u32 clk = (now + ck->clock_off_ns) / 1000000;
+		__u32 tsval = (clk & ~63u) | bits;
+		if ((__s32)(tsval - clk) > 0)
+			tsval -= 64; /* never ahead of the clock */
+		b->opt[1] = bpf_htonl((so & SO_SACK) && (aflags & ANN_SACK) ? 0x0402080a : 0x0101080a);
+		b->opt[2] = bpf_htonl(tsval);
+		b->opt[3] = bpf_htonl(so >> 32);
+		tcplen = 36;
+		__u8 aws = ann >> 32;
+		if (c_ws != WSCALE_NONE && aws != WSCALE_NONE) {
+			b->opt[4] = bpf_htonl(0x01030300 | (aws > 14 ? 14 : aws));
+			tcplen = 40;
+		}
+	}
+	b->th.doff_res = (tcplen / 4) << 4;
+	b->ph[34] = tcplen >> 8;
+	b->ph[35] = tcplen;
+	b->ph[39] = IPPROTO_TCP;
+
+	/* The cookie: the hash sees IPv4 addresses as ::ffff:a.b.c.d. */
+	__u64 m0, m1, m2, m3;
+	if (is6) {
+		m0 = ld64be(b->ph + 16); /* client */
+		m1 = ld64be(b->ph + 24);
+		m2 = ld64be(b->ph); /* service */
+		m3 = ld64be(b->ph + 8);
+		if (m0 == 0 && (m1 >> 32) == 0xffff)
+			return 0; /* an IPv4-mapped source: the engine's parser refuses it */
+	} else {
+		m0 = m2 = 0;
+		m1 = 0xffff00000000ULL | ld32(b->ph + 16);
+		m3 = 0xffff00000000ULL | ld32(b->ph);
+	}
+	__u64 tick = ck->tick;
+	__u64 h = siphash6(ck->k0, ck->k1, m0, m1, m2, m3,
+			   (__u64)bpf_ntohs(b->th.dest) << 48 | (__u64)bpf_ntohs(b->th.source) << 32 | cisn,
+			   tick << 8 | idx);
+	__u64 ta = (h >> 19) & 0x3fffff, tb = (h >> 41) & 0x3fffff;
+	__u32 tag = ((ta * tag_in + tb) & 0x3fffff) >> 14;
+	b->th.seq = bpf_htonl((__u32)(tick & 7) << 29 | idx << 27 | (__u32)(h & 0x7ffff) << 8 | tag);
+	__s64 sum = bpf_csum_diff(0, 0, (__be32 *)b, sizeof(*b), 0);
+	b->th.check = ~csum_fold((__u32)sum);
+
+	/* Resize: the headers stay where they are, the tail (options, payload,
+	 * Ethernet padding) goes or grows. Nothing is written before this
+	 * succeeds, so a failure leaves the SYN to the engine. */
+	__u32 tcp_off = (void *)tcp - data;
+	int delta = (int)(tcp_off + tcplen) - (int)(data_end - data);
+	if (delta && bpf_xdp_adjust_tail(ctx, delta))
+		return 0;
+
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	__u32 mac0 = *(__u32 *)eth->dst;
+	__u16 mac1 = *(__u16 *)(eth->dst + 4);
+	__builtin_memcpy(eth->dst, eth->src, 6);
+	*(__u32 *)eth->src = mac0;
+	*(__u16 *)(eth->src + 4) = mac1;
+	if (is6) {
+		struct ipv6hdr *ip6 = data + l3off;
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		ip6->vtc_flow = bpf_htonl(6 << 28);
+		ip6->payload_len = bpf_htons(tcplen);
+		ip6->hop_limit = 64;
+		__builtin_memcpy(ip6->saddr, b->ph, 16);
+		__builtin_memcpy(ip6->daddr, b->ph + 16, 16);
+		tcp = (void *)(ip6 + 1);
+	} else {
+		struct iphdr *ip4 = data + l3off;
+		if ((void *)(ip4 + 1) > data_end)
+			return -1;
+		__u32 s = ld32(b->ph), d = ld32(b->ph + 16);
+		ip4->tos = 0;
+		ip4->tot_len = bpf_htons(20 + tcplen);
+		ip4->id = 0;
+		ip4->frag_off = bpf_htons(0x4000);
+		ip4->ttl = 64;
+		ip4->saddr = bpf_htonl(s);
+		ip4->daddr = bpf_htonl(d);
+		__u32 isum = 0x4500 + 20 + tcplen + 0x4000 + (64 << 8 | IPPROTO_TCP) + (s >> 16) +
+			     (s & 0xffff) + (d >> 16) + (d & 0xffff);
+		ip4->check = bpf_htons((__u16)~csum_fold(isum));
+		tcp = (void *)(ip4 + 1);
+	}
+	__u32 *src = (__u32 *)&b->th, *dst = (__u32 *)tcp;
+	__u32 nw = tcplen / 4;
+#pragma unroll
+	for (int i = 0; i < 10; i++) {
+		if (i < nw) {
+			if ((void *)(dst + i + 1) > data_end)
+				return -1;
+			dst[i] = src[i];
+		}
+	}
+	return 1;
+}
+
 SEC("xdp")
 int syngate_xdp(struct xdp_md *ctx)
 {
@@ -660,6 +1033,16 @@ int syngate_xdp(struct xdp_md *ctx)
 		if ((cfg.flags & CFG_SYN_RATELIMIT) && !(svc->flags & SVC_F_NO_RATELIMIT) &&
 		    !ratelimit_allow(fk.saddr, fk.family))
 			return count(R_DROP_SYN_RATELIMIT, bytes, XDP_DROP);
+		/* A SYN for a spliced 4-tuple is the engine's to judge. */
+		if ((svc->flags & SVC_F_XDP_COOKIES) && !bpf_map_lookup_elem(&flows, &fk)) {
+			__u64 ann = svc->ann_window | (__u64)svc->ann_mss << 16 |
+				    (__u64)svc->ann_wscale << 32 | (__u64)svc->ann_flags << 40;
+			int rc = synack_cookie(ctx, ann);
+			if (rc > 0)
+				return count(R_TX_SYNACK_COOKIE, bytes, XDP_TX);
+			if (rc < 0)
+				return count(R_DROP_TCP_TRUNCATED, bytes, XDP_DROP);
+		}
 		return to_xsk(ctx, R_XSK_SYN, bytes);
 	}
 

@@ -27,6 +27,20 @@ type syngateConfig struct {
 	RlFillNs     uint64
 }
 
+type syngateCookieState struct {
+	_      structs.HostLayout
+	Active uint32
+	Pad    uint32
+	Slot   [2]struct {
+		_            structs.HostLayout
+		K0           uint64
+		K1           uint64
+		Tick         uint64
+		ClockOffNs   uint64
+		ValidUntilNs uint64
+	}
+}
+
 type syngateCounter struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -99,7 +113,8 @@ const (
 	syngateReasonR_DROP_FAST_NO_ROUTE   syngateReason = 23
 	syngateReasonR_DROP_FAST_NO_NEIGH   syngateReason = 24
 	syngateReasonR_DROP_FAST_NO_PORT    syngateReason = 25
-	syngateReasonR_MAX                  syngateReason = 26
+	syngateReasonR_TX_SYNACK_COOKIE     syngateReason = 26
+	syngateReasonR_MAX                  syngateReason = 27
 )
 
 type syngateRlKey struct {
@@ -123,25 +138,50 @@ type syngateSvcKey struct {
 }
 
 type syngateSvcVal struct {
-	_     structs.HostLayout
-	Id    uint32
-	Flags uint32
+	_         structs.HostLayout
+	Id        uint32
+	Flags     uint32
+	AnnMss    uint16
+	AnnWindow uint16
+	AnnWscale uint8
+	AnnFlags  uint8
+	Pad       uint16
+}
+
+type syngateSynackBuf struct {
+	_  structs.HostLayout
+	Ph [40]uint8
+	Th struct {
+		_       structs.HostLayout
+		Source  uint16
+		Dest    uint16
+		Seq     uint32
+		AckSeq  uint32
+		DoffRes uint8
+		Flags   uint8
+		Window  uint16
+		Check   uint16
+		UrgPtr  uint16
+	}
+	Opt [5]uint32
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	syngateMapCounters    = "counters"
-	syngateMapFlows       = "flows"
-	syngateMapIfslots     = "ifslots"
-	syngateMapLocals      = "locals"
-	syngateMapRatelimit   = "ratelimit"
-	syngateMapServices    = "services"
-	syngateMapTxPorts     = "tx_ports"
-	syngateMapXsks        = "xsks"
-	syngateProgSyngateXdp = "syngate_xdp"
-	syngateVarCfg         = "cfg"
+	syngateMapCookieKeys    = "cookie_keys"
+	syngateMapCounters      = "counters"
+	syngateMapFlows         = "flows"
+	syngateMapIfslots       = "ifslots"
+	syngateMapLocals        = "locals"
+	syngateMapRatelimit     = "ratelimit"
+	syngateMapServices      = "services"
+	syngateMapSynackScratch = "synack_scratch"
+	syngateMapTxPorts       = "tx_ports"
+	syngateMapXsks          = "xsks"
+	syngateProgSyngateXdp   = "syngate_xdp"
+	syngateVarCfg           = "cfg"
 )
 
 // loadSyngate returns the embedded CollectionSpec for syngate.
@@ -193,14 +233,16 @@ type syngateProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type syngateMapSpecs struct {
-	Counters  *ebpf.MapSpec `ebpf:"counters"`
-	Flows     *ebpf.MapSpec `ebpf:"flows"`
-	Ifslots   *ebpf.MapSpec `ebpf:"ifslots"`
-	Locals    *ebpf.MapSpec `ebpf:"locals"`
-	Ratelimit *ebpf.MapSpec `ebpf:"ratelimit"`
-	Services  *ebpf.MapSpec `ebpf:"services"`
-	TxPorts   *ebpf.MapSpec `ebpf:"tx_ports"`
-	Xsks      *ebpf.MapSpec `ebpf:"xsks"`
+	CookieKeys    *ebpf.MapSpec `ebpf:"cookie_keys"`
+	Counters      *ebpf.MapSpec `ebpf:"counters"`
+	Flows         *ebpf.MapSpec `ebpf:"flows"`
+	Ifslots       *ebpf.MapSpec `ebpf:"ifslots"`
+	Locals        *ebpf.MapSpec `ebpf:"locals"`
+	Ratelimit     *ebpf.MapSpec `ebpf:"ratelimit"`
+	Services      *ebpf.MapSpec `ebpf:"services"`
+	SynackScratch *ebpf.MapSpec `ebpf:"synack_scratch"`
+	TxPorts       *ebpf.MapSpec `ebpf:"tx_ports"`
+	Xsks          *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // syngateVariableSpecs contains global variables before they are loaded into the kernel.
@@ -230,24 +272,28 @@ func (o *syngateObjects) Close() error {
 //
 // It can be passed to loadSyngateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type syngateMaps struct {
-	Counters  *ebpf.Map `ebpf:"counters"`
-	Flows     *ebpf.Map `ebpf:"flows"`
-	Ifslots   *ebpf.Map `ebpf:"ifslots"`
-	Locals    *ebpf.Map `ebpf:"locals"`
-	Ratelimit *ebpf.Map `ebpf:"ratelimit"`
-	Services  *ebpf.Map `ebpf:"services"`
-	TxPorts   *ebpf.Map `ebpf:"tx_ports"`
-	Xsks      *ebpf.Map `ebpf:"xsks"`
+	CookieKeys    *ebpf.Map `ebpf:"cookie_keys"`
+	Counters      *ebpf.Map `ebpf:"counters"`
+	Flows         *ebpf.Map `ebpf:"flows"`
+	Ifslots       *ebpf.Map `ebpf:"ifslots"`
+	Locals        *ebpf.Map `ebpf:"locals"`
+	Ratelimit     *ebpf.Map `ebpf:"ratelimit"`
+	Services      *ebpf.Map `ebpf:"services"`
+	SynackScratch *ebpf.Map `ebpf:"synack_scratch"`
+	TxPorts       *ebpf.Map `ebpf:"tx_ports"`
+	Xsks          *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *syngateMaps) Close() error {
 	return _SyngateClose(
+		m.CookieKeys,
 		m.Counters,
 		m.Flows,
 		m.Ifslots,
 		m.Locals,
 		m.Ratelimit,
 		m.Services,
+		m.SynackScratch,
 		m.TxPorts,
 		m.Xsks,
 	)

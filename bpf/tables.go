@@ -66,12 +66,80 @@ type ServiceFlags uint32
 // ServiceNoRateLimit exempts the service's SYNs from Config.SYNRateLimit.
 const ServiceNoRateLimit ServiceFlags = 0x1
 
+// svcXDPCookies mirrors SVC_F_XDP_COOKIES; Service.XDPCookies sets it.
+const svcXDPCookies = 0x2
+
+// Mirrors of ANN_* and WSCALE_NONE in syngate.c.
+const (
+	annSACK       = 0x1
+	annTimestamps = 0x2
+)
+
 // Service is one protected VIP:port. The ID is syngate's own handle; the
 // program does not interpret it.
 type Service struct {
 	Addr  netip.AddrPort
 	ID    uint32
 	Flags ServiceFlags
+	// XDPCookies makes the program answer the service's SYNs itself, with
+	// XDP_TX, by SYN-ACKs carrying the cookies cookie.Jar.Make would mint
+	// (VerdictTXSynAckCookie), instead of steering them to AF_XDP. The
+	// engine still gets the ACKs and validates them with Jar.Check. It
+	// needs a fresh key (SetCookieKey); without one, and for SYNs the
+	// program leaves to the engine (a spliced 4-tuple, IPv4 options, IPv6
+	// extension headers, malformed MSS/window scale/SACK-permitted
+	// options), SYNs go to AF_XDP as before.
+	XDPCookies bool
+	// Announce is what those SYN-ACKs offer; only used with XDPCookies.
+	Announce Announce
+}
+
+// Announce is what a cookie SYN-ACK sent by the program offers, as the
+// engine's packet.SynAckOptions would: each option only if the SYN carried
+// it, and window scale and SACK-permitted only with timestamps, the only
+// place a cookie can keep them. Its MSS option is min(MSS, the cookie's
+// MSS table entry for the SYN's MSS).
+type Announce struct {
+	Window     uint16 // the SYN-ACK's window (a SYN-ACK's is never scaled); must be non-zero
+	MSS        uint16 // cap on the announced MSS; zero: the cookie's table entry alone
+	WScale     uint8  // window scale shift offered, at most 14; flow.NoWScale offers none
+	SACK       bool   // offer SACK-permitted
+	Timestamps bool   // offer timestamps (and so the options the cookie keeps in TSval)
+}
+
+func (s Service) bpf() (syngateSvcVal, error) {
+	if s.Flags&^ServiceNoRateLimit != 0 {
+		return syngateSvcVal{}, fmt.Errorf("service flags %#x: %w", uint32(s.Flags), ErrInvalid)
+	}
+	a := s.Announce
+	if s.XDPCookies && a.Window == 0 {
+		return syngateSvcVal{}, fmt.Errorf("xdp cookies with a zero window: %w", ErrInvalid)
+	}
+	if a.WScale > flow.MaxWScale && a.WScale != flow.NoWScale {
+		return syngateSvcVal{}, fmt.Errorf("window scale %d above %d: %w", a.WScale, flow.MaxWScale, ErrInvalid)
+	}
+	v := syngateSvcVal{Id: s.ID, Flags: uint32(s.Flags), AnnMss: a.MSS, AnnWindow: a.Window, AnnWscale: a.WScale}
+	if s.XDPCookies {
+		v.Flags |= svcXDPCookies
+	}
+	if a.SACK {
+		v.AnnFlags |= annSACK
+	}
+	if a.Timestamps {
+		v.AnnFlags |= annTimestamps
+	}
+	return v, nil
+}
+
+func serviceFrom(addr netip.AddrPort, v *syngateSvcVal) Service {
+	return Service{
+		Addr: addr, ID: v.Id, Flags: ServiceFlags(v.Flags &^ svcXDPCookies),
+		XDPCookies: v.Flags&svcXDPCookies != 0,
+		Announce: Announce{
+			Window: v.AnnWindow, MSS: v.AnnMss, WScale: v.AnnWscale,
+			SACK: v.AnnFlags&annSACK != 0, Timestamps: v.AnnFlags&annTimestamps != 0,
+		},
+	}
 }
 
 func serviceKey(ap netip.AddrPort) (syngateSvcKey, error) {
@@ -88,7 +156,11 @@ func (d *Dataplane) SetService(s Service) error {
 	if err != nil {
 		return fmt.Errorf("set service: %w", err)
 	}
-	if err := d.objs.Services.Put(k, syngateSvcVal{Id: s.ID, Flags: uint32(s.Flags)}); err != nil {
+	v, err := s.bpf()
+	if err != nil {
+		return fmt.Errorf("set service %v: %w", s.Addr, err)
+	}
+	if err := d.objs.Services.Put(k, v); err != nil {
 		return fmt.Errorf("set service %v: %w", s.Addr, err)
 	}
 	return nil
@@ -118,7 +190,7 @@ func (d *Dataplane) Services() ([]Service, error) {
 	it := d.objs.Services.Iterate()
 	for it.Next(&k, &v) {
 		addr := netip.AddrPortFrom(fromAddr16(uint32(k.Family), k.Addr), ntoh16(k.Port))
-		out = append(out, Service{Addr: addr, ID: v.Id, Flags: ServiceFlags(v.Flags)})
+		out = append(out, serviceFrom(addr, &v))
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("list services: %w", err)

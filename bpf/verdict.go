@@ -33,6 +33,7 @@ const (
 	VerdictDropFastNoRoute                  // spliced, but the route blackholes/rejects it
 	VerdictDropFastNoNeigh                  // spliced, no neighbour and nothing learned
 	VerdictDropFastNoPort                   // spliced, egress interface not attached
+	VerdictTXSynAckCookie                   // SYN answered in XDP with a cookie SYN-ACK (Service.XDPCookies)
 
 	// NumVerdicts is the number of verdicts; Counters has one slot each.
 	NumVerdicts = iota
@@ -65,6 +66,7 @@ var verdictNames = [NumVerdicts]string{
 	"drop_fast_no_route",
 	"drop_fast_no_neigh",
 	"drop_fast_no_port",
+	"tx_synack_cookie",
 }
 
 // String returns the snake_case name, stable for use as a metric label.
@@ -110,7 +112,7 @@ func (v Verdict) Action() Action {
 	switch {
 	case v <= VerdictPassFragment:
 		return ActionPass
-	case v == VerdictFastTX:
+	case v == VerdictFastTX, v == VerdictTXSynAckCookie:
 		return ActionTX
 	case v <= VerdictFastRedirect:
 		return ActionRedirect
