@@ -64,10 +64,18 @@ func run() int {
 	noCeil := flag.Bool("no-ceilings", false, "skip the XDP_DROP/XDP_TX ceilings (the flood maximum is then measured against XDP_DROP only briefly)")
 	bin := flag.String("syngate", "", "use this syngate `binary` instead of building cmd/syngate")
 	head := flag.Bool("head", false, "build syngate from the last commit (git archive HEAD) instead of the working tree")
+	render := flag.String("render", "", "only re-render latest.md and success.svg from this results `file` (JSON)")
 	hold := flag.String("hold", "", "set up one `defense` in a lab, print its namespaces and keep it until Ctrl-C (for looking at it by hand)")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if *render != "" {
+		if err := rerender(*render, *out); err != nil {
+			log.Error("render", "err", err)
+			return 1
+		}
+		return 0
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root (network namespaces, XDP, AF_XDP, nftables)")
 		return 2
@@ -121,6 +129,7 @@ func run() int {
 	}
 
 	res := &Results{
+		Syngate: syngateCommit(modDir, *head || *bin != ""),
 		Date:    time.Now().UTC().Format(time.RFC3339),
 		Quick:   b.quick,
 		Machine: machineInfo(),
@@ -309,4 +318,22 @@ func (b *bench) buildSyngate(modDir string, head bool) (string, error) {
 		return "", fmt.Errorf("build the last commit: %w: %s", err, o)
 	}
 	return out, nil
+}
+
+// syngateCommit names the commit syngate was built from; clean is true
+// when it was not built from the working tree.
+func syngateCommit(modDir string, clean bool) string {
+	o, err := exec.Command("git", "-C", modDir, "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	c := strings.TrimSpace(string(o))
+	if clean {
+		return c
+	}
+	st, err := exec.Command("git", "-C", modDir, "status", "--porcelain", "--", ".", ":!bench").Output()
+	if err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		c += "+dirty"
+	}
+	return c
 }

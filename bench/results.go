@@ -4,8 +4,11 @@ package main
 // bench/results/latest.json and rendered into the table, the markdown file
 // and the plot.
 type Results struct {
-	Date     string            `json:"date"`
-	Quick    bool              `json:"quick"`
+	Date  string `json:"date"`
+	Quick bool   `json:"quick"`
+	// Syngate is the commit the syngate binary was built from, with
+	// "+dirty" when the working tree had changes outside bench/.
+	Syngate  string            `json:"syngate_commit"`
 	Machine  Machine           `json:"machine"`
 	Settings Settings          `json:"settings"`
 	Ceilings Ceilings          `json:"ceilings"`

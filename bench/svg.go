@@ -7,20 +7,23 @@ import (
 	"math"
 )
 
-// successSVG plots legitimate success rate (y, 0-100%) against the offered
-// flood rate (x) for every defense, one polyline with markers each.
+// successSVG plots legitimate success rate (y, 0-100%) against the flood
+// rate each step actually reached (x) for every defense, one polyline with
+// markers each. The reached rate, not the offered one: the generator shares
+// the machine's cores with the defense, and a costly defense slows it.
 func successSVG(res *Results) []byte {
 	const (
 		w, h                     = 760, 440
 		left, right, top, bottom = 70, 200, 40, 60
 	)
 	pw, ph := float64(w-left-right), float64(h-top-bottom)
-	maxX := res.Ceilings.FloodMaxPPS
+	maxX := 0.0
 	for _, d := range res.Defenses {
 		for _, s := range d.Steps {
-			maxX = math.Max(maxX, s.OfferedPPS)
+			maxX = math.Max(maxX, s.FloodPPS)
 		}
 	}
+	maxX = niceCeil(maxX)
 	if maxX <= 0 {
 		maxX = 1
 	}
@@ -42,7 +45,7 @@ func successSVG(res *Results) []byte {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x(xv), h-bottom+18, fmtRate(xv))
 	}
 	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.0f" height="%.0f" fill="none" stroke="#333"/>`+"\n", left, top, pw, ph)
-	fmt.Fprintf(&b, `<text x="%.0f" y="%d" text-anchor="middle">offered flood rate (spoofed SYNs per second)</text>`+"\n", float64(left)+pw/2, h-18)
+	fmt.Fprintf(&b, `<text x="%.0f" y="%d" text-anchor="middle">flood rate reached (spoofed SYNs sent per second)</text>`+"\n", float64(left)+pw/2, h-18)
 	fmt.Fprintf(&b, `<text x="18" y="%.0f" text-anchor="middle" transform="rotate(-90 18 %.0f)">legitimate success rate</text>`+"\n", float64(top)+ph/2, float64(top)+ph/2)
 	// One series per defense; markers differ so overlapping lines stay
 	// distinguishable.
@@ -50,20 +53,20 @@ func successSVG(res *Results) []byte {
 		c := colors[i%len(colors)]
 		var pts bytes.Buffer
 		for _, s := range d.Steps {
-			fmt.Fprintf(&pts, "%.1f,%.1f ", x(s.OfferedPPS), y(s.SuccessRate))
+			fmt.Fprintf(&pts, "%.1f,%.1f ", x(s.FloodPPS), y(s.SuccessRate))
 		}
 		if len(d.Steps) > 0 {
 			fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", bytes.TrimSpace(pts.Bytes()), c)
 		}
 		for _, s := range d.Steps {
-			cx, cy := x(s.OfferedPPS), y(s.SuccessRate)
+			cx, cy := x(s.FloodPPS), y(s.SuccessRate)
 			switch i % 3 {
 			case 0:
-				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="4" fill="%s"><title>%s: %.1f%% at %s pps</title></circle>`+"\n", cx, cy, c, html.EscapeString(d.Name), 100*s.SuccessRate, fmtRate(s.OfferedPPS))
+				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="4" fill="%s"><title>%s: %.1f%% at %s pps</title></circle>`+"\n", cx, cy, c, html.EscapeString(d.Name), 100*s.SuccessRate, fmtRate(s.FloodPPS))
 			case 1:
-				fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="8" height="8" fill="%s"><title>%s: %.1f%% at %s pps</title></rect>`+"\n", cx-4, cy-4, c, html.EscapeString(d.Name), 100*s.SuccessRate, fmtRate(s.OfferedPPS))
+				fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="8" height="8" fill="%s"><title>%s: %.1f%% at %s pps</title></rect>`+"\n", cx-4, cy-4, c, html.EscapeString(d.Name), 100*s.SuccessRate, fmtRate(s.FloodPPS))
 			default:
-				fmt.Fprintf(&b, `<path d="M%.1f %.1fl5 8h-10z" fill="%s"><title>%s: %.1f%% at %s pps</title></path>`+"\n", cx, cy-5, c, html.EscapeString(d.Name), 100*s.SuccessRate, fmtRate(s.OfferedPPS))
+				fmt.Fprintf(&b, `<path d="M%.1f %.1fl5 8h-10z" fill="%s"><title>%s: %.1f%% at %s pps</title></path>`+"\n", cx, cy-5, c, html.EscapeString(d.Name), 100*s.SuccessRate, fmtRate(s.FloodPPS))
 			}
 		}
 		ly := top + 10 + i*22
@@ -73,4 +76,19 @@ func successSVG(res *Results) []byte {
 	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="10" fill="#555">%s, %d cores, Linux %s, %s</text>`+"\n", left, h-4, html.EscapeString(res.Machine.CPU), res.Machine.Cores, html.EscapeString(res.Machine.Kernel), res.Date[:10])
 	b.WriteString("</svg>\n")
 	return b.Bytes()
+}
+
+// niceCeil rounds v up to 1, 2, 4 or 5 times a power of ten, so the axis
+// ticks (quarters) are round numbers.
+func niceCeil(v float64) float64 {
+	if v <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 4, 5, 10} {
+		if v <= m*p {
+			return m * p
+		}
+	}
+	return 10 * p
 }
