@@ -3,6 +3,7 @@ package bpf
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -215,4 +216,132 @@ func optsKey(bs ...bool) string {
 		}
 	}
 	return string(b)
+}
+
+// SYNs the program must leave to the engine, and the states in which it
+// must not mint at all.
+func TestXDPCookieFallbacks(t *testing.T) {
+	d := testDataplane(t, Config{})
+	withSocket(t, d)
+	ann := Announce{Window: 4096, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
+	setCookieServices(t, d, ann)
+	jar := testJar(t)
+	synOpts := []layers.TCPOption{optMSS, {OptionType: layers.TCPOptionKindSACKPermitted}, optTS(1, 0), optNOP, {OptionType: layers.TCPOptionKindWindowScale, OptionData: []byte{7}}}
+	syn4 := frame(t, pkt{src: client4, dst: svc4, flags: "S", seq: 1, opts: synOpts})
+	syn6 := frame(t, pkt{src: client6, dst: svc6, flags: "S", seq: 1, opts: synOpts})
+	run := func(name string, data []byte, want Verdict) {
+		t.Helper()
+		if r := mustRun(t, d, append([]byte(nil), data...)); r.verdict != want {
+			t.Errorf("%s: verdict %v, want %v", name, r.verdict, want)
+		}
+	}
+
+	run("no key yet", syn4, VerdictXSKSyn)
+	stale := time.Now().Add(-cookie.DefaultTick - CookieKeyGrace - time.Second)
+	if err := d.SetCookieKey(jar.DataplaneKey(stale)); err != nil {
+		t.Fatal(err)
+	}
+	run("stale key", syn4, VerdictXSKSyn)
+	if err := d.SetCookieKey(jar.DataplaneKey(time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	run("fresh key v4", syn4, VerdictTXSynAckCookie)
+	run("fresh key v6", syn6, VerdictTXSynAckCookie)
+
+	// IPv4 options: IHL 6 with four NOPs.
+	ipopt := append(append(append([]byte(nil), syn4[:34]...), 1, 1, 1, 1), syn4[34:]...)
+	ipopt[14] = 0x46
+	binary.BigEndian.PutUint16(ipopt[16:], binary.BigEndian.Uint16(ipopt[16:])+4)
+	run("ipv4 options", ipopt, VerdictXSKSyn)
+	run("ipv6 extension header", frame(t, pkt{src: client6, dst: svc6, flags: "S", opts: synOpts,
+		v6ext: []byte{6, 0, 1, 4, 0, 0, 0, 0}, v6next: layers.IPProtocolIPv6Destination}), VerdictXSKSyn)
+	run("ipv4-mapped source", frame(t, pkt{src: netip.MustParseAddrPort("[::ffff:203.0.113.5]:1000"), dst: svc6, flags: "S", opts: synOpts}), VerdictXSKSyn)
+	bad := []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionData: []byte{5, 0xb4, 0, 0}}}
+	run("mss option of length 6", frame(t, pkt{src: client4, dst: svc4, flags: "S", opts: bad}), VerdictXSKSyn)
+	bad = []layers.TCPOption{{OptionType: layers.TCPOptionKindWindowScale, OptionData: []byte{7, 0}}, optNOP, optNOP, optNOP}
+	run("window scale option of length 4", frame(t, pkt{src: client4, dst: svc4, flags: "S", opts: bad}), VerdictXSKSyn)
+	run("syn-ack", frame(t, pkt{src: client4, dst: svc4, flags: "SA", opts: synOpts}), VerdictXSKHandshake)
+
+	if err := d.InstallFlow(FlowKey{client4, svc4}, FlowNAT{Src: svc4, Dst: client4, Ifindex: 1}); err != nil {
+		t.Fatal(err)
+	}
+	run("spliced 4-tuple", syn4, VerdictXSKSyn)
+	run("other 4-tuple", frame(t, pkt{src: netip.AddrPortFrom(client4.Addr(), 999), dst: svc4, flags: "S", opts: synOpts}), VerdictTXSynAckCookie)
+
+	if err := d.SetService(Service{Addr: svc4, ID: 1, Announce: ann}); err != nil {
+		t.Fatal(err)
+	}
+	run("cookies off for the service", frame(t, pkt{src: netip.AddrPortFrom(client4.Addr(), 999), dst: svc4, flags: "S", opts: synOpts}), VerdictXSKSyn)
+	run("cookies still on for the other", syn6, VerdictTXSynAckCookie)
+
+	if err := d.SetCookieKey(cookie.DataplaneKey{}); err != nil {
+		t.Fatal(err)
+	}
+	run("zero key", syn6, VerdictXSKSyn)
+}
+
+// Every SetCookieKey takes effect at once, whichever slot it lands in.
+func TestSetCookieKeySwitches(t *testing.T) {
+	d := testDataplane(t, Config{})
+	setCookieServices(t, d, Announce{Window: 1000})
+	syn := frame(t, pkt{src: client4, dst: svc4, flags: "S", seq: 77})
+	var s packet.Segment
+	if err := packet.Parse(syn, &s); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		secret := append([]byte(nil), testSecret...)
+		secret[0] = byte(i)
+		jar, err := cookie.NewJar(secret, cookie.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		if err := d.SetCookieKey(jar.DataplaneKey(now)); err != nil {
+			t.Fatal(err)
+		}
+		r := mustRun(t, d, append([]byte(nil), syn...))
+		if r.verdict != VerdictTXSynAckCookie {
+			t.Fatalf("key %d: verdict %v", i, r.verdict)
+		}
+		seq := binary.BigEndian.Uint32(r.out[tcp4Off+4:])
+		if _, reason := jar.Check(s.Tuple, 78, seq+1, false, 0, now); reason != cookie.ReasonOK {
+			t.Fatalf("key %d: cookie %#x not from the latest key: %v", i, seq, reason)
+		}
+	}
+}
+
+func TestServiceAnnounce(t *testing.T) {
+	d := testDataplane(t, Config{})
+	ok := Service{Addr: svc4, ID: 9, Flags: ServiceNoRateLimit, XDPCookies: true,
+		Announce: Announce{Window: 65535, MSS: 1400, WScale: flow.NoWScale, SACK: true}}
+	if err := d.SetService(ok); err != nil {
+		t.Fatal(err)
+	}
+	svcs, err := d.Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, s := range svcs {
+		if s.Addr == svc4 {
+			found = true
+			if s != ok {
+				t.Errorf("read back %+v, set %+v", s, ok)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("service missing")
+	}
+	for _, bad := range []Service{
+		{Addr: svc4, XDPCookies: true},                                             // zero window
+		{Addr: svc4, XDPCookies: true, Announce: Announce{Window: 1, WScale: 15}},  // shift above 14
+		{Addr: svc4, Flags: svcXDPCookies, Announce: Announce{Window: 1}},          // internal flag
+		{Addr: svc4, Flags: 0x80, XDPCookies: true, Announce: Announce{Window: 1}}, // unknown flag
+	} {
+		if err := d.SetService(bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("SetService(%+v) = %v, want ErrInvalid", bad, err)
+		}
+	}
 }

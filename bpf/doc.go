@@ -7,6 +7,7 @@
 //	defer dp.Close()
 //	err = dp.Attach("eth0", bpf.ModeAuto)
 //	err = dp.SetService(bpf.Service{Addr: netip.MustParseAddrPort("192.0.2.10:443"), ID: 1})
+//	err = dp.SetCookieKey(jar.DataplaneKey(time.Now()))   // every second, if any service has XDPCookies
 //	err = dp.RegisterSocket(ifindex, queue, xskFD)        // one AF_XDP socket per interface rx queue
 //	err = dp.InstallFlow(bpf.ClientKey(tuple), clientToBackend) // and the reverse direction
 //	counters, err := dp.Counters()
@@ -34,6 +35,32 @@
 // netip.Addr.As16), next to an address family; ports in network order.
 // IPv4-mapped IPv6 addresses given to the API are treated as IPv4.
 //
+// # Cookie SYN-ACKs in XDP
+//
+// For a service with Service.XDPCookies, SYNs are answered in the program
+// itself: it mints the cookie cookie.Jar.Make would (SipHash-2-4 with the key
+// and tick of the last SetCookieKey, same ISN layout, MSS tables and TSval
+// option bits), turns the frame into the SYN-ACK packet.ReplySynAck would
+// build for it with the service's Announce values, and sends it back with
+// XDP_TX (VerdictTXSynAckCookie). Under a SYN flood nothing then crosses
+// to user space but the ACKs, which the engine validates with Jar.Check.
+// SYNs for a 4-tuple with a flow, with IPv4 options or IPv6 extension
+// headers, from an IPv4-mapped IPv6 source, or with an MSS, window scale or
+// SACK-permitted option of the wrong length still go to AF_XDP, as do all
+// SYNs while there is no fresh key (none set, or CookieKeyGrace past its
+// Expires). Window scale and SACK-permitted are offered only with
+// timestamps, the only place a cookie keeps them; timestamps only when the
+// service offers them too, in which case the cookie is minted as for a SYN
+// without them.
+//
+// The TSval clock is wall-clock milliseconds mod 2^32, as the engine's
+// uint32(now.UnixMilli()): the program adds to bpf_ktime_get_ns
+// (CLOCK_MONOTONIC) the offset CLOCK_REALTIME - CLOCK_MONOTONIC that each
+// SetCookieKey measures, so a step of the wall clock reaches it within a
+// second. (bpf_ktime_get_tai_ns would track the wall clock by itself but
+// is off by the TAI-UTC offset, which would need correcting from Go all the
+// same, and needs Linux 6.1.)
+//
 // # State and restarts
 //
 // With Config.PinPath the maps holding state are pinned by name there and a
@@ -48,9 +75,11 @@
 //
 // Not pinned, rebuilt by each process:
 //
-//	ifslots    ifindex -> slot (< MaxInterfaces)      RegisterSocket/UnregisterSocket
-//	xsks       slot*MaxQueues + rx queue -> AF_XDP    RegisterSocket/UnregisterSocket
-//	tx_ports   ifindex -> ifindex (DEVMAP_HASH)       Attach/Detach
+//	ifslots         ifindex -> slot (< MaxInterfaces)      RegisterSocket/UnregisterSocket
+//	xsks            slot*MaxQueues + rx queue -> AF_XDP    RegisterSocket/UnregisterSocket
+//	tx_ports        ifindex -> ifindex (DEVMAP_HASH)       Attach/Detach
+//	cookie_keys     cookie key, tick, TSval clock offset   SetCookieKey
+//	synack_scratch  room to build a SYN-ACK (per CPU)      XDP only
 //
 // Every interface has its own queue 0, so sockets are keyed by (interface,
 // queue): an interface takes a slot with its first socket and frees it with

@@ -6,9 +6,12 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/syngate/syngate/packet"
 )
 
 // refEnv is the Go reference of the program's decision table (syngate.c's
@@ -22,6 +25,8 @@ type refEnv struct {
 	socket     bool
 	badFlags   bool
 	synPayload bool
+	cookies    map[refSvc]bool // services with XDPCookies
+	cookieKey  bool            // a fresh key was set
 }
 
 type refAddr struct {
@@ -163,6 +168,12 @@ func (e *refEnv) classify(b []byte) Verdict {
 		if e.synPayload && l4+doff < l4end {
 			return VerdictDropSynPayload
 		}
+		key := FlowKey{netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport)}
+		plainIP := (!v6 && l4 == off+20) || (v6 && l4 == off+40 && !src.Is4In6())
+		if e.cookies[refSvc{refAddr{v6, dst}, dport}] && e.cookieKey && !e.flows[key] && plainIP &&
+			refSynOptionsOK(b[l4:l4+doff]) {
+			return VerdictTXSynAckCookie
+		}
 		return xsk(VerdictXSKSyn)
 	}
 	if e.flows[FlowKey{netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport)}] {
@@ -195,6 +206,27 @@ func refOptionsValid(h []byte) bool {
 			return false
 		}
 		if kind == 8 && l != 10 || kind == 5 && l != 10 && l != 18 && l != 26 && l != 34 {
+			return false
+		}
+		off += l
+	}
+	return true
+}
+
+// refSynOptionsOK: the options the cookie path reads have the lengths the
+// engine's parser insists on.
+func refSynOptionsOK(h []byte) bool {
+	for off := 20; off < len(h); {
+		kind := h[off]
+		if kind == 0 {
+			return true
+		}
+		if kind == 1 {
+			off++
+			continue
+		}
+		l := int(h[off+1])
+		if kind == 2 && l != 4 || kind == 3 && l != 3 || kind == 4 && l != 2 {
 			return false
 		}
 		off += l
@@ -310,6 +342,12 @@ func TestReferenceClassifier(t *testing.T) {
 		flows:      map[FlowKey]bool{},
 		badFlags:   cfg.DropBadFlags,
 		synPayload: cfg.DropSYNPayload,
+		cookies:    map[refSvc]bool{{refAddr{true, svc6.Addr()}, svc6.Port()}: true},
+	}
+	// svc6 answers SYNs in XDP, once the key is set (below).
+	ann := Announce{Window: 1000, MSS: 1400, WScale: 7, SACK: true, Timestamps: true}
+	if err := d.SetService(Service{Addr: svc6, ID: 2, XDPCookies: true, Announce: ann}); err != nil {
+		t.Fatal(err)
 	}
 	for _, k := range []FlowKey{
 		{client4, svc4}, {client6, svc6},
@@ -340,6 +378,12 @@ func TestReferenceClassifier(t *testing.T) {
 			withSocket(t, d)
 			env.socket = true
 		}
+		if i == n/8 { // the first eighth without a cookie key
+			if err := d.SetCookieKey(testJar(t).DataplaneKey(time.Now())); err != nil {
+				t.Fatal(err)
+			}
+			env.cookieKey = true
+		}
 		b := append(buf[:0], base[rng.IntN(len(base))]...)
 		if rng.IntN(4) != 0 {
 			b = mutateFrame(rng, b)
@@ -359,6 +403,15 @@ func TestReferenceClassifier(t *testing.T) {
 		if v.Action() != ActionTX && !bytes.Equal(opts.DataOut, in) {
 			t.Fatalf("packet %d: %v modified the packet\n% x\n% x", i, v, in, opts.DataOut)
 		}
+		if v == VerdictTXSynAckCookie {
+			var sa packet.Segment
+			if err := packet.Parse(opts.DataOut, &sa); err != nil {
+				t.Fatalf("packet %d: cookie SYN-ACK does not parse: %v\n% x\n% x", i, err, in, opts.DataOut)
+			}
+			if err := packet.VerifyChecksums(opts.DataOut, &sa); err != nil || sa.Flags != packet.SYN|packet.ACK {
+				t.Fatalf("packet %d: cookie SYN-ACK %v, checksums: %v\n% x\n% x", i, sa.Flags, err, in, opts.DataOut)
+			}
+		}
 	}
 	after, err := d.Counters()
 	if err != nil {
@@ -374,5 +427,8 @@ func TestReferenceClassifier(t *testing.T) {
 			seen++
 		}
 	}
-	t.Logf("%d packets, %d distinct verdicts", n, seen)
+	if want[VerdictTXSynAckCookie].Packets == 0 || want[VerdictXSKSyn].Packets == 0 {
+		t.Errorf("cookie and AF_XDP SYN paths not both exercised: %+v", want)
+	}
+	t.Logf("%d packets, %d distinct verdicts, %d cookie SYN-ACKs", n, seen, want[VerdictTXSynAckCookie].Packets)
 }
