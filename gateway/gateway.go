@@ -101,8 +101,12 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}
 	defer sender.Close()
 
+	offload := &cookieOffload{dp: dp, ids: map[netip.AddrPort]uint32{}}
+	for i, s := range services {
+		offload.ids[s.Listen] = uint32(i)
+	}
 	engine, err := proxy.New(proxy.Config{
-		Services: services, Jar: jar, Flows: dp, Sender: sender,
+		Services: services, Jar: jar, Flows: dp, Sender: sender, Offload: offload,
 		PortMin: cfg.Backend.PortMin, PortMax: cfg.Backend.PortMax, PortQuiet: cfg.Backend.PortQuietTime,
 		ConnectTimeout: cfg.Backend.ConnectTimeout, MaxPending: cfg.Backend.MaxPending,
 		MaxConns:           cfg.Flows.Max / 2,
@@ -175,7 +179,15 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		}
 	}
 
-	wg.Add(2)
+	// The key before the engine starts: it may turn the offload on at once.
+	if err := dp.SetCookieKey(jar.DataplaneKey(time.Now())); err != nil {
+		return err
+	}
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		refreshCookieKey(ctx, dp, jar, log)
+	}()
 	go func() {
 		defer wg.Done()
 		engine.Run(ctx)
@@ -344,4 +356,35 @@ func (d *dataplaneMetrics) Flows() (metrics.FlowStats, error) {
 		Active: 2 * st.Spliced, Limit: d.limit, Expired: st.Expired,
 		FastPackets: fast.Packets + redir.Packets, FastBytes: fast.Bytes + redir.Bytes,
 	}, nil
+}
+
+// cookieOffload implements proxy.CookieOffload on the data plane's service
+// map.
+type cookieOffload struct {
+	dp  *bpf.Dataplane
+	ids map[netip.AddrPort]uint32
+}
+
+func (c *cookieOffload) OffloadCookies(s proxy.Service, on bool, o proxy.Offer, window uint16) error {
+	return c.dp.SetService(bpf.Service{
+		Addr: s.Listen, ID: c.ids[s.Listen], XDPCookies: on,
+		Announce: bpf.Announce{Window: window, MSS: o.MSS, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps},
+	})
+}
+
+// refreshCookieKey keeps the XDP program's cookie key and tick current: it
+// mints only with a key the engine's Check still accepts.
+func refreshCookieKey(ctx context.Context, dp *bpf.Dataplane, jar *cookie.Jar, log *slog.Logger) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := dp.SetCookieKey(jar.DataplaneKey(time.Now())); err != nil {
+				log.Warn("refresh the XDP cookie key", "err", err)
+			}
+		}
+	}
 }
