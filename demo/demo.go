@@ -227,7 +227,11 @@ loop:
 	return p, ctx.Err()
 }
 
-func synAcks(m metrics.Samples) float64 { return m.Sum("syngate_synack_sent_total") }
+// synAcks counts the SYN-ACKs of the engine and of the XDP program (cookie
+// offload).
+func synAcks(m metrics.Samples) float64 {
+	return m.Sum("syngate_synack_sent_total") + m.Sum("syngate_xdp_packets_total", `reason="tx_synack_cookie"`)
+}
 
 // live prints the progress line, overwriting the previous one.
 func live(out io.Writer, phase string, el time.Duration, r loadgen.Report, floodPPS, synAckPS float64, m metrics.Samples) {
@@ -263,7 +267,8 @@ func printSummary(out io.Writer, sum Summary, o Options) {
 		}
 	}
 	m := sum.Metrics
-	fmt.Fprintf(out, "\nsyngate: %.0f SYNs reached the engine, %.0f SYN-ACKs with cookies, %.0f from the queue; %.0f ACKs validated, %.0f rejected; %.0f connections spliced\n",
+	fmt.Fprintf(out, "\nsyngate: %.0f SYN-ACKs with cookies from XDP; %.0f SYNs reached the engine, %.0f SYN-ACKs with cookies, %.0f from the queue; %.0f ACKs validated, %.0f rejected; %.0f connections spliced\n",
+		m.Sum("syngate_xdp_packets_total", `reason="tx_synack_cookie"`),
 		m.Sum("syngate_syn_received_total"), m.Sum("syngate_synack_sent_total", `kind="cookie"`), m.Sum("syngate_synack_sent_total", `kind="queue"`),
 		m.Sum("syngate_ack_validated_total"), m.Sum("syngate_ack_rejected_total"), m.Sum("syngate_connections_spliced_total"))
 	fmt.Fprintf(out, "XDP: %.0f packets to AF_XDP, %.0f forwarded on the fast path, %.0f dropped\n",
