@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/syngate/syngate/lab"
@@ -43,7 +46,7 @@ var defenses = []defense{
 	{
 		key:  "synproxy",
 		name: "nftables synproxy",
-		how:  "as kernel, plus in the gateway: notrack for SYNs to the VIP, `ct state invalid,untracked synproxy` in forward, tcp_loose=0, conntrack TIME_WAIT 1 s (one client address reuses ports)",
+		how:  "as kernel, plus in the gateway: notrack for SYNs to the VIP, `ct state invalid,untracked synproxy mss 1460 wscale <backend's> timestamp sack-perm` in forward, tcp_loose=0, conntrack TIME_WAIT 1 s (one client address reuses ports)",
 		setup: func(ctx context.Context, b *bench, s *scenario) error {
 			return setupSynproxy(b, s)
 		},
@@ -86,6 +89,12 @@ func setupSynproxy(b *bench, s *scenario) error {
 	if err := setupRouted(b, s, "1"); err != nil {
 		return err
 	}
+	// synproxy must announce the backend's own window scale: it does not
+	// translate windows, only sequence numbers.
+	ws, err := windowScale(s.top.Backend)
+	if err != nil {
+		return err
+	}
 	vip := s.top.VIP4.String()
 	rules := joinLines(
 		"table ip sgbench {",
@@ -95,7 +104,7 @@ func setupSynproxy(b *bench, s *scenario) error {
 		"  }",
 		"  chain sgfwd {",
 		"    type filter hook forward priority filter; policy accept;",
-		fmt.Sprintf("    ip daddr %s tcp dport %d ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm", vip, servicePort),
+		fmt.Sprintf("    ip daddr %s tcp dport %d ct state invalid,untracked synproxy mss 1460 wscale %d timestamp sack-perm", vip, servicePort, ws),
 		"    ct state invalid drop",
 		"  }",
 		"}",
@@ -224,4 +233,34 @@ func listening(ns *lab.NS, addr netip.AddrPort) bool {
 	}
 	c.Close()
 	return true
+}
+
+// windowScale is the window scale ns's kernel announces on a listener:
+// log2 of the largest receive buffer (tcp_rmem[2], at least rmem_max)
+// minus 15, within 0-14, as tcp_select_initial_window computes it.
+func windowScale(ns *lab.NS) (int, error) {
+	var space uint64
+	err := ns.Run(func() error {
+		for _, f := range []string{"/proc/sys/net/ipv4/tcp_rmem", "/proc/sys/net/core/rmem_max"} {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return fmt.Errorf("read %s: %w", f, err)
+			}
+			fields := strings.Fields(string(b))
+			if len(fields) == 0 {
+				return fmt.Errorf("parse %s: empty", f)
+			}
+			v, err := strconv.ParseUint(fields[len(fields)-1], 10, 64)
+			if err != nil {
+				return fmt.Errorf("parse %s: %w", f, err)
+			}
+			space = max(space, v)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	ws := bits.Len64(space) - 1 - 15
+	return min(max(ws, 0), 14), nil
 }

@@ -39,6 +39,7 @@ type bench struct {
 	connWorkers    int
 	bulkBytes      int64
 	floodWorkers   int
+	quietWait      time.Duration
 
 	workDir    string
 	syngateBin string
@@ -156,6 +157,9 @@ func run() int {
 			want[k] = true
 		}
 	}
+	if len(want) == 0 || want["haproxy"] {
+		b.ensureHAProxy()
+	}
 	for _, d := range defenses {
 		if len(want) > 0 && !want[d.key] {
 			continue
@@ -183,6 +187,7 @@ func (b *bench) configure() {
 	b.connectTimeout = 3 * time.Second
 	b.connWorkers = 64
 	b.floodWorkers = b.cpus
+	b.quietWait = 60 * time.Second
 	if b.quick {
 		b.floodDur = 3 * time.Second
 		b.steps = []float64{0, 0.5, 1}
@@ -336,4 +341,24 @@ func syngateCommit(modDir string, clean bool) string {
 		c += "+dirty"
 	}
 	return c
+}
+
+// ensureHAProxy installs Debian's haproxy package when it is missing, so
+// one command runs the whole comparison on a fresh machine. Only the
+// binary is used (the bench runs it in a lab namespace with its own
+// config); a failure only costs the HAProxy row.
+func (b *bench) ensureHAProxy() {
+	if _, err := exec.LookPath("haproxy"); err == nil {
+		return
+	}
+	if _, err := exec.LookPath("apt-get"); err != nil {
+		b.log.Warn("haproxy is not installed and there is no apt-get: the HAProxy row will be an error")
+		return
+	}
+	b.log.Info("installing haproxy with apt-get")
+	cmd := exec.Command("apt-get", "install", "-y", "-qq", "--no-install-recommends", "haproxy")
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	if o, err := cmd.CombinedOutput(); err != nil {
+		b.log.Warn("apt-get install haproxy failed: the HAProxy row will be an error", "err", err, "output", strings.TrimSpace(string(o)))
+	}
 }

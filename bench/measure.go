@@ -76,6 +76,9 @@ func (b *bench) ceilings(ctx context.Context, withTX bool) (c Ceilings) {
 		if err := p.attach(s.top.Gateway, s.top.GatewayClient.Name); err != nil {
 			return err
 		}
+		if err := b.waitQuiet(ctx); err != nil {
+			return err
+		}
 		b.log.Info("ceiling: XDP_DROP on the gateway under the maximum flood", "seconds", d.Seconds())
 		cpu0, _ := readCPUTimes()
 		f0, _, _ := p.read()
@@ -116,6 +119,9 @@ func (b *bench) ceilings(ctx context.Context, withTX bool) (c Ceilings) {
 			return err
 		}
 		if err := p.attach(s.top.Gateway, s.top.GatewayClient.Name); err != nil {
+			return err
+		}
+		if err := b.waitQuiet(ctx); err != nil {
 			return err
 		}
 		b.log.Info("ceiling: XDP_TX bounce on the gateway under the maximum flood", "seconds", d.Seconds())
@@ -166,6 +172,9 @@ func (b *bench) runDefense(ctx context.Context, d defense) (r DefenseResult) {
 		return fail(fmt.Errorf("setup: %w", err))
 	}
 
+	if err := b.waitQuiet(ctx); err != nil {
+		return fail(err)
+	}
 	rep, err := b.maxConnRate(ctx, s)
 	if err != nil {
 		return fail(fmt.Errorf("connection rate: %w", err))
@@ -173,7 +182,7 @@ func (b *bench) runDefense(ctx context.Context, d defense) (r DefenseResult) {
 	r.MaxConnsPerSec = rep.Rate
 	r.ConnRateErrors = int(rep.Failures.Total())
 	b.log.Info("no flood: new connections", "defense", d.key, "per_sec", int(rep.Rate), "failed", rep.Failures.Total(), "last_error", rep.LastError)
-	if err := sleepCtx(ctx, time.Second); err != nil {
+	if err := b.waitQuiet(ctx); err != nil {
 		return fail(err)
 	}
 	if r.BulkMBps, err = b.bulk(ctx, s); err != nil {
@@ -211,6 +220,9 @@ func (b *bench) runDefense(ctx context.Context, d defense) (r DefenseResult) {
 // stop. Counters are read at the start and end of the clients' window.
 func (b *bench) step(ctx context.Context, s *scenario, frac float64) (Step, error) {
 	st := Step{Fraction: frac, OfferedPPS: frac * b.floodMax}
+	if err := b.waitQuiet(ctx); err != nil {
+		return st, err
+	}
 	var fl *flood.Flood
 	if frac > 0 {
 		rate := int(frac * b.floodMax)
@@ -240,6 +252,7 @@ func (b *bench) step(ctx context.Context, s *scenario, frac float64) (Step, erro
 		return st, err
 	}
 	p0 := s.defenseCPU()
+	self0, _ := procCPU(os.Getpid())
 	_, sa0, err := s.synacks.read()
 	if err != nil {
 		return st, err
@@ -256,6 +269,7 @@ func (b *bench) step(ctx context.Context, s *scenario, frac float64) (Step, erro
 	}
 	cpu1, _ := readCPUTimes()
 	p1 := s.defenseCPU()
+	self1, _ := procCPU(os.Getpid())
 	_, sa1, _ := s.synacks.read()
 	fs1, t1 := sent(), time.Now()
 	rep := g.Wait()
@@ -280,6 +294,8 @@ func (b *bench) step(ctx context.Context, s *scenario, frac float64) (Step, erro
 	st.CPUProcessS = (p1 - p0).Seconds()
 	st.CPUSoftirqS = dc.softirq.Seconds()
 	st.CPUBusyS = dc.busy.Seconds()
+	st.CPUOtherS = max(0, st.CPUBusyS-st.CPUSoftirqS-st.CPUProcessS-(self1-self0).Seconds())
+	st.CPUCapacityS = win * float64(b.cpus)
 	if floodSent > 0 {
 		st.CPUPerMSYN = (st.CPUProcessS + st.CPUSoftirqS) / float64(floodSent) * 1e6
 		st.CPUMarginalPerMSYN = (st.CPUBusyS/float64(floodSent) - b.floorBusy) * 1e6
@@ -334,4 +350,44 @@ func machineInfo() Machine {
 	m.HAProxy = first("haproxy", "-v")
 	m.Nftables = first("nft", "--version")
 	return m
+}
+
+// waitQuiet waits (up to b.quietWait) until the machine is mostly idle:
+// the bench shares it with whatever else runs, and a busy machine makes a
+// defense look slower than it is. It only waits; the step's cpu_other_s
+// says afterwards how disturbed it was.
+func (b *bench) waitQuiet(ctx context.Context) error {
+	deadline := time.Now().Add(b.quietWait)
+	for {
+		c0, err := readCPUTimes()
+		if err != nil {
+			return nil
+		}
+		if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
+			return err
+		}
+		c1, _ := readCPUTimes()
+		load := c1.sub(c0).busy.Seconds() / (0.5 * float64(b.cpus))
+		if load < 0.25 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			b.log.Warn("the machine is busy with something else; measuring anyway", "load", fmt.Sprintf("%.0f%%", 100*load))
+			return nil
+		}
+	}
+}
+
+// disturbed reports steps whose windows other programs took more than a
+// tenth of the machine's CPU in.
+func disturbed(res *Results) []string {
+	var out []string
+	for _, d := range res.Defenses {
+		for _, s := range d.Steps {
+			if s.CPUCapacityS > 0 && s.CPUOtherS > 0.1*s.CPUCapacityS {
+				out = append(out, fmt.Sprintf("%s at %.0f%%: other programs used %.0f%% of the CPU", d.Name, 100*s.Fraction, 100*s.CPUOtherS/s.CPUCapacityS))
+			}
+		}
+	}
+	return out
 }

@@ -227,6 +227,9 @@ func printTable(w io.Writer, res *Results) {
 			fmt.Fprintf(w, "\n%s: %s\n", d.Name, d.Error)
 		}
 	}
+	if dist := disturbed(res); len(dist) > 0 {
+		fmt.Fprintf(w, "\nWARNING: the machine was not quiet, these figures are disturbed:\n  %s\n", strings.Join(dist, "\n  "))
+	}
 }
 
 func fmtRatio(v float64) string {
@@ -266,6 +269,9 @@ func writeMarkdown(w io.Writer, res *Results) {
 		fmt.Fprintf(w, "| %s | %s |\n", r.Name, fmtRatio(r.Value))
 	}
 	fmt.Fprintln(w)
+	if dist := disturbed(res); len(dist) > 0 {
+		fmt.Fprintf(w, "**Disturbed**: other programs ran during these steps: %s.\n\n", strings.Join(dist, "; "))
+	}
 	fmt.Fprintln(w, "How each defense is set up:")
 	fmt.Fprintln(w)
 	for _, d := range res.Defenses {

@@ -96,6 +96,12 @@ type Step struct {
 	CPUProcessS float64 `json:"cpu_process_s"`
 	CPUSoftirqS float64 `json:"cpu_softirq_s"`
 	CPUBusyS    float64 `json:"cpu_busy_s"`
+	// CPUOtherS is busy time neither the bench process, the defense's
+	// process nor softirq accounts for: other programs on the machine
+	// (and kernel threads). Much of it means the step was disturbed.
+	CPUOtherS float64 `json:"cpu_other_s"`
+	// CPUCapacityS is the window's length times the number of cores.
+	CPUCapacityS float64 `json:"cpu_capacity_s"`
 	// CPUPerMSYN is (process + softirq) CPU seconds per million flood SYNs.
 	CPUPerMSYN float64 `json:"cpu_s_per_msyn"`
 	// CPUMarginalPerMSYN is the machine's busy CPU per million SYNs above
