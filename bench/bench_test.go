@@ -157,11 +157,11 @@ func TestRatios(t *testing.T) {
 		got[r.Name] = r.Value
 	}
 	want := map[string]float64{
-		"syngate / nftables synproxy, SYN-ACKs/s at max flood":  0.5,
-		"syngate / kernel SYN cookies, SYN-ACKs/s at max flood": 0, // no kernel row
-		"syngate SYN-ACKs/s / XDP_TX ceiling":                   0.25,
-		"syngate / no defense, bulk throughput":                 0, // "none" failed without steps
-		"syngate / nftables synproxy, new connections/s":        2,
+		"syngate / nftables synproxy, peak SYN-ACKs/s":   0.5,
+		"syngate / kernel SYN cookies, peak SYN-ACKs/s":  0, // no kernel row
+		"syngate peak SYN-ACKs/s / XDP_TX ceiling":       0.25,
+		"syngate / no defense, bulk throughput":          0, // "none" failed without steps
+		"syngate / nftables synproxy, new connections/s": 2,
 	}
 	for k, v := range want {
 		if g, ok := got[k]; !ok || math.Abs(g-v) > 1e-9 {

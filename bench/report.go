@@ -35,8 +35,8 @@ func ratios(res *Results) []Ratio {
 		}
 	}
 	synacks := func(k string) float64 {
-		if d := by[k]; d != nil && d.maxStep() != nil {
-			return d.maxStep().SynAcksPerSec
+		if d := by[k]; d != nil {
+			return d.peakSynAcks()
 		}
 		return 0
 	}
@@ -55,9 +55,9 @@ func ratios(res *Results) []Ratio {
 	bulk := func(d *DefenseResult) float64 { return d.BulkMBps }
 	conns := func(d *DefenseResult) float64 { return d.MaxConnsPerSec }
 	return []Ratio{
-		{Name: "syngate / nftables synproxy, SYN-ACKs/s at max flood", Value: div(synacks("syngate"), synacks("synproxy"))},
-		{Name: "syngate / kernel SYN cookies, SYN-ACKs/s at max flood", Value: div(synacks("syngate"), synacks("kernel"))},
-		{Name: "syngate SYN-ACKs/s / XDP_TX ceiling", Value: div(synacks("syngate"), res.Ceilings.XDPTXSynAckPPS), Note: "XDP_TX bounce seen at the client"},
+		{Name: "syngate / nftables synproxy, peak SYN-ACKs/s", Value: div(synacks("syngate"), synacks("synproxy"))},
+		{Name: "syngate / kernel SYN cookies, peak SYN-ACKs/s", Value: div(synacks("syngate"), synacks("kernel"))},
+		{Name: "syngate peak SYN-ACKs/s / XDP_TX ceiling", Value: div(synacks("syngate"), res.Ceilings.XDPTXSynAckPPS), Note: "XDP_TX bounce seen at the client"},
 		{Name: "syngate / no defense, bulk throughput", Value: div(get("syngate", bulk), get("none", bulk)), Note: "no defense = plain routing"},
 		{Name: "syngate / nftables synproxy, new connections/s", Value: div(get("syngate", conns), get("synproxy", conns))},
 	}
@@ -115,7 +115,7 @@ func fmtMiB(v uint64) string {
 // summaryRows is the main table: one row per defense, flood figures from
 // the maximum step.
 func summaryRows(res *Results) (header []string, rows [][]string) {
-	header = []string{"defense", "legit ok @max", "connect p50/p99 ms", "request p50/p99 ms", "SYN-ACK/s @max", "CPU s/M SYN", "marginal CPU s/M SYN", "new conn/s", "bulk MB/s", "RSS/peak MiB"}
+	header = []string{"defense", "legit ok @max", "connect p50/p99 ms", "request p50/p99 ms", "SYN-ACK/s @max (peak)", "CPU s/M SYN", "marginal CPU s/M SYN", "new conn/s", "bulk MB/s", "RSS/peak MiB"}
 	for _, d := range res.Defenses {
 		row := []string{d.Name}
 		m := d.maxStep()
@@ -135,7 +135,7 @@ func summaryRows(res *Results) (header []string, rows [][]string) {
 			fmt.Sprintf("%.1f%%", 100*m.SuccessRate),
 			fmt.Sprintf("%.1f/%.0f", m.ConnectP50Ms, m.ConnectP99Ms),
 			fmt.Sprintf("%.1f/%.0f", m.RequestP50Ms, m.RequestP99Ms),
-			fmtRate(m.SynAcksPerSec),
+			fmt.Sprintf("%s (%s)", fmtRate(m.SynAcksPerSec), fmtRate(d.peakSynAcks())),
 			fmt.Sprintf("%.2f", m.CPUPerMSYN),
 			fmt.Sprintf("%.2f", m.CPUMarginalPerMSYN),
 			fmtRate(d.MaxConnsPerSec),

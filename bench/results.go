@@ -126,3 +126,16 @@ func (d *DefenseResult) maxStep() *Step {
 	}
 	return m
 }
+
+// peakSynAcks is the highest SYN-ACK rate of any flood step: the defense's
+// answering capacity as far as the flood could probe it. The top step is not
+// always the highest, since the generator shares the cores with the defense.
+func (d *DefenseResult) peakSynAcks() float64 {
+	m := 0.0
+	for _, s := range d.Steps {
+		if s.Fraction > 0 {
+			m = max(m, s.SynAcksPerSec)
+		}
+	}
+	return m
+}
