@@ -202,7 +202,7 @@ func TestXDPCookieSynAck(t *testing.T) {
 		seen[optsKey(syn.Is6(), syn.HasVLAN, useTS, sa.Options.HasWScale(), sa.Options.SACK, syn.Options.ECN, len(syn.Payload) > 0)]++
 	}
 	t.Logf("%d SYNs, %d option/layout combinations", n, len(seen))
-	if len(seen) < 64 {
+	if minSeen := map[bool]int{false: 64, true: 40}[testing.Short()]; len(seen) < minSeen {
 		t.Errorf("only %d combinations covered", len(seen))
 	}
 }
