@@ -562,3 +562,20 @@ func TestTupleReuse(t *testing.T) {
 		t.Errorf("expired{reused} = %d", got)
 	}
 }
+
+// TestCookieServiceWithoutTimestamps: a service that does not offer
+// timestamps must mint cookies as for a client without them, or the ACK
+// (which then carries none) would not match.
+func TestCookieServiceWithoutTimestamps(t *testing.T) {
+	no := false
+	r := newRig(t, queue.CookiesAlways, func(c *Config) { c.Services[0].Announce.Timestamps = &no })
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 1, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	sa := r.reply()
+	if sa.Options.Timestamps || sa.Options.HasWScale() || sa.Options.SACK {
+		t.Errorf("SYN-ACK offers %+v; without timestamps a cookie keeps no options", sa.Options)
+	}
+	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 2, Ack: sa.Seq + 1, Flags: packet.ACK, Window: 64240})
+	if syn := r.sentIP(); syn.Flags != packet.SYN || syn.Dst != backend {
+		t.Fatalf("the ACK did not validate: %v to %v", syn.Flags, syn.Dst)
+	}
+}

@@ -116,7 +116,12 @@ func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 		if d.Reason == queue.ReasonSynQueueFull && w.e.cfg.Offload != nil {
 			s.requestOffload()
 		}
-		isn, tsval, mss = w.e.cfg.Jar.Make(seg.Tuple, seg.Seq, seg.Options, tsval, now)
+		// The cookie may keep options in the timestamp only if our
+		// SYN-ACK carries one: mint for the timestamps the connection
+		// will really have.
+		syn := seg.Options
+		syn.Timestamps = syn.Timestamps && o.Timestamps
+		isn, tsval, mss = w.e.cfg.Jar.Make(seg.Tuple, seg.Seq, syn, tsval, now)
 		// The cookie carries the client's MSS (rounded down) for the
 		// backend leg; the SYN-ACK announces no more than the backend takes.
 		mss = min(mss, o.MSS)
