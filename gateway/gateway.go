@@ -271,7 +271,12 @@ func checkPortRange(min, max uint16) error {
 	if err != nil {
 		return nil // not Linux procfs: nothing to compare with
 	}
-	f := strings.Fields(string(b))
+	return portRangeConflict(min, max, string(b))
+}
+
+// portRangeConflict compares [min, max] with ip_local_port_range's text.
+func portRangeConflict(min, max uint16, ephemeral string) error {
+	f := strings.Fields(ephemeral)
 	if len(f) != 2 {
 		return nil
 	}

@@ -1,0 +1,70 @@
+package gateway
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/syngate/syngate/config"
+	"github.com/syngate/syngate/queue"
+)
+
+func TestPortRangeConflict(t *testing.T) {
+	for _, tc := range []struct {
+		min, max uint16
+		eph      string
+		conflict bool
+	}{
+		{16384, 32767, "32768\t60999\n", false},
+		{32768, 60999, "32768\t60999\n", true},
+		{1024, 32768, "32768 60999", true},
+		{60999, 65535, "32768 60999", true},
+		{61000, 65535, "32768 60999", false},
+		{1, 2, "garbage", false},
+	} {
+		err := portRangeConflict(tc.min, tc.max, tc.eph)
+		if (err != nil) != tc.conflict {
+			t.Errorf("%d-%d vs %q: err = %v, want conflict %v", tc.min, tc.max, tc.eph, err, tc.conflict)
+		}
+	}
+}
+
+func TestEngineServices(t *testing.T) {
+	cfg, err := config.Parse(strings.NewReader(`
+interfaces: [{name: eth0}]
+secret_file: /nonexistent/secret
+syn: {cookies: always, max_syn_backlog: 100, somaxconn: 50}
+services:
+  - name: a
+    listen: 192.0.2.10:80
+    backend: 127.0.0.1:8080
+    backlog: 70
+    on_overflow: reset
+    cookies: never
+    announce: {mss: 1400}
+  - name: b
+    listen: 192.0.2.10:81
+    backend: 127.0.0.1:8081
+    source: 127.0.0.2
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcs, err := engineServices(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := svcs[0], svcs[1]
+	if a.Source != netip.MustParseAddr("127.0.0.1") {
+		t.Errorf("source from the route to 127.0.0.1 = %v", a.Source)
+	}
+	if a.Queue.Cookies != queue.CookiesNever || a.Queue.Overflow != queue.OverflowReset || a.Queue.Backlog != 70 || a.Queue.Somaxconn != 50 || a.Queue.MaxSynBacklog != 100 {
+		t.Errorf("service a queue config = %+v", a.Queue)
+	}
+	if a.Announce.MSS == nil || *a.Announce.MSS != 1400 || a.Announce.WindowScale != nil {
+		t.Errorf("service a announce = %+v", a.Announce)
+	}
+	if b.Source != netip.MustParseAddr("127.0.0.2") || b.Queue.Cookies != queue.CookiesAlways {
+		t.Errorf("service b = %+v", b)
+	}
+}
