@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"html"
 	"math"
+	"slices"
 )
 
 // successSVG plots legitimate success rate (y, 0-100%) against the flood
@@ -51,11 +53,15 @@ func successSVG(res *Results) []byte {
 	// distinguishable.
 	for i, d := range res.Defenses {
 		c := colors[i%len(colors)]
+		// In order of the rate reached, which is not always the order of
+		// the steps: a line going back on itself would read as hysteresis.
+		steps := slices.Clone(d.Steps)
+		slices.SortStableFunc(steps, func(a, b Step) int { return cmp.Compare(a.FloodPPS, b.FloodPPS) })
 		var pts bytes.Buffer
-		for _, s := range d.Steps {
+		for _, s := range steps {
 			fmt.Fprintf(&pts, "%.1f,%.1f ", x(s.FloodPPS), y(s.SuccessRate))
 		}
-		if len(d.Steps) > 0 {
+		if len(steps) > 0 {
 			fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", bytes.TrimSpace(pts.Bytes()), c)
 		}
 		for _, s := range d.Steps {
