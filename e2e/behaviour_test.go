@@ -124,12 +124,8 @@ func TestSynAckRetransmission(t *testing.T) {
 	if out, err := top.Client.Exec("nft", "delete", "table", "inet", "ackloss"); err != nil {
 		t.Fatal(out, err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for g.metrics()[`syngate_connections_spliced_total{service="web"}`] < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("not spliced 5 s after the ACK was lost")
-		}
-		time.Sleep(100 * time.Millisecond)
+	if g.waitMetric(`syngate_connections_spliced_total{service="web"}`, 1, 5*time.Second) < 1 {
+		t.Fatal("not spliced 5 s after the ACK was lost")
 	}
 	m := g.metrics()
 	if got := m[`syngate_synack_sent_total{kind="retransmit",service="web"}`]; got < 1 {

@@ -113,8 +113,7 @@ func TestManyConnections(t *testing.T) {
 		}
 		open = append(open, c)
 	}
-	m := g.metrics()
-	if got := m[`syngate_connections_spliced_total{service="web"}`]; got != conns {
+	if got := g.waitMetric(`syngate_connections_spliced_total{service="web"}`, conns, 5*time.Second); got != conns {
 		t.Errorf("spliced with all connections open = %v, want %d", got, conns)
 	}
 	var wg sync.WaitGroup

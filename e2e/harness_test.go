@@ -210,6 +210,20 @@ func (g *gatewayRun) metrics() metrics.Samples {
 	return m
 }
 
+// waitMetric polls /metrics until sample reaches want: a client's connect()
+// returns on the SYN-ACK, before syngate has opened the backend leg.
+func (g *gatewayRun) waitMetric(sample string, want float64, timeout time.Duration) float64 {
+	g.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := g.metrics()[sample]
+		if got >= want || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // dial opens a TCP connection from inside ns.
 func dial(ns *lab.NS, addr netip.AddrPort, timeout time.Duration) (net.Conn, error) {
 	var c net.Conn
