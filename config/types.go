@@ -86,7 +86,11 @@ type Backend struct {
 	PortMin, PortMax uint16
 	// PortQuietTime is how long a freed source port rests before reuse, so
 	// a late segment of the old connection cannot hit the new one. Default
-	// 60s (2 * MSL as Linux's TIME_WAIT).
+	// 5s: the flow already outlived its FINs by CloseTimeout, and a backend
+	// that still holds the port in TIME_WAIT is cleared with a RST when the
+	// port's next SYN meets it. Sustained connections per second to one
+	// backend from one source address are about
+	// (PortMax-PortMin+1) / (CloseTimeout+PortQuietTime).
 	PortQuietTime time.Duration
 	// MaxPending bounds the bytes held per connection while its backend leg
 	// opens (data sent with or right after the handshake ACK). Default 64 KiB.
@@ -99,8 +103,9 @@ type Flows struct {
 	Max int
 	// EstablishedTimeout expires idle established flows. Default 2h.
 	EstablishedTimeout time.Duration
-	// CloseTimeout expires flows after a FIN from both sides (conntrack's
-	// time_wait). Default 120s.
+	// CloseTimeout expires flows after a FIN from both sides, long enough
+	// for retransmitted FINs and last ACKs to get through. Default 10s
+	// (conntrack keeps 120s, but it does not hold a source port meanwhile).
 	CloseTimeout time.Duration
 	// ResetTimeout expires flows after an RST (conntrack's close). Default 10s.
 	ResetTimeout time.Duration

@@ -197,7 +197,7 @@ func (v *validator) backend(f *file, c *Config) {
 	b := &c.Backend
 	b.ConnectTimeout = v.duration("backend.connect_timeout", f.Backend.ConnectTimeout, 3*time.Second, 10*time.Millisecond, 5*time.Minute)
 	b.ProbeInterval = v.duration("backend.probe_interval", f.Backend.ProbeInterval, 60*time.Second, time.Second, 7*24*time.Hour)
-	b.PortQuietTime = v.duration("backend.port_quiet_time", f.Backend.PortQuietTime, 60*time.Second, 0, time.Hour)
+	b.PortQuietTime = v.duration("backend.port_quiet_time", f.Backend.PortQuietTime, 5*time.Second, 0, time.Hour)
 	b.MaxPending = v.intRange("backend.max_pending", f.Backend.MaxPending, 64<<10, 0, 16<<20)
 	b.PortMin, b.PortMax = DefaultPortMin, DefaultPortMax
 	if f.Backend.Ports != "" {
@@ -226,7 +226,7 @@ func parsePortRange(s string) (lo, hi uint16, ok bool) {
 func (v *validator) flows(f *file, c *Config) {
 	c.Flows.Max = v.intRange("flows.max", f.Flows.Max, 262144, 16, hardMaxEntries)
 	c.Flows.EstablishedTimeout = v.duration("flows.established_timeout", f.Flows.EstablishedTimeout, 2*time.Hour, time.Second, 30*24*time.Hour)
-	c.Flows.CloseTimeout = v.duration("flows.close_timeout", f.Flows.CloseTimeout, 120*time.Second, time.Second, time.Hour)
+	c.Flows.CloseTimeout = v.duration("flows.close_timeout", f.Flows.CloseTimeout, 10*time.Second, time.Second, time.Hour)
 	c.Flows.ResetTimeout = v.duration("flows.reset_timeout", f.Flows.ResetTimeout, 10*time.Second, time.Second, time.Hour)
 }
 

@@ -210,8 +210,21 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 		}
 	case seg.Flags&(packet.SYN|packet.ACK) == packet.SYN|packet.ACK && seg.Ack == c.clientISN+1:
 		e.splice(c, seg, w.ifindex)
+	case seg.Flags&(packet.SYN|packet.ACK|packet.FIN) == packet.ACK && c.twResets < maxTWResets:
+		// The backend still holds the port's previous connection in
+		// TIME_WAIT and answered our SYN with that connection's ACK.
+		// Like a client reusing a port, clear it with a RST (accepted in
+		// TIME_WAIT unless the backend sets tcp_rfc1337) and ask again.
+		c.twResets++
+		c.svc.st.twResets.Add(1)
+		e.send(c.svc, packet.Build, &packet.Fields{Src: c.source, Dst: c.svc.Backend, Seq: seg.Ack, Flags: packet.RST})
+		e.sendBackendSyn(c)
 	}
 }
+
+// maxTWResets bounds the TIME_WAIT clearing per connection: a backend that
+// keeps answering with ACKs is left to the connect timeout.
+const maxTWResets = 2
 
 // splice installs both flow entries, completes the backend handshake and
 // delivers the held client data. c.mu is held.

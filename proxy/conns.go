@@ -64,6 +64,7 @@ type conn struct {
 	deadline  time.Time      // backend handshake deadline
 	nextSyn   time.Time      // next backend SYN retransmission
 	synTries  int
+	twResets  int // TIME_WAIT ACKs answered with a RST
 	held      []heldSegment
 	heldBytes int
 

@@ -80,7 +80,7 @@ type Config struct {
 	// MaxConns bounds the connections the engine tracks (opening and
 	// spliced). Default 131072.
 	MaxConns int
-	// Flow expiry, conntrack-like. Defaults 2h, 120s, 10s.
+	// Flow expiry, conntrack-like. Defaults 2h, 10s, 10s.
 	EstablishedTimeout, CloseTimeout, ResetTimeout time.Duration
 	// Offload, if set, lets the data plane answer SYNs with cookies (see
 	// CookieOffload); nil keeps every SYN in the engine.
@@ -152,7 +152,7 @@ func New(cfg Config) (*Engine, error) {
 	setDefault(&cfg.MaxPending, 64<<10)
 	setDefault(&cfg.MaxConns, 131072)
 	setDefault(&cfg.EstablishedTimeout, 2*time.Hour)
-	setDefault(&cfg.CloseTimeout, 120*time.Second)
+	setDefault(&cfg.CloseTimeout, 10*time.Second)
 	setDefault(&cfg.ResetTimeout, 10*time.Second)
 	if cfg.PortMin == 0 {
 		cfg.PortMin, cfg.PortMax = 16384, 32767

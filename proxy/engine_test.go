@@ -579,3 +579,29 @@ func TestCookieServiceWithoutTimestamps(t *testing.T) {
 		t.Fatalf("the ACK did not validate: %v to %v", syn.Flags, syn.Dst)
 	}
 }
+
+// TestBackendTimeWait: a backend still holding the source port's previous
+// connection in TIME_WAIT answers the SYN with an ACK; the engine clears it
+// with a RST, asks again and splices.
+func TestBackendTimeWait(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	r.handshake(42, nil)
+	syn := r.sentIP()
+	r.inject(packet.Build, packet.Fields{Src: backend, Dst: syn.Src, Seq: 777, Ack: 123456, Flags: packet.ACK, Window: 100})
+	rst := r.sentIP()
+	if rst.Flags != packet.RST || rst.Seq != 123456 || rst.Dst != backend || rst.Src != syn.Src {
+		t.Fatalf("answer to a TIME_WAIT ACK = %v seq %d %v->%v, want RST seq 123456", rst.Flags, rst.Seq, rst.Src, rst.Dst)
+	}
+	again := r.sentIP()
+	if again.Flags != packet.SYN || again.Seq != syn.Seq || again.Src != syn.Src {
+		t.Fatalf("SYN not sent again: %v seq %d from %v", again.Flags, again.Seq, again.Src)
+	}
+	r.backendSynAck(again, 9, 7)
+	if ack := r.sentIP(); ack.Flags != packet.ACK || ack.Ack != 10 {
+		t.Errorf("after the TIME_WAIT was cleared: %v ack %d", ack.Flags, ack.Ack)
+	}
+	st := r.e.order[0].ServiceStats()
+	if st.BackendTimeWait != 1 || st.Spliced != 1 {
+		t.Errorf("timewait resets %d, spliced %d; want 1, 1", st.BackendTimeWait, st.Spliced)
+	}
+}

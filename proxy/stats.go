@@ -31,6 +31,7 @@ type serviceCounters struct {
 	ackQueue, ackCookie                      atomic.Uint64
 	spliced, slowPath, sendErrors            atomic.Uint64
 	synDropped                               atomic.Uint64 // SYNs into a live connection
+	twResets                                 atomic.Uint64 // backend TIME_WAIT cleared for a reused port
 	rejectedBy                               map[string]*atomic.Uint64
 	failedBy                                 map[string]*atomic.Uint64
 }
@@ -88,6 +89,7 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		AcceptOverflowReset: q.AcceptOverflowResets,
 		Spliced:             s.st.spliced.Load(),
 		SlowPath:            s.st.slowPath.Load(),
+		BackendTimeWait:     s.st.twResets.Load(),
 		BackendFailures:     snapshot(s.st.failedBy),
 		HalfOpen:            q.SynQueueLen,
 		HalfOpenLimit:       s.Queue.MaxSynBacklog,
