@@ -116,6 +116,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
+	// Learn the backends' options before the first SYN-ACK goes out: a
+	// connection's announced window scale must not change under it.
+	probeBackends(ctx, engine, cfg, services, log)
 	for i, s := range services {
 		if err := dp.SetService(bpf.Service{Addr: s.Listen, ID: uint32(i)}); err != nil {
 			return err
@@ -194,7 +197,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}()
 	go func() {
 		defer wg.Done()
-		probeBackends(ctx, engine, cfg, services, log)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(cfg.Backend.ProbeInterval):
+			}
+			probeBackends(ctx, engine, cfg, services, log)
+		}
 	}()
 
 	if cfg.Metrics.Listen != "off" {
@@ -291,26 +301,19 @@ func portRangeConflict(min, max uint16, ephemeral string) error {
 	return nil
 }
 
-// probeBackends learns each backend's options at start and then every
-// probe interval; a failed probe keeps what was known.
+// probeBackends learns each backend's options; a failed probe keeps what
+// was known (the defaults, at start).
 func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger) {
-	for {
-		for _, s := range svcs {
-			pctx, cancel := context.WithTimeout(ctx, cfg.Backend.ConnectTimeout)
-			o, err := proxy.ProbeBackend(pctx, s.Backend, s.Source)
-			cancel()
-			if err != nil {
-				log.Warn("backend probe failed; announcing defaults", "service", s.Name, "backend", s.Backend, "err", err)
-				continue
-			}
-			e.SetBackendOptions(s.Name, o)
-			log.Info("backend options", "service", s.Name, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps)
+	for _, s := range svcs {
+		pctx, cancel := context.WithTimeout(ctx, cfg.Backend.ConnectTimeout)
+		o, err := proxy.ProbeBackend(pctx, s.Backend, s.Source)
+		cancel()
+		if err != nil {
+			log.Warn("backend probe failed; announcing defaults", "service", s.Name, "backend", s.Backend, "err", err)
+			continue
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(cfg.Backend.ProbeInterval):
-		}
+		e.SetBackendOptions(s.Name, o)
+		log.Info("backend options", "service", s.Name, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps)
 	}
 }
 
