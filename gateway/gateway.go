@@ -301,11 +301,16 @@ func portRangeConflict(min, max uint16, ephemeral string) error {
 	return nil
 }
 
+// maxProbeWait bounds one probe: the first ones hold up the start, and a
+// backend that does not answer by then is announced with defaults until the
+// next probe.
+const maxProbeWait = 3 * time.Second
+
 // probeBackends learns each backend's options; a failed probe keeps what
 // was known (the defaults, at start).
 func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger) {
 	for _, s := range svcs {
-		pctx, cancel := context.WithTimeout(ctx, cfg.Backend.ConnectTimeout)
+		pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
 		o, err := proxy.ProbeBackend(pctx, s.Backend, s.Source)
 		cancel()
 		if err != nil {
