@@ -201,7 +201,6 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 	switch {
 	case c.state == stateSpliced:
 		c.svc.st.slowPath.Add(1)
-		e.log.Debug("slow path", "dir", "to-client", "flags", seg.Flags, "seq", seg.Seq, "len", len(seg.Payload))
 		e.forwardToClient(c, seg)
 	case c.state != stateAccepted:
 	case seg.Flags&packet.RST != 0:
@@ -306,7 +305,6 @@ func (e *Engine) clientSegment(c *conn, seg *packet.Segment, ifindex int) {
 		}
 	case stateSpliced:
 		c.svc.st.slowPath.Add(1)
-		e.log.Debug("slow path", "dir", "to-backend", "flags", seg.Flags, "seq", seg.Seq, "len", len(seg.Payload))
 		e.forwardToBackend(c, seg)
 	}
 }
@@ -450,9 +448,6 @@ func (e *Engine) expireHalfOpen(s *service, now time.Time) {
 	})
 }
 
-// errNotFound is how FlowTable reports a missing entry.
-var errNotFound = bpf.ErrNotFound
-
 // expireFlows removes spliced flows the way conntrack times them out: soon
 // after a RST, a while after both FINs, and after a long idle time.
 func (e *Engine) expireFlows(now time.Time) {
@@ -467,7 +462,7 @@ func (e *Engine) expireFlows(now time.Time) {
 		kc, kb := bpf.ClientKey(c.client), bpf.FlowKey{Src: s.Backend, Dst: c.source}
 		a, errA := e.cfg.Flows.LookupFlow(kc)
 		b, errB := e.cfg.Flows.LookupFlow(kb)
-		if errors.Is(errA, errNotFound) || errors.Is(errB, errNotFound) {
+		if errors.Is(errA, bpf.ErrNotFound) || errors.Is(errB, bpf.ErrNotFound) {
 			e.endFlow(c, "evicted")
 			return
 		}
