@@ -45,6 +45,9 @@ func exitCode(err error, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, errUsage):
 		return 2
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(stderr, "syngate: interrupted")
+		return 130 // 128 + SIGINT, as shells report it
 	default:
 		fmt.Fprintf(stderr, "syngate: %v\n", err)
 		return 1

@@ -83,3 +83,10 @@ func TestCheckReportsErrors(t *testing.T) {
 		t.Errorf("code %d stderr %q", code, stderr)
 	}
 }
+
+func TestInterruptedExitCode(t *testing.T) {
+	var errb bytes.Buffer
+	if code := exitCode(context.Canceled, &errb); code != 130 || !strings.Contains(errb.String(), "interrupted") {
+		t.Errorf("code %d, stderr %q", code, errb.String())
+	}
+}
