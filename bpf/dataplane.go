@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -271,7 +272,18 @@ func checkLayouts(spec *ebpf.CollectionSpec) error {
 
 func checkBPFFS(dir string) error {
 	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
+	err := unix.Statfs(dir, &st)
+	if errors.Is(err, unix.ENOENT) {
+		// A missing pin directory on a bpffs (the usual /sys/fs/bpf/syngate
+		// on a fresh machine) is created; anywhere else it is an error.
+		var parent unix.Statfs_t
+		if perr := unix.Statfs(filepath.Dir(dir), &parent); perr == nil && parent.Type == unix.BPF_FS_MAGIC {
+			if err = os.Mkdir(dir, 0o700); err == nil {
+				err = unix.Statfs(dir, &st)
+			}
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("%s: %w: %w", dir, ErrPinPath, err)
 	}
 	if st.Type != unix.BPF_FS_MAGIC {

@@ -270,12 +270,14 @@ func TestPinnedRestart(t *testing.T) {
 		}
 	})
 
+	// The pin directory itself is created when its parent is a bpffs, as
+	// /sys/fs/bpf/syngate is on a fresh machine; elsewhere it is an error.
 	dir := mnt + "/syngate"
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := Load(Config{PinPath: t.TempDir()}); !errors.Is(err, ErrPinPath) {
 		t.Fatalf("pin path on tmpfs: %v", err)
+	}
+	if _, err := Load(Config{PinPath: t.TempDir() + "/missing"}); !errors.Is(err, ErrPinPath) {
+		t.Fatalf("missing pin path on tmpfs: %v", err)
 	}
 
 	cfg := Config{PinPath: dir, LocalPorts: localPorts}
