@@ -166,12 +166,12 @@ func setupHAProxy(b *bench, s *scenario) error {
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return fmt.Errorf("write haproxy config: %w", err)
 	}
-	p, err := startProcess(s.top.Gateway, s.dir, bin, "-db", "-f", path)
+	p, err := lab.StartDaemon(s.top.Gateway, filepath.Join(s.dir, "haproxy.log"), bin, "-db", "-f", path)
 	if err != nil {
 		return err
 	}
 	s.proc = p
-	return p.waitReady(10*time.Second, func() bool { return listening(s.top.Client, s.target) })
+	return p.WaitReady(10*time.Second, func() bool { return listening(s.top.Client, s.target) })
 }
 
 // setupSyngate runs the syngate binary built at start with a config for
@@ -210,15 +210,12 @@ services:
 		return fmt.Errorf("write syngate config: %w", err)
 	}
 	ready := filepath.Join(s.dir, "ready")
-	p, err := startProcess(s.top.Gateway, s.dir, b.syngateBin, "run", "-c", path, "-ready-file", ready, "-unpin")
+	p, err := lab.StartDaemon(s.top.Gateway, filepath.Join(s.dir, "syngate.log"), b.syngateBin, "run", "-c", path, "-ready-file", ready, "-unpin")
 	if err != nil {
 		return err
 	}
 	s.proc = p
-	return p.waitReady(20*time.Second, func() bool {
-		_, err := os.Stat(ready)
-		return err == nil
-	})
+	return p.WaitFile(ready, 20*time.Second)
 }
 
 // listening reports whether a TCP connection to addr from ns succeeds.

@@ -209,7 +209,7 @@ func (b *bench) runDefense(ctx context.Context, d defense) (r DefenseResult) {
 		if err := s.checkAlive(ctx); err != nil {
 			return fail(err)
 		}
-		r.RSSBytes, r.PeakRSSBytes, _ = procMem(s.proc.pid())
+		r.RSSBytes, r.PeakRSSBytes, _ = procMem(s.proc.PID())
 	}
 	return r
 }

@@ -31,7 +31,7 @@ type scenario struct {
 	dir     string       // logs and configs of this scenario
 	synacks *counterProg // SYN-ACK counter on the client's interface
 	target  netip.AddrPort
-	proc    *process // the defense's daemon, nil for kernel defenses
+	proc    *lab.Daemon // the defense's daemon, nil for kernel defenses
 	closers []func()
 }
 
@@ -134,7 +134,7 @@ func nft(ns *lab.NS, dir, ruleset string) error {
 // close stops what the scenario started and deletes its namespaces.
 func (s *scenario) close() {
 	if s.proc != nil {
-		s.proc.stop()
+		s.proc.Stop(10 * time.Second)
 		s.proc = nil
 	}
 	for i := len(s.closers) - 1; i >= 0; i-- {
@@ -148,7 +148,7 @@ func (s *scenario) defenseCPU() time.Duration {
 	if s.proc == nil {
 		return 0
 	}
-	t, err := procCPU(s.proc.pid())
+	t, err := procCPU(s.proc.PID())
 	if err != nil {
 		return 0
 	}
@@ -160,7 +160,7 @@ func (s *scenario) checkAlive(ctx context.Context) error {
 	if s.proc == nil {
 		return ctx.Err()
 	}
-	if err := s.proc.alive(); err != nil {
+	if err := s.proc.Alive(); err != nil {
 		return err
 	}
 	return ctx.Err()

@@ -17,9 +17,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"text/tabwriter"
 	"text/template"
 	"time"
@@ -281,10 +279,8 @@ func printSummary(out io.Writer, sum Summary, o Options) {
 
 // gateway is `syngate run` inside the lab's gateway namespace.
 type gateway struct {
-	top    *lab.Topology
-	cmd    *exec.Cmd
-	log    bytes.Buffer
-	exited chan error
+	top *lab.Topology
+	d   *lab.Daemon
 }
 
 func startGateway(ctx context.Context, bin string, top *lab.Topology, dir string) (*gateway, error) {
@@ -306,31 +302,23 @@ func startGateway(ctx context.Context, bin string, top *lab.Topology, dir string
 		return nil, err
 	}
 	ready := filepath.Join(dir, "ready")
-	g := &gateway{top: top, exited: make(chan error, 1)}
-	g.cmd = top.Gateway.Command(bin, "run", "-c", path, "-ready-file", ready)
-	g.cmd.Stdout, g.cmd.Stderr = &g.log, &g.log
-	if err := g.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start syngate: %w", err)
+	d, err := lab.StartDaemon(top.Gateway, filepath.Join(dir, "syngate.log"), bin, "run", "-c", path, "-ready-file", ready)
+	if err != nil {
+		return nil, err
 	}
-	go func() { g.exited <- g.cmd.Wait() }()
-	deadline := time.After(20 * time.Second)
-	for {
-		if _, err := os.Stat(ready); err == nil {
-			return g, nil
-		}
-		select {
-		case err := <-g.exited:
-			g.exited <- err
-			return nil, fmt.Errorf("syngate exited: %v\n%s", err, g.log.String())
-		case <-deadline:
-			g.stop()
-			return nil, fmt.Errorf("syngate not ready after 20s\n%s", g.log.String())
-		case <-ctx.Done():
-			g.stop()
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+	g := &gateway{top: top, d: d}
+	err = d.WaitReady(20*time.Second, func() bool {
+		_, err := os.Stat(ready)
+		return err == nil || ctx.Err() != nil
+	})
+	if err == nil {
+		err = ctx.Err()
 	}
+	if err != nil {
+		g.stop()
+		return nil, err
+	}
+	return g, nil
 }
 
 func (g *gateway) scrape() (metrics.Samples, error) {
@@ -342,17 +330,4 @@ func (g *gateway) scrape() (metrics.Samples, error) {
 }
 
 // stop ends syngate by its PID: SIGTERM, then SIGKILL after 10 s.
-func (g *gateway) stop() error {
-	if g.cmd.Process == nil {
-		return nil
-	}
-	g.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-g.exited:
-		return nil
-	case <-time.After(10 * time.Second):
-		g.cmd.Process.Kill()
-		<-g.exited
-		return errors.New("syngate did not stop on SIGTERM; killed")
-	}
-}
+func (g *gateway) stop() error { return g.d.Stop(10 * time.Second) }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -46,12 +45,9 @@ func TestMain(m *testing.M) {
 
 // gatewayRun is a running `syngate run` inside a lab's gateway namespace.
 type gatewayRun struct {
-	t       *testing.T
-	top     *lab.Topology
-	cmd     *exec.Cmd
-	log     *os.File
-	logPath string
-	exited  chan error
+	t   *testing.T
+	top *lab.Topology
+	d   *lab.Daemon
 }
 
 // serviceVIP is where the lab's service listens, backendPort where the
@@ -137,62 +133,26 @@ services:
 		t.Fatal(err)
 	}
 	ready := filepath.Join(dir, "ready")
-	g := &gatewayRun{t: t, top: top, logPath: filepath.Join(dir, "syngate.log"), exited: make(chan error, 1)}
-	var err error
-	if g.log, err = os.Create(g.logPath); err != nil {
+	d, err := lab.StartDaemon(top.Gateway, filepath.Join(dir, "syngate.log"),
+		syngateBin, "run", "-c", cfgPath, "-ready-file", ready, "-log-level", "debug")
+	if err != nil {
 		t.Fatal(err)
 	}
-	g.cmd = top.Gateway.Command(syngateBin, "run", "-c", cfgPath, "-ready-file", ready, "-log-level", "debug")
-	g.cmd.Stdout, g.cmd.Stderr = g.log, g.log
-	if err := g.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { g.exited <- g.cmd.Wait() }()
+	g := &gatewayRun{t: t, top: top, d: d}
 	t.Cleanup(g.stop)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := os.Stat(ready); err == nil {
-			break
-		}
-		select {
-		case err := <-g.exited:
-			g.exited <- err
-			t.Fatalf("syngate exited before it was ready: %v\n%s", err, g.logs())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("syngate not ready after 20s\n%s", g.logs())
-		}
+	if err := d.WaitFile(ready, 20*time.Second); err != nil {
+		t.Fatal(err)
 	}
 	return g
 }
 
-func (g *gatewayRun) logs() string {
-	b, _ := os.ReadFile(g.logPath)
-	if len(b) > 8000 {
-		b = b[len(b)-8000:]
-	}
-	return string(b)
-}
-
 // stop ends syngate by its PID (SIGTERM, then SIGKILL after a grace time).
 func (g *gatewayRun) stop() {
-	if g.cmd.Process == nil {
-		return
+	if err := g.d.Stop(10 * time.Second); err != nil {
+		g.t.Error(err)
 	}
-	g.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-g.exited:
-		g.exited <- err
-	case <-time.After(10 * time.Second):
-		g.cmd.Process.Kill()
-		<-g.exited
-		g.exited <- nil
-		g.t.Errorf("syngate did not stop on SIGTERM within 10s")
-	}
-	g.log.Close()
 	if g.t.Failed() || os.Getenv("E2E_LOGS") != "" {
-		g.t.Logf("syngate log:\n%s", g.logs())
+		g.t.Logf("syngate log:\n%s", g.d.Logs())
 	}
 }
 
