@@ -78,10 +78,8 @@ func (c *conn) hold(seg *packet.Segment, data []byte) {
 	if len(c.held) >= maxHeldSegments || c.heldBytes+len(data) > c.svcMaxPending() {
 		return // the client retransmits it once the splice is in place
 	}
-	c.held = append(c.held, heldSegment{
-		seq: seg.Seq, ack: seg.Ack, flags: uint8(seg.Flags), window: seg.Window,
-		tsval: seg.Options.TSval, tsecr: seg.Options.TSecr, data: append([]byte(nil), data...),
-	})
+	h := segmentOf(seg, append([]byte(nil), data...))
+	c.held = append(c.held, h)
 	c.heldBytes += len(data)
 }
 
@@ -276,14 +274,7 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	}
 	e.send(s, packet.BuildAck, &f)
 	for _, h := range c.held {
-		f := packet.Fields{
-			Src: c.source, Dst: s.Backend, Seq: h.seq, Ack: h.ack + toBackend.AckDelta,
-			Flags: packet.Flags(h.flags), Window: h.window, Payload: h.data,
-		}
-		if ts {
-			f.Options = flow.SynOptions{Timestamps: true, TSval: h.tsval, TSecr: h.tsecr + toBackend.TSecrDelta}
-		}
-		e.send(s, packet.Build, &f)
+		e.toBackend(c, h)
 	}
 	c.held, c.heldBytes = nil, 0
 	e.releaseSlot(c)
@@ -312,12 +303,28 @@ func (e *Engine) clientSegment(c *conn, seg *packet.Segment, ifindex int) {
 // forwardToBackend sends a client segment that missed the fast path the way
 // XDP would have (SACK blocks are left out: a hint, not data).
 func (e *Engine) forwardToBackend(c *conn, seg *packet.Segment) {
-	f := packet.Fields{
-		Src: c.source, Dst: c.svc.Backend, Seq: seg.Seq, Ack: seg.Ack + c.backendISN - c.ourISN,
-		Flags: seg.Flags, Window: seg.Window, Payload: seg.Payload,
+	e.toBackend(c, segmentOf(seg, seg.Payload))
+}
+
+// segmentOf keeps what a client segment needs to be sent on to the backend.
+func segmentOf(seg *packet.Segment, data []byte) heldSegment {
+	return heldSegment{
+		seq: seg.Seq, ack: seg.Ack, flags: uint8(seg.Flags), window: seg.Window,
+		ts: seg.Options.Timestamps, tsval: seg.Options.TSval, tsecr: seg.Options.TSecr, data: data,
 	}
-	if seg.Options.Timestamps {
-		f.Options = flow.SynOptions{Timestamps: true, TSval: seg.Options.TSval, TSecr: seg.Options.TSecr + c.backendTS0 - c.ourTS0}
+}
+
+// toBackend sends a client segment to the backend translated as the fast
+// path would: ack and TSecr into the backend's spaces (the sequence space is
+// the client's on both legs). SACK blocks are left out: a hint, not data.
+// c.mu is held and c is spliced or splicing.
+func (e *Engine) toBackend(c *conn, h heldSegment) {
+	f := packet.Fields{
+		Src: c.source, Dst: c.svc.Backend, Seq: h.seq, Ack: h.ack + c.backendISN - c.ourISN,
+		Flags: packet.Flags(h.flags), Window: h.window, Payload: h.data,
+	}
+	if h.ts && c.ts && c.backendOpts.Timestamps {
+		f.Options = flow.SynOptions{Timestamps: true, TSval: h.tsval, TSecr: h.tsecr + c.backendTS0 - c.ourTS0}
 	}
 	e.send(c.svc, packet.Build, &f)
 }

@@ -28,6 +28,7 @@ type heldSegment struct {
 	seq, ack     uint32
 	flags        uint8
 	window       uint16
+	ts           bool // the segment carried timestamps
 	tsval, tsecr uint32
 	data         []byte
 }

@@ -301,6 +301,9 @@ func testSplice(t *testing.T, policy queue.CookiePolicy) {
 	if string(data.Payload) != "GET / HTTP/1.0\r\n\r\n" || data.Seq != isn+1 || data.Ack != bisn+1 || data.Dst != backend {
 		t.Errorf("held data = %q seq %d ack %d to %v", data.Payload, data.Seq, data.Ack, data.Dst)
 	}
+	if !data.Options.Timestamps || data.Options.TSval != 5001 || data.Options.TSecr != 777000 {
+		t.Errorf("held data timestamps = %+v, want TSval 5001 and TSecr in the backend's clock (777000)", data.Options)
+	}
 
 	toBackend, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip})
 	if !ok {
