@@ -18,26 +18,7 @@ func BenchmarkReceive(b *testing.B) {
 	gen := r.openFar(b, Config{})
 	frame := r.synFrame(b, 40000)
 
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		pkts := make([]pktio.Packet, 64)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			n := gen.Alloc(pkts)
-			for i := range pkts[:n] {
-				pkts[i].Data = append(pkts[i].Data, frame...)
-			}
-			m, _ := gen.Transmit(pkts[:n])
-			gen.Release(pkts[m:n])
-		}
-	}()
-	defer func() { close(stop); <-done }()
+	defer floodFrames(gen, frame)()
 
 	pkts := make([]pktio.Packet, 64)
 	b.ReportAllocs()
@@ -119,26 +100,7 @@ func BenchmarkReflect(b *testing.B) {
 	gen := r.openFar(b, Config{})
 	frame := r.synFrame(b, 40000)
 
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		pkts := make([]pktio.Packet, 64)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			n := gen.Alloc(pkts)
-			for i := range pkts[:n] {
-				pkts[i].Data = append(pkts[i].Data, frame...)
-			}
-			m, _ := gen.Transmit(pkts[:n])
-			gen.Release(pkts[m:n])
-		}
-	}()
-	defer func() { close(stop); <-done }()
+	defer floodFrames(gen, frame)()
 
 	pkts := make([]pktio.Packet, 64)
 	var mac [6]byte
@@ -173,4 +135,29 @@ func BenchmarkReflect(b *testing.B) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	b.ReportMetric(float64(reflected)/elapsed.Seconds(), "pps")
+}
+
+// floodFrames transmits copies of frame from gen as fast as it can until
+// the returned stop function is called.
+func floodFrames(gen *Socket, frame []byte) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pkts := make([]pktio.Packet, 64)
+		for {
+			select {
+			case <-quit:
+				return
+			default:
+			}
+			n := gen.Alloc(pkts)
+			for i := range pkts[:n] {
+				pkts[i].Data = append(pkts[i].Data, frame...)
+			}
+			m, _ := gen.Transmit(pkts[:n])
+			gen.Release(pkts[m:n])
+		}
+	}()
+	return func() { close(quit); <-done }
 }
