@@ -20,18 +20,16 @@ var benchTuples = func() []flow.Tuple {
 
 func benchListener(b *testing.B, mut func(*Config)) *Listener {
 	b.Helper()
-	l, err := NewListener(Config{
+	c := Config{
 		MaxSynBacklog: benchQueue, SynAckRetries: 5, Cookies: CookiesAuto,
 		Backlog: benchQueue, Somaxconn: benchQueue, Overflow: OverflowDrop,
-	})
+	}
 	if mut != nil {
-		c := testConfig(nil)
+		c = testConfig(nil)
 		c.MaxSynBacklog, c.Backlog, c.Somaxconn = benchQueue, benchQueue, benchQueue
 		mut(&c)
-		if l, err = NewListener(c); err != nil {
-			b.Fatal(err)
-		}
 	}
+	l, err := NewListener(c)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -88,10 +86,7 @@ func BenchmarkOnSYN(b *testing.B) {
 // the lookup miss and the cookie decision, the path a flood takes.
 func BenchmarkOnSYNFlood(b *testing.B) {
 	b.ReportAllocs()
-	l := benchListener(b, nil)
-	for i := range benchQueue {
-		l.OnSYN(SYN{Tuple: benchTuples[i], ISN: 1}, at(0), benchISN)
-	}
+	l := fullListener(b)
 	b.ResetTimer()
 	for i := range b.N {
 		d := l.OnSYN(SYN{Tuple: benchTuples[benchQueue+i%(3*benchQueue)], ISN: uint32(i)}, at(time.Duration(i)), benchISN)
@@ -127,10 +122,7 @@ func BenchmarkOnACK(b *testing.B) {
 // BenchmarkOnACKUnmatched measures a stray ACK: lookup miss and gate.
 func BenchmarkOnACKUnmatched(b *testing.B) {
 	b.ReportAllocs()
-	l := benchListener(b, nil)
-	for i := range benchQueue {
-		l.OnSYN(SYN{Tuple: benchTuples[i], ISN: 1}, at(0), benchISN)
-	}
+	l := fullListener(b)
 	b.ResetTimer()
 	for i := range b.N {
 		l.OnACK(benchTuples[benchQueue+i%(3*benchQueue)], 1, 1, nil, at(time.Second))
@@ -207,10 +199,7 @@ func BenchmarkOnSYNParallel(b *testing.B) {
 // BenchmarkOnSYNFloodParallel is BenchmarkOnSYNFlood from every core.
 func BenchmarkOnSYNFloodParallel(b *testing.B) {
 	b.ReportAllocs()
-	l := benchListener(b, nil)
-	for i := range benchQueue {
-		l.OnSYN(SYN{Tuple: benchTuples[i], ISN: 1}, at(0), benchISN)
-	}
+	l := fullListener(b)
 	var ids atomic.Int64
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -243,4 +232,13 @@ func BenchmarkHandshakeParallel(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// fullListener is a CookiesAuto listener whose SYN queue is full.
+func fullListener(b *testing.B) *Listener {
+	l := benchListener(b, nil)
+	for i := range benchQueue {
+		l.OnSYN(SYN{Tuple: benchTuples[i], ISN: 1}, at(0), benchISN)
+	}
+	return l
 }
