@@ -57,100 +57,86 @@ func (b *bench) floodConfig(s *scenario, rate int, d time.Duration) (flood.Confi
 // program on the gateway's client-facing interface, and an XDP_TX bounce
 // program's rate there; each in its own fresh lab.
 func (b *bench) ceilings(ctx context.Context, withTX bool) (c Ceilings) {
-	d := b.floodDur
-	drop := func() error {
-		s, err := b.enter("xdp-drop")
-		if err != nil {
-			return err
-		}
-		defer b.leave(s)
-		p, err := newCounterProg(progDrop)
-		if err != nil {
-			return err
-		}
-		defer p.Close()
-		cfg, err := b.floodConfig(s, 0, d)
-		if err != nil {
-			return err
-		}
-		if err := p.attach(s.top.Gateway, s.top.GatewayClient.Name); err != nil {
-			return err
-		}
-		if err := b.waitQuiet(ctx); err != nil {
-			return err
-		}
-		b.log.Info("ceiling: XDP_DROP on the gateway under the maximum flood", "seconds", d.Seconds())
-		cpu0, _ := readCPUTimes()
-		f0, _, _ := p.read()
-		res, err := flood.Run(ctx, cfg)
-		if err != nil {
-			return fmt.Errorf("flood: %w", err)
-		}
-		cpu1, _ := readCPUTimes()
-		f1, _, _ := p.read()
-		el := res.Elapsed.Seconds()
-		if res.Sent == 0 || el <= 0 {
-			return fmt.Errorf("the flood sent nothing (%v)", res)
-		}
-		b.floodMax = res.PPS
-		c.FloodMaxPPS = res.PPS
-		c.XDPDropPPS = float64(f1-f0) / el
-		dc := cpu1.sub(cpu0)
-		b.floorBusy = dc.busy.Seconds() / float64(res.Sent)
-		b.floorSoft = dc.softirq.Seconds() / float64(res.Sent)
-		c.XDPDropCPUPerMSYN = b.floorBusy * 1e6
-		c.XDPDropSoftirqPerMSYN = b.floorSoft * 1e6
-		b.log.Info("ceiling: XDP_DROP", "flood_pps", int(res.PPS), "dropped_pps", int(c.XDPDropPPS), "errors", res.Errors)
-		return nil
-	}
-	bounce := func() error {
-		s, err := b.enter("xdp-tx")
-		if err != nil {
-			return err
-		}
-		defer b.leave(s)
-		p, err := newCounterProg(progBounce)
-		if err != nil {
-			return err
-		}
-		defer p.Close()
-		cfg, err := b.floodConfig(s, 0, d)
-		if err != nil {
-			return err
-		}
-		if err := p.attach(s.top.Gateway, s.top.GatewayClient.Name); err != nil {
-			return err
-		}
-		if err := b.waitQuiet(ctx); err != nil {
-			return err
-		}
-		b.log.Info("ceiling: XDP_TX bounce on the gateway under the maximum flood", "seconds", d.Seconds())
-		f0, _, _ := p.read()
-		_, sa0, _ := s.synacks.read()
-		res, err := flood.Run(ctx, cfg)
-		if err != nil {
-			return fmt.Errorf("flood: %w", err)
-		}
-		f1, _, _ := p.read()
-		_, sa1, _ := s.synacks.read()
-		el := res.Elapsed.Seconds()
-		c.XDPTXPPS = float64(f1-f0) / el
-		c.XDPTXSynAckPPS = float64(sa1-sa0) / el
-		b.log.Info("ceiling: XDP_TX", "flood_pps", int(res.PPS), "bounced_pps", int(c.XDPTXPPS), "synacks_at_client_pps", int(c.XDPTXSynAckPPS))
-		return nil
-	}
-	if err := drop(); err != nil {
+	drop, err := b.ceiling(ctx, "xdp-drop", progDrop, "ceiling: XDP_DROP on the gateway under the maximum flood")
+	if err != nil {
 		c.Error = "xdp_drop: " + err.Error()
 		b.log.Error("ceiling XDP_DROP", "err", err)
 		return c
 	}
-	if withTX && ctx.Err() == nil {
-		if err := bounce(); err != nil {
-			c.Error = "xdp_tx: " + err.Error()
-			b.log.Error("ceiling XDP_TX", "err", err)
-		}
+	b.floodMax = drop.res.PPS
+	c.FloodMaxPPS = drop.res.PPS
+	c.XDPDropPPS = drop.progPPS
+	b.floorBusy = drop.cpu.busy.Seconds() / float64(drop.res.Sent)
+	b.floorSoft = drop.cpu.softirq.Seconds() / float64(drop.res.Sent)
+	c.XDPDropCPUPerMSYN = b.floorBusy * 1e6
+	c.XDPDropSoftirqPerMSYN = b.floorSoft * 1e6
+	b.log.Info("ceiling: XDP_DROP", "flood_pps", int(drop.res.PPS), "dropped_pps", int(c.XDPDropPPS), "errors", drop.res.Errors)
+	if !withTX || ctx.Err() != nil {
+		return c
 	}
+	bounce, err := b.ceiling(ctx, "xdp-tx", progBounce, "ceiling: XDP_TX bounce on the gateway under the maximum flood")
+	if err != nil {
+		c.Error = "xdp_tx: " + err.Error()
+		b.log.Error("ceiling XDP_TX", "err", err)
+		return c
+	}
+	c.XDPTXPPS = bounce.progPPS
+	c.XDPTXSynAckPPS = bounce.synackPPS
+	b.log.Info("ceiling: XDP_TX", "flood_pps", int(bounce.res.PPS), "bounced_pps", int(c.XDPTXPPS), "synacks_at_client_pps", int(c.XDPTXSynAckPPS))
 	return c
+}
+
+// ceilingRun is what one ceiling measurement saw.
+type ceilingRun struct {
+	res       flood.Result
+	progPPS   float64  // packets/s the gateway's program handled
+	synackPPS float64  // SYN-ACKs/s counted at the client
+	cpu       cpuTimes // machine CPU time over the flood
+}
+
+// ceiling floods, unpaced, a fresh lab whose gateway runs prog on its
+// client-facing interface.
+func (b *bench) ceiling(ctx context.Context, name string, kind progKind, msg string) (r ceilingRun, err error) {
+	d := b.floodDur
+	s, err := b.enter(name)
+	if err != nil {
+		return r, err
+	}
+	defer b.leave(s)
+	p, err := newCounterProg(kind)
+	if err != nil {
+		return r, err
+	}
+	defer p.Close()
+	cfg, err := b.floodConfig(s, 0, d)
+	if err != nil {
+		return r, err
+	}
+	if err := p.attach(s.top.Gateway, s.top.GatewayClient.Name); err != nil {
+		return r, err
+	}
+	if err := b.waitQuiet(ctx); err != nil {
+		return r, err
+	}
+	b.log.Info(msg, "seconds", d.Seconds())
+	cpu0, _ := readCPUTimes()
+	f0, _, _ := p.read()
+	_, sa0, _ := s.synacks.read()
+	r.res, err = flood.Run(ctx, cfg)
+	if err != nil {
+		return r, fmt.Errorf("flood: %w", err)
+	}
+	cpu1, _ := readCPUTimes()
+	f1, _, _ := p.read()
+	_, sa1, _ := s.synacks.read()
+	el := r.res.Elapsed.Seconds()
+	if r.res.Sent == 0 || el <= 0 {
+		return r, fmt.Errorf("the flood sent nothing (%v)", r.res)
+	}
+	r.progPPS = float64(f1-f0) / el
+	r.synackPPS = float64(sa1-sa0) / el
+	r.cpu = cpu1.sub(cpu0)
+	return r, nil
 }
 
 // runDefense measures one defense in a fresh lab: connection rate and bulk
