@@ -43,16 +43,7 @@ func BenchmarkXDP(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			var data []byte
-			if bc.pkt.src.IsValid() {
-				data = frame(b, bc.pkt)
-			} else {
-				data = make([]byte, 60)
-				data[12], data[13] = 0x08, 0x06
-			}
-			if r := mustRun(b, d, append([]byte(nil), data...)); r.verdict != bc.want {
-				b.Fatalf("verdict %v, want %v", r.verdict, bc.want)
-			}
+			data := benchFrame(b, d, bc.pkt, bc.want)
 			const repeat = 10000
 			b.ReportAllocs()
 			var total time.Duration
@@ -102,16 +93,7 @@ func BenchmarkXDPSynCookie(b *testing.B) {
 			if err := d.SetCookieKey(testJar(b).DataplaneKey(time.Now())); err != nil {
 				b.Fatal(err)
 			}
-			var data []byte
-			if bc.pkt.src.IsValid() {
-				data = frame(b, bc.pkt)
-			} else {
-				data = make([]byte, 60)
-				data[12], data[13] = 0x08, 0x06
-			}
-			if r := mustRun(b, d, append([]byte(nil), data...)); r.verdict != bc.want {
-				b.Fatalf("verdict %v, want %v", r.verdict, bc.want)
-			}
+			data := benchFrame(b, d, bc.pkt, bc.want)
 			b.ReportAllocs()
 			var total time.Duration
 			for b.Loop() {
@@ -124,4 +106,21 @@ func BenchmarkXDPSynCookie(b *testing.B) {
 			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/packet")
 		})
 	}
+}
+
+// benchFrame builds a benchmark case's frame (an ARP-typed one when pkt has
+// no source) and checks the program gives it the expected verdict.
+func benchFrame(b *testing.B, d *Dataplane, pkt pkt, want Verdict) []byte {
+	b.Helper()
+	var data []byte
+	if pkt.src.IsValid() {
+		data = frame(b, pkt)
+	} else {
+		data = make([]byte, 60)
+		data[12], data[13] = 0x08, 0x06
+	}
+	if r := mustRun(b, d, append([]byte(nil), data...)); r.verdict != want {
+		b.Fatalf("verdict %v, want %v", r.verdict, want)
+	}
+	return data
 }
