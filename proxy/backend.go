@@ -262,6 +262,7 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 		return
 	}
 	c.state = stateSpliced
+	e.conns.opened(c)
 	e.conns.spliced.Add(1)
 	s.st.spliced.Add(1) // before any packet can make the connection visible
 	c.splicedAt = e.now()
@@ -412,7 +413,7 @@ func (e *Engine) releaseSlot(c *conn) {
 // expireOpening retransmits backend SYNs and gives up on backends that do
 // not answer in time; it also reaps connections whose two halves never met.
 func (e *Engine) expireOpening(now time.Time) {
-	e.conns.each(func(c *conn) {
+	e.conns.each(true, func(c *conn) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.state != stateAccepted {
@@ -459,7 +460,7 @@ func (e *Engine) expireHalfOpen(s *service, now time.Time) {
 // after a RST, a while after both FINs, and after a long idle time.
 func (e *Engine) expireFlows(now time.Time) {
 	mono := e.cfg.Monotonic()
-	e.conns.each(func(c *conn) {
+	e.conns.each(false, func(c *conn) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.state != stateSpliced {

@@ -85,6 +85,9 @@ type connTable struct {
 		mu       sync.Mutex
 		byClient map[flow.Tuple]*conn
 		bySource map[netip.AddrPort]*conn
+		// opening holds the connections not yet spliced, the only ones
+		// the 250 ms backend-timeout scan must visit.
+		opening map[*conn]struct{}
 	}
 	max, n atomic.Int64
 
@@ -112,6 +115,7 @@ func newConnTable(max int) *connTable {
 	for i := range t.shards {
 		t.shards[i].byClient = make(map[flow.Tuple]*conn)
 		t.shards[i].bySource = make(map[netip.AddrPort]*conn)
+		t.shards[i].opening = make(map[*conn]struct{})
 	}
 	return t
 }
@@ -154,6 +158,7 @@ func (t *connTable) getOrCreate(svc *service, ft flow.Tuple, now time.Time) (c *
 	t.n.Add(1)
 	c = &conn{svc: svc, client: ft, created: now}
 	s.byClient[ft] = c
+	s.opening[c] = struct{}{}
 	return c, true
 }
 
@@ -173,6 +178,7 @@ func (t *connTable) remove(c *conn, src netip.AddrPort) {
 		delete(s.byClient, c.client)
 		t.n.Add(-1)
 	}
+	delete(s.opening, c)
 	s.mu.Unlock()
 	if src.IsValid() {
 		s := &t.shards[t.shardOf(src)]
@@ -184,16 +190,30 @@ func (t *connTable) remove(c *conn, src netip.AddrPort) {
 	}
 }
 
-// each calls fn for every connection, shard by shard, without holding a
-// shard lock while fn runs.
-func (t *connTable) each(fn func(*conn)) {
+// opened takes c off the opening set once it is spliced.
+func (t *connTable) opened(c *conn) {
+	s := &t.shards[t.shardOf(c.client.Client)]
+	s.mu.Lock()
+	delete(s.opening, c)
+	s.mu.Unlock()
+}
+
+// each calls fn for every connection (or, with openingOnly, every one not
+// yet spliced), shard by shard, without holding a shard lock while fn runs.
+func (t *connTable) each(openingOnly bool, fn func(*conn)) {
 	var buf []*conn
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
 		buf = buf[:0]
-		for _, c := range s.byClient {
-			buf = append(buf, c)
+		if openingOnly {
+			for c := range s.opening {
+				buf = append(buf, c)
+			}
+		} else {
+			for _, c := range s.byClient {
+				buf = append(buf, c)
+			}
 		}
 		s.mu.Unlock()
 		for _, c := range buf {

@@ -331,6 +331,11 @@ func testSplice(t *testing.T, policy queue.CookiePolicy) {
 	if st.Spliced != 1 {
 		t.Errorf("spliced = %d", st.Spliced)
 	}
+	opening := 0
+	r.e.conns.each(true, func(*conn) { opening++ })
+	if opening != 0 || r.e.Stats().Spliced != 1 {
+		t.Errorf("after the splice: %d connections still opening, %d spliced; want 0, 1", opening, r.e.Stats().Spliced)
+	}
 	if policy == queue.CookiesAlways && (st.SynAckCookie != 1 || st.AckCookie != 1) {
 		t.Errorf("cookie stats = %+v", st)
 	}
