@@ -233,10 +233,7 @@ func synAcks(m metrics.Samples) float64 {
 
 // live prints the progress line, overwriting the previous one.
 func live(out io.Writer, phase string, el time.Duration, r loadgen.Report, floodPPS, synAckPS float64, m metrics.Samples) {
-	ok := 100.0
-	if ended := r.Successes + r.Failures.Total() - r.Failures.Canceled; ended > 0 {
-		ok = 100 * float64(r.Successes) / float64(ended)
-	}
+	ok := 100 * r.SuccessRate()
 	fmt.Fprintf(out, "\r%-12s %3.0fs | flood %7.0f pps | SYN-ACKs %7.0f/s | legit %5.1f%% ok of %d, p99 connect %v | syn queue %.0f accept %.0f   ",
 		phase, el.Seconds(), floodPPS, synAckPS, ok, r.Attempts, r.Connect.P99.Round(10*time.Microsecond),
 		m.Sum("syngate_queue_depth", `queue="syn"`), m.Sum("syngate_queue_depth", `queue="accept"`))
@@ -247,12 +244,8 @@ func printSummary(out io.Writer, sum Summary, o Options) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "phase\tlegit ok\tfailed\tsuccess\tp50 connect\tp99 connect\tp99 request\tflood sent\tflood pps\tSYN-ACKs\t")
 	for _, p := range sum.Phases {
-		failed := p.Legit.Failures.Total() - p.Legit.Failures.Canceled // cut short by the phase's end: no verdict
-		ended := p.Legit.Successes + failed
-		rate := 0.0
-		if ended > 0 {
-			rate = 100 * float64(p.Legit.Successes) / float64(ended)
-		}
+		failed := p.Legit.Failures.Judged() // those cut short by the phase's end got no verdict
+		rate := 100 * p.Legit.SuccessRate()
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f%%\t%v\t%v\t%v\t%d\t%.0f\t%.0f\t\n", p.Name, p.Legit.Successes, failed, rate,
 			p.Legit.Connect.P50.Round(time.Microsecond), p.Legit.Connect.P99.Round(time.Microsecond),
 			p.Legit.Request.P99.Round(time.Microsecond), p.FloodSent, p.FloodPPS, p.SynAcks)

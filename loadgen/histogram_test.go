@@ -85,3 +85,16 @@ func BenchmarkRecord(b *testing.B) {
 		}
 	})
 }
+
+func TestSuccessRateIgnoresCanceled(t *testing.T) {
+	r := Report{Successes: 9, Failures: Failures{Timeout: 1, Canceled: 5}}
+	if got := r.SuccessRate(); got != 0.9 {
+		t.Errorf("success rate = %v, want 0.9 (canceled attempts have no verdict)", got)
+	}
+	if got := r.Failures.Judged(); got != 1 {
+		t.Errorf("judged failures = %d, want 1", got)
+	}
+	if got := (Report{Failures: Failures{Canceled: 3}}).SuccessRate(); got != 1 {
+		t.Errorf("nothing ended: %v, want 1", got)
+	}
+}

@@ -106,6 +106,20 @@ type Failures struct {
 // Total is the number of failed attempts, canceled ones included.
 func (f Failures) Total() uint64 { return f.Timeout + f.Refused + f.Reset + f.Other + f.Canceled }
 
+// Judged counts the failures that say something about the target: all but
+// the attempts the load itself cut short.
+func (f Failures) Judged() uint64 { return f.Total() - f.Canceled }
+
+// SuccessRate is Successes over the attempts that ended with a verdict
+// (successes and judged failures), 1 when none did.
+func (r Report) SuccessRate() float64 {
+	ended := r.Successes + r.Failures.Judged()
+	if ended == 0 {
+		return 1
+	}
+	return float64(r.Successes) / float64(ended)
+}
+
 // Report is a load's outcome so far, or in the end.
 type Report struct {
 	Elapsed   time.Duration
