@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/syngate/syngate/lab"
 )
@@ -63,8 +66,10 @@ func TestClientOptions(t *testing.T) {
 	}
 }
 
-// TestBackendWindowScaleDiffers makes syngate announce a window scale other
-// than the backend's, so the fast path must translate every window.
+// TestBackendWindowScaleDiffers makes syngate announce a window scale (2)
+// other than the backend's (10 here), so the fast path must translate every
+// window: the client must see the window the backend offers, not a 256th of
+// it, and data must still flow.
 func TestBackendWindowScaleDiffers(t *testing.T) {
 	o := labOptions{extra: "    announce:\n      window_scale: 2\n"}
 	top := newLab(t, o)
@@ -73,6 +78,33 @@ func TestBackendWindowScaleDiffers(t *testing.T) {
 	if err := echoBulk(g, 32<<20, 3, time.Minute); err != nil {
 		t.Fatal(err)
 	}
+	c, err := dial(top.Client, netip.AddrPortFrom(top.VIP4, servicePort), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info *unix.TCPInfo
+	raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The echo backend's receive window is at least 64 KiB; untranslated,
+	// its 2^10-scaled field read with our shift of 2 would be 256x smaller.
+	if info.Snd_wnd < 60000 {
+		t.Errorf("client sees a send window of %d bytes: the backend's window was not translated", info.Snd_wnd)
+	}
+	t.Logf("client's send window %d bytes", info.Snd_wnd)
 }
 
 // TestLoss drops 2% of the TCP packets leaving the client and the backend
