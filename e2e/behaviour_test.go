@@ -28,18 +28,26 @@ func nft(t *testing.T, ns *lab.NS, ruleset string) {
 
 // TestClientOptions varies the client's TCP options with sysctls in its
 // namespace: each connection must still carry data both ways, on the queue
-// path and on the cookie path.
+// path and on the cookie path, and the backend must have negotiated what the
+// client offered (syngate replays the client's SYN options), minus what a
+// cookie cannot carry without timestamps.
 func TestClientOptions(t *testing.T) {
+	const (
+		optTS    = 1 // tcpi_options bits
+		optSACK  = 2
+		optWSCAL = 4
+	)
 	variants := []struct {
 		name   string
 		sysctl [][2]string
 		mtu    string
+		off    uint8 // options the client does not offer
 	}{
-		{"no-timestamps", [][2]string{{"net.ipv4.tcp_timestamps", "0"}}, ""},
-		{"no-sack", [][2]string{{"net.ipv4.tcp_sack", "0"}}, ""},
-		{"no-window-scaling", [][2]string{{"net.ipv4.tcp_window_scaling", "0"}}, ""},
-		{"nothing", [][2]string{{"net.ipv4.tcp_timestamps", "0"}, {"net.ipv4.tcp_sack", "0"}, {"net.ipv4.tcp_window_scaling", "0"}}, ""},
-		{"small-mss", nil, "700"},
+		{"no-timestamps", [][2]string{{"net.ipv4.tcp_timestamps", "0"}}, "", optTS},
+		{"no-sack", [][2]string{{"net.ipv4.tcp_sack", "0"}}, "", optSACK},
+		{"no-window-scaling", [][2]string{{"net.ipv4.tcp_window_scaling", "0"}}, "", optWSCAL},
+		{"nothing", [][2]string{{"net.ipv4.tcp_timestamps", "0"}, {"net.ipv4.tcp_sack", "0"}, {"net.ipv4.tcp_window_scaling", "0"}}, "", optTS | optSACK | optWSCAL},
+		{"small-mss", nil, "700", 0},
 	}
 	for _, cookies := range []string{"never", "always"} {
 		for _, v := range variants {
@@ -56,10 +64,24 @@ func TestClientOptions(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				echoServer(t, top)
+				accepted := echoServer(t, top)
 				g := startSyngate(t, top, o)
 				if err := echoBulk(g, 4<<20, 7, time.Minute); err != nil {
 					t.Fatal(err)
+				}
+				info := accepted()
+				if info == nil {
+					t.Fatal("the backend accepted no connection")
+				}
+				want := uint8(optTS|optSACK|optWSCAL) &^ v.off
+				if cookies == "always" && want&optTS == 0 {
+					want &^= optSACK | optWSCAL // a cookie keeps them in the timestamp only
+				}
+				if got := info.Options & (optTS | optSACK | optWSCAL); got != want {
+					t.Errorf("backend negotiated options %03b, want %03b (timestamps, SACK, window scale bits)", got, want)
+				}
+				if v.mtu != "" && info.Snd_mss > 660 {
+					t.Errorf("backend sends segments of %d bytes to a client whose MTU is %s", info.Snd_mss, v.mtu)
 				}
 			})
 		}

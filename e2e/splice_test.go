@@ -9,12 +9,18 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/syngate/syngate/lab"
 )
 
-// echoServer runs a TCP echo server in the backend namespace.
-func echoServer(t *testing.T, top *lab.Topology) {
+// echoServer runs a TCP echo server in the backend namespace. It returns
+// the kernel's view (tcp_info) of the last connection it accepted, taken at
+// accept: what the backend negotiated with syngate's replayed SYN.
+func echoServer(t *testing.T, top *lab.Topology) (lastAccepted func() *unix.TCPInfo) {
 	t.Helper()
+	var mu sync.Mutex
+	var last *unix.TCPInfo
 	ln, err := listen(top.Backend, netip.AddrPortFrom(netip.IPv6Unspecified(), backendPort)) // v4 and v6
 	if err != nil {
 		t.Fatal(err)
@@ -29,6 +35,15 @@ func echoServer(t *testing.T, top *lab.Topology) {
 			if err != nil {
 				return
 			}
+			if raw, err := c.(*net.TCPConn).SyscallConn(); err == nil {
+				raw.Control(func(fd uintptr) {
+					if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+						mu.Lock()
+						last = info
+						mu.Unlock()
+					}
+				})
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -37,6 +52,11 @@ func echoServer(t *testing.T, top *lab.Topology) {
 			}()
 		}
 	}()
+	return func() *unix.TCPInfo {
+		mu.Lock()
+		defer mu.Unlock()
+		return last
+	}
 }
 
 // roundTrip sends msg over a new connection to vip and expects it back.
