@@ -243,11 +243,7 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 		toBackend.TSecrDelta = c.backendTS0 - c.ourTS0
 		toClient.TSvalDelta = c.ourTS0 - c.backendTS0
 	}
-	if c.wscale != flow.NoWScale && seg.Options.HasWScale() {
-		// The backend scales its window by its own shift; the client
-		// reads it with the shift our SYN-ACK announced.
-		toClient.InShift, toClient.OutShift = seg.Options.WScale, c.wscale
-	}
+	toClient.InShift, toClient.OutShift, toBackend.InShift, toBackend.OutShift = c.windowShifts()
 	kc := bpf.ClientKey(c.client)
 	kb := bpf.FlowKey{Src: s.Backend, Dst: c.source}
 	if err := e.cfg.Flows.InstallFlow(kc, toBackend); err != nil {
@@ -268,7 +264,7 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	c.splicedAt = e.now()
 	f := packet.Fields{
 		Src: c.source, Dst: s.Backend, Seq: c.clientISN + 1, Ack: c.backendISN + 1,
-		Flags: packet.ACK, Window: c.window,
+		Flags: packet.ACK, Window: c.toBackendWindow(c.window),
 	}
 	if ts {
 		f.Options = flow.SynOptions{Timestamps: true, TSval: c.clientTSval, TSecr: c.backendTS0}
@@ -279,6 +275,38 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	}
 	c.held, c.heldBytes = nil, 0
 	e.releaseSlot(c)
+}
+
+// windowShifts returns how windows are rescaled once the backend's SYN-ACK
+// is known: toClient from the backend's shift to the one our SYN-ACK
+// announced, toBackend from the client's shift to the backend's reading.
+// RFC 7323 scales a direction only when both SYNs carried the option: a
+// backend without window scaling reads the client's windows unscaled and
+// sends its own unscaled, although the client was promised scaling (by our
+// SYN-ACK) and scales its own. c.mu is held and c.backendOpts is set.
+func (c *conn) windowShifts() (toClientIn, toClientOut, toBackendIn, toBackendOut uint8) {
+	if c.wscale == flow.NoWScale {
+		return 0, 0, 0, 0 // no scaling on either leg: the backend SYN offered none
+	}
+	if c.backendOpts.HasWScale() {
+		// The backend reads the client's windows with the client's own
+		// shift (replayed in the backend SYN).
+		return min(c.backendOpts.WScale, flow.MaxWScale), c.wscale, 0, 0
+	}
+	return 0, c.wscale, min(c.opts.WScale, flow.MaxWScale), 0
+}
+
+// toBackendWindow translates a client's window for the backend, as the
+// client->backend flow does. c.mu is held and c.backendOpts is set.
+func (c *conn) toBackendWindow(w uint16) uint16 {
+	_, _, in, out := c.windowShifts()
+	return rescale(w, in, out)
+}
+
+// rescale reads w with shift in and writes it with shift out, capped to
+// what 16 bits hold, as the fast path does.
+func rescale(w uint16, in, out uint8) uint16 {
+	return uint16(min((uint32(w)<<(in&15))>>(out&15), 65535))
 }
 
 // clientSegment handles a client segment of a connection the engine knows:
@@ -322,7 +350,7 @@ func segmentOf(seg *packet.Segment, data []byte) heldSegment {
 func (e *Engine) toBackend(c *conn, h heldSegment) {
 	f := packet.Fields{
 		Src: c.source, Dst: c.svc.Backend, Seq: h.seq, Ack: h.ack + c.backendISN - c.ourISN,
-		Flags: packet.Flags(h.flags), Window: h.window, Payload: h.data,
+		Flags: packet.Flags(h.flags), Window: c.toBackendWindow(h.window), Payload: h.data,
 	}
 	if h.ts && c.ts && c.backendOpts.Timestamps {
 		f.Options = flow.SynOptions{Timestamps: true, TSval: h.tsval, TSecr: h.tsecr + c.backendTS0 - c.ourTS0}
@@ -332,13 +360,14 @@ func (e *Engine) toBackend(c *conn, h heldSegment) {
 
 // forwardToClient is forwardToBackend's mirror for the backend's segments.
 func (e *Engine) forwardToClient(c *conn, seg *packet.Segment) {
-	win := uint32(seg.Window)
-	if c.wscale != flow.NoWScale && c.backendOpts.HasWScale() && seg.Flags&packet.SYN == 0 {
-		win = min((win<<c.backendOpts.WScale)>>c.wscale, 65535)
+	win := seg.Window
+	if seg.Flags&packet.SYN == 0 {
+		in, out, _, _ := c.windowShifts()
+		win = rescale(win, in, out)
 	}
 	f := packet.Fields{
 		Src: c.client.Service, Dst: c.client.Client, Seq: seg.Seq + c.ourISN - c.backendISN, Ack: seg.Ack,
-		Flags: seg.Flags, Window: uint16(win), Payload: seg.Payload,
+		Flags: seg.Flags, Window: win, Payload: seg.Payload,
 	}
 	if seg.Options.Timestamps {
 		f.Options = flow.SynOptions{Timestamps: true, TSval: seg.Options.TSval + c.ourTS0 - c.backendTS0, TSecr: seg.Options.TSecr}

@@ -613,3 +613,42 @@ func TestBackendTimeWait(t *testing.T) {
 		t.Errorf("timewait resets %d, spliced %d; want 1, 1", st.BackendTimeWait, st.Spliced)
 	}
 }
+
+// A backend that ignores the window scale option of our SYN: the client was
+// promised scaling (our SYN-ACK announced 7) and reads every window with that
+// shift, while the backend sends and reads windows unscaled (RFC 7323 2.2).
+func TestSpliceBackendWithoutWindowScale(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	const isn, bisn = 1_000_000, 555_000
+	sa := r.handshake(isn, nil)
+	if sa.Options.WScale != 7 {
+		t.Fatalf("SYN-ACK window scale %d, want 7", sa.Options.WScale)
+	}
+	syn := r.sentIP()
+	r.backendSynAck(syn, bisn, flow.NoWScale)
+	if ack := r.sentIP(); ack.Window != min(502<<9, 65535) {
+		t.Errorf("backend ACK window %d, want the client's 502 read with its shift 9 (capped at 65535)", ack.Window)
+	}
+	toClient, ok := r.flows.get(bpf.FlowKey{Src: backend, Dst: syn.Src})
+	if !ok {
+		t.Fatal("no backend->client flow installed")
+	}
+	if n := toClient.NAT; n.InShift != 0 || n.OutShift != 7 {
+		t.Errorf("backend->client shifts %d->%d, want 0 (unscaled backend) -> 7 (announced to the client)", n.InShift, n.OutShift)
+	}
+	toBackend, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip})
+	if !ok {
+		t.Fatal("no client->backend flow installed")
+	}
+	if n := toBackend.NAT; n.InShift != 9 || n.OutShift != 0 {
+		t.Errorf("client->backend shifts %d->%d, want 9 (the client's) -> 0 (unscaled backend)", n.InShift, n.OutShift)
+	}
+	// The slow path agrees with the fast path.
+	r.inject(packet.Build, packet.Fields{
+		Src: backend, Dst: syn.Src, Seq: bisn + 1, Ack: isn + 1, Flags: packet.ACK, Window: 64000,
+		Options: flow.SynOptions{Timestamps: true, TSval: 777010, TSecr: 5001},
+	})
+	if fwd := r.sentIP(); fwd.Window != 64000>>7 {
+		t.Errorf("slow-path window to the client %d, want 64000>>7 = %d", fwd.Window, 64000>>7)
+	}
+}
