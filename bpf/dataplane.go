@@ -77,8 +77,11 @@ type Config struct {
 	// where the stateful maps are pinned, and reused by the next Load with
 	// the same path. Empty disables pinning.
 	PinPath string
-	// DropSYNPayload drops SYNs that carry data (this also refuses TCP Fast
-	// Open, which syngate does not implement).
+	// DropSYNPayload drops SYNs that carry data, except those with a TCP
+	// Fast Open option (RFC 7413 kind 34, or the experimental kind 254 with
+	// magic 0xF989): a TFO client's SYN is answered like any other, with a
+	// SYN-ACK acknowledging only the SYN, and the client sends its data
+	// again at once instead of waiting for a SYN timeout.
 	DropSYNPayload bool
 	// DropBadFlags drops segments with impossible flags: none at all, SYN
 	// with FIN or RST, FIN with RST, FIN/PSH/URG without ACK.
@@ -168,6 +171,8 @@ var mapLayouts = map[string][2]any{
 	syngateMapTxPorts:       {uint32(0), uint32(0)},
 	syngateMapCookieKeys:    {uint32(0), syngateCookieState{}},
 	syngateMapSynackScratch: {uint32(0), syngateSynackBuf{}},
+	syngateMapIcmpBucket:    {uint32(0), syngateIcmpBucket{}},
+	syngateMapIcmpScratch:   {uint32(0), syngateIcmpScratch{}},
 }
 
 // Dataplane is the loaded XDP program and its maps. Its methods are safe for
