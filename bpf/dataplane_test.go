@@ -69,7 +69,7 @@ func TestVerdictMirror(t *testing.T) {
 		VerdictDropTCPOptions: syngateReasonR_DROP_TCP_OPTIONS, VerdictDropFastNoRoute: syngateReasonR_DROP_FAST_NO_ROUTE,
 		VerdictDropFastNoNeigh: syngateReasonR_DROP_FAST_NO_NEIGH, VerdictDropFastNoPort: syngateReasonR_DROP_FAST_NO_PORT,
 		VerdictTXSynAckCookie: syngateReasonR_TX_SYNACK_COOKIE,
-		VerdictICMPTX: syngateReasonR_ICMP_TX, VerdictICMPRedirect: syngateReasonR_ICMP_REDIRECT,
+		VerdictICMPTX:         syngateReasonR_ICMP_TX, VerdictICMPRedirect: syngateReasonR_ICMP_REDIRECT,
 		VerdictPassICMPNoFlow: syngateReasonR_PASS_ICMP_NO_FLOW, VerdictDropICMPRateLimit: syngateReasonR_DROP_ICMP_RATELIMIT,
 		VerdictDropICMPNoNeigh: syngateReasonR_DROP_ICMP_NO_NEIGH, VerdictDropICMPNoPort: syngateReasonR_DROP_ICMP_NO_PORT,
 	}
