@@ -154,9 +154,6 @@ func TestXDPCookieSynAck(t *testing.T) {
 		useTS := syn.Options.Timestamps && ann.Timestamps
 		synOpts := syn.Options
 		synOpts.Timestamps = useTS
-		// ECN is kept (and answered with ECE) only when the service
-		// offers it, and, like the other options, only with timestamps.
-		synOpts.ECN = syn.Options.ECN && ann.ECN
 		isn, tsval, tableMSS := jar.Make(syn.Tuple, syn.Seq, synOpts, sa.Options.TSval, now)
 		if sa.Seq != isn {
 			t.Fatalf("SYN %+v ann %+v: XDP cookie %#x, Jar.Make %#x", syn.Options, ann, sa.Seq, isn)
@@ -201,7 +198,7 @@ func TestXDPCookieSynAck(t *testing.T) {
 		}
 		wantOpts := flow.SynOptions{MSS: tableMSS, WScale: flow.NoWScale}
 		if useTS {
-			wantOpts.WScale, wantOpts.SACK, wantOpts.ECN = syn.Options.WScale, syn.Options.SACK, syn.Options.ECN && ann.ECN
+			wantOpts.WScale, wantOpts.SACK, wantOpts.ECN = syn.Options.WScale, syn.Options.SACK, syn.Options.ECN
 			wantOpts.Timestamps, wantOpts.TSecr = true, sa.Options.TSval
 		}
 		if got != wantOpts {

@@ -808,12 +808,13 @@ __attribute__((noinline)) int synack_cookie(struct xdp_md *ctx, __u64 ann)
 		__u32 bits = c_ws == WSCALE_NONE ? 0xf : c_ws;
 		if (so & SO_SACK)
 			bits |= 0x10;
-		if ((tcp->flags & (TCP_SYN | TCP_ACK | TCP_ECE | TCP_CWR)) == (TCP_SYN | TCP_ECE | TCP_CWR) &&
-		    (aflags & ANN_ECN)) {
-			/* ECN only where the cookie keeps it (the timestamp) and
-			 * the backend will do it too (RFC 3168 6.1.1). */
+		if ((tcp->flags & (TCP_SYN | TCP_ACK | TCP_ECE | TCP_CWR)) == (TCP_SYN | TCP_ECE | TCP_CWR)) {
+			/* The cookie keeps the client's request; the SYN-ACK
+			 * agrees only when the backend does ECN too (RFC 3168
+			 * 6.1.1), and the engine decides the same way. */
 			bits |= 0x20;
-			b->th.flags |= TCP_ECE;
+			if (aflags & ANN_ECN)
+				b->th.flags |= TCP_ECE;
 		}
 		tag_in = 64 | bits;
 		__u32 clk = (now + ck->clock_off_ns) / 1000000;

@@ -57,6 +57,9 @@ type ServiceStats struct {
 	SlowPath        uint64            // packets of spliced connections that reached the engine
 	BackendTimeWait uint64            // backend legs that found their port in the backend's TIME_WAIT
 	BackendFailures map[string]uint64 // by reason: refused, timeout, ...
+	SynData         uint64            // SYNs carrying data (TCP Fast Open) the engine answered
+	ECN             map[string]uint64 // clients' ECN requests by outcome: negotiated, not_offered, backend_refused
+	MSSClamped      map[string]uint64 // MSS lowered to the gateway's interface MTU, by leg: client, backend
 
 	HalfOpen, HalfOpenLimit int // SYN queue depth and bound
 	Accept, AcceptLimit     int // accept queue depth and bound

@@ -51,6 +51,9 @@ func (e *Engine) opening(s *service, qc queue.Conn, seg *packet.Segment, ifindex
 		c.wscale = o.WScale
 	}
 	c.sack = qc.Options.SACK && o.SACK
+	// Our SYN-ACK (either path) agreed to ECN when the service offered
+	// it; the cookie keeps the client's request.
+	c.ecn = qc.Options.ECN && o.ECN
 	c.ourTS0, c.clientTSval = seg.Options.TSecr, seg.Options.TSval
 	c.window = seg.Window
 	c.clientMAC, c.ourMAC, c.clientIfindex = seg.SrcMAC, seg.DstMAC, ifindex
@@ -146,7 +149,13 @@ func (e *Engine) startBackend(c *conn, now time.Time) {
 // our source address and port, with the client's ISN so that sequence
 // numbers need no translation from client to backend.
 func (e *Engine) sendBackendSyn(c *conn) {
-	o := flow.SynOptions{MSS: clientMSS(c.opts, c.client.Is6()), WScale: c.wscale, SACK: c.sack}
+	o := flow.SynOptions{MSS: clientMSS(c.opts, c.client.Is6()), WScale: c.wscale, SACK: c.sack, ECN: c.ecn}
+	if m := c.svc.maxMSS; m != 0 && o.MSS > m {
+		o.MSS = m
+		if c.synTries == 0 && c.twResets == 0 {
+			c.svc.st.mssClamped(legBackend)
+		}
+	}
 	if c.wscale != flow.NoWScale {
 		o.WScale = c.opts.WScale
 	}
@@ -228,6 +237,16 @@ const maxTWResets = 2
 func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	s := c.svc
 	c.backendISN, c.backendTS0, c.backendOpts = seg.Seq, seg.Options.TSval, seg.Options
+	switch {
+	case c.ecn && seg.Options.ECN:
+		s.st.ecn(ecnNegotiated)
+	case c.ecn:
+		// The probe said the backend does ECN, this SYN-ACK says no: the
+		// client believes in ECN the backend will not echo.
+		s.st.ecn(ecnBackendRefused)
+	case c.opts.ECN:
+		s.st.ecn(ecnNotOffered)
+	}
 	ts := c.ts && seg.Options.Timestamps
 	toBackend := bpf.FlowNAT{
 		Src: c.source, Dst: s.Backend,
@@ -475,6 +494,7 @@ func (e *Engine) expireHalfOpen(s *service, now time.Time) {
 			opts.WScale = o.WScale
 		}
 		opts.SACK = t.Options.SACK && o.SACK
+		opts.ECN = t.Options.ECN && o.ECN
 		if t.Options.Timestamps && o.Timestamps {
 			opts.Timestamps, opts.TSval, opts.TSecr = true, tsClock(now), t.Options.TSval
 		}
