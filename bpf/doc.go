@@ -80,6 +80,8 @@
 //	tx_ports        ifindex -> ifindex (DEVMAP_HASH)       Attach/Detach
 //	cookie_keys     cookie key, tick, TSval clock offset   SetCookieKey
 //	synack_scratch  room to build a SYN-ACK (per CPU)      XDP only
+//	icmp_bucket     ICMP translation token bucket (per CPU) XDP only
+//	icmp_scratch    room for the ICMP path's key and FIB query (per CPU) XDP only
 //
 // Every interface has its own queue 0, so sockets are keyed by (interface,
 // queue): an interface takes a slot with its first socket and frees it with

@@ -5,11 +5,16 @@
  *
  * Decision table (mirrored by the Go reference classifier in the tests):
  *
+ *   ICMP/ICMPv6 error quoting a packet of a spliced flow, sent
+ *   to its translated sender (a VIP or a local address)       -> TX or REDIRECT
+ *     (translated as a NAT does, towards the original sender; see
+ *     icmp_error; over the rate limit, or no way out -> DROP)
  *   not IPv4/IPv6, not TCP, not for a service or local port  -> PASS
  *   malformed below the point where the destination port is known -> PASS
  *   malformed TCP to a service/local (truncated, bad data offset, options
  *   overrunning the header), fragments to a service/local      -> DROP
- *   early defenses (optional, see struct config)               -> DROP
+ *   early defenses (optional, see struct config; a SYN with data
+ *   and a TCP Fast Open option passes the payload filter)      -> DROP
  *   service with XDP cookies: SYN without ACK, no flow, key
  *   fresh, plain IP header, well-formed options             -> TX (cookie SYN-ACK)
  *   service: SYN without ACK                                   -> XSK
