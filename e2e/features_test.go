@@ -229,3 +229,49 @@ func TestTFO(t *testing.T) {
 		t.Errorf("%v SYNs with data and no Fast Open option dropped, want 1", dropped)
 	}
 }
+
+// TestBackendWithoutWindowScale: syngate announces a window scale (7, set
+// in the config) but the backend does not do window scaling
+// (tcp_window_scaling=0), so its SYN-ACK has no window scale option. Each
+// leg then scales on its own: the client must read the backend's unscaled
+// window as it is (not 128 times larger), and the backend the client's
+// scaled window as its size (not 128 times smaller).
+func TestBackendWithoutWindowScale(t *testing.T) {
+	top := newFeatureLab(t)
+	if err := top.Backend.Sysctl("net.ipv4.tcp_window_scaling", "0"); err != nil {
+		t.Fatal(err)
+	}
+	infos := infoEchoServer(t, top.Backend, 8<<20)
+	startSyngate(t, top, labOptions{cookies: "never", extra: "    announce:\n      window_scale: 7\n"})
+	c, err := dial(top.Client, netip.AddrPortFrom(top.VIP4, servicePort), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = echoOver(c, 8<<20, 5, time.Minute)
+	el := time.Since(start)
+	ci, ierr := tcpInfo(c)
+	c.Close()
+	if err != nil || ierr != nil {
+		t.Fatal(err, ierr)
+	}
+	var bi *unix.TCPInfo
+	select {
+	case bi = <-infos:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend did not finish its echo")
+	}
+	const tcpiOptWScale = 4
+	cws, bws := ci.Options&tcpiOptWScale != 0, bi.Options&tcpiOptWScale != 0
+	t.Logf("8 MiB each way in %v; client's send window %d (scaling %v), backend's %d (scaling %v)",
+		el.Round(time.Millisecond), ci.Snd_wnd, cws, bi.Snd_wnd, bws)
+	if !cws || bws {
+		t.Errorf("window scaling on the client %v, on the backend %v; want on (announced) and off", cws, bws)
+	}
+	if ci.Snd_wnd > 65535 {
+		t.Errorf("client's send window %d: more than an unscaled backend can offer", ci.Snd_wnd)
+	}
+	if bi.Snd_wnd < 32768 {
+		t.Errorf("backend's send window %d: the client's scaled window was read unscaled", bi.Snd_wnd)
+	}
+}
