@@ -1041,8 +1041,24 @@ __attribute__((noinline)) int icmp_error(struct xdp_md *ctx, __u32 pos)
 	struct icmp_scratch *sc = bpf_map_lookup_elem(&icmp_scratch, &zero);
 	if (!sc || off > ICMP_OFF_MAX || l3off > 32)
 		return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+	/* end: where the IP packet ends. The frame may go on with Ethernet
+	 * padding, which is no part of the quote nor of the checksum. */
+	struct iphdr *o4 = 0, *i4 = 0;
+	struct ipv6hdr *o6 = 0, *i6 = 0;
+	__u32 end;
+	if (is6) {
+		o6 = data + l3off;
+		if ((void *)(o6 + 1) > data_end)
+			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+		end = l3off + sizeof(*o6) + bpf_ntohs(o6->payload_len);
+	} else {
+		o4 = data + l3off;
+		if ((void *)(o4 + 1) > data_end)
+			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+		end = l3off + bpf_ntohs(o4->tot_len);
+	}
 	struct icmphdr *ic = data + off;
-	if ((void *)(ic + 1) > data_end)
+	if ((void *)(ic + 1) > data_end || off + sizeof(*ic) > end)
 		return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
 	if (is6 ? ic->type != ICMPV6_DEST_UNREACH && ic->type != ICMPV6_PKT_TOOBIG &&
 			  ic->type != ICMPV6_TIME_EXCEED
@@ -1055,13 +1071,12 @@ __attribute__((noinline)) int icmp_error(struct xdp_md *ctx, __u32 pos)
 	struct flow_key *fk = &sc->fk;
 	struct bpf_fib_lookup *fib = &sc->fib;
 	__builtin_memset(sc, 0, sizeof(*sc));
-	struct iphdr *o4 = 0, *i4 = 0;
-	struct ipv6hdr *o6 = 0, *i6 = 0;
 	struct tcphdr *itcp;
+	__u32 itcp_off; /* the quoted TCP header's offset */
 	if (is6) {
-		o6 = data + l3off;
 		i6 = (void *)(ic + 1);
-		if ((void *)(o6 + 1) > data_end || (void *)(i6 + 1) > data_end || i6->nexthdr != IPPROTO_TCP)
+		itcp_off = off + sizeof(*ic) + sizeof(*i6);
+		if ((void *)(i6 + 1) > data_end || itcp_off > end || i6->nexthdr != IPPROTO_TCP)
 			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
 		__u32 *a = (__u32 *)o6->daddr, *b = (__u32 *)i6->saddr;
 		if ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]))
@@ -1071,14 +1086,14 @@ __attribute__((noinline)) int icmp_error(struct xdp_md *ctx, __u32 pos)
 		copy16(fk->saddr, i6->daddr);
 		copy16(fk->daddr, i6->saddr);
 	} else {
-		o4 = data + l3off;
 		i4 = (void *)(ic + 1);
-		if ((void *)(o4 + 1) > data_end || (void *)(i4 + 1) > data_end || (i4->ver_ihl >> 4) != 4 ||
-		    i4->protocol != IPPROTO_TCP || (bpf_ntohs(i4->frag_off) & 0x1fff))
+		if ((void *)(i4 + 1) > data_end || off + sizeof(*ic) + sizeof(*i4) > end ||
+		    (i4->ver_ihl >> 4) != 4 || i4->protocol != IPPROTO_TCP || (bpf_ntohs(i4->frag_off) & 0x1fff))
 			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
 		__u32 ihl = (i4->ver_ihl & 0x0f) * 4;
 		if (ihl < sizeof(*i4))
 			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+		itcp_off = off + sizeof(*ic) + ihl;
 		if (o4->daddr != i4->saddr)
 			return count(R_PASS_ICMP_NO_FLOW, bytes, XDP_PASS);
 		itcp = (void *)i4 + ihl;
@@ -1087,7 +1102,7 @@ __attribute__((noinline)) int icmp_error(struct xdp_md *ctx, __u32 pos)
 		set_mapped4(fk->daddr, i4->saddr);
 	}
 	/* RFC 792 quotes at least the first 8 bytes: ports and sequence. */
-	if ((void *)itcp + 8 > data_end)
+	if ((void *)itcp + 8 > data_end || itcp_off + 8 > end)
 		return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
 	fk->sport = itcp->dest;
 	fk->dport = itcp->source;
@@ -1144,7 +1159,7 @@ __attribute__((noinline)) int icmp_error(struct xdp_md *ctx, __u32 pos)
 	__u32 seq = bpf_ntohl(itcp->seq), nseq = seq + fv->ack_delta;
 	t = csum_add32(t, seq, nseq);
 	itcp->seq = bpf_htonl(nseq);
-	if ((void *)(itcp + 1) <= data_end) {
+	if ((void *)(itcp + 1) <= data_end && itcp_off + sizeof(*itcp) <= end) {
 		/* The whole header is quoted: its ack and checksum too. */
 		if (itcp->flags & TCP_ACK) {
 			__u32 ack = bpf_ntohl(itcp->ack_seq), nack = ack + fv->seq_delta;
