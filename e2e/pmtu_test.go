@@ -131,3 +131,49 @@ func TestPMTU(t *testing.T) {
 		})
 	}
 }
+
+// TestMSSClamp gives the gateway's client-side interface a smaller MTU
+// (1400) than the client's and the backend's (1500). The fast path cannot
+// fragment and nobody sends an ICMP error for what does not fit (the
+// client's larger frames die on the veth, the backend's at the redirect),
+// so syngate must announce an MSS that fits: 1360 to the client in its
+// SYN-ACK and to the backend in its SYN.
+func TestMSSClamp(t *testing.T) {
+	top := newFeatureLab(t)
+	if err := top.Gateway.SetLinkMTU(top.GatewayClient.Name, 1400); err != nil {
+		t.Fatal(err)
+	}
+	infos := infoEchoServer(t, top.Backend, 16<<20)
+	g := startSyngate(t, top, labOptions{cookies: "never"})
+	for _, vip := range []netip.Addr{top.VIP4, top.VIP6} {
+		c, err := dial(top.Client, netip.AddrPortFrom(vip, servicePort), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = echoOver(c, 16<<20, 9, time.Minute)
+		ci, ierr := tcpInfo(c)
+		c.Close()
+		if err != nil || ierr != nil {
+			t.Fatalf("%v: %v %v", vip, err, ierr)
+		}
+		var bi *unix.TCPInfo
+		select {
+		case bi = <-infos:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%v: the backend did not finish its echo", vip)
+		}
+		// snd_mss is the MSS minus the timestamps option.
+		t.Logf("%v: send MSS client %d, backend %d", vip, ci.Snd_mss, bi.Snd_mss)
+		want := uint32(1400 - 40 - 12)
+		if vip.Is6() {
+			want = 1400 - 60 - 12
+		}
+		if ci.Snd_mss != want || bi.Snd_mss != want {
+			t.Errorf("%v: send MSS client %d, backend %d; want %d", vip, ci.Snd_mss, bi.Snd_mss, want)
+		}
+	}
+	m := g.metrics()
+	if got := m[`syngate_mss_clamped_total{leg="backend",service="web"}`]; got != 1 {
+		t.Errorf("mss_clamped_total{leg=backend,service=web} = %v, want 1", got)
+	}
+}

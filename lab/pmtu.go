@@ -303,3 +303,17 @@ func (ns *NS) addRouteNL(dst netip.Prefix, via netip.Addr, mtu int) error {
 		return nil
 	})
 }
+
+// SetLinkMTU sets an interface's MTU over netlink.
+func (ns *NS) SetLinkMTU(ifname string, mtu int) error {
+	return ns.Run(func() error {
+		l, err := netlink.LinkByName(ifname)
+		if err == nil {
+			err = netlink.LinkSetMTU(l, mtu)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: set %s mtu %d: %w", ns, ifname, mtu, err)
+		}
+		return nil
+	})
+}
