@@ -454,6 +454,11 @@ func (d *Dataplane) InstallFlow(key FlowKey, nat FlowNAT) error {
 		return fmt.Errorf("install flow %v: %w", key, err)
 	}
 	if err := d.objs.Flows.Put(&k, &v); err != nil {
+		if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) {
+			// A hash map at max_entries refuses with E2BIG (or ENOMEM
+			// when an on-demand entry cannot be allocated).
+			return fmt.Errorf("install flow %v: %w: %w", key, ErrFlowTableFull, err)
+		}
 		return fmt.Errorf("install flow %v: %w", key, err)
 	}
 	return nil

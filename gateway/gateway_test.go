@@ -55,8 +55,8 @@ services:
 		t.Fatal(err)
 	}
 	a, b := svcs[0], svcs[1]
-	if a.Source != netip.MustParseAddr("127.0.0.1") {
-		t.Errorf("source from the route to 127.0.0.1 = %v", a.Source)
+	if len(a.Sources) != 1 || a.Sources[0] != netip.MustParseAddr("127.0.0.1") {
+		t.Errorf("source from the route to 127.0.0.1 = %v", a.Sources)
 	}
 	if a.Queue.Cookies != queue.CookiesNever || a.Queue.Overflow != queue.OverflowReset || a.Queue.Backlog != 70 || a.Queue.Somaxconn != 50 || a.Queue.MaxSynBacklog != 100 {
 		t.Errorf("service a queue config = %+v", a.Queue)
@@ -64,7 +64,7 @@ services:
 	if a.Announce.MSS == nil || *a.Announce.MSS != 1400 || a.Announce.WindowScale != nil {
 		t.Errorf("service a announce = %+v", a.Announce)
 	}
-	if b.Source != netip.MustParseAddr("127.0.0.2") || b.Queue.Cookies != queue.CookiesAlways {
+	if len(b.Sources) != 1 || b.Sources[0] != netip.MustParseAddr("127.0.0.2") || b.Queue.Cookies != queue.CookiesAlways {
 		t.Errorf("service b = %+v", b)
 	}
 }

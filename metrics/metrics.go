@@ -57,6 +57,9 @@ type ServiceStats struct {
 	SlowPath        uint64            // packets of spliced connections that reached the engine
 	BackendTimeWait uint64            // backend legs that found their port in the backend's TIME_WAIT
 	BackendFailures map[string]uint64 // by reason: refused, timeout, ...
+	// Connections that found no free source port toward the backend:
+	// waited (got one before the connect timeout) or failed (reset).
+	SourcePortWaited, SourcePortFailed uint64
 
 	HalfOpen, HalfOpenLimit int // SYN queue depth and bound
 	Accept, AcceptLimit     int // accept queue depth and bound

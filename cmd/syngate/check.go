@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/syngate/syngate/config"
 )
@@ -51,8 +52,11 @@ func printPlan(w io.Writer, cfg *config.Config) {
 		cfg.Filters.DropSynPayload, cfg.Filters.DropBadFlags, rl)
 	for _, s := range cfg.Services {
 		src := "from the route"
-		if s.Source.IsValid() {
-			src = s.Source.String()
+		if len(s.Sources) > 0 {
+			src = strings.Trim(fmt.Sprint(s.Sources), "[]")
+			if len(s.Sources) > 4 {
+				src = fmt.Sprintf("%d addresses, %s to %s", len(s.Sources), s.Sources[0], s.Sources[len(s.Sources)-1])
+			}
 		}
 		fmt.Fprintf(w, "service %s: %s -> %s (source %s)\n", s.Name, s.Listen, s.Backend, src)
 		fmt.Fprintf(w, "  SYN queue %d, cookies %s; accept queue %d = min(backlog %d, somaxconn %d), on overflow %s\n",
