@@ -128,6 +128,13 @@ services:
 		netip.AddrPortFrom(top.VIP6, servicePort), netip.AddrPortFrom(top.BackendIf.V6.Addr(), backendPort),
 		netip.AddrPortFrom(top.VIP4, servicePort), netip.AddrPortFrom(backendAddr(top), backendPort),
 		o.backlog, o.overflow, o.extra)
+	return startSyngateConfig(t, top, dir, cfg)
+}
+
+// startSyngateConfig runs syngate in top's gateway namespace with the config
+// text cfg, written into dir.
+func startSyngateConfig(t *testing.T, top *lab.Topology, dir, cfg string) *gatewayRun {
+	t.Helper()
 	cfgPath := filepath.Join(dir, "syngate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
