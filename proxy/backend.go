@@ -613,8 +613,16 @@ func (e *Engine) expireHalfOpen(s *service, now time.Time) {
 // expireFlows removes spliced flows the way conntrack times them out: soon
 // after a RST, a while after both FINs, and after a long idle time.
 func (e *Engine) expireFlows(now time.Time) {
+	for i := range connShards {
+		e.expireShard(i, now)
+	}
+}
+
+// expireShard is expireFlows for one shard of the table; it returns the
+// connections it looked at.
+func (e *Engine) expireShard(shard int, now time.Time) int {
 	mono := e.cfg.Monotonic()
-	e.conns.each(false, func(c *conn) {
+	return e.conns.eachIn(shard, false, func(c *conn) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.state != stateSpliced {

@@ -221,23 +221,30 @@ func (t *connTable) opened(c *conn) {
 // each calls fn for every connection (or, with openingOnly, every one not
 // yet spliced), shard by shard, without holding a shard lock while fn runs.
 func (t *connTable) each(openingOnly bool, fn func(*conn)) {
-	var buf []*conn
 	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.Lock()
-		buf = buf[:0]
-		if openingOnly {
-			for c := range s.opening {
-				buf = append(buf, c)
-			}
-		} else {
-			for _, c := range s.byClient {
-				buf = append(buf, c)
-			}
+		t.eachIn(i, openingOnly, fn)
+	}
+}
+
+// eachIn is each for one shard; it returns how many connections fn saw.
+func (t *connTable) eachIn(shard int, openingOnly bool, fn func(*conn)) int {
+	s := &t.shards[shard]
+	s.mu.Lock()
+	var buf []*conn
+	if openingOnly {
+		buf = make([]*conn, 0, len(s.opening))
+		for c := range s.opening {
+			buf = append(buf, c)
 		}
-		s.mu.Unlock()
-		for _, c := range buf {
-			fn(c)
+	} else {
+		buf = make([]*conn, 0, len(s.byClient))
+		for _, c := range s.byClient {
+			buf = append(buf, c)
 		}
 	}
+	s.mu.Unlock()
+	for _, c := range buf {
+		fn(c)
+	}
+	return len(buf)
 }
