@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -216,5 +217,82 @@ func TestKeepaliveKeepsFlow(t *testing.T) {
 	}
 	if err := echo(keep, "still there\n"); err != nil {
 		t.Errorf("the connection with keepalive after %d s idle: %v", 12, err)
+	}
+}
+
+// TestPortReuseMeetsTimeWait narrows the example config's ports to 50 per
+// source address and gives the service two source addresses, then opens 300
+// connections to a backend that closes first: every port is reused several
+// times while the backend holds it in TIME_WAIT. With client timestamps the
+// backend accepts each reuse by its newer timestamp; without, by its
+// sequence number above the old connection's. Either way no connection may
+// fail and none may need the clearing RST, and both addresses carry
+// connections.
+func TestPortReuseMeetsTimeWait(t *testing.T) {
+	for _, ts := range []bool{true, false} {
+		t.Run(fmt.Sprintf("timestamps=%v", ts), func(t *testing.T) {
+			top := newLab(t, labOptions{})
+			if !ts {
+				if err := top.Client.Sysctl("net.ipv4.tcp_timestamps", "0"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			first := top.GatewayBackend.V4.Addr()
+			second := netip.MustParseAddr("198.51.100.11")
+			if err := top.Gateway.AddAddr(top.GatewayBackend.Name, netip.PrefixFrom(second, top.GatewayBackend.V4.Bits())); err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			peers := map[netip.Addr]int{}
+			srv, err := loadgen.Serve(top.Backend, netip.AddrPortFrom(backendAddr(top), backendPort), func(c net.Conn) error {
+				mu.Lock()
+				peers[c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()]++
+				mu.Unlock()
+				return loadgen.HTTPishHandler(c)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { srv.Close() })
+			dir := t.TempDir()
+			cfg := exampleConfig(t, top, dir)
+			for _, r := range [][2]string{
+				{"source: " + first.String(), fmt.Sprintf("source: [%s, %s]", first, second)},
+				{"ports: 16384-32767", "ports: 20000-20049"},
+			} {
+				if strings.Count(cfg, r[0]) != 1 {
+					t.Fatalf("config: %q not found once", r[0])
+				}
+				cfg = strings.Replace(cfg, r[0], r[1], 1)
+			}
+			g := startSyngateConfig(t, top, dir, cfg)
+			rep, err := loadgen.Run(context.Background(), loadgen.Config{
+				From: top.Client, Target: netip.AddrPortFrom(top.VIP4, servicePort),
+				Concurrency: 16, Rate: 60, Count: 300, Timeout: 10 * time.Second, Exchange: loadgen.HTTPishExchange,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := g.metrics()
+			t.Logf("%v", rep)
+			t.Logf("backend saw %v; port waits %v (failed %v); TIME_WAIT resets %v; reclaimed %v",
+				peers, m[`syngate_source_port_waits_total{outcome="waited",service="web"}`], m[`syngate_source_port_waits_total{outcome="failed",service="web"}`],
+				m[`syngate_backend_timewait_resets_total{service="web"}`], m[`syngate_flows_expired_total{reason="reclaimed"}`])
+			if rep.Successes != 300 {
+				t.Errorf("%d of 300 connections succeeded (%+v), last: %s", rep.Successes, rep.Failures, rep.LastError)
+			}
+			if v := m[`syngate_backend_timewait_resets_total{service="web"}`]; v != 0 {
+				t.Errorf("%v TIME_WAIT resets, want 0: the leg's ISN or timestamps did not clear the old connection", v)
+			}
+			if v := m[`syngate_source_port_waits_total{outcome="failed",service="web"}`]; v != 0 {
+				t.Errorf("%v connections failed on a source port", v)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			// The gateway's own option probes come from the first address too.
+			if peers[first] < 100 || peers[second] < 100 || peers[first]+peers[second] < 300 || len(peers) != 2 {
+				t.Errorf("backend saw connections from %v, want all 300 from %s and %s, both used", peers, first, second)
+			}
+		})
 	}
 }
