@@ -40,7 +40,7 @@ func printPlan(w io.Writer, cfg *config.Config) {
 	} else {
 		fmt.Fprintf(w, "metrics and health on http://%s/metrics, /healthz\n", cfg.Metrics.Listen)
 	}
-	fmt.Fprintf(w, "SYN-ACK retries %d (backoff 1s doubling), backend connect timeout %v, source ports %d-%d\n",
+	fmt.Fprintf(w, "SYN-ACK retries %d (backoff 1s doubling), backend connect timeout %v, source ports %d-%d per source address and backend\n",
 		cfg.SYN.SynAckRetries, cfg.Backend.ConnectTimeout, cfg.Backend.PortMin, cfg.Backend.PortMax)
 	fmt.Fprintf(w, "flows: up to %d, idle %v, closed %v, reset %v\n",
 		cfg.Flows.Max, cfg.Flows.EstablishedTimeout, cfg.Flows.CloseTimeout, cfg.Flows.ResetTimeout)
