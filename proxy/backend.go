@@ -172,8 +172,9 @@ func (e *Engine) startBackend(c *conn, now time.Time) {
 // the floor's own slack (at most maxFloorSlack) is added.
 const isnSpread = 1 << 30
 
-// maxFloorSlack is the largest overestimate of the bytes a connection sent
-// that still yields a floor (see portFloor).
+// maxFloorSlack bounds the overestimate of the bytes a connection sent that
+// still yields a floor (see portFloor): below it, the next ISN lands less
+// than 2^31 above the backend's true next sequence number.
 const maxFloorSlack = 1 << 30
 
 // allocPort takes a source port toward s's backend: from the next source
@@ -538,7 +539,7 @@ func (e *Engine) release(c *conn, fastBytes uint64, known bool) {
 // space of the truth, which maxFloorSlack guarantees.
 func (c *conn) portFloor(fastBytes uint64) (uint32, bool) {
 	sent := c.sentBytes + fastBytes
-	if sent > maxFloorSlack {
+	if sent >= maxFloorSlack {
 		return 0, false
 	}
 	return c.legISN() + 2 + uint32(sent), true

@@ -221,3 +221,27 @@ func TestTimeWaitResetSparesLiveFlow(t *testing.T) {
 		t.Errorf("timewait resets = %d, want 0", got)
 	}
 }
+
+// TestPortFloor: the floor covers the leg's ISN, SYN, FIN and every byte
+// sent; past maxFloorSlack bytes there is none (the next ISN could not stay
+// within half the sequence space of the truth).
+func TestPortFloor(t *testing.T) {
+	c := &conn{clientISN: 100, seqDelta: 0xffff_ff00, sentBytes: 10}
+	want := uint32(100+2+1010) - 0x100 // the ISN wraps: 100 + 0xffffff00
+	if f, ok := c.portFloor(1000); !ok || f != want {
+		t.Errorf("floor = %d, %v; want %d", f, ok, want)
+	}
+	if _, ok := c.portFloor(maxFloorSlack - 10); ok {
+		t.Error("a floor past maxFloorSlack")
+	}
+	if _, ok := c.portFloor(maxFloorSlack - 11); !ok {
+		t.Error("no floor just below maxFloorSlack")
+	}
+	// The worst case the floor allows still lands the next ISN after the
+	// backend's next sequence number: the connection sent nothing, its
+	// count says maxFloorSlack-1, the random part is at its largest.
+	worst := uint32(maxFloorSlack-1) + 1 + (isnSpread - 1)
+	if int32(worst) <= 0 {
+		t.Errorf("worst-case distance %d is not after()", worst)
+	}
+}
