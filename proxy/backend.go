@@ -19,6 +19,7 @@ type FlowTable interface {
 	InstallFlow(bpf.FlowKey, bpf.FlowNAT) error
 	DeleteFlow(bpf.FlowKey) error
 	LookupFlow(bpf.FlowKey) (bpf.FlowState, error)
+	IterateFlows(func(bpf.FlowKey, bpf.FlowState) bool) error
 }
 
 // backendSynRTO is the backend SYN retransmission timeout; it doubles like
@@ -185,19 +186,42 @@ func (e *Engine) allocPort(s *service, now time.Time) (netip.Addr, *portPool, le
 	start := int(s.rr.Add(1))
 	for i := range n {
 		j := (start + i) % n
-		if l, err := s.pools[j].get(now); err == nil {
+		if l, ok := e.takePort(s.poolKeys[j], s.pools[j], now); ok {
 			return s.poolKeys[j].source, s.pools[j], l, nil
 		}
 	}
 	for i := range n {
 		j := (start + i) % n
 		if e.reclaim(s.poolKeys[j], s.pools[j]) {
-			if l, err := s.pools[j].get(now); err == nil {
+			if l, ok := e.takePort(s.poolKeys[j], s.pools[j], now); ok {
 				return s.poolKeys[j].source, s.pools[j], l, nil
 			}
 		}
 	}
 	return netip.Addr{}, nil, lease{}, ErrNoPorts
+}
+
+// maxOrphanSkips bounds the ports one allocation passes over because a
+// flow of an earlier process holds them.
+const maxOrphanSkips = 8
+
+// takePort takes a port of pool whose 4-tuple has no flow entry. Pinned
+// flows survive a restart, and the connections of the previous process keep
+// their ports until they end (see expireOrphans); installing over one would
+// break it.
+func (e *Engine) takePort(k poolKey, pool *portPool, now time.Time) (lease, bool) {
+	for range maxOrphanSkips {
+		l, err := pool.get(now)
+		if err != nil {
+			return lease{}, false
+		}
+		_, err = e.cfg.Flows.LookupFlow(bpf.FlowKey{Src: k.backend, Dst: netip.AddrPortFrom(k.source, l.port)})
+		if errors.Is(err, bpf.ErrNotFound) {
+			return l, true
+		}
+		pool.put(l.port, now, l.floor, l.hasFloor) // to the back of the queue
+	}
+	return lease{}, false
 }
 
 // reclaimProbes bounds the ports one reclaim attempt looks at (two flow
@@ -686,4 +710,60 @@ func (e *Engine) reuse(c *conn, seg *packet.Segment) bool {
 	}
 	e.endFlow(c, "reused")
 	return true
+}
+
+// orphanScanInterval is how often the flow table is read whole for entries
+// no connection of this process owns.
+const orphanScanInterval = time.Minute
+
+// orphanCloseTimeout expires an orphaned entry that saw a FIN: one direction
+// of a connection whose other half this process cannot see, so it waits
+// longer than CloseTimeout (conntrack keeps such states minutes).
+const orphanCloseTimeout = 2 * time.Minute
+
+// expireOrphans removes flow entries no connection of this engine owns: the
+// flows of an earlier process, kept by pinning so its connections survive a
+// restart. They are left to run and expire like conntrack's: after
+// ResetTimeout once a RST passed, orphanCloseTimeout after a FIN, and after
+// EstablishedTimeout idle. Without this a hash table that never evicts would
+// fill with them over restarts.
+func (e *Engine) expireOrphans() {
+	mono := e.cfg.Monotonic()
+	var stale []bpf.FlowKey
+	err := e.cfg.Flows.IterateFlows(func(k bpf.FlowKey, st bpf.FlowState) bool {
+		if e.owned(k) {
+			return true
+		}
+		last := st.LastSeen
+		if last == 0 {
+			last = e.startMono // no packet since it was installed: count from our start
+		}
+		idle := mono - last
+		if idle >= e.cfg.EstablishedTimeout || st.RST && idle >= e.cfg.ResetTimeout || st.FIN && idle >= orphanCloseTimeout {
+			stale = append(stale, k)
+		}
+		return true
+	})
+	if err != nil {
+		e.log.Warn("scan the flow table for orphaned flows", "err", err)
+	}
+	for _, k := range stale {
+		// Owned by now: a new connection took the 4-tuple (it installs
+		// its flows only a backend round trip after it is indexed).
+		if e.owned(k) {
+			continue
+		}
+		if err := e.cfg.Flows.DeleteFlow(k); err == nil {
+			e.conns.expired("orphaned")
+		}
+	}
+}
+
+// owned reports whether a connection of this engine has the flow key k,
+// as its client direction or its backend leg.
+func (e *Engine) owned(k bpf.FlowKey) bool {
+	if e.services[k.Dst] != nil {
+		return e.conns.byClient(flow.Tuple{Client: k.Src, Service: k.Dst}) != nil
+	}
+	return e.conns.bySource(legKey{source: k.Dst, backend: k.Src}) != nil
 }

@@ -245,3 +245,58 @@ func TestPortFloor(t *testing.T) {
 		t.Errorf("worst-case distance %d is not after()", worst)
 	}
 }
+
+// TestOrphanFlows: flows of an earlier process (pinned maps survive a
+// restart) keep their ports: a new connection passes over a port whose
+// 4-tuple has a flow. They expire like conntrack's: a reset one after
+// ResetTimeout, an idle one after EstablishedTimeout, never one still
+// active; the engine's own flows are not touched.
+func TestOrphanFlows(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, func(c *Config) { c.EstablishedTimeout = time.Hour })
+	oldClient := netip.MustParseAddrPort("198.51.100.9:5555")
+	oldLeg := netip.AddrPortFrom(source, 20000)
+	active := bpf.FlowKey{Src: netip.MustParseAddrPort("198.51.100.9:6666"), Dst: vip}
+	r.flows.InstallFlow(bpf.FlowKey{Src: oldClient, Dst: vip}, bpf.FlowNAT{Src: oldLeg, Dst: backend})
+	r.flows.InstallFlow(bpf.FlowKey{Src: backend, Dst: oldLeg}, bpf.FlowNAT{Src: vip, Dst: oldClient})
+	r.flows.InstallFlow(active, bpf.FlowNAT{Src: netip.AddrPortFrom(source, 20005), Dst: backend})
+	r.flows.update(bpf.FlowKey{Src: backend, Dst: oldLeg}, func(s *bpf.FlowState) { s.RST, s.LastSeen = true, r.mono })
+
+	syn := r.spliceOne(40000, 1)
+	if syn.Src == oldLeg {
+		t.Fatalf("the new connection took %v, the port of a live flow of an earlier process", syn.Src)
+	}
+	own := []bpf.FlowKey{{Src: r.client, Dst: vip}, {Src: backend, Dst: syn.Src}}
+
+	r.advance(9 * time.Second)
+	r.flows.update(active, func(s *bpf.FlowState) { s.LastSeen = r.mono })
+	r.e.expireOrphans()
+	if _, ok := r.flows.get(bpf.FlowKey{Src: backend, Dst: oldLeg}); !ok {
+		t.Fatal("a reset orphan removed before the reset timeout")
+	}
+	r.advance(time.Second)
+	r.e.expireOrphans()
+	if _, ok := r.flows.get(bpf.FlowKey{Src: backend, Dst: oldLeg}); ok {
+		t.Error("a reset orphan still there after the reset timeout")
+	}
+	if _, ok := r.flows.get(bpf.FlowKey{Src: oldClient, Dst: vip}); !ok {
+		t.Error("an orphan without RST removed before the idle timeout")
+	}
+	r.advance(time.Hour - time.Minute)
+	r.flows.update(active, func(s *bpf.FlowState) { s.LastSeen = r.mono })
+	r.advance(time.Minute)
+	r.e.expireOrphans()
+	if _, ok := r.flows.get(bpf.FlowKey{Src: oldClient, Dst: vip}); ok {
+		t.Error("an idle orphan still there after the idle timeout")
+	}
+	if _, ok := r.flows.get(active); !ok {
+		t.Error("an active orphan removed")
+	}
+	for _, k := range own {
+		if _, ok := r.flows.get(k); !ok {
+			t.Errorf("the engine's own flow %v removed as an orphan", k)
+		}
+	}
+	if got := r.e.Stats().Expired["orphaned"]; got != 2 {
+		t.Errorf("expired{orphaned} = %d, want 2", got)
+	}
+}

@@ -113,8 +113,9 @@ type connTable struct {
 }
 
 // expiryReasons are the label values of flows_expired_total.
-// reclaimed: a closed flow ended early because its source port was needed.
-var expiryReasons = []string{"idle", "closed", "reset", "evicted", "reused", "reclaimed"}
+// reclaimed: a closed flow ended early because its source port was needed;
+// orphaned: an entry of an earlier process (counted per entry).
+var expiryReasons = []string{"idle", "closed", "reset", "evicted", "reused", "reclaimed", "orphaned"}
 
 func (t *connTable) expired(reason string) {
 	if n := t.expiredBy[reason]; n != nil {

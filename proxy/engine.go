@@ -116,6 +116,9 @@ type Engine struct {
 	conns   *connTable
 	scan    flowScan
 	started atomic.Bool
+	// startMono is the flow clock at New: the age of a flow entry that
+	// never saw a packet counts from it.
+	startMono time.Duration
 	// offloadReqs carries receive loops' requests to turn on a service's
 	// cookie offload to Run.
 	offloadReqs chan *service
@@ -191,6 +194,7 @@ func New(cfg Config) (*Engine, error) {
 		// One request per service can be pending: requestOffload sends
 		// only when it flipped wantOffload.
 		offloadReqs: make(chan *service, len(cfg.Services)),
+		startMono:   cfg.Monotonic(),
 	}
 	for _, s := range cfg.Services {
 		if len(s.Sources) == 0 {
@@ -381,6 +385,20 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.openBackendLegs(ctx, s)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(orphanScanInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				e.expireOrphans()
+			}
+		}
+	}()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	var lastSecond time.Time

@@ -53,6 +53,21 @@ func (f *fakeFlows) LookupFlow(k bpf.FlowKey) (bpf.FlowState, error) {
 	return s, nil
 }
 
+func (f *fakeFlows) IterateFlows(fn func(bpf.FlowKey, bpf.FlowState) bool) error {
+	f.mu.Lock()
+	all := make(map[bpf.FlowKey]bpf.FlowState, len(f.flows))
+	for k, v := range f.flows {
+		all[k] = v
+	}
+	f.mu.Unlock()
+	for k, v := range all {
+		if !fn(k, v) {
+			break
+		}
+	}
+	return nil
+}
+
 func (f *fakeFlows) get(k bpf.FlowKey) (bpf.FlowState, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
