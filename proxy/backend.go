@@ -236,7 +236,10 @@ const reclaimIdle = time.Second
 // reclaim ends one closed flow of pool, if it finds one, so its port can be
 // reused before the flow's close timeout. It reports whether it did.
 func (e *Engine) reclaim(k poolKey, pool *portPool) bool {
-	mono := e.cfg.Monotonic()
+	now, mono := e.now(), e.cfg.Monotonic()
+	if !pool.sweepDue(now) {
+		return false
+	}
 	for _, port := range pool.sweep(reclaimProbes) {
 		c := e.conns.bySource(legKey{source: netip.AddrPortFrom(k.source, port), backend: k.backend})
 		if c == nil || !c.mu.TryLock() {
@@ -247,7 +250,7 @@ func (e *Engine) reclaim(k poolKey, pool *portPool) bool {
 			a, errA := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client))
 			b, errB := e.cfg.Flows.LookupFlow(c.backendKey())
 			closed := a.FIN && b.FIN || a.RST || b.RST
-			if errA == nil && errB == nil && closed && c.idle(a, b, e.now(), mono) >= reclaimIdle {
+			if errA == nil && errB == nil && closed && c.idle(a, b, now, mono) >= reclaimIdle {
 				e.endFlow(c, "reclaimed")
 				done = true
 			}
@@ -257,6 +260,7 @@ func (e *Engine) reclaim(k poolKey, pool *portPool) bool {
 			return true
 		}
 	}
+	pool.sweepFailed(now)
 	return false
 }
 

@@ -39,12 +39,15 @@ type portPool struct {
 	next int
 	// freed is a FIFO ring of freed port offsets with the time they were
 	// freed: frees happen in time order, so the head is always the oldest.
-	freed     []uint16
-	freedAt   []uint32 // milliseconds since epoch
-	head, n   int
-	epoch     time.Time
-	state     []portState
-	cursor    int // where the next reclaim sweep starts
+	freed   []uint16
+	freedAt []uint32 // milliseconds since epoch
+	head, n int
+	epoch   time.Time
+	state   []portState
+	cursor  int // where the next reclaim sweep starts
+	// dryUntil holds reclaim sweeps off after one found nothing, so many
+	// connections waiting for a port do not each sweep every tick.
+	dryUntil  time.Time
 	nInUse    int
 	exhausted uint64 // gets that found no port
 }
@@ -136,6 +139,23 @@ func (p *portPool) sweep(max int) []uint16 {
 	}
 	return out
 }
+
+// sweepDue reports whether a reclaim sweep may run now.
+func (p *portPool) sweepDue(now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !now.Before(p.dryUntil)
+}
+
+// sweepFailed holds sweeps off for a while after one found nothing.
+func (p *portPool) sweepFailed(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dryUntil = now.Add(sweepBackoff)
+}
+
+// sweepBackoff is how long sweeps rest after a fruitless one.
+const sweepBackoff = 100 * time.Millisecond
 
 // inuse counts the ports held by connections.
 func (p *portPool) inuse() int {
