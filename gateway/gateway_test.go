@@ -68,3 +68,15 @@ services:
 		t.Errorf("service b = %+v", b)
 	}
 }
+
+// TestSourcesMustBeLocal: a source address the gateway does not have is
+// refused at start (the backend's answers would never reach it), naming it.
+func TestSourcesMustBeLocal(t *testing.T) {
+	if err := checkLocal([]netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.9")}); err != nil {
+		t.Errorf("loopback addresses refused: %v", err)
+	}
+	err := checkLocal([]netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("192.0.2.123")})
+	if err == nil || !strings.Contains(err.Error(), "source 192.0.2.123 is not an address of this gateway") {
+		t.Errorf("a foreign source address: %v, want it named as not the gateway's", err)
+	}
+}

@@ -295,8 +295,8 @@ func (e *Engine) Services() []metrics.ServiceSource {
 	return out
 }
 
-// Sources lists the backend-side source addresses with their port range, for
-// the data plane's "locals" table.
+// Sources lists the backend-side source addresses of every service, for the
+// data plane's "locals" table.
 func (e *Engine) Sources() []netip.Addr {
 	out := make([]netip.Addr, 0, len(e.locals))
 	for a := range e.locals {
