@@ -34,7 +34,9 @@ import (
 
 // Options are Run's knobs that are not part of the config file.
 type Options struct {
-	Version string
+	// Version and Revision identify the binary in the build_info metric
+	// (see package buildinfo).
+	Version, Revision string
 	Logger  *slog.Logger
 	// ReadyFile, when set, is written once traffic is being handled, so a
 	// supervisor or test knows when to start.
@@ -130,7 +132,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		}
 	}
 
-	reg := metrics.New(opts.Version)
+	reg := metrics.New(opts.Version, opts.Revision)
 	for _, s := range engine.Services() {
 		reg.AddService(s)
 	}
