@@ -37,7 +37,7 @@ type Options struct {
 	// Version and Revision identify the binary in the build_info metric
 	// (see package buildinfo).
 	Version, Revision string
-	Logger  *slog.Logger
+	Logger            *slog.Logger
 	// ReadyFile, when set, is written once traffic is being handled, so a
 	// supervisor or test knows when to start.
 	ReadyFile string
