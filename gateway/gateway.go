@@ -74,6 +74,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	pin := cfg.BPFFS
 	if pin == "off" {
 		pin = ""
+	} else if err := prepareBPFFS(pin, log); err != nil {
+		return err
 	}
 	dp, err := bpf.Load(bpf.Config{
 		PinPath:        pin,
