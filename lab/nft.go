@@ -162,8 +162,9 @@ func (r *Rule) Packets() (uint64, error) {
 
 // AddLoss drops percent (1-99) of the TCP packets leaving the namespace,
 // at random (nftables `meta l4proto tcp numgen random mod 100 < percent
-// drop` in the output hook), to test recovery from loss. The returned
-// rule counts what it dropped.
+// drop` in the output hook, table inet sgloss), to test recovery from
+// loss. The returned rule counts what it dropped. Call it once per
+// namespace; deleting the namespace removes the rule.
 func (ns *NS) AddLoss(percent int) (*Rule, error) {
 	f, err := ns.NewFilter("sgloss", HookOutput)
 	if err != nil {
