@@ -88,7 +88,7 @@ func TestNewConnectionBurst(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Close() })
 	dir := t.TempDir()
-	g := startSyngateConfig(t, top, dir, exampleConfig(t, top, dir))
+	g := startSyngateConfig(t, top, dir, exampleConfig(t, top, dir), false)
 
 	rep, err := loadgen.Run(context.Background(), loadgen.Config{
 		From: top.Client, Target: netip.AddrPortFrom(top.VIP4, servicePort),
@@ -265,7 +265,7 @@ func TestPortReuseMeetsTimeWait(t *testing.T) {
 				}
 				cfg = strings.Replace(cfg, r[0], r[1], 1)
 			}
-			g := startSyngateConfig(t, top, dir, cfg)
+			g := startSyngateConfig(t, top, dir, cfg, false)
 			rep, err := loadgen.Run(context.Background(), loadgen.Config{
 				From: top.Client, Target: netip.AddrPortFrom(top.VIP4, servicePort),
 				Concurrency: 16, Rate: 60, Count: 300, Timeout: 10 * time.Second, Exchange: loadgen.HTTPishExchange,

@@ -34,8 +34,10 @@ import (
 
 // Options are Run's knobs that are not part of the config file.
 type Options struct {
-	Version string
-	Logger  *slog.Logger
+	// Version and Revision identify the binary in the build_info metric
+	// (see package buildinfo).
+	Version, Revision string
+	Logger            *slog.Logger
 	// ReadyFile, when set, is written once traffic is being handled, so a
 	// supervisor or test knows when to start.
 	ReadyFile string
@@ -72,6 +74,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	pin := cfg.BPFFS
 	if pin == "off" {
 		pin = ""
+	} else if err := prepareBPFFS(pin, log); err != nil {
+		return err
 	}
 	dp, err := bpf.Load(bpf.Config{
 		PinPath:        pin,
@@ -130,7 +134,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		}
 	}
 
-	reg := metrics.New(opts.Version)
+	reg := metrics.New(opts.Version, opts.Revision)
 	for _, s := range engine.Services() {
 		reg.AddService(s)
 	}
