@@ -140,7 +140,7 @@ func TestPMTU(t *testing.T) {
 // SYN-ACK and to the backend in its SYN.
 func TestMSSClamp(t *testing.T) {
 	top := newFeatureLab(t)
-	if err := top.Gateway.SetLinkMTU(top.GatewayClient.Name, 1400); err != nil {
+	if err := top.Gateway.SetMTU(top.GatewayClient.Name, 1400); err != nil {
 		t.Fatal(err)
 	}
 	infos := infoEchoServer(t, top.Backend, 16<<20)

@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"testing"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // PMTUSide says where the narrow link of a path-MTU topology is.
@@ -88,7 +86,7 @@ type PMTUTopology struct {
 
 // NewPMTUTopology builds a path-MTU topology for a test and deletes it in
 // tb.Cleanup.
-func NewPMTUTopology(tb testing.TB, o PMTUOptions) (*PMTUTopology, error) {
+func NewPMTUTopology(tb TB, o PMTUOptions) (*PMTUTopology, error) {
 	tb.Helper()
 	t, err := BuildPMTUTopology(o)
 	if err != nil {
@@ -196,7 +194,7 @@ func BuildPMTUTopology(o PMTUOptions) (top *PMTUTopology, err error) {
 		if r.via.Is4() && narrow.aV4.Contains(r.via) && o.MTU < ipv6MinMTU {
 			mtu = o.MTU
 		}
-		if err := r.ns.addRouteNL(r.dst, r.via, mtu); err != nil {
+		if err := r.ns.addRouteMTU(r.dst, r.via, mtu); err != nil {
 			return nil, err
 		}
 	}
@@ -209,7 +207,7 @@ func BuildPMTUTopology(o PMTUOptions) (top *PMTUTopology, err error) {
 		}
 	}
 	for _, p := range []netip.Prefix{netip.PrefixFrom(VIP4, 32), netip.PrefixFrom(VIP6, 128)} {
-		if err := t.Gateway.addAddrNL("lo", p); err != nil {
+		if err := t.Gateway.AddAddr("lo", p); err != nil {
 			return nil, err
 		}
 	}
@@ -226,34 +224,24 @@ func BuildPMTUTopology(o PMTUOptions) (top *PMTUTopology, err error) {
 	return &PMTUTopology{Topology: t, R1: r1, R2: r2}, nil
 }
 
-// build creates the veth pair with netlink, sets its MTU (0: the default),
-// brings both ends up and assigns the addresses.
+// build creates the veth pair, sets its MTU (0: the default) and assigns
+// the addresses.
 func (l pmtuLink) build() error {
-	bfd, err := unix.Open(l.b.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open namespace %s: %w", l.b, err)
-	}
-	defer unix.Close(bfd)
-	err = l.a.Run(func() error {
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: l.aName, MTU: l.mtu}, PeerName: l.bName, PeerNamespace: netlink.NsFd(bfd)}
-		if l.mtu != 0 {
-			veth.PeerMTU = uint32(l.mtu)
-		}
-		return netlink.LinkAdd(veth)
-	})
-	if err != nil {
-		return fmt.Errorf("create veth %s/%s - %s/%s: %w", l.a, l.aName, l.b, l.bName, err)
+	if err := Veth(l.a, l.aName, l.b, l.bName); err != nil {
+		return err
 	}
 	for _, end := range []struct {
 		ns     *NS
 		name   string
 		v4, v6 netip.Prefix
 	}{{l.a, l.aName, l.aV4, l.aV6}, {l.b, l.bName, l.bV4, l.bV6}} {
-		if err := end.ns.setUpNL(end.name); err != nil {
-			return err
+		if l.mtu != 0 {
+			if err := end.ns.SetMTU(end.name, l.mtu); err != nil {
+				return err
+			}
 		}
 		for _, p := range []netip.Prefix{end.v4, end.v6} {
-			if err := end.ns.addAddrNL(end.name, p); err != nil {
+			if err := end.ns.AddAddr(end.name, p); err != nil {
 				return err
 			}
 		}
@@ -261,59 +249,13 @@ func (l pmtuLink) build() error {
 	return nil
 }
 
-func (ns *NS) setUpNL(ifname string) error {
-	return ns.Run(func() error {
-		l, err := netlink.LinkByName(ifname)
-		if err == nil {
-			err = netlink.LinkSetUp(l)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: set %s up: %w", ns, ifname, err)
-		}
-		return nil
+// addRouteMTU is AddRoute with an MTU metric, unless mtu is 0.
+func (ns *NS) addRouteMTU(dst netip.Prefix, via netip.Addr, mtu int) error {
+	err := ns.Netlink(func(h *netlink.Handle) error {
+		return h.RouteAdd(&netlink.Route{Dst: ipNet(dst), Gw: net.IP(via.AsSlice()), MTU: mtu})
 	})
-}
-
-// addAddrNL is AddAddr over netlink (IPv6 without duplicate address
-// detection, usable at once).
-func (ns *NS) addAddrNL(ifname string, p netip.Prefix) error {
-	return ns.Run(func() error {
-		l, err := netlink.LinkByName(ifname)
-		if err == nil {
-			a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
-			if p.Addr().Is6() {
-				a.Flags = unix.IFA_F_NODAD
-			}
-			err = netlink.AddrAdd(l, a)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: add %v to %s: %w", ns, p, ifname, err)
-		}
-		return nil
-	})
-}
-
-// addRouteNL is AddRoute over netlink, with an MTU metric unless mtu is 0.
-func (ns *NS) addRouteNL(dst netip.Prefix, via netip.Addr, mtu int) error {
-	return ns.Run(func() error {
-		r := &netlink.Route{Gw: via.AsSlice(), Dst: &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), dst.Addr().BitLen())}, MTU: mtu}
-		if err := netlink.RouteAdd(r); err != nil {
-			return fmt.Errorf("%s: route %v via %v: %w", ns, dst, via, err)
-		}
-		return nil
-	})
-}
-
-// SetLinkMTU sets an interface's MTU over netlink.
-func (ns *NS) SetLinkMTU(ifname string, mtu int) error {
-	return ns.Run(func() error {
-		l, err := netlink.LinkByName(ifname)
-		if err == nil {
-			err = netlink.LinkSetMTU(l, mtu)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: set %s mtu %d: %w", ns, ifname, mtu, err)
-		}
-		return nil
-	})
+	if err != nil {
+		return fmt.Errorf("%s: add route %v via %v mtu %d: %w", ns, dst, via, mtu, err)
+	}
+	return nil
 }

@@ -21,7 +21,7 @@ var rejectReasons = func() []string {
 }()
 
 // backendReasons are every label value of backend_failures_total.
-var backendReasons = []string{"refused", "timeout", "no_port", "conn_table_full", "flow_install", "stale", "replaced"}
+var backendReasons = []string{"refused", "timeout", "no_port", "conn_table_full", "flow_table_full", "flow_install", "stale", "replaced"}
 
 // ecnResults are the label values of ecn_total: what became of a client's
 // ECN request, decided at the splice.
@@ -53,8 +53,11 @@ type serviceCounters struct {
 	synData                                  atomic.Uint64 // SYNs carrying data (TCP Fast Open)
 	ecnBy                                    map[string]*atomic.Uint64
 	mssClampedBy                             map[string]*atomic.Uint64
-	rejectedBy                               map[string]*atomic.Uint64
-	failedBy                                 map[string]*atomic.Uint64
+	// Connections that found no free source port: portWaits got one
+	// later, portFails gave up at the connect timeout.
+	portWaits, portFails atomic.Uint64
+	rejectedBy           map[string]*atomic.Uint64
+	failedBy             map[string]*atomic.Uint64
 }
 
 func (c *serviceCounters) init() {
@@ -123,6 +126,8 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		Spliced:             s.st.spliced.Load(),
 		SlowPath:            s.st.slowPath.Load(),
 		BackendTimeWait:     s.st.twResets.Load(),
+		SourcePortWaited:    s.st.portWaits.Load(),
+		SourcePortFailed:    s.st.portFails.Load(),
 		BackendFailures:     snapshot(s.st.failedBy),
 		SynData:             s.st.synData.Load(),
 		ECN:                 snapshot(s.st.ecnBy),
