@@ -249,10 +249,45 @@ func Load(cfg Config) (*Dataplane, error) {
 	if d.log == nil {
 		d.log = slog.Default()
 	}
+	if cfg.PinPath != "" {
+		if err := replaceStaleCounters(cfg.PinPath, spec.Maps[syngateMapCounters], d.log); err != nil {
+			return nil, fmt.Errorf("load dataplane: %w", err)
+		}
+	}
 	if err := spec.LoadAndAssign(&d.objs, &opts); err != nil {
 		return nil, fmt.Errorf("load dataplane: %w", classify(err))
 	}
 	return d, nil
+}
+
+// replaceStaleCounters removes a pinned counters map whose shape is not
+// this program's: every new verdict changes it, and counters are the one
+// pinned map that holds no connection's state, so an upgrade restarts them
+// from zero (with a warning) rather than refusing to start.
+func replaceStaleCounters(dir string, want *ebpf.MapSpec, log *slog.Logger) error {
+	path := filepath.Join(dir, want.Name)
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pinned %s: %w", path, err)
+	}
+	info, err := m.Info()
+	m.Close()
+	if err != nil {
+		return fmt.Errorf("pinned %s: %w", path, err)
+	}
+	if info.Type == want.Type && info.KeySize == want.KeySize && info.ValueSize == want.ValueSize &&
+		info.MaxEntries == want.MaxEntries {
+		return nil
+	}
+	log.Warn("pinned verdict counters are from another version; they restart from zero",
+		"path", path, "entries", info.MaxEntries, "want", want.MaxEntries)
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("replace pinned %s: %w", path, err)
+	}
+	return nil
 }
 
 func checkLayouts(spec *ebpf.CollectionSpec) error {

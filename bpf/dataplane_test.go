@@ -309,6 +309,33 @@ func TestPinnedRestart(t *testing.T) {
 		t.Fatalf("incompatible pinned map: %v", err)
 	}
 
+	// Counters of a version with fewer verdicts are replaced, not refused:
+	// they hold no connection's state, and every verdict added would
+	// otherwise stop an upgrade.
+	d2.Close()
+	if err := os.Remove(dir + "/counters"); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 16, MaxEntries: NumVerdicts - 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(dir + "/counters"); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	d2, err = Load(cfg)
+	if err != nil {
+		t.Fatalf("load over older pinned counters: %v", err)
+	}
+	defer d2.Close()
+	if c, err := d2.Counters(); err != nil || c[VerdictPassNotService].Packets != 0 {
+		t.Fatalf("counters after replacing older ones: %v, %v", c[VerdictPassNotService], err)
+	}
+	if st, err := d2.LookupFlow(key); err != nil || st.NAT != nat {
+		t.Fatalf("flow after replacing the counters: %+v, %v", st, err)
+	}
+
 	if err := d2.Unpin(); err != nil {
 		t.Fatal(err)
 	}

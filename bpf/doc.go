@@ -95,6 +95,8 @@
 // between the old process's exit and the new one's Attach packets take the
 // kernel path. A map whose layout changed between versions is refused with
 // ErrPinnedIncompatible; remove the pins (Unpin) to start from scratch.
+// The counters map is the exception: it changes with every verdict added
+// and holds no connection's state, so Load replaces it.
 //
 // The program is compiled by bpf2go from syngate.c with clang 14 and the
 // object is committed; `go generate ./bpf` reproduces it byte for byte.
