@@ -77,21 +77,33 @@ func ipPacket(tb testing.TB, src, dst netip.AddrPort, seq, ack uint32, payload [
 // icmpError serializes an Ethernet frame with the ICMP "fragmentation
 // needed" (ICMPv6 "packet too big") error from src to dst quoting quote.
 func icmpError(tb testing.TB, src, dst netip.Addr, mtu uint16, quote []byte) []byte {
+	return icmpErrorVLAN(tb, src, dst, mtu, quote, false)
+}
+
+// icmpErrorVLAN is icmpError, with a VLAN tag when vlan is set.
+func icmpErrorVLAN(tb testing.TB, src, dst netip.Addr, mtu uint16, quote []byte, vlan bool) []byte {
 	tb.Helper()
 	eth := &layers.Ethernet{SrcMAC: macA, DstMAC: macB}
-	var ls []gopacket.SerializableLayer
+	ls := []gopacket.SerializableLayer{eth}
+	etherType := layers.EthernetTypeIPv4
 	if src.Is6() {
-		eth.EthernetType = layers.EthernetTypeIPv6
+		etherType = layers.EthernetTypeIPv6
+	}
+	eth.EthernetType = etherType
+	if vlan {
+		eth.EthernetType = layers.EthernetTypeDot1Q
+		ls = append(ls, &layers.Dot1Q{VLANIdentifier: 42, Type: etherType})
+	}
+	if src.Is6() {
 		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
 		ic := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypePacketTooBig, 0)}
 		_ = ic.SetNetworkLayerForChecksum(ip)
 		body := binary.BigEndian.AppendUint32(nil, uint32(mtu))
-		ls = append(ls, eth, ip, ic, gopacket.Payload(append(body, quote...)))
+		ls = append(ls, ip, ic, gopacket.Payload(append(body, quote...)))
 	} else {
-		eth.EthernetType = layers.EthernetTypeIPv4
 		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
 		ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeFragmentationNeeded), Seq: mtu}
-		ls = append(ls, eth, ip, ic, gopacket.Payload(quote))
+		ls = append(ls, ip, ic, gopacket.Payload(quote))
 	}
 	buf := gopacket.NewSerializeBuffer()
 	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
@@ -128,18 +140,24 @@ func TestICMPErrorTranslated(t *testing.T) {
 			quote, want    []byte
 			outSrc, outDst netip.Addr // the translated error's
 			to             netip.Addr // the untranslated error's destination
+			vlan           bool
+			pad            int // bytes after the IP packet (Ethernet padding)
 		}{
-			{"client side, whole packet", toClient, fromBackend, c.source.Addr(), c.backend.Addr(), c.vip.Addr()},
-			{"client side, headers", toClient[:hdrs], fromBackend[:hdrs], c.source.Addr(), c.backend.Addr(), c.vip.Addr()},
-			{"client side, 8 bytes of TCP", toClient[:hdrs-12], fromBackend[:hdrs-12], c.source.Addr(), c.backend.Addr(), c.vip.Addr()},
-			{"backend side, whole packet", toBackend, fromClient, c.vip.Addr(), c.client.Addr(), c.source.Addr()},
+			{"client side, whole packet", toClient, fromBackend, c.source.Addr(), c.backend.Addr(), c.vip.Addr(), false, 0},
+			{"client side, VLAN", toClient, fromBackend, c.source.Addr(), c.backend.Addr(), c.vip.Addr(), true, 0},
+			{"client side, headers", toClient[:hdrs], fromBackend[:hdrs], c.source.Addr(), c.backend.Addr(), c.vip.Addr(), false, 0},
+			{"client side, 8 bytes of TCP", toClient[:hdrs-12], fromBackend[:hdrs-12], c.source.Addr(), c.backend.Addr(), c.vip.Addr(), false, 0},
+			{"client side, 8 bytes of TCP and padding", toClient[:hdrs-12], fromBackend[:hdrs-12], c.source.Addr(), c.backend.Addr(), c.vip.Addr(), false, 24},
+			{"backend side, whole packet", toBackend, fromClient, c.vip.Addr(), c.client.Addr(), c.source.Addr(), false, 0},
 		} {
-			in := icmpError(t, c.router.Addr(), tc.to, 1200, tc.quote)
+			in := icmpErrorVLAN(t, c.router.Addr(), tc.to, 1200, tc.quote, tc.vlan)
+			in = append(in, make([]byte, tc.pad)...)
 			r := mustRun(t, d, append([]byte(nil), in...))
 			if r.verdict != VerdictICMPTX {
 				t.Fatalf("v6=%v %s: verdict %v, want %v", v6, tc.name, r.verdict, VerdictICMPTX)
 			}
-			want := icmpError(t, tc.outSrc, tc.outDst, 1200, tc.want)
+			want := icmpErrorVLAN(t, tc.outSrc, tc.outDst, 1200, tc.want, tc.vlan)
+			want = append(want, make([]byte, tc.pad)...)
 			copy(want[0:6], learnedDst[:]) // the learned egress: the test namespace has no routes
 			copy(want[6:12], learnedSrc[:])
 			if tc.outDst == c.client.Addr() {
