@@ -175,6 +175,7 @@ var mapLayouts = map[string][2]any{
 	syngateMapSynackScratch: {uint32(0), syngateSynackBuf{}},
 	syngateMapIcmpBucket:    {uint32(0), syngateIcmpBucket{}},
 	syngateMapIcmpScratch:   {uint32(0), syngateIcmpScratch{}},
+	syngateMapTcIfaces:      {uint32(0), uint32(0)},
 }
 
 // Dataplane is the loaded XDP program and its maps. Its methods are safe for
@@ -186,6 +187,7 @@ type Dataplane struct {
 
 	mu    sync.Mutex
 	links map[int]attachment // by ifindex; keeps links referenced
+	tc    map[int]attachment // TC (tcx ingress) links by ifindex; see tc.go
 	slots map[int]ifSlot     // by ifindex; mirrors the ifslots map
 
 	ckMu   sync.Mutex
@@ -448,6 +450,9 @@ func (d *Dataplane) Close() error {
 	var errs []error
 	for idx, a := range d.links {
 		errs = append(errs, d.detach(idx, a))
+	}
+	for idx, a := range d.tc {
+		errs = append(errs, d.detachTC(idx, a))
 	}
 	errs = append(errs, d.objs.Close())
 	return errors.Join(errs...)

@@ -71,6 +71,8 @@ func TestVerdictMirror(t *testing.T) {
 		VerdictICMPTX:         syngateReasonR_ICMP_TX, VerdictICMPRedirect: syngateReasonR_ICMP_REDIRECT,
 		VerdictPassICMPNoFlow: syngateReasonR_PASS_ICMP_NO_FLOW, VerdictDropICMPRateLimit: syngateReasonR_DROP_ICMP_RATELIMIT,
 		VerdictDropICMPNoNeigh: syngateReasonR_DROP_ICMP_NO_NEIGH, VerdictDropICMPNoPort: syngateReasonR_DROP_ICMP_NO_PORT,
+		VerdictPassTCFlow: syngateReasonR_PASS_TC_FLOW, VerdictTCRedirect: syngateReasonR_TC_REDIRECT,
+		VerdictTCRedirectNeigh: syngateReasonR_TC_REDIRECT_NEIGH, VerdictDropTCCsum: syngateReasonR_DROP_TC_CSUM,
 	}
 	if len(c) != NumVerdicts || syngateReasonR_MAX != NumVerdicts {
 		t.Fatalf("%d verdicts mapped, Go has %d, C has %d", len(c), NumVerdicts, syngateReasonR_MAX)

@@ -146,7 +146,11 @@ const (
 	syngateReasonR_DROP_ICMP_RATELIMIT  syngateReason = 30
 	syngateReasonR_DROP_ICMP_NO_NEIGH   syngateReason = 31
 	syngateReasonR_DROP_ICMP_NO_PORT    syngateReason = 32
-	syngateReasonR_MAX                  syngateReason = 33
+	syngateReasonR_PASS_TC_FLOW         syngateReason = 33
+	syngateReasonR_TC_REDIRECT          syngateReason = 34
+	syngateReasonR_TC_REDIRECT_NEIGH    syngateReason = 35
+	syngateReasonR_DROP_TC_CSUM         syngateReason = 36
+	syngateReasonR_MAX                  syngateReason = 37
 )
 
 type syngateRlKey struct {
@@ -212,8 +216,10 @@ const (
 	syngateMapRatelimit     = "ratelimit"
 	syngateMapServices      = "services"
 	syngateMapSynackScratch = "synack_scratch"
+	syngateMapTcIfaces      = "tc_ifaces"
 	syngateMapTxPorts       = "tx_ports"
 	syngateMapXsks          = "xsks"
+	syngateProgSyngateTc    = "syngate_tc"
 	syngateProgSyngateXdp   = "syngate_xdp"
 	syngateVarCfg           = "cfg"
 )
@@ -260,6 +266,7 @@ type syngateSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type syngateProgramSpecs struct {
+	SyngateTc  *ebpf.ProgramSpec `ebpf:"syngate_tc"`
 	SyngateXdp *ebpf.ProgramSpec `ebpf:"syngate_xdp"`
 }
 
@@ -277,6 +284,7 @@ type syngateMapSpecs struct {
 	Ratelimit     *ebpf.MapSpec `ebpf:"ratelimit"`
 	Services      *ebpf.MapSpec `ebpf:"services"`
 	SynackScratch *ebpf.MapSpec `ebpf:"synack_scratch"`
+	TcIfaces      *ebpf.MapSpec `ebpf:"tc_ifaces"`
 	TxPorts       *ebpf.MapSpec `ebpf:"tx_ports"`
 	Xsks          *ebpf.MapSpec `ebpf:"xsks"`
 }
@@ -318,6 +326,7 @@ type syngateMaps struct {
 	Ratelimit     *ebpf.Map `ebpf:"ratelimit"`
 	Services      *ebpf.Map `ebpf:"services"`
 	SynackScratch *ebpf.Map `ebpf:"synack_scratch"`
+	TcIfaces      *ebpf.Map `ebpf:"tc_ifaces"`
 	TxPorts       *ebpf.Map `ebpf:"tx_ports"`
 	Xsks          *ebpf.Map `ebpf:"xsks"`
 }
@@ -334,6 +343,7 @@ func (m *syngateMaps) Close() error {
 		m.Ratelimit,
 		m.Services,
 		m.SynackScratch,
+		m.TcIfaces,
 		m.TxPorts,
 		m.Xsks,
 	)
@@ -350,11 +360,13 @@ type syngateVariables struct {
 //
 // It can be passed to loadSyngateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type syngatePrograms struct {
+	SyngateTc  *ebpf.Program `ebpf:"syngate_tc"`
 	SyngateXdp *ebpf.Program `ebpf:"syngate_xdp"`
 }
 
 func (p *syngatePrograms) Close() error {
 	return _SyngateClose(
+		p.SyngateTc,
 		p.SyngateXdp,
 	)
 }

@@ -40,6 +40,10 @@ const (
 	VerdictDropICMPRateLimit                // ICMP error about a spliced flow over the translation rate limit
 	VerdictDropICMPNoNeigh                  // ICMP error about a spliced flow, no route/neighbour and nothing learned
 	VerdictDropICMPNoPort                   // ICMP error about a spliced flow, egress interface not attached
+	VerdictPassTCFlow                       // spliced segment on a TC-datapath interface, passed to the TC program
+	VerdictTCRedirect                       // TC: spliced, redirected to the next hop
+	VerdictTCRedirectNeigh                  // TC: spliced, redirected; the kernel resolves the neighbour
+	VerdictDropTCCsum                       // TC: the checksum or store helper failed on a spliced segment
 
 	// NumVerdicts is the number of verdicts; Counters has one slot each.
 	NumVerdicts = iota
@@ -79,6 +83,10 @@ var verdictNames = [NumVerdicts]string{
 	"drop_icmp_ratelimit",
 	"drop_icmp_no_neigh",
 	"drop_icmp_no_port",
+	"pass_tc_flow",
+	"fast_tc_redirect",
+	"fast_tc_redirect_neigh",
+	"drop_tc_csum",
 }
 
 // String returns the snake_case name, stable for use as a metric label.
@@ -119,11 +127,14 @@ func (a Action) String() string {
 }
 
 // Action returns the XDP action the program returns with this verdict
-// (AF_XDP and fast-path redirects are both ActionRedirect).
+// (AF_XDP and fast-path redirects are both ActionRedirect; the TC program's
+// verdicts map to the XDP action of the same meaning).
 func (v Verdict) Action() Action {
 	switch {
-	case v <= VerdictPassFragment, v == VerdictPassICMPNoFlow:
+	case v <= VerdictPassFragment, v == VerdictPassICMPNoFlow, v == VerdictPassTCFlow:
 		return ActionPass
+	case v == VerdictTCRedirect, v == VerdictTCRedirectNeigh:
+		return ActionRedirect
 	case v == VerdictFastTX, v == VerdictTXSynAckCookie, v == VerdictICMPTX:
 		return ActionTX
 	case v <= VerdictFastRedirect, v == VerdictICMPRedirect:

@@ -74,14 +74,58 @@ type labOptions struct {
 	// netnsExec starts syngate the way `ip netns exec` does: in a mount
 	// namespace of its own with a fresh sysfs on /sys.
 	netnsExec bool
+	// offloads keeps the veths' default offloads (checksum offload, TSO,
+	// GRO) as containers have them: local senders' segments arrive with
+	// partial checksums and as aggregates. Off by default.
+	offloads bool
+	// datapath is every interface's datapath; default xdp with offloads
+	// off (the XDP fast path, as the suite always tested it) and auto
+	// (tc on veth) with offloads on.
+	datapath string
 }
 
-// newLab builds a topology with offloads off (the fast path forwards
-// frames as they are, so partial checksums must not appear).
+// linkMode is one way the lab's links are set up.
+type linkMode struct {
+	name     string
+	offloads bool
+}
+
+// linkModes are the two the key tests run in: offloads off (the XDP data
+// path) and the veth defaults (partial checksums and GRO aggregates; auto
+// picks the TC data path).
+var linkModes = []linkMode{{"offloads-off", false}, {"veth-defaults", true}}
+
+// forLinkModes runs f as one subtest per link mode.
+func forLinkModes(t *testing.T, f func(t *testing.T, m linkMode)) {
+	for _, m := range linkModes {
+		t.Run(m.name, func(t *testing.T) { f(t, m) })
+	}
+}
+
+// checkDatapath asserts from the verdict counters that the spliced data
+// went through the data path mode selects: TC with the veth defaults, XDP
+// with offloads off, never both.
+func checkDatapath(t *testing.T, m metrics.Samples, mode linkMode) {
+	t.Helper()
+	v := func(verdict, reason string) float64 {
+		return m[`syngate_xdp_packets_total{reason="`+reason+`",verdict="`+verdict+`"}`]
+	}
+	xdp := v("tx", "fast_tx") + v("redirect", "fast_redirect")
+	tc := v("redirect", "fast_tc_redirect") + v("redirect", "fast_tc_redirect_neigh")
+	passed := v("pass", "pass_tc_flow")
+	switch {
+	case mode.offloads && (tc == 0 || xdp != 0 || passed == 0):
+		t.Errorf("veth defaults: %v segments spliced by TC, %v by XDP, %v passed on by XDP; want TC only", tc, xdp, passed)
+	case !mode.offloads && (xdp == 0 || tc != 0 || passed != 0):
+		t.Errorf("offloads off: %v segments spliced by XDP, %v by TC, %v passed on by XDP; want XDP only", xdp, tc, passed)
+	}
+}
+
+// newLab builds a topology, with offloads off unless o.offloads.
 func newLab(t *testing.T, o labOptions) *lab.Topology {
 	t.Helper()
 	lab.RequireRoot(t)
-	top, err := lab.NewTopology(t, lab.Options{OneArm: o.oneArm, NoOffloads: true, Prefix: "sg-e2e-"})
+	top, err := lab.NewTopology(t, lab.Options{OneArm: o.oneArm, NoOffloads: !o.offloads, Prefix: "sgt-"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,9 +142,12 @@ func backendAddr(top *lab.Topology) netip.Addr { return top.BackendIf.V4.Addr() 
 func startSyngate(t *testing.T, top *lab.Topology, o labOptions) *gatewayRun {
 	t.Helper()
 	dir := t.TempDir()
-	ifaces := fmt.Sprintf("  - name: %s\n", top.GatewayClient.Name)
+	if o.datapath == "" {
+		o.datapath = map[bool]string{false: "xdp", true: "auto"}[o.offloads]
+	}
+	ifaces := fmt.Sprintf("  - name: %s\n    datapath: %s\n", top.GatewayClient.Name, o.datapath)
 	if top.GatewayBackend.Name != top.GatewayClient.Name {
-		ifaces += fmt.Sprintf("  - name: %s\n", top.GatewayBackend.Name)
+		ifaces += fmt.Sprintf("  - name: %s\n    datapath: %s\n", top.GatewayBackend.Name, o.datapath)
 	}
 	if o.cookies == "" {
 		o.cookies = "auto"

@@ -85,6 +85,10 @@ func roundTrip(t *testing.T, g *gatewayRun, vip netip.Addr, msg []byte) {
 }
 
 func TestEcho(t *testing.T) {
+	forLinkModes(t, testEcho)
+}
+
+func testEcho(t *testing.T, mode linkMode) {
 	for _, tc := range []struct {
 		name string
 		o    labOptions
@@ -94,6 +98,7 @@ func TestEcho(t *testing.T) {
 		{"routed/never", labOptions{cookies: "never"}},
 		{"one-arm/always", labOptions{oneArm: true, cookies: "always"}},
 	} {
+		tc.o.offloads = mode.offloads
 		t.Run(tc.name, func(t *testing.T) {
 			top := newLab(t, tc.o)
 			echoServer(t, top)
@@ -118,14 +123,19 @@ func TestEcho(t *testing.T) {
 				t.Errorf("fast path packets = %v, want the data to go through XDP", fast)
 			}
 			t.Logf("fast path %v packets, slow path %v", fast, slow)
+			checkDatapath(t, m, mode)
 		})
 	}
 }
 
 func TestEchoIPv6(t *testing.T) {
+	forLinkModes(t, testEchoIPv6)
+}
+
+func testEchoIPv6(t *testing.T, mode linkMode) {
 	for _, cookies := range []string{"never", "always"} {
 		t.Run(cookies, func(t *testing.T) {
-			o := labOptions{cookies: cookies}
+			o := labOptions{cookies: cookies, offloads: mode.offloads}
 			top := newLab(t, o)
 			echoServer(t, top)
 			g := startSyngate(t, top, o)
@@ -139,6 +149,7 @@ func TestEchoIPv6(t *testing.T) {
 			if got := m[`syngate_connections_spliced_total{service="web"}`]; got != 0 {
 				t.Errorf("IPv4 service spliced %v connections", got)
 			}
+			checkDatapath(t, m, mode)
 		})
 	}
 }

@@ -182,6 +182,15 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		if err != nil {
 			return err
 		}
+		// TC first: once the interface is marked, the XDP program
+		// leaves its spliced segments to the TC program (see AttachTC).
+		path, why := chooseDatapath(in)
+		log.Info("datapath", "interface", in.Name, "datapath", path.String(), "why", why)
+		if path == bpf.DatapathTC {
+			if err := dp.AttachTC(in.Name); err != nil {
+				return err
+			}
+		}
 		if err := dp.Attach(in.Name, mode); err != nil {
 			return err
 		}
@@ -402,11 +411,14 @@ func (d *dataplaneMetrics) Flows() (metrics.FlowStats, error) {
 		return metrics.FlowStats{}, err
 	}
 	st := d.e.Stats()
-	fast := c[bpf.VerdictFastTX]
-	redir := c[bpf.VerdictFastRedirect]
+	var fast bpf.Count
+	for _, v := range []bpf.Verdict{bpf.VerdictFastTX, bpf.VerdictFastRedirect, bpf.VerdictTCRedirect, bpf.VerdictTCRedirectNeigh} {
+		fast.Packets += c[v].Packets
+		fast.Bytes += c[v].Bytes
+	}
 	return metrics.FlowStats{
 		Active: 2 * st.Spliced, Limit: d.limit, Expired: st.Expired,
-		FastPackets: fast.Packets + redir.Packets, FastBytes: fast.Bytes + redir.Bytes,
+		FastPackets: fast.Packets, FastBytes: fast.Bytes,
 	}, nil
 }
 

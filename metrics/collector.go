@@ -48,8 +48,8 @@ var (
 	dFlows         = desc("flows", "Entries in the XDP flow table (one per direction).")
 	dFlowsLimit    = desc("flows_limit", "Size of the XDP flow table.")
 	dFlowsExpired  = desc("flows_expired_total", "Flows removed from the XDP flow table, by reason.", "reason")
-	dFastPackets   = desc("fastpath_packets_total", "Data packets of spliced flows forwarded by XDP without reaching user space.")
-	dFastBytes     = desc("fastpath_bytes_total", "Bytes of spliced flows forwarded by XDP.")
+	dFastPackets   = desc("fastpath_packets_total", "Data packets of spliced flows forwarded by the XDP or TC program without reaching user space (a GRO aggregate counts its segments).")
+	dFastBytes     = desc("fastpath_bytes_total", "Bytes of spliced flows forwarded by the XDP or TC program.")
 	dScrapeErrors  = desc("dataplane_read_errors", "Data plane reads that failed during this scrape, by source (1: the series of that source are missing).", "source")
 	allDescriptors = []*prometheus.Desc{
 		dSynReceived, dSynAckSent, dSynQueueFull, dSynDropped, dHalfOpenTimeout, dAckValidated, dAckRejected,
