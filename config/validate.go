@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -98,17 +99,53 @@ var namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
 
 type validator struct {
 	lines map[string]int
-	errs  []string
+	errs  []lineError
+	// typeLines are the lines with a type error: the value there was not
+	// decoded, so a semantic complaint about it would only repeat it.
+	typeLines map[int]bool
+}
+
+// lineError is one problem, at a line of the file (0: no line).
+type lineError struct {
+	line int
+	msg  string
+}
+
+func (e lineError) String() string {
+	if e.line == 0 {
+		return e.msg
+	}
+	return fmt.Sprintf("line %d: %s", e.line, e.msg)
 }
 
 // errorf records a problem at the YAML path, naming its line when known.
 func (v *validator) errorf(path, format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	if line, ok := v.lines[path]; ok {
-		v.errs = append(v.errs, fmt.Sprintf("line %d: %s: %s", line, path, msg))
+	line := v.lines[path]
+	if line != 0 && v.typeLines[line] {
 		return
 	}
-	v.errs = append(v.errs, fmt.Sprintf("%s: %s", path, msg))
+	v.add(line, path+": "+fmt.Sprintf(format, args...))
+}
+
+// add records a problem at a line.
+func (v *validator) add(line int, msg string) {
+	v.errs = append(v.errs, lineError{line: line, msg: msg})
+}
+
+// report joins the problems in file order, those without a line last.
+func (v *validator) report() string {
+	sort.SliceStable(v.errs, func(i, j int) bool {
+		a, b := v.errs[i].line, v.errs[j].line
+		if a == 0 || b == 0 {
+			return a != 0 && b == 0
+		}
+		return a < b
+	})
+	out := make([]string, len(v.errs))
+	for i, e := range v.errs {
+		out[i] = e.String()
+	}
+	return strings.Join(out, "\n  ")
 }
 
 func (v *validator) build(f *file) *Config {

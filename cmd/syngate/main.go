@@ -58,7 +58,7 @@ const usage = `syngate: a SYN-flood defense gateway.
 
 Usage:
   syngate run -c FILE      run the gateway with the config in FILE
-  syngate check -c FILE    validate FILE and print what syngate would do
+  syngate check -c FILE    validate FILE and print what syngate would do (-host: and check this host)
   syngate demo [flags]     build a namespace lab and show syngate under a flood (root)
   syngate version          print the version
 

@@ -1,0 +1,110 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/syngate/syngate/bpf"
+	"github.com/syngate/syngate/config"
+)
+
+// HostCheck is one check Run makes on the host before it starts.
+type HostCheck struct {
+	Name string
+	Err  error // nil: passed
+}
+
+// CheckHost makes, without changing anything, the checks Run makes on this
+// host before it attaches: capabilities, the backend port range against
+// the kernel's ephemeral ports, the interfaces, the bpffs pin directory,
+// a route to each backend, and the secret file's directory. `syngate check
+// --host` prints them, so a config that check accepts is not refused by run
+// on the same host.
+func CheckHost(cfg *config.Config) []HostCheck {
+	out := []HostCheck{
+		{"capabilities (" + capNames() + ")", bpf.CheckCapabilities()},
+		{fmt.Sprintf("backend.ports %d-%d outside net.ipv4.ip_local_port_range", cfg.Backend.PortMin, cfg.Backend.PortMax),
+			checkPortRange(cfg.Backend.PortMin, cfg.Backend.PortMax)},
+	}
+	for _, in := range cfg.Interfaces {
+		_, err := net.InterfaceByName(in.Name)
+		if err != nil {
+			err = fmt.Errorf("interface %s: %w", in.Name, err)
+		}
+		out = append(out, HostCheck{"interface " + in.Name + " present", err})
+	}
+	if cfg.BPFFS != "off" {
+		out = append(out, HostCheck{"bpffs at " + cfg.BPFFS, checkBPFFS(cfg.BPFFS)})
+	}
+	for _, s := range cfg.Services {
+		if s.Source.IsValid() {
+			continue
+		}
+		_, err := routeSource(s.Backend)
+		out = append(out, HostCheck{fmt.Sprintf("service %s: route to backend %s", s.Name, s.Backend), err})
+	}
+	out = append(out, HostCheck{"secret file " + cfg.SecretFile, checkSecretDir(cfg.SecretFile)})
+	return out
+}
+
+func capNames() string {
+	s := ""
+	for i, c := range bpf.RequiredCapabilities {
+		if i > 0 {
+			s += ", "
+		}
+		s += c.Name
+	}
+	return s
+}
+
+// checkBPFFS accepts a directory on a bpffs, or a missing one whose parent
+// is a bpffs (the loader creates it), as bpf.Load does.
+func checkBPFFS(dir string) error {
+	var st unix.Statfs_t
+	err := unix.Statfs(dir, &st)
+	if errors.Is(err, unix.ENOENT) {
+		err = unix.Statfs(filepath.Dir(dir), &st)
+		if err == nil && st.Type != unix.BPF_FS_MAGIC {
+			return fmt.Errorf("%s is missing and %s is not a bpffs (mount one with `mount -t bpf bpf /sys/fs/bpf`, or set bpffs: off)", dir, filepath.Dir(dir))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	if st.Type != unix.BPF_FS_MAGIC {
+		return fmt.Errorf("%s is not on a bpffs (mount one with `mount -t bpf bpf /sys/fs/bpf`, or set bpffs: off)", dir)
+	}
+	return nil
+}
+
+// checkSecretDir checks that a missing secret can be created: run creates
+// its missing directories, so the nearest existing ancestor must be a
+// directory this process may write. (config checked an existing secret.)
+func checkSecretDir(path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	dir := filepath.Dir(path)
+	for {
+		st, err := os.Stat(dir)
+		if err == nil {
+			if !st.IsDir() {
+				return fmt.Errorf("secret missing and %s is not a directory", dir)
+			}
+			if err := unix.Access(dir, unix.W_OK); err != nil {
+				return fmt.Errorf("secret missing and %s is not writable: %w", dir, err)
+			}
+			return nil
+		}
+		if !errors.Is(err, os.ErrNotExist) || dir == filepath.Dir(dir) {
+			return fmt.Errorf("secret missing: %w", err)
+		}
+		dir = filepath.Dir(dir)
+	}
+}
