@@ -213,3 +213,19 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestControlSocket(t *testing.T) {
+	cfg := mustParse(t, minimal)
+	if cfg.Control != (Control{Socket: DefaultControlSocket, Mode: 0o600}) {
+		t.Errorf("control defaults = %+v", cfg.Control)
+	}
+	cfg = mustParse(t, minimal+"control: {socket: /tmp/x.sock, mode: 0660}\n")
+	if cfg.Control != (Control{Socket: "/tmp/x.sock", Mode: 0o660}) {
+		t.Errorf("control = %+v", cfg.Control)
+	}
+	for _, bad := range []string{"control: {socket: rel.sock}\n", "control: {mode: \"0666\"}\n"} {
+		if _, err := Parse(strings.NewReader(minimal + bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

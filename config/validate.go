@@ -23,6 +23,10 @@ type file struct {
 	Metrics    struct {
 		Listen *string `yaml:"listen"`
 	} `yaml:"metrics"`
+	Control struct {
+		Socket string `yaml:"socket"`
+		Mode   string `yaml:"mode"`
+	} `yaml:"control"`
 	SYN struct {
 		Cookies       string         `yaml:"cookies"`
 		MaxSynBacklog *int           `yaml:"max_syn_backlog"`
@@ -75,6 +79,7 @@ const (
 	DefaultSecretFile    = "/var/lib/syngate/secret"
 	DefaultBPFFS         = "/sys/fs/bpf/syngate"
 	DefaultMetricsListen = "127.0.0.1:9420"
+	DefaultControlSocket = "/run/syngate/control.sock"
 	DefaultMaxSynBacklog = 4096
 	DefaultSynAckRetries = 5
 	DefaultSomaxconn     = 4096
@@ -164,12 +169,28 @@ func (v *validator) build(f *file) *Config {
 			}
 		}
 	}
+	v.control(f, c)
 	v.syn(f, c)
 	v.backend(f, c)
 	v.flows(f, c)
 	v.filters(f, c)
 	v.services(f, c)
 	return c
+}
+
+func (v *validator) control(f *file, c *Config) {
+	c.Control.Socket = or(f.Control.Socket, DefaultControlSocket)
+	if c.Control.Socket != "off" && !strings.HasPrefix(c.Control.Socket, "/") {
+		v.errorf("control.socket", "%q: want an absolute path or \"off\"", c.Control.Socket)
+	}
+	switch f.Control.Mode {
+	case "", "0600", "600":
+		c.Control.Mode = 0o600
+	case "0660", "660":
+		c.Control.Mode = 0o660
+	default:
+		v.errorf("control.mode", "%q: want \"0600\" or \"0660\"", f.Control.Mode)
+	}
 }
 
 func (v *validator) interfaces(f *file, c *Config) {

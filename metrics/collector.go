@@ -37,6 +37,7 @@ var (
 	dBackendFailures = desc("backend_failures_total", "Backend legs that failed, by reason: refused, timeout, ...", "service", "reason")
 	dQueueDepth      = desc("queue_depth", "Entries in a service's queue: syn (half-open) or accept.", "service", "queue")
 	dQueueLimit      = desc("queue_limit", "Bound of a service's queue: syn (max_syn_backlog) or accept (min(backlog, somaxconn)).", "service", "queue")
+	dBackendConnect  = desc("backend_connect_seconds", "Time from the backend SYN to the backend's SYN-ACK, of the backend legs that opened.", "service")
 
 	dXDPPackets    = desc("xdp_packets_total", "Packets seen by the XDP program, by verdict and reason.", "verdict", "reason")
 	dFlows         = desc("flows", "Entries in the XDP flow table (one per direction).")
@@ -47,7 +48,7 @@ var (
 	dScrapeErrors  = desc("dataplane_read_errors", "Data plane reads that failed during this scrape, by source (1: the series of that source are missing).", "source")
 	allDescriptors = []*prometheus.Desc{
 		dSynReceived, dSynAckSent, dSynQueueFull, dSynDropped, dHalfOpenTimeout, dAckValidated, dAckRejected,
-		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dBackendFailures, dQueueDepth, dQueueLimit,
+		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dBackendFailures, dQueueDepth, dQueueLimit, dBackendConnect,
 		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors,
 	}
 )
@@ -113,6 +114,11 @@ func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
 	gauge(ch, dQueueDepth, s.Accept, n, "accept")
 	gauge(ch, dQueueLimit, s.HalfOpenLimit, n, "syn")
 	gauge(ch, dQueueLimit, s.AcceptLimit, n, "accept")
+	bc := s.BackendConnect
+	if bc.Buckets == nil {
+		bc = new(Histogram).Snapshot()
+	}
+	ch <- prometheus.MustNewConstHistogram(dBackendConnect, bc.Count, bc.Sum, bc.Buckets, n)
 }
 
 func collectDataplane(ch chan<- prometheus.Metric, dp DataplaneSource) {

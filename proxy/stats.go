@@ -95,6 +95,7 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		HalfOpenLimit:       s.Queue.MaxSynBacklog,
 		Accept:              q.AcceptQueueLen,
 		AcceptLimit:         s.l.AcceptQueueCap(),
+		BackendConnect:      s.connectTime.Snapshot(),
 	}
 }
 

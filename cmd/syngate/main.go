@@ -59,6 +59,8 @@ const usage = `syngate: a SYN-flood defense gateway.
 Usage:
   syngate run -c FILE      run the gateway with the config in FILE
   syngate check -c FILE    validate FILE and print what syngate would do (-host: and check this host)
+  syngate status           services, cookie mode, queues, rates, backends of the running daemon
+  syngate flows [flags]    the running daemon's connections: both legs, state, packets and bytes
   syngate demo [flags]     build a namespace lab and show syngate under a flood (root)
   syngate version          print the version
 
@@ -78,6 +80,10 @@ func run(ctx context.Context, e env, args []string) error {
 		return cmdCheck(e, rest)
 	case "demo":
 		return cmdDemo(ctx, e, rest)
+	case "status":
+		return cmdStatus(ctx, e, rest)
+	case "flows":
+		return cmdFlows(ctx, e, rest)
 	case "version", "--version":
 		fmt.Fprintf(e.stdout, "syngate %s\n", version)
 		return nil

@@ -42,6 +42,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"check", "-c", "/nonexistent.yaml"}, 1, "no such file"},
 		{[]string{"run"}, 2, "-c FILE is required"},
 		{[]string{"run", "-c", "x", "-log-level", "loud"}, 2, "-log-level"},
+		{[]string{"run", "-c", "x", "-log-format", "xml"}, 2, "-log-format"},
 		{[]string{"check", "-h"}, 0, "Usage: syngate check"},
 	}
 	for _, tt := range tests {

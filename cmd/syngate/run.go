@@ -15,6 +15,7 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 	ready := fs.String("ready-file", "", "write the PID to `file` once traffic is being handled")
 	unpin := fs.Bool("unpin", false, "remove the pinned BPF maps on exit (spliced flows do not survive a restart)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	format := fs.String("log-format", "text", "log `format`: text (logfmt) or json (one object per line, for journald or a log shipper)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -27,10 +28,21 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 		fmt.Fprintf(e.stderr, "syngate run: -log-level: %v\n", err)
 		return errUsage
 	}
+	hopts := &slog.HandlerOptions{Level: lv}
+	var handler slog.Handler
+	switch *format {
+	case "text":
+		handler = slog.NewTextHandler(e.stderr, hopts)
+	case "json":
+		handler = slog.NewJSONHandler(e.stderr, hopts)
+	default:
+		fmt.Fprintf(e.stderr, "syngate run: -log-format: %q: want text or json\n", *format)
+		return errUsage
+	}
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lv}))
+	log := slog.New(handler)
 	return gateway.Run(ctx, cfg, gateway.Options{Version: version, Logger: log, ReadyFile: *ready, Unpin: *unpin})
 }
