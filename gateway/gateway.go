@@ -160,7 +160,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	for _, in := range cfg.Interfaces {
 		socks, err := afxdp.OpenAll(in.Name, socketConfig)
 		if err != nil {
-			return fmt.Errorf("open af_xdp sockets on %s: %w", in.Name, err)
+			return fmt.Errorf("open af_xdp sockets on %s: %w%s", in.Name, err, memlockHint(err))
 		}
 		sockets = append(sockets, socks...)
 		sockStats.add(in.Name, socks)

@@ -108,3 +108,16 @@ func checkSecretDir(path string) error {
 		dir = filepath.Dir(dir)
 	}
 }
+
+// memlockHint explains the ENOBUFS of an AF_XDP UMEM registration: the
+// kernel charges the UMEM against RLIMIT_MEMLOCK unless the process has
+// CAP_IPC_LOCK.
+func memlockHint(err error) string {
+	if !errors.Is(err, unix.ENOBUFS) {
+		return ""
+	}
+	var lim unix.Rlimit
+	unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim)
+	return fmt.Sprintf(" (the AF_XDP buffers, %d MiB a receive queue, exceed the locked-memory limit of %d KiB: grant CAP_IPC_LOCK, or raise the limit, e.g. LimitMEMLOCK=infinity in a systemd unit or `ulimit -l unlimited`)",
+		socketConfig.Frames*2048>>20, lim.Cur>>10)
+}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/syngate/syngate/config"
 	"github.com/syngate/syngate/gateway"
@@ -44,5 +47,26 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	log := slog.New(handler)
+	ignoreHangup(ctx, log)
 	return gateway.Run(ctx, cfg, gateway.Options{Version: version, Logger: log, ReadyFile: *ready, Unpin: *unpin})
+}
+
+// ignoreHangup keeps SIGHUP from killing the daemon: the systemd unit's
+// ExecReload sends it, and Go's default action would end the process
+// (which systemd counts as a clean exit, so no restart either). Until
+// reload exists, the signal is logged and the running config stays.
+func ignoreHangup(ctx context.Context, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Warn("SIGHUP: configuration reload is not implemented yet; the running configuration stays")
+			}
+		}
+	}()
 }
