@@ -148,11 +148,13 @@ type Flow struct {
 	Backend string `json:"backend"` // backend ip:port
 	// State: opening (backend leg not open yet), established, fin_wait
 	// (one side sent a FIN), closed (both did), reset.
-	State     string    `json:"state"`
-	Created   time.Time `json:"created"`
-	Spliced   time.Time `json:"spliced,omitzero"`
-	ToBackend FlowDir   `json:"to_backend"` // client -> backend
-	ToClient  FlowDir   `json:"to_client"`  // backend -> client
+	State   string    `json:"state"`
+	Created time.Time `json:"created"`
+	Spliced time.Time `json:"spliced,omitzero"`
+	// AgeSeconds is the time since Created, when the daemon answered.
+	AgeSeconds float64 `json:"age_seconds"`
+	ToBackend  FlowDir `json:"to_backend"` // client -> backend
+	ToClient   FlowDir `json:"to_client"`  // backend -> client
 }
 
 // FlowDir is one direction's XDP flow entry counters.

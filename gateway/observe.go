@@ -142,14 +142,7 @@ func (c *controlSource) Status() control.Status {
 		}
 		st.Interfaces = append(st.Interfaces, ci)
 	}
-	opening, spliced := map[string]int{}, map[string]int{}
-	c.e.Conns(func(ci proxy.ConnInfo) {
-		if ci.Spliced.IsZero() {
-			opening[ci.Service]++
-		} else {
-			spliced[ci.Service]++
-		}
-	})
+	opening, spliced := c.e.ConnCounts()
 	srcs := c.e.Services()
 	for i, s := range c.e.ServiceStates() {
 		ss := srcs[i].ServiceStats()
@@ -229,6 +222,7 @@ func (c *controlSource) Flows(f control.Filter, fn func(control.Flow)) {
 			fl.Source = ci.Source.String()
 		}
 		fl.State = control.FlowState(!ci.Spliced.IsZero(), fl.ToBackend, fl.ToClient)
+		fl.AgeSeconds = time.Since(ci.Created).Seconds()
 		fn(fl)
 	})
 }

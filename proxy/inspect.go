@@ -102,3 +102,21 @@ func (e *Engine) flowCounters(k bpf.FlowKey, mono time.Duration, wall time.Time)
 	}
 	return fc
 }
+
+// ConnCounts counts each service's tracked connections, opening and
+// spliced, without reading the flow table.
+func (e *Engine) ConnCounts() (opening, spliced map[string]int) {
+	opening, spliced = map[string]int{}, map[string]int{}
+	e.conns.each(false, func(c *conn) {
+		c.mu.Lock()
+		state, name := c.state, c.svc.Name
+		c.mu.Unlock()
+		switch state {
+		case stateAccepted:
+			opening[name]++
+		case stateSpliced:
+			spliced[name]++
+		}
+	})
+	return opening, spliced
+}
