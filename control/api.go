@@ -94,6 +94,8 @@ type Counters struct {
 	SynReceived     uint64            `json:"syn_received"`
 	SynAcks         uint64            `json:"synacks"`        // every kind, engine and XDP cookies
 	SynAcksCookie   uint64            `json:"synacks_cookie"` // of SynAcks, with a cookie (engine)
+	AcksValidated   uint64            `json:"acks_validated"` // handshakes completed: queue entry or cookie
+	AcksRejected    uint64            `json:"acks_rejected"`
 	Spliced         uint64            `json:"spliced"`
 	BackendFailures map[string]uint64 `json:"backend_failures"`
 }
@@ -135,6 +137,7 @@ type Rates struct {
 type ServiceRates struct {
 	SYN     float64 `json:"syn"`
 	SynAck  float64 `json:"synack"`
+	ACK     float64 `json:"ack"` // validated handshake ACKs
 	Splices float64 `json:"splice"`
 }
 
@@ -235,6 +238,7 @@ func ComputeRates(prev, cur *Status) {
 		r.Services[s.Name] = ServiceRates{
 			SYN:     rate(o.SynReceived, s.Counters.SynReceived),
 			SynAck:  rate(o.SynAcks, s.Counters.SynAcks),
+			ACK:     rate(o.AcksValidated, s.Counters.AcksValidated),
 			Splices: rate(o.Spliced, s.Counters.Spliced),
 		}
 	}

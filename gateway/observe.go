@@ -162,6 +162,8 @@ func (c *controlSource) Status() control.Status {
 				SynReceived:     ss.SynReceived,
 				SynAcks:         ss.SynAckQueued + ss.SynAckCookie + ss.SynAckResent + ss.SynAckRetrans,
 				SynAcksCookie:   ss.SynAckCookie,
+				AcksValidated:   ss.AckQueue + ss.AckCookie,
+				AcksRejected:    sum(ss.AckRejected),
 				Spliced:         ss.Spliced,
 				BackendFailures: nonZero(ss.BackendFailures),
 			},
@@ -196,6 +198,14 @@ func announce(mss uint16, wscale uint8, sack, ts bool) control.Announce {
 		a.WScale = -1
 	}
 	return a
+}
+
+func sum(m map[string]uint64) uint64 {
+	var n uint64
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
 
 func nonZero(m map[string]uint64) map[string]uint64 {

@@ -74,7 +74,7 @@ func printStatus(w io.Writer, st *control.Status) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tLISTEN\tCOOKIES\tSYN Q\tACCEPT Q\tSYN/s\tSYN-ACK/s\tSPLICE/s\tOPENING\tSPLICED")
+	fmt.Fprintln(tw, "SERVICE\tLISTEN\tCOOKIES\tSYN Q\tACCEPT Q\tSYN/s\tSYN-ACK/s\tACK/s\tSPLICE/s\tOPENING\tSPLICED")
 	for _, s := range st.Services {
 		sr := control.ServiceRates{}
 		have := false
@@ -87,9 +87,9 @@ func printStatus(w io.Writer, st *control.Status) {
 			}
 			return rate(v)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%d/%d\t%d/%d\t%s\t%s\t%s\t%d\t%d\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%d/%d\t%d/%d\t%s\t%s\t%s\t%s\t%d\t%d\n",
 			s.Name, s.Listen, s.CookiePolicy, s.CookieMode, s.Queues.Syn, s.Queues.SynLimit, s.Queues.Accept, s.Queues.AcceptLimit,
-			r(sr.SYN), r(sr.SynAck), r(sr.Splices), s.Conns.Opening, s.Conns.Spliced)
+			r(sr.SYN), r(sr.SynAck), r(sr.ACK), r(sr.Splices), s.Conns.Opening, s.Conns.Spliced)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

@@ -12,7 +12,7 @@ import (
 func TestPrintStatusAndFlows(t *testing.T) {
 	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
 	prev := &control.Status{PID: 9, Time: t0, XDP: map[string]uint64{"tx_synack_cookie": 100},
-		Services: []control.Service{{Name: "web", Counters: control.Counters{SynReceived: 10, SynAcks: 10, Spliced: 4}}}}
+		Services: []control.Service{{Name: "web", Counters: control.Counters{SynReceived: 10, SynAcks: 10, AcksValidated: 4, Spliced: 4}}}}
 	cur := &control.Status{
 		Version: "1.0", PID: 9, Started: t0.Add(-time.Hour), Time: t0.Add(2 * time.Second),
 		Interfaces: []control.Interface{{Name: "eth0", XDPMode: "native", Sockets: []control.Socket{{Queue: 0, RxRingFull: 3}, {Queue: 1, RxRingFull: 4}}}},
@@ -21,7 +21,7 @@ func TestPrintStatusAndFlows(t *testing.T) {
 		Services: []control.Service{{
 			Name: "web", Listen: "192.0.2.10:80", CookiePolicy: "auto", CookieMode: "cookies",
 			Queues:   control.Queues{Syn: 4096, SynLimit: 4096, Accept: 1, AcceptLimit: 1024},
-			Counters: control.Counters{SynReceived: 30, SynAcks: 30, Spliced: 8, BackendFailures: map[string]uint64{"timeout": 2}},
+			Counters: control.Counters{SynReceived: 30, SynAcks: 30, AcksValidated: 10, Spliced: 8, BackendFailures: map[string]uint64{"timeout": 2}},
 			Conns:    control.Conns{Opening: 1, Spliced: 4},
 			Backends: []control.Backend{{Addr: "10.0.0.5:8080", Source: "10.0.0.1", Health: "failing", LastProbe: t0,
 				ProbeError: "refused", LastFailure: t0, LastFailureError: "refused", Connects: 8, ConnectSeconds: 0.008}},
@@ -36,7 +36,7 @@ func TestPrintStatusAndFlows(t *testing.T) {
 		"interface eth0: xdp native, 2 af_xdp sockets, drops: rx 0, rx ring full 7, fill ring empty 0",
 		"flow table: 8 of 16 entries (50.0%)",
 		"1000 cookie SYN-ACKs/s in XDP",
-		"web      192.0.2.10:80  auto/cookies  4096/4096  1/1024    10.0   10.0       2.0       1        4",
+		"web      192.0.2.10:80  auto/cookies  4096/4096  1/1024    10.0   10.0       3.0    2.0       1        4",
 		"10.0.0.5:8080  web      10.0.0.1  failing  2s ago",
 		"1ms", "timeout 2", "2s ago: refused",
 	} {
