@@ -212,6 +212,41 @@ services:
 			t.Fatalf("echo: %q %v\n%s", got, err, d.Logs())
 		}
 	})
+	// check -host, with the same capabilities, tells before run does.
+	t.Run("check -host", func(t *testing.T) {
+		caps := map[string]uintptr{}
+		for n, c := range unitCapabilities {
+			if n != "CAP_NET_RAW" && n != "CAP_IPC_LOCK" {
+				caps[n] = c
+			}
+		}
+		var nums []string
+		for _, c := range caps {
+			nums = append(nums, strconv.Itoa(int(c)))
+		}
+		t.Setenv(capsEnvKeep, strings.Join(nums, ","))
+		t.Setenv(capsEnvBin, syngateBin)
+		d, err := lab.StartDaemon(top.Gateway, filepath.Join(dir, "check.log"), self, "check", "-host", "-c", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Stop(5 * time.Second)
+		err = d.WaitReady(10*time.Second, func() bool { return false })
+		if err == nil || !strings.Contains(err.Error(), "exited") {
+			t.Fatalf("check -host did not finish: %v", err)
+		}
+		var lim unix.Rlimit
+		unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim)
+		want := []string{"FAIL  CAP_NET_RAW", "ok    capabilities (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)", "ok    interface " + top.GatewayClient.Name, "ok    bpffs at"}
+		if lim.Cur < 16<<20 {
+			want = append(want, "FAIL  locked memory for the AF_XDP buffers")
+		}
+		for _, w := range want {
+			if !strings.Contains(d.Logs(), w) {
+				t.Errorf("check -host output lacks %q:\n%s", w, d.Logs())
+			}
+		}
+	})
 	for name := range unitCapabilities {
 		t.Run("without "+name, func(t *testing.T) {
 			var lim unix.Rlimit

@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -28,6 +30,8 @@ type HostCheck struct {
 func CheckHost(cfg *config.Config) []HostCheck {
 	out := []HostCheck{
 		{"capabilities (" + capNames() + ")", bpf.CheckCapabilities()},
+		{"CAP_NET_RAW (AF_XDP sockets, the backend leg's raw socket)", hasCap(unix.CAP_NET_RAW, "CAP_NET_RAW")},
+		{"locked memory for the AF_XDP buffers", checkMemlock()},
 		{fmt.Sprintf("backend.ports %d-%d outside net.ipv4.ip_local_port_range", cfg.Backend.PortMin, cfg.Backend.PortMax),
 			checkPortRange(cfg.Backend.PortMin, cfg.Backend.PortMax)},
 	}
@@ -120,4 +124,43 @@ func memlockHint(err error) string {
 	unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim)
 	return fmt.Sprintf(" (the AF_XDP buffers, %d MiB a receive queue, exceed the locked-memory limit of %d KiB: grant CAP_IPC_LOCK, or raise the limit, e.g. LimitMEMLOCK=infinity in a systemd unit or `ulimit -l unlimited`)",
 		socketConfig.Frames*2048>>20, lim.Cur>>10)
+}
+
+// hasCap reports whether the process's effective set holds capability bit.
+func hasCap(bit int, name string) error {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
+			eff, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				return err
+			}
+			if eff&(1<<bit) == 0 {
+				return fmt.Errorf("effective capabilities lack %s", name)
+			}
+			return nil
+		}
+	}
+	return errors.New("no CapEff in /proc/self/status")
+}
+
+// checkMemlock: without CAP_IPC_LOCK the kernel charges each AF_XDP
+// socket's UMEM against RLIMIT_MEMLOCK. The number of sockets (one per
+// receive queue) is not known here, so one socket's worth is the bound.
+func checkMemlock() error {
+	if hasCap(unix.CAP_IPC_LOCK, "CAP_IPC_LOCK") == nil {
+		return nil
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim); err != nil {
+		return err
+	}
+	need := uint64(socketConfig.Frames) * 2048
+	if lim.Cur != unix.RLIM_INFINITY && lim.Cur < need {
+		return fmt.Errorf("no CAP_IPC_LOCK and RLIMIT_MEMLOCK %d KiB is below one receive queue's %d KiB of AF_XDP buffers (grant CAP_IPC_LOCK or raise the limit: LimitMEMLOCK=infinity)", lim.Cur>>10, need>>10)
+	}
+	return nil
 }

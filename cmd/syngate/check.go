@@ -29,6 +29,7 @@ func cmdCheck(e env, args []string) error {
 	if *host {
 		return printHostChecks(e.stdout, gateway.CheckHost(cfg))
 	}
+	fmt.Fprintf(e.stdout, "\nhost not checked: run `syngate check -host -c FILE` on the gateway to make the checks run makes there (capabilities, backend.ports against ip_local_port_range, interfaces, bpffs)\n")
 	return nil
 }
 
