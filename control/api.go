@@ -120,6 +120,10 @@ type Backend struct {
 	LastFailureError string    `json:"last_failure_error,omitempty"`
 	// Learned are the TCP options the last successful probe saw.
 	Learned *Announce `json:"learned,omitempty"`
+	// LastLegFailure is the latest backend leg that failed (a client's
+	// connection), and its reason: refused, timeout, no_port, ...
+	LastLegFailure       time.Time `json:"last_leg_failure,omitzero"`
+	LastLegFailureReason string    `json:"last_leg_failure_reason,omitempty"`
 	// Connects and ConnectSeconds are the backend legs that opened and
 	// their total handshake time.
 	Connects       uint64  `json:"connects"`

@@ -200,6 +200,29 @@ func TestStatusAndFlows(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("syngate flows after one close:\n%s", opsCLI(t, socket, "flows"))
+
+	// The backend goes away: the next client's backend leg is refused, and
+	// status names the failure.
+	ln.Close()
+	if c, err := dial(top.Client, vip, 5*time.Second); err == nil {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Read(make([]byte, 1)) // the RST syngate sends once the backend refused
+		c.Close()
+	}
+	g.waitMetric(`syngate_backend_failures_total{reason="refused",service="web"}`, 1, 5*time.Second)
+	if err := json.Unmarshal(opsCLI(t, socket, "status", "-json", "-interval", "0"), &st); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st.Services {
+		if s.Name != "web" {
+			continue
+		}
+		b := s.Backends[0]
+		if s.Counters.BackendFailures["refused"] != 1 || b.LastLegFailureReason != "refused" || time.Since(b.LastLegFailure) > time.Minute {
+			t.Errorf("after a refused backend leg: failures %v, last %s at %v", s.Counters.BackendFailures, b.LastLegFailureReason, b.LastLegFailure)
+		}
+	}
+	t.Logf("syngate status after a refused backend leg:\n%s", opsCLI(t, socket, "status", "-interval", "0"))
 }
 
 // TestStatusUnderFlood runs a bounded spoofed SYN flood against a service

@@ -182,6 +182,9 @@ func (c *controlSource) Status() control.Status {
 		default:
 			b.Health = "ok"
 		}
+		if f := s.LastFailure; f != nil {
+			b.LastLegFailure, b.LastLegFailureReason = f.At, f.Reason
+		}
 		if pr.learned != nil {
 			a := announce(pr.learned.MSS, pr.learned.WScale, pr.learned.SACK, pr.learned.Timestamps)
 			b.Learned = &a

@@ -22,6 +22,8 @@ type ServiceState struct {
 	// (always, or auto after the half-open queue overflowed).
 	XDPCookies bool
 	Offer      Offer
+	// LastFailure is the latest failed backend leg; nil: none yet.
+	LastFailure *BackendFailure
 }
 
 // ServiceStates lists the services in configuration order.
@@ -31,6 +33,7 @@ func (e *Engine) ServiceStates() []ServiceState {
 		out[i] = ServiceState{
 			Name: s.Name, Listen: s.Listen, Backend: s.Backend, Source: s.Source,
 			Policy: s.Queue.Cookies.String(), XDPCookies: s.offloaded.Load(), Offer: *s.offer.Load(),
+			LastFailure: s.st.lastFailure.Load(),
 		}
 	}
 	return out

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/metrics"
@@ -34,6 +35,15 @@ type serviceCounters struct {
 	twResets                                 atomic.Uint64 // backend TIME_WAIT cleared for a reused port
 	rejectedBy                               map[string]*atomic.Uint64
 	failedBy                                 map[string]*atomic.Uint64
+	// lastFailure is the latest backend-leg failure, for `syngate status`.
+	lastFailure atomic.Pointer[BackendFailure]
+}
+
+// BackendFailure is one failed backend leg: when, and the reason label of
+// backend_failures_total.
+type BackendFailure struct {
+	At     time.Time
+	Reason string
 }
 
 func (c *serviceCounters) init() {
@@ -57,6 +67,7 @@ func (c *serviceCounters) backendFailure(reason string) {
 	if n := c.failedBy[reason]; n != nil {
 		n.Add(1)
 	}
+	c.lastFailure.Store(&BackendFailure{At: time.Now(), Reason: reason})
 }
 
 func snapshot(m map[string]*atomic.Uint64) map[string]uint64 {

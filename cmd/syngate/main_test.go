@@ -44,6 +44,9 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"run", "-c", "x", "-log-level", "loud"}, 2, "-log-level"},
 		{[]string{"run", "-c", "x", "-log-format", "xml"}, 2, "-log-format"},
 		{[]string{"check", "-h"}, 0, "Usage: syngate check"},
+		{[]string{"status", "-socket", "/nonexistent/control.sock", "-interval", "0"}, 1, "is syngate running"},
+		{[]string{"flows", "-socket", "/nonexistent/control.sock"}, 1, "is syngate running"},
+		{[]string{"flows", "extra"}, 2, `unexpected argument "extra"`},
 	}
 	for _, tt := range tests {
 		_, stderr, code := runCLI(tt.args...)

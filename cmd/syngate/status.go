@@ -113,8 +113,12 @@ func printStatus(w io.Writer, st *control.Status) {
 			if b.Connects > 0 {
 				avg = (time.Duration(b.ConnectSeconds / float64(b.Connects) * 1e9)).Round(time.Microsecond).String()
 			}
+			fails := failures(s.Counters.BackendFailures)
+			if !b.LastLegFailure.IsZero() {
+				fails += fmt.Sprintf(" (last: %s %s ago)", b.LastLegFailureReason, st.Time.Sub(b.LastLegFailure).Round(time.Second))
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n",
-				b.Addr, s.Name, b.Source, b.Health, probe, learned, b.Connects, avg, failures(s.Counters.BackendFailures), lastFail)
+				b.Addr, s.Name, b.Source, b.Health, probe, learned, b.Connects, avg, fails, lastFail)
 		}
 	}
 	tw.Flush()

@@ -24,7 +24,8 @@ func TestPrintStatusAndFlows(t *testing.T) {
 			Counters: control.Counters{SynReceived: 30, SynAcks: 30, AcksValidated: 10, Spliced: 8, BackendFailures: map[string]uint64{"timeout": 2}},
 			Conns:    control.Conns{Opening: 1, Spliced: 4},
 			Backends: []control.Backend{{Addr: "10.0.0.5:8080", Source: "10.0.0.1", Health: "failing", LastProbe: t0,
-				ProbeError: "refused", LastFailure: t0, LastFailureError: "refused", Connects: 8, ConnectSeconds: 0.008}},
+				ProbeError: "refused", LastFailure: t0, LastFailureError: "refused", Connects: 8, ConnectSeconds: 0.008,
+				LastLegFailure: t0.Add(time.Second), LastLegFailureReason: "timeout"}},
 		}},
 	}
 	control.ComputeRates(prev, cur)
@@ -38,7 +39,7 @@ func TestPrintStatusAndFlows(t *testing.T) {
 		"1000 cookie SYN-ACKs/s in XDP",
 		"web      192.0.2.10:80  auto/cookies  4096/4096  1/1024    10.0   10.0       3.0    2.0       1        4",
 		"10.0.0.5:8080  web      10.0.0.1  failing  2s ago",
-		"1ms", "timeout 2", "2s ago: refused",
+		"1ms", "timeout 2 (last: timeout 1s ago)", "2s ago: refused",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
