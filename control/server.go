@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"syscall"
 	"time"
 )
@@ -82,6 +83,18 @@ func Serve(opts Options, src Source, log *slog.Logger) (*Server, error) {
 			if f.Match(fl) {
 				flows = append(flows, fl)
 			}
+		})
+		// Oldest first within a service: the order an operator reads a
+		// connection table in, stable between two calls.
+		sort.Slice(flows, func(i, j int) bool {
+			a, b := flows[i], flows[j]
+			if a.Service != b.Service {
+				return a.Service < b.Service
+			}
+			if !a.Created.Equal(b.Created) {
+				return a.Created.Before(b.Created)
+			}
+			return a.Client < b.Client
 		})
 		writeJSON(w, flows)
 	})

@@ -146,13 +146,41 @@ func TestStatusAndFlows(t *testing.T) {
 	}
 	mu.Unlock()
 
+	// An IPv6 connection to the web6 service shows with bracketed
+	// addresses and is selected by its service and its client address.
+	vip6 := netip.AddrPortFrom(top.VIP6, servicePort)
+	c6, err := dial(top.Client, vip6, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c6.Close()
+	c6.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c6.Write([]byte("v6")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c6, make([]byte, 2)); err != nil {
+		t.Fatal(err)
+	}
+	g.waitMetric(`syngate_connections_spliced_total{service="web6"}`, 1, 5*time.Second)
+	client6 := c6.LocalAddr().(*net.TCPAddr).AddrPort()
+	if err := json.Unmarshal(opsCLI(t, socket, "flows", "-json", "-client", client6.Addr().String()), &flows); err != nil || len(flows) != 1 {
+		t.Fatalf("flows -client %s: %+v %v", client6.Addr(), flows, err)
+	}
+	if f := flows[0]; f.Service != "web6" || f.Client != client6.String() || f.Listen != vip6.String() ||
+		f.Backend != netip.AddrPortFrom(top.BackendIf.V6.Addr(), backendPort).String() || f.State != "established" {
+		t.Errorf("v6 flow: %+v", f)
+	}
+	if err := json.Unmarshal(opsCLI(t, socket, "flows", "-json", "-service", "web6"), &flows); err != nil || len(flows) != 1 {
+		t.Errorf("flows -service web6: %+v %v", flows, err)
+	}
+
 	// Filters, by client address and port, by service, by backend.
 	one := conns[0].LocalAddr().String()
 	if err := json.Unmarshal(opsCLI(t, socket, "flows", "-json", "-client", one), &flows); err != nil || len(flows) != 1 || flows[0].Client != one {
 		t.Errorf("flows -client %s: %+v %v", one, flows, err)
 	}
-	if err := json.Unmarshal(opsCLI(t, socket, "flows", "-json", "-service", "web6"), &flows); err != nil || len(flows) != 0 {
-		t.Errorf("flows -service web6: %+v %v", flows, err)
+	if err := json.Unmarshal(opsCLI(t, socket, "flows", "-json", "-service", "web"), &flows); err != nil || len(flows) != nConns {
+		t.Errorf("flows -service web: %d flows %v", len(flows), err)
 	}
 	if err := json.Unmarshal(opsCLI(t, socket, "flows", "-json", "-backend", backendAddr(top).String()), &flows); err != nil || len(flows) != nConns {
 		t.Errorf("flows -backend: %d flows %v", len(flows), err)
@@ -171,7 +199,7 @@ func TestStatusAndFlows(t *testing.T) {
 	switch {
 	case web == nil || len(st.Services) != 2:
 		t.Fatalf("status services: %+v", st.Services)
-	case web.Conns.Spliced != nConns || web.Counters.Spliced != nConns || st.FlowTable.Entries != 2*nConns:
+	case web.Conns.Spliced != nConns || web.Counters.Spliced != nConns || st.FlowTable.Entries != 2*(nConns+1):
 		t.Errorf("status web: conns %+v counters %+v table %+v", web.Conns, web.Counters, st.FlowTable)
 	case web.CookiePolicy != "auto" || web.CookieMode != "queue" || web.Queues.AcceptLimit != 1024:
 		t.Errorf("status web: cookies %s/%s queues %+v", web.CookiePolicy, web.CookieMode, web.Queues)
