@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -174,7 +175,7 @@ services:
 		t.Setenv(capsEnvKeep, strings.Join(nums, ","))
 		t.Setenv(capsEnvBin, syngateBin)
 		ready := filepath.Join(dir, name+".ready")
-		d, err := lab.StartDaemon(top.Gateway, filepath.Join(dir, name+".log"), self, "run", "-c", cfg, "-ready-file", ready)
+		d, err := lab.StartDaemon(top.Gateway, filepath.Join(dir, name+".log"), self, "run", "-c", cfg, "-ready-file", ready, "-log-format", "json")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,6 +187,18 @@ services:
 		defer d.Stop(10 * time.Second)
 		if err := d.WaitFile(ready, 20*time.Second); err != nil {
 			t.Fatal(err)
+		}
+		// As the unit runs it: every log line is one JSON object.
+		lines := 0
+		for _, l := range strings.Split(strings.TrimSpace(d.Logs()), "\n") {
+			var rec struct{ Time, Level, Msg string }
+			if err := json.Unmarshal([]byte(l), &rec); err != nil || rec.Msg == "" || rec.Level == "" {
+				t.Errorf("log line is not a slog JSON record: %q (%v)", l, err)
+			}
+			lines++
+		}
+		if lines < 3 {
+			t.Errorf("only %d log lines", lines)
 		}
 		if _, err := os.Stat(filepath.Join(pins, "syngate")); err != nil {
 			t.Errorf("nothing pinned: %v", err)
