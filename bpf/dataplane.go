@@ -88,8 +88,10 @@ type Config struct {
 	// LocalPorts is the range of source ports syngate uses towards backends;
 	// segments to a local address (AddLocal) in this range are syngate's.
 	LocalPorts PortRange
-	// MaxFlows sizes the flow table (LRU); zero means 262144. One spliced
-	// connection takes two entries.
+	// MaxFlows bounds the flow table; zero means 2097152 (a million
+	// connections: one takes two entries). Entries are allocated on
+	// demand; at the bound InstallFlow fails with ErrFlowTableFull and no
+	// entry is ever evicted.
 	MaxFlows int
 	// Logger receives attach/detach events; nil means slog.Default().
 	Logger *slog.Logger

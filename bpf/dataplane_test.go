@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -194,23 +193,9 @@ func TestClassifyVerifierError(t *testing.T) {
 func TestAttach(t *testing.T) {
 	requireRoot(t)
 	inNewNetns(t)
-	if out, err := exec.Command("ip", "link", "add", "sgtest0", "type", "veth", "peer", "name", "sgtest1").CombinedOutput(); err != nil {
-		t.Skipf("skipping: cannot create a veth pair in the test namespace: %v: %s", err, out)
-	}
+	addVeth(t, 0)
 	d := testDataplane(t, Config{})
-	xdpOn := func(name string) string {
-		out, err := exec.Command("ip", "-d", "link", "show", name).CombinedOutput()
-		if err != nil {
-			t.Fatalf("ip link show %s: %v: %s", name, err, out)
-		}
-		switch s := string(out); {
-		case strings.Contains(s, "xdpgeneric"):
-			return "generic"
-		case strings.Contains(s, "prog/xdp"):
-			return "native"
-		}
-		return ""
-	}
+	xdpOn := func(name string) string { return xdpMode(t, name) }
 	if err := d.Attach("nosuch0", ModeAuto); !errors.Is(err, ErrUnknownInterface) {
 		t.Fatalf("unknown interface: %v", err)
 	}

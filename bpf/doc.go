@@ -70,6 +70,7 @@
 //	services   VIP:port -> service id, flags         written by Go
 //	locals     backend-side source addresses          written by Go
 //	flows      4-tuple as received -> translation     Go installs; XDP updates last-seen, FIN/RST, counters
+//	           (a hash allocated on demand, never an LRU: full, an install fails; nothing is evicted)
 //	ratelimit  source prefix -> SYN token bucket     XDP only
 //	counters   verdict -> packets, bytes (per CPU)    XDP only
 //

@@ -211,11 +211,16 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } locals SEC(".maps");
 
+/* A plain hash, not an LRU: an LRU would silently evict an established
+ * flow to make room. Full, an insert fails and the engine refuses the new
+ * connection instead. Entries are allocated on demand, so a table sized for
+ * a million connections costs memory only as they come. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct flow_key);
 	__type(value, struct flow_val);
-	__uint(max_entries, 262144);
+	__uint(max_entries, 2097152);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 } flows SEC(".maps");
 
 struct {

@@ -73,7 +73,7 @@ func Parse(r io.Reader) (*Config, error) {
 		if !errors.As(err, &te) {
 			return nil, fmt.Errorf("%w: %s", ErrInvalid, strings.TrimPrefix(err.Error(), "yaml: "))
 		}
-		v.typeErrors(te)
+		v.typeErrors(te, &root)
 	}
 	cfg := v.build(&f)
 	if len(v.errs) > 0 {

@@ -148,32 +148,51 @@ var typeErrorPattern = regexp.MustCompile("^line (\\d+): cannot unmarshal !!(\\w
 // typeErrors turns yaml's type errors into operator messages ("line 7:
 // services.0.backlog: `lots` is not an integer"), naming the key on that
 // line when the document has one there.
-func (v *validator) typeErrors(te *yaml.TypeError) {
+func (v *validator) typeErrors(te *yaml.TypeError, root *yaml.Node) {
+	scalars := scalarPaths(root)
 	byLine := make(map[int]string)
 	for p, l := range v.lines {
-		// The deepest path on a line names the value best.
-		if cur, ok := byLine[l]; !ok || len(p) > len(cur) {
+		// The shortest path on a line is the key the line starts with
+		// (deeper ones are inside a flow-style value on the same line).
+		if cur, ok := byLine[l]; !ok || len(p) < len(cur) || (len(p) == len(cur) && p < cur) {
 			byLine[l] = p
 		}
 	}
 	for _, e := range te.Errors {
-		m := typeErrorPattern.FindStringSubmatch(e)
-		if m == nil {
-			v.errs = append(v.errs, lineError{line: lineOf(e), msg: e})
-			continue
+		line := lineOf(e)
+		msg := e
+		if m := linePrefix.FindStringSubmatch(e); m != nil {
+			msg = m[1]
 		}
-		line, _ := strconv.Atoi(m[1])
-		v.typeLines[line] = true
-		msg := fmt.Sprintf("%s is not %s", describeValue(m[2], m[3]), goTypeWords(m[4]))
-		if m[2] == "int" {
-			msg = fmt.Sprintf("%s is out of range: want %s", m[3], goTypeWords(m[4]))
+		if m := typeErrorPattern.FindStringSubmatch(e); m != nil {
+			msg = fmt.Sprintf("%s is not %s", describeValue(m[2], m[3]), goTypeWords(m[4]))
+			if m[2] == "int" {
+				msg = fmt.Sprintf("%s is out of range: want %s", m[3], goTypeWords(m[4]))
+			}
 		}
-		if p, ok := byLine[line]; ok {
+		if line != 0 {
+			v.typeLines[line] = true
+		}
+		p, ok := byLine[line]
+		if m := typeErrorPattern.FindStringSubmatch(e); m != nil && m[3] != "" {
+			// The scalar with the offending value names it exactly, also
+			// inside a flow-style mapping ("syn: {key_rotation: soon}").
+			for _, sp := range scalars[line] {
+				if sp.value == m[3] {
+					p, ok = sp.path, true
+					break
+				}
+			}
+		}
+		if ok {
 			msg = keyPath(p) + ": " + msg
 		}
 		v.add(line, msg)
 	}
 }
+
+// linePrefix splits yaml's "line N: " off a message.
+var linePrefix = regexp.MustCompile(`^line \d+: (.*)$`)
 
 func describeValue(tag, value string) string {
 	switch tag {
@@ -228,4 +247,36 @@ func keyPath(p string) string {
 		}
 		p = p[:i]
 	}
+}
+
+type scalarPath struct{ path, value string }
+
+// scalarPaths lists each line's scalar values with their paths.
+func scalarPaths(root *yaml.Node) map[int][]scalarPath {
+	out := map[int][]scalarPath{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				p := n.Content[i].Value
+				if path != "" {
+					p = path + "." + p
+				}
+				walk(n.Content[i+1], p)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				walk(c, fmt.Sprintf("%s.%d", path, i))
+			}
+		case yaml.ScalarNode:
+			out[n.Line] = append(out[n.Line], scalarPath{path, n.Value})
+		}
+	}
+	walk(root, "")
+	return out
 }

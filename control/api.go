@@ -109,7 +109,7 @@ type Conns struct {
 // Backend is one backend and what syngate knows of its health.
 type Backend struct {
 	Addr   string `json:"addr"`
-	Source string `json:"source"` // syngate's address toward it
+	Source string `json:"source"` // syngate's addresses toward it, comma-separated
 	// Health is "ok" (the last probe connected), "failing" (it did not),
 	// or "unknown" (not probed yet).
 	Health     string    `json:"health"`

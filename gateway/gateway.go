@@ -34,8 +34,10 @@ import (
 
 // Options are Run's knobs that are not part of the config file.
 type Options struct {
-	Version string
-	Logger  *slog.Logger
+	// Version and Revision identify the binary in the build_info metric
+	// (see package buildinfo).
+	Version, Revision string
+	Logger            *slog.Logger
 	// ReadyFile, when set, is written once traffic is being handled, so a
 	// supervisor or test knows when to start.
 	ReadyFile string
@@ -72,6 +74,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	pin := cfg.BPFFS
 	if pin == "off" {
 		pin = ""
+	} else if err := prepareBPFFS(pin, log); err != nil {
+		return err
 	}
 	dp, err := bpf.Load(bpf.Config{
 		PinPath:        pin,
@@ -109,7 +113,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		Services: services, Jar: jar, Flows: dp, Sender: sender, Offload: offload,
 		PortMin: cfg.Backend.PortMin, PortMax: cfg.Backend.PortMax, PortQuiet: cfg.Backend.PortQuietTime,
 		ConnectTimeout: cfg.Backend.ConnectTimeout, MaxPending: cfg.Backend.MaxPending,
-		MaxConns:           cfg.Flows.Max / 2,
+		MaxConns:           cfg.Flows.Max / 2, // two flow entries per connection
 		EstablishedTimeout: cfg.Flows.EstablishedTimeout, CloseTimeout: cfg.Flows.CloseTimeout, ResetTimeout: cfg.Flows.ResetTimeout,
 		Logger: log,
 	})
@@ -131,7 +135,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		}
 	}
 
-	reg := metrics.New(opts.Version)
+	reg := metrics.New(opts.Version, opts.Revision)
 	for _, s := range engine.Services() {
 		reg.AddService(s)
 	}
@@ -254,12 +258,15 @@ var socketConfig = afxdp.Config{Frames: 8192, RxSize: 4096, FillSize: 4096}
 func engineServices(cfg *config.Config) ([]proxy.Service, error) {
 	var out []proxy.Service
 	for _, s := range cfg.Services {
-		src := s.Source
-		if !src.IsValid() {
-			var err error
-			if src, err = routeSource(s.Backend); err != nil {
+		srcs := s.Sources
+		if len(srcs) == 0 {
+			src, err := routeSource(s.Backend)
+			if err != nil {
 				return nil, fmt.Errorf("service %s: %w", s.Name, err)
 			}
+			srcs = []netip.Addr{src}
+		} else if err := checkLocal(srcs); err != nil {
+			return nil, fmt.Errorf("service %s: %w", s.Name, err)
 		}
 		cookies, err := queue.ParseCookiePolicy(string(s.Cookies))
 		if err != nil {
@@ -270,7 +277,7 @@ func engineServices(cfg *config.Config) ([]proxy.Service, error) {
 			return nil, err
 		}
 		out = append(out, proxy.Service{
-			Name: s.Name, Listen: s.Listen, Backend: s.Backend, Source: src,
+			Name: s.Name, Listen: s.Listen, Backend: s.Backend, Sources: srcs,
 			Queue: queue.Config{
 				MaxSynBacklog: cfg.SYN.MaxSynBacklog, SynAckRetries: cfg.SYN.SynAckRetries, Cookies: cookies,
 				Backlog: s.Backlog, Somaxconn: cfg.SYN.Somaxconn, Overflow: overflow,
@@ -290,6 +297,21 @@ func routeSource(dst netip.AddrPort) (netip.Addr, error) {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
+}
+
+// checkLocal refuses source addresses the gateway does not have: the
+// backend sends its answers to them, and only an address of the gateway
+// gets them there (answered ARP or neighbour discovery, or a route). An
+// address is the gateway's when a socket can bind to it.
+func checkLocal(srcs []netip.Addr) error {
+	for _, a := range srcs {
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
+		if err != nil {
+			return fmt.Errorf("source %s is not an address of this gateway (assign it to the backend-side interface; the backend must reach it): %w", a, err)
+		}
+		c.Close()
+	}
+	return nil
 }
 
 // checkPortRange refuses a backend port range overlapping the kernel's
@@ -330,7 +352,7 @@ const maxProbeWait = 3 * time.Second
 func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger, health *backendHealth) {
 	for _, s := range svcs {
 		pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
-		o, err := proxy.ProbeBackend(pctx, s.Backend, s.Source)
+		o, err := proxy.ProbeBackend(pctx, s.Backend, s.Sources[0])
 		cancel()
 		health.record(s.Name, time.Now(), o, err)
 		if err != nil {

@@ -46,7 +46,7 @@ func CheckHost(cfg *config.Config) []HostCheck {
 		out = append(out, HostCheck{"bpffs at " + cfg.BPFFS, checkBPFFS(cfg.BPFFS)})
 	}
 	for _, s := range cfg.Services {
-		if s.Source.IsValid() {
+		if len(s.Sources) > 0 {
 			continue
 		}
 		_, err := routeSource(s.Backend)
@@ -67,24 +67,28 @@ func capNames() string {
 	return s
 }
 
-// checkBPFFS accepts a directory on a bpffs, or a missing one whose parent
-// is a bpffs (the loader creates it), as bpf.Load does.
-func checkBPFFS(dir string) error {
-	var st unix.Statfs_t
-	err := unix.Statfs(dir, &st)
-	if errors.Is(err, unix.ENOENT) {
-		err = unix.Statfs(filepath.Dir(dir), &st)
-		if err == nil && st.Type != unix.BPF_FS_MAGIC {
-			return fmt.Errorf("%s is missing and %s is not a bpffs (mount one with `mount -t bpf bpf /sys/fs/bpf`, or set bpffs: off)", dir, filepath.Dir(dir))
+// checkBPFFS makes ensureBPFFS's decision without acting on it: a pin
+// directory on a bpffs, or under one, is fine; otherwise run mounts a
+// bpffs on the parent, which needs an empty (or missing) directory and
+// CAP_SYS_ADMIN.
+func checkBPFFS(pin string) error {
+	parent := filepath.Dir(pin)
+	if isBPFFS(pin) || isBPFFS(parent) {
+		return nil
+	}
+	if st, err := os.Stat(pin); err == nil {
+		if st.IsDir() {
+			return fmt.Errorf("%s exists but is not on a bpf filesystem (mount one there: mount -t bpf bpffs %s)", pin, pin)
 		}
+		return fmt.Errorf("%s is not a directory", pin)
 	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", dir, err)
+	if entries, err := os.ReadDir(parent); err == nil && len(entries) > 0 {
+		return fmt.Errorf("%s is not on a bpf filesystem and not empty; mount one (mount -t bpf bpffs %s) or set bpffs to a directory on one", parent, parent)
 	}
-	if st.Type != unix.BPF_FS_MAGIC {
-		return fmt.Errorf("%s is not on a bpffs (mount one with `mount -t bpf bpf /sys/fs/bpf`, or set bpffs: off)", dir)
+	if err := hasCap(unix.CAP_SYS_ADMIN, "CAP_SYS_ADMIN"); err != nil {
+		return fmt.Errorf("%s is not a bpf filesystem, and run would mount one there, which needs CAP_SYS_ADMIN (%v): mount it (systemd does at boot: mount -t bpf bpffs %s), or set bpffs: off", parent, err, parent)
 	}
-	return nil
+	return nil // run mounts a bpffs on parent
 }
 
 // checkSecretDir checks that a missing secret can be created: run creates

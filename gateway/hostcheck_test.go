@@ -23,6 +23,11 @@ func TestCheckHostFindsWhatRunRefuses(t *testing.T) {
 	f := strings.Fields(string(b))
 	lo, _ := strconv.Atoi(f[0])
 	dir := t.TempDir()
+	// A directory with files, off any bpffs: run can neither pin there
+	// nor mount a bpffs over it.
+	if err := os.WriteFile(filepath.Join(dir, "other"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	yaml := fmt.Sprintf(`interfaces: [{name: sgo-nosuch0}]
 secret_file: %s
 bpffs: %s
@@ -46,7 +51,7 @@ services:
 	for name, want := range map[string]string{
 		fmt.Sprintf("backend.ports %d-%d outside net.ipv4.ip_local_port_range", lo, lo+10): "overlaps net.ipv4.ip_local_port_range",
 		"interface sgo-nosuch0 present":          "sgo-nosuch0",
-		"bpffs at " + filepath.Join(dir, "pins"): "is not a bpffs",
+		"bpffs at " + filepath.Join(dir, "pins"): "is not on a bpf filesystem and not empty",
 	} {
 		if !strings.Contains(failed[name], want) {
 			t.Errorf("check %q: err %q, want it to contain %q (all failures: %v)", name, failed[name], want, failed)

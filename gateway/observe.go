@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"log/slog"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -171,7 +172,7 @@ func (c *controlSource) Status() control.Status {
 		}
 		pr := c.health.get(s.Name)
 		b := control.Backend{
-			Addr: s.Backend.String(), Source: s.Source.String(), Health: "unknown",
+			Addr: s.Backend.String(), Source: joinAddrs(s.Sources), Health: "unknown",
 			LastProbe: pr.last, ProbeError: pr.err, LastFailure: pr.lastFailure, LastFailureError: pr.failure,
 			Connects: ss.BackendConnect.Count, ConnectSeconds: ss.BackendConnect.Sum,
 		}
@@ -201,6 +202,17 @@ func announce(mss uint16, wscale uint8, sack, ts bool) control.Announce {
 		a.WScale = -1
 	}
 	return a
+}
+
+func joinAddrs(as []netip.Addr) string {
+	out := ""
+	for i, a := range as {
+		if i > 0 {
+			out += ","
+		}
+		out += a.String()
+	}
+	return out
 }
 
 func sum(m map[string]uint64) uint64 {

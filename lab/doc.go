@@ -3,6 +3,14 @@
 // has a unique name, lives only inside namespaces it made, and is deleted
 // on Close or at test cleanup, failures included.
 //
+// It needs root and a kernel, no tools: namespaces are made with unshare(2)
+// and a bind mount under /run/netns (where `ip netns` looks too), links,
+// addresses, routes and neighbours over netlink (vishvananda/netlink),
+// offloads with the ethtool ioctl, filters and loss rules with nftables
+// over netlink (google/nftables). NS.Command runs a real program (syngate,
+// a server) in a namespace by forking it from a thread that entered the
+// namespace; unlike `ip netns exec` it does not remount /sys.
+//
 //	func TestThing(t *testing.T) {
 //		lab.RequireRoot(t)
 //		top, err := lab.NewTopology(t, lab.Options{})

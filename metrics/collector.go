@@ -35,9 +35,12 @@ var (
 	dSlowPath        = desc("slowpath_packets_total", "Packets of spliced connections that reached the engine instead of the XDP fast path (forwarded by the engine).", "service")
 	dBackendTW       = desc("backend_timewait_resets_total", "Backend legs whose source port the backend still held in TIME_WAIT, cleared with a RST before the SYN was sent again.", "service")
 	dBackendFailures = desc("backend_failures_total", "Backend legs that failed, by reason: refused, timeout, ...", "service", "reason")
-	dQueueDepth      = desc("queue_depth", "Entries in a service's queue: syn (half-open) or accept.", "service", "queue")
-	dQueueLimit      = desc("queue_limit", "Bound of a service's queue: syn (max_syn_backlog) or accept (min(backlog, somaxconn)).", "service", "queue")
-	dBackendConnect  = desc("backend_connect_seconds", "Time from the backend SYN to the backend's SYN-ACK, of the backend legs that opened.", "service")
+	dPortWaits       = desc("source_port_waits_total",
+		"Backend legs that found no free source port toward their backend, by outcome: waited (got one later) or failed (gave up at the connect timeout; the client was reset).",
+		"service", "outcome")
+	dQueueDepth     = desc("queue_depth", "Entries in a service's queue: syn (half-open) or accept.", "service", "queue")
+	dQueueLimit     = desc("queue_limit", "Bound of a service's queue: syn (max_syn_backlog) or accept (min(backlog, somaxconn)).", "service", "queue")
+	dBackendConnect = desc("backend_connect_seconds", "Time from the backend SYN to the backend's SYN-ACK, of the backend legs that opened.", "service")
 
 	dXDPPackets    = desc("xdp_packets_total", "Packets seen by the XDP program, by verdict and reason.", "verdict", "reason")
 	dFlows         = desc("flows", "Entries in the XDP flow table (one per direction).")
@@ -48,7 +51,7 @@ var (
 	dScrapeErrors  = desc("dataplane_read_errors", "Data plane reads that failed during this scrape, by source (1: the series of that source are missing).", "source")
 	allDescriptors = []*prometheus.Desc{
 		dSynReceived, dSynAckSent, dSynQueueFull, dSynDropped, dHalfOpenTimeout, dAckValidated, dAckRejected,
-		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dBackendFailures, dQueueDepth, dQueueLimit, dBackendConnect,
+		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dBackendFailures, dPortWaits, dQueueDepth, dQueueLimit, dBackendConnect,
 		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors,
 	}
 )
@@ -110,6 +113,8 @@ func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
 	for _, k := range sortedKeys(s.BackendFailures) {
 		counter(ch, dBackendFailures, s.BackendFailures[k], n, k)
 	}
+	counter(ch, dPortWaits, s.SourcePortWaited, n, "waited")
+	counter(ch, dPortWaits, s.SourcePortFailed, n, "failed")
 	gauge(ch, dQueueDepth, s.HalfOpen, n, "syn")
 	gauge(ch, dQueueDepth, s.Accept, n, "accept")
 	gauge(ch, dQueueLimit, s.HalfOpenLimit, n, "syn")

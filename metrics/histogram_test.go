@@ -27,7 +27,7 @@ type fakeSockets []SocketStats
 func (f fakeSockets) SocketStats() ([]SocketStats, error) { return f, nil }
 
 func TestSocketAndConnectExposition(t *testing.T) {
-	r := New("test")
+	r := New("test", "abc")
 	svc := &fakeService{Name: "web"}
 	var h Histogram
 	h.Observe(2 * time.Millisecond)

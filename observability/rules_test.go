@@ -42,15 +42,15 @@ func exposition(t *testing.T) map[string]*dto.MetricFamily {
 	e, err := proxy.New(proxy.Config{
 		Services: []proxy.Service{{
 			Name: "web", Listen: netip.MustParseAddrPort("192.0.2.10:80"), Backend: netip.MustParseAddrPort("10.0.0.5:8080"),
-			Source: netip.MustParseAddr("10.0.0.1"),
-			Queue:  queue.Config{MaxSynBacklog: 16, SynAckRetries: 5, Cookies: queue.CookiesAuto, Backlog: 8, Somaxconn: 128},
+			Sources: []netip.Addr{netip.MustParseAddr("10.0.0.1")},
+			Queue:   queue.Config{MaxSynBacklog: 16, SynAckRetries: 5, Cookies: queue.CookiesAuto, Backlog: 8, Somaxconn: 128},
 		}},
 		Jar: jar, Flows: noFlows{}, Sender: noSender{},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := metrics.New("test")
+	reg := metrics.New("test", "abc")
 	for _, s := range e.Services() {
 		reg.AddService(s)
 	}
@@ -73,6 +73,9 @@ type noFlows struct{}
 
 func (noFlows) InstallFlow(bpf.FlowKey, bpf.FlowNAT) error { return nil }
 func (noFlows) DeleteFlow(bpf.FlowKey) error               { return nil }
+func (noFlows) IterateFlows(func(bpf.FlowKey, bpf.FlowState) bool) error {
+	return nil
+}
 func (noFlows) LookupFlow(bpf.FlowKey) (bpf.FlowState, error) {
 	return bpf.FlowState{}, bpf.ErrNotFound
 }

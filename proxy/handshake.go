@@ -58,7 +58,7 @@ func (w *worker) handle(p *pktio.Packet) bool {
 	if s := w.e.services[seg.Dst]; s != nil {
 		return w.fromClient(s, p)
 	}
-	if pool := w.e.sources[seg.Dst.Addr()]; pool != nil {
+	if w.e.locals[seg.Dst.Addr()] {
 		w.fromBackend(seg)
 		return false
 	}

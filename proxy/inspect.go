@@ -16,8 +16,8 @@ type ServiceState struct {
 	Name    string
 	Listen  netip.AddrPort
 	Backend netip.AddrPort
-	Source  netip.Addr
-	Policy  string // cookie policy: never, auto, always
+	Sources []netip.Addr // the backend legs' source addresses
+	Policy  string       // cookie policy: never, auto, always
 	// XDPCookies: the data plane answers the service's SYNs with cookies
 	// (always, or auto after the half-open queue overflowed).
 	XDPCookies bool
@@ -31,7 +31,7 @@ func (e *Engine) ServiceStates() []ServiceState {
 	out := make([]ServiceState, len(e.order))
 	for i, s := range e.order {
 		out[i] = ServiceState{
-			Name: s.Name, Listen: s.Listen, Backend: s.Backend, Source: s.Source,
+			Name: s.Name, Listen: s.Listen, Backend: s.Backend, Sources: s.Sources,
 			Policy: s.Queue.Cookies.String(), XDPCookies: s.offloaded.Load(), Offer: *s.offer.Load(),
 			LastFailure: s.st.lastFailure.Load(),
 		}

@@ -22,7 +22,7 @@ var rejectReasons = func() []string {
 }()
 
 // backendReasons are every label value of backend_failures_total.
-var backendReasons = []string{"refused", "timeout", "no_port", "conn_table_full", "flow_install", "stale", "replaced"}
+var backendReasons = []string{"refused", "timeout", "no_port", "conn_table_full", "flow_table_full", "flow_install", "stale", "replaced"}
 
 // serviceCounters are the engine's own counters of a service; the queue
 // keeps the listen-path ones. Label sets are fixed at start, so the packet
@@ -33,8 +33,11 @@ type serviceCounters struct {
 	spliced, slowPath, sendErrors            atomic.Uint64
 	synDropped                               atomic.Uint64 // SYNs into a live connection
 	twResets                                 atomic.Uint64 // backend TIME_WAIT cleared for a reused port
-	rejectedBy                               map[string]*atomic.Uint64
-	failedBy                                 map[string]*atomic.Uint64
+	// Connections that found no free source port: portWaits got one
+	// later, portFails gave up at the connect timeout.
+	portWaits, portFails atomic.Uint64
+	rejectedBy           map[string]*atomic.Uint64
+	failedBy             map[string]*atomic.Uint64
 	// lastFailure is the latest backend-leg failure, for `syngate status`.
 	lastFailure atomic.Pointer[BackendFailure]
 }
@@ -101,6 +104,8 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		Spliced:             s.st.spliced.Load(),
 		SlowPath:            s.st.slowPath.Load(),
 		BackendTimeWait:     s.st.twResets.Load(),
+		SourcePortWaited:    s.st.portWaits.Load(),
+		SourcePortFailed:    s.st.portFails.Load(),
 		BackendFailures:     snapshot(s.st.failedBy),
 		HalfOpen:            q.SynQueueLen,
 		HalfOpenLimit:       s.Queue.MaxSynBacklog,

@@ -48,7 +48,7 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 	}
 	log := slog.New(handler)
 	ignoreHangup(ctx, log)
-	return gateway.Run(ctx, cfg, gateway.Options{Version: version, Logger: log, ReadyFile: *ready, Unpin: *unpin})
+	return gateway.Run(ctx, cfg, gateway.Options{Version: build.Version, Revision: build.Revision, Logger: log, ReadyFile: *ready, Unpin: *unpin})
 }
 
 // ignoreHangup keeps SIGHUP from killing the daemon: the systemd unit's
