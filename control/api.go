@@ -164,6 +164,14 @@ type Flow struct {
 	ToClient   FlowDir `json:"to_client"`  // backend -> client
 }
 
+// FlowList is the answer of GET /v1/flows: the flows (at most the limit
+// asked for) and how many the filter selects in all. With more than the
+// limit, which ones are listed is not defined: narrow the filter.
+type FlowList struct {
+	Total int    `json:"total"`
+	Flows []Flow `json:"flows"`
+}
+
 // FlowDir is one direction's XDP flow entry counters.
 type FlowDir struct {
 	Packets  uint64    `json:"packets"`

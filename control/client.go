@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 )
 
 // DefaultPath is where the daemon listens unless configured otherwise.
@@ -37,19 +38,22 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return &st, nil
 }
 
-// Flows reads the flows f selects.
-func (c *Client) Flows(ctx context.Context, f Filter) ([]Flow, error) {
+// Flows reads at most limit (0: all) of the flows f selects.
+func (c *Client) Flows(ctx context.Context, f Filter, limit int) (*FlowList, error) {
 	q := url.Values{}
 	for k, v := range map[string]string{"service": f.Service, "client": f.Client, "backend": f.Backend} {
 		if v != "" {
 			q.Set(k, v)
 		}
 	}
-	var out []Flow
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out FlowList
 	if err := c.get(ctx, "/v1/flows?"+q.Encode(), &out); err != nil {
 		return nil, err
 	}
-	return out, nil
+	return &out, nil
 }
 
 func (c *Client) get(ctx context.Context, path string, v any) error {

@@ -16,10 +16,17 @@ func (f fakeSource) Status() Status {
 	return Status{Version: "t", PID: 7, Services: []Service{{Name: "web"}}}
 }
 
-func (f fakeSource) Flows(_ Filter, fn func(Flow)) {
+func (f fakeSource) Flows(flt Filter, limit int, fn func(Flow)) (total int) {
 	for _, fl := range f.flows {
-		fn(fl)
+		if !flt.Match(fl) {
+			continue
+		}
+		total++
+		if limit == 0 || total <= limit {
+			fn(fl)
+		}
 	}
+	return total
 }
 
 func TestServeAndClient(t *testing.T) {
@@ -53,10 +60,13 @@ func TestServeAndClient(t *testing.T) {
 		{Backend: "10.2.0.2"}:        2,
 		{Backend: "[2001:db8:2::2]"}: 1,
 	} {
-		got, err := c.Flows(ctx, f)
-		if err != nil || len(got) != want {
-			t.Errorf("filter %+v: %d flows (%v), want %d", f, len(got), err, want)
+		got, err := c.Flows(ctx, f, 0)
+		if err != nil || len(got.Flows) != want || got.Total != want {
+			t.Errorf("filter %+v: %+v (%v), want %d", f, got, err, want)
 		}
+	}
+	if got, err := c.Flows(ctx, Filter{}, 2); err != nil || len(got.Flows) != 2 || got.Total != 3 {
+		t.Errorf("limit 2: %+v %v", got, err)
 	}
 	// A second daemon must not take the socket of a live one.
 	if _, err := Serve(Options{Path: path, Mode: 0o600}, src, nil); !errors.Is(err, ErrInUse) {

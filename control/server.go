@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -18,8 +19,9 @@ import (
 // Source is what the daemon exposes; the gateway implements it.
 type Source interface {
 	Status() Status
-	// Flows calls fn for every flow the filter selects.
-	Flows(f Filter, fn func(Flow))
+	// Flows calls fn for the flows the filter selects, at most limit of
+	// them (0: all), and returns how many it selects in all.
+	Flows(f Filter, limit int, fn func(Flow)) (total int)
 }
 
 // Options configure the endpoint.
@@ -78,16 +80,25 @@ func Serve(opts Options, src Source, log *slog.Logger) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/flows", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		f := Filter{Service: q.Get("service"), Client: q.Get("client"), Backend: q.Get("backend")}
-		flows := []Flow{}
-		src.Flows(f, func(fl Flow) {
+		limit := 0
+		if l := q.Get("limit"); l != "" {
+			n, err := strconv.Atoi(l)
+			if err != nil || n < 0 {
+				http.Error(w, "limit: want a count, 0 for all", http.StatusBadRequest)
+				return
+			}
+			limit = n
+		}
+		resp := FlowList{Flows: []Flow{}}
+		resp.Total = src.Flows(f, limit, func(fl Flow) {
 			if f.Match(fl) {
-				flows = append(flows, fl)
+				resp.Flows = append(resp.Flows, fl)
 			}
 		})
 		// Oldest first within a service: the order an operator reads a
 		// connection table in, stable between two calls.
-		sort.Slice(flows, func(i, j int) bool {
-			a, b := flows[i], flows[j]
+		sort.Slice(resp.Flows, func(i, j int) bool {
+			a, b := resp.Flows[i], resp.Flows[j]
 			if a.Service != b.Service {
 				return a.Service < b.Service
 			}
@@ -96,7 +107,7 @@ func Serve(opts Options, src Source, log *slog.Logger) (*Server, error) {
 			}
 			return a.Client < b.Client
 		})
-		writeJSON(w, flows)
+		writeJSON(w, resp)
 	})
 	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second}
 	go s.srv.Serve(ln)

@@ -38,6 +38,21 @@ func opsCLI(t *testing.T, socket string, args ...string) []byte {
 	return out
 }
 
+// getFlows runs `syngate flows ARGS` (with -json) and keeps its flows in
+// *flows; the total must be what was listed (no limit is reached here).
+func getFlows(t *testing.T, socket string, flows *[]control.Flow, args ...string) error {
+	t.Helper()
+	var list control.FlowList
+	if err := json.Unmarshal(opsCLI(t, socket, append([]string{"flows"}, args...)...), &list); err != nil {
+		return err
+	}
+	if list.Total != len(list.Flows) {
+		return fmt.Errorf("total %d, %d flows listed", list.Total, len(list.Flows))
+	}
+	*flows = list.Flows
+	return nil
+}
+
 // TestStatusAndFlows opens real connections through a running gateway and
 // checks that `syngate flows` and `syngate status` (the real binary, over
 // the control socket) report exactly those connections: both legs as the
@@ -114,7 +129,7 @@ func TestStatusAndFlows(t *testing.T) {
 	}
 
 	var flows []control.Flow
-	if err := json.Unmarshal(opsCLI(t, socket, "flows", "-json"), &flows); err != nil {
+	if err := getFlows(t, socket, &flows, "-json"); err != nil {
 		t.Fatal(err)
 	}
 	if len(flows) != nConns {
@@ -163,27 +178,31 @@ func TestStatusAndFlows(t *testing.T) {
 	}
 	g.waitMetric(`syngate_connections_spliced_total{service="web6"}`, 1, 5*time.Second)
 	client6 := c6.LocalAddr().(*net.TCPAddr).AddrPort()
-	if err := json.Unmarshal(opsCLI(t, socket, "flows", "-json", "-client", client6.Addr().String()), &flows); err != nil || len(flows) != 1 {
+	if err := getFlows(t, socket, &flows, "-json", "-client", client6.Addr().String()); err != nil || len(flows) != 1 {
 		t.Fatalf("flows -client %s: %+v %v", client6.Addr(), flows, err)
 	}
 	if f := flows[0]; f.Service != "web6" || f.Client != client6.String() || f.Listen != vip6.String() ||
 		f.Backend != netip.AddrPortFrom(top.BackendIf.V6.Addr(), backendPort).String() || f.State != "established" {
 		t.Errorf("v6 flow: %+v", f)
 	}
-	if err := json.Unmarshal(opsCLI(t, socket, "flows", "-json", "-service", "web6"), &flows); err != nil || len(flows) != 1 {
+	if err := getFlows(t, socket, &flows, "-json", "-service", "web6"); err != nil || len(flows) != 1 {
 		t.Errorf("flows -service web6: %+v %v", flows, err)
 	}
 
 	// Filters, by client address and port, by service, by backend.
 	one := conns[0].LocalAddr().String()
-	if err := json.Unmarshal(opsCLI(t, socket, "flows", "-json", "-client", one), &flows); err != nil || len(flows) != 1 || flows[0].Client != one {
+	if err := getFlows(t, socket, &flows, "-json", "-client", one); err != nil || len(flows) != 1 || flows[0].Client != one {
 		t.Errorf("flows -client %s: %+v %v", one, flows, err)
 	}
-	if err := json.Unmarshal(opsCLI(t, socket, "flows", "-json", "-service", "web"), &flows); err != nil || len(flows) != nConns {
+	if err := getFlows(t, socket, &flows, "-json", "-service", "web"); err != nil || len(flows) != nConns {
 		t.Errorf("flows -service web: %d flows %v", len(flows), err)
 	}
-	if err := json.Unmarshal(opsCLI(t, socket, "flows", "-json", "-backend", backendAddr(top).String()), &flows); err != nil || len(flows) != nConns {
+	if err := getFlows(t, socket, &flows, "-json", "-backend", backendAddr(top).String()); err != nil || len(flows) != nConns {
 		t.Errorf("flows -backend: %d flows %v", len(flows), err)
+	}
+	var limited control.FlowList
+	if err := json.Unmarshal(opsCLI(t, socket, "flows", "-json", "-limit", "2"), &limited); err != nil || len(limited.Flows) != 2 || limited.Total != nConns+1 {
+		t.Errorf("flows -limit 2: %d listed of %d, %v", len(limited.Flows), limited.Total, err)
 	}
 
 	var st control.Status
@@ -216,7 +235,7 @@ func TestStatusAndFlows(t *testing.T) {
 	conns[0].Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if err := json.Unmarshal(opsCLI(t, socket, "flows", "-json", "-client", one), &flows); err != nil {
+		if err := getFlows(t, socket, &flows, "-json", "-client", one); err != nil {
 			t.Fatal(err)
 		}
 		if len(flows) == 1 && flows[0].State == "closed" {

@@ -65,11 +65,17 @@ type FlowCounters struct {
 }
 
 // Conns calls fn for every connection the engine tracks, opening or
-// spliced, reading the flow entries of the spliced ones. It takes each
-// connection's lock briefly and is meant for operators, not the packet path.
-func (e *Engine) Conns(fn func(ConnInfo)) {
+// spliced, that want selects (nil: all), reading the flow entries of the
+// spliced ones it selected; want sees a ConnInfo without them. fn returns
+// false to stop. It takes each connection's lock briefly and is meant for
+// operators, not the packet path.
+func (e *Engine) Conns(want func(*ConnInfo) bool, fn func(ConnInfo) bool) {
 	mono, wall := e.cfg.Monotonic(), e.now()
+	stop := false
 	e.conns.each(false, func(c *conn) {
+		if stop {
+			return
+		}
 		c.mu.Lock()
 		ci := ConnInfo{
 			Service: c.svc.Name, Client: c.client, Source: c.source, Backend: c.svc.Backend,
@@ -80,14 +86,14 @@ func (e *Engine) Conns(fn func(ConnInfo)) {
 			ci.Spliced = c.splicedAt
 		}
 		c.mu.Unlock()
-		switch state {
-		case stateDone:
+		if state == stateDone || (want != nil && !want(&ci)) {
 			return
-		case stateSpliced:
+		}
+		if state == stateSpliced {
 			ci.ToBackend = e.flowCounters(bpf.ClientKey(ci.Client), mono, wall)
 			ci.ToClient = e.flowCounters(bpf.FlowKey{Src: ci.Backend, Dst: ci.Source}, mono, wall)
 		}
-		fn(ci)
+		stop = !fn(ci)
 	})
 }
 

@@ -46,12 +46,12 @@ func TestPrintStatusAndFlows(t *testing.T) {
 		}
 	}
 	b.Reset()
-	printFlows(&b, []control.Flow{{
+	printFlows(&b, &control.FlowList{Total: 2, Flows: []control.Flow{{
 		Service: "web", Client: "192.0.2.7:40000", Listen: "192.0.2.10:80", Source: "10.0.0.1:16384", Backend: "10.0.0.5:8080",
 		State: "established", Created: t0.Add(-90 * time.Second),
 		ToBackend: control.FlowDir{Packets: 3, Bytes: 200, LastSeen: t0.Add(-5 * time.Second)},
 		ToClient:  control.FlowDir{Packets: 4, Bytes: 3000, LastSeen: t0.Add(-2 * time.Second)},
-	}, {Service: "web", Client: "192.0.2.8:40001", State: "opening", Created: t0}}, t0)
+	}, {Service: "web", Client: "192.0.2.8:40001", State: "opening", Created: t0}}}, t0)
 	out = b.String()
 	for _, want := range []string{
 		"web      192.0.2.7:40000  192.0.2.10:80  10.0.0.1:16384  10.0.0.5:8080  established  1m30s  3          200         4          3000        2s",
@@ -60,5 +60,10 @@ func TestPrintStatusAndFlows(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("flows lack %q:\n%s", want, out)
 		}
+	}
+	b.Reset()
+	printFlows(&b, &control.FlowList{Total: 5000, Flows: []control.Flow{{Service: "web", Created: t0}}}, t0)
+	if !strings.Contains(b.String(), "1 of 5000 flows (narrow with") {
+		t.Errorf("truncated list:\n%s", b.String())
 	}
 }
