@@ -68,6 +68,9 @@ func TestVerdictMirror(t *testing.T) {
 		VerdictDropTCPOptions: syngateReasonR_DROP_TCP_OPTIONS, VerdictDropFastNoRoute: syngateReasonR_DROP_FAST_NO_ROUTE,
 		VerdictDropFastNoNeigh: syngateReasonR_DROP_FAST_NO_NEIGH, VerdictDropFastNoPort: syngateReasonR_DROP_FAST_NO_PORT,
 		VerdictTXSynAckCookie: syngateReasonR_TX_SYNACK_COOKIE,
+		VerdictICMPTX:         syngateReasonR_ICMP_TX, VerdictICMPRedirect: syngateReasonR_ICMP_REDIRECT,
+		VerdictPassICMPNoFlow: syngateReasonR_PASS_ICMP_NO_FLOW, VerdictDropICMPRateLimit: syngateReasonR_DROP_ICMP_RATELIMIT,
+		VerdictDropICMPNoNeigh: syngateReasonR_DROP_ICMP_NO_NEIGH, VerdictDropICMPNoPort: syngateReasonR_DROP_ICMP_NO_PORT,
 	}
 	if len(c) != NumVerdicts || syngateReasonR_MAX != NumVerdicts {
 		t.Fatalf("%d verdicts mapped, Go has %d, C has %d", len(c), NumVerdicts, syngateReasonR_MAX)
@@ -304,6 +307,33 @@ func TestPinnedRestart(t *testing.T) {
 	// A layout change is refused, not silently reset.
 	if _, err := Load(Config{PinPath: dir, MaxFlows: 1024}); !errors.Is(err, ErrPinnedIncompatible) {
 		t.Fatalf("incompatible pinned map: %v", err)
+	}
+
+	// Counters of a version with fewer verdicts are replaced, not refused:
+	// they hold no connection's state, and every verdict added would
+	// otherwise stop an upgrade.
+	d2.Close()
+	if err := os.Remove(dir + "/counters"); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 16, MaxEntries: NumVerdicts - 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(dir + "/counters"); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	d2, err = Load(cfg)
+	if err != nil {
+		t.Fatalf("load over older pinned counters: %v", err)
+	}
+	defer d2.Close()
+	if c, err := d2.Counters(); err != nil || c[VerdictPassNotService].Packets != 0 {
+		t.Fatalf("counters after replacing older ones: %v, %v", c[VerdictPassNotService], err)
+	}
+	if st, err := d2.LookupFlow(key); err != nil || st.NAT != nat {
+		t.Fatalf("flow after replacing the counters: %+v, %v", st, err)
 	}
 
 	if err := d2.Unpin(); err != nil {

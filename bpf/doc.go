@@ -81,6 +81,8 @@
 //	tx_ports        ifindex -> ifindex (DEVMAP_HASH)       Attach/Detach
 //	cookie_keys     cookie key, tick, TSval clock offset   SetCookieKey
 //	synack_scratch  room to build a SYN-ACK (per CPU)      XDP only
+//	icmp_bucket     ICMP translation token bucket (per CPU) XDP only
+//	icmp_scratch    room for the ICMP path's key and FIB query (per CPU) XDP only
 //
 // Every interface has its own queue 0, so sockets are keyed by (interface,
 // queue): an interface takes a slot with its first socket and frees it with
@@ -93,6 +95,8 @@
 // between the old process's exit and the new one's Attach packets take the
 // kernel path. A map whose layout changed between versions is refused with
 // ErrPinnedIncompatible; remove the pins (Unpin) to start from scratch.
+// The counters map is the exception: it changes with every verdict added
+// and holds no connection's state, so Load replaces it.
 //
 // The program is compiled by bpf2go from syngate.c with clang 14 and the
 // object is committed; `go generate ./bpf` reproduces it byte for byte.

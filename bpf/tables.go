@@ -73,6 +73,7 @@ const svcXDPCookies = 0x2
 const (
 	annSACK       = 0x1
 	annTimestamps = 0x2
+	annECN        = 0x4
 )
 
 // Service is one protected VIP:port. The ID is syngate's own handle; the
@@ -105,6 +106,10 @@ type Announce struct {
 	WScale     uint8  // window scale shift offered, at most 14; flow.NoWScale offers none
 	SACK       bool   // offer SACK-permitted
 	Timestamps bool   // offer timestamps (and so the options the cookie keeps in TSval)
+	// ECN answers an ECN-setup SYN (ECE and CWR) with ECE, keeping the
+	// request in the cookie; set it only when the backend does ECN. Like
+	// window scale and SACK it needs timestamps on both sides.
+	ECN bool
 }
 
 func (s Service) bpf() (syngateSvcVal, error) {
@@ -128,6 +133,9 @@ func (s Service) bpf() (syngateSvcVal, error) {
 	if a.Timestamps {
 		v.AnnFlags |= annTimestamps
 	}
+	if a.ECN {
+		v.AnnFlags |= annECN
+	}
 	return v, nil
 }
 
@@ -138,6 +146,7 @@ func serviceFrom(addr netip.AddrPort, v *syngateSvcVal) Service {
 		Announce: Announce{
 			Window: v.AnnWindow, MSS: v.AnnMss, WScale: v.AnnWscale,
 			SACK: v.AnnFlags&annSACK != 0, Timestamps: v.AnnFlags&annTimestamps != 0,
+			ECN: v.AnnFlags&annECN != 0,
 		},
 	}
 }

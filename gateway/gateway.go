@@ -113,6 +113,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		Services: services, Jar: jar, Flows: dp, Sender: sender, Offload: offload,
 		PortMin: cfg.Backend.PortMin, PortMax: cfg.Backend.PortMax, PortQuiet: cfg.Backend.PortQuietTime,
 		ConnectTimeout: cfg.Backend.ConnectTimeout, MaxPending: cfg.Backend.MaxPending,
+		LinkMTU:            linkMTU(cfg, log),
 		MaxConns:           cfg.Flows.Max / 2, // two flow entries per connection
 		EstablishedTimeout: cfg.Flows.EstablishedTimeout, CloseTimeout: cfg.Flows.CloseTimeout, ResetTimeout: cfg.Flows.ResetTimeout,
 		Logger: log,
@@ -359,8 +360,16 @@ func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svc
 			log.Warn("backend probe failed; announcing defaults", "service", s.Name, "backend", s.Backend, "err", err)
 			continue
 		}
+		// ECN is offered to clients only when the backend is known to
+		// agree: a failed probe means no ECN.
+		pctx, cancel = context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
+		o.ECN, err = proxy.ProbeECN(pctx, s.Backend, s.Sources[0])
+		cancel()
+		if err != nil {
+			log.Warn("backend ECN probe failed; not offering ECN", "service", s.Name, "backend", s.Backend, "err", err)
+		}
 		e.SetBackendOptions(s.Name, o)
-		log.Info("backend options", "service", s.Name, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps)
+		log.Info("backend options", "service", s.Name, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps, "ecn", o.ECN)
 	}
 }
 
@@ -423,7 +432,7 @@ type cookieOffload struct {
 func (c *cookieOffload) OffloadCookies(s proxy.Service, on bool, o proxy.Offer, window uint16) error {
 	return c.dp.SetService(bpf.Service{
 		Addr: s.Listen, ID: c.ids[s.Listen], XDPCookies: on,
-		Announce: bpf.Announce{Window: window, MSS: o.MSS, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps},
+		Announce: bpf.Announce{Window: window, MSS: o.MSS, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps, ECN: o.ECN},
 	})
 }
 
@@ -442,4 +451,24 @@ func refreshCookieKey(ctx context.Context, dp *bpf.Dataplane, jar *cookie.Jar, l
 			}
 		}
 	}
+}
+
+// linkMTU is the smallest MTU of the interfaces syngate attaches to: the
+// fast path forwards frames between them unchanged, so a segment must fit
+// the smallest. Zero (no clamp) when none can be read.
+func linkMTU(cfg *config.Config, log *slog.Logger) int {
+	mtu := 0
+	for _, in := range cfg.Interfaces {
+		ifc, err := net.InterfaceByName(in.Name)
+		if err != nil || ifc.MTU <= 0 {
+			continue // Attach reports the missing interface
+		}
+		if mtu == 0 || ifc.MTU < mtu {
+			mtu = ifc.MTU
+		}
+	}
+	if mtu > 0 {
+		log.Info("smallest interface MTU: MSS clamped to fit it", "mtu", mtu)
+	}
+	return mtu
 }

@@ -38,6 +38,9 @@ var (
 	dPortWaits       = desc("source_port_waits_total",
 		"Backend legs that found no free source port toward their backend, by outcome: waited (got one later) or failed (gave up at the connect timeout; the client was reset).",
 		"service", "outcome")
+	dSynData        = desc("syn_data_total", "SYNs carrying data (TCP Fast Open) answered by the engine with a SYN-ACK acknowledging only the SYN; the client sends the data again.", "service")
+	dECN            = desc("ecn_total", "Clients' ECN requests, by result at the splice: negotiated (both legs), not_offered (the backend is not known to do ECN), backend_refused (agreed with the client, refused by the backend).", "service", "result")
+	dMSSClamped     = desc("mss_clamped_total", "MSS lowered to fit the gateway's smallest interface MTU, by leg: client (the SYN-ACK) or backend (the backend SYN).", "service", "leg")
 	dQueueDepth     = desc("queue_depth", "Entries in a service's queue: syn (half-open) or accept.", "service", "queue")
 	dQueueLimit     = desc("queue_limit", "Bound of a service's queue: syn (max_syn_backlog) or accept (min(backlog, somaxconn)).", "service", "queue")
 	dBackendConnect = desc("backend_connect_seconds", "Time from the backend SYN to the backend's SYN-ACK, of the backend legs that opened.", "service")
@@ -51,7 +54,7 @@ var (
 	dScrapeErrors  = desc("dataplane_read_errors", "Data plane reads that failed during this scrape, by source (1: the series of that source are missing).", "source")
 	allDescriptors = []*prometheus.Desc{
 		dSynReceived, dSynAckSent, dSynQueueFull, dSynDropped, dHalfOpenTimeout, dAckValidated, dAckRejected,
-		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dBackendFailures, dPortWaits, dQueueDepth, dQueueLimit, dBackendConnect,
+		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dBackendFailures, dPortWaits, dSynData, dECN, dMSSClamped, dQueueDepth, dQueueLimit, dBackendConnect,
 		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors,
 	}
 )
@@ -115,6 +118,13 @@ func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
 	}
 	counter(ch, dPortWaits, s.SourcePortWaited, n, "waited")
 	counter(ch, dPortWaits, s.SourcePortFailed, n, "failed")
+	counter(ch, dSynData, s.SynData, n)
+	for _, k := range sortedKeys(s.ECN) {
+		counter(ch, dECN, s.ECN[k], n, k)
+	}
+	for _, k := range sortedKeys(s.MSSClamped) {
+		counter(ch, dMSSClamped, s.MSSClamped[k], n, k)
+	}
 	gauge(ch, dQueueDepth, s.HalfOpen, n, "syn")
 	gauge(ch, dQueueDepth, s.Accept, n, "accept")
 	gauge(ch, dQueueLimit, s.HalfOpenLimit, n, "syn")

@@ -89,6 +89,11 @@ type Config struct {
 	// Flow expiry, conntrack-like. Defaults 5 days (conntrack's
 	// established timeout), 10s, 10s.
 	EstablishedTimeout, CloseTimeout, ResetTimeout time.Duration
+	// LinkMTU, if non-zero, is the smallest MTU of the gateway's own
+	// interfaces: the MSS a SYN-ACK announces and a backend SYN carries is
+	// clamped to what fits in it, since the fast path forwards frames
+	// between them as they are and cannot fragment.
+	LinkMTU int
 	// Offload, if set, lets the data plane answer SYNs with cookies (see
 	// CookieOffload); nil keeps every SYN in the engine.
 	Offload CookieOffload
@@ -134,6 +139,7 @@ type service struct {
 	// taken, validated connections wait in the accept queue.
 	slots      chan struct{}
 	maxPending int
+	maxMSS     uint16 // from Config.LinkMTU; 0: no clamp
 	// pools are the service's source ports, one pool per source address;
 	// rr spreads new connections over them.
 	pools    []*portPool
@@ -156,6 +162,11 @@ type Offer struct {
 	WScale     uint8 // flow.NoWScale: no window scaling
 	SACK       bool
 	Timestamps bool
+	// ECN: the backend answers an ECN-setup SYN with ECE (learned by
+	// ProbeECN), so a client asking for ECN gets it.
+	ECN bool
+	// Clamped: MSS was lowered to Config.LinkMTU.
+	Clamped bool
 }
 
 // ErrConfig wraps every configuration error of New.
@@ -215,6 +226,7 @@ func New(cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("service %s: %w", s.Name, err)
 		}
 		svc := &service{Service: s, l: l, slots: make(chan struct{}, l.AcceptQueueCap()), maxPending: cfg.MaxPending, offloadReqs: e.offloadReqs}
+		svc.maxMSS = linkMSS(cfg.LinkMTU, s.Listen.Addr().Is6() && !s.Listen.Addr().Is4In6())
 		svc.st.init()
 		svc.offer.Store(svc.mergeOffer(defaultBackendOptions(s.Backend.Addr().Is6())))
 		e.services[s.Listen] = svc
@@ -255,9 +267,23 @@ func defaultBackendOptions(is6 bool) flow.SynOptions {
 	return flow.SynOptions{MSS: mss, WScale: 7, SACK: true, Timestamps: true}
 }
 
-// mergeOffer lays the configured announce values over the backend's.
+// linkMSS is the largest MSS whose segments, with IP and TCP headers
+// without options, fit in mtu; zero when mtu is unknown.
+func linkMSS(mtu int, is6 bool) uint16 {
+	hdr := 40
+	if is6 {
+		hdr = 60
+	}
+	if mtu <= hdr {
+		return 0
+	}
+	return uint16(min(mtu-hdr, 65535))
+}
+
+// mergeOffer lays the configured announce values over the backend's, and
+// clamps the MSS to the gateway's interfaces.
 func (s *service) mergeOffer(b flow.SynOptions) *Offer {
-	o := &Offer{MSS: b.MSS, WScale: b.WScale, SACK: b.SACK, Timestamps: b.Timestamps}
+	o := &Offer{MSS: b.MSS, WScale: b.WScale, SACK: b.SACK, Timestamps: b.Timestamps, ECN: b.ECN}
 	if a := s.Announce; a.MSS != nil {
 		o.MSS = *a.MSS
 	}
@@ -272,6 +298,9 @@ func (s *service) mergeOffer(b flow.SynOptions) *Offer {
 	}
 	if o.MSS == 0 {
 		o.MSS = 536
+	}
+	if s.maxMSS != 0 && o.MSS > s.maxMSS {
+		o.MSS, o.Clamped = s.maxMSS, true
 	}
 	return o
 }
