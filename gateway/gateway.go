@@ -123,7 +123,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}
 	// Learn the backends' options before the first SYN-ACK goes out: a
 	// connection's announced window scale must not change under it.
-	probeBackends(ctx, engine, cfg, services, log)
+	health := newBackendHealth()
+	probeBackends(ctx, engine, cfg, services, log, health)
 	for i, s := range services {
 		if err := dp.SetService(bpf.Service{Addr: s.Listen, ID: uint32(i)}); err != nil {
 			return err
@@ -140,6 +141,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		reg.AddService(s)
 	}
 	reg.SetDataplane(&dataplaneMetrics{dp: dp, e: engine, limit: cfg.Flows.Max})
+	sockStats := &socketStats{}
+	if err := reg.Register(metrics.NewSocketCollector(sockStats)); err != nil {
+		return err
+	}
 
 	// On the way out: stop the loops, wait for them, then close the sockets
 	// they drive (defers run in reverse).
@@ -160,9 +165,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	for _, in := range cfg.Interfaces {
 		socks, err := afxdp.OpenAll(in.Name, socketConfig)
 		if err != nil {
-			return fmt.Errorf("open af_xdp sockets on %s: %w", in.Name, err)
+			return fmt.Errorf("open af_xdp sockets on %s: %w%s", in.Name, err, memlockHint(err))
 		}
 		sockets = append(sockets, socks...)
+		sockStats.add(in.Name, socks)
 		for _, s := range socks {
 			if err := dp.RegisterSocket(s.Ifindex(), s.Queue(), s.FD()); err != nil {
 				return err
@@ -217,7 +223,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 				return
 			case <-time.After(cfg.Backend.ProbeInterval):
 			}
-			probeBackends(ctx, engine, cfg, services, log)
+			probeBackends(ctx, engine, cfg, services, log, health)
 		}
 	}()
 
@@ -228,6 +234,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		}
 		defer srv.Close()
 		log.Info("metrics", "url", "http://"+cfg.Metrics.Listen+"/metrics")
+	}
+	if srv := serveControl(cfg, &controlSource{
+		version: opts.Version, started: time.Now(), cfg: cfg, dp: dp, e: engine, socks: sockStats, health: health,
+	}, log); srv != nil {
+		defer srv.Close()
 	}
 	if opts.ReadyFile != "" {
 		if err := os.WriteFile(opts.ReadyFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
@@ -348,11 +359,12 @@ const maxProbeWait = 3 * time.Second
 
 // probeBackends learns each backend's options; a failed probe keeps what
 // was known (the defaults, at start).
-func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger) {
+func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger, health *backendHealth) {
 	for _, s := range svcs {
 		pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
 		o, err := proxy.ProbeBackend(pctx, s.Backend, s.Sources[0])
 		cancel()
+		health.record(s.Name, time.Now(), o, err)
 		if err != nil {
 			log.Warn("backend probe failed; announcing defaults", "service", s.Name, "backend", s.Backend, "err", err)
 			continue
