@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 
 // gatewayRun is a running `syngate run` inside a lab's gateway namespace.
 type gatewayRun struct {
-	t   *testing.T
+	t   testing.TB
 	top *lab.Topology
 	d   *lab.Daemon
 }
@@ -122,7 +122,7 @@ func checkDatapath(t *testing.T, m metrics.Samples, mode linkMode) {
 }
 
 // newLab builds a topology, with offloads off unless o.offloads.
-func newLab(t *testing.T, o labOptions) *lab.Topology {
+func newLab(t testing.TB, o labOptions) *lab.Topology {
 	t.Helper()
 	lab.RequireRoot(t)
 	top, err := lab.NewTopology(t, lab.Options{OneArm: o.oneArm, NoOffloads: !o.offloads, Prefix: "sgt-"})
@@ -139,7 +139,7 @@ func newLab(t *testing.T, o labOptions) *lab.Topology {
 func backendAddr(top *lab.Topology) netip.Addr { return top.BackendIf.V4.Addr() }
 
 // startSyngate writes a config for top and runs syngate with it.
-func startSyngate(t *testing.T, top *lab.Topology, o labOptions) *gatewayRun {
+func startSyngate(t testing.TB, top *lab.Topology, o labOptions) *gatewayRun {
 	t.Helper()
 	dir := t.TempDir()
 	if o.datapath == "" {
@@ -192,7 +192,7 @@ services:
 // startSyngateConfig runs syngate in top's gateway namespace with the config
 // text cfg, written into dir; netnsExec starts it the way `ip netns exec`
 // would (see labOptions).
-func startSyngateConfig(t *testing.T, top *lab.Topology, dir, cfg string, netnsExec bool) *gatewayRun {
+func startSyngateConfig(t testing.TB, top *lab.Topology, dir, cfg string, netnsExec bool) *gatewayRun {
 	t.Helper()
 	cfgPath := filepath.Join(dir, "syngate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
