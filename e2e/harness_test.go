@@ -125,7 +125,7 @@ func checkDatapath(t *testing.T, m metrics.Samples, mode linkMode) {
 func newLab(t testing.TB, o labOptions) *lab.Topology {
 	t.Helper()
 	lab.RequireRoot(t)
-	top, err := lab.NewTopology(t, lab.Options{OneArm: o.oneArm, NoOffloads: !o.offloads, Prefix: "sgt-"})
+	top, err := lab.NewTopology(t, lab.Options{OneArm: o.oneArm, NoOffloads: !o.offloads, Prefix: "sg-e2e-"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,7 +58,7 @@ func printHostChecks(w io.Writer, checks []gateway.HostCheck) error {
 func printPlan(w io.Writer, cfg *config.Config) {
 	fmt.Fprintf(w, "config OK\n\n")
 	for _, in := range cfg.Interfaces {
-		fmt.Fprintf(w, "attach XDP to %s (mode %s)\n", in.Name, in.Mode)
+		fmt.Fprintf(w, "attach XDP to %s (mode %s), splice with datapath %s\n", in.Name, in.Mode, in.Datapath)
 	}
 	fmt.Fprintf(w, "pin maps under %s\n", cfg.BPFFS)
 	fmt.Fprintf(w, "cookie secret from %s (created if missing), key epoch %v\n", cfg.SecretFile, cfg.SYN.KeyRotation)
