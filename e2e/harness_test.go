@@ -82,6 +82,9 @@ type labOptions struct {
 	// off (the XDP fast path, as the suite always tested it) and auto
 	// (tc on veth) with offloads on.
 	datapath string
+	// backendDatapath is the datapath of the gateway's backend-side
+	// interface in the routed topology; default datapath.
+	backendDatapath string
 }
 
 // linkMode is one way the lab's links are set up.
@@ -146,8 +149,11 @@ func startSyngate(t testing.TB, top *lab.Topology, o labOptions) *gatewayRun {
 		o.datapath = map[bool]string{false: "xdp", true: "auto"}[o.offloads]
 	}
 	ifaces := fmt.Sprintf("  - name: %s\n    datapath: %s\n", top.GatewayClient.Name, o.datapath)
+	if o.backendDatapath == "" {
+		o.backendDatapath = o.datapath
+	}
 	if top.GatewayBackend.Name != top.GatewayClient.Name {
-		ifaces += fmt.Sprintf("  - name: %s\n    datapath: %s\n", top.GatewayBackend.Name, o.datapath)
+		ifaces += fmt.Sprintf("  - name: %s\n    datapath: %s\n", top.GatewayBackend.Name, o.backendDatapath)
 	}
 	if o.cookies == "" {
 		o.cookies = "auto"

@@ -153,3 +153,58 @@ func testEchoIPv6(t *testing.T, mode linkMode) {
 		})
 	}
 }
+
+// TestMixedDatapaths splices between a veth with the defaults (TC data
+// path) and one with offloads off (XDP data path), both ways round: a
+// connection's two directions then take different programs, and segments
+// cross from one to the other (TC redirects an skb out of an XDP interface,
+// XDP redirects a frame out of a TC interface).
+func TestMixedDatapaths(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		plainSide       string // the side whose links get offloads off
+		client, backend string // datapaths of the gateway's interfaces
+	}{
+		{"client-tc/backend-xdp", "backend", "tc", "xdp"},
+		{"client-xdp/backend-tc", "client", "xdp", "tc"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := labOptions{offloads: true, datapath: tc.client, backendDatapath: tc.backend}
+			lab.RequireRoot(t)
+			top, err := lab.NewTopology(t, lab.Options{Prefix: "sg-e2e-"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			plain := []lab.Iface{top.BackendIf, top.GatewayBackend}
+			if tc.plainSide == "client" {
+				plain = []lab.Iface{top.ClientIf, top.GatewayClient}
+			}
+			// Before PrepareGatewayXDP: a peer's XDP program takes TSO
+			// off a veth's settable features.
+			for _, i := range plain {
+				if err := i.NS.DisableOffloads(i.Name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := top.PrepareGatewayXDP(); err != nil {
+				t.Fatal(err)
+			}
+			echoServer(t, top)
+			g := startSyngate(t, top, o)
+			if err := echoBulk(g, 16<<20, 7, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			roundTrip(t, g, top.VIP6, bytes.Repeat([]byte("mixed6 "), 3000))
+			m := g.metrics()
+			v := func(verdict, reason string) float64 {
+				return m[`syngate_xdp_packets_total{reason="`+reason+`",verdict="`+verdict+`"}`]
+			}
+			xdp := v("redirect", "fast_redirect")
+			tcr := v("redirect", "fast_tc_redirect") + v("redirect", "fast_tc_redirect_neigh")
+			if xdp < 1000 || tcr < 1000 {
+				t.Errorf("spliced by XDP %v, by TC %v segments: want both directions' data on their own path", xdp, tcr)
+			}
+			t.Logf("spliced by XDP %v, by TC %v segments", xdp, tcr)
+		})
+	}
+}
