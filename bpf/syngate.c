@@ -10,8 +10,9 @@
  *   malformed TCP to a service/local (truncated, bad data offset, options
  *   overrunning the header), fragments to a service/local      -> DROP
  *   early defenses (optional, see struct config)               -> DROP
- *   service with XDP cookies: SYN without ACK, no flow, key
- *   fresh, plain IP header, well-formed options             -> TX (cookie SYN-ACK)
+ *   service with XDP cookies (or standby cookies and no AF_XDP
+ *   socket): SYN without ACK, no flow, key fresh, plain IP
+ *   header, well-formed options                             -> TX (cookie SYN-ACK)
  *   service: SYN without ACK                                   -> XSK
  *   service/local: 4-tuple in the flow table                   -> fast path
  *   service: RST or FIN for an unknown flow                    -> DROP
@@ -108,6 +109,11 @@ struct svc_key {
 
 #define SVC_F_NO_RATELIMIT 0x1
 #define SVC_F_XDP_COOKIES 0x2 /* answer SYNs here with cookie SYN-ACKs */
+/* Answer SYNs here with cookie SYN-ACKs while no engine has a socket for the
+ * (interface, queue) they arrived on: between an engine's exit (its AF_XDP
+ * sockets leave xsks by themselves, even on SIGKILL) and the next engine's
+ * link update. */
+#define SVC_F_STANDBY_COOKIES 0x4
 
 #define ANN_SACK 0x1
 #define ANN_TS 0x2
@@ -443,17 +449,27 @@ static __always_inline int bad_flags(__u8 f)
 	return 0;
 }
 
-static __always_inline int to_xsk(struct xdp_md *ctx, __u32 reason, __u64 bytes)
+/* The xsks index of the socket for the packet's (interface, receive queue),
+ * or -1 when no socket is registered there (no engine). */
+static __always_inline long xsk_index(struct xdp_md *ctx)
 {
 	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 q = ctx->rx_queue_index;
 	__u32 *slot = bpf_map_lookup_elem(&ifslots, &ifindex);
 	if (!slot || *slot >= MAX_IFACES || q >= MAX_QUEUES)
-		return count(R_DROP_NO_SOCKET, bytes, XDP_DROP);
+		return -1;
 	__u32 idx = *slot * MAX_QUEUES + q;
 	if (!bpf_map_lookup_elem(&xsks, &idx))
+		return -1;
+	return idx;
+}
+
+static __always_inline int to_xsk(struct xdp_md *ctx, __u32 reason, __u64 bytes)
+{
+	long idx = xsk_index(ctx);
+	if (idx < 0)
 		return count(R_DROP_NO_SOCKET, bytes, XDP_DROP);
-	long ret = bpf_redirect_map(&xsks, idx, XDP_DROP);
+	long ret = bpf_redirect_map(&xsks, (__u32)idx, XDP_DROP);
 	if (ret != XDP_REDIRECT)
 		return count(R_DROP_NO_SOCKET, bytes, XDP_DROP);
 	return count(reason, bytes, XDP_REDIRECT);
@@ -1034,7 +1050,9 @@ int syngate_xdp(struct xdp_md *ctx)
 		    !ratelimit_allow(fk.saddr, fk.family))
 			return count(R_DROP_SYN_RATELIMIT, bytes, XDP_DROP);
 		/* A SYN for a spliced 4-tuple is the engine's to judge. */
-		if ((svc->flags & SVC_F_XDP_COOKIES) && !bpf_map_lookup_elem(&flows, &fk)) {
+		int mint = (svc->flags & SVC_F_XDP_COOKIES) ||
+			   ((svc->flags & SVC_F_STANDBY_COOKIES) && xsk_index(ctx) < 0);
+		if (mint && !bpf_map_lookup_elem(&flows, &fk)) {
 			__u64 ann = svc->ann_window | (__u64)svc->ann_mss << 16 |
 				    (__u64)svc->ann_wscale << 32 | (__u64)svc->ann_flags << 40;
 			int rc = synack_cookie(ctx, ann);
