@@ -74,8 +74,10 @@ type PortRange struct {
 // value loads a program with no defenses, no pinning and no local ports.
 type Config struct {
 	// PinPath is a directory on a bpf filesystem (e.g. /sys/fs/bpf/syngate)
-	// where the stateful maps are pinned, and reused by the next Load with
-	// the same path. Empty disables pinning.
+	// where the stateful maps, the XDP links and the program are pinned,
+	// and taken over by the next Load with the same path (see doc.go).
+	// Load locks it for the life of the Dataplane. Empty disables pinning:
+	// Close then detaches.
 	PinPath string
 	// DropSYNPayload drops SYNs that carry data (this also refuses TCP Fast
 	// Open, which syngate does not implement).
@@ -183,6 +185,10 @@ type Dataplane struct {
 
 	ckMu   sync.Mutex
 	cookie syngateCookieState // mirrors the cookie_keys map
+
+	// With PinPath: the pin directory's lock and the meta map.
+	lockFD int
+	meta   *ebpf.Map
 }
 
 // Limits of the AF_XDP socket map, mirrors of MAX_QUEUES and MAX_IFACES in
@@ -203,6 +209,8 @@ type attachment struct {
 	name string
 	mode Mode
 	link link.Link
+	// tookOver: the program replaced an earlier one through a pinned link.
+	tookOver bool
 }
 
 // Load checks the configuration, loads the program and creates (or, with
@@ -228,9 +236,21 @@ func Load(cfg Config) (*Dataplane, error) {
 	if cfg.MaxFlows > 0 {
 		spec.Maps[syngateMapFlows].MaxEntries = uint32(cfg.MaxFlows)
 	}
+	d := &Dataplane{log: cfg.Logger, cfg: cfg, links: make(map[int]attachment), slots: make(map[int]ifSlot), lockFD: -1}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
 	var opts ebpf.CollectionOptions
 	if cfg.PinPath != "" {
 		if err := checkBPFFS(cfg.PinPath); err != nil {
+			return nil, fmt.Errorf("load dataplane: %w", err)
+		}
+		// The lock before anything in the directory is read or written.
+		if d.lockFD, err = lockPinDir(cfg.PinPath); err != nil {
+			return nil, fmt.Errorf("load dataplane: %w", err)
+		}
+		if err := d.openPins(spec); err != nil {
+			d.closePins()
 			return nil, fmt.Errorf("load dataplane: %w", err)
 		}
 		for _, name := range pinnedMaps {
@@ -238,14 +258,33 @@ func Load(cfg Config) (*Dataplane, error) {
 		}
 		opts.Maps.PinPath = cfg.PinPath
 	}
-	d := &Dataplane{log: cfg.Logger, cfg: cfg, links: make(map[int]attachment), slots: make(map[int]ifSlot)}
-	if d.log == nil {
-		d.log = slog.Default()
-	}
 	if err := spec.LoadAndAssign(&d.objs, &opts); err != nil {
+		d.closePins()
 		return nil, fmt.Errorf("load dataplane: %w", classify(err))
 	}
 	return d, nil
+}
+
+// openPins opens the meta map and migrates pinned maps the program would
+// not accept as they are. The lock is held.
+func (d *Dataplane) openPins(spec *ebpf.CollectionSpec) error {
+	var err error
+	if d.meta, err = openMeta(d.cfg.PinPath); err != nil {
+		return err
+	}
+	return migratePins(d.cfg.PinPath, spec, d.meta, d.log)
+}
+
+// closePins releases the meta map and then the lock.
+func (d *Dataplane) closePins() {
+	if d.meta != nil {
+		d.meta.Close()
+		d.meta = nil
+	}
+	if d.lockFD >= 0 {
+		unix.Close(d.lockFD)
+		d.lockFD = -1
+	}
 }
 
 func checkLayouts(spec *ebpf.CollectionSpec) error {
@@ -317,6 +356,12 @@ func classify(err error) error {
 
 // Attach attaches the program to the named interface and lets the fast path
 // redirect to it. ModeAuto falls back to generic mode when native fails.
+//
+// With Config.PinPath, an XDP link an earlier syngate left pinned for the
+// interface is taken over: its program is replaced by this one atomically
+// (the kernel swaps the pointer), so no packet of a spliced flow reaches
+// the kernel during the switch. Otherwise the new link is pinned, and
+// stays attached after Close.
 func (d *Dataplane) Attach(ifname string, mode Mode) error {
 	iface, err := net.InterfaceByName(ifname)
 	if err != nil {
@@ -326,6 +371,27 @@ func (d *Dataplane) Attach(ifname string, mode Mode) error {
 	defer d.mu.Unlock()
 	if _, ok := d.links[iface.Index]; ok {
 		return fmt.Errorf("attach xdp to %s: %w", ifname, ErrAlreadyAttached)
+	}
+	// The redirect map first: the program may run on the interface as
+	// soon as it is attached.
+	idx := uint32(iface.Index)
+	if err := d.objs.TxPorts.Put(idx, idx); err != nil {
+		return fmt.Errorf("attach xdp to %s: add to redirect map: %w", ifname, classify(err))
+	}
+	if d.cfg.PinPath != "" {
+		l, pinned, err := d.takeOver(ifname, iface.Index, mode)
+		if err != nil {
+			_ = d.objs.TxPorts.Delete(idx)
+			return fmt.Errorf("attach xdp to %s: %w", ifname, err)
+		}
+		if l != nil {
+			if err := d.pinProgram(); err != nil {
+				d.log.Warn("pin program", "err", err)
+			}
+			d.links[iface.Index] = attachment{name: ifname, mode: pinned, link: l, tookOver: true}
+			d.log.Info("xdp program replaced through the pinned link", "interface", ifname, "mode", pinned.String())
+			return nil
+		}
 	}
 	var l link.Link
 	switch mode {
@@ -345,12 +411,15 @@ func (d *Dataplane) Attach(ifname string, mode Mode) error {
 		return fmt.Errorf("attach xdp to %s: %v: %w", ifname, mode, ErrInvalid)
 	}
 	if err != nil {
+		_ = d.objs.TxPorts.Delete(idx)
 		return fmt.Errorf("attach xdp to %s in %v mode: %w", ifname, mode, classify(err))
 	}
-	idx := uint32(iface.Index)
-	if err := d.objs.TxPorts.Put(idx, idx); err != nil {
-		_ = l.Close()
-		return fmt.Errorf("attach xdp to %s: add to redirect map: %w", ifname, classify(err))
+	if d.cfg.PinPath != "" {
+		if err := d.pinAttachment(ifname, l, mode); err != nil {
+			_ = l.Close()
+			_ = d.objs.TxPorts.Delete(idx)
+			return fmt.Errorf("attach xdp to %s: %w", ifname, err)
+		}
 	}
 	d.links[iface.Index] = attachment{name: ifname, mode: mode, link: l}
 	d.log.Info("xdp attached", "interface", ifname, "mode", mode.String())
@@ -373,7 +442,21 @@ func (d *Dataplane) Attached() map[string]Mode {
 	return out
 }
 
-// Detach removes the program from the named interface.
+// TookOver reports whether the program replaced an earlier syngate's on the
+// named interface through its pinned link.
+func (d *Dataplane) TookOver(ifname string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, a := range d.links {
+		if a.name == ifname {
+			return a.tookOver
+		}
+	}
+	return false
+}
+
+// Detach removes the program from the named interface (and its pinned
+// link).
 func (d *Dataplane) Detach(ifname string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -387,7 +470,14 @@ func (d *Dataplane) Detach(ifname string) error {
 
 func (d *Dataplane) detach(idx int, a attachment) error {
 	delete(d.links, idx)
-	err := a.link.Close()
+	var err error
+	if d.cfg.PinPath != "" {
+		err = a.link.Unpin()
+		if d.meta != nil {
+			_ = d.meta.Delete(newMetaKey("mode/" + a.name))
+		}
+	}
+	err = errors.Join(err, a.link.Close())
 	if derr := d.objs.TxPorts.Delete(uint32(idx)); derr != nil && !errors.Is(derr, ebpf.ErrKeyNotExist) && err == nil {
 		err = derr
 	}
@@ -398,33 +488,56 @@ func (d *Dataplane) detach(idx int, a attachment) error {
 	return nil
 }
 
-// Close detaches from every interface and releases the program and maps.
-// Pinned maps stay pinned, with their contents, for the next Load.
+// Close releases the program and maps. Without Config.PinPath it detaches
+// from every interface first. With it the data path stays as it is: the
+// pinned links keep the program attached, spliced flows keep flowing, and
+// the services' SYNs are answered by standby cookies (Service.
+// StandbyCookies) until the next Load takes over; then the lock is
+// released.
 func (d *Dataplane) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var errs []error
 	for idx, a := range d.links {
-		errs = append(errs, d.detach(idx, a))
+		if d.cfg.PinPath == "" {
+			errs = append(errs, d.detach(idx, a))
+			continue
+		}
+		delete(d.links, idx)
+		errs = append(errs, a.link.Close()) // the pin keeps it attached
 	}
 	errs = append(errs, d.objs.Close())
+	d.closePins()
 	return errors.Join(errs...)
 }
 
-// Unpin removes the pinned maps from the pin directory (an uninstall). The
-// maps live on until Close. It is a no-op without Config.PinPath.
+// Unpin detaches from every interface, this process's and those an earlier
+// syngate left pinned, and removes everything pinned in the pin directory
+// (an uninstall: spliced connections break). The maps live on until Close.
+// It is a no-op without Config.PinPath.
 func (d *Dataplane) Unpin() error {
 	if d.cfg.PinPath == "" {
 		return nil
 	}
+	d.mu.Lock()
 	var errs []error
-	for _, m := range []*ebpf.Map{d.objs.Services, d.objs.Locals, d.objs.Flows, d.objs.Ratelimit, d.objs.Counters} {
-		if err := m.Unpin(); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
+	for idx, a := range d.links {
+		errs = append(errs, d.detach(idx, a))
+	}
+	d.mu.Unlock()
+	if d.objs.SyngateXdp != nil {
+		_ = d.objs.SyngateXdp.Unpin()
+	}
+	for _, m := range []*ebpf.Map{d.objs.Services, d.objs.Locals, d.objs.Flows, d.objs.Ratelimit, d.objs.Counters, d.meta} {
+		if m != nil {
+			if err := m.Unpin(); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
 		}
 	}
+	errs = append(errs, removeAll(d.cfg.PinPath, d.log))
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("unpin maps in %s: %w", d.cfg.PinPath, err)
+		return fmt.Errorf("unpin %s: %w", d.cfg.PinPath, err)
 	}
 	return nil
 }
