@@ -45,7 +45,7 @@ func (e *Engine) manageOffload(s *service, now time.Time) {
 	on := s.offloaded.Load()
 	want := on
 	switch {
-	case s.Queue.Cookies == queue.CookiesAlways:
+	case s.Queue.Cookies == queue.CookiesAlways, e.stopping.Load():
 		want = true
 	case s.wantOffload.Swap(false):
 		want = true
