@@ -247,6 +247,24 @@ func (d *Dataplane) DeleteLocal(addr netip.Addr) error {
 	return nil
 }
 
+// Locals lists the backend-side source addresses (e.g. after a restart
+// reusing pinned maps).
+func (d *Dataplane) Locals() ([]netip.Addr, error) {
+	var (
+		k   syngateLocalKey
+		v   uint32
+		out []netip.Addr
+	)
+	it := d.objs.Locals.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, fromAddr16(k.Family, k.Addr))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list locals: %w", err)
+	}
+	return out, nil
+}
+
 // RegisterSocket makes the AF_XDP socket fd, bound to queue of the
 // interface ifindex, receive the packets the program steers from that
 // interface and queue, replacing any socket registered there before. Each

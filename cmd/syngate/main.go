@@ -4,6 +4,7 @@
 //
 //	syngate check -c /etc/syngate/syngate.yaml   # validate, print the plan
 //	syngate run -c /etc/syngate/syngate.yaml     # run the gateway
+//	syngate reset -c /etc/syngate/syngate.yaml   # detach, remove the pins
 //	sudo syngate demo                            # a self-contained lab demo
 //
 // See README.md for the configuration and metrics references.
@@ -59,6 +60,7 @@ const usage = `syngate: a SYN-flood defense gateway.
 Usage:
   syngate run -c FILE      run the gateway with the config in FILE
   syngate check -c FILE    validate FILE and print what syngate would do
+  syngate reset -c FILE    detach syngate and remove its pins (spliced connections break)
   syngate demo [flags]     build a namespace lab and show syngate under a flood (root)
   syngate version          print the version
 
@@ -76,6 +78,8 @@ func run(ctx context.Context, e env, args []string) error {
 		return cmdRun(ctx, e, rest)
 	case "check":
 		return cmdCheck(e, rest)
+	case "reset":
+		return cmdReset(e, rest)
 	case "demo":
 		return cmdDemo(ctx, e, rest)
 	case "version", "--version":
