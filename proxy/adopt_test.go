@@ -115,3 +115,31 @@ func TestAdopt(t *testing.T) {
 		t.Errorf("expired %v", ex)
 	}
 }
+
+// TestQueuedHandshakeSurvivesRestart: the ACK of a SYN-ACK sent from the
+// half-open queue of an engine that has since exited is validated by the
+// next engine (same secret) as a cookie once it took over; it was never
+// in that engine's queue.
+func TestQueuedHandshakeSurvivesRestart(t *testing.T) {
+	r1 := newRig(t, queue.CookiesAuto, nil)
+	const isn = 3_000_000
+	r1.inject(packet.BuildSyn, packet.Fields{Src: r1.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	sa := r1.reply()
+	if st := r1.e.order[0].ServiceStats(); st.SynAckQueued != 1 {
+		t.Fatalf("SYN-ACK not from the queue: %+v", st)
+	}
+
+	r2 := newRig(t, queue.CookiesAuto, nil)
+	r2.e.CookiesSentElsewhere()
+	r2.inject(packet.Build, packet.Fields{
+		Src: r2.client, Dst: vip, Seq: isn + 1, Ack: sa.Seq + 1, Flags: packet.ACK | packet.PSH, Window: 502,
+		Options: flow.SynOptions{Timestamps: true, TSval: 5001, TSecr: sa.Options.TSval}, Payload: []byte("hi"),
+	})
+	syn := r2.sentIP()
+	if syn.Flags != packet.SYN || syn.Dst != backend || syn.Seq != isn {
+		t.Fatalf("after the restart: %v to %v seq %d, want the backend SYN with the client's ISN", syn.Flags, syn.Dst, syn.Seq)
+	}
+	if o := syn.Options; o.WScale != clientSynOpts.WScale || !o.SACK || !o.Timestamps {
+		t.Errorf("options recovered from the cookie: %+v", o)
+	}
+}
