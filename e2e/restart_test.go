@@ -71,8 +71,10 @@ func TestRestartKeepsConnections(t *testing.T) {
 	}
 
 	srv := newRecordingEcho(t, top)
-	cfgWith6 := restartConfig(t, top, dir, pins, true)
-	cfgV4 := restartConfig(t, top, dir, pins, false)
+	cfgWith6 := restartConfig(t, top, dir, pins, true, 0)
+	cfgV4 := restartConfig(t, top, dir, pins, false, 0)
+	// The upgrade also resizes the flow table: the pinned one is migrated.
+	cfgResized := restartConfig(t, top, dir, pins, false, 131072)
 
 	r := &restarter{t: t, root: t, top: top, dir: dir}
 	r.start(syngateBin, cfgWith6)
@@ -82,6 +84,7 @@ func TestRestartKeepsConnections(t *testing.T) {
 		name string
 		do   func()
 	}{
+		{"baseline-no-switch", func() {}},
 		{"SIGTERM", func() {
 			if err := r.cur.d.Stop(10 * time.Second); err != nil {
 				t.Error(err)
@@ -97,18 +100,26 @@ func TestRestartKeepsConnections(t *testing.T) {
 			if err := r.cur.d.Stop(10 * time.Second); err != nil {
 				t.Error(err)
 			}
-			r.start(upgraded, cfgV4)
+			r.start(upgraded, cfgResized)
 		}},
 	}
 	for i, sw := range switches {
 		ok := t.Run(sw.name, func(st *testing.T) {
 			r.t = st
 			defer func() { r.t = t }()
-			r.runSwitch(st, srv, uint64(i), sw.do)
+			r.runSwitch(st, srv, uint64(i), i > 0, sw.do)
 		})
 		if !ok {
 			return
 		}
+	}
+	if m, err := ebpf.LoadPinnedMap(filepath.Join(pins, "flows"), nil); err != nil {
+		t.Error(err)
+	} else {
+		if n := m.MaxEntries(); n != 131072 {
+			t.Errorf("flow table has %d entries after the upgrade resized it to 131072", n)
+		}
+		m.Close()
 	}
 	if body, err := top.Gateway.HTTPGet(netip.MustParseAddrPort("127.0.0.1:9420"), "/metrics", 5*time.Second); err != nil || !strings.Contains(string(body), `version="e2e-upgraded"`) {
 		t.Errorf("after the upgrade, build_info does not show the upgraded binary (%v)", err)
@@ -132,9 +143,14 @@ func TestRestartKeepsConnections(t *testing.T) {
 }
 
 // restartConfig writes a config with pinning under pins and a short
-// close timeout; with6 adds an IPv6 service that later configs drop.
-func restartConfig(t *testing.T, top *lab.Topology, dir, pins string, with6 bool) string {
+// close timeout; with6 adds an IPv6 service that later configs drop;
+// maxFlows, when set, sizes the flow table.
+func restartConfig(t *testing.T, top *lab.Topology, dir, pins string, with6 bool, maxFlows int) string {
 	t.Helper()
+	flows := ""
+	if maxFlows > 0 {
+		flows = fmt.Sprintf("  max: %d\n", maxFlows)
+	}
 	v6 := ""
 	if with6 {
 		v6 = fmt.Sprintf("  - name: web6\n    listen: \"%s\"\n    backend: \"%s\"\n",
@@ -150,14 +166,14 @@ metrics:
 backend:
   connect_timeout: 2s
 flows:
-  close_timeout: 2s
+%s  close_timeout: 2s
 services:
 %s  - name: web
     listen: %s
     backend: %s
-`, top.GatewayClient.Name, top.GatewayBackend.Name, filepath.Join(dir, "secret"), pins, v6,
+`, top.GatewayClient.Name, top.GatewayBackend.Name, filepath.Join(dir, "secret"), pins, flows, v6,
 		netip.AddrPortFrom(top.VIP4, servicePort), netip.AddrPortFrom(backendAddr(top), backendPort))
-	path := filepath.Join(dir, fmt.Sprintf("syngate-%v.yaml", with6))
+	path := filepath.Join(dir, fmt.Sprintf("syngate-%v-%d.yaml", with6, maxFlows))
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -206,10 +222,13 @@ func (r *restarter) start(bin, cfg string) {
 
 // runSwitch runs the transfers and the stream of new connections across
 // one switch and checks and reports what happened.
-func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, do func()) {
+func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web6Removed bool, do func()) {
 	vip := netip.AddrPortFrom(r.top.VIP4, servicePort)
 	before := r.cur.g.metrics()
-	retrans0 := [2]int{tcpRetrans(t, r.top.Client), tcpRetrans(t, r.top.Backend)}
+	retrans0 := [2]int{tcpStat(t, r.top.Client, "RetransSegs"), tcpStat(t, r.top.Backend, "RetransSegs")}
+	// The gateway's kernel resets what reaches it for a spliced flow (it
+	// has no socket for it); the engine's own RSTs go out raw, uncounted.
+	rsts0 := tcpStat(t, r.top.Gateway, "OutRsts")
 
 	var wg sync.WaitGroup
 	errs := make(chan error, restartTransfers)
@@ -273,11 +292,13 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, do 
 
 	// The removed IPv6 service's SYNs reach the kernel again, which
 	// refuses them at once (a stale entry would steer them to AF_XDP).
-	if c, err := dial(r.top.Client, netip.AddrPortFrom(r.top.VIP6, servicePort), 3*time.Second); err == nil {
-		c.Close()
-		t.Error("the removed service still answers")
-	} else if !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Errorf("the removed service: %v, want connection refused from the kernel", err)
+	if web6Removed {
+		if c, err := dial(r.top.Client, netip.AddrPortFrom(r.top.VIP6, servicePort), 3*time.Second); err == nil {
+			c.Close()
+			t.Error("the removed service still answers")
+		} else if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("the removed service: %v, want connection refused from the kernel", err)
+		}
 	}
 	if overlaps := srv.portOverlaps(); len(overlaps) > 0 {
 		t.Errorf("backend legs sharing a source port while both live: %v", overlaps)
@@ -285,14 +306,18 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, do 
 
 	after := r.cur.g.metrics()
 	delta := func(k string) float64 { return after[k] - before[k] }
-	retrans := [2]int{tcpRetrans(t, r.top.Client) - retrans0[0], tcpRetrans(t, r.top.Backend) - retrans0[1]}
+	retrans := [2]int{tcpStat(t, r.top.Client, "RetransSegs") - retrans0[0], tcpStat(t, r.top.Backend, "RetransSegs") - retrans0[1]}
+	kernelRSTs := tcpStat(t, r.top.Gateway, "OutRsts") - rsts0
+	if web6Removed {
+		kernelRSTs-- // the refusal of the removed service's SYN
+	}
 	nc.mu.Lock()
 	defer nc.mu.Unlock()
 	t.Logf("%d transfers of %d MiB each way: %d broken; new connections: %d ok, %d failed, %d after a retransmission (>900 ms), slowest %v",
 		restartTransfers, restartBytes>>20, broken, nc.ok, len(nc.failed), nc.retried, nc.slowest.Round(time.Millisecond))
 	t.Logf("switch: new syngate serving %v after the old one was signalled (its own start %v); TCP retransmissions client %d, backend %d; "+
-		"XDP during the phase: drop_no_socket %v, standby/offload cookie SYN-ACKs %v, kernel-passed service packets n/a",
-		served.Round(time.Millisecond), r.cur.startup.Round(time.Millisecond), retrans[0], retrans[1],
+		"RSTs from the gateway's kernel %d; XDP during the phase: drop_no_socket %v, cookie SYN-ACKs (standby or offload) %v",
+		served.Round(time.Millisecond), r.cur.startup.Round(time.Millisecond), retrans[0], retrans[1], kernelRSTs,
 		delta(`syngate_xdp_packets_total{reason="drop_no_socket",verdict="drop"}`),
 		delta(`syngate_xdp_packets_total{reason="tx_synack_cookie",verdict="tx"}`))
 	for i, err := range nc.failed {
@@ -486,8 +511,9 @@ func pinnedFlows(t *testing.T, pins string) int {
 	return n
 }
 
-// tcpRetrans reads the namespace's TCP RetransSegs counter.
-func tcpRetrans(t *testing.T, ns *lab.NS) int {
+// tcpStat reads one of the namespace's Tcp counters (RetransSegs,
+// OutRsts, ...).
+func tcpStat(t *testing.T, ns *lab.NS, stat string) int {
 	t.Helper()
 	var n int
 	err := ns.Run(func() error {
@@ -506,13 +532,13 @@ func tcpRetrans(t *testing.T, ns *lab.NS) int {
 				continue
 			}
 			for i, name := range head {
-				if name == "RetransSegs" && i < len(f) {
+				if name == stat && i < len(f) {
 					n, err = strconv.Atoi(f[i])
 					return err
 				}
 			}
 		}
-		return errors.New("no Tcp RetransSegs in /proc/net/snmp")
+		return fmt.Errorf("no Tcp %s in /proc/net/snmp", stat)
 	})
 	if err != nil {
 		t.Fatal(err)
