@@ -492,23 +492,7 @@ func (s *recordingEcho) portOverlaps() []uint16 {
 // pinnedFlows counts the entries of the pinned flow table.
 func pinnedFlows(t *testing.T, pins string) int {
 	t.Helper()
-	m, err := ebpf.LoadPinnedMap(filepath.Join(pins, "flows"), nil)
-	if err != nil {
-		t.Fatalf("open the pinned flow table: %v", err)
-	}
-	defer m.Close()
-	var (
-		k, v []byte
-		n    int
-	)
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		n++
-	}
-	if err := it.Err(); err != nil {
-		t.Fatalf("iterate the pinned flow table: %v", err)
-	}
-	return n
+	return pinnedEntries(t, filepath.Join(pins, "flows"))
 }
 
 // tcpStat reads one of the namespace's Tcp counters (RetransSegs,
