@@ -155,21 +155,24 @@ const (
 // pinnedMaps are the maps whose state must survive a restart (see doc.go).
 var pinnedMaps = []string{
 	syngateMapServices, syngateMapLocals, syngateMapFlows, syngateMapRatelimit, syngateMapCounters,
+	syngateMapStandbyAcks,
 }
 
 // mapLayouts pins the Go mirror of each map's key and value; Load refuses a
 // program whose maps disagree.
 var mapLayouts = map[string][2]any{
-	syngateMapServices:      {syngateSvcKey{}, syngateSvcVal{}},
-	syngateMapLocals:        {syngateLocalKey{}, uint32(0)},
-	syngateMapFlows:         {syngateFlowKey{}, syngateFlowVal{}},
-	syngateMapRatelimit:     {syngateRlKey{}, syngateRlVal{}},
-	syngateMapCounters:      {uint32(0), syngateCounter{}},
-	syngateMapXsks:          {uint32(0), uint32(0)},
-	syngateMapIfslots:       {uint32(0), uint32(0)},
-	syngateMapTxPorts:       {uint32(0), uint32(0)},
-	syngateMapCookieKeys:    {uint32(0), syngateCookieState{}},
-	syngateMapSynackScratch: {uint32(0), syngateSynackBuf{}},
+	syngateMapServices:       {syngateSvcKey{}, syngateSvcVal{}},
+	syngateMapLocals:         {syngateLocalKey{}, uint32(0)},
+	syngateMapFlows:          {syngateFlowKey{}, syngateFlowVal{}},
+	syngateMapRatelimit:      {syngateRlKey{}, syngateRlVal{}},
+	syngateMapCounters:       {uint32(0), syngateCounter{}},
+	syngateMapXsks:           {uint32(0), uint32(0)},
+	syngateMapIfslots:        {uint32(0), uint32(0)},
+	syngateMapTxPorts:        {uint32(0), uint32(0)},
+	syngateMapCookieKeys:     {uint32(0), syngateCookieState{}},
+	syngateMapSynackScratch:  {uint32(0), syngateSynackBuf{}},
+	syngateMapStandbyAcks:    {syngateFlowKey{}, syngateStandbyAck{}},
+	syngateMapStandbyScratch: {uint32(0), syngateStandbyBuf{}},
 }
 
 // Dataplane is the loaded XDP program and its maps. Its methods are safe for
@@ -528,7 +531,7 @@ func (d *Dataplane) Unpin() error {
 	if d.objs.SyngateXdp != nil {
 		_ = d.objs.SyngateXdp.Unpin()
 	}
-	for _, m := range []*ebpf.Map{d.objs.Services, d.objs.Locals, d.objs.Flows, d.objs.Ratelimit, d.objs.Counters, d.meta} {
+	for _, m := range []*ebpf.Map{d.objs.Services, d.objs.Locals, d.objs.Flows, d.objs.Ratelimit, d.objs.Counters, d.objs.StandbyAcks, d.meta} {
 		if m != nil {
 			if err := m.Unpin(); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)

@@ -39,11 +39,12 @@ const (
 // or reinterpreted) must bump it, and a newer generation is refused with a
 // message naming `syngate reset`.
 var layoutGen = map[string]uint64{
-	syngateMapServices:  1,
-	syngateMapLocals:    1,
-	syngateMapFlows:     1,
-	syngateMapRatelimit: 1,
-	syngateMapCounters:  1,
+	syngateMapServices:    1,
+	syngateMapLocals:      1,
+	syngateMapFlows:       1,
+	syngateMapRatelimit:   1,
+	syngateMapCounters:    1,
+	syngateMapStandbyAcks: 1,
 }
 
 // metaKeyLen is the size of a key of the meta map: "gen/<map>" or

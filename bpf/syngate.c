@@ -274,6 +274,41 @@ struct {
 	__uint(max_entries, 64);
 } tx_ports SEC(".maps");
 
+/* Handshake ACKs that arrived while no engine had a socket for their queue
+ * (standby, see SVC_F_STANDBY_COOKIES), kept for the next engine to
+ * validate: the frame's headers up to the end of the TCP header (the
+ * payload, if any, is retransmitted by the client), the interface it came
+ * in on and when. Keyed by the 4-tuple, so a retransmission replaces the
+ * entry. Pinned: the old program writes it, the new engine reads it. */
+#define STANDBY_FRAME 192
+
+struct standby_ack {
+	__u64 at_ns;   /* bpf_ktime_get_ns */
+	__u32 ifindex; /* ingress */
+	__u32 len;     /* bytes of frame */
+	__u8 frame[STANDBY_FRAME];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct flow_key);
+	__type(value, struct standby_ack);
+	__uint(max_entries, 16384);
+} standby_acks SEC(".maps");
+
+/* Room to build a standby_acks entry, and its key (per CPU). */
+struct standby_buf {
+	struct flow_key key;
+	struct standby_ack ack;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct standby_buf);
+	__uint(max_entries, 1);
+} standby_scratch SEC(".maps");
+
 struct ethhdr {
 	__u8 dst[6];
 	__u8 src[6];
@@ -473,6 +508,46 @@ static __always_inline int to_xsk(struct xdp_md *ctx, __u32 reason, __u64 bytes)
 	if (ret != XDP_REDIRECT)
 		return count(R_DROP_NO_SOCKET, bytes, XDP_DROP);
 	return count(reason, bytes, XDP_REDIRECT);
+}
+
+/* standby_store keeps the first len bytes of the frame (a handshake ACK
+ * with no engine to take it) in standby_acks under the key the caller left
+ * in standby_scratch. Returns 1 when stored. A global function, so its
+ * byte loop is verified once. */
+__attribute__((noinline)) int standby_store(struct xdp_md *ctx, __u32 len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	struct standby_buf *b = bpf_map_lookup_elem(&standby_scratch, &zero);
+	if (!b || len > STANDBY_FRAME)
+		return 0;
+	/* Byte by byte: bpf_xdp_load_bytes would need Linux 5.18. */
+	for (__u32 i = 0; i < STANDBY_FRAME; i++) {
+		if (i >= len)
+			break;
+		__u8 *p = data + i;
+		if ((void *)(p + 1) > data_end)
+			return 0;
+		b->ack.frame[i] = *p;
+	}
+	b->ack.len = len;
+	b->ack.ifindex = ctx->ingress_ifindex;
+	b->ack.at_ns = bpf_ktime_get_ns();
+	return bpf_map_update_elem(&standby_acks, &b->key, &b->ack, BPF_ANY) == 0;
+}
+
+/* keep_standby_ack stores a handshake ACK for the next engine and drops it
+ * (counted as having no socket, which is the case). */
+static __always_inline int keep_standby_ack(struct xdp_md *ctx, struct flow_key *fk, __u32 hdr_len, __u64 bytes)
+{
+	__u32 zero = 0;
+	struct standby_buf *b = bpf_map_lookup_elem(&standby_scratch, &zero);
+	if (b) {
+		__builtin_memcpy(&b->key, fk, sizeof(*fk));
+		standby_store(ctx, hdr_len);
+	}
+	return count(R_DROP_NO_SOCKET, bytes, XDP_DROP);
 }
 
 /* The option walks are global functions so that the verifier checks each once
@@ -1070,6 +1145,9 @@ int syngate_xdp(struct xdp_md *ctx)
 			return to_xsk(ctx, R_XSK_BACKEND, bytes);
 		if (tf & (TCP_RST | TCP_FIN))
 			return count(R_DROP_RST_FIN_UNKNOWN, bytes, XDP_DROP);
+		if ((svc->flags & SVC_F_STANDBY_COOKIES) && (tf & (TCP_SYN | TCP_ACK)) == TCP_ACK &&
+		    xsk_index(ctx) < 0)
+			return keep_standby_ack(ctx, &fk, (void *)tcp + doff - data, bytes);
 		return to_xsk(ctx, R_XSK_HANDSHAKE, bytes);
 	}
 
