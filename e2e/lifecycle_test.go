@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -125,4 +126,74 @@ func pinnedEntries(t *testing.T, path string) int {
 		t.Fatalf("iterate %s: %v", path, err)
 	}
 	return n
+}
+
+// TestServerFirstAcrossRestart: a client that connects while no syngate
+// runs gets its SYN-ACK from the program's standby cookies; its ACK is
+// kept, and the next syngate opens the connection from it, so a protocol
+// where the server speaks first (the client sends nothing) works too.
+func TestServerFirstAcrossRestart(t *testing.T) {
+	lab.RequireRoot(t)
+	top, err := lab.NewTopology(t, lab.Options{NoOffloads: true, Prefix: "sgl-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := top.PrepareGatewayXDP(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "bpffs")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpffs", mnt, "bpf", 0, "mode=0700"); err != nil {
+		t.Skipf("skipping: mount bpffs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	pins := filepath.Join(mnt, "syngate")
+
+	ln, err := listen(top.Backend, netip.AddrPortFrom(netip.IPv6Unspecified(), backendPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				fmt.Fprintf(c, "220 banner\n")
+				c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				c.Read(make([]byte, 1))
+			}()
+		}
+	}()
+
+	cfg := restartConfig(t, top, dir, pins, false, 0)
+	r := &restarter{t: t, root: t, top: top, dir: dir}
+	r.start(syngateBin, cfg)
+	syscall.Kill(r.cur.d.PID(), syscall.SIGKILL)
+	r.cur.d.Stop(5 * time.Second)
+
+	vip := netip.AddrPortFrom(top.VIP4, servicePort)
+	c, err := dial(top.Client, vip, 3*time.Second)
+	if err != nil {
+		t.Fatalf("connect with no syngate running: %v (standby cookies should answer)", err)
+	}
+	defer c.Close()
+	time.Sleep(500 * time.Millisecond) // the ACK is long gone when the next one starts
+
+	r.start(syngateBin, cfg)
+	t.Cleanup(func() { r.cur.stop() })
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "220 banner\n" {
+		t.Fatalf("banner after the restart: %q, %v", line, err)
+	}
+	if !strings.Contains(r.cur.d.Logs(), "handshake ACKs kept while no engine ran") {
+		t.Error("the new syngate did not report the kept ACK")
+	}
 }

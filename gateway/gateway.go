@@ -254,6 +254,18 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 			offload.refreshStandby(engine, log)
 		}
 	}()
+	if tookOver {
+		// The ACKs the old program kept while no engine ran: the old
+		// program no longer runs, so the map is complete.
+		acks, err := dp.TakeStandbyACKs()
+		if err != nil {
+			log.Warn("standby ACKs", "err", err)
+		}
+		if len(acks) > 0 {
+			n := engine.ReplayACKs(acks)
+			log.Info("handshake ACKs kept while no engine ran", "kept", len(acks), "validated", n)
+		}
+	}
 
 	if cfg.Metrics.Listen != "off" {
 		srv, err := serveHTTP(cfg.Metrics.Listen, reg)

@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"time"
 
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/pktio"
 )
 
 // FlowLister lists the flow table's entries; *bpf.Dataplane implements it.
@@ -208,4 +210,28 @@ func (e *Engine) CookiesSentElsewhere() {
 	for _, s := range e.order {
 		s.l.CookiesSentElsewhere(now)
 	}
+}
+
+// ReplayACKs hands the engine the handshake ACKs the data plane kept while
+// no engine ran (bpf.StandbyACK): each is handled as if it had just
+// arrived on its interface, so the ACK of a standby cookie SYN-ACK opens
+// its connection now, even if the client has nothing to send (a protocol
+// where the server speaks first). Call it after CookiesSentElsewhere, with
+// Run and Serve running. It returns how many became connections.
+func (e *Engine) ReplayACKs(acks []bpf.StandbyACK) int {
+	before := e.acceptedCookies()
+	for _, a := range acks {
+		w := &worker{e: e, ifindex: a.Ifindex, rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
+		p := pktio.Packet{Data: a.Frame}
+		w.handle(&p) // a reply (a RST for an overflow) is not sent: the client retransmits
+	}
+	return int(e.acceptedCookies() - before)
+}
+
+func (e *Engine) acceptedCookies() uint64 {
+	var n uint64
+	for _, s := range e.order {
+		n += s.st.ackCookie.Load()
+	}
+	return n
 }

@@ -143,3 +143,32 @@ func TestQueuedHandshakeSurvivesRestart(t *testing.T) {
 		t.Errorf("options recovered from the cookie: %+v", o)
 	}
 }
+
+// TestReplayACKs: a handshake ACK the data plane kept while no engine ran
+// (a pure ACK: the client, waiting for a server that speaks first, sends
+// nothing more) opens its connection once the next engine replays it.
+func TestReplayACKs(t *testing.T) {
+	r1 := newRig(t, queue.CookiesAuto, nil)
+	const isn = 4_000_000
+	r1.inject(packet.BuildSyn, packet.Fields{Src: r1.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	sa := r1.reply()
+
+	buf := make([]byte, 2048)
+	n, err := packet.Build(buf, &packet.Fields{
+		Src: r1.client, Dst: vip, Seq: isn + 1, Ack: sa.Seq + 1, Flags: packet.ACK, Window: 502,
+		Options: flow.SynOptions{Timestamps: true, TSval: 5001, TSecr: sa.Options.TSval},
+		SrcMAC:  r1.peerMAC, DstMAC: r1.ourMAC,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2 := newRig(t, queue.CookiesAuto, nil)
+	r2.e.CookiesSentElsewhere()
+	if got := r2.e.ReplayACKs([]bpf.StandbyACK{{Frame: buf[:n], Ifindex: 3}}); got != 1 {
+		t.Fatalf("replayed ACKs validated: %d, want 1", got)
+	}
+	syn := r2.sentIP()
+	if syn.Flags != packet.SYN || syn.Dst != backend || syn.Seq != isn {
+		t.Fatalf("after the replay: %v to %v seq %d, want the backend SYN", syn.Flags, syn.Dst, syn.Seq)
+	}
+}
