@@ -74,6 +74,7 @@
 //	flows      4-tuple as received -> translation         Go installs; XDP updates last-seen, FIN/RST, counters
 //	ratelimit  source prefix -> SYN token bucket         XDP only
 //	counters   verdict -> packets, bytes (per CPU)        XDP only
+//	standby_acks  4-tuple -> handshake ACK kept with no engine  XDP writes, Go takes
 //	meta       layout generation of each map, XDP mode of each link
 //
 // Not pinned, each program has its own, kept alive by the program:
@@ -93,9 +94,11 @@
 // process ended: that is how the program knows no engine is there. A
 // service with Service.StandbyCookies then has its SYNs answered by the
 // program's cookies (with the last key, as long as it is fresh: at least
-// CookieKeyGrace past the process's end); the ACKs, and the client data
-// behind them, are dropped (no socket) until the next engine validates
-// the client's retransmission as a cookie.
+// CookieKeyGrace past the process's end). A handshake ACK to such a
+// service is kept (headers only) in the pinned standby_acks map and the
+// frame dropped; the next engine takes them (TakeStandbyACKs) and
+// validates them as cookies. Client data is dropped until then and
+// retransmitted by the client.
 //
 // Load takes an exclusive flock on the pin directory before it reads or
 // writes anything there, held until Close (or the process's death): a
