@@ -189,9 +189,11 @@ type Dataplane struct {
 	ckMu   sync.Mutex
 	cookie syngateCookieState // mirrors the cookie_keys map
 
-	// With PinPath: the pin directory's lock and the meta map.
-	lockFD int
-	meta   *ebpf.Map
+	// With PinPath: the pin directory's lock and the meta map; oldFlows
+	// is the flow table a migration replaced, until MergeMigratedFlows.
+	lockFD   int
+	meta     *ebpf.Map
+	oldFlows *ebpf.Map
 }
 
 // Limits of the AF_XDP socket map, mirrors of MAX_QUEUES and MAX_IFACES in
@@ -275,11 +277,31 @@ func (d *Dataplane) openPins(spec *ebpf.CollectionSpec) error {
 	if d.meta, err = openMeta(d.cfg.PinPath); err != nil {
 		return err
 	}
-	return migratePins(d.cfg.PinPath, spec, d.meta, d.log)
+	d.oldFlows, err = migratePins(d.cfg.PinPath, spec, d.meta, d.log)
+	return err
+}
+
+// MergeMigratedFlows, after the program was replaced on every interface,
+// carries over what the previous program recorded in a flow table Load
+// migrated (FIN and RST flags, last-seen times) while it still ran, so
+// closed connections expire on time. It returns how many entries changed;
+// without a migration it does nothing.
+func (d *Dataplane) MergeMigratedFlows() (int, error) {
+	if d.oldFlows == nil {
+		return 0, nil
+	}
+	n, err := mergeFlows(d.oldFlows, d.objs.Flows)
+	d.oldFlows.Close()
+	d.oldFlows = nil
+	return n, err
 }
 
 // closePins releases the meta map and then the lock.
 func (d *Dataplane) closePins() {
+	if d.oldFlows != nil {
+		d.oldFlows.Close()
+		d.oldFlows = nil
+	}
 	if d.meta != nil {
 		d.meta.Close()
 		d.meta = nil

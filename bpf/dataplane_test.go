@@ -336,6 +336,27 @@ func TestPinnedRestart(t *testing.T) {
 	if n := d3.objs.Flows.MaxEntries(); n != 1024 {
 		t.Fatalf("flow table has %d entries after resize, want 1024", n)
 	}
+	// The running program records a FIN in the old table after the copy;
+	// the merge after the link update carries it over.
+	fk, err := key.bpf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ov syngateFlowVal
+	if err := d3.oldFlows.Lookup(&fk, &ov); err != nil {
+		t.Fatalf("old flow table: %v", err)
+	}
+	ov.Flags |= flowFIN
+	ov.LastSeenNs = 12345
+	if err := d3.oldFlows.Put(&fk, &ov); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := d3.MergeMigratedFlows(); err != nil || n != 1 {
+		t.Fatalf("merge: %d, %v", n, err)
+	}
+	if st, err := d3.LookupFlow(key); err != nil || !st.FIN || st.LastSeen != 12345 {
+		t.Fatalf("flow after merge: %+v, %v", st, err)
+	}
 	if c, err := d3.Counters(); err != nil || c[VerdictPassNotService].Packets != 1 {
 		t.Fatalf("counters after resize: %v, %v", c[VerdictPassNotService], err)
 	}

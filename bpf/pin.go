@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -123,7 +124,16 @@ func metaGet(m *ebpf.Map, key string) (uint64, bool) {
 // changed are copied into new ones pinned in their place; a map of an
 // unknown generation is refused. Maps pinned before the meta map existed
 // are generation 1. It records the generations it leaves behind.
-func migratePins(dir string, spec *ebpf.CollectionSpec, meta *ebpf.Map, log *slog.Logger) error {
+//
+// It returns the old flow table when that was migrated: the running
+// program keeps updating it until the link update (see mergeFlows).
+func migratePins(dir string, spec *ebpf.CollectionSpec, meta *ebpf.Map, log *slog.Logger) (oldFlows *ebpf.Map, err error) {
+	defer func() {
+		if err != nil && oldFlows != nil {
+			oldFlows.Close()
+			oldFlows = nil
+		}
+	}()
 	for _, name := range pinnedMaps {
 		path := filepath.Join(dir, name)
 		old, err := ebpf.LoadPinnedMap(path, nil)
@@ -131,68 +141,114 @@ func migratePins(dir string, spec *ebpf.CollectionSpec, meta *ebpf.Map, log *slo
 			continue // the loader creates and pins it
 		}
 		if err != nil {
-			return fmt.Errorf("open pinned %s: %w", path, err)
+			return oldFlows, fmt.Errorf("open pinned %s: %w", path, err)
 		}
 		gen, ok := metaGet(meta, "gen/"+name)
 		if !ok {
 			gen = 1
 		}
-		err = migrateMap(path, name, old, gen, spec.Maps[name], log)
-		old.Close()
+		migrated, err := migrateMap(path, name, old, gen, spec.Maps[name], log)
+		if migrated && name == syngateMapFlows {
+			oldFlows = old
+		} else {
+			old.Close()
+		}
 		if err != nil {
-			return err
+			return oldFlows, err
 		}
 	}
 	for _, name := range pinnedMaps {
 		if err := meta.Put(newMetaKey("gen/"+name), layoutGen[name]); err != nil {
-			return fmt.Errorf("record layout of %s: %w", name, err)
+			return oldFlows, fmt.Errorf("record layout of %s: %w", name, err)
 		}
 	}
-	return nil
+	return oldFlows, nil
 }
 
-func migrateMap(path, name string, old *ebpf.Map, gen uint64, ms *ebpf.MapSpec, log *slog.Logger) error {
+// mergeFlows carries over what the previous program recorded in the old
+// flow table between the copy and the link update: FIN and RST flags and
+// the last-seen time (packet and byte counts are not merged). Entries are
+// read by their common leading bytes, as copyEntries copies them.
+func mergeFlows(old, cur *ebpf.Map) (int, error) {
+	var (
+		k, v []byte
+		n    int
+	)
+	it := old.Iterate()
+	for it.Next(&k, &v) {
+		var ov, nv syngateFlowVal
+		if err := decodePrefix(v, &ov); err != nil {
+			return n, err
+		}
+		if err := cur.Lookup(k, &nv); err != nil {
+			continue // expired or evicted meanwhile
+		}
+		if ov.Flags&^nv.Flags == 0 && ov.LastSeenNs <= nv.LastSeenNs {
+			continue
+		}
+		nv.Flags |= ov.Flags
+		nv.LastSeenNs = max(nv.LastSeenNs, ov.LastSeenNs)
+		if err := cur.Update(k, &nv, ebpf.UpdateExist); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return n, fmt.Errorf("merge flow: %w", err)
+		}
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return n, fmt.Errorf("merge flows: %w", err)
+	}
+	return n, nil
+}
+
+// decodePrefix decodes b into v by their common leading bytes.
+func decodePrefix(b []byte, v *syngateFlowVal) error {
+	buf := make([]byte, binary.Size(v))
+	copy(buf, b)
+	_, err := binary.Decode(buf, binary.NativeEndian, v)
+	return err
+}
+
+func migrateMap(path, name string, old *ebpf.Map, gen uint64, ms *ebpf.MapSpec, log *slog.Logger) (migrated bool, err error) {
 	if gen != layoutGen[name] {
-		return fmt.Errorf("pinned map %s has layout generation %d, this syngate understands %d: %w "+
+		return false, fmt.Errorf("pinned map %s has layout generation %d, this syngate understands %d: %w "+
 			"(`syngate reset -c FILE` detaches syngate and removes its pins, dropping the spliced connections)",
 			path, gen, layoutGen[name], ErrPinnedIncompatible)
 	}
 	cerr := ms.Compatible(old)
 	if cerr == nil {
-		return nil
+		return false, nil
 	}
 	if old.Type() != ms.Type || old.KeySize() != ms.KeySize {
-		return fmt.Errorf("pinned map %s: %w: %w (`syngate reset -c FILE` detaches syngate and removes its pins, dropping the spliced connections)",
+		return false, fmt.Errorf("pinned map %s: %w: %w (`syngate reset -c FILE` detaches syngate and removes its pins, dropping the spliced connections)",
 			path, ErrPinnedIncompatible, cerr)
 	}
 	cp := ms.Copy()
 	cp.Pinning = ebpf.PinNone
 	nm, err := ebpf.NewMap(cp)
 	if err != nil {
-		return fmt.Errorf("migrate %s: create: %w", path, classify(err))
+		return false, fmt.Errorf("migrate %s: create: %w", path, classify(err))
 	}
 	defer nm.Close()
 	n, err := copyEntries(old, nm)
 	if err != nil {
-		return fmt.Errorf("migrate %s: %w", path, err)
+		return false, fmt.Errorf("migrate %s: %w", path, err)
 	}
 	// Pin beside the old map, then rename over it: the path always names
 	// a complete map.
 	tmp := filepath.Join(filepath.Dir(path), migratePrefix+name)
 	_ = os.Remove(tmp)
 	if err := nm.Pin(tmp); err != nil {
-		return fmt.Errorf("migrate %s: pin: %w", path, err)
+		return false, fmt.Errorf("migrate %s: pin: %w", path, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		_ = os.Remove(tmp)
-		return fmt.Errorf("migrate %s: replace pin: %w", path, err)
+		return false, fmt.Errorf("migrate %s: replace pin: %w", path, err)
 	}
 	if ms.Type != ebpf.PerCPUArray && ms.Type != ebpf.Array && n > int(ms.MaxEntries) {
 		log.Warn("pinned map migrated into a smaller one: the oldest entries were evicted",
 			"map", name, "entries", n, "max_entries", ms.MaxEntries)
 	}
 	log.Info("pinned map migrated", "map", name, "change", cerr.Error(), "entries", n)
-	return nil
+	return true, nil
 }
 
 // copyEntries copies every entry of from into to: keys as they are, values

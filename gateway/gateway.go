@@ -221,6 +221,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	if err := detachRemovedInterfaces(dp, cfg, log); err != nil {
 		return err
 	}
+	if n, err := dp.MergeMigratedFlows(); err != nil {
+		log.Warn("merge the migrated flow table", "err", err)
+	} else if n > 0 {
+		log.Info("flow state recorded during the migration carried over", "flows", n)
+	}
 	if tookOver {
 		// While no engine ran, the program answered SYNs with standby
 		// cookies; their ACKs (or the clients' first data) arrive now.
