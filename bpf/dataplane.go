@@ -467,6 +467,23 @@ func (d *Dataplane) Attached() map[string]Mode {
 	return out
 }
 
+// AddRedirectPort lets the program redirect spliced packets out of the
+// named interface before it is attached there. Call it for every interface
+// before attaching to any: while a take-over replaces the program one
+// interface after the other, the new program, already running on the
+// first, must reach the others.
+func (d *Dataplane) AddRedirectPort(ifname string) error {
+	iface, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return fmt.Errorf("add redirect port %s: %w: %w", ifname, ErrUnknownInterface, err)
+	}
+	idx := uint32(iface.Index)
+	if err := d.objs.TxPorts.Put(idx, idx); err != nil {
+		return fmt.Errorf("add redirect port %s: %w", ifname, classify(err))
+	}
+	return nil
+}
+
 // TookOver reports whether the program replaced an earlier syngate's on the
 // named interface through its pinned link.
 func (d *Dataplane) TookOver(ifname string) bool {

@@ -320,6 +320,14 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web
 		served.Round(time.Millisecond), r.cur.startup.Round(time.Millisecond), retrans[0], retrans[1], kernelRSTs,
 		delta(`syngate_xdp_packets_total{reason="drop_no_socket",verdict="drop"}`),
 		delta(`syngate_xdp_packets_total{reason="tx_synack_cookie",verdict="tx"}`))
+	// No spliced packet may be dropped by the switch itself.
+	for _, reason := range []string{"drop_fast_no_port", "drop_fast_no_route", "drop_fast_no_neigh"} {
+		if d := delta(`syngate_xdp_packets_total{reason="` + reason + `",verdict="drop"}`); d != 0 {
+			t.Errorf("%v spliced packets dropped as %s during the phase", d, reason)
+		}
+	}
+	t.Logf("slow path packets of the syngate running at the end (its counters start at its start): %v",
+		after[`syngate_slowpath_packets_total{service="web"}`])
 	for i, err := range nc.failed {
 		if i < 5 {
 			t.Errorf("new connection failed: %v", err)

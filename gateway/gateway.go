@@ -207,6 +207,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	if err := dp.SetCookieKey(jar.DataplaneKey(time.Now())); err != nil {
 		return err
 	}
+	// Every interface's redirect port before the first attach: during a
+	// take-over the new program runs on the first interface while the
+	// others still run the old one, and must already reach them.
+	for _, in := range cfg.Interfaces {
+		if err := dp.AddRedirectPort(in.Name); err != nil {
+			return err
+		}
+	}
 	tookOver := false
 	for _, in := range cfg.Interfaces {
 		mode, err := bpf.ParseMode(string(in.Mode))
