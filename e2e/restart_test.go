@@ -229,6 +229,11 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web
 	// The gateway's kernel resets what reaches it for a spliced flow (it
 	// has no socket for it); the engine's own RSTs go out raw, uncounted.
 	rsts0 := tcpStat(t, r.top.Gateway, "OutRsts")
+	nss := []*lab.NS{r.top.Client, r.top.Gateway, r.top.Backend}
+	var drops0 [3]int
+	for i, ns := range nss {
+		drops0[i] = linkDrops(t, ns)
+	}
 
 	var wg sync.WaitGroup
 	errs := make(chan error, restartTransfers)
@@ -308,6 +313,10 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web
 	delta := func(k string) float64 { return after[k] - before[k] }
 	retrans := [2]int{tcpStat(t, r.top.Client, "RetransSegs") - retrans0[0], tcpStat(t, r.top.Backend, "RetransSegs") - retrans0[1]}
 	kernelRSTs := tcpStat(t, r.top.Gateway, "OutRsts") - rsts0
+	var drops [3]int
+	for i, ns := range nss {
+		drops[i] = linkDrops(t, ns) - drops0[i]
+	}
 	if web6Removed {
 		kernelRSTs-- // the refusal of the removed service's SYN
 	}
@@ -316,8 +325,10 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web
 	t.Logf("%d transfers of %d MiB each way: %d broken; new connections: %d ok, %d failed, %d after a retransmission (>900 ms), slowest %v",
 		restartTransfers, restartBytes>>20, broken, nc.ok, len(nc.failed), nc.retried, nc.slowest.Round(time.Millisecond))
 	t.Logf("switch: new syngate serving %v after the old one was signalled (its own start %v); TCP retransmissions client %d, backend %d; "+
-		"RSTs from the gateway's kernel %d; XDP during the phase: drop_no_socket %v, cookie SYN-ACKs (standby or offload) %v",
-		served.Round(time.Millisecond), r.cur.startup.Round(time.Millisecond), retrans[0], retrans[1], kernelRSTs,
+		"interface drops client %d, gateway %d, backend %d; RSTs from the gateway's kernel %d; "+
+		"XDP during the phase: drop_no_socket %v, cookie SYN-ACKs (standby or offload) %v",
+		served.Round(time.Millisecond), r.cur.startup.Round(time.Millisecond), retrans[0], retrans[1],
+		drops[0], drops[1], drops[2], kernelRSTs,
 		delta(`syngate_xdp_packets_total{reason="drop_no_socket",verdict="drop"}`),
 		delta(`syngate_xdp_packets_total{reason="tx_synack_cookie",verdict="tx"}`))
 	// No spliced packet may be dropped by the switch itself.
@@ -531,6 +542,38 @@ func tcpStat(t *testing.T, ns *lab.NS, stat string) int {
 			}
 		}
 		return fmt.Errorf("no Tcp %s in /proc/net/snmp", stat)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// linkDrops sums the receive and transmit drops of every interface of the
+// namespace (/proc/net/dev): a veth that cannot take a redirected frame
+// counts it there.
+func linkDrops(t *testing.T, ns *lab.NS) int {
+	t.Helper()
+	var n int
+	err := ns.Run(func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/dev")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			name, rest, ok := strings.Cut(line, ":")
+			f := strings.Fields(rest)
+			if !ok || len(f) < 12 || strings.Contains(name, "|") {
+				continue
+			}
+			rx, err1 := strconv.Atoi(f[3])
+			tx, err2 := strconv.Atoi(f[11])
+			if err := errors.Join(err1, err2); err != nil {
+				return fmt.Errorf("/proc/net/dev %q: %w", line, err)
+			}
+			n += rx + tx
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
