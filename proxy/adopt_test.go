@@ -172,3 +172,36 @@ func TestReplayACKs(t *testing.T) {
 		t.Fatalf("after the replay: %v to %v seq %d, want the backend SYN", syn.Flags, syn.Dst, syn.Seq)
 	}
 }
+
+// TestDrain: on the way out the engine hands SYNs to the data plane's
+// cookies and waits for the connections it is opening, up to its timeout.
+func TestDrain(t *testing.T) {
+	off := &fakeOffload{}
+	r := newRig(t, queue.CookiesAuto, func(c *Config) { c.Offload = off })
+	r.handshake(42, nil)
+	syn := r.sentIP() // the backend leg is opening
+	if opening, _ := r.e.Drain(50 * time.Millisecond); opening != 1 {
+		t.Fatalf("drain with a backend leg in flight: %d opening left, want 1", opening)
+	}
+	r.backendSynAck(syn, 9, 7)
+	r.sentIP() // the backend ACK: spliced
+	done := make(chan int)
+	go func() { o, _ := r.e.Drain(5 * time.Second); done <- o }()
+	select {
+	case o := <-done:
+		if o != 0 {
+			t.Fatalf("drain after the splice: %d opening left", o)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("drain did not return once nothing was opening")
+	}
+	select {
+	case s := <-r.e.offloadReqs:
+		r.e.manageOffload(s, r.now)
+	case <-time.After(time.Second):
+		t.Fatal("drain did not ask for the cookie offload")
+	}
+	if c, n := off.last(); n != 1 || !c.on {
+		t.Errorf("offload while draining: %+v (%d calls), want on", c, n)
+	}
+}
