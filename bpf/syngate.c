@@ -174,7 +174,10 @@ struct flow_key {
 #define FLOW_F_RST 0x2
 
 /* The translation for one direction of a spliced connection. The first part
- * is written by Go; flags, last_seen_ns, packets and bytes by this program. */
+ * is written by Go; flags, last_seen_ns, packets and bytes by this program.
+ * The map is pinned and taken over by the next version: add fields at the
+ * end only (a migration copies the leading bytes and zeroes the rest); any
+ * other change must bump the map's generation in layoutGen (bpf/pin.go). */
 struct flow_val {
 	__u8 saddr[16];
 	__u8 daddr[16];
