@@ -74,8 +74,8 @@ func TestSecondInstanceAndReset(t *testing.T) {
 		d2.Stop(5 * time.Second)
 		t.Fatalf("second instance: %v, want an exit naming the lock", err)
 	}
-	if n := pinnedEntries(t, filepath.Join(pins, "services")); n != 1 {
-		t.Errorf("services map has %d entries after the failed second instance, want the first's 1", n)
+	if n := pinnedEntries(t, filepath.Join(pins, "services")); n != 2 {
+		t.Errorf("services map has %d entries after the failed second instance, want the first's 2", n)
 	}
 	if _, err := dial(top.Client, netip.AddrPortFrom(top.VIP4, 81), 3*time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("port 81 after the failed second instance: %v, want refused by the kernel", err)

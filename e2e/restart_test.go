@@ -39,7 +39,8 @@ const (
 // TestRestartKeepsConnections switches syngate three ways while
 // transfers run through it and new connections keep arriving: SIGTERM and
 // a new start, SIGKILL and a new start, and an upgrade to a differently
-// built binary. No transfer may break or lose a byte; every new
+// built binary; half the transfers over IPv6. No transfer may break or
+// lose a byte; every new
 // connection must succeed (a retransmission is allowed); after each
 // switch no stale service is left, no new backend leg takes a live flow's
 // port, the flows gauge matches the pinned flow table, and adopted flows
@@ -71,13 +72,13 @@ func TestRestartKeepsConnections(t *testing.T) {
 	}
 
 	srv := newRecordingEcho(t, top)
-	cfgWith6 := restartConfig(t, top, dir, pins, true, 0)
+	cfgWith81 := restartConfig(t, top, dir, pins, true, 0)
 	cfgV4 := restartConfig(t, top, dir, pins, false, 0)
 	// The upgrade also resizes the flow table: the pinned one is migrated.
 	cfgResized := restartConfig(t, top, dir, pins, false, 131072)
 
 	r := &restarter{t: t, root: t, top: top, dir: dir}
-	r.start(syngateBin, cfgWith6)
+	r.start(syngateBin, cfgWith81)
 	t.Cleanup(func() { r.cur.stop() })
 
 	switches := []struct {
@@ -89,7 +90,7 @@ func TestRestartKeepsConnections(t *testing.T) {
 			if err := r.cur.d.Stop(10 * time.Second); err != nil {
 				t.Error(err)
 			}
-			r.start(syngateBin, cfgV4) // and web6 is removed from the config
+			r.start(syngateBin, cfgV4) // and web81 is removed from the config
 		}},
 		{"SIGKILL", func() {
 			syscall.Kill(r.cur.d.PID(), syscall.SIGKILL)
@@ -143,18 +144,20 @@ func TestRestartKeepsConnections(t *testing.T) {
 }
 
 // restartConfig writes a config with pinning under pins and a short
-// close timeout; with6 adds an IPv6 service that later configs drop;
-// maxFlows, when set, sizes the flow table.
-func restartConfig(t *testing.T, top *lab.Topology, dir, pins string, with6 bool, maxFlows int) string {
+// close timeout, an IPv4 and an IPv6 service; with81 adds a service on
+// VIP:81 that later configs drop; maxFlows, when set, sizes the flow
+// table.
+func restartConfig(t *testing.T, top *lab.Topology, dir, pins string, with81 bool, maxFlows int) string {
 	t.Helper()
 	flows := ""
 	if maxFlows > 0 {
 		flows = fmt.Sprintf("  max: %d\n", maxFlows)
 	}
-	v6 := ""
-	if with6 {
-		v6 = fmt.Sprintf("  - name: web6\n    listen: \"%s\"\n    backend: \"%s\"\n",
-			netip.AddrPortFrom(top.VIP6, servicePort), netip.AddrPortFrom(top.BackendIf.V6.Addr(), backendPort))
+	v6 := fmt.Sprintf("  - name: web6\n    listen: \"%s\"\n    backend: \"%s\"\n",
+		netip.AddrPortFrom(top.VIP6, servicePort), netip.AddrPortFrom(top.BackendIf.V6.Addr(), backendPort))
+	if with81 {
+		v6 += fmt.Sprintf("  - name: web81\n    listen: %s\n    backend: %s\n",
+			netip.AddrPortFrom(top.VIP4, 81), netip.AddrPortFrom(backendAddr(top), backendPort))
 	}
 	cfg := fmt.Sprintf(`interfaces:
   - name: %s
@@ -173,7 +176,7 @@ services:
     backend: %s
 `, top.GatewayClient.Name, top.GatewayBackend.Name, filepath.Join(dir, "secret"), pins, flows, v6,
 		netip.AddrPortFrom(top.VIP4, servicePort), netip.AddrPortFrom(backendAddr(top), backendPort))
-	path := filepath.Join(dir, fmt.Sprintf("syngate-%v-%d.yaml", with6, maxFlows))
+	path := filepath.Join(dir, fmt.Sprintf("syngate-%v-%d.yaml", with81, maxFlows))
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -222,8 +225,9 @@ func (r *restarter) start(bin, cfg string) {
 
 // runSwitch runs the transfers and the stream of new connections across
 // one switch and checks and reports what happened.
-func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web6Removed bool, do func()) {
+func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web81Removed bool, do func()) {
 	vip := netip.AddrPortFrom(r.top.VIP4, servicePort)
+	vip6 := netip.AddrPortFrom(r.top.VIP6, servicePort)
 	before := r.cur.g.metrics()
 	retrans0 := [2]int{tcpStat(t, r.top.Client, "RetransSegs"), tcpStat(t, r.top.Backend, "RetransSegs")}
 	// The gateway's kernel resets what reaches it for a spliced flow (it
@@ -239,7 +243,11 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web
 	errs := make(chan error, restartTransfers)
 	conns := make([]net.Conn, restartTransfers)
 	for i := range conns {
-		c, err := dial(r.top.Client, vip, 5*time.Second)
+		to := vip
+		if i%2 == 1 {
+			to = vip6 // half the transfers over IPv6
+		}
+		c, err := dial(r.top.Client, to, 5*time.Second)
 		if err != nil {
 			t.Fatalf("transfer %d: connect: %v", i, err)
 		}
@@ -297,8 +305,8 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web
 
 	// The removed IPv6 service's SYNs reach the kernel again, which
 	// refuses them at once (a stale entry would steer them to AF_XDP).
-	if web6Removed {
-		if c, err := dial(r.top.Client, netip.AddrPortFrom(r.top.VIP6, servicePort), 3*time.Second); err == nil {
+	if web81Removed {
+		if c, err := dial(r.top.Client, netip.AddrPortFrom(r.top.VIP4, 81), 3*time.Second); err == nil {
 			c.Close()
 			t.Error("the removed service still answers")
 		} else if !errors.Is(err, syscall.ECONNREFUSED) {
@@ -317,7 +325,7 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web
 	for i, ns := range nss {
 		drops[i] = linkDrops(t, ns) - drops0[i]
 	}
-	if web6Removed {
+	if web81Removed {
 		kernelRSTs-- // the refusal of the removed service's SYN
 	}
 	nc.mu.Lock()
@@ -338,7 +346,7 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web
 		}
 	}
 	t.Logf("slow path packets of the syngate running at the end (its counters start at its start): %v",
-		after[`syngate_slowpath_packets_total{service="web"}`])
+		after[`syngate_slowpath_packets_total{service="web"}`]+after[`syngate_slowpath_packets_total{service="web6"}`])
 	for i, err := range nc.failed {
 		if i < 5 {
 			t.Errorf("new connection failed: %v", err)
@@ -443,7 +451,7 @@ type recordingEcho struct {
 }
 
 type leg struct {
-	port       uint16
+	src        netip.AddrPort // syngate's source address and port
 	start, end time.Time
 }
 
@@ -466,7 +474,8 @@ func newRecordingEcho(t *testing.T, top *lab.Topology) *recordingEcho {
 			}
 			s.mu.Lock()
 			i := len(s.legs)
-			s.legs = append(s.legs, leg{port: uint16(c.RemoteAddr().(*net.TCPAddr).Port), start: time.Now()})
+			src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+			s.legs = append(s.legs, leg{src: netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), start: time.Now()})
 			s.mu.Unlock()
 			wg.Add(1)
 			go func() {
@@ -482,15 +491,16 @@ func newRecordingEcho(t *testing.T, top *lab.Topology) *recordingEcho {
 	return s
 }
 
-// portOverlaps lists source ports that two backend legs held at once.
-func (s *recordingEcho) portOverlaps() []uint16 {
+// portOverlaps lists source addresses and ports that two backend legs held
+// at once.
+func (s *recordingEcho) portOverlaps() []netip.AddrPort {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	far := time.Now().Add(time.Hour)
-	var out []uint16
+	var out []netip.AddrPort
 	for i, a := range s.legs {
 		for _, b := range s.legs[i+1:] {
-			if a.port != b.port {
+			if a.src != b.src {
 				continue
 			}
 			ae, be := a.end, b.end
@@ -501,7 +511,7 @@ func (s *recordingEcho) portOverlaps() []uint16 {
 				be = far
 			}
 			if a.start.Before(be) && b.start.Before(ae) {
-				out = append(out, a.port)
+				out = append(out, a.src)
 			}
 		}
 	}
