@@ -79,8 +79,11 @@ type Config struct {
 	// Load locks it for the life of the Dataplane. Empty disables pinning:
 	// Close then detaches.
 	PinPath string
-	// DropSYNPayload drops SYNs that carry data (this also refuses TCP Fast
-	// Open, which syngate does not implement).
+	// DropSYNPayload drops SYNs that carry data, except those with a TCP
+	// Fast Open option (RFC 7413 kind 34, or the experimental kind 254 with
+	// magic 0xF989): a TFO client's SYN is answered like any other, with a
+	// SYN-ACK acknowledging only the SYN, and the client sends its data
+	// again at once instead of waiting for a SYN timeout.
 	DropSYNPayload bool
 	// DropBadFlags drops segments with impossible flags: none at all, SYN
 	// with FIN or RST, FIN with RST, FIN/PSH/URG without ACK.
@@ -90,8 +93,10 @@ type Config struct {
 	// LocalPorts is the range of source ports syngate uses towards backends;
 	// segments to a local address (AddLocal) in this range are syngate's.
 	LocalPorts PortRange
-	// MaxFlows sizes the flow table (LRU); zero means 262144. One spliced
-	// connection takes two entries.
+	// MaxFlows bounds the flow table; zero means 2097152 (a million
+	// connections: one takes two entries). Entries are allocated on
+	// demand; at the bound InstallFlow fails with ErrFlowTableFull and no
+	// entry is ever evicted.
 	MaxFlows int
 	// Logger receives attach/detach events; nil means slog.Default().
 	Logger *slog.Logger
@@ -173,6 +178,8 @@ var mapLayouts = map[string][2]any{
 	syngateMapSynackScratch:  {uint32(0), syngateSynackBuf{}},
 	syngateMapStandbyAcks:    {syngateFlowKey{}, syngateStandbyAck{}},
 	syngateMapStandbyScratch: {uint32(0), syngateStandbyBuf{}},
+	syngateMapIcmpBucket:     {uint32(0), syngateIcmpBucket{}},
+	syngateMapIcmpScratch:    {uint32(0), syngateIcmpScratch{}},
 }
 
 // Dataplane is the loaded XDP program and its maps. Its methods are safe for

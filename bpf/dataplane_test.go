@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -70,6 +69,9 @@ func TestVerdictMirror(t *testing.T) {
 		VerdictDropTCPOptions: syngateReasonR_DROP_TCP_OPTIONS, VerdictDropFastNoRoute: syngateReasonR_DROP_FAST_NO_ROUTE,
 		VerdictDropFastNoNeigh: syngateReasonR_DROP_FAST_NO_NEIGH, VerdictDropFastNoPort: syngateReasonR_DROP_FAST_NO_PORT,
 		VerdictTXSynAckCookie: syngateReasonR_TX_SYNACK_COOKIE,
+		VerdictICMPTX:         syngateReasonR_ICMP_TX, VerdictICMPRedirect: syngateReasonR_ICMP_REDIRECT,
+		VerdictPassICMPNoFlow: syngateReasonR_PASS_ICMP_NO_FLOW, VerdictDropICMPRateLimit: syngateReasonR_DROP_ICMP_RATELIMIT,
+		VerdictDropICMPNoNeigh: syngateReasonR_DROP_ICMP_NO_NEIGH, VerdictDropICMPNoPort: syngateReasonR_DROP_ICMP_NO_PORT,
 	}
 	if len(c) != NumVerdicts || syngateReasonR_MAX != NumVerdicts {
 		t.Fatalf("%d verdicts mapped, Go has %d, C has %d", len(c), NumVerdicts, syngateReasonR_MAX)
@@ -195,23 +197,9 @@ func TestClassifyVerifierError(t *testing.T) {
 func TestAttach(t *testing.T) {
 	requireRoot(t)
 	inNewNetns(t)
-	if out, err := exec.Command("ip", "link", "add", "sgtest0", "type", "veth", "peer", "name", "sgtest1").CombinedOutput(); err != nil {
-		t.Skipf("skipping: cannot create a veth pair in the test namespace: %v: %s", err, out)
-	}
+	addVeth(t, 0)
 	d := testDataplane(t, Config{})
-	xdpOn := func(name string) string {
-		out, err := exec.Command("ip", "-d", "link", "show", name).CombinedOutput()
-		if err != nil {
-			t.Fatalf("ip link show %s: %v: %s", name, err, out)
-		}
-		switch s := string(out); {
-		case strings.Contains(s, "xdpgeneric"):
-			return "generic"
-		case strings.Contains(s, "prog/xdp"):
-			return "native"
-		}
-		return ""
-	}
+	xdpOn := func(name string) string { return xdpMode(t, name) }
 	if err := d.Attach("nosuch0", ModeAuto); !errors.Is(err, ErrUnknownInterface) {
 		t.Fatalf("unknown interface: %v", err)
 	}
@@ -325,6 +313,38 @@ func TestPinnedRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Counters of a version with fewer verdicts are migrated by index, not
+	// refused: every verdict added would otherwise stop an upgrade.
+	if err := os.Remove(dir + "/counters"); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 16, MaxEntries: NumVerdicts - 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	perCPU := make([]syngateCounter, ebpf.MustPossibleCPU())
+	perCPU[0].Packets = 5
+	if err := old.Put(uint32(VerdictPassNotService), perCPU); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(dir + "/counters"); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	d2, err = Load(cfg)
+	if err != nil {
+		t.Fatalf("load over older pinned counters: %v", err)
+	}
+	if c, err := d2.Counters(); err != nil || c[VerdictPassNotService].Packets != 5 {
+		t.Fatalf("counters after migrating older ones: %v, %v", c[VerdictPassNotService], err)
+	}
+	if st, err := d2.LookupFlow(key); err != nil || st.NAT != nat {
+		t.Fatalf("flow after migrating the counters: %+v, %v", st, err)
+	}
+	if err := d2.Close(); err != nil {
+		t.Fatal(err)
+	}
+
 	// Another flow table size is migrated, entries and all.
 	d3, err := Load(Config{PinPath: dir, LocalPorts: localPorts, MaxFlows: 1024})
 	if err != nil {
@@ -357,7 +377,7 @@ func TestPinnedRestart(t *testing.T) {
 	if st, err := d3.LookupFlow(key); err != nil || !st.FIN || st.LastSeen != 12345 {
 		t.Fatalf("flow after merge: %+v, %v", st, err)
 	}
-	if c, err := d3.Counters(); err != nil || c[VerdictPassNotService].Packets != 1 {
+	if c, err := d3.Counters(); err != nil || c[VerdictPassNotService].Packets != 5 {
 		t.Fatalf("counters after resize: %v, %v", c[VerdictPassNotService], err)
 	}
 	// A layout generation this version does not know is refused, naming

@@ -72,6 +72,7 @@
 //	services   VIP:port -> service id, flags, announce   written by Go
 //	locals     backend-side source addresses              written by Go
 //	flows      4-tuple as received -> translation         Go installs; XDP updates last-seen, FIN/RST, counters
+//	           (a hash allocated on demand, never an LRU: full, an install fails; nothing is evicted)
 //	ratelimit  source prefix -> SYN token bucket         XDP only
 //	counters   verdict -> packets, bytes (per CPU)        XDP only
 //	standby_acks  4-tuple -> handshake ACK kept with no engine  XDP writes, Go takes
@@ -84,6 +85,8 @@
 //	tx_ports        ifindex -> ifindex (DEVMAP_HASH)       Attach
 //	cookie_keys     cookie key, tick, TSval clock offset   SetCookieKey
 //	synack_scratch  room to build a SYN-ACK (per CPU)      XDP only
+//	icmp_bucket     ICMP translation token bucket (per CPU) XDP only
+//	icmp_scratch    room for the ICMP path's key and FIB query (per CPU) XDP only
 //
 // Every interface has its own queue 0, so sockets are keyed by (interface,
 // queue): an interface takes a slot with its first socket and frees it with
@@ -107,7 +110,9 @@
 // program's (another flows.max, a field appended to a value) is copied into
 // a map of the new shape, pinned in its place, before the program is
 // loaded against it (see layoutGen); a layout generation it does not know
-// is refused with ErrPinnedIncompatible, naming `syngate reset`. Attach
+// is refused with ErrPinnedIncompatible, naming `syngate reset`. (The
+// counters map changes shape with every verdict added; it is migrated by
+// index like the others.) Attach
 // then finds the interface's pinned link and replaces its program with
 // link update: the kernel swaps the program pointer, so every packet sees
 // the old program or the new one and no spliced packet reaches the kernel

@@ -217,7 +217,7 @@ func migrateMap(path, name string, old *ebpf.Map, gen uint64, ms *ebpf.MapSpec, 
 	if cerr == nil {
 		return false, nil
 	}
-	if old.Type() != ms.Type || old.KeySize() != ms.KeySize {
+	if !sameKind(old.Type(), ms.Type) || old.KeySize() != ms.KeySize {
 		return false, fmt.Errorf("pinned map %s: %w: %w (`syngate reset -c FILE` detaches syngate and removes its pins, dropping the spliced connections)",
 			path, ErrPinnedIncompatible, cerr)
 	}
@@ -244,11 +244,19 @@ func migrateMap(path, name string, old *ebpf.Map, gen uint64, ms *ebpf.MapSpec, 
 		return false, fmt.Errorf("migrate %s: replace pin: %w", path, err)
 	}
 	if ms.Type != ebpf.PerCPUArray && ms.Type != ebpf.Array && n > int(ms.MaxEntries) {
-		log.Warn("pinned map migrated into a smaller one: the oldest entries were evicted",
+		log.Warn("pinned map migrated into a smaller one: entries beyond its size were dropped (their connections break)",
 			"map", name, "entries", n, "max_entries", ms.MaxEntries)
 	}
 	log.Info("pinned map migrated", "map", name, "change", cerr.Error(), "entries", n)
 	return true, nil
+}
+
+// sameKind reports whether entries of a map of type a can be copied into
+// one of type b: the same type, or a hash and an LRU hash (the flow table
+// was an LRU once).
+func sameKind(a, b ebpf.MapType) bool {
+	hash := func(t ebpf.MapType) bool { return t == ebpf.Hash || t == ebpf.LRUHash }
+	return a == b || hash(a) && hash(b)
 }
 
 // copyEntries copies every entry of from into to: keys as they are, values
@@ -299,6 +307,12 @@ func copyEntries(from, to *ebpf.Map) (int, error) {
 	it := from.Iterate()
 	for it.Next(&k, &v) {
 		if err := to.Put(k, fit(v)); err != nil {
+			if errors.Is(err, unix.E2BIG) {
+				// A smaller hash that is full: the rest do not fit.
+				// Counted, so the caller warns; never a refusal.
+				n++
+				continue
+			}
 			return n, fmt.Errorf("write entry: %w", err)
 		}
 		n++

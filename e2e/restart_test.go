@@ -333,7 +333,7 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web
 	t.Logf("%d transfers of %d MiB each way: %d broken; new connections: %d ok, %d failed, %d after a retransmission (>900 ms), slowest %v",
 		restartTransfers, restartBytes>>20, broken, nc.ok, len(nc.failed), nc.retried, nc.slowest.Round(time.Millisecond))
 	t.Logf("switch: new syngate serving %v after the old one was signalled (its own start %v); TCP retransmissions client %d, backend %d; "+
-		"interface drops client %d, gateway %d, backend %d; RSTs from the gateway's kernel %d; "+
+		"interface drops client %d, gateway %d, backend %d; RSTs from the gateway's kernel %d (a new syngate's ECN probes, one raw SYN per service, are answered by it); "+
 		"XDP during the phase: drop_no_socket %v, cookie SYN-ACKs (standby or offload) %v",
 		served.Round(time.Millisecond), r.cur.startup.Round(time.Millisecond), retrans[0], retrans[1],
 		drops[0], drops[1], drops[2], kernelRSTs,

@@ -35,8 +35,14 @@ var (
 	dSlowPath        = desc("slowpath_packets_total", "Packets of spliced connections that reached the engine instead of the XDP fast path (forwarded by the engine).", "service")
 	dBackendTW       = desc("backend_timewait_resets_total", "Backend legs whose source port the backend still held in TIME_WAIT, cleared with a RST before the SYN was sent again.", "service")
 	dBackendFailures = desc("backend_failures_total", "Backend legs that failed, by reason: refused, timeout, ...", "service", "reason")
-	dQueueDepth      = desc("queue_depth", "Entries in a service's queue: syn (half-open) or accept.", "service", "queue")
-	dQueueLimit      = desc("queue_limit", "Bound of a service's queue: syn (max_syn_backlog) or accept (min(backlog, somaxconn)).", "service", "queue")
+	dPortWaits       = desc("source_port_waits_total",
+		"Backend legs that found no free source port toward their backend, by outcome: waited (got one later) or failed (gave up at the connect timeout; the client was reset).",
+		"service", "outcome")
+	dSynData    = desc("syn_data_total", "SYNs carrying data (TCP Fast Open) answered by the engine with a SYN-ACK acknowledging only the SYN; the client sends the data again.", "service")
+	dECN        = desc("ecn_total", "Clients' ECN requests, by result at the splice: negotiated (both legs), not_offered (the backend is not known to do ECN), backend_refused (agreed with the client, refused by the backend).", "service", "result")
+	dMSSClamped = desc("mss_clamped_total", "MSS lowered to fit the gateway's smallest interface MTU, by leg: client (the SYN-ACK) or backend (the backend SYN).", "service", "leg")
+	dQueueDepth = desc("queue_depth", "Entries in a service's queue: syn (half-open) or accept.", "service", "queue")
+	dQueueLimit = desc("queue_limit", "Bound of a service's queue: syn (max_syn_backlog) or accept (min(backlog, somaxconn)).", "service", "queue")
 
 	dXDPPackets    = desc("xdp_packets_total", "Packets seen by the XDP program, by verdict and reason.", "verdict", "reason")
 	dFlows         = desc("flows", "Entries in the XDP flow table (one per direction).")
@@ -47,7 +53,7 @@ var (
 	dScrapeErrors  = desc("dataplane_read_errors", "Data plane reads that failed during this scrape, by source (1: the series of that source are missing).", "source")
 	allDescriptors = []*prometheus.Desc{
 		dSynReceived, dSynAckSent, dSynQueueFull, dSynDropped, dHalfOpenTimeout, dAckValidated, dAckRejected,
-		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dBackendFailures, dQueueDepth, dQueueLimit,
+		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dBackendFailures, dPortWaits, dSynData, dECN, dMSSClamped, dQueueDepth, dQueueLimit,
 		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors,
 	}
 )
@@ -108,6 +114,15 @@ func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
 	counter(ch, dBackendTW, s.BackendTimeWait, n)
 	for _, k := range sortedKeys(s.BackendFailures) {
 		counter(ch, dBackendFailures, s.BackendFailures[k], n, k)
+	}
+	counter(ch, dPortWaits, s.SourcePortWaited, n, "waited")
+	counter(ch, dPortWaits, s.SourcePortFailed, n, "failed")
+	counter(ch, dSynData, s.SynData, n)
+	for _, k := range sortedKeys(s.ECN) {
+		counter(ch, dECN, s.ECN[k], n, k)
+	}
+	for _, k := range sortedKeys(s.MSSClamped) {
+		counter(ch, dMSSClamped, s.MSSClamped[k], n, k)
 	}
 	gauge(ch, dQueueDepth, s.HalfOpen, n, "syn")
 	gauge(ch, dQueueDepth, s.Accept, n, "accept")

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/syngate/syngate/bpf"
@@ -80,6 +81,7 @@ func (e *Engine) Adopt(flows FlowLister) (AdoptStats, error) {
 		}
 		if p := c.source.Port(); p < e.cfg.PortMin || p > e.cfg.PortMax {
 			st.OutOfRange++
+			c.pool = nil // nothing to give back
 			e.log.Warn("adopted connection's source port is outside backend.ports", "flow", k, "port", p)
 		} else {
 			ports[pool] = append(ports[pool], p)
@@ -112,33 +114,47 @@ func (e *Engine) clientSide(k bpf.FlowKey, a bpf.FlowState, pk bpf.FlowKey, b bp
 func (e *Engine) adoptConn(kc bpf.FlowKey, toBackend, toClient bpf.FlowState, now time.Time) (*conn, *portPool) {
 	source, backend := toBackend.NAT.Src, toBackend.NAT.Dst
 	svc := e.services[kc.Dst]
-	if svc == nil || svc.Backend != backend || svc.Source != source.Addr() {
+	if svc == nil || svc.Backend != backend || !slices.Contains(svc.Sources, source.Addr()) {
 		svc = e.drainService(kc.Dst, backend, source.Addr())
 	}
-	pool := e.sources[source.Addr()]
+	pk := poolKey{source: source.Addr(), backend: backend}
+	pool := e.pools[pk]
 	if pool == nil {
-		// A source address no longer configured: its pool only keeps
-		// the books of the draining connections.
-		pool, _ = newPortPool(e.cfg.PortMin, e.cfg.PortMax, e.cfg.PortQuiet)
-		e.sources[source.Addr()] = pool
+		// A source address or backend no longer configured: the pool
+		// only keeps the books of the draining connections.
+		pool, _ = newPortPool(e.cfg.PortMin, e.cfg.PortMax, e.cfg.PortQuiet, now)
+		e.pools[pk] = pool
 	}
+	e.locals[source.Addr()] = true
+	nb, nc := toBackend.NAT, toClient.NAT
 	c := &conn{
 		svc: svc, client: flow.Tuple{Client: kc.Src, Service: kc.Dst}, created: now,
 		state: stateSpliced, haveClient: true, queued: true, synSent: true,
-		source: source, splicedAt: now,
+		source: source, pool: pool, splicedAt: now,
 		// What the slow path needs, recovered from the translations: the
 		// engine keeps only differences, so one side of each is zero.
-		ourISN: 0, backendISN: toBackend.NAT.AckDelta,
-		ourTS0: 0, backendTS0: toBackend.NAT.TSecrDelta,
-		ts: true, backendOpts: flow.SynOptions{Timestamps: true, WScale: toClient.NAT.InShift},
-		wscale: toClient.NAT.OutShift,
+		seqDelta: nb.SeqDelta, tsDelta: nb.TSvalDelta,
+		ourISN: 0, backendISN: nb.AckDelta,
+		ourTS0: 0, backendTS0: nb.TSecrDelta,
+		ts: true, backendOpts: flow.SynOptions{Timestamps: true, WScale: flow.NoWScale},
+		wscale: flow.NoWScale,
+		// The leg's ISN is not known: its port's floor cannot be trusted.
+		sentBytes: maxFloorSlack,
+	}
+	// The window shifts, as windowShifts derives them.
+	switch {
+	case nc.InShift == 0 && nc.OutShift == 0 && nb.InShift == 0 && nb.OutShift == 0:
+	case nb.InShift == 0 && nb.OutShift == 0:
+		c.wscale, c.backendOpts.WScale = nc.OutShift, nc.InShift
+	default:
+		c.wscale, c.opts.WScale = nc.OutShift, nb.InShift
 	}
 	sh := &e.conns.shards[e.conns.shardOf(c.client.Client)]
 	sh.mu.Lock()
 	sh.byClient[c.client] = c
 	sh.mu.Unlock()
 	e.conns.n.Add(1)
-	e.conns.setSource(c, source)
+	e.conns.setSource(c, legKey{source: source, backend: backend})
 	e.conns.spliced.Add(1)
 	return c, pool
 }
@@ -158,7 +174,7 @@ func (e *Engine) drainService(listen, backend netip.AddrPort, source netip.Addr)
 		return s
 	}
 	s := &service{
-		Service:    Service{Name: "draining " + listen.String(), Listen: listen, Backend: backend, Source: source},
+		Service:    Service{Name: "draining " + listen.String(), Listen: listen, Backend: backend, Sources: []netip.Addr{source}},
 		slots:      make(chan struct{}),
 		maxPending: e.cfg.MaxPending,
 	}
@@ -170,31 +186,34 @@ func (e *Engine) drainService(listen, backend netip.AddrPort, source netip.Addr)
 	return s
 }
 
-// adopt rebuilds the pool around the ports of adopted connections: those are
-// in use; every other one is free at once, in order from just above the
-// highest adopted port (the previous engine handed ports out upwards, so
-// those are the ones it used least recently). The quiet time of ports the
-// previous engine freed shortly before it stopped is not known; a backend
-// that still holds one in TIME_WAIT is cleared with a RST as usual.
+// adopt rebuilds a fresh pool around the ports of adopted connections:
+// those are in use; every other one is free at once, in order from just
+// above the highest adopted port (the previous engine handed ports out
+// upwards, so those are the ones it used least recently). Their ISN floors
+// died with the previous engine; a backend still holding one in TIME_WAIT
+// is cleared with a RST as usual. Call it before the pool hands out a port.
 func (p *portPool) adopt(inUse []uint16, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	clear(p.inUse)
+	clear(p.state)
+	p.nInUse = 0
 	start := 0
 	for _, port := range inUse {
 		off := int(port) - int(p.min)
-		if off < 0 || off >= p.size {
+		if off < 0 || off >= p.size || p.state[off].inUse {
 			continue
 		}
-		p.inUse[off] = true
+		p.state[off].inUse = true
+		p.nInUse++
 		start = max(start, off+1)
 	}
+	// Free ports count as freed one quiet time ago: usable at once.
+	p.epoch = now.Add(-p.quiet)
 	p.next, p.head, p.n = p.size, 0, 0
-	freed := now.Add(-p.quiet)
 	for i := range p.size {
 		off := (start + i) % p.size
-		if !p.inUse[off] {
-			p.resting[p.n] = restingPort{port: p.min + uint16(off), freed: freed}
+		if !p.state[off].inUse {
+			p.freed[p.n], p.freedAt[p.n] = uint16(off), 0
 			p.n++
 		}
 	}
