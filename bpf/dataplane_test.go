@@ -152,7 +152,7 @@ func TestCapabilities(t *testing.T) {
 	if _, err := parseCapEff("Name: x\n"); err == nil {
 		t.Fatal("parseCapEff without CapEff succeeded")
 	}
-	if m := missingCapabilities(1 << unix.CAP_NET_ADMIN); len(m) != 1 || m[0] != "CAP_BPF" {
+	if m := missingCapabilities(1<<unix.CAP_NET_ADMIN | 1<<unix.CAP_PERFMON); len(m) != 1 || m[0] != "CAP_BPF" {
 		t.Errorf("missing with only NET_ADMIN: %v", m)
 	}
 	if m := missingCapabilities(0); len(m) != len(RequiredCapabilities) {

@@ -130,6 +130,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		return err
 	}
 
+	health := newBackendHealth()
 	// What an earlier syngate left: its services' announced options stand
 	// in for the backends' until the probes answer, so taking over waits
 	// for no probe.
@@ -146,7 +147,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		// a connection's announced window scale must not change under it.
 		// All at once: the wait is the slowest backend's, at most
 		// maxProbeWait.
-		probeBackends(ctx, engine, cfg, unknownServices(services, known), log)
+		probeBackends(ctx, engine, cfg, unknownServices(services, known), log, health)
 	}
 	if err := reconcileServices(dp, engine, offload, services, pinned, log); err != nil {
 		return err
@@ -170,6 +171,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		reg.AddService(s)
 	}
 	reg.SetDataplane(&dataplaneMetrics{dp: dp, e: engine, limit: cfg.Flows.Max})
+	sockStats := &socketStats{}
+	if err := reg.Register(metrics.NewSocketCollector(sockStats)); err != nil {
+		return err
+	}
 
 	// The engine's loops run on their own context: on the way out they
 	// keep running while the engine drains, then stop, then the sockets
@@ -191,9 +196,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	for _, in := range cfg.Interfaces {
 		socks, err := afxdp.OpenAll(in.Name, socketConfig)
 		if err != nil {
-			return fmt.Errorf("open af_xdp sockets on %s: %w", in.Name, err)
+			return fmt.Errorf("open af_xdp sockets on %s: %w%s", in.Name, err, memlockHint(err))
 		}
 		sockets = append(sockets, socks...)
+		sockStats.add(in.Name, socks)
 		for _, s := range socks {
 			if err := dp.RegisterSocket(s.Ifindex(), s.Queue(), s.FD()); err != nil {
 				return err
@@ -259,7 +265,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		if len(known) > 0 {
 			// Taken over with the options known before: check them now,
 			// in the background.
-			probeBackends(ectx, engine, cfg, services, log)
+			probeBackends(ectx, engine, cfg, services, log, health)
 			offload.refreshStandby(engine, log)
 		}
 		for {
@@ -268,7 +274,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 				return
 			case <-time.After(cfg.Backend.ProbeInterval):
 			}
-			probeBackends(ectx, engine, cfg, services, log)
+			probeBackends(ectx, engine, cfg, services, log, health)
 			offload.refreshStandby(engine, log)
 		}
 	}()
@@ -292,6 +298,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		}
 		defer srv.Close()
 		log.Info("metrics", "url", "http://"+cfg.Metrics.Listen+"/metrics")
+	}
+	if srv := serveControl(cfg, &controlSource{
+		version: opts.Version, started: time.Now(), cfg: cfg, dp: dp, e: engine, socks: sockStats, health: health,
+	}, log); srv != nil {
+		defer srv.Close()
 	}
 	if opts.ReadyFile != "" {
 		if err := os.WriteFile(opts.ReadyFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
@@ -358,7 +369,7 @@ func reconcileServices(dp *bpf.Dataplane, e *proxy.Engine, off *cookieOffload, s
 		bs := &bpf.Service{Addr: s.Listen, ID: uint32(i)}
 		if s.Queue.Cookies != queue.CookiesNever {
 			bs.StandbyCookies = true
-			bs.Announce = announce(o, window)
+			bs.Announce = standbyAnnounce(o, window)
 		}
 		if err := off.set(bs); err != nil {
 			return err
@@ -418,7 +429,8 @@ func detachRemovedInterfaces(dp *bpf.Dataplane, cfg *config.Config, log *slog.Lo
 	return nil
 }
 
-func announce(o proxy.Offer, window uint16) bpf.Announce {
+// standbyAnnounce is what the data plane's cookie SYN-ACKs offer for an offer.
+func standbyAnnounce(o proxy.Offer, window uint16) bpf.Announce {
 	return bpf.Announce{Window: window, MSS: o.MSS, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps, ECN: o.ECN}
 }
 
@@ -526,7 +538,7 @@ const maxProbeWait = 3 * time.Second
 
 // probeBackends learns the backends' options, all at once; a failed probe
 // keeps what was known (the defaults, at start).
-func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger) {
+func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger, health *backendHealth) {
 	var wg sync.WaitGroup
 	for _, s := range svcs {
 		wg.Add(1)
@@ -535,6 +547,7 @@ func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svc
 			pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
 			o, err := proxy.ProbeBackend(pctx, s.Backend, s.Sources[0])
 			cancel()
+			health.record(s.Name, time.Now(), o, err)
 			if err != nil {
 				log.Warn("backend probe failed; announcing what was known", "service", s.Name, "backend", s.Backend, "err", err)
 				return
@@ -633,7 +646,7 @@ func (c *cookieOffload) OffloadCookies(s proxy.Service, on bool, o proxy.Offer, 
 	next := *cur
 	next.XDPCookies = on
 	if on || next.StandbyCookies {
-		next.Announce = announce(o, window)
+		next.Announce = standbyAnnounce(o, window)
 	}
 	if err := c.dp.SetService(next); err != nil {
 		return err
@@ -656,7 +669,7 @@ func (c *cookieOffload) refreshStandby(e *proxy.Engine, log *slog.Logger) {
 			continue
 		}
 		next := *cur
-		next.Announce = announce(o, window)
+		next.Announce = standbyAnnounce(o, window)
 		if next == *cur {
 			continue
 		}

@@ -38,11 +38,12 @@ var (
 	dPortWaits       = desc("source_port_waits_total",
 		"Backend legs that found no free source port toward their backend, by outcome: waited (got one later) or failed (gave up at the connect timeout; the client was reset).",
 		"service", "outcome")
-	dSynData    = desc("syn_data_total", "SYNs carrying data (TCP Fast Open) answered by the engine with a SYN-ACK acknowledging only the SYN; the client sends the data again.", "service")
-	dECN        = desc("ecn_total", "Clients' ECN requests, by result at the splice: negotiated (both legs), not_offered (the backend is not known to do ECN), backend_refused (agreed with the client, refused by the backend).", "service", "result")
-	dMSSClamped = desc("mss_clamped_total", "MSS lowered to fit the gateway's smallest interface MTU, by leg: client (the SYN-ACK) or backend (the backend SYN).", "service", "leg")
-	dQueueDepth = desc("queue_depth", "Entries in a service's queue: syn (half-open) or accept.", "service", "queue")
-	dQueueLimit = desc("queue_limit", "Bound of a service's queue: syn (max_syn_backlog) or accept (min(backlog, somaxconn)).", "service", "queue")
+	dSynData        = desc("syn_data_total", "SYNs carrying data (TCP Fast Open) answered by the engine with a SYN-ACK acknowledging only the SYN; the client sends the data again.", "service")
+	dECN            = desc("ecn_total", "Clients' ECN requests, by result at the splice: negotiated (both legs), not_offered (the backend is not known to do ECN), backend_refused (agreed with the client, refused by the backend).", "service", "result")
+	dMSSClamped     = desc("mss_clamped_total", "MSS lowered to fit the gateway's smallest interface MTU, by leg: client (the SYN-ACK) or backend (the backend SYN).", "service", "leg")
+	dQueueDepth     = desc("queue_depth", "Entries in a service's queue: syn (half-open) or accept.", "service", "queue")
+	dQueueLimit     = desc("queue_limit", "Bound of a service's queue: syn (max_syn_backlog) or accept (min(backlog, somaxconn)).", "service", "queue")
+	dBackendConnect = desc("backend_connect_seconds", "Time from the backend SYN to the backend's SYN-ACK, of the backend legs that opened.", "service")
 
 	dXDPPackets    = desc("xdp_packets_total", "Packets seen by the XDP program, by verdict and reason.", "verdict", "reason")
 	dFlows         = desc("flows", "Entries in the XDP flow table (one per direction).")
@@ -53,7 +54,7 @@ var (
 	dScrapeErrors  = desc("dataplane_read_errors", "Data plane reads that failed during this scrape, by source (1: the series of that source are missing).", "source")
 	allDescriptors = []*prometheus.Desc{
 		dSynReceived, dSynAckSent, dSynQueueFull, dSynDropped, dHalfOpenTimeout, dAckValidated, dAckRejected,
-		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dBackendFailures, dPortWaits, dSynData, dECN, dMSSClamped, dQueueDepth, dQueueLimit,
+		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dBackendFailures, dPortWaits, dSynData, dECN, dMSSClamped, dQueueDepth, dQueueLimit, dBackendConnect,
 		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors,
 	}
 )
@@ -128,6 +129,11 @@ func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
 	gauge(ch, dQueueDepth, s.Accept, n, "accept")
 	gauge(ch, dQueueLimit, s.HalfOpenLimit, n, "syn")
 	gauge(ch, dQueueLimit, s.AcceptLimit, n, "accept")
+	bc := s.BackendConnect
+	if bc.Buckets == nil {
+		bc = new(Histogram).Snapshot()
+	}
+	ch <- prometheus.MustNewConstHistogram(dBackendConnect, bc.Count, bc.Sum, bc.Buckets, n)
 }
 
 func collectDataplane(ch chan<- prometheus.Metric, dp DataplaneSource) {

@@ -66,6 +66,10 @@ type ServiceStats struct {
 
 	HalfOpen, HalfOpenLimit int // SYN queue depth and bound
 	Accept, AcceptLimit     int // accept queue depth and bound
+
+	// BackendConnect is the time from the backend SYN to its SYN-ACK of
+	// the legs that opened.
+	BackendConnect HistogramSnapshot
 }
 
 // ServiceSource reports one service's stats. It is called at scrape time,

@@ -423,6 +423,7 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	e.conns.spliced.Add(1)
 	s.st.spliced.Add(1) // before any packet can make the connection visible
 	c.splicedAt = e.now()
+	s.connectTime.Observe(c.splicedAt.Sub(c.deadline.Add(-e.cfg.ConnectTimeout))) // the first backend SYN
 	f := packet.Fields{
 		Src: c.source, Dst: s.Backend, Seq: c.legISN() + 1, Ack: c.backendISN + 1,
 		Flags: packet.ACK, Window: c.toBackendWindow(c.window),

@@ -156,6 +156,8 @@ type service struct {
 	offloaded, wantOffload atomic.Bool
 	offloadReqs            chan<- *service // the engine's, shared
 	offloadedOffer         *Offer
+	// connectTime is the backend handshake time of the legs that opened.
+	connectTime metrics.Histogram
 }
 
 // Offer is what a service's SYN-ACKs announce: the backend's options with

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/metrics"
@@ -58,6 +59,15 @@ type serviceCounters struct {
 	portWaits, portFails atomic.Uint64
 	rejectedBy           map[string]*atomic.Uint64
 	failedBy             map[string]*atomic.Uint64
+	// lastFailure is the latest backend-leg failure, for `syngate status`.
+	lastFailure atomic.Pointer[BackendFailure]
+}
+
+// BackendFailure is one failed backend leg: when, and the reason label of
+// backend_failures_total.
+type BackendFailure struct {
+	At     time.Time
+	Reason string
 }
 
 func (c *serviceCounters) init() {
@@ -93,6 +103,7 @@ func (c *serviceCounters) backendFailure(reason string) {
 	if n := c.failedBy[reason]; n != nil {
 		n.Add(1)
 	}
+	c.lastFailure.Store(&BackendFailure{At: time.Now(), Reason: reason})
 }
 
 func snapshot(m map[string]*atomic.Uint64) map[string]uint64 {
@@ -136,6 +147,7 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		HalfOpenLimit:       s.Queue.MaxSynBacklog,
 		Accept:              q.AcceptQueueLen,
 		AcceptLimit:         s.l.AcceptQueueCap(),
+		BackendConnect:      s.connectTime.Snapshot(),
 	}
 }
 
