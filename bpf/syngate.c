@@ -15,8 +15,9 @@
  *   overrunning the header), fragments to a service/local      -> DROP
  *   early defenses (optional, see struct config; a SYN with data
  *   and a TCP Fast Open option passes the payload filter)      -> DROP
- *   service with XDP cookies: SYN without ACK, no flow, key
- *   fresh, plain IP header, well-formed options             -> TX (cookie SYN-ACK)
+ *   service with XDP cookies (or standby cookies and no AF_XDP
+ *   socket): SYN without ACK, no flow, key fresh, plain IP
+ *   header, well-formed options                             -> TX (cookie SYN-ACK)
  *   service: SYN without ACK                                   -> XSK
  *   service/local: 4-tuple in the flow table                   -> fast path
  *   service: RST or FIN for an unknown flow                    -> DROP
@@ -125,6 +126,11 @@ struct svc_key {
 
 #define SVC_F_NO_RATELIMIT 0x1
 #define SVC_F_XDP_COOKIES 0x2 /* answer SYNs here with cookie SYN-ACKs */
+/* Answer SYNs here with cookie SYN-ACKs while no engine has a socket for the
+ * (interface, queue) they arrived on: between an engine's exit (its AF_XDP
+ * sockets leave xsks by themselves, even on SIGKILL) and the next engine's
+ * link update. */
+#define SVC_F_STANDBY_COOKIES 0x4
 
 #define ANN_SACK 0x1
 #define ANN_TS 0x2
@@ -186,7 +192,10 @@ struct flow_key {
 #define FLOW_F_RST 0x2
 
 /* The translation for one direction of a spliced connection. The first part
- * is written by Go; flags, last_seen_ns, packets and bytes by this program. */
+ * is written by Go; flags, last_seen_ns, packets and bytes by this program.
+ * The map is pinned and taken over by the next version: add fields at the
+ * end only (a migration copies the leading bytes and zeroes the rest); any
+ * other change must bump the map's generation in layoutGen (bpf/pin.go). */
 struct flow_val {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -303,6 +312,41 @@ struct {
 	__type(value, __u32);
 	__uint(max_entries, 64);
 } tx_ports SEC(".maps");
+
+/* Handshake ACKs that arrived while no engine had a socket for their queue
+ * (standby, see SVC_F_STANDBY_COOKIES), kept for the next engine to
+ * validate: the frame's headers up to the end of the TCP header (the
+ * payload, if any, is retransmitted by the client), the interface it came
+ * in on and when. Keyed by the 4-tuple, so a retransmission replaces the
+ * entry. Pinned: the old program writes it, the new engine reads it. */
+#define STANDBY_FRAME 192
+
+struct standby_ack {
+	__u64 at_ns;   /* bpf_ktime_get_ns */
+	__u32 ifindex; /* ingress */
+	__u32 len;     /* bytes of frame */
+	__u8 frame[STANDBY_FRAME];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct flow_key);
+	__type(value, struct standby_ack);
+	__uint(max_entries, 16384);
+} standby_acks SEC(".maps");
+
+/* Room to build a standby_acks entry, and its key (per CPU). */
+struct standby_buf {
+	struct flow_key key;
+	struct standby_ack ack;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct standby_buf);
+	__uint(max_entries, 1);
+} standby_scratch SEC(".maps");
 
 struct ethhdr {
 	__u8 dst[6];
@@ -484,20 +528,70 @@ static __always_inline int bad_flags(__u8 f)
 	return 0;
 }
 
-static __always_inline int to_xsk(struct xdp_md *ctx, __u32 reason, __u64 bytes)
+/* The xsks index of the socket for the packet's (interface, receive queue),
+ * or -1 when no socket is registered there (no engine). */
+static __always_inline long xsk_index(struct xdp_md *ctx)
 {
 	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 q = ctx->rx_queue_index;
 	__u32 *slot = bpf_map_lookup_elem(&ifslots, &ifindex);
 	if (!slot || *slot >= MAX_IFACES || q >= MAX_QUEUES)
-		return count(R_DROP_NO_SOCKET, bytes, XDP_DROP);
+		return -1;
 	__u32 idx = *slot * MAX_QUEUES + q;
 	if (!bpf_map_lookup_elem(&xsks, &idx))
+		return -1;
+	return idx;
+}
+
+static __always_inline int to_xsk(struct xdp_md *ctx, __u32 reason, __u64 bytes)
+{
+	long idx = xsk_index(ctx);
+	if (idx < 0)
 		return count(R_DROP_NO_SOCKET, bytes, XDP_DROP);
-	long ret = bpf_redirect_map(&xsks, idx, XDP_DROP);
+	long ret = bpf_redirect_map(&xsks, (__u32)idx, XDP_DROP);
 	if (ret != XDP_REDIRECT)
 		return count(R_DROP_NO_SOCKET, bytes, XDP_DROP);
 	return count(reason, bytes, XDP_REDIRECT);
+}
+
+/* standby_store keeps the first len bytes of the frame (a handshake ACK
+ * with no engine to take it) in standby_acks under the key the caller left
+ * in standby_scratch. Returns 1 when stored. A global function, so its
+ * byte loop is verified once. */
+__attribute__((noinline)) int standby_store(struct xdp_md *ctx, __u32 len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	struct standby_buf *b = bpf_map_lookup_elem(&standby_scratch, &zero);
+	if (!b || len > STANDBY_FRAME)
+		return 0;
+	/* Byte by byte: bpf_xdp_load_bytes would need Linux 5.18. */
+	for (__u32 i = 0; i < STANDBY_FRAME; i++) {
+		if (i >= len)
+			break;
+		__u8 *p = data + i;
+		if ((void *)(p + 1) > data_end)
+			return 0;
+		b->ack.frame[i] = *p;
+	}
+	b->ack.len = len;
+	b->ack.ifindex = ctx->ingress_ifindex;
+	b->ack.at_ns = bpf_ktime_get_ns();
+	return bpf_map_update_elem(&standby_acks, &b->key, &b->ack, BPF_ANY) == 0;
+}
+
+/* keep_standby_ack stores a handshake ACK for the next engine and drops it
+ * (counted as having no socket, which is the case). */
+static __always_inline int keep_standby_ack(struct xdp_md *ctx, struct flow_key *fk, __u32 hdr_len, __u64 bytes)
+{
+	__u32 zero = 0;
+	struct standby_buf *b = bpf_map_lookup_elem(&standby_scratch, &zero);
+	if (b) {
+		__builtin_memcpy(&b->key, fk, sizeof(*fk));
+		standby_store(ctx, hdr_len);
+	}
+	return count(R_DROP_NO_SOCKET, bytes, XDP_DROP);
 }
 
 /* The option walks are global functions so that the verifier checks each once
@@ -631,17 +725,20 @@ static __always_inline void flow_account(struct flow_val *fv, __u8 tf, __u64 pac
 /* Rewrites a spliced segment's addresses, ports, sequence and
  * acknowledgement numbers and window in place (the options are
  * options_rewrite's), fixing the IPv4 header checksum, which is always
- * complete. The TCP checksum is left to the caller, in two parts: the
- * address (pseudo-header) delta in *pseudo, the rest returned, both as
- * 16-bit one's complement sums. XDP adds both to a complete checksum; TC
- * hands them to bpf_l4_csum_replace, which also knows partial checksums,
- * where only the pseudo-header part applies. Fills fib for the next hop,
- * all but tot_len and ifindex. */
-static __always_inline __u32 splice_rewrite(struct iphdr *ip4, struct ipv6hdr *ip6, struct tcphdr *tcp,
-					    __u8 tf, struct flow_val *fv, struct bpf_fib_lookup *fib,
-					    __u32 *pseudo)
+ * complete. The TCP checksum is left to the caller, in two parts, both
+ * unfolded 16-bit one's complement sums: the address (pseudo-header) delta
+ * in the upper 32 bits of the result, the rest in the lower. XDP adds both
+ * to a complete checksum; TC hands them to bpf_l4_csum_replace, which also
+ * knows partial checksums, where only the pseudo-header part applies.
+ * Fills fib for the next hop, all but tot_len and ifindex. Not inlined:
+ * inlined, its spills pushed syngate_xdp's frame plus syn_options' past the
+ * verifier's 512 bytes of stack. */
+static __attribute__((noinline)) __u64 splice_rewrite(struct iphdr *ip4, struct ipv6hdr *ip6,
+						     struct tcphdr *tcp, struct flow_val *fv,
+						     struct bpf_fib_lookup *fib)
 {
-	__u32 acc = 0;
+	__u32 acc = 0, pseudo = 0;
+	__u8 tf = tcp->flags;
 	fib->l4_protocol = IPPROTO_TCP;
 	fib->sport = fv->sport;
 	fib->dport = fv->dport;
@@ -654,7 +751,7 @@ static __always_inline __u32 splice_rewrite(struct iphdr *ip4, struct ipv6hdr *i
 		ip4->saddr = ns;
 		ip4->daddr = nd;
 		csum_apply(&ip4->check, iacc);
-		*pseudo = iacc;
+		pseudo = iacc;
 		fib->family = AF_INET;
 		fib->src[0] = ns;
 		fib->dst[0] = nd;
@@ -673,7 +770,7 @@ static __always_inline __u32 splice_rewrite(struct iphdr *ip4, struct ipv6hdr *i
 			fib->src[i] = ns[i];
 			fib->dst[i] = nd[i];
 		}
-		*pseudo = pacc;
+		pseudo = pacc;
 		fib->family = AF_INET6;
 	}
 
@@ -698,7 +795,7 @@ static __always_inline __u32 splice_rewrite(struct iphdr *ip4, struct ipv6hdr *i
 		acc = csum_add16(acc, win, w);
 		tcp->window = bpf_htons(w);
 	}
-	return acc;
+	return (__u64)pseudo << 32 | acc;
 }
 
 /* --- SYN cookies, minted exactly as cookie.Jar.Make does --- */
@@ -1473,7 +1570,9 @@ int syngate_xdp(struct xdp_md *ctx)
 		    !ratelimit_allow(fk.saddr, fk.family))
 			return count(R_DROP_SYN_RATELIMIT, bytes, XDP_DROP);
 		/* A SYN for a spliced 4-tuple is the engine's to judge. */
-		if ((svc->flags & SVC_F_XDP_COOKIES) && !bpf_map_lookup_elem(&flows, &fk)) {
+		int mint = (svc->flags & SVC_F_XDP_COOKIES) ||
+			   ((svc->flags & SVC_F_STANDBY_COOKIES) && xsk_index(ctx) < 0);
+		if (mint && !bpf_map_lookup_elem(&flows, &fk)) {
 			__u64 ann = svc->ann_window | (__u64)svc->ann_mss << 16 |
 				    (__u64)svc->ann_wscale << 32 | (__u64)svc->ann_flags << 40;
 			int rc = synack_cookie(ctx, ann);
@@ -1491,26 +1590,28 @@ int syngate_xdp(struct xdp_md *ctx)
 			return to_xsk(ctx, R_XSK_BACKEND, bytes);
 		if (tf & (TCP_RST | TCP_FIN))
 			return count(R_DROP_RST_FIN_UNKNOWN, bytes, XDP_DROP);
+		if ((svc->flags & SVC_F_STANDBY_COOKIES) && (tf & (TCP_SYN | TCP_ACK)) == TCP_ACK &&
+		    xsk_index(ctx) < 0)
+			return keep_standby_ack(ctx, &fk, (void *)tcp + doff - data, bytes);
 		return to_xsk(ctx, R_XSK_HANDSHAKE, bytes);
 	}
 
+	struct bpf_fib_lookup fib = {};
+	fib.ifindex = ctx->ingress_ifindex;
 	/* A TC-datapath interface: its segment may carry a partial checksum
-	 * (and GRO has yet to merge it); syngate_tc splices it after GRO. */
-	__u32 ifindex = ctx->ingress_ifindex;
-	if (bpf_map_lookup_elem(&tc_ifaces, &ifindex))
+	 * (and GRO has yet to merge it); syngate_tc splices it after GRO.
+	 * fib.ifindex doubles as the key: the stack is at its limit. */
+	if (bpf_map_lookup_elem(&tc_ifaces, &fib.ifindex))
 		return count(R_PASS_TC_FLOW, bytes, XDP_PASS);
 
 	/* Fast path: account, rewrite, forward. */
 	flow_account(fv, tf, 1, bytes);
-	struct bpf_fib_lookup fib = {};
-	fib.ifindex = ctx->ingress_ifindex;
 	if (ip4)
 		fib.tot_len = bpf_ntohs(ip4->tot_len);
 	else if (ip6)
 		fib.tot_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
-	__u32 pseudo = 0;
-	__u32 acc = splice_rewrite(ip4, ip6, tcp, tf, fv, &fib, &pseudo);
-	acc += pseudo;
+	__u64 deltas = splice_rewrite(ip4, ip6, tcp, fv, &fib);
+	__u32 acc = (__u32)deltas + (__u32)(deltas >> 32);
 	acc += tcp_options_rewrite(ctx, ((void *)tcp - data) | (doff << 16) | ((__u32)tf << 24),
 				   fv->ack_delta, fv->tsval_delta, fv->tsecr_delta);
 	csum_apply(&tcp->check, acc);
@@ -1676,8 +1777,8 @@ int syngate_tc(struct __sk_buff *skb)
 	/* tot_len 0: the helper checks the egress MTU against the skb, which
 	 * lets an aggregate through (segmentation makes it fit). */
 	fib.tot_len = 0;
-	__u32 pseudo = 0;
-	__u32 l4 = splice_rewrite(ip4, ip6, tcp, tf, fv, &fib, &pseudo);
+	__u64 deltas = splice_rewrite(ip4, ip6, tcp, fv, &fib);
+	__u32 pseudo = deltas >> 32, l4 = (__u32)deltas;
 	__u32 check_off = (void *)&tcp->check - data;
 	int is6 = ip6 != 0;
 	l4 += tcp_options_rewrite_tc(skb, tcp_off | (doff << 16) | ((__u32)tf << 24), fv->ack_delta,

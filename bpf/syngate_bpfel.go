@@ -165,6 +165,20 @@ type syngateRlVal struct {
 	LastNs uint64
 }
 
+type syngateStandbyAck struct {
+	_       structs.HostLayout
+	AtNs    uint64
+	Ifindex uint32
+	Len     uint32
+	Frame   [192]uint8
+}
+
+type syngateStandbyBuf struct {
+	_   structs.HostLayout
+	Key syngateFlowKey
+	Ack syngateStandbyAck
+}
+
 type syngateSvcKey struct {
 	_      structs.HostLayout
 	Addr   [16]uint8
@@ -206,22 +220,24 @@ type syngateSynackBuf struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	syngateMapCookieKeys    = "cookie_keys"
-	syngateMapCounters      = "counters"
-	syngateMapFlows         = "flows"
-	syngateMapIcmpBucket    = "icmp_bucket"
-	syngateMapIcmpScratch   = "icmp_scratch"
-	syngateMapIfslots       = "ifslots"
-	syngateMapLocals        = "locals"
-	syngateMapRatelimit     = "ratelimit"
-	syngateMapServices      = "services"
-	syngateMapSynackScratch = "synack_scratch"
-	syngateMapTcIfaces      = "tc_ifaces"
-	syngateMapTxPorts       = "tx_ports"
-	syngateMapXsks          = "xsks"
-	syngateProgSyngateTc    = "syngate_tc"
-	syngateProgSyngateXdp   = "syngate_xdp"
-	syngateVarCfg           = "cfg"
+	syngateMapCookieKeys     = "cookie_keys"
+	syngateMapCounters       = "counters"
+	syngateMapFlows          = "flows"
+	syngateMapIcmpBucket     = "icmp_bucket"
+	syngateMapIcmpScratch    = "icmp_scratch"
+	syngateMapIfslots        = "ifslots"
+	syngateMapLocals         = "locals"
+	syngateMapRatelimit      = "ratelimit"
+	syngateMapServices       = "services"
+	syngateMapStandbyAcks    = "standby_acks"
+	syngateMapStandbyScratch = "standby_scratch"
+	syngateMapSynackScratch  = "synack_scratch"
+	syngateMapTcIfaces       = "tc_ifaces"
+	syngateMapTxPorts        = "tx_ports"
+	syngateMapXsks           = "xsks"
+	syngateProgSyngateTc     = "syngate_tc"
+	syngateProgSyngateXdp    = "syngate_xdp"
+	syngateVarCfg            = "cfg"
 )
 
 // loadSyngate returns the embedded CollectionSpec for syngate.
@@ -274,19 +290,21 @@ type syngateProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type syngateMapSpecs struct {
-	CookieKeys    *ebpf.MapSpec `ebpf:"cookie_keys"`
-	Counters      *ebpf.MapSpec `ebpf:"counters"`
-	Flows         *ebpf.MapSpec `ebpf:"flows"`
-	IcmpBucket    *ebpf.MapSpec `ebpf:"icmp_bucket"`
-	IcmpScratch   *ebpf.MapSpec `ebpf:"icmp_scratch"`
-	Ifslots       *ebpf.MapSpec `ebpf:"ifslots"`
-	Locals        *ebpf.MapSpec `ebpf:"locals"`
-	Ratelimit     *ebpf.MapSpec `ebpf:"ratelimit"`
-	Services      *ebpf.MapSpec `ebpf:"services"`
-	SynackScratch *ebpf.MapSpec `ebpf:"synack_scratch"`
-	TcIfaces      *ebpf.MapSpec `ebpf:"tc_ifaces"`
-	TxPorts       *ebpf.MapSpec `ebpf:"tx_ports"`
-	Xsks          *ebpf.MapSpec `ebpf:"xsks"`
+	CookieKeys     *ebpf.MapSpec `ebpf:"cookie_keys"`
+	Counters       *ebpf.MapSpec `ebpf:"counters"`
+	Flows          *ebpf.MapSpec `ebpf:"flows"`
+	IcmpBucket     *ebpf.MapSpec `ebpf:"icmp_bucket"`
+	IcmpScratch    *ebpf.MapSpec `ebpf:"icmp_scratch"`
+	Ifslots        *ebpf.MapSpec `ebpf:"ifslots"`
+	Locals         *ebpf.MapSpec `ebpf:"locals"`
+	Ratelimit      *ebpf.MapSpec `ebpf:"ratelimit"`
+	Services       *ebpf.MapSpec `ebpf:"services"`
+	StandbyAcks    *ebpf.MapSpec `ebpf:"standby_acks"`
+	StandbyScratch *ebpf.MapSpec `ebpf:"standby_scratch"`
+	SynackScratch  *ebpf.MapSpec `ebpf:"synack_scratch"`
+	TcIfaces       *ebpf.MapSpec `ebpf:"tc_ifaces"`
+	TxPorts        *ebpf.MapSpec `ebpf:"tx_ports"`
+	Xsks           *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // syngateVariableSpecs contains global variables before they are loaded into the kernel.
@@ -316,19 +334,21 @@ func (o *syngateObjects) Close() error {
 //
 // It can be passed to loadSyngateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type syngateMaps struct {
-	CookieKeys    *ebpf.Map `ebpf:"cookie_keys"`
-	Counters      *ebpf.Map `ebpf:"counters"`
-	Flows         *ebpf.Map `ebpf:"flows"`
-	IcmpBucket    *ebpf.Map `ebpf:"icmp_bucket"`
-	IcmpScratch   *ebpf.Map `ebpf:"icmp_scratch"`
-	Ifslots       *ebpf.Map `ebpf:"ifslots"`
-	Locals        *ebpf.Map `ebpf:"locals"`
-	Ratelimit     *ebpf.Map `ebpf:"ratelimit"`
-	Services      *ebpf.Map `ebpf:"services"`
-	SynackScratch *ebpf.Map `ebpf:"synack_scratch"`
-	TcIfaces      *ebpf.Map `ebpf:"tc_ifaces"`
-	TxPorts       *ebpf.Map `ebpf:"tx_ports"`
-	Xsks          *ebpf.Map `ebpf:"xsks"`
+	CookieKeys     *ebpf.Map `ebpf:"cookie_keys"`
+	Counters       *ebpf.Map `ebpf:"counters"`
+	Flows          *ebpf.Map `ebpf:"flows"`
+	IcmpBucket     *ebpf.Map `ebpf:"icmp_bucket"`
+	IcmpScratch    *ebpf.Map `ebpf:"icmp_scratch"`
+	Ifslots        *ebpf.Map `ebpf:"ifslots"`
+	Locals         *ebpf.Map `ebpf:"locals"`
+	Ratelimit      *ebpf.Map `ebpf:"ratelimit"`
+	Services       *ebpf.Map `ebpf:"services"`
+	StandbyAcks    *ebpf.Map `ebpf:"standby_acks"`
+	StandbyScratch *ebpf.Map `ebpf:"standby_scratch"`
+	SynackScratch  *ebpf.Map `ebpf:"synack_scratch"`
+	TcIfaces       *ebpf.Map `ebpf:"tc_ifaces"`
+	TxPorts        *ebpf.Map `ebpf:"tx_ports"`
+	Xsks           *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *syngateMaps) Close() error {
@@ -342,6 +362,8 @@ func (m *syngateMaps) Close() error {
 		m.Locals,
 		m.Ratelimit,
 		m.Services,
+		m.StandbyAcks,
+		m.StandbyScratch,
 		m.SynackScratch,
 		m.TcIfaces,
 		m.TxPorts,

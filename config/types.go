@@ -13,9 +13,10 @@ type Config struct {
 	// created (mode 0600, random bytes) by `syngate run` when missing; share
 	// it between gateways that must validate each other's cookies.
 	SecretFile string
-	// BPFFS is the bpffs directory the data plane pins its maps under, so a
-	// restart finds its spliced flows again. Default /sys/fs/bpf/syngate;
-	// "off" disables pinning.
+	// BPFFS is the bpffs directory the data plane pins its maps, XDP links
+	// and program under, so the data path outlives the process and the
+	// next one takes it over. Default /sys/fs/bpf/syngate; "off" disables
+	// pinning.
 	BPFFS   string
 	Metrics Metrics
 	Control Control

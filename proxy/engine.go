@@ -127,6 +127,11 @@ type Engine struct {
 	// offloadReqs carries receive loops' requests to turn on a service's
 	// cookie offload to Run.
 	offloadReqs chan *service
+	// draining holds the stand-in services of adopted connections whose
+	// service is gone or changed (see Adopt); set before Run.
+	draining map[drainKey]*service
+	// stopping is set by Drain: SYNs go to the data plane's cookies.
+	stopping atomic.Bool
 }
 
 // service is the engine's state of one Service.

@@ -111,12 +111,32 @@ func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 		s.st.mssClamped(legClient)
 	}
 	mss := min(o.MSS, clientMSS(seg.Options, seg.Is6()))
-	d := s.l.OnSYN(queue.SYN{Tuple: seg.Tuple, ISN: seg.Seq, Options: seg.Options, MSS: mss}, now, w.rng.Uint32)
 	tsval := tsClock(now)
+	// A queued handshake's ISN (and TSval) is a cookie too, unless the
+	// service never takes cookies: the half-open entry lives in this
+	// process only, and if it exits before the client's ACK arrives (a
+	// restart, a crash), the next engine still validates that ACK, or the
+	// client's first data, as a cookie. The entry itself keeps the exact
+	// MSS and options.
+	newISN := w.rng.Uint32
+	var cookieTS uint32
+	if s.Queue.Cookies != queue.CookiesNever {
+		newISN = func() uint32 {
+			syn := seg.Options
+			syn.Timestamps = syn.Timestamps && o.Timestamps
+			isn, ts, _ := w.e.cfg.Jar.Make(seg.Tuple, seg.Seq, syn, tsval, now)
+			cookieTS = ts
+			return isn
+		}
+	}
+	d := s.l.OnSYN(queue.SYN{Tuple: seg.Tuple, ISN: seg.Seq, Options: seg.Options, MSS: mss}, now, newISN)
 	var isn uint32
 	switch d.Action {
 	case queue.SynQueued:
 		isn = d.OurISN
+		if cookieTS != 0 {
+			tsval = cookieTS
+		}
 		s.st.synAckQueued.Add(1)
 	case queue.SynResend:
 		isn, mss = d.OurISN, d.MSS

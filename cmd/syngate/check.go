@@ -60,7 +60,11 @@ func printPlan(w io.Writer, cfg *config.Config) {
 	for _, in := range cfg.Interfaces {
 		fmt.Fprintf(w, "attach XDP to %s (mode %s), splice with datapath %s\n", in.Name, in.Mode, in.Datapath)
 	}
-	fmt.Fprintf(w, "pin maps under %s\n", cfg.BPFFS)
+	if cfg.BPFFS == "off" {
+		fmt.Fprintf(w, "no pinning: the XDP program is detached on exit, spliced connections break on a restart\n")
+	} else {
+		fmt.Fprintf(w, "pin maps, links and program under %s: take over what is there; on exit leave the data path attached\n", cfg.BPFFS)
+	}
 	fmt.Fprintf(w, "cookie secret from %s (created if missing), key epoch %v\n", cfg.SecretFile, cfg.SYN.KeyRotation)
 	if cfg.Metrics.Listen == "off" {
 		fmt.Fprintf(w, "metrics: off\n")

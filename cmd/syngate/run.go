@@ -16,7 +16,7 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 	fs := newFlags(e, "run", "run -c FILE [flags]")
 	path := fs.String("c", "", "config `file` (required)")
 	ready := fs.String("ready-file", "", "write the PID to `file` once traffic is being handled")
-	unpin := fs.Bool("unpin", false, "remove the pinned BPF maps on exit (spliced flows do not survive a restart)")
+	unpin := fs.Bool("unpin", false, "on exit, detach and remove everything pinned, as `syngate reset` does (spliced connections break); by default the data path stays attached for the next syngate")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log `format`: text (logfmt) or json (one object per line, for journald or a log shipper)")
 	if err := parseFlags(fs, args); err != nil {
