@@ -557,9 +557,7 @@ func (d *Dataplane) Close() error {
 		delete(d.links, idx)
 		errs = append(errs, a.link.Close()) // the pin keeps it attached
 	}
-	for idx, a := range d.tc {
-		errs = append(errs, d.detachTC(idx, a))
-	}
+	errs = append(errs, d.closeTC()...)
 	errs = append(errs, d.objs.Close())
 	d.closePins()
 	return errors.Join(errs...)
@@ -577,6 +575,9 @@ func (d *Dataplane) Unpin() error {
 	var errs []error
 	for idx, a := range d.links {
 		errs = append(errs, d.detach(idx, a))
+	}
+	for idx, a := range d.tc {
+		errs = append(errs, d.detachTC(idx, a))
 	}
 	d.mu.Unlock()
 	if d.objs.SyngateXdp != nil {

@@ -421,7 +421,8 @@ func reconcileLocals(dp *bpf.Dataplane, sources []netip.Addr, log *slog.Logger) 
 }
 
 // detachRemovedInterfaces detaches from the interfaces an earlier syngate
-// left attached that the config no longer names.
+// left attached that the config no longer names, and the TC program from
+// those no longer on the TC data path.
 func detachRemovedInterfaces(dp *bpf.Dataplane, cfg *config.Config, log *slog.Logger) error {
 	pinned, err := dp.PinnedInterfaces()
 	if err != nil {
@@ -433,6 +434,22 @@ func detachRemovedInterfaces(dp *bpf.Dataplane, cfg *config.Config, log *slog.Lo
 				return err
 			}
 			log.Info("interface removed from the config: detached", "interface", name)
+		}
+	}
+	// TC links an earlier syngate pinned on interfaces no longer on the
+	// TC data path: after the XDP take-over, since the earlier XDP
+	// program passed their spliced segments to them until then.
+	pinnedTC, err := dp.PinnedTCInterfaces()
+	if err != nil {
+		return err
+	}
+	onTC := dp.AttachedTC()
+	for _, name := range pinnedTC {
+		if !slices.Contains(onTC, name) {
+			if err := dp.DetachPinnedTC(name); err != nil {
+				return err
+			}
+			log.Info("interface no longer on the tc data path: tc detached", "interface", name)
 		}
 	}
 	return nil
