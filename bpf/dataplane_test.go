@@ -26,7 +26,7 @@ func TestLayouts(t *testing.T) {
 		{syngateCookieState{}, 88},
 		{syngateLocalKey{}, 20},
 		{syngateFlowKey{}, 40},
-		{syngateFlowVal{}, 96},
+		{syngateFlowVal{}, 120},
 		{syngateRlKey{}, 20},
 		{syngateRlVal{}, 16},
 		{syngateCounter{}, 16},
@@ -68,7 +68,9 @@ func TestVerdictMirror(t *testing.T) {
 		VerdictDropTCPDoffShort: syngateReasonR_DROP_TCP_DOFF_SHORT, VerdictDropTCPDoffLong: syngateReasonR_DROP_TCP_DOFF_LONG,
 		VerdictDropTCPOptions: syngateReasonR_DROP_TCP_OPTIONS, VerdictDropFastNoRoute: syngateReasonR_DROP_FAST_NO_ROUTE,
 		VerdictDropFastNoNeigh: syngateReasonR_DROP_FAST_NO_NEIGH, VerdictDropFastNoPort: syngateReasonR_DROP_FAST_NO_PORT,
-		VerdictTXSynAckCookie: syngateReasonR_TX_SYNACK_COOKIE,
+		VerdictTXSynAckCookie:     syngateReasonR_TX_SYNACK_COOKIE,
+		VerdictDropRstOutOfWindow: syngateReasonR_DROP_RST_OUT_OF_WINDOW, VerdictXSKRstInWindow: syngateReasonR_XSK_RST_IN_WINDOW,
+		VerdictFastTXOutOfWindow: syngateReasonR_FAST_TX_OUT_OF_WINDOW, VerdictFastRedirectOutOfWindow: syngateReasonR_FAST_REDIRECT_OUT_OF_WINDOW,
 	}
 	if len(c) != NumVerdicts || syngateReasonR_MAX != NumVerdicts {
 		t.Fatalf("%d verdicts mapped, Go has %d, C has %d", len(c), NumVerdicts, syngateReasonR_MAX)
