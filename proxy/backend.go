@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/syngate/syngate/bpf"
@@ -15,7 +16,7 @@ import (
 // FlowTable is what the engine needs of the XDP flow table;
 // *bpf.Dataplane implements it.
 type FlowTable interface {
-	InstallFlow(bpf.FlowKey, bpf.FlowNAT) error
+	InstallTrackedFlow(bpf.FlowKey, bpf.FlowNAT, bpf.FlowTrack) error
 	DeleteFlow(bpf.FlowKey) error
 	LookupFlow(bpf.FlowKey) (bpf.FlowState, error)
 }
@@ -198,6 +199,11 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 	}
 	switch {
 	case c.state == stateSpliced:
+		if seg.Flags&packet.RST != 0 {
+			// XDP judged it inside the window but not exact: the client
+			// decides, with a challenge ACK the backend will see.
+			c.svc.st.rstInWindow.Add(1)
+		}
 		c.svc.st.slowPath.Add(1)
 		e.forwardToClient(c, seg)
 	case c.state != stateAccepted:
@@ -248,14 +254,15 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 		// reads it with the shift our SYN-ACK announced.
 		toClient.InShift, toClient.OutShift = seg.Options.WScale, c.wscale
 	}
+	trClient, trBackend := c.tracks(seg)
 	kc := bpf.ClientKey(c.client)
 	kb := bpf.FlowKey{Src: s.Backend, Dst: c.source}
-	if err := e.cfg.Flows.InstallFlow(kc, toBackend); err != nil {
+	if err := e.cfg.Flows.InstallTrackedFlow(kc, toBackend, trClient); err != nil {
 		e.log.Warn("install flow", "flow", kc, "err", err)
 		e.abortLocked(c, "flow_install", true)
 		return
 	}
-	if err := e.cfg.Flows.InstallFlow(kb, toClient); err != nil {
+	if err := e.cfg.Flows.InstallTrackedFlow(kb, toClient, trBackend); err != nil {
 		e.log.Warn("install flow", "flow", kb, "err", err)
 		e.cfg.Flows.DeleteFlow(kc)
 		e.abortLocked(c, "flow_install", true)
@@ -279,6 +286,43 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	}
 	c.held, c.heldBytes = nil, 0
 	e.releaseSlot(c)
+}
+
+// tracks seeds the data plane's sequence tracking of both directions from
+// the handshake, seg being the backend's SYN-ACK: each side has sent its
+// SYN, acked the other's, and announced a window. The client's data held
+// until now goes to the backend from the engine, past XDP, so it counts as
+// sent. c.mu is held.
+func (c *conn) tracks(seg *packet.Segment) (client, backend bpf.FlowTrack) {
+	cNxt := c.clientISN + 1
+	for _, h := range c.held {
+		end := h.seq + uint32(len(h.data))
+		if packet.Flags(h.flags)&packet.FIN != 0 {
+			end++
+		}
+		if int32(end-cNxt) > 0 {
+			cNxt = end
+		}
+	}
+	var cShift, bShift uint8
+	if c.wscale != flow.NoWScale {
+		// Window scaling is on for the client leg (the client's shift) and
+		// was offered to the backend, which uses its own if it answered
+		// with one.
+		cShift = c.opts.WScale
+		if seg.Options.HasWScale() {
+			bShift = seg.Options.WScale
+		}
+	}
+	cWin := uint32(c.window) << cShift
+	bWin := uint32(seg.Window) // a SYN-ACK's window is never scaled
+	client = bpf.FlowTrack{
+		SeqEnd: cNxt, AckMax: c.backendISN + 1, WinEnd: c.backendISN + 1 + cWin, WinMax: cWin, WScale: cShift,
+	}
+	backend = bpf.FlowTrack{
+		SeqEnd: c.backendISN + 1, AckMax: c.clientISN + 1, WinEnd: c.clientISN + 1 + bWin, WinMax: bWin, WScale: bShift,
+	}
+	return client, backend
 }
 
 // clientSegment handles a client segment of a connection the engine knows:
@@ -354,6 +398,27 @@ func (e *Engine) forwardToClient(c *conn, seg *packet.Segment) {
 		return
 	}
 	e.send(c.svc, packet.Build, &f)
+}
+
+// clientReset handles a client RST that reached the engine. For a spliced
+// connection XDP judged it inside the window but not at the exact sequence
+// number: it is forwarded, and the backend answers it with a challenge ACK
+// (RFC 5961 3.2) that a real client answers with an exact RST. A
+// connection still opening ends if the RST is within the window our SYN-ACK
+// announced.
+func (e *Engine) clientReset(c *conn, seg *packet.Segment) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case stateSpliced:
+		c.svc.st.rstInWindow.Add(1)
+		c.svc.st.slowPath.Add(1)
+		e.forwardToBackend(c, seg)
+	case stateAccepted:
+		if seg.Seq-(c.clientISN+1) <= uint32(e.window()) {
+			e.abortLocked(c, "client_reset", false)
+		}
+	}
 }
 
 // abort ends a connection that has not been spliced.
@@ -456,8 +521,23 @@ func (e *Engine) expireHalfOpen(s *service, now time.Time) {
 	})
 }
 
+// lastAckTimeout bounds how long a connection whose two FINs were sent but
+// not both acknowledged stays (conntrack's LAST_ACK timeout).
+const lastAckTimeout = 30 * time.Second
+
+// closed reports whether both directions of a connection, a (client) and b
+// (backend), sent a FIN the other acknowledged: a half-closed connection
+// (one FIN) goes on carrying data until the other side is done.
+func closed(a, b bpf.FlowState) bool {
+	if !a.Tracked || !b.Tracked {
+		return a.FIN && b.FIN
+	}
+	return a.FINAcked(b) && b.FINAcked(a)
+}
+
 // expireFlows removes spliced flows the way conntrack times them out: soon
-// after a RST, a while after both FINs, and after a long idle time.
+// after an exact RST, a while after both FINs are acknowledged, and after a
+// long idle time.
 func (e *Engine) expireFlows(now time.Time) {
 	mono := e.cfg.Monotonic()
 	e.conns.each(false, func(c *conn) {
@@ -485,7 +565,10 @@ func (e *Engine) expireFlows(now time.Time) {
 		switch {
 		case (a.RST || b.RST) && idle >= e.cfg.ResetTimeout:
 			e.endFlow(c, "reset")
-		case a.FIN && b.FIN && idle >= e.cfg.CloseTimeout:
+		case closed(a, b) && idle >= e.cfg.CloseTimeout:
+			e.endFlow(c, "closed")
+		case a.FIN && b.FIN && idle >= max(e.cfg.CloseTimeout, lastAckTimeout):
+			// Both FINs sent, the last ACK lost (conntrack's LAST_ACK).
 			e.endFlow(c, "closed")
 		case idle >= e.cfg.EstablishedTimeout:
 			e.endFlow(c, "idle")
@@ -504,12 +587,16 @@ func (e *Engine) endFlow(c *conn, reason string) {
 }
 
 // reuse decides whether a SYN may open a new connection on the 4-tuple of c,
-// an existing one, and if so ends c. Like conntrack, a tuple whose flow saw
-// a FIN or RST is free for a new connection (the client reused its port
-// soon after closing); a SYN into a live connection is dropped, since
-// honouring it would let anyone who guesses a client's port cut its
-// connection. A client that gave up on an opening connection and sent a
-// SYN with a new ISN gets the new one.
+// an existing one, and if so ends c. A spliced connection is given up only
+// when it is over, as Linux's TIME_WAIT allows: after a RST at the exact
+// sequence number, or once both FINs are acknowledged and the SYN's ISN is
+// above what the client sent on the old connection. Anything else (a live
+// or half-closed connection, or a SYN an off-path attacker sent with the
+// client's address) gets a challenge ACK (RFC 5961 4.2): a client that
+// really lost the old connection answers it with a RST at the exact
+// sequence number, which ends the connection, and its next SYN gets the
+// new one. A client that gave up on an opening connection and sent a SYN
+// with a new ISN gets the new one.
 func (e *Engine) reuse(c *conn, seg *packet.Segment) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -525,9 +612,68 @@ func (e *Engine) reuse(c *conn, seg *packet.Segment) bool {
 	}
 	a, errA := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client))
 	b, errB := e.cfg.Flows.LookupFlow(bpf.FlowKey{Src: c.svc.Backend, Dst: c.source})
-	if errA == nil && errB == nil && !(a.FIN || a.RST || b.FIN || b.RST) {
+	if errA != nil || errB != nil {
+		// Gone from the table (evicted): nothing left to protect.
+		e.endFlow(c, "reused")
+		return true
+	}
+	if a.RST || b.RST || (closed(a, b) && (!a.Tracked || int32(seg.Seq-a.Track.SeqEnd) > 0)) {
+		e.endFlow(c, "reused")
+		return true
+	}
+	e.challengeACK(c, b)
+	return false
+}
+
+// challengeInterval is the least time between two challenge ACKs of one
+// connection (Linux's tcp_invalid_ratelimit, 500 ms); challengeRate caps
+// them over all connections per second, as tcp_challenge_ack_limit did.
+const (
+	challengeInterval = 500 * time.Millisecond
+	challengeRate     = 1000
+)
+
+// challengeACK answers a SYN for a live connection as its backend would
+// (RFC 5961 4.2): an ACK with the backend's next sequence number and
+// acknowledgement, in the client's spaces, from b, the backend direction's
+// tracked state. Rate-limited per connection and overall. c.mu is held.
+func (e *Engine) challengeACK(c *conn, b bpf.FlowState) {
+	s := c.svc
+	now := e.now()
+	if now.Sub(c.lastChallenge) < challengeInterval || !e.challenges.allow(now) {
+		s.st.challengeLimited.Add(1)
+		return
+	}
+	c.lastChallenge = now
+	win := b.Track.WinEnd - b.Track.AckMax
+	if c.wscale != flow.NoWScale {
+		win >>= c.wscale
+	}
+	e.send(s, packet.Build, &packet.Fields{
+		Src: c.client.Service, Dst: c.client.Client,
+		Seq: b.Track.SeqEnd + c.ourISN - c.backendISN, Ack: b.Track.AckMax,
+		Flags: packet.ACK, Window: uint16(min(win, 65535)),
+	})
+	s.st.challengeSent.Add(1)
+}
+
+// rateLimit is a token bucket refilled every second.
+type rateLimit struct {
+	mu     sync.Mutex
+	per    int
+	tokens int
+	second time.Time
+}
+
+func (r *rateLimit) allow(now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now.Sub(r.second) >= time.Second {
+		r.second, r.tokens = now, r.per
+	}
+	if r.tokens <= 0 {
 		return false
 	}
-	e.endFlow(c, "reused")
+	r.tokens--
 	return true
 }

@@ -72,6 +72,7 @@ type conn struct {
 	backendISN, backendTS0 uint32
 	backendOpts            flow.SynOptions
 	splicedAt              time.Time
+	lastChallenge          time.Time // last challenge ACK sent for a SYN into it
 }
 
 // connShards spreads the tables over independent locks so receive loops

@@ -108,6 +108,7 @@ type Engine struct {
 	// offloadReqs carries receive loops' requests to turn on a service's
 	// cookie offload to Run.
 	offloadReqs chan *service
+	challenges  rateLimit // challenge ACKs over all connections
 }
 
 // service is the engine's state of one Service.
@@ -174,6 +175,7 @@ func New(cfg Config) (*Engine, error) {
 		// One request per service can be pending: requestOffload sends
 		// only when it flipped wantOffload.
 		offloadReqs: make(chan *service, len(cfg.Services)),
+		challenges:  rateLimit{per: challengeRate},
 	}
 	for _, s := range cfg.Services {
 		if !s.Source.IsValid() || s.Source.Is4() != s.Backend.Addr().Is4() {

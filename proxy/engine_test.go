@@ -23,13 +23,13 @@ type fakeFlows struct {
 	fail  error
 }
 
-func (f *fakeFlows) InstallFlow(k bpf.FlowKey, n bpf.FlowNAT) error {
+func (f *fakeFlows) InstallTrackedFlow(k bpf.FlowKey, n bpf.FlowNAT, tr bpf.FlowTrack) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail != nil {
 		return f.fail
 	}
-	f.flows[k] = bpf.FlowState{NAT: n}
+	f.flows[k] = bpf.FlowState{NAT: n, Tracked: true, Track: tr}
 	return nil
 }
 
@@ -540,27 +540,83 @@ func TestFlowInstallFailureResets(t *testing.T) {
 	}
 }
 
-// TestTupleReuse: a client that reuses its port after closing gets a new
-// connection (the old flows go); a SYN into a live connection is dropped.
-func TestTupleReuse(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
-	r.handshake(42, nil)
-	syn := r.sentIP()
+// spliceOne opens one spliced connection (client ISN 42, backend ISN 9,
+// no data) and returns the backend SYN and the SYN-ACK the client got.
+func (r *rig) spliceOne() (syn, sa packet.Segment) {
+	r.t.Helper()
+	sa = r.handshake(42, nil)
+	syn = r.sentIP()
 	r.backendSynAck(syn, 9, 7)
 	r.sentIP()
-	kc := bpf.FlowKey{Src: r.client, Dst: vip}
-	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 5000, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	return syn, sa
+}
+
+// TestTupleReuse: a SYN never takes over a live or half-closed connection;
+// it gets a challenge ACK. A client that reuses its port once both FINs are
+// acked, with a higher ISN, gets a new connection (the old flows go).
+func TestTupleReuse(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	syn, sa := r.spliceOne()
+	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+	a, _ := r.flows.get(kc)
+	b, _ := r.flows.get(kb)
+	if a.Track != (bpf.FlowTrack{SeqEnd: 43, AckMax: 10, WinEnd: 10 + 502<<9, WinMax: 502 << 9, WScale: 9}) {
+		t.Errorf("client track = %+v", a.Track)
+	}
+	if b.Track != (bpf.FlowTrack{SeqEnd: 10, AckMax: 43, WinEnd: 43 + 65160, WinMax: 65160, WScale: 7}) {
+		t.Errorf("backend track = %+v", b.Track)
+	}
+	// The backend has sent 1000 bytes, the client acked them.
+	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.SeqEnd += 1000 })
+	r.flows.update(kc, func(s *bpf.FlowState) { s.Track.AckMax += 1000 })
+
+	synAgain := func(isn uint32) {
+		r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	}
+	synAgain(5000)
 	r.noReply()
-	if got := r.e.order[0].ServiceStats().SynDropEstablished; got != 1 {
-		t.Errorf("SYN into a live connection: dropped %d, want 1", got)
+	ch := r.sentIP()
+	if ch.Flags != packet.ACK || ch.Src != vip || ch.Dst != r.client || ch.Seq != sa.Seq+1+1000 || ch.Ack != 43 {
+		t.Errorf("challenge ACK = %v %v->%v seq %d ack %d, want ACK seq %d ack 43", ch.Flags, ch.Src, ch.Dst, ch.Seq, ch.Ack, sa.Seq+1+1000)
+	}
+	synAgain(5001) // within 500 ms: rate-limited
+	r.noSentIP()
+	st := r.e.order[0].ServiceStats()
+	if st.SynDropEstablished != 2 || st.ChallengeACKSent != 1 || st.ChallengeACKLimited != 1 {
+		t.Errorf("SYNs into a live connection: dropped %d, challenges %d sent %d limited; want 2, 1, 1",
+			st.SynDropEstablished, st.ChallengeACKSent, st.ChallengeACKLimited)
 	}
 	if _, ok := r.flows.get(kc); !ok {
 		t.Fatal("a SYN removed a live connection's flow")
 	}
-	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN = true })
-	r.flows.update(bpf.FlowKey{Src: backend, Dst: syn.Src}, func(s *bpf.FlowState) { s.FIN = true })
-	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 6000, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
-	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK || sa.Ack != 6001 {
+
+	// Half-closed: the client's FIN is acked, the backend still sends.
+	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd = true, 44, 44 })
+	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.AckMax = 44 })
+	r.advance(time.Second)
+	synAgain(6000)
+	if ch := r.sentIP(); ch.Flags != packet.ACK || ch.Ack != 44 {
+		t.Errorf("SYN into a half-closed connection: %v ack %d, want a challenge ACK", ch.Flags, ch.Ack)
+	}
+	// Both FINs sent, the backend's not yet acked.
+	r.flows.update(kb, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd = true, s.Track.SeqEnd+1, s.Track.SeqEnd+1 })
+	r.advance(time.Second)
+	synAgain(6001)
+	if ch := r.sentIP(); ch.Flags != packet.ACK {
+		t.Errorf("SYN before the last ACK: %v, want a challenge ACK", ch.Flags)
+	}
+	r.flows.update(kc, func(s *bpf.FlowState) { s.Track.AckMax++ })
+	// Both FINs acked, but an ISN below the old connection's sequence numbers.
+	r.advance(time.Second)
+	synAgain(40)
+	if ch := r.sentIP(); ch.Flags != packet.ACK {
+		t.Errorf("SYN with an old ISN after close: %v, want a challenge ACK", ch.Flags)
+	}
+	if _, ok := r.flows.get(kc); !ok {
+		t.Fatal("a SYN with an old ISN removed the connection")
+	}
+	synAgain(7000)
+	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK || sa.Ack != 7001 {
 		t.Fatalf("after the old connection closed: %v ack %d, want a SYN-ACK", sa.Flags, sa.Ack)
 	}
 	if _, ok := r.flows.get(kc); ok {
@@ -568,6 +624,73 @@ func TestTupleReuse(t *testing.T) {
 	}
 	if got := r.e.Stats().Expired["reused"]; got != 1 {
 		t.Errorf("expired{reused} = %d", got)
+	}
+}
+
+// TestTupleReuseAfterExactRST: after a RST the data plane judged exact, a
+// SYN opens a new connection at once.
+func TestTupleReuseAfterExactRST(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	r.spliceOne()
+	kc := bpf.FlowKey{Src: r.client, Dst: vip}
+	r.flows.update(kc, func(s *bpf.FlowState) { s.RST = true })
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 1, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK {
+		t.Fatalf("after an exact RST: %v, want a SYN-ACK", sa.Flags)
+	}
+}
+
+// TestInWindowRSTForwarded: a RST that XDP judged in the window but not
+// exact reaches the engine, which forwards it translated and keeps the
+// connection; the backend's challenge ACK decides.
+func TestInWindowRSTForwarded(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	syn, _ := r.spliceOne()
+	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 43 + 1000, Flags: packet.RST})
+	fwd := r.sentIP()
+	if fwd.Flags != packet.RST || fwd.Src != syn.Src || fwd.Dst != backend || fwd.Seq != 43+1000 {
+		t.Errorf("forwarded RST = %v %v->%v seq %d", fwd.Flags, fwd.Src, fwd.Dst, fwd.Seq)
+	}
+	r.inject(packet.Build, packet.Fields{Src: backend, Dst: syn.Src, Seq: 10 + 5, Flags: packet.RST})
+	if fwd := r.sentIP(); fwd.Flags != packet.RST || fwd.Dst != r.client {
+		t.Errorf("forwarded backend RST = %v to %v", fwd.Flags, fwd.Dst)
+	}
+	if _, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip}); !ok {
+		t.Fatal("an in-window RST removed the flow")
+	}
+	if st := r.e.order[0].ServiceStats(); st.RSTInWindow != 2 {
+		t.Errorf("rst_in_window = %d, want 2", st.RSTInWindow)
+	}
+	r.e.expireFlows(r.advance(time.Minute))
+	if r.e.Stats().Spliced != 1 {
+		t.Error("connection gone after an in-window RST")
+	}
+}
+
+// TestHalfClosedExpiry: one FIN keeps the connection; both FINs acked start
+// the close timeout.
+func TestHalfClosedExpiry(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, func(c *Config) { c.CloseTimeout = 10 * time.Second })
+	syn, _ := r.spliceOne()
+	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.LastSeen = true, 44, r.mono })
+	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.AckMax = 44 })
+	r.e.expireFlows(r.advance(time.Minute))
+	if _, ok := r.flows.get(kc); !ok {
+		t.Fatal("a half-closed connection expired")
+	}
+	r.flows.update(kb, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.LastSeen = true, 11, r.mono })
+	r.flows.update(kc, func(s *bpf.FlowState) { s.Track.AckMax = 11 })
+	r.e.expireFlows(r.advance(5 * time.Second))
+	if _, ok := r.flows.get(kc); !ok {
+		t.Fatal("closed before the close timeout")
+	}
+	r.e.expireFlows(r.advance(5 * time.Second))
+	if _, ok := r.flows.get(kc); ok {
+		t.Fatal("still installed after both FINs were acked and the close timeout passed")
+	}
+	if got := r.e.Stats().Expired["closed"]; got != 1 {
+		t.Errorf("expired{closed} = %d", got)
 	}
 }
 

@@ -32,6 +32,8 @@ type serviceCounters struct {
 	spliced, slowPath, sendErrors            atomic.Uint64
 	synDropped                               atomic.Uint64 // SYNs into a live connection
 	twResets                                 atomic.Uint64 // backend TIME_WAIT cleared for a reused port
+	challengeSent, challengeLimited          atomic.Uint64 // challenge ACKs for SYNs into live connections
+	rstInWindow                              atomic.Uint64 // in-window, inexact RSTs forwarded for their challenge ACK
 	rejectedBy                               map[string]*atomic.Uint64
 	failedBy                                 map[string]*atomic.Uint64
 }
@@ -90,6 +92,9 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		Spliced:             s.st.spliced.Load(),
 		SlowPath:            s.st.slowPath.Load(),
 		BackendTimeWait:     s.st.twResets.Load(),
+		ChallengeACKSent:    s.st.challengeSent.Load(),
+		ChallengeACKLimited: s.st.challengeLimited.Load(),
+		RSTInWindow:         s.st.rstInWindow.Load(),
 		BackendFailures:     snapshot(s.st.failedBy),
 		HalfOpen:            q.SynQueueLen,
 		HalfOpenLimit:       s.Queue.MaxSynBacklog,
