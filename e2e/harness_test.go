@@ -66,6 +66,10 @@ type labOptions struct {
 	extra    string // appended to the service's YAML
 	// connectTimeout is backend.connect_timeout; default 2s.
 	connectTimeout string
+	// top is appended to the YAML at the top level (after the services).
+	top string
+	// prefix starts the lab's namespace names; default "sg-e2e-".
+	prefix string
 }
 
 // newLab builds a topology with offloads off (the fast path forwards
@@ -73,7 +77,10 @@ type labOptions struct {
 func newLab(t *testing.T, o labOptions) *lab.Topology {
 	t.Helper()
 	lab.RequireRoot(t)
-	top, err := lab.NewTopology(t, lab.Options{OneArm: o.oneArm, NoOffloads: true, Prefix: "sg-e2e-"})
+	if o.prefix == "" {
+		o.prefix = "sg-e2e-"
+	}
+	top, err := lab.NewTopology(t, lab.Options{OneArm: o.oneArm, NoOffloads: true, Prefix: o.prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,10 +131,10 @@ services:
     backend: %s
     backlog: %d
     on_overflow: %s
-%s`, ifaces, filepath.Join(dir, "secret"), o.cookies, o.connectTimeout,
+%s%s`, ifaces, filepath.Join(dir, "secret"), o.cookies, o.connectTimeout,
 		netip.AddrPortFrom(top.VIP6, servicePort), netip.AddrPortFrom(top.BackendIf.V6.Addr(), backendPort),
 		netip.AddrPortFrom(top.VIP4, servicePort), netip.AddrPortFrom(backendAddr(top), backendPort),
-		o.backlog, o.overflow, o.extra)
+		o.backlog, o.overflow, o.extra, o.top)
 	cfgPath := filepath.Join(dir, "syngate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
