@@ -71,6 +71,7 @@ func TestVerdictMirror(t *testing.T) {
 		VerdictTXSynAckCookie:     syngateReasonR_TX_SYNACK_COOKIE,
 		VerdictDropRstOutOfWindow: syngateReasonR_DROP_RST_OUT_OF_WINDOW, VerdictXSKRstInWindow: syngateReasonR_XSK_RST_IN_WINDOW,
 		VerdictFastTXOutOfWindow: syngateReasonR_FAST_TX_OUT_OF_WINDOW, VerdictFastRedirectOutOfWindow: syngateReasonR_FAST_REDIRECT_OUT_OF_WINDOW,
+		VerdictXSKSynInFlow: syngateReasonR_XSK_SYN_IN_FLOW,
 	}
 	if len(c) != NumVerdicts || syngateReasonR_MAX != NumVerdicts {
 		t.Fatalf("%d verdicts mapped, Go has %d, C has %d", len(c), NumVerdicts, syngateReasonR_MAX)

@@ -37,6 +37,9 @@
 // inexact RST inside the window goes to AF_XDP for the engine to forward
 // (VerdictXSKRstInWindow), so that the endpoint answers it with a challenge
 // ACK; a RST outside the window is dropped (VerdictDropRstOutOfWindow).
+// A SYN goes to AF_XDP too (VerdictXSKSynInFlow), never to the other end: an
+// endpoint without RFC 5961 would reset the connection for one in its
+// window; the engine answers with a challenge ACK instead.
 // Other segments outside the window are forwarded but not learned from
 // (VerdictFastTXOutOfWindow, VerdictFastRedirectOutOfWindow): the endpoint
 // judges them, and a blind attacker cannot shift what an exact RST is. A FIN

@@ -19,6 +19,8 @@
  *     RST otherwise inside the receiver's window            -> XSK (the engine forwards it:
  *                                                              the endpoint sends a challenge ACK)
  *     RST outside the window                                -> DROP
+ *     SYN (from the backend side; a service's go to the engine
+ *     before the flow lookup)                               -> XSK (challenge ACK)
  *     other segment outside the window                      -> fast path, not learned from
  *   service: RST or FIN for an unknown flow                    -> DROP
  *   service/local: anything else                               -> XSK
@@ -83,6 +85,7 @@ enum reason {
 	R_XSK_RST_IN_WINDOW,
 	R_FAST_TX_OUT_OF_WINDOW,
 	R_FAST_REDIRECT_OUT_OF_WINDOW,
+	R_XSK_SYN_IN_FLOW,
 	R_MAX,
 };
 
@@ -943,6 +946,7 @@ enum track {
 	T_RST_EXACT,   /* RST at the expected sequence number: forwarded, flow ends */
 	T_RST_WINDOW,  /* RST inside the window, not exact: to the engine */
 	T_RST_DROP,    /* RST outside the window: dropped */
+	T_SYN,         /* SYN into the flow: to the engine, never forwarded */
 };
 
 /* Judges a segment of fv's sender against rv, the reverse direction (its
@@ -961,9 +965,14 @@ static __always_inline int track(struct flow_val *fv, struct flow_val *rv, struc
 			return T_RST_WINDOW;
 		return T_RST_DROP;
 	}
-	/* Every segment after the handshake carries an ACK; a SYN or a segment
-	 * without one moves nothing. */
-	if ((tf & (TCP_SYN | TCP_ACK)) != TCP_ACK)
+	/* A SYN never reaches the other end: an endpoint without RFC 5961
+	 * would reset the connection for one in its window. The engine answers
+	 * it (a challenge ACK, or our ACK again for a retransmitted SYN-ACK). */
+	if (tf & TCP_SYN)
+		return T_SYN;
+	/* Every segment after the handshake carries an ACK; one without moves
+	 * nothing. */
+	if (!(tf & TCP_ACK))
 		return T_OUT_OF_WIN;
 	__u32 end = seq + plen + ((tf & TCP_FIN) ? 1 : 0);
 	__u32 ack = bpf_ntohl(tcp->ack_seq) + fv->ack_delta;
@@ -1193,6 +1202,8 @@ int syngate_xdp(struct xdp_md *ctx)
 		return count(R_DROP_RST_OUT_OF_WINDOW, bytes, XDP_DROP);
 	if (tk == T_RST_WINDOW)
 		return to_xsk(ctx, R_XSK_RST_IN_WINDOW, bytes);
+	if (tk == T_SYN)
+		return to_xsk(ctx, R_XSK_SYN_IN_FLOW, bytes);
 	/* Carried in tf, not a variable of its own: one more value live across
 	 * the rewrite spills past the stack the verifier allows together with
 	 * synack_cookie's frame. */

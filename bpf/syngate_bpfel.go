@@ -125,7 +125,8 @@ const (
 	syngateReasonR_XSK_RST_IN_WINDOW           syngateReason = 28
 	syngateReasonR_FAST_TX_OUT_OF_WINDOW       syngateReason = 29
 	syngateReasonR_FAST_REDIRECT_OUT_OF_WINDOW syngateReason = 30
-	syngateReasonR_MAX                         syngateReason = 31
+	syngateReasonR_XSK_SYN_IN_FLOW             syngateReason = 31
+	syngateReasonR_MAX                         syngateReason = 32
 )
 
 type syngateRlKey struct {

@@ -188,6 +188,14 @@ func TestTrackedVerdicts(t *testing.T) {
 			t.Errorf("SYN touched the flow: %+v", st)
 		}
 	})
+	t.Run("SYN from the backend side goes to the engine, never on", func(t *testing.T) {
+		p := installTrackedPair(t, d)
+		run(t, fromBackend("S", bNxt+100, 0, 0), VerdictXSKSynInFlow)
+		run(t, fromBackend("SA", tBackendISN, cNxt, 0), VerdictXSKSynInFlow) // a retransmitted SYN-ACK
+		if st := lookup(t, d, p.kb); st.Packets != 0 || st.Track.SeqEnd != bNxt {
+			t.Errorf("SYNs touched the flow: %+v", st)
+		}
+	})
 	t.Run("window scale of the sender", func(t *testing.T) {
 		p := installTrackedPair(t, d)
 		tr := FlowTrack{SeqEnd: bNxt, AckMax: cNxt, WinEnd: cNxt + tWindow, WinMax: tWindow, WScale: 7}

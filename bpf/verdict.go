@@ -38,6 +38,7 @@ const (
 	VerdictXSKRstInWindow                         // spliced, RST in the window but not exact: the engine forwards it
 	VerdictFastTXOutOfWindow                      // as VerdictFastTX, a segment outside the window (not learned from)
 	VerdictFastRedirectOutOfWindow                // as VerdictFastRedirect, a segment outside the window
+	VerdictXSKSynInFlow                           // spliced, a SYN: to the engine, which answers it; never forwarded
 
 	// NumVerdicts is the number of verdicts; Counters has one slot each.
 	NumVerdicts = iota
@@ -75,6 +76,7 @@ var verdictNames = [NumVerdicts]string{
 	"xsk_rst_in_window",
 	"fast_tx_out_of_window",
 	"fast_redirect_out_of_window",
+	"xsk_syn_in_flow",
 }
 
 // String returns the snake_case name, stable for use as a metric label.
@@ -122,7 +124,7 @@ func (v Verdict) Action() Action {
 		return ActionPass
 	case v == VerdictFastTX, v == VerdictTXSynAckCookie, v == VerdictFastTXOutOfWindow:
 		return ActionTX
-	case v <= VerdictFastRedirect, v == VerdictXSKRstInWindow, v == VerdictFastRedirectOutOfWindow:
+	case v <= VerdictFastRedirect, v == VerdictXSKRstInWindow, v == VerdictFastRedirectOutOfWindow, v == VerdictXSKSynInFlow:
 		return ActionRedirect
 	case v < NumVerdicts:
 		return ActionDrop

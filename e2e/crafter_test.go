@@ -20,34 +20,37 @@ import (
 // purpose) and a crafter that sends spoofed IPv4 TCP segments from a raw
 // socket. Both live in a lab namespace; nothing leaves it.
 
-// seqView is what the client's own segments to a service tell about one
-// connection: the client's next sequence number and the last ack it sent.
+// seqView is what one end's own segments tell about a connection: its
+// next sequence number and the last ack it sent.
 type seqView struct {
 	nxt, ack uint32
 	seen     bool
 }
 
+// ports is a connection's source and destination port as one end sends.
+type ports struct{ src, dst uint16 }
+
 // sniffer reads every frame on one interface of a namespace (AF_PACKET) and
-// keeps a seqView per client port of the segments client -> service.
+// keeps a seqView per connection of the segments one address sends.
 type sniffer struct {
-	fd     int
-	client netip.Addr
-	stop   chan struct{}
-	done   chan struct{}
+	fd   int
+	from netip.Addr
+	stop chan struct{}
+	done chan struct{}
 
 	mu    sync.Mutex
-	views map[uint16]seqView
+	views map[ports]seqView
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// sniff starts a sniffer on ifname in ns for the segments client sends.
-func sniff(ns *lab.NS, ifname string, client netip.Addr) (*sniffer, error) {
+// sniff starts a sniffer on ifname in ns for the segments from sends.
+func sniff(ns *lab.NS, ifname string, from netip.Addr) (*sniffer, error) {
 	ifi, err := ns.Interface(ifname)
 	if err != nil {
 		return nil, err
 	}
-	s := &sniffer{client: client, stop: make(chan struct{}), done: make(chan struct{}), views: map[uint16]seqView{}}
+	s := &sniffer{from: from, stop: make(chan struct{}), done: make(chan struct{}), views: map[ports]seqView{}}
 	err = ns.Run(func() error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
 		if err != nil {
@@ -89,7 +92,7 @@ func (s *sniffer) loop() {
 	}
 }
 
-// learn takes the client's data and ACK segments; SYNs and RSTs (the
+// learn takes the watched end's data and ACK segments; SYNs and RSTs (the
 // attacker's own among them) teach nothing.
 func (s *sniffer) learn(f []byte) {
 	if len(f) < 14+20+20 || binary.BigEndian.Uint16(f[12:]) != 0x0800 {
@@ -97,7 +100,7 @@ func (s *sniffer) learn(f []byte) {
 	}
 	ip := f[14:]
 	ihl := int(ip[0]&0x0f) * 4
-	if ip[9] != 6 || len(ip) < ihl+20 || netip.AddrFrom4([4]byte(ip[12:16])) != s.client {
+	if ip[9] != 6 || len(ip) < ihl+20 || netip.AddrFrom4([4]byte(ip[12:16])) != s.from {
 		return
 	}
 	tot := int(binary.BigEndian.Uint16(ip[2:]))
@@ -111,7 +114,7 @@ func (s *sniffer) learn(f []byte) {
 	if flags&0x01 != 0 {
 		end++
 	}
-	port := binary.BigEndian.Uint16(tcp[0:])
+	port := ports{binary.BigEndian.Uint16(tcp[0:]), binary.BigEndian.Uint16(tcp[2:])}
 	s.mu.Lock()
 	v := s.views[port]
 	if !v.seen || int32(end-v.nxt) > 0 {
@@ -122,15 +125,28 @@ func (s *sniffer) learn(f []byte) {
 	s.mu.Unlock()
 }
 
-// view returns what the sniffer knows of the connection from client port.
-func (s *sniffer) view(port uint16) (seqView, error) {
+// view returns what the sniffer knows of the connection p.
+func (s *sniffer) view(p ports) (seqView, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v := s.views[port]
+	v := s.views[p]
 	if !v.seen {
-		return v, fmt.Errorf("no segment from client port %d seen", port)
+		return v, fmt.Errorf("no segment %v:%d -> %d seen", s.from, p.src, p.dst)
 	}
 	return v, nil
+}
+
+// conns lists the connections seen from source port src.
+func (s *sniffer) conns(src uint16) []ports {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []ports
+	for p := range s.views {
+		if p.src == src {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func (s *sniffer) close() {

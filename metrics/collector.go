@@ -35,7 +35,7 @@ var (
 	dSlowPath     = desc("slowpath_packets_total", "Packets of spliced connections that reached the engine instead of the XDP fast path (forwarded by the engine).", "service")
 	dBackendTW    = desc("backend_timewait_resets_total", "Backend legs whose source port the backend still held in TIME_WAIT, cleared with a RST before the SYN was sent again.", "service")
 	dChallengeACK = desc("challenge_acks_total",
-		"Challenge ACKs (RFC 5961 4.2) answering SYNs for the 4-tuple of a live connection, by result: sent or rate_limited (TCPChallengeACK).",
+		"Challenge ACKs (RFC 5961 4.2) answering SYNs, from either side, for the 4-tuple of a live connection, by result: sent or rate_limited (TCPChallengeACK).",
 		"service", "result")
 	dRSTInWindow = desc("rst_in_window_total",
 		"RSTs of spliced connections inside the window but not at the exact sequence number, forwarded by the engine for the endpoint's challenge ACK (RFC 5961 3.2).",

@@ -198,6 +198,12 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 		return
 	}
 	switch {
+	case c.state == stateSpliced && seg.Flags&(packet.SYN|packet.ACK) == packet.SYN:
+		// A SYN into the connection from the backend's side (XDP never
+		// forwards one): the client would answer with a challenge ACK.
+		if a, err := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client)); err == nil && a.Tracked {
+			e.challengeACK(c, a, false)
+		}
 	case c.state == stateSpliced:
 		if seg.Flags&packet.RST != 0 {
 			// XDP judged it inside the window but not exact: the client
@@ -621,7 +627,7 @@ func (e *Engine) reuse(c *conn, seg *packet.Segment) bool {
 		e.endFlow(c, "reused")
 		return true
 	}
-	e.challengeACK(c, b)
+	e.challengeACK(c, b, true)
 	return false
 }
 
@@ -633,11 +639,13 @@ const (
 	challengeRate     = 1000
 )
 
-// challengeACK answers a SYN for a live connection as its backend would
-// (RFC 5961 4.2): an ACK with the backend's next sequence number and
-// acknowledgement, in the client's spaces, from b, the backend direction's
-// tracked state. Rate-limited per connection and overall. c.mu is held.
-func (e *Engine) challengeACK(c *conn, b bpf.FlowState) {
+// challengeACK answers a SYN for a live connection as the other end would
+// (RFC 5961 4.2): an ACK with that end's next sequence number and
+// acknowledgement, from st, that end's tracked state, translated into the
+// SYN sender's spaces. toClient: the SYN came from the client side and the
+// ACK is the backend's; otherwise it is the client's, to the backend.
+// Rate-limited per connection and overall. c.mu is held.
+func (e *Engine) challengeACK(c *conn, st bpf.FlowState, toClient bool) {
 	s := c.svc
 	now := e.now()
 	if now.Sub(c.lastChallenge) < challengeInterval || !e.challenges.allow(now) {
@@ -645,15 +653,21 @@ func (e *Engine) challengeACK(c *conn, b bpf.FlowState) {
 		return
 	}
 	c.lastChallenge = now
-	win := b.Track.WinEnd - b.Track.AckMax
-	if c.wscale != flow.NoWScale {
-		win >>= c.wscale
+	win := st.Track.WinEnd - st.Track.AckMax
+	f := packet.Fields{Flags: packet.ACK}
+	if toClient {
+		if c.wscale != flow.NoWScale {
+			win >>= c.wscale
+		}
+		f.Src, f.Dst = c.client.Service, c.client.Client
+		f.Seq, f.Ack = st.Track.SeqEnd+c.ourISN-c.backendISN, st.Track.AckMax
+	} else {
+		win >>= st.Track.WScale // the client's shift, which the backend was told
+		f.Src, f.Dst = c.source, s.Backend
+		f.Seq, f.Ack = st.Track.SeqEnd, st.Track.AckMax
 	}
-	e.send(s, packet.Build, &packet.Fields{
-		Src: c.client.Service, Dst: c.client.Client,
-		Seq: b.Track.SeqEnd + c.ourISN - c.backendISN, Ack: b.Track.AckMax,
-		Flags: packet.ACK, Window: uint16(min(win, 65535)),
-	})
+	f.Window = uint16(min(win, 65535))
+	e.send(s, packet.Build, &f)
 	s.st.challengeSent.Add(1)
 }
 

@@ -627,6 +627,23 @@ func TestTupleReuse(t *testing.T) {
 	}
 }
 
+// TestSynFromBackendSide: a SYN to our source port of a spliced connection
+// is answered with the client's challenge ACK, in the backend's spaces, and
+// never reaches the client.
+func TestSynFromBackendSide(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	syn, _ := r.spliceOne()
+	r.inject(packet.BuildSyn, packet.Fields{Src: backend, Dst: syn.Src, Seq: 123, Flags: packet.SYN, Window: 1000})
+	ch := r.sentIP()
+	if ch.Flags != packet.ACK || ch.Src != syn.Src || ch.Dst != backend || ch.Seq != 43 || ch.Ack != 10 || ch.Window != 502 {
+		t.Errorf("challenge ACK = %v %v->%v seq %d ack %d win %d, want ACK seq 43 ack 10 win 502", ch.Flags, ch.Src, ch.Dst, ch.Seq, ch.Ack, ch.Window)
+	}
+	r.noSentIP()
+	if st := r.e.order[0].ServiceStats(); st.ChallengeACKSent != 1 {
+		t.Errorf("challenge ACKs sent = %d", st.ChallengeACKSent)
+	}
+}
+
 // TestTupleReuseAfterExactRST: after a RST the data plane judged exact, a
 // SYN opens a new connection at once.
 func TestTupleReuseAfterExactRST(t *testing.T) {
