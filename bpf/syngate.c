@@ -978,8 +978,17 @@ static __always_inline int track(struct flow_val *fv, struct flow_val *rv, struc
 	__u32 ack = bpf_ntohl(tcp->ack_seq) + fv->ack_delta;
 	__u32 ackwin = fv->win_max > ACK_WINDOW_MIN ? fv->win_max : ACK_WINDOW_MIN;
 	if (seq_after(seq, rv->win_end) || seq_before(end, fv->seq_end - rv->win_max) ||
-	    seq_after(ack, rv->seq_end) || seq_before(ack, rv->seq_end - ackwin))
+	    seq_before(ack, rv->seq_end - ackwin))
 		return T_OUT_OF_WIN;
+	if (seq_after(ack, rv->seq_end)) {
+		/* It acks data this program did not see: the engine forwards the
+		 * few segments that raced the flow's install. Believe it only from
+		 * a segment at exactly the sender's next sequence number, which an
+		 * off-path attacker knows no better than an exact RST's. */
+		if (seq != fv->seq_end || seq_after(ack, rv->seq_end + ackwin))
+			return T_OUT_OF_WIN;
+		rv->seq_end = ack;
+	}
 
 	__u32 win = (__u32)bpf_ntohs(tcp->window) << (fv->wscale & 15);
 	if (seq_after(end, fv->seq_end))

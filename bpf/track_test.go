@@ -149,6 +149,23 @@ func TestTrackedVerdicts(t *testing.T) {
 			t.Error("RST after blind data marked the flow")
 		}
 	})
+	t.Run("an ack of data XDP did not see is believed only at the exact sequence number", func(t *testing.T) {
+		p := installTrackedPair(t, d)
+		// 500 bytes of the client's went to the backend past XDP.
+		run(t, fromBackend("A", bNxt+1, cNxt+500, 0), VerdictFastTXOutOfWindow)
+		run(t, fromBackend("A", bNxt, cNxt+500+1<<17, 0), VerdictFastTXOutOfWindow) // beyond any window
+		if c, b := lookup(t, d, p.kc), lookup(t, d, p.kb); c.Track.SeqEnd != cNxt || b.Track.AckMax != cNxt {
+			t.Fatalf("inexact acks moved the state: client %+v backend %+v", c.Track, b.Track)
+		}
+		run(t, fromBackend("A", bNxt, cNxt+500, 0), VerdictFastTX)
+		if c, b := lookup(t, d, p.kc), lookup(t, d, p.kb); c.Track.SeqEnd != cNxt+500 || b.Track.AckMax != cNxt+500 {
+			t.Fatalf("exact ack: client %+v backend %+v", c.Track, b.Track)
+		}
+		run(t, fromClient("R", cNxt+500, 0, 0), VerdictFastTX)
+		if st := lookup(t, d, p.kc); !st.RST {
+			t.Error("RST at the client's next sequence number did not mark the flow")
+		}
+	})
 	t.Run("FIN per direction: half-closed flow keeps flowing", func(t *testing.T) {
 		p := installTrackedPair(t, d)
 		run(t, fromClient("FA", cNxt, tOurISN+1, 0), VerdictFastTX)

@@ -260,6 +260,46 @@ func dialCmd(t *testing.T, top *lab.Topology, vip netip.AddrPort, cmd byte) net.
 	return c
 }
 
+// attack sends an off-path attacker's three segments into the connection
+// src -> dst, spoofing src: a RST with a random sequence number, a RST
+// inside the window but not exact (aimed with what sn saw src send), and a
+// SYN with a random ISN.
+func attack(t *testing.T, rng *rand.Rand, cr *crafter, sn *sniffer, src, dst netip.AddrPort, name string) {
+	t.Helper()
+	for _, a := range []struct {
+		what string
+		seq  func(nxt uint32) uint32
+		seg  segment
+	}{
+		// A blind attacker's sequence number, kept clear of the window
+		// (2^26 either side) so that it is the blind case by construction.
+		{"RST, random sequence number", func(nxt uint32) uint32 {
+			for {
+				if d := rng.Uint32(); d >= 1<<26 && d <= math.MaxUint32-1<<26 {
+					return nxt + d
+				}
+			}
+		}, segment{flags: "R"}},
+		// Ahead of the next sequence number by more than a busy connection
+		// sends between the sniff and the send, well inside the receive
+		// window of the other end.
+		{"RST inside the window, not exact", func(nxt uint32) uint32 { return nxt + 20001 }, segment{flags: "R"}},
+		{"SYN, random ISN", func(uint32) uint32 { return rng.Uint32() }, segment{flags: "S", window: 64240}},
+	} {
+		v, err := sn.view(ports{src.Port(), dst.Port()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seg := a.seg
+		seg.src, seg.dst, seg.seq = src, dst, a.seq(v.nxt)
+		if err := cr.send(seg); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s %v -> %v: sent %s (seq %#x; next seq %#x)", name, src, dst, a.what, seg.seq, v.nxt)
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // Timeouts short enough to wait past in a test: the connections must
 // outlive them.
 const attackTimeouts = "flows:\n  reset_timeout: 2s\n  close_timeout: 2s\n"
@@ -319,47 +359,50 @@ func TestBlindAttacks(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // the busy connection is under way
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
-	targets := []struct {
+	for _, tg := range []struct {
 		name string
 		c    net.Conn
-		dst  netip.AddrPort
 	}{
-		{"idle", idle, vip}, {"busy", busy.c, vip}, {"half-closed", half.c, vip}, {"cookie path", cookie, vipCookie},
-	}
-	for _, tg := range targets {
+		{"idle", idle}, {"busy", busy.c}, {"half-closed", half.c}, {"cookie-path", cookie},
+	} {
 		src := netip.MustParseAddrPort(tg.c.LocalAddr().String())
-		for _, a := range []struct {
-			what string
-			seq  func(nxt uint32) uint32
-			seg  segment
-		}{
-			// A blind attacker's sequence number, kept clear of the window
-			// (2^26 either side) so that it is the blind case by construction.
-			{"RST, random sequence number", func(nxt uint32) uint32 {
-				for {
-					if d := rng.Uint32(); d >= 1<<26 && d <= math.MaxUint32-1<<26 {
-						return nxt + d
-					}
-				}
-			}, segment{flags: "R"}},
-			// Ahead of the client's next sequence number by more than the
-			// busy connection sends between the sniff and the send, well
-			// inside the backend's receive window.
-			{"RST inside the window, not exact", func(nxt uint32) uint32 { return nxt + 20001 }, segment{flags: "R"}},
-			{"SYN, random ISN", func(uint32) uint32 { return rng.Uint32() }, segment{flags: "S", window: 64240}},
-		} {
-			v, err := sn.view(src.Port())
-			if err != nil {
-				t.Fatal(err)
-			}
-			seg := a.seg
-			seg.src, seg.dst, seg.seq = src, tg.dst, a.seq(v.nxt)
-			if err := cr.send(seg); err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("%s connection %v: sent %s (seq %#x; client's next seq %#x)", tg.name, src, a.what, seg.seq, v.nxt)
-			time.Sleep(50 * time.Millisecond)
-		}
+		dst := netip.MustParseAddrPort(tg.c.RemoteAddr().String())
+		attack(t, rng, cr, sn, src, dst, tg.name+" connection, spoofing the client")
+	}
+	// The same from the backend's side, into syngate's source ports
+	// (a SYN's challenge ACK is rate-limited per connection: 500 ms apart).
+	time.Sleep(time.Second)
+	snB, err := sniff(top.Backend, lab.HostIf, backendAddr(top))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snB.close()
+	crB, err := newCrafter(top.Backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer crB.close()
+	for _, c := range []net.Conn{idle, busy.c, cookie} { // make each leg send, for the sniffer
+		c.Write(nil)
+	}
+	if err := exchange(idle, 1000, 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := exchange(cookie, 1000, 8); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(snB.conns(backendPort)) < 3 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	legs := snB.conns(backendPort)
+	if len(legs) < 3 {
+		t.Fatalf("sniffed %d backend legs sending, want the idle, busy and cookie-path ones at least", len(legs))
+	}
+	for _, l := range legs {
+		src := netip.AddrPortFrom(backendAddr(top), l.src)
+		dst := netip.AddrPortFrom(top.GatewayBackend.V4.Addr(), l.dst)
+		attack(t, rng, crB, snB, src, dst, "backend leg, spoofing the backend")
 	}
 
 	time.Sleep(pastTimeouts)
@@ -380,21 +423,22 @@ func TestBlindAttacks(t *testing.T) {
 	}
 
 	m := g.metrics()
+	attacked := float64(4 + len(legs))
 	for _, c := range []struct {
 		sample string
-		min    float64
+		want   float64
 	}{
-		{"drop_rst_out_of_window", 4}, {"xsk_rst_in_window", 4},
+		{"drop_rst_out_of_window", attacked}, {"xsk_rst_in_window", attacked}, {"xsk_syn_in_flow", float64(len(legs))},
 	} {
-		if got := m.Sum("syngate_xdp_packets_total", `reason="`+c.sample+`"`); got < c.min {
-			t.Errorf("xdp_packets_total{reason=%q} = %v, want at least %v", c.sample, got, c.min)
+		if got := m.Sum("syngate_xdp_packets_total", `reason="`+c.sample+`"`); got != c.want {
+			t.Errorf("xdp_packets_total{reason=%q} = %v, want %v", c.sample, got, c.want)
 		}
 	}
-	if got := m.Sum("syngate_rst_in_window_total"); got < 4 {
-		t.Errorf("rst_in_window_total = %v, want at least 4 (one per connection)", got)
+	if got := m.Sum("syngate_rst_in_window_total"); got != attacked {
+		t.Errorf("rst_in_window_total = %v, want %v (one per connection and side)", got, attacked)
 	}
-	if got := m.Sum("syngate_challenge_acks_total", `result="sent"`); got != 4 {
-		t.Errorf("challenge_acks_total{result=sent} = %v, want 4 (one per SYN)", got)
+	if got := m.Sum("syngate_challenge_acks_total", `result="sent"`); got != attacked {
+		t.Errorf("challenge_acks_total{result=sent} = %v, want %v (one per SYN)", got, attacked)
 	}
 	if got := m.Sum("syngate_syn_dropped_total", `reason="established"`); got != 4 {
 		t.Errorf("syn_dropped_total{reason=established} = %v, want 4", got)
@@ -429,5 +473,11 @@ func TestBlindAttacks(t *testing.T) {
 	}
 	if got := g.waitMetric(`syngate_flows_expired_total{reason="reset"}`, 1, pastTimeouts); got != 1 {
 		t.Errorf("flows_expired_total{reason=reset} = %v after the exact RST, want 1", got)
+	}
+	m = g.metrics()
+	t.Logf("fast path %v packets; slow path %v", m.Sum("syngate_fastpath_packets_total"), m.Sum("syngate_slowpath_packets_total"))
+	if got := m.Sum("syngate_xdp_packets_total", `reason="fast_tx_out_of_window"`) +
+		m.Sum("syngate_xdp_packets_total", `reason="fast_redirect_out_of_window"`); got != 0 {
+		t.Errorf("%v legitimate segments judged outside the window", got)
 	}
 }

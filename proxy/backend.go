@@ -263,14 +263,17 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	trClient, trBackend := c.tracks(seg)
 	kc := bpf.ClientKey(c.client)
 	kb := bpf.FlowKey{Src: s.Backend, Dst: c.source}
-	if err := e.cfg.Flows.InstallTrackedFlow(kc, toBackend, trClient); err != nil {
-		e.log.Warn("install flow", "flow", kc, "err", err)
+	// The backend direction first: the backend sends nothing before our
+	// ACK, while a client segment that finds its own direction installed
+	// is judged against the other one's state.
+	if err := e.cfg.Flows.InstallTrackedFlow(kb, toClient, trBackend); err != nil {
+		e.log.Warn("install flow", "flow", kb, "err", err)
 		e.abortLocked(c, "flow_install", true)
 		return
 	}
-	if err := e.cfg.Flows.InstallTrackedFlow(kb, toClient, trBackend); err != nil {
-		e.log.Warn("install flow", "flow", kb, "err", err)
-		e.cfg.Flows.DeleteFlow(kc)
+	if err := e.cfg.Flows.InstallTrackedFlow(kc, toBackend, trClient); err != nil {
+		e.log.Warn("install flow", "flow", kc, "err", err)
+		e.cfg.Flows.DeleteFlow(kb)
 		e.abortLocked(c, "flow_install", true)
 		return
 	}
@@ -348,6 +351,15 @@ func (e *Engine) clientSegment(c *conn, seg *packet.Segment, ifindex int) {
 	case stateSpliced:
 		c.svc.st.slowPath.Add(1)
 		e.forwardToBackend(c, seg)
+		// XDP did not see it: remember where the client's data ends, for
+		// judging a RST that follows before the backend acked it.
+		end := seg.Seq + uint32(len(seg.Payload))
+		if seg.Flags&packet.FIN != 0 {
+			end++
+		}
+		if !c.slowSent || int32(end-c.slowEnd) > 0 {
+			c.slowEnd, c.slowSent = end, true
+		}
 	}
 }
 
@@ -409,7 +421,9 @@ func (e *Engine) forwardToClient(c *conn, seg *packet.Segment) {
 // clientReset handles a client RST that reached the engine. For a spliced
 // connection XDP judged it inside the window but not at the exact sequence
 // number: it is forwarded, and the backend answers it with a challenge ACK
-// (RFC 5961 3.2) that a real client answers with an exact RST. A
+// (RFC 5961 3.2) that a real client answers with an exact RST. Exact it is
+// if it follows data XDP did not see (segments that raced the flow's
+// install, forwarded by the engine): then the connection ends. A
 // connection still opening ends if the RST is within the window our SYN-ACK
 // announced.
 func (e *Engine) clientReset(c *conn, seg *packet.Segment) {
@@ -417,9 +431,15 @@ func (e *Engine) clientReset(c *conn, seg *packet.Segment) {
 	defer c.mu.Unlock()
 	switch c.state {
 	case stateSpliced:
-		c.svc.st.rstInWindow.Add(1)
 		c.svc.st.slowPath.Add(1)
 		e.forwardToBackend(c, seg)
+		if c.slowSent && seg.Seq == c.slowEnd {
+			// Exact after the data that went past XDP: the connection is
+			// over.
+			e.endFlow(c, "reset")
+			return
+		}
+		c.svc.st.rstInWindow.Add(1)
 	case stateAccepted:
 		if seg.Seq-(c.clientISN+1) <= uint32(e.window()) {
 			e.abortLocked(c, "client_reset", false)

@@ -684,6 +684,25 @@ func TestInWindowRSTForwarded(t *testing.T) {
 	}
 }
 
+// TestRSTAfterSlowPathData: client data that raced the flow's install went
+// to the backend through the engine; a RST right after it is exact.
+func TestRSTAfterSlowPathData(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	_, sa := r.spliceOne()
+	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 43, Ack: sa.Seq + 1, Flags: packet.ACK, Payload: []byte("late")})
+	r.sentIP()
+	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 47, Flags: packet.RST})
+	if fwd := r.sentIP(); fwd.Flags != packet.RST || fwd.Dst != backend {
+		t.Errorf("forwarded = %v to %v", fwd.Flags, fwd.Dst)
+	}
+	if _, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip}); ok {
+		t.Error("flow still installed after an exact RST")
+	}
+	if got := r.e.Stats().Expired["reset"]; got != 1 {
+		t.Errorf("expired{reset} = %d", got)
+	}
+}
+
 // TestHalfClosedExpiry: one FIN keeps the connection; both FINs acked start
 // the close timeout.
 func TestHalfClosedExpiry(t *testing.T) {
