@@ -101,13 +101,17 @@ type Backend struct {
 type Flows struct {
 	// Max bounds the XDP flow table (entries, one per direction). Default 262144.
 	Max int
-	// EstablishedTimeout expires idle established flows. Default 2h.
+	// EstablishedTimeout expires idle established flows; both ends get a
+	// RST. Default 2h.
 	EstablishedTimeout time.Duration
-	// CloseTimeout expires flows after a FIN from both sides, long enough
-	// for retransmitted FINs and last ACKs to get through. Default 10s
-	// (conntrack keeps 120s, but it does not hold a source port meanwhile).
+	// CloseTimeout expires flows once both sides' FINs are acknowledged,
+	// long enough for retransmitted FINs and last ACKs to get through.
+	// Default 10s (conntrack keeps 120s, but it does not hold a source port
+	// meanwhile). One FIN (a half-closed connection) does not start it.
 	CloseTimeout time.Duration
-	// ResetTimeout expires flows after an RST (conntrack's close). Default 10s.
+	// ResetTimeout expires flows after a RST at exactly the expected
+	// sequence number (conntrack's close); RSTs merely in the window or
+	// outside it do not count. Default 10s.
 	ResetTimeout time.Duration
 }
 

@@ -40,6 +40,9 @@ var (
 	dRSTInWindow = desc("rst_in_window_total",
 		"RSTs of spliced connections inside the window but not at the exact sequence number, forwarded by the engine for the endpoint's challenge ACK (RFC 5961 3.2).",
 		"service")
+	dResetsSent = desc("flow_resets_sent_total",
+		"RSTs sent to the client and the backend of spliced connections syngate ended itself (idle expiry, eviction from a full flow table), each at the end's next expected sequence number.",
+		"service")
 	dBackendFailures = desc("backend_failures_total", "Backend legs that failed, by reason: refused, timeout, ...", "service", "reason")
 	dQueueDepth      = desc("queue_depth", "Entries in a service's queue: syn (half-open) or accept.", "service", "queue")
 	dQueueLimit      = desc("queue_limit", "Bound of a service's queue: syn (max_syn_backlog) or accept (min(backlog, somaxconn)).", "service", "queue")
@@ -53,7 +56,7 @@ var (
 	dScrapeErrors  = desc("dataplane_read_errors", "Data plane reads that failed during this scrape, by source (1: the series of that source are missing).", "source")
 	allDescriptors = []*prometheus.Desc{
 		dSynReceived, dSynAckSent, dSynQueueFull, dSynDropped, dHalfOpenTimeout, dAckValidated, dAckRejected,
-		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dChallengeACK, dRSTInWindow, dBackendFailures, dQueueDepth, dQueueLimit,
+		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dChallengeACK, dRSTInWindow, dResetsSent, dBackendFailures, dQueueDepth, dQueueLimit,
 		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors,
 	}
 )
@@ -115,6 +118,7 @@ func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
 	counter(ch, dChallengeACK, s.ChallengeACKSent, n, "sent")
 	counter(ch, dChallengeACK, s.ChallengeACKLimited, n, "rate_limited")
 	counter(ch, dRSTInWindow, s.RSTInWindow, n)
+	counter(ch, dResetsSent, s.ResetsSent, n)
 	for _, k := range sortedKeys(s.BackendFailures) {
 		counter(ch, dBackendFailures, s.BackendFailures[k], n, k)
 	}

@@ -60,6 +60,7 @@ type ServiceStats struct {
 	// sent, or suppressed by the rate limit.
 	ChallengeACKSent, ChallengeACKLimited uint64
 	RSTInWindow                           uint64            // inexact in-window RSTs the engine forwarded (RFC 5961 3.2)
+	ResetsSent                            uint64            // RSTs to the ends of spliced connections syngate gave up (idle, evicted)
 	BackendFailures                       map[string]uint64 // by reason: refused, timeout, ...
 
 	HalfOpen, HalfOpenLimit int // SYN queue depth and bound

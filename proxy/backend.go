@@ -577,6 +577,9 @@ func (e *Engine) expireFlows(now time.Time) {
 		a, errA := e.cfg.Flows.LookupFlow(kc)
 		b, errB := e.cfg.Flows.LookupFlow(kb)
 		if errors.Is(errA, bpf.ErrNotFound) || errors.Is(errB, bpf.ErrNotFound) {
+			// The table was full and dropped one direction: the connection
+			// cannot go on, so both ends learn it now.
+			e.resetEnds(c, a, errA == nil, b, errB == nil)
 			e.endFlow(c, "evicted")
 			return
 		}
@@ -597,9 +600,45 @@ func (e *Engine) expireFlows(now time.Time) {
 			// Both FINs sent, the last ACK lost (conntrack's LAST_ACK).
 			e.endFlow(c, "closed")
 		case idle >= e.cfg.EstablishedTimeout:
+			e.resetEnds(c, a, true, b, true)
 			e.endFlow(c, "idle")
 		}
 	})
+}
+
+// resetEnds tells both ends of a connection syngate gives up that it is
+// gone, so that their applications notice at once instead of at their next
+// write: each gets a RST at its own next expected sequence number, as the
+// other end would send it. a and b are the client and backend directions'
+// state, each valid only if found (an evicted direction is not); the
+// other's highest ack stands in for a missing one's next sequence number.
+// c.mu is held.
+func (e *Engine) resetEnds(c *conn, a bpf.FlowState, haveA bool, b bpf.FlowState, haveB bool) {
+	s := c.svc
+	if (haveA && !a.Tracked) || (haveB && !b.Tracked) {
+		return
+	}
+	// The backend's next sequence number in its own space, and the client's.
+	var bNxt, cNxt uint32
+	switch {
+	case haveB:
+		bNxt = b.Track.SeqEnd
+	case haveA:
+		bNxt = a.Track.AckMax
+	default:
+		return
+	}
+	switch {
+	case haveA:
+		cNxt = a.Track.SeqEnd
+	default:
+		cNxt = b.Track.AckMax
+	}
+	e.send(s, packet.Build, &packet.Fields{
+		Src: c.client.Service, Dst: c.client.Client, Seq: bNxt + c.ourISN - c.backendISN, Flags: packet.RST,
+	})
+	e.send(s, packet.Build, &packet.Fields{Src: c.source, Dst: s.Backend, Seq: cNxt, Flags: packet.RST})
+	s.st.resetsSent.Add(2)
 }
 
 // endFlow removes a spliced connection's flows. c.mu is held.

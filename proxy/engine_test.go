@@ -703,6 +703,39 @@ func TestRSTAfterSlowPathData(t *testing.T) {
 	}
 }
 
+// TestGivenUpFlowsResetBothEnds: when syngate ends a connection itself
+// (idle expiry, eviction) both ends get a RST at their next expected
+// sequence number.
+func TestGivenUpFlowsResetBothEnds(t *testing.T) {
+	for _, evict := range []bool{false, true} {
+		r := newRig(t, queue.CookiesNever, func(c *Config) { c.EstablishedTimeout = time.Hour })
+		syn, sa := r.spliceOne()
+		kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+		// 100 bytes from the client and 2000 from the backend went through, acked.
+		r.flows.update(kc, func(s *bpf.FlowState) { s.Track.SeqEnd, s.Track.AckMax = 143, 2010 })
+		r.flows.update(kb, func(s *bpf.FlowState) { s.Track.SeqEnd, s.Track.AckMax = 2010, 143 })
+		if evict {
+			r.flows.DeleteFlow(kb)
+			r.e.expireFlows(r.advance(time.Second))
+		} else {
+			r.e.expireFlows(r.advance(time.Hour))
+		}
+		toClient, toBackend := r.sentIP(), r.sentIP()
+		if toClient.Flags != packet.RST || toClient.Src != vip || toClient.Dst != r.client || toClient.Seq != sa.Seq+1+2000 {
+			t.Errorf("evict %v: RST to the client = %v %v->%v seq %d, want seq %d", evict, toClient.Flags, toClient.Src, toClient.Dst, toClient.Seq, sa.Seq+1+2000)
+		}
+		if toBackend.Flags != packet.RST || toBackend.Src != syn.Src || toBackend.Dst != backend || toBackend.Seq != 143 {
+			t.Errorf("evict %v: RST to the backend = %v %v->%v seq %d, want seq 143", evict, toBackend.Flags, toBackend.Src, toBackend.Dst, toBackend.Seq)
+		}
+		if _, ok := r.flows.get(kc); ok {
+			t.Errorf("evict %v: flow still installed", evict)
+		}
+		if got := r.e.order[0].ServiceStats().ResetsSent; got != 2 {
+			t.Errorf("evict %v: resets sent = %d, want 2", evict, got)
+		}
+	}
+}
+
 // TestHalfClosedExpiry: one FIN keeps the connection; both FINs acked start
 // the close timeout.
 func TestHalfClosedExpiry(t *testing.T) {

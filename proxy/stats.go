@@ -34,6 +34,7 @@ type serviceCounters struct {
 	twResets                                 atomic.Uint64 // backend TIME_WAIT cleared for a reused port
 	challengeSent, challengeLimited          atomic.Uint64 // challenge ACKs for SYNs into live connections
 	rstInWindow                              atomic.Uint64 // in-window, inexact RSTs forwarded for their challenge ACK
+	resetsSent                               atomic.Uint64 // RSTs to the ends of connections syngate gave up
 	rejectedBy                               map[string]*atomic.Uint64
 	failedBy                                 map[string]*atomic.Uint64
 }
@@ -95,6 +96,7 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		ChallengeACKSent:    s.st.challengeSent.Load(),
 		ChallengeACKLimited: s.st.challengeLimited.Load(),
 		RSTInWindow:         s.st.rstInWindow.Load(),
+		ResetsSent:          s.st.resetsSent.Load(),
 		BackendFailures:     snapshot(s.st.failedBy),
 		HalfOpen:            q.SynQueueLen,
 		HalfOpenLimit:       s.Queue.MaxSynBacklog,
