@@ -149,6 +149,7 @@ func TestLoss(t *testing.T) {
 			t.Fatalf("transfer %d: %v", i, err)
 		}
 	}
+	g.checkInWindow()
 	out, _ := top.Client.Exec("nft", "list", "table", "inet", "loss")
 	if !strings.Contains(out, "counter packets") || strings.Contains(out, "counter packets 0 ") {
 		t.Errorf("the loss rule dropped nothing:\n%s", out)

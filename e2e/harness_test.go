@@ -191,6 +191,24 @@ func (g *gatewayRun) waitMetric(sample string, want float64, timeout time.Durati
 	}
 }
 
+// checkInWindow fails the test if XDP judged segments of the endpoints
+// outside the tracked window: in a test without an attacker every segment
+// is legitimate, and one judged outside means the tracking lost step.
+func (g *gatewayRun) checkInWindow() {
+	g.t.Helper()
+	m := g.metrics()
+	oow := m.Sum("syngate_xdp_packets_total", `reason="fast_tx_out_of_window"`) +
+		m.Sum("syngate_xdp_packets_total", `reason="fast_redirect_out_of_window"`)
+	drops := m.Sum("syngate_xdp_packets_total", `reason="drop_rst_out_of_window"`)
+	inWin := m.Sum("syngate_xdp_packets_total", `reason="xsk_rst_in_window"`)
+	if oow != 0 || drops != 0 {
+		g.t.Errorf("legitimate segments judged outside the window: %v forwarded, %v RSTs dropped", oow, drops)
+	}
+	if inWin != 0 {
+		g.t.Logf("%v legitimate RSTs judged in the window but not exact", inWin)
+	}
+}
+
 // dial opens a TCP connection from inside ns.
 func dial(ns *lab.NS, addr netip.AddrPort, timeout time.Duration) (net.Conn, error) {
 	var c net.Conn
