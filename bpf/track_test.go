@@ -33,7 +33,7 @@ const (
 	tWindow     = 65535
 )
 
-func installTrackedPair(t *testing.T, d *Dataplane, f trackFamily) trackedPair {
+func installTrackedPair(t testing.TB, d *Dataplane, f trackFamily) trackedPair {
 	t.Helper()
 	p := trackedPair{
 		f:  f,
