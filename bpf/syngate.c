@@ -89,6 +89,10 @@ enum reason {
 	R_MAX,
 };
 
+/* The fast path picks the REDIRECT reason of a pair as TX + 1. */
+_Static_assert(R_FAST_REDIRECT == R_FAST_TX + 1 && R_FAST_REDIRECT_OUT_OF_WINDOW == R_FAST_TX_OUT_OF_WINDOW + 1,
+	       "forwarding reasons must come in (TX, REDIRECT) pairs");
+
 /* Configuration fixed at load time (rodata): the verifier prunes disabled
  * defenses, so they cost nothing when off. */
 #define CFG_DROP_SYN_PAYLOAD 0x1
@@ -919,7 +923,6 @@ __attribute__((noinline)) int synack_cookie(struct xdp_md *ctx, __u64 ann)
 	return 1;
 }
 
-
 /* --- sequence tracking of spliced flows --- */
 
 static __always_inline int seq_before(__u32 a, __u32 b)
@@ -1006,13 +1009,12 @@ static __always_inline int track(struct flow_val *fv, struct flow_val *rv, struc
 	return T_LEARN;
 }
 
-
 /* Judges a segment of the flow fv (whose key is *fk) against the reverse
  * direction, and marks FIN and RST. tf_doff packs the TCP flags and (<< 8)
- * the header length. Untracked entries (installed without
- * sequence state) keep the old rule: any FIN or RST marks the flow. fk is
- * turned into the reverse key: syngate_xdp's stack has no room for two.
- * Not inlined, so that its locals stay out of syngate_xdp's frame. */
+ * the header length. Untracked entries (installed without sequence state)
+ * keep the old rule: any FIN or RST marks the flow. fk is turned into the
+ * reverse key: syngate_xdp's stack has no room for two. Not inlined, so
+ * that its locals stay out of syngate_xdp's frame. */
 static __attribute__((noinline)) int judge(struct flow_val *fv, struct flow_key *fk, struct tcphdr *tcp,
 					   void *l4_end, __u32 tf_doff)
 {
