@@ -201,7 +201,7 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 	case c.state == stateSpliced && seg.Flags&(packet.SYN|packet.ACK) == packet.SYN:
 		// A SYN into the connection from the backend's side (XDP never
 		// forwards one): the client would answer with a challenge ACK.
-		if a, err := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client)); err == nil && a.Tracked {
+		if a, err := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client)); err == nil {
 			e.challengeACK(c, a, false)
 		}
 	case c.state == stateSpliced:
@@ -677,10 +677,13 @@ func (e *Engine) reuse(c *conn, seg *packet.Segment) bool {
 	}
 	a, errA := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client))
 	b, errB := e.cfg.Flows.LookupFlow(bpf.FlowKey{Src: c.svc.Backend, Dst: c.source})
-	if errA != nil || errB != nil {
+	if errors.Is(errA, bpf.ErrNotFound) || errors.Is(errB, bpf.ErrNotFound) {
 		// Gone from the table (evicted): nothing left to protect.
 		e.endFlow(c, "reused")
 		return true
+	}
+	if errA != nil || errB != nil {
+		return false // cannot tell: keep the connection, the client retries
 	}
 	if a.RST || b.RST || (closed(a, b) && (!a.Tracked || int32(seg.Seq-a.Track.SeqEnd) > 0)) {
 		e.endFlow(c, "reused")
@@ -706,6 +709,9 @@ const (
 // Rate-limited per connection and overall. c.mu is held.
 func (e *Engine) challengeACK(c *conn, st bpf.FlowState, toClient bool) {
 	s := c.svc
+	if !st.Tracked {
+		return // no sequence numbers to answer with
+	}
 	now := e.now()
 	if now.Sub(c.lastChallenge) < challengeInterval || !e.challenges.allow(now) {
 		s.st.challengeLimited.Add(1)
