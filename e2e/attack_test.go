@@ -260,10 +260,10 @@ func dialCmd(t *testing.T, top *lab.Topology, vip netip.AddrPort, cmd byte) net.
 	return c
 }
 
-// attack sends an off-path attacker's three segments into the connection
-// src -> dst, spoofing src: a RST with a random sequence number, a RST
-// inside the window but not exact (aimed with what sn saw src send), and a
-// SYN with a random ISN.
+// attack sends an off-path attacker's segments into the connection
+// src -> dst, spoofing src: a RST with a random sequence number, one half
+// the sequence space away, a RST inside the window but not exact (aimed
+// with what sn saw src send), and a SYN with a random ISN.
 func attack(t *testing.T, rng *rand.Rand, cr *crafter, sn *sniffer, src, dst netip.AddrPort, name string) {
 	t.Helper()
 	for _, a := range []struct {
@@ -280,6 +280,7 @@ func attack(t *testing.T, rng *rand.Rand, cr *crafter, sn *sniffer, src, dst net
 				}
 			}
 		}, segment{flags: "R"}},
+		{"RST at the next sequence number + 2^31", func(nxt uint32) uint32 { return nxt + 1<<31 }, segment{flags: "R"}},
 		// Ahead of the next sequence number by more than a busy connection
 		// sends between the sniff and the send, well inside the receive
 		// window of the other end.
@@ -309,11 +310,12 @@ const attackTimeouts = "flows:\n  reset_timeout: 2s\n  close_timeout: 2s\n"
 const pastTimeouts = 9 * time.Second
 
 // TestBlindAttacks sends an off-path attacker's packets into spliced
-// connections (idle, busy, half-closed, and one on the cookie path): a RST
-// with a random sequence number, a RST inside the window but not exact, and
-// a SYN. Every connection must survive past the reset and close timeouts,
-// with every byte intact; then a RST the client's kernel sends at the
-// exact sequence number ends its connection at once.
+// connections (idle, busy, half-closed, and one on the cookie path),
+// spoofing the client and then the backend: a RST with a random sequence
+// number, a RST half the sequence space away, a RST inside the window but
+// not exact, and a SYN. Every connection must survive past the reset and
+// close timeouts, with every byte intact; then a RST the client's kernel
+// sends at the exact sequence number ends its connection at once.
 func TestBlindAttacks(t *testing.T) {
 	o := labOptions{
 		prefix: "sga-",
@@ -428,7 +430,7 @@ func TestBlindAttacks(t *testing.T) {
 		sample string
 		want   float64
 	}{
-		{"drop_rst_out_of_window", attacked}, {"xsk_rst_in_window", attacked}, {"xsk_syn_in_flow", float64(len(legs))},
+		{"drop_rst_out_of_window", 2 * attacked}, {"xsk_rst_in_window", attacked}, {"xsk_syn_in_flow", float64(len(legs))},
 	} {
 		if got := m.Sum("syngate_xdp_packets_total", `reason="`+c.sample+`"`); got != c.want {
 			t.Errorf("xdp_packets_total{reason=%q} = %v, want %v", c.sample, got, c.want)
