@@ -317,16 +317,30 @@ const pastTimeouts = 9 * time.Second
 // close timeouts, with every byte intact; then a RST the client's kernel
 // sends at the exact sequence number ends its connection at once.
 func TestBlindAttacks(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ipv4", true: "ipv6"}[v6], func(t *testing.T) { testBlindAttacks(t, v6) })
+	}
+}
+
+// testBlindAttacks is TestBlindAttacks in one address family.
+func testBlindAttacks(t *testing.T, v6 bool) {
+	cookieService := func(name string, vip, backend netip.Addr) string {
+		return fmt.Sprintf("  - name: %s\n    listen: \"%s\"\n    backend: \"%s\"\n    cookies: always\n",
+			name, netip.AddrPortFrom(vip, servicePort+1), netip.AddrPortFrom(backend, backendPort))
+	}
 	o := labOptions{
 		prefix: "sga-",
-		extra: fmt.Sprintf("  - name: webc\n    listen: %s\n    backend: %s\n    cookies: always\n",
-			netip.AddrPortFrom(lab.VIP4, servicePort+1), netip.AddrPortFrom(lab.BackendV4.Addr(), backendPort)),
-		top: attackTimeouts,
+		extra:  cookieService("webc", lab.VIP4, lab.BackendV4.Addr()) + cookieService("webc6", lab.VIP6, lab.BackendV6.Addr()),
+		top:    attackTimeouts,
 	}
 	top := newLab(t, o)
 	srv := startAttackBackend(t, top)
 	g := startSyngate(t, top, o)
-	client := top.ClientIf.V4.Addr()
+	// Addresses and service names of the family under test.
+	vipAddr, client, backendIP, local, web, webc := top.VIP4, top.ClientIf.V4.Addr(), top.BackendIf.V4.Addr(), top.GatewayBackend.V4.Addr(), "web", "webc"
+	if v6 {
+		vipAddr, client, backendIP, local, web, webc = top.VIP6, top.ClientIf.V6.Addr(), top.BackendIf.V6.Addr(), top.GatewayBackend.V6.Addr(), "web6", "webc6"
+	}
 	sn, err := sniff(top.Client, lab.HostIf, client)
 	if err != nil {
 		t.Fatal(err)
@@ -338,7 +352,7 @@ func TestBlindAttacks(t *testing.T) {
 	}
 	defer cr.close()
 
-	vip, vipCookie := netip.AddrPortFrom(top.VIP4, servicePort), netip.AddrPortFrom(top.VIP4, servicePort+1)
+	vip, vipCookie := netip.AddrPortFrom(vipAddr, servicePort), netip.AddrPortFrom(vipAddr, servicePort+1)
 	idle := dialCmd(t, top, vip, 'E')
 	if err := exchange(idle, 64<<10, 1); err != nil {
 		t.Fatalf("idle: %v", err)
@@ -352,10 +366,10 @@ func TestBlindAttacks(t *testing.T) {
 		t.Fatalf("half-closed: %v", err)
 	}
 	busy := startBusy(dialCmd(t, top, vip, 'E'), 4)
-	if got := g.waitMetric(`syngate_connections_spliced_total{service="web"}`, 3, 5*time.Second); got < 3 {
-		t.Fatalf("spliced %v connections to web, want 3", got)
+	if got := g.waitMetric(`syngate_connections_spliced_total{service="`+web+`"}`, 3, 5*time.Second); got < 3 {
+		t.Fatalf("spliced %v connections to %s, want 3", got, web)
 	}
-	if got := g.metrics()[`syngate_ack_validated_total{path="cookie",service="webc"}`]; got != 1 {
+	if got := g.metrics()[`syngate_ack_validated_total{path="cookie",service="`+webc+`"}`]; got != 1 {
 		t.Fatalf("cookie-path connection validated %v times by cookie, want 1", got)
 	}
 	time.Sleep(200 * time.Millisecond) // the busy connection is under way
@@ -374,7 +388,7 @@ func TestBlindAttacks(t *testing.T) {
 	// The same from the backend's side, into syngate's source ports
 	// (a SYN's challenge ACK is rate-limited per connection: 500 ms apart).
 	time.Sleep(time.Second)
-	snB, err := sniff(top.Backend, lab.HostIf, backendAddr(top))
+	snB, err := sniff(top.Backend, lab.HostIf, backendIP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,8 +416,8 @@ func TestBlindAttacks(t *testing.T) {
 		t.Fatalf("sniffed %d backend legs sending, want the idle, busy and cookie-path ones at least", len(legs))
 	}
 	for _, l := range legs {
-		src := netip.AddrPortFrom(backendAddr(top), l.src)
-		dst := netip.AddrPortFrom(top.GatewayBackend.V4.Addr(), l.dst)
+		src := netip.AddrPortFrom(backendIP, l.src)
+		dst := netip.AddrPortFrom(local, l.dst)
 		attack(t, rng, crB, snB, src, dst, "backend leg, spoofing the backend")
 	}
 

@@ -17,8 +17,8 @@ import (
 
 // The attacker of the tests: a sniffer that learns where each connection's
 // sequence numbers are (so a test can aim a RST inside the window on
-// purpose) and a crafter that sends spoofed IPv4 TCP segments from a raw
-// socket. Both live in a lab namespace; nothing leaves it.
+// purpose) and a crafter that sends spoofed TCP segments (IPv4 or IPv6)
+// from raw sockets. Both live in a lab namespace; nothing leaves it.
 
 // seqView is what one end's own segments tell about a connection: its
 // next sequence number and the last ack it sent.
@@ -93,24 +93,36 @@ func (s *sniffer) loop() {
 }
 
 // learn takes the watched end's data and ACK segments; SYNs and RSTs (the
-// attacker's own among them) teach nothing.
+// attacker's own among them) teach nothing. The lab sends no IPv4 options
+// and no IPv6 extension headers.
 func (s *sniffer) learn(f []byte) {
-	if len(f) < 14+20+20 || binary.BigEndian.Uint16(f[12:]) != 0x0800 {
+	if len(f) < 14+20+20 {
 		return
 	}
 	ip := f[14:]
-	ihl := int(ip[0]&0x0f) * 4
-	if ip[9] != 6 || len(ip) < ihl+20 || netip.AddrFrom4([4]byte(ip[12:16])) != s.from {
+	var tcp []byte
+	var tcpLen int
+	switch binary.BigEndian.Uint16(f[12:]) {
+	case 0x0800:
+		ihl := int(ip[0]&0x0f) * 4
+		if ip[9] != 6 || len(ip) < ihl+20 || netip.AddrFrom4([4]byte(ip[12:16])) != s.from {
+			return
+		}
+		tcp, tcpLen = ip[ihl:], int(binary.BigEndian.Uint16(ip[2:]))-ihl
+	case 0x86dd:
+		if len(ip) < 40+20 || ip[6] != 6 || netip.AddrFrom16([16]byte(ip[8:24])) != s.from {
+			return
+		}
+		tcp, tcpLen = ip[40:], int(binary.BigEndian.Uint16(ip[4:]))
+	default:
 		return
 	}
-	tot := int(binary.BigEndian.Uint16(ip[2:]))
-	tcp := ip[ihl:]
 	flags := tcp[13]
 	if flags&(0x02|0x04) != 0 || flags&0x10 == 0 {
 		return
 	}
 	doff := int(tcp[12]>>4) * 4
-	end := binary.BigEndian.Uint32(tcp[4:]) + uint32(tot-ihl-doff)
+	end := binary.BigEndian.Uint32(tcp[4:]) + uint32(tcpLen-doff)
 	if flags&0x01 != 0 {
 		end++
 	}
@@ -155,18 +167,23 @@ func (s *sniffer) close() {
 	unix.Close(s.fd)
 }
 
-// crafter sends hand-made IPv4 TCP segments from a raw socket in a
-// namespace; the kernel routes them.
-type crafter struct{ fd int }
+// crafter sends hand-made TCP segments from raw sockets (IPPROTO_RAW: the
+// header is ours) in a namespace; the kernel routes them.
+type crafter struct{ fd4, fd6 int }
 
 func newCrafter(ns *lab.NS) (*crafter, error) {
-	c := &crafter{}
+	c := &crafter{fd4: -1, fd6: -1}
 	err := ns.Run(func() error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 		if err != nil {
 			return fmt.Errorf("raw socket: %w", err)
 		}
-		c.fd = fd
+		c.fd4 = fd
+		if fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err != nil {
+			unix.Close(c.fd4)
+			return fmt.Errorf("raw IPv6 socket: %w", err)
+		}
+		c.fd6 = fd
 		return nil
 	})
 	return c, err
@@ -181,8 +198,8 @@ type segment struct {
 }
 
 func (c *crafter) send(sg segment) error {
-	if !sg.src.Addr().Is4() || !sg.dst.Addr().Is4() {
-		return errors.New("crafter: IPv4 only")
+	if sg.src.Addr().Is4() != sg.dst.Addr().Is4() {
+		return errors.New("crafter: mixed address families")
 	}
 	tcp := &layers.TCP{
 		SrcPort: layers.TCPPort(sg.src.Port()), DstPort: layers.TCPPort(sg.dst.Port()),
@@ -203,20 +220,38 @@ func (c *crafter) send(sg segment) error {
 			tcp.PSH = true
 		}
 	}
-	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP,
-		SrcIP: sg.src.Addr().AsSlice(), DstIP: sg.dst.Addr().AsSlice()}
+	var (
+		ip interface {
+			gopacket.NetworkLayer
+			gopacket.SerializableLayer
+		}
+		fd int
+		to unix.Sockaddr
+	)
+	if sg.src.Addr().Is4() {
+		ip = &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP,
+			SrcIP: sg.src.Addr().AsSlice(), DstIP: sg.dst.Addr().AsSlice()}
+		fd, to = c.fd4, &unix.SockaddrInet4{Addr: sg.dst.Addr().As4()}
+	} else {
+		ip = &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP,
+			SrcIP: sg.src.Addr().AsSlice(), DstIP: sg.dst.Addr().AsSlice()}
+		fd, to = c.fd6, &unix.SockaddrInet6{Addr: sg.dst.Addr().As16()}
+	}
 	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
 		return err
 	}
 	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, tcp); err != nil {
+	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+	if err := gopacket.SerializeLayers(buf, opts, ip, tcp); err != nil {
 		return fmt.Errorf("build segment: %w", err)
 	}
-	to := &unix.SockaddrInet4{Addr: sg.dst.Addr().As4()}
-	if err := unix.Sendto(c.fd, buf.Bytes(), 0, to); err != nil {
+	if err := unix.Sendto(fd, buf.Bytes(), 0, to); err != nil {
 		return fmt.Errorf("send %s %v -> %v: %w", sg.flags, sg.src, sg.dst, err)
 	}
 	return nil
 }
 
-func (c *crafter) close() { unix.Close(c.fd) }
+func (c *crafter) close() {
+	unix.Close(c.fd4)
+	unix.Close(c.fd6)
+}
