@@ -26,7 +26,7 @@ func TestLayouts(t *testing.T) {
 		{syngateCookieState{}, 88},
 		{syngateLocalKey{}, 20},
 		{syngateFlowKey{}, 40},
-		{syngateFlowVal{}, 120},
+		{syngateFlowVal{}, 128},
 		{syngateRlKey{}, 20},
 		{syngateRlVal{}, 16},
 		{syngateCounter{}, 16},

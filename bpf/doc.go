@@ -45,7 +45,9 @@
 // judges them, and a blind attacker cannot shift what an exact RST is. A FIN
 // inside the window marks its direction with its sequence number
 // (FlowState.FinEnd), so the engine can tell a half-closed connection from a
-// closed one (FlowState.FINAcked). Flows installed with InstallFlow are not
+// closed one (FlowState.FINAcked). Each direction also keeps its sender's
+// latest timestamp from segments inside the window (FlowState.TSRecent), for
+// TIME_WAIT's rule on a new SYN. Flows installed with InstallFlow are not
 // judged: any FIN or RST marks them.
 //
 // The fast path keeps the VLAN tag and the TTL/hop limit as they are (a

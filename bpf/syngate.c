@@ -184,6 +184,7 @@ struct flow_key {
 #define FLOW_F_FIN 0x1     /* the sender's FIN was seen (in window); fin_end is valid */
 #define FLOW_F_RST 0x2     /* the sender sent a RST at exactly the expected sequence */
 #define FLOW_F_TRACKED 0x4 /* Go gave the sequence state below: segments are judged */
+#define FLOW_F_TS 0x8      /* ts_recent is valid */
 
 /* The translation for one direction of a spliced connection, and the
  * sequence state of its sender, conntrack's tcp_in_window in brief. The
@@ -218,6 +219,8 @@ struct flow_val {
 	__u32 fin_end; /* seq + length of the sender's FIN (with FLOW_F_FIN) */
 	__u8 wscale;   /* the sender's window scale shift */
 	__u8 pad2[3];
+	__u32 ts_recent; /* the sender's latest TSval (with FLOW_F_TS) */
+	__u32 pad3;
 };
 
 struct counter {
@@ -530,10 +533,15 @@ __attribute__((noinline)) int tcp_options_valid(struct xdp_md *ctx, __u32 tcp_of
 	return 1;
 }
 
+/* Bit 16 of tcp_options_rewrite's result: the segment had a timestamp,
+ * whose TSval as received is in the upper 32 bits. */
+#define OPT_HAS_TS 0x10000
+
 /* Adds the deltas to TSval/TSecr and, on ACKs, to SACK block edges.
  * pos packs tcp_off (16 bits), doff (8) and the TCP flags (8). Returns the
- * TCP checksum delta, folded to 16 bits. */
-__attribute__((noinline)) __u32 tcp_options_rewrite(struct xdp_md *ctx, __u32 pos, __u32 ack_delta,
+ * TCP checksum delta, folded to 16 bits, and the received TSval (see
+ * OPT_HAS_TS). */
+__attribute__((noinline)) __u64 tcp_options_rewrite(struct xdp_md *ctx, __u32 pos, __u32 ack_delta,
 						     __u32 tsval_delta, __u32 tsecr_delta)
 {
 	void *data = (void *)(long)ctx->data;
@@ -543,6 +551,7 @@ __attribute__((noinline)) __u32 tcp_options_rewrite(struct xdp_md *ctx, __u32 po
 		return 0;
 	__u8 *tcp = data + tcp_off;
 	__u32 acc = 0;
+	__u64 ts = 0;
 	__u32 off = 20;
 	/* off grows every turn and stops at doff <= 60: the loop is bounded. */
 #pragma clang loop unroll(disable)
@@ -566,6 +575,7 @@ __attribute__((noinline)) __u32 tcp_options_rewrite(struct xdp_md *ctx, __u32 po
 			__u32 t = csum_add32(0, v, nv);
 			t = csum_add32(t, e, ne);
 			acc += csum_odd(t, off & 1);
+			ts = (__u64)v << 32 | OPT_HAS_TS;
 			st32(o + 2, nv);
 			st32(o + 6, ne);
 		} else if (kind == 5 && (tf & TCP_ACK)) {
@@ -587,7 +597,7 @@ __attribute__((noinline)) __u32 tcp_options_rewrite(struct xdp_md *ctx, __u32 po
 		}
 		off += len;
 	}
-	return csum_fold(acc);
+	return ts | csum_fold(acc);
 }
 
 /* --- SYN cookies, minted exactly as cookie.Jar.Make does --- */
@@ -1288,8 +1298,16 @@ int syngate_xdp(struct xdp_md *ctx)
 	}
 
 	/* Timestamps and SACK blocks. */
-	acc += tcp_options_rewrite(ctx, ((void *)tcp - data) | (doff << 16) | ((__u32)tf << 24),
-				   fv->ack_delta, fv->tsval_delta, fv->tsecr_delta);
+	__u64 opt = tcp_options_rewrite(ctx, ((void *)tcp - data) | (doff << 16) | ((__u32)tf << 24),
+					fv->ack_delta, fv->tsval_delta, fv->tsecr_delta);
+	acc += (__u16)opt;
+	/* The sender's latest timestamp, from segments inside the window: the
+	 * engine compares a new SYN's with it (TIME_WAIT's rule). */
+	if ((opt & OPT_HAS_TS) && !(tf & TF_OUT_OF_WIN) && (fv->flags & FLOW_F_TRACKED) &&
+	    (!(fv->flags & FLOW_F_TS) || (__s32)((__u32)(opt >> 32) - fv->ts_recent) >= 0)) {
+		fv->ts_recent = opt >> 32;
+		fv->flags |= FLOW_F_TS;
+	}
 	csum_apply(&tcp->check, acc);
 
 	/* Next hop. */

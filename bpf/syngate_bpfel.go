@@ -83,6 +83,8 @@ type syngateFlowVal struct {
 	FinEnd     uint32
 	Wscale     uint8
 	Pad2       [3]uint8
+	TsRecent   uint32
+	Pad3       uint32
 }
 
 type syngateLocalKey struct {

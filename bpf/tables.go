@@ -397,8 +397,12 @@ type FlowState struct {
 	Tracked bool      // installed with InstallTrackedFlow
 	Track   FlowTrack // the sender's state now (meaningful when Tracked)
 	FinEnd  uint32
-	Packets uint64
-	Bytes   uint64
+	// TSRecent is the sender's latest TSval, as it sent it, from a segment
+	// inside the window (with HasTS; tracked flows only).
+	TSRecent uint32
+	HasTS    bool
+	Packets  uint64
+	Bytes    uint64
 }
 
 // FINAcked reports whether this direction's FIN was sent and rev, the
@@ -412,6 +416,7 @@ const (
 	flowFIN     = 0x1
 	flowRST     = 0x2
 	flowTracked = 0x4
+	flowTS      = 0x8
 )
 
 // Monotonic returns CLOCK_MONOTONIC, the clock of FlowState.LastSeen.
@@ -469,6 +474,8 @@ func flowStateFrom(v *syngateFlowVal) FlowState {
 		Tracked:  v.Flags&flowTracked != 0,
 		Track:    FlowTrack{SeqEnd: v.SeqEnd, AckMax: v.AckMax, WinEnd: v.WinEnd, WinMax: v.WinMax, WScale: v.Wscale},
 		FinEnd:   v.FinEnd,
+		TSRecent: v.TsRecent,
+		HasTS:    v.Flags&flowTS != 0,
 		Packets:  v.Packets,
 		Bytes:    v.Bytes,
 	}

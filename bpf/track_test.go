@@ -3,6 +3,8 @@ package bpf
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/gopacket/gopacket/layers"
 )
 
 // trackFamily is the addresses of a tracked pair in one address family.
@@ -209,6 +211,23 @@ func testTracked(t *testing.T, d *Dataplane, f trackFamily, run func(*testing.T,
 		c, b = lookup(t, d, p.kc), lookup(t, d, p.kb)
 		if !b.FIN || !b.FINAcked(c) || !c.FINAcked(b) {
 			t.Errorf("both FINs acked: client %+v backend %+v", c, b)
+		}
+	})
+	t.Run("the sender's latest timestamp, from in-window segments", func(t *testing.T) {
+		p := installTrackedPair(t, d, f)
+		seg := p.fromClient("A", cNxt, tOurISN+1, 0)
+		seg.opts = []layers.TCPOption{optNOP, optNOP, optTS(7000, 1)}
+		run(t, seg, VerdictFastTX)
+		if st := lookup(t, d, p.kc); !st.HasTS || st.TSRecent != 7000 {
+			t.Fatalf("after TSval 7000: %+v", st)
+		}
+		seg.opts = []layers.TCPOption{optNOP, optNOP, optTS(6000, 1)} // older: kept out
+		run(t, seg, VerdictFastTX)
+		far := p.fromClient("A", cNxt+1<<31, tOurISN+1, 0) // out of window: not learned
+		far.opts = []layers.TCPOption{optNOP, optNOP, optTS(9000, 1)}
+		run(t, far, VerdictFastTXOutOfWindow)
+		if st := lookup(t, d, p.kc); st.TSRecent != 7000 {
+			t.Errorf("TSRecent %d, want 7000", st.TSRecent)
 		}
 	})
 	t.Run("out-of-window FIN does not half-close", func(t *testing.T) {

@@ -655,7 +655,7 @@ func (e *Engine) endFlow(c *conn, reason string) {
 // an existing one, and if so ends c. A spliced connection is given up only
 // when it is over, as Linux's TIME_WAIT allows: after a RST at the exact
 // sequence number, or once both FINs are acknowledged and the SYN's ISN is
-// above what the client sent on the old connection. Anything else (a live
+// above what the client sent on the old connection or its timestamp newer. Anything else (a live
 // or half-closed connection, or a SYN an off-path attacker sent with the
 // client's address) gets a challenge ACK (RFC 5961 4.2): a client that
 // really lost the old connection answers it with a RST at the exact
@@ -685,12 +685,23 @@ func (e *Engine) reuse(c *conn, seg *packet.Segment) bool {
 	if errA != nil || errB != nil {
 		return false // cannot tell: keep the connection, the client retries
 	}
-	if a.RST || b.RST || (closed(a, b) && (!a.Tracked || int32(seg.Seq-a.Track.SeqEnd) > 0)) {
+	if a.RST || b.RST || (closed(a, b) && (!a.Tracked || newIncarnation(seg, a))) {
 		e.endFlow(c, "reused")
 		return true
 	}
 	e.challengeACK(c, b, true)
 	return false
+}
+
+// newIncarnation reports whether a SYN may open a new connection on the
+// 4-tuple of a closed one whose client direction's state is a, as Linux
+// lets a SYN into TIME_WAIT: its ISN is above the old connection's
+// sequence numbers, or its timestamp is newer than the last one seen.
+func newIncarnation(seg *packet.Segment, a bpf.FlowState) bool {
+	if int32(seg.Seq-a.Track.SeqEnd) > 0 {
+		return true
+	}
+	return seg.Options.Timestamps && a.HasTS && int32(seg.Options.TSval-a.TSRecent) > 0
 }
 
 // challengeInterval is the least time between two challenge ACKs of one

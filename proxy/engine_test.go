@@ -606,17 +606,22 @@ func TestTupleReuse(t *testing.T) {
 		t.Errorf("SYN before the last ACK: %v, want a challenge ACK", ch.Flags)
 	}
 	r.flows.update(kc, func(s *bpf.FlowState) { s.Track.AckMax++ })
-	// Both FINs acked, but an ISN below the old connection's sequence numbers.
+	// Both FINs acked, but an ISN below the old connection's sequence
+	// numbers and a timestamp no newer than its last (5000).
+	r.flows.update(kc, func(s *bpf.FlowState) { s.HasTS, s.TSRecent = true, 5000 })
 	r.advance(time.Second)
 	synAgain(40)
 	if ch := r.sentIP(); ch.Flags != packet.ACK {
-		t.Errorf("SYN with an old ISN after close: %v, want a challenge ACK", ch.Flags)
+		t.Errorf("SYN with an old ISN and timestamp after close: %v, want a challenge ACK", ch.Flags)
 	}
 	if _, ok := r.flows.get(kc); !ok {
 		t.Fatal("a SYN with an old ISN removed the connection")
 	}
-	synAgain(7000)
-	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK || sa.Ack != 7001 {
+	// The same ISN with a newer timestamp opens the new connection.
+	opts := clientSynOpts
+	opts.TSval = 5001
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 40, Flags: packet.SYN, Window: 64240, Options: opts})
+	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK || sa.Ack != 41 {
 		t.Fatalf("after the old connection closed: %v ack %d, want a SYN-ACK", sa.Flags, sa.Ack)
 	}
 	if _, ok := r.flows.get(kc); ok {
@@ -641,6 +646,26 @@ func TestSynFromBackendSide(t *testing.T) {
 	r.noSentIP()
 	if st := r.e.order[0].ServiceStats(); st.ChallengeACKSent != 1 {
 		t.Errorf("challenge ACKs sent = %d", st.ChallengeACKSent)
+	}
+}
+
+// TestTupleReuseHigherISN: after a clean close, a SYN whose ISN is above the
+// old connection's sequence numbers opens the new connection even without
+// timestamps.
+func TestTupleReuseHigherISN(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	syn, _ := r.spliceOne()
+	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd, s.Track.AckMax = true, 44, 44, 11 })
+	r.flows.update(kb, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd, s.Track.AckMax = true, 11, 11, 44 })
+	opts := clientSynOpts
+	opts.Timestamps = false
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 44, Flags: packet.SYN, Window: 64240, Options: opts})
+	r.sentIP() // equal to the old SND.NXT: not above it
+	r.advance(time.Second)
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 45, Flags: packet.SYN, Window: 64240, Options: opts})
+	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK || sa.Ack != 46 {
+		t.Fatalf("SYN with a higher ISN after close: %v ack %d, want a SYN-ACK", sa.Flags, sa.Ack)
 	}
 }
 
