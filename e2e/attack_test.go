@@ -439,6 +439,11 @@ func testBlindAttacks(t *testing.T, v6 bool) {
 	}
 
 	m := g.metrics()
+	t.Logf("after the attacks: xdp drop_rst_out_of_window %v, xsk_rst_in_window %v, xsk_syn_in_flow %v; engine rst_in_window %v, challenge ACKs sent %v (rate-limited %v), SYNs dropped as established %v, flows expired %v",
+		m.Sum("syngate_xdp_packets_total", `reason="drop_rst_out_of_window"`), m.Sum("syngate_xdp_packets_total", `reason="xsk_rst_in_window"`),
+		m.Sum("syngate_xdp_packets_total", `reason="xsk_syn_in_flow"`), m.Sum("syngate_rst_in_window_total"),
+		m.Sum("syngate_challenge_acks_total", `result="sent"`), m.Sum("syngate_challenge_acks_total", `result="rate_limited"`),
+		m.Sum("syngate_syn_dropped_total", `reason="established"`), m.Sum("syngate_flows_expired_total"))
 	attacked := float64(4 + len(legs))
 	for _, c := range []struct {
 		sample string
