@@ -260,7 +260,7 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 		// reads it with the shift our SYN-ACK announced.
 		toClient.InShift, toClient.OutShift = seg.Options.WScale, c.wscale
 	}
-	trClient, trBackend := c.tracks(seg)
+	trClient, trBackend := c.tracks(seg, uint32(e.window()))
 	kc := bpf.ClientKey(c.client)
 	kb := bpf.FlowKey{Src: s.Backend, Dst: c.source}
 	// The backend direction first: the backend sends nothing before our
@@ -301,8 +301,10 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 // the handshake, seg being the backend's SYN-ACK: each side has sent its
 // SYN, acked the other's, and announced a window. The client's data held
 // until now goes to the backend from the engine, past XDP, so it counts as
-// sent. c.mu is held.
-func (c *conn) tracks(seg *packet.Segment) (client, backend bpf.FlowTrack) {
+// sent. The client may send as much as our SYN-ACK's window, announced,
+// before the backend's first ACK reaches it, even where the backend's
+// SYN-ACK offered less. c.mu is held.
+func (c *conn) tracks(seg *packet.Segment, announced uint32) (client, backend bpf.FlowTrack) {
 	cNxt := c.clientISN + 1
 	for _, h := range c.held {
 		end := h.seq + uint32(len(h.data))
@@ -324,7 +326,7 @@ func (c *conn) tracks(seg *packet.Segment) (client, backend bpf.FlowTrack) {
 		}
 	}
 	cWin := uint32(c.window) << cShift
-	bWin := uint32(seg.Window) // a SYN-ACK's window is never scaled
+	bWin := max(uint32(seg.Window), announced) // a SYN-ACK's window is never scaled
 	client = bpf.FlowTrack{
 		SeqEnd: cNxt, AckMax: c.backendISN + 1, WinEnd: c.backendISN + 1 + cWin, WinMax: cWin, WScale: cShift,
 	}
