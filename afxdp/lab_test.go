@@ -2,7 +2,6 @@ package afxdp
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"net"
 	"net/netip"
 	"testing"
@@ -177,19 +176,12 @@ func (r *rig) openFar(tb testing.TB, cfg Config) *Socket {
 // farRxPackets reads the far interface's receive counter.
 func (r *rig) farRxPackets(tb testing.TB) uint64 {
 	tb.Helper()
-	out, err := r.far.Exec("ip", "-j", "-s", "link", "show", "dev", r.farIf)
+	attrs, err := r.far.Link(r.farIf)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var links []struct {
-		Stats64 struct {
-			Rx struct {
-				Packets uint64 `json:"packets"`
-			} `json:"rx"`
-		} `json:"stats64"`
+	if attrs.Statistics == nil {
+		tb.Fatalf("%s/%s: no link statistics", r.far, r.farIf)
 	}
-	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
-		tb.Fatalf("parse ip -s link: %v: %s", err, out)
-	}
-	return links[0].Stats64.Rx.Packets
+	return attrs.Statistics.RxPackets
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/bits"
 	"net"
@@ -12,6 +13,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 
 	"github.com/syngate/syngate/lab"
 )
@@ -95,21 +100,7 @@ func setupSynproxy(b *bench, s *scenario) error {
 	if err != nil {
 		return err
 	}
-	vip := s.top.VIP4.String()
-	rules := joinLines(
-		"table ip sgbench {",
-		"  chain sgraw {",
-		"    type filter hook prerouting priority raw; policy accept;",
-		fmt.Sprintf("    ip daddr %s tcp dport %d tcp flags & (fin|syn|rst|ack) == syn notrack", vip, servicePort),
-		"  }",
-		"  chain sgfwd {",
-		"    type filter hook forward priority filter; policy accept;",
-		fmt.Sprintf("    ip daddr %s tcp dport %d ct state invalid,untracked synproxy mss 1460 wscale %d timestamp sack-perm", vip, servicePort, ws),
-		"    ct state invalid drop",
-		"  }",
-		"}",
-	)
-	if err := nft(s.top.Gateway, s.dir, rules); err != nil {
+	if err := synproxyRules(s.top.Gateway, s.top.VIP4, ws); err != nil {
 		return err
 	}
 	// With loose pickup off, the ACK of a cookie handshake is invalid to
@@ -125,6 +116,53 @@ func setupSynproxy(b *bench, s *scenario) error {
 	// from one address, not SYN handling, so conntrack forgets closed
 	// connections after 1 s here.
 	return s.top.Gateway.Sysctl("net.netfilter.nf_conntrack_tcp_timeout_time_wait", "1")
+}
+
+// synproxyRules installs the standard recipe, in nft's words:
+//
+//	prerouting, priority raw: ip daddr VIP tcp dport 80 tcp flags & (fin|syn|rst|ack) == syn notrack
+//	forward: ip daddr VIP tcp dport 80 ct state invalid,untracked synproxy mss 1460 wscale WS timestamp sack-perm
+//	forward: ct state invalid drop
+func synproxyRules(ns *lab.NS, vip netip.Addr, wscale int) error {
+	raw, err := ns.NewFilter("sgbench-raw", lab.FilterHook{Hook: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
+	if err != nil {
+		return err
+	}
+	svc := lab.Match{Dst: vip, Proto: unix.IPPROTO_TCP, DstPort: servicePort}
+	syn := svc
+	syn.TCPFlagsMask = lab.TCPFin | lab.TCPSyn | lab.TCPRst | lab.TCPAck
+	syn.TCPFlags = lab.TCPSyn
+	if _, err := raw.Add(syn, &expr.Notrack{}); err != nil {
+		return err
+	}
+	fwd, err := ns.NewFilter("sgbench-fwd", lab.HookForward)
+	if err != nil {
+		return err
+	}
+	proxy := append(ctStateAny(ctStateInvalid|ctStateUntracked), &expr.SynProxy{
+		Mss: 1460, MssValueSet: true, Wscale: uint8(wscale), WscaleValueSet: true, Timestamp: true, SackPerm: true,
+	})
+	if _, err := fwd.Add(svc, proxy...); err != nil {
+		return err
+	}
+	_, err = fwd.Add(lab.Match{}, append(ctStateAny(ctStateInvalid), &expr.Verdict{Kind: expr.VerdictDrop})...)
+	return err
+}
+
+// Conntrack state bits (NF_CT_STATE_*_BIT), in host byte order as the
+// kernel loads them.
+const (
+	ctStateInvalid   = 1
+	ctStateUntracked = 1 << 6
+)
+
+// ctStateAny matches packets whose conntrack state is one of bits.
+func ctStateAny(bits uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binary.NativeEndian.AppendUint32(nil, bits), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
 }
 
 // setupHAProxy runs HAProxy in TCP mode on the VIP in the gateway; the

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -334,7 +335,15 @@ func machineInfo() Machine {
 		return strings.TrimSpace(l)
 	}
 	m.HAProxy = first("haproxy", "-v")
-	m.Nftables = first("nft", "--version")
+	// nftables rules are loaded over netlink by the google/nftables
+	// library (no nft binary); the kernel's nf_tables does the work.
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/google/nftables" {
+				m.Nftables = d.Path + " " + d.Version
+			}
+		}
+	}
 	return m
 }
 

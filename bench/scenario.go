@@ -73,7 +73,7 @@ func newScenario(workDir, name string) (_ *scenario, err error) {
 	// SYN-ACKs to spoofed sources go back toward the client side, as they
 	// would go to the internet; the client's kernel drops them (not its
 	// addresses, forwarding off), after the counter saw them.
-	if err := top.Gateway.IP("route", "add", flood.SpoofV4, "via", top.ClientIf.V4.Addr().String()); err != nil {
+	if err := top.Gateway.AddRoute(netip.MustParsePrefix(flood.SpoofV4), top.ClientIf.V4.Addr()); err != nil {
 		return nil, err
 	}
 	// The same listen-path limits everywhere a kernel listens, matching
@@ -109,26 +109,14 @@ func newScenario(workDir, name string) (_ *scenario, err error) {
 // routeVIPToBackend moves the VIP from the gateway to the backend and
 // routes it there: the gateway becomes a plain router for the service.
 func (s *scenario) routeVIPToBackend() error {
-	vip := netip.PrefixFrom(s.top.VIP4, 32).String()
-	if err := s.top.Gateway.IP("addr", "del", vip, "dev", "lo"); err != nil {
+	vip := netip.PrefixFrom(s.top.VIP4, 32)
+	if err := s.top.Gateway.DelAddr("lo", vip); err != nil {
 		return err
 	}
-	if err := s.top.Gateway.IP("route", "add", vip, "via", s.top.BackendIf.V4.Addr().String()); err != nil {
+	if err := s.top.Gateway.AddRoute(vip, s.top.BackendIf.V4.Addr()); err != nil {
 		return err
 	}
 	return s.top.Backend.AddAddr("lo", netip.PrefixFrom(s.top.VIP4, 32))
-}
-
-// nft loads a ruleset into a namespace.
-func nft(ns *lab.NS, dir, ruleset string) error {
-	path := filepath.Join(dir, "ruleset.nft")
-	if err := os.WriteFile(path, []byte(ruleset), 0o644); err != nil {
-		return fmt.Errorf("write nft ruleset: %w", err)
-	}
-	if _, err := ns.Exec("nft", "-f", path); err != nil {
-		return fmt.Errorf("load nft ruleset: %w", err)
-	}
-	return nil
 }
 
 // close stops what the scenario started and deletes its namespaces.

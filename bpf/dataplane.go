@@ -77,8 +77,11 @@ type Config struct {
 	// where the stateful maps are pinned, and reused by the next Load with
 	// the same path. Empty disables pinning.
 	PinPath string
-	// DropSYNPayload drops SYNs that carry data (this also refuses TCP Fast
-	// Open, which syngate does not implement).
+	// DropSYNPayload drops SYNs that carry data, except those with a TCP
+	// Fast Open option (RFC 7413 kind 34, or the experimental kind 254 with
+	// magic 0xF989): a TFO client's SYN is answered like any other, with a
+	// SYN-ACK acknowledging only the SYN, and the client sends its data
+	// again at once instead of waiting for a SYN timeout.
 	DropSYNPayload bool
 	// DropBadFlags drops segments with impossible flags: none at all, SYN
 	// with FIN or RST, FIN with RST, FIN/PSH/URG without ACK.
@@ -88,8 +91,10 @@ type Config struct {
 	// LocalPorts is the range of source ports syngate uses towards backends;
 	// segments to a local address (AddLocal) in this range are syngate's.
 	LocalPorts PortRange
-	// MaxFlows sizes the flow table (LRU); zero means 262144. One spliced
-	// connection takes two entries.
+	// MaxFlows bounds the flow table; zero means 2097152 (a million
+	// connections: one takes two entries). Entries are allocated on
+	// demand; at the bound InstallFlow fails with ErrFlowTableFull and no
+	// entry is ever evicted.
 	MaxFlows int
 	// Logger receives attach/detach events; nil means slog.Default().
 	Logger *slog.Logger
@@ -168,6 +173,8 @@ var mapLayouts = map[string][2]any{
 	syngateMapTxPorts:       {uint32(0), uint32(0)},
 	syngateMapCookieKeys:    {uint32(0), syngateCookieState{}},
 	syngateMapSynackScratch: {uint32(0), syngateSynackBuf{}},
+	syngateMapIcmpBucket:    {uint32(0), syngateIcmpBucket{}},
+	syngateMapIcmpScratch:   {uint32(0), syngateIcmpScratch{}},
 }
 
 // Dataplane is the loaded XDP program and its maps. Its methods are safe for
@@ -242,10 +249,45 @@ func Load(cfg Config) (*Dataplane, error) {
 	if d.log == nil {
 		d.log = slog.Default()
 	}
+	if cfg.PinPath != "" {
+		if err := replaceStaleCounters(cfg.PinPath, spec.Maps[syngateMapCounters], d.log); err != nil {
+			return nil, fmt.Errorf("load dataplane: %w", err)
+		}
+	}
 	if err := spec.LoadAndAssign(&d.objs, &opts); err != nil {
 		return nil, fmt.Errorf("load dataplane: %w", classify(err))
 	}
 	return d, nil
+}
+
+// replaceStaleCounters removes a pinned counters map whose shape is not
+// this program's: every new verdict changes it, and counters are the one
+// pinned map that holds no connection's state, so an upgrade restarts them
+// from zero (with a warning) rather than refusing to start.
+func replaceStaleCounters(dir string, want *ebpf.MapSpec, log *slog.Logger) error {
+	path := filepath.Join(dir, want.Name)
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pinned %s: %w", path, err)
+	}
+	info, err := m.Info()
+	m.Close()
+	if err != nil {
+		return fmt.Errorf("pinned %s: %w", path, err)
+	}
+	if info.Type == want.Type && info.KeySize == want.KeySize && info.ValueSize == want.ValueSize &&
+		info.MaxEntries == want.MaxEntries {
+		return nil
+	}
+	log.Warn("pinned verdict counters are from another version; they restart from zero",
+		"path", path, "entries", info.MaxEntries, "want", want.MaxEntries)
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("replace pinned %s: %w", path, err)
+	}
+	return nil
 }
 
 func checkLayouts(spec *ebpf.CollectionSpec) error {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -68,7 +67,10 @@ func TestVerdictMirror(t *testing.T) {
 		VerdictDropTCPDoffShort: syngateReasonR_DROP_TCP_DOFF_SHORT, VerdictDropTCPDoffLong: syngateReasonR_DROP_TCP_DOFF_LONG,
 		VerdictDropTCPOptions: syngateReasonR_DROP_TCP_OPTIONS, VerdictDropFastNoRoute: syngateReasonR_DROP_FAST_NO_ROUTE,
 		VerdictDropFastNoNeigh: syngateReasonR_DROP_FAST_NO_NEIGH, VerdictDropFastNoPort: syngateReasonR_DROP_FAST_NO_PORT,
-		VerdictTXSynAckCookie:     syngateReasonR_TX_SYNACK_COOKIE,
+		VerdictTXSynAckCookie: syngateReasonR_TX_SYNACK_COOKIE,
+		VerdictICMPTX:         syngateReasonR_ICMP_TX, VerdictICMPRedirect: syngateReasonR_ICMP_REDIRECT,
+		VerdictPassICMPNoFlow: syngateReasonR_PASS_ICMP_NO_FLOW, VerdictDropICMPRateLimit: syngateReasonR_DROP_ICMP_RATELIMIT,
+		VerdictDropICMPNoNeigh: syngateReasonR_DROP_ICMP_NO_NEIGH, VerdictDropICMPNoPort: syngateReasonR_DROP_ICMP_NO_PORT,
 		VerdictDropRstOutOfWindow: syngateReasonR_DROP_RST_OUT_OF_WINDOW, VerdictXSKRstInWindow: syngateReasonR_XSK_RST_IN_WINDOW,
 		VerdictFastTXOutOfWindow: syngateReasonR_FAST_TX_OUT_OF_WINDOW, VerdictFastRedirectOutOfWindow: syngateReasonR_FAST_REDIRECT_OUT_OF_WINDOW,
 		VerdictXSKSynInFlow: syngateReasonR_XSK_SYN_IN_FLOW,
@@ -197,23 +199,9 @@ func TestClassifyVerifierError(t *testing.T) {
 func TestAttach(t *testing.T) {
 	requireRoot(t)
 	inNewNetns(t)
-	if out, err := exec.Command("ip", "link", "add", "sgtest0", "type", "veth", "peer", "name", "sgtest1").CombinedOutput(); err != nil {
-		t.Skipf("skipping: cannot create a veth pair in the test namespace: %v: %s", err, out)
-	}
+	addVeth(t, 0)
 	d := testDataplane(t, Config{})
-	xdpOn := func(name string) string {
-		out, err := exec.Command("ip", "-d", "link", "show", name).CombinedOutput()
-		if err != nil {
-			t.Fatalf("ip link show %s: %v: %s", name, err, out)
-		}
-		switch s := string(out); {
-		case strings.Contains(s, "xdpgeneric"):
-			return "generic"
-		case strings.Contains(s, "prog/xdp"):
-			return "native"
-		}
-		return ""
-	}
+	xdpOn := func(name string) string { return xdpMode(t, name) }
 	if err := d.Attach("nosuch0", ModeAuto); !errors.Is(err, ErrUnknownInterface) {
 		t.Fatalf("unknown interface: %v", err)
 	}
@@ -322,6 +310,33 @@ func TestPinnedRestart(t *testing.T) {
 	// A layout change is refused, not silently reset.
 	if _, err := Load(Config{PinPath: dir, MaxFlows: 1024}); !errors.Is(err, ErrPinnedIncompatible) {
 		t.Fatalf("incompatible pinned map: %v", err)
+	}
+
+	// Counters of a version with fewer verdicts are replaced, not refused:
+	// they hold no connection's state, and every verdict added would
+	// otherwise stop an upgrade.
+	d2.Close()
+	if err := os.Remove(dir + "/counters"); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 16, MaxEntries: NumVerdicts - 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(dir + "/counters"); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	d2, err = Load(cfg)
+	if err != nil {
+		t.Fatalf("load over older pinned counters: %v", err)
+	}
+	defer d2.Close()
+	if c, err := d2.Counters(); err != nil || c[VerdictPassNotService].Packets != 0 {
+		t.Fatalf("counters after replacing older ones: %v, %v", c[VerdictPassNotService], err)
+	}
+	if st, err := d2.LookupFlow(key); err != nil || st.NAT != nat {
+		t.Fatalf("flow after replacing the counters: %+v, %v", st, err)
 	}
 
 	if err := d2.Unpin(); err != nil {

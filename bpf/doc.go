@@ -95,6 +95,7 @@
 //	services   VIP:port -> service id, flags         written by Go
 //	locals     backend-side source addresses          written by Go
 //	flows      4-tuple as received -> translation     Go installs; XDP updates last-seen, FIN/RST, sequence state, counters
+//	           (a hash allocated on demand, never an LRU: full, an install fails; nothing is evicted)
 //	ratelimit  source prefix -> SYN token bucket     XDP only
 //	counters   verdict -> packets, bytes (per CPU)    XDP only
 //
@@ -105,6 +106,8 @@
 //	tx_ports        ifindex -> ifindex (DEVMAP_HASH)       Attach/Detach
 //	cookie_keys     cookie key, tick, TSval clock offset   SetCookieKey
 //	synack_scratch  room to build a SYN-ACK (per CPU)      XDP only
+//	icmp_bucket     ICMP translation token bucket (per CPU) XDP only
+//	icmp_scratch    room for the ICMP path's key and FIB query (per CPU) XDP only
 //
 // Every interface has its own queue 0, so sockets are keyed by (interface,
 // queue): an interface takes a slot with its first socket and frees it with
@@ -117,6 +120,8 @@
 // between the old process's exit and the new one's Attach packets take the
 // kernel path. A map whose layout changed between versions is refused with
 // ErrPinnedIncompatible; remove the pins (Unpin) to start from scratch.
+// The counters map is the exception: it changes with every verdict added
+// and holds no connection's state, so Load replaces it.
 //
 // The program is compiled by bpf2go from syngate.c with clang 14 and the
 // object is committed; `go generate ./bpf` reproduces it byte for byte.

@@ -37,6 +37,9 @@ var (
 	// ErrTooManyInterfaces: RegisterSocket for a new interface while
 	// sockets of MaxInterfaces others are registered.
 	ErrTooManyInterfaces = errors.New("too many interfaces with AF_XDP sockets")
+	// ErrFlowTableFull: InstallFlow found the flow table at its
+	// MaxFlows; nothing was evicted.
+	ErrFlowTableFull = errors.New("flow table full")
 	// ErrInvalid: an argument (address, port, config value) is unusable.
 	ErrInvalid = errors.New("invalid argument")
 )

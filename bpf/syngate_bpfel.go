@@ -87,6 +87,32 @@ type syngateFlowVal struct {
 	Pad3       uint32
 }
 
+type syngateIcmpBucket struct {
+	_      structs.HostLayout
+	Tokens uint64
+	LastNs uint64
+}
+
+type syngateIcmpScratch struct {
+	_   structs.HostLayout
+	Fk  syngateFlowKey
+	Fib struct {
+		_          structs.HostLayout
+		Family     uint8
+		L4Protocol uint8
+		Sport      uint16
+		Dport      uint16
+		TotLen     uint16
+		Ifindex    uint32
+		Flowinfo   uint32
+		Src        [4]uint32
+		Dst        [4]uint32
+		Vlan       uint32
+		Smac       [6]uint8
+		Dmac       [6]uint8
+	}
+}
+
 type syngateLocalKey struct {
 	_      structs.HostLayout
 	Addr   [16]uint8
@@ -123,12 +149,18 @@ const (
 	syngateReasonR_DROP_FAST_NO_NEIGH          syngateReason = 24
 	syngateReasonR_DROP_FAST_NO_PORT           syngateReason = 25
 	syngateReasonR_TX_SYNACK_COOKIE            syngateReason = 26
-	syngateReasonR_DROP_RST_OUT_OF_WINDOW      syngateReason = 27
-	syngateReasonR_XSK_RST_IN_WINDOW           syngateReason = 28
-	syngateReasonR_FAST_TX_OUT_OF_WINDOW       syngateReason = 29
-	syngateReasonR_FAST_REDIRECT_OUT_OF_WINDOW syngateReason = 30
-	syngateReasonR_XSK_SYN_IN_FLOW             syngateReason = 31
-	syngateReasonR_MAX                         syngateReason = 32
+	syngateReasonR_ICMP_TX                     syngateReason = 27
+	syngateReasonR_ICMP_REDIRECT               syngateReason = 28
+	syngateReasonR_PASS_ICMP_NO_FLOW           syngateReason = 29
+	syngateReasonR_DROP_ICMP_RATELIMIT         syngateReason = 30
+	syngateReasonR_DROP_ICMP_NO_NEIGH          syngateReason = 31
+	syngateReasonR_DROP_ICMP_NO_PORT           syngateReason = 32
+	syngateReasonR_DROP_RST_OUT_OF_WINDOW      syngateReason = 33
+	syngateReasonR_XSK_RST_IN_WINDOW           syngateReason = 34
+	syngateReasonR_FAST_TX_OUT_OF_WINDOW       syngateReason = 35
+	syngateReasonR_FAST_REDIRECT_OUT_OF_WINDOW syngateReason = 36
+	syngateReasonR_XSK_SYN_IN_FLOW             syngateReason = 37
+	syngateReasonR_MAX                         syngateReason = 38
 )
 
 type syngateRlKey struct {
@@ -187,6 +219,8 @@ const (
 	syngateMapCookieKeys    = "cookie_keys"
 	syngateMapCounters      = "counters"
 	syngateMapFlows         = "flows"
+	syngateMapIcmpBucket    = "icmp_bucket"
+	syngateMapIcmpScratch   = "icmp_scratch"
 	syngateMapIfslots       = "ifslots"
 	syngateMapLocals        = "locals"
 	syngateMapRatelimit     = "ratelimit"
@@ -250,6 +284,8 @@ type syngateMapSpecs struct {
 	CookieKeys    *ebpf.MapSpec `ebpf:"cookie_keys"`
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	Flows         *ebpf.MapSpec `ebpf:"flows"`
+	IcmpBucket    *ebpf.MapSpec `ebpf:"icmp_bucket"`
+	IcmpScratch   *ebpf.MapSpec `ebpf:"icmp_scratch"`
 	Ifslots       *ebpf.MapSpec `ebpf:"ifslots"`
 	Locals        *ebpf.MapSpec `ebpf:"locals"`
 	Ratelimit     *ebpf.MapSpec `ebpf:"ratelimit"`
@@ -289,6 +325,8 @@ type syngateMaps struct {
 	CookieKeys    *ebpf.Map `ebpf:"cookie_keys"`
 	Counters      *ebpf.Map `ebpf:"counters"`
 	Flows         *ebpf.Map `ebpf:"flows"`
+	IcmpBucket    *ebpf.Map `ebpf:"icmp_bucket"`
+	IcmpScratch   *ebpf.Map `ebpf:"icmp_scratch"`
 	Ifslots       *ebpf.Map `ebpf:"ifslots"`
 	Locals        *ebpf.Map `ebpf:"locals"`
 	Ratelimit     *ebpf.Map `ebpf:"ratelimit"`
@@ -303,6 +341,8 @@ func (m *syngateMaps) Close() error {
 		m.CookieKeys,
 		m.Counters,
 		m.Flows,
+		m.IcmpBucket,
+		m.IcmpScratch,
 		m.Ifslots,
 		m.Locals,
 		m.Ratelimit,

@@ -73,6 +73,7 @@ const svcXDPCookies = 0x2
 const (
 	annSACK       = 0x1
 	annTimestamps = 0x2
+	annECN        = 0x4
 )
 
 // Service is one protected VIP:port. The ID is syngate's own handle; the
@@ -105,6 +106,10 @@ type Announce struct {
 	WScale     uint8  // window scale shift offered, at most 14; flow.NoWScale offers none
 	SACK       bool   // offer SACK-permitted
 	Timestamps bool   // offer timestamps (and so the options the cookie keeps in TSval)
+	// ECN answers an ECN-setup SYN (ECE and CWR) with ECE, keeping the
+	// request in the cookie; set it only when the backend does ECN. Like
+	// window scale and SACK it needs timestamps on both sides.
+	ECN bool
 }
 
 func (s Service) bpf() (syngateSvcVal, error) {
@@ -128,6 +133,9 @@ func (s Service) bpf() (syngateSvcVal, error) {
 	if a.Timestamps {
 		v.AnnFlags |= annTimestamps
 	}
+	if a.ECN {
+		v.AnnFlags |= annECN
+	}
 	return v, nil
 }
 
@@ -138,6 +146,7 @@ func serviceFrom(addr netip.AddrPort, v *syngateSvcVal) Service {
 		Announce: Announce{
 			Window: v.AnnWindow, MSS: v.AnnMss, WScale: v.AnnWscale,
 			SACK: v.AnnFlags&annSACK != 0, Timestamps: v.AnnFlags&annTimestamps != 0,
+			ECN: v.AnnFlags&annECN != 0,
 		},
 	}
 }
@@ -513,6 +522,11 @@ func (d *Dataplane) installFlow(key FlowKey, nat FlowNAT, tr *FlowTrack) error {
 		v.SeqEnd, v.AckMax, v.WinEnd, v.WinMax, v.Wscale = tr.SeqEnd, tr.AckMax, tr.WinEnd, tr.WinMax, tr.WScale
 	}
 	if err := d.objs.Flows.Put(&k, &v); err != nil {
+		if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) {
+			// A hash map at max_entries refuses with E2BIG (or ENOMEM
+			// when an on-demand entry cannot be allocated).
+			return fmt.Errorf("install flow %v: %w: %w", key, ErrFlowTableFull, err)
+		}
 		return fmt.Errorf("install flow %v: %w", key, err)
 	}
 	return nil
@@ -543,23 +557,30 @@ func (d *Dataplane) LookupFlow(key FlowKey) (FlowState, error) {
 	return flowStateFrom(&v), nil
 }
 
+// flowBatch is how many flow entries IterateFlows reads per system call:
+// two million entries take about 500 calls instead of four million.
+const flowBatch = 4096
+
 // IterateFlows calls fn for every flow entry until fn returns false. Entries
 // added or removed meanwhile may or may not be seen.
 func (d *Dataplane) IterateFlows(fn func(FlowKey, FlowState) bool) error {
-	var (
-		k syngateFlowKey
-		v syngateFlowVal
-	)
-	it := d.objs.Flows.Iterate()
-	for it.Next(&k, &v) {
-		if !fn(flowKeyFrom(k), flowStateFrom(&v)) {
+	keys := make([]syngateFlowKey, flowBatch)
+	vals := make([]syngateFlowVal, flowBatch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.objs.Flows.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			if !fn(flowKeyFrom(keys[i]), flowStateFrom(&vals[i])) {
+				return nil
+			}
+		}
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
 			return nil
+		case err != nil:
+			return fmt.Errorf("iterate flows: %w", err)
 		}
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate flows: %w", err)
-	}
-	return nil
 }
 
 // Counters returns the packet and byte count of every verdict, summed over

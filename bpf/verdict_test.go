@@ -8,12 +8,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"strconv"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -296,25 +295,12 @@ func TestNoSocket(t *testing.T) {
 	}
 }
 
-// vethPair creates a veth pair with rxQueues receive queues each in the
-// calling thread's network namespace (see inNewNetns) and returns their
-// ifindexes.
-func vethPair(t *testing.T, rxQueues int) (int, int) {
-	t.Helper()
-	n := strconv.Itoa(rxQueues)
-	if out, err := exec.Command("ip", "link", "add", "sgtest0", "numrxqueues", n, "type", "veth",
-		"peer", "name", "sgtest1", "numrxqueues", n).CombinedOutput(); err != nil {
-		t.Skipf("skipping: cannot create a veth pair in the test namespace: %v: %s", err, out)
-	}
-	return ifindex(t, "sgtest0"), ifindex(t, "sgtest1")
-}
-
 // TestSocketSlots: every interface's queue 0 has its own socket; an
 // interface's queues never reach another interface's slot.
 func TestSocketSlots(t *testing.T) {
 	requireRoot(t)
 	inNewNetns(t)
-	ifA, ifB := vethPair(t, MaxQueues+1)
+	ifA, ifB := addVeth(t, MaxQueues+1)
 	d := testDataplane(t, Config{})
 	syn := frame(t, pkt{src: client4, dst: svc4, flags: "S"})
 	expect := func(step string, want map[[2]int]Verdict) {
@@ -383,7 +369,7 @@ func TestSocketSlots(t *testing.T) {
 func TestSocketDelivery(t *testing.T) {
 	requireRoot(t)
 	inNewNetns(t)
-	ifA, ifB := vethPair(t, 1)
+	ifA, ifB := addVeth(t, 1)
 	d := testDataplane(t, Config{})
 	socks := map[int]*xsk{}
 	for _, ifindex := range []int{ifA, ifB} {
@@ -571,11 +557,8 @@ func TestSYNRateLimit(t *testing.T) {
 func TestFastPathNextHop(t *testing.T) {
 	requireRoot(t)
 	inNewNetns(t)
-	if out, err := exec.Command("ip", "link", "add", "sgtest0", "type", "veth", "peer", "name", "sgtest1").CombinedOutput(); err != nil {
-		t.Skipf("skipping: cannot create a veth pair in the test namespace: %v: %s", err, out)
-	}
+	dummy, _ := addVeth(t, 0)
 	d := testDataplane(t, Config{})
-	dummy := ifindex(t, "sgtest0")
 	key := FlowKey{Src: client4, Dst: svc4}
 	data := frame(t, pkt{src: client4, dst: svc4, flags: "A", seq: 1, ack: 2, window: 100})
 	for _, tc := range []struct {
@@ -607,18 +590,21 @@ func TestFastPathNextHop(t *testing.T) {
 func TestFastPathFIB(t *testing.T) {
 	requireRoot(t)
 	inNewNetns(t)
-	for _, args := range [][]string{
-		{"link", "set", "lo", "up"},
-		{"link", "add", "sgtest0", "type", "veth", "peer", "name", "sgtest1"},
-		{"link", "set", "sgtest1", "up"},
-		{"link", "set", "sgtest0", "address", "02:00:00:00:00:aa", "up"},
-		{"addr", "add", "198.51.100.1/24", "dev", "sgtest0"},
-		{"neigh", "add", "198.51.100.20", "lladdr", "02:00:00:00:00:bb", "dev", "sgtest0", "nud", "permanent"},
-		{"route", "add", "blackhole", "10.66.0.0/16"},
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Skipf("skipping: ip %v in the test namespace: %v: %s", args, err, out)
-		}
+	setUp(t, "lo", nil)
+	addVeth(t, 0)
+	setUp(t, "sgtest1", nil)
+	setUp(t, "sgtest0", net.HardwareAddr{2, 0, 0, 0, 0, 0xaa})
+	if err := netlink.AddrAdd(linkByName(t, "sgtest0"), &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(198, 51, 100, 1), Mask: net.CIDRMask(24, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.NeighAdd(&netlink.Neigh{
+		LinkIndex: ifindex(t, "sgtest0"), Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+		IP: net.IPv4(198, 51, 100, 20), HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 0xbb},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.RouteAdd(&netlink.Route{Type: unix.RTN_BLACKHOLE, Dst: &net.IPNet{IP: net.IPv4(10, 66, 0, 0), Mask: net.CIDRMask(16, 32)}}); err != nil {
+		t.Fatal(err)
 	}
 	if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/forwarding", []byte("1"), 0); err != nil {
 		t.Skipf("skipping: enable forwarding in the test namespace: %v", err)

@@ -3,7 +3,8 @@
 // `syngate run` in the gateway namespace on an embedded config, and drives
 // legitimate clients and a bounded spoofed SYN flood through it while it
 // prints a live line, then a summary. Everything it creates is removed on
-// return, on error and on Ctrl-C too.
+// return, on error and on Ctrl-C too. The command is cmd/syngate-demo; the
+// daemon binary (cmd/syngate) does not contain the demo.
 //
 //	sum, err := demo.Run(ctx, demo.Options{Binary: "/usr/local/bin/syngate", Out: os.Stdout})
 package demo
@@ -33,8 +34,8 @@ var configTemplate string
 
 // Options tune the demo. Zero values take the defaults.
 type Options struct {
-	// Binary is the syngate executable to run in the gateway namespace;
-	// default: this process's own executable.
+	// Binary is the syngate executable to run in the gateway namespace
+	// (required; see BuildSyngate).
 	Binary string
 	// Flood is how long the flood phase lasts; default 10s, at most
 	// MaxFlood.
@@ -86,13 +87,11 @@ const (
 // Run runs the demo.
 func Run(ctx context.Context, o Options) (sum Summary, err error) {
 	if os.Geteuid() != 0 {
-		return sum, errors.New("the demo needs root: it creates network namespaces and attaches XDP programs (try: sudo syngate demo)")
+		return sum, errors.New("the demo needs root: it creates network namespaces and attaches XDP programs (try: sudo go run ./cmd/syngate-demo)")
 	}
 	o.defaults()
 	if o.Binary == "" {
-		if o.Binary, err = os.Executable(); err != nil {
-			return sum, fmt.Errorf("find the syngate binary: %w", err)
-		}
+		return sum, errors.New("demo: no syngate binary given")
 	}
 	out := o.Out
 

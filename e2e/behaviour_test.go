@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -16,13 +15,32 @@ import (
 	"github.com/syngate/syngate/lab"
 )
 
-// nft loads an nftables ruleset into ns.
-func nft(t *testing.T, ns *lab.NS, ruleset string) {
+// drop adds an nftables table name to ns that drops what m matches at
+// hook; deleting the table lifts the rule.
+func drop(t *testing.T, ns *lab.NS, name string, hook lab.FilterHook, m lab.Match) *lab.Filter {
 	t.Helper()
-	cmd := ns.Command("nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(ruleset)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nft in %s: %v\n%s\n%s", ns, err, out, ruleset)
+	f, err := ns.NewFilter(name, hook)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Drop(m); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// blackhole drops every TCP segment to the backend's port: a backend that
+// never answers.
+func blackhole(t *testing.T, top *lab.Topology) {
+	drop(t, top.Backend, "blackhole", lab.HookInput, lab.Match{Proto: unix.IPPROTO_TCP, DstPort: backendPort})
+}
+
+// pureACK matches the client's pure ACKs to the service: the third packet
+// of a handshake.
+func pureACK(top *lab.Topology) lab.Match {
+	return lab.Match{
+		Dst: top.VIP4, Proto: unix.IPPROTO_TCP, DstPort: servicePort,
+		TCPFlagsMask: lab.TCPSyn | lab.TCPAck | lab.TCPFin | lab.TCPRst | lab.TCPPsh, TCPFlags: lab.TCPAck,
 	}
 }
 
@@ -40,14 +58,14 @@ func TestClientOptions(t *testing.T) {
 	variants := []struct {
 		name   string
 		sysctl [][2]string
-		mtu    string
+		mtu    int
 		off    uint8 // options the client does not offer
 	}{
-		{"no-timestamps", [][2]string{{"net.ipv4.tcp_timestamps", "0"}}, "", optTS},
-		{"no-sack", [][2]string{{"net.ipv4.tcp_sack", "0"}}, "", optSACK},
-		{"no-window-scaling", [][2]string{{"net.ipv4.tcp_window_scaling", "0"}}, "", optWSCAL},
-		{"nothing", [][2]string{{"net.ipv4.tcp_timestamps", "0"}, {"net.ipv4.tcp_sack", "0"}, {"net.ipv4.tcp_window_scaling", "0"}}, "", optTS | optSACK | optWSCAL},
-		{"small-mss", nil, "700", 0},
+		{"no-timestamps", [][2]string{{"net.ipv4.tcp_timestamps", "0"}}, 0, optTS},
+		{"no-sack", [][2]string{{"net.ipv4.tcp_sack", "0"}}, 0, optSACK},
+		{"no-window-scaling", [][2]string{{"net.ipv4.tcp_window_scaling", "0"}}, 0, optWSCAL},
+		{"nothing", [][2]string{{"net.ipv4.tcp_timestamps", "0"}, {"net.ipv4.tcp_sack", "0"}, {"net.ipv4.tcp_window_scaling", "0"}}, 0, optTS | optSACK | optWSCAL},
+		{"small-mss", nil, 700, 0},
 	}
 	for _, cookies := range []string{"never", "always"} {
 		for _, v := range variants {
@@ -59,8 +77,8 @@ func TestClientOptions(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				if v.mtu != "" {
-					if err := top.Client.IP("link", "set", "dev", top.ClientIf.Name, "mtu", v.mtu); err != nil {
+				if v.mtu != 0 {
+					if err := top.Client.SetMTU(top.ClientIf.Name, v.mtu); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -80,8 +98,8 @@ func TestClientOptions(t *testing.T) {
 				if got := info.Options & (optTS | optSACK | optWSCAL); got != want {
 					t.Errorf("backend negotiated options %03b, want %03b (timestamps, SACK, window scale bits)", got, want)
 				}
-				if v.mtu != "" && info.Snd_mss > 660 {
-					t.Errorf("backend sends segments of %d bytes to a client whose MTU is %s", info.Snd_mss, v.mtu)
+				if v.mtu != 0 && info.Snd_mss > 660 {
+					t.Errorf("backend sends segments of %d bytes to a client whose MTU is %d", info.Snd_mss, v.mtu)
 				}
 			})
 		}
@@ -136,23 +154,25 @@ func TestLoss(t *testing.T) {
 	top := newLab(t, o)
 	echoServer(t, top)
 	g := startSyngate(t, top, o)
-	const lossy = `table inet loss {
-	chain out {
-		type filter hook output priority 0;
-		meta l4proto tcp numgen random mod 100 < 2 counter drop
+	var losses []*lab.Rule
+	for _, ns := range []*lab.NS{top.Client, top.Backend} {
+		loss, err := ns.AddLoss(2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		losses = append(losses, loss)
 	}
-}`
-	nft(t, top.Client, lossy)
-	nft(t, top.Backend, lossy)
 	for i := 0; i < 5; i++ {
 		if err := echoBulk(g, 8<<20, uint64(i), 2*time.Minute); err != nil {
 			t.Fatalf("transfer %d: %v", i, err)
 		}
 	}
 	g.checkInWindow()
-	out, _ := top.Client.Exec("nft", "list", "table", "inet", "loss")
-	if !strings.Contains(out, "counter packets") || strings.Contains(out, "counter packets 0 ") {
-		t.Errorf("the loss rule dropped nothing:\n%s", out)
+	for i, loss := range losses {
+		n, err := loss.Packets()
+		if err != nil || n == 0 {
+			t.Errorf("the loss rule of %s dropped %d packets (%v)", []string{"the client", "the backend"}[i], n, err)
+		}
 	}
 }
 
@@ -164,20 +184,15 @@ func TestSynAckRetransmission(t *testing.T) {
 	top := newLab(t, o)
 	echoServer(t, top)
 	g := startSyngate(t, top, o)
-	nft(t, top.Client, fmt.Sprintf(`table inet ackloss {
-	chain out {
-		type filter hook output priority 0;
-		ip daddr %s tcp dport %d tcp flags & (syn|ack|fin|rst|psh) == ack counter drop
-	}
-}`, top.VIP4, servicePort))
+	ackloss := drop(t, top.Client, "ackloss", lab.HookOutput, pureACK(top))
 	c, err := dial(top.Client, netip.AddrPortFrom(top.VIP4, servicePort), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	time.Sleep(300 * time.Millisecond) // the client's ACK is gone by now
-	if out, err := top.Client.Exec("nft", "delete", "table", "inet", "ackloss"); err != nil {
-		t.Fatal(out, err)
+	if err := ackloss.Delete(); err != nil {
+		t.Fatal(err)
 	}
 	if g.waitMetric(`syngate_connections_spliced_total{service="web"}`, 1, 5*time.Second) < 1 {
 		t.Fatal("not spliced 5 s after the ACK was lost")
@@ -219,12 +234,7 @@ func TestBackendDown(t *testing.T) {
 		o := labOptions{}
 		top := newLab(t, o)
 		g := startSyngate(t, top, o)
-		nft(t, top.Backend, `table inet blackhole {
-	chain in {
-		type filter hook input priority 0;
-		tcp dport 8080 drop
-	}
-}`)
+		blackhole(t, top)
 		start := time.Now()
 		err := readAfterConnect(top)
 		el := time.Since(start)
@@ -266,12 +276,7 @@ func readAfterConnect(top *lab.Topology) error {
 func TestOverflowReset(t *testing.T) {
 	o := labOptions{backlog: 1, overflow: "reset", cookies: "never", connectTimeout: "30s"}
 	top := newLab(t, o)
-	nft(t, top.Backend, `table inet blackhole {
-	chain in {
-		type filter hook input priority 0;
-		tcp dport 8080 drop
-	}
-}`)
+	blackhole(t, top)
 	g := startSyngate(t, top, o)
 	vip := netip.AddrPortFrom(top.VIP4, servicePort)
 	// The first connection takes the only backend handshake slot.
@@ -282,12 +287,7 @@ func TestOverflowReset(t *testing.T) {
 	defer c1.Close()
 	// Two more complete their handshake on the client side only: their
 	// pure ACKs are dropped, so syngate keeps them half-open.
-	nft(t, top.Client, fmt.Sprintf(`table inet ackloss {
-	chain out {
-		type filter hook output priority 0;
-		ip daddr %s tcp dport %d tcp flags & (syn|ack|fin|rst|psh) == ack drop
-	}
-}`, top.VIP4, servicePort))
+	drop(t, top.Client, "ackloss", lab.HookOutput, pureACK(top))
 	c2, err := dial(top.Client, vip, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)

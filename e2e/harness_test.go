@@ -22,6 +22,9 @@ import (
 var syngateBin string
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 2 && os.Args[1] == netnsExecFlag {
+		asIPNetnsExec(os.Args[2:]) // does not return
+	}
 	if os.Geteuid() != 0 {
 		fmt.Println("e2e: skipping: the end-to-end tests need root (network namespaces, XDP, AF_XDP)")
 		os.Exit(m.Run()) // every test skips itself with the same reason
@@ -70,6 +73,11 @@ type labOptions struct {
 	top string
 	// prefix starts the lab's namespace names; default "sg-e2e-".
 	prefix string
+	// bpffs is the config's bpffs; default "off" (pins outlive a test).
+	bpffs string
+	// netnsExec starts syngate the way `ip netns exec` does: in a mount
+	// namespace of its own with a fresh sysfs on /sys.
+	netnsExec bool
 }
 
 // newLab builds a topology with offloads off (the fast path forwards
@@ -113,9 +121,12 @@ func startSyngate(t *testing.T, top *lab.Topology, o labOptions) *gatewayRun {
 	if o.overflow == "" {
 		o.overflow = "drop"
 	}
+	if o.bpffs == "" {
+		o.bpffs = "off"
+	}
 	cfg := fmt.Sprintf(`interfaces:
 %ssecret_file: %s
-bpffs: "off"
+bpffs: %q
 metrics:
   listen: 127.0.0.1:9420
 syn:
@@ -131,17 +142,32 @@ services:
     backend: %s
     backlog: %d
     on_overflow: %s
-%s%s`, ifaces, filepath.Join(dir, "secret"), o.cookies, o.connectTimeout,
+%s%s`, ifaces, filepath.Join(dir, "secret"), o.bpffs, o.cookies, o.connectTimeout,
 		netip.AddrPortFrom(top.VIP6, servicePort), netip.AddrPortFrom(top.BackendIf.V6.Addr(), backendPort),
 		netip.AddrPortFrom(top.VIP4, servicePort), netip.AddrPortFrom(backendAddr(top), backendPort),
 		o.backlog, o.overflow, o.extra, o.top)
+	return startSyngateConfig(t, top, dir, cfg, o.netnsExec)
+}
+
+// startSyngateConfig runs syngate in top's gateway namespace with the config
+// text cfg, written into dir; netnsExec starts it the way `ip netns exec`
+// would (see labOptions).
+func startSyngateConfig(t *testing.T, top *lab.Topology, dir, cfg string, netnsExec bool) *gatewayRun {
+	t.Helper()
 	cfgPath := filepath.Join(dir, "syngate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ready := filepath.Join(dir, "ready")
-	d, err := lab.StartDaemon(top.Gateway, filepath.Join(dir, "syngate.log"),
-		syngateBin, "run", "-c", cfgPath, "-ready-file", ready, "-log-level", "debug")
+	args := []string{syngateBin, "run", "-c", cfgPath, "-ready-file", ready, "-log-level", "debug"}
+	if netnsExec {
+		self, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		args = append([]string{self, netnsExecFlag}, args...)
+	}
+	d, err := lab.StartDaemon(top.Gateway, filepath.Join(dir, "syngate.log"), args[0], args[1:]...)
 	if err != nil {
 		t.Fatal(err)
 	}

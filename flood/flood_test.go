@@ -2,7 +2,6 @@ package flood
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/syngate/syngate/lab"
 )
@@ -77,55 +78,36 @@ func TestRefusesForeignNamespaces(t *testing.T) {
 // target and those of them whose source is inside spoof.
 func gatewayCounters(t *testing.T, top *lab.Topology, target netip.AddrPort, spoof netip.Prefix) func() (all, spoofed uint64) {
 	t.Helper()
-	fam := "ip"
-	if target.Addr().Is6() {
-		fam = "ip6"
+	f, err := top.Gateway.NewFilter("floodtest", lab.HookIngress(top.GatewayClient.Name))
+	if err != nil {
+		t.Fatal(err)
 	}
-	match := fmt.Sprintf("%s daddr %s tcp dport %d tcp flags & (syn | ack) == syn", fam, target.Addr(), target.Port())
-	rules := fmt.Sprintf(`table netdev floodtest {
-	counter syns {}
-	counter spoofed {}
-	chain in {
-		type filter hook ingress device %q priority 0; policy accept;
-		%s counter name "syns"
-		%s saddr %s %s counter name "spoofed"
+	t.Cleanup(func() { f.Delete() })
+	syn := lab.Match{Dst: target.Addr(), Proto: unix.IPPROTO_TCP, DstPort: target.Port(), TCPFlagsMask: lab.TCPSyn | lab.TCPAck, TCPFlags: lab.TCPSyn}
+	syns, err := f.Count(syn)
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-`, top.GatewayClient.Name, match, fam, spoof, match)
-	cmd := top.Gateway.Command("nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nft: %v: %s", err, out)
+	syn.Src = spoof
+	spoofed, err := f.Count(syn)
+	if err != nil {
+		t.Fatal(err)
 	}
-	read := func(name string) uint64 {
-		out, err := top.Gateway.Exec("nft", "-j", "list", "counter", "netdev", "floodtest", name)
+	read := func(r *lab.Rule) uint64 {
+		n, err := r.Packets()
 		if err != nil {
 			t.Fatal(err)
 		}
-		var doc struct {
-			Nftables []struct {
-				Counter *struct{ Packets uint64 } `json:"counter"`
-			} `json:"nftables"`
-		}
-		if err := json.Unmarshal([]byte(out), &doc); err != nil {
-			t.Fatalf("parse %q: %v", out, err)
-		}
-		for _, o := range doc.Nftables {
-			if o.Counter != nil {
-				return o.Counter.Packets
-			}
-		}
-		t.Fatalf("no counter in %q", out)
-		return 0
+		return n
 	}
-	return func() (uint64, uint64) { return read("syns"), read("spoofed") }
+	return func() (uint64, uint64) { return read(syns), read(spoofed) }
 }
 
 // snmp reads one counter of /proc/net/snmp (e.g. "Tcp", "InCsumErrors")
 // in ns.
 func snmp(t *testing.T, ns *lab.NS, group, field string) uint64 {
 	t.Helper()
-	out, err := ns.Exec("cat", "/proc/net/snmp")
+	out, err := ns.ReadFile("/proc/net/snmp")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +163,6 @@ func TestFloodArrives(t *testing.T) {
 				spoof = spoofV6
 			}
 			counters := gatewayCounters(t, top, target, spoof)
-			t.Cleanup(func() { top.Gateway.Exec("nft", "delete", "table", "netdev", "floodtest") })
 			inSegs := snmp(t, top.Gateway, "Tcp", "InSegs")
 			csumErrs := snmp(t, top.Gateway, "Tcp", "InCsumErrors")
 

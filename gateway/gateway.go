@@ -34,8 +34,10 @@ import (
 
 // Options are Run's knobs that are not part of the config file.
 type Options struct {
-	Version string
-	Logger  *slog.Logger
+	// Version and Revision identify the binary in the build_info metric
+	// (see package buildinfo).
+	Version, Revision string
+	Logger            *slog.Logger
 	// ReadyFile, when set, is written once traffic is being handled, so a
 	// supervisor or test knows when to start.
 	ReadyFile string
@@ -72,6 +74,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	pin := cfg.BPFFS
 	if pin == "off" {
 		pin = ""
+	} else if err := prepareBPFFS(pin, log); err != nil {
+		return err
 	}
 	dp, err := bpf.Load(bpf.Config{
 		PinPath:        pin,
@@ -109,7 +113,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		Services: services, Jar: jar, Flows: dp, Sender: sender, Offload: offload,
 		PortMin: cfg.Backend.PortMin, PortMax: cfg.Backend.PortMax, PortQuiet: cfg.Backend.PortQuietTime,
 		ConnectTimeout: cfg.Backend.ConnectTimeout, MaxPending: cfg.Backend.MaxPending,
-		MaxConns:           cfg.Flows.Max / 2,
+		LinkMTU:            linkMTU(cfg, log),
+		MaxConns:           cfg.Flows.Max / 2, // two flow entries per connection
 		EstablishedTimeout: cfg.Flows.EstablishedTimeout, CloseTimeout: cfg.Flows.CloseTimeout, ResetTimeout: cfg.Flows.ResetTimeout,
 		Logger: log,
 	})
@@ -130,7 +135,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		}
 	}
 
-	reg := metrics.New(opts.Version)
+	reg := metrics.New(opts.Version, opts.Revision)
 	for _, s := range engine.Services() {
 		reg.AddService(s)
 	}
@@ -243,12 +248,15 @@ var socketConfig = afxdp.Config{Frames: 8192, RxSize: 4096, FillSize: 4096}
 func engineServices(cfg *config.Config) ([]proxy.Service, error) {
 	var out []proxy.Service
 	for _, s := range cfg.Services {
-		src := s.Source
-		if !src.IsValid() {
-			var err error
-			if src, err = routeSource(s.Backend); err != nil {
+		srcs := s.Sources
+		if len(srcs) == 0 {
+			src, err := routeSource(s.Backend)
+			if err != nil {
 				return nil, fmt.Errorf("service %s: %w", s.Name, err)
 			}
+			srcs = []netip.Addr{src}
+		} else if err := checkLocal(srcs); err != nil {
+			return nil, fmt.Errorf("service %s: %w", s.Name, err)
 		}
 		cookies, err := queue.ParseCookiePolicy(string(s.Cookies))
 		if err != nil {
@@ -259,7 +267,7 @@ func engineServices(cfg *config.Config) ([]proxy.Service, error) {
 			return nil, err
 		}
 		out = append(out, proxy.Service{
-			Name: s.Name, Listen: s.Listen, Backend: s.Backend, Source: src,
+			Name: s.Name, Listen: s.Listen, Backend: s.Backend, Sources: srcs,
 			Queue: queue.Config{
 				MaxSynBacklog: cfg.SYN.MaxSynBacklog, SynAckRetries: cfg.SYN.SynAckRetries, Cookies: cookies,
 				Backlog: s.Backlog, Somaxconn: cfg.SYN.Somaxconn, Overflow: overflow,
@@ -279,6 +287,21 @@ func routeSource(dst netip.AddrPort) (netip.Addr, error) {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
+}
+
+// checkLocal refuses source addresses the gateway does not have: the
+// backend sends its answers to them, and only an address of the gateway
+// gets them there (answered ARP or neighbour discovery, or a route). An
+// address is the gateway's when a socket can bind to it.
+func checkLocal(srcs []netip.Addr) error {
+	for _, a := range srcs {
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
+		if err != nil {
+			return fmt.Errorf("source %s is not an address of this gateway (assign it to the backend-side interface; the backend must reach it): %w", a, err)
+		}
+		c.Close()
+	}
+	return nil
 }
 
 // checkPortRange refuses a backend port range overlapping the kernel's
@@ -319,14 +342,22 @@ const maxProbeWait = 3 * time.Second
 func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger) {
 	for _, s := range svcs {
 		pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
-		o, err := proxy.ProbeBackend(pctx, s.Backend, s.Source)
+		o, err := proxy.ProbeBackend(pctx, s.Backend, s.Sources[0])
 		cancel()
 		if err != nil {
 			log.Warn("backend probe failed; announcing defaults", "service", s.Name, "backend", s.Backend, "err", err)
 			continue
 		}
+		// ECN is offered to clients only when the backend is known to
+		// agree: a failed probe means no ECN.
+		pctx, cancel = context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
+		o.ECN, err = proxy.ProbeECN(pctx, s.Backend, s.Sources[0])
+		cancel()
+		if err != nil {
+			log.Warn("backend ECN probe failed; not offering ECN", "service", s.Name, "backend", s.Backend, "err", err)
+		}
 		e.SetBackendOptions(s.Name, o)
-		log.Info("backend options", "service", s.Name, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps)
+		log.Info("backend options", "service", s.Name, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps, "ecn", o.ECN)
 	}
 }
 
@@ -392,7 +423,7 @@ type cookieOffload struct {
 func (c *cookieOffload) OffloadCookies(s proxy.Service, on bool, o proxy.Offer, window uint16) error {
 	return c.dp.SetService(bpf.Service{
 		Addr: s.Listen, ID: c.ids[s.Listen], XDPCookies: on,
-		Announce: bpf.Announce{Window: window, MSS: o.MSS, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps},
+		Announce: bpf.Announce{Window: window, MSS: o.MSS, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps, ECN: o.ECN},
 	})
 }
 
@@ -411,4 +442,24 @@ func refreshCookieKey(ctx context.Context, dp *bpf.Dataplane, jar *cookie.Jar, l
 			}
 		}
 	}
+}
+
+// linkMTU is the smallest MTU of the interfaces syngate attaches to: the
+// fast path forwards frames between them unchanged, so a segment must fit
+// the smallest. Zero (no clamp) when none can be read.
+func linkMTU(cfg *config.Config, log *slog.Logger) int {
+	mtu := 0
+	for _, in := range cfg.Interfaces {
+		ifc, err := net.InterfaceByName(in.Name)
+		if err != nil || ifc.MTU <= 0 {
+			continue // Attach reports the missing interface
+		}
+		if mtu == 0 || ifc.MTU < mtu {
+			mtu = ifc.MTU
+		}
+	}
+	if mtu > 0 {
+		log.Info("smallest interface MTU: MSS clamped to fit it", "mtu", mtu)
+	}
+	return mtu
 }

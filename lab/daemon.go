@@ -4,17 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"syscall"
 	"time"
 )
 
 // Daemon is a long-running program started inside a namespace (syngate,
-// HAProxy, ...), logging to a file. It is only ever signalled by its own PID:
-// `ip netns exec` execs the program, so the PID is the daemon's.
+// HAProxy, ...), logging to a file. It is only ever signalled by its own PID,
+// which is the program's: it is forked from a thread inside the namespace,
+// with no wrapper process in between.
 type Daemon struct {
 	name    string
-	cmd     *exec.Cmd
+	cmd     *Cmd
 	logPath string
 	log     *os.File
 	exited  chan error

@@ -51,12 +51,8 @@ func TestNSRunEntersNamespace(t *testing.T) {
 	if err := ns.Run(func() error { return wantErr }); !errors.Is(err, wantErr) {
 		t.Fatalf("Run returned %v, want fn's error", err)
 	}
-	out, err := ns.Exec("ip", "-o", "link", "show")
-	if err != nil || !strings.Contains(out, "lo:") || strings.Contains(out, "eth0") {
-		t.Fatalf("ip link in namespace: %q, %v", out, err)
-	}
-	if _, err := ns.Exec("ip", "link", "show", "dev", "nope0"); err == nil || !strings.Contains(err.Error(), "nope0") {
-		t.Fatalf("failing command: error %v should name the command", err)
+	if _, err := ns.Link("nope0"); err == nil || !strings.Contains(err.Error(), "nope0") {
+		t.Fatalf("failing lookup: error %v should name the interface", err)
 	}
 	// A per-namespace sysctl changes in the namespace and not on the host.
 	const key = "/proc/sys/net/ipv4/conf/lo/accept_local"
@@ -71,7 +67,7 @@ func TestNSRunEntersNamespace(t *testing.T) {
 	if err := ns.Sysctl("net.ipv4.conf.lo.accept_local", want); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := ns.Exec("cat", key); err != nil || strings.TrimSpace(out) != want {
+	if out, err := ns.ReadSysctl("net.ipv4.conf.lo.accept_local"); err != nil || out != want {
 		t.Fatalf("accept_local in namespace = %q, %v; want %s", out, err, want)
 	}
 	if hostAfter, err := os.ReadFile(key); err != nil || string(hostAfter) != string(hostBefore) {
@@ -99,9 +95,9 @@ func TestCloseDeletesNamespace(t *testing.T) {
 	if err := AttachXDPPass(a, "x0"); err != nil {
 		t.Fatal(err)
 	}
-	out, err := a.Exec("ip", "link", "show", "dev", "x0")
-	if err != nil || !strings.Contains(out, "xdp") {
-		t.Fatalf("x0 should have an xdp program: %q %v", out, err)
+	attrs, err := a.Link("x0")
+	if err != nil || attrs.Xdp == nil || !attrs.Xdp.Attached {
+		t.Fatalf("x0 should have an xdp program: %+v %v", attrs, err)
 	}
 	for _, ns := range []*NS{a, b} {
 		if !Exists(ns.Name()) {

@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"testing"
 )
 
-// The lab's address plan, kept here and nowhere else. Every address comes
+// The lab's address plan, kept here and nowhere else (but for the
+// path-MTU topologies' router links, in pmtu.go). Every address comes
 // from the documentation ranges (RFC 5737, RFC 3849) and is only ever
 // assigned inside namespaces the lab created.
 //
@@ -89,7 +89,7 @@ type Topology struct {
 }
 
 // NewTopology builds a topology for a test and deletes it in tb.Cleanup.
-func NewTopology(tb testing.TB, opts Options) (*Topology, error) {
+func NewTopology(tb TB, opts Options) (*Topology, error) {
 	tb.Helper()
 	t, err := BuildTopology(opts)
 	if err != nil {
@@ -198,10 +198,7 @@ func (t *Topology) buildOneArm(prefix string) error {
 		return err
 	}
 	t.namespaces = append(t.namespaces, t.Switch)
-	if err := t.Switch.IP("link", "add", BridgeIf, "type", "bridge"); err != nil {
-		return err
-	}
-	if err := t.Switch.SetUp(BridgeIf); err != nil {
+	if err := t.Switch.AddBridge(BridgeIf); err != nil {
 		return err
 	}
 	t.ClientIf = Iface{NS: t.Client, Name: HostIf, V4: ClientV4, V6: ClientV6, PeerNS: t.Switch, PeerName: "client"}
@@ -212,7 +209,7 @@ func (t *Topology) buildOneArm(prefix string) error {
 		if err := Veth(i.NS, i.Name, t.Switch, i.PeerName); err != nil {
 			return err
 		}
-		if err := t.Switch.IP("link", "set", "dev", i.PeerName, "master", BridgeIf); err != nil {
+		if err := t.Switch.SetMaster(i.PeerName, BridgeIf); err != nil {
 			return err
 		}
 		if err := i.addAddrs(); err != nil {

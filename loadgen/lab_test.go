@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/syngate/syngate/lab"
 )
 
@@ -131,7 +133,11 @@ func TestRefusedAndTimeout(t *testing.T) {
 
 	// SYNs the gateway drops: timeouts.
 	srv = serve(t, top.Backend, top.BackendIf.V4.Addr(), HTTPishHandler)
-	if _, err := top.Gateway.Exec("nft", "add table inet lgtest; add chain inet lgtest filt { type filter hook forward priority 0; }; add rule inet lgtest filt tcp dport "+fmt.Sprint(srv.Addr().Port())+" drop"); err != nil {
+	f, err := top.Gateway.NewFilter("lgtest", lab.HookForward)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Drop(lab.Match{Proto: unix.IPPROTO_TCP, DstPort: srv.Addr().Port()}); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()

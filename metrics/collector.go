@@ -41,11 +41,17 @@ var (
 		"RSTs of spliced connections inside the window but not at the exact sequence number, forwarded by the engine for the endpoint's challenge ACK (RFC 5961 3.2).",
 		"service")
 	dResetsSent = desc("flow_resets_sent_total",
-		"RSTs sent to the client and the backend of spliced connections syngate ended itself (idle expiry, eviction from a full flow table), each at the end's next expected sequence number.",
+		"RSTs sent to the client and the backend of spliced connections syngate ended itself (idle expiry, a flow entry deleted under it), each at the end's next expected sequence number.",
 		"service")
 	dBackendFailures = desc("backend_failures_total", "Backend legs that failed, by reason: refused, timeout, ...", "service", "reason")
-	dQueueDepth      = desc("queue_depth", "Entries in a service's queue: syn (half-open) or accept.", "service", "queue")
-	dQueueLimit      = desc("queue_limit", "Bound of a service's queue: syn (max_syn_backlog) or accept (min(backlog, somaxconn)).", "service", "queue")
+	dPortWaits       = desc("source_port_waits_total",
+		"Backend legs that found no free source port toward their backend, by outcome: waited (got one later) or failed (gave up at the connect timeout; the client was reset).",
+		"service", "outcome")
+	dSynData    = desc("syn_data_total", "SYNs carrying data (TCP Fast Open) answered by the engine with a SYN-ACK acknowledging only the SYN; the client sends the data again.", "service")
+	dECN        = desc("ecn_total", "Clients' ECN requests, by result at the splice: negotiated (both legs), not_offered (the backend is not known to do ECN), backend_refused (agreed with the client, refused by the backend).", "service", "result")
+	dMSSClamped = desc("mss_clamped_total", "MSS lowered to fit the gateway's smallest interface MTU, by leg: client (the SYN-ACK) or backend (the backend SYN).", "service", "leg")
+	dQueueDepth = desc("queue_depth", "Entries in a service's queue: syn (half-open) or accept.", "service", "queue")
+	dQueueLimit = desc("queue_limit", "Bound of a service's queue: syn (max_syn_backlog) or accept (min(backlog, somaxconn)).", "service", "queue")
 
 	dXDPPackets    = desc("xdp_packets_total", "Packets seen by the XDP program, by verdict and reason.", "verdict", "reason")
 	dFlows         = desc("flows", "Entries in the XDP flow table (one per direction).")
@@ -56,7 +62,8 @@ var (
 	dScrapeErrors  = desc("dataplane_read_errors", "Data plane reads that failed during this scrape, by source (1: the series of that source are missing).", "source")
 	allDescriptors = []*prometheus.Desc{
 		dSynReceived, dSynAckSent, dSynQueueFull, dSynDropped, dHalfOpenTimeout, dAckValidated, dAckRejected,
-		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dChallengeACK, dRSTInWindow, dResetsSent, dBackendFailures, dQueueDepth, dQueueLimit,
+		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dChallengeACK, dRSTInWindow, dResetsSent, dBackendFailures, dPortWaits,
+		dSynData, dECN, dMSSClamped, dQueueDepth, dQueueLimit,
 		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors,
 	}
 )
@@ -121,6 +128,15 @@ func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
 	counter(ch, dResetsSent, s.ResetsSent, n)
 	for _, k := range sortedKeys(s.BackendFailures) {
 		counter(ch, dBackendFailures, s.BackendFailures[k], n, k)
+	}
+	counter(ch, dPortWaits, s.SourcePortWaited, n, "waited")
+	counter(ch, dPortWaits, s.SourcePortFailed, n, "failed")
+	counter(ch, dSynData, s.SynData, n)
+	for _, k := range sortedKeys(s.ECN) {
+		counter(ch, dECN, s.ECN[k], n, k)
+	}
+	for _, k := range sortedKeys(s.MSSClamped) {
+		counter(ch, dMSSClamped, s.MSSClamped[k], n, k)
 	}
 	gauge(ch, dQueueDepth, s.HalfOpen, n, "syn")
 	gauge(ch, dQueueDepth, s.Accept, n, "accept")

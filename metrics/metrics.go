@@ -6,7 +6,7 @@
 // interfaces below. Names carry the syngate_ prefix and are fixed for the
 // whole product; README.md maps them onto the kernel's TcpExt counters.
 //
-//	reg := metrics.New(version)
+//	reg := metrics.New(version, revision)
 //	reg.AddService(engineService)       // implements metrics.ServiceSource
 //	reg.SetDataplane(dataplane)         // implements metrics.DataplaneSource
 //	http.Handle("/metrics", reg.Handler())
@@ -60,8 +60,14 @@ type ServiceStats struct {
 	// sent, or suppressed by the rate limit.
 	ChallengeACKSent, ChallengeACKLimited uint64
 	RSTInWindow                           uint64            // inexact in-window RSTs the engine forwarded (RFC 5961 3.2)
-	ResetsSent                            uint64            // RSTs to the ends of spliced connections syngate gave up (idle, evicted)
+	ResetsSent                            uint64            // RSTs to the ends of spliced connections syngate gave up (idle, entry deleted)
 	BackendFailures                       map[string]uint64 // by reason: refused, timeout, ...
+	// Connections that found no free source port toward the backend:
+	// waited (got one before the connect timeout) or failed (reset).
+	SourcePortWaited, SourcePortFailed uint64
+	SynData                            uint64            // SYNs carrying data (TCP Fast Open) the engine answered
+	ECN                                map[string]uint64 // clients' ECN requests by outcome: negotiated, not_offered, backend_refused
+	MSSClamped                         map[string]uint64 // MSS lowered to the gateway's interface MTU, by leg: client, backend
 
 	HalfOpen, HalfOpenLimit int // SYN queue depth and bound
 	Accept, AcceptLimit     int // accept queue depth and bound
@@ -105,14 +111,14 @@ type Registry struct {
 	dataplane DataplaneSource
 }
 
-// New returns a registry with the build info, Go runtime and process
-// collectors registered.
-func New(version string) *Registry {
+// New returns a registry with the build info (version, VCS revision and Go
+// version of the binary), Go runtime and process collectors registered.
+func New(version, revision string) *Registry {
 	r := &Registry{reg: prometheus.NewRegistry()}
 	bi := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: ns, Name: "build_info",
 		Help:        "Build information; the value is always 1.",
-		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": runtime.Version()},
 	})
 	bi.Set(1)
 	r.reg.MustRegister(bi,

@@ -24,13 +24,14 @@ func (f *fakeDataplane) Verdicts() ([]VerdictCount, error) { return f.verdicts, 
 func (f *fakeDataplane) Flows() (FlowStats, error)         { return f.flows, f.err }
 
 func TestServiceExposition(t *testing.T) {
-	r := New("test")
+	r := New("test", "unknown")
 	svc := &fakeService{
 		Name: "web", SynReceived: 10, SynAckQueued: 4, SynAckCookie: 5, SynAckResent: 1, SynAckRetrans: 2,
 		HalfOpenTimeout: 1, SynQueueFullCookie: 5, SynDropAcceptFull: 1,
 		AckQueue: 3, AckCookie: 4, AckRejected: map[string]uint64{"bad_hash": 7, "expired": 1},
 		AcceptOverflowReset: 2, Spliced: 6, BackendFailures: map[string]uint64{"timeout": 1},
 		HalfOpen: 3, HalfOpenLimit: 4096, Accept: 1, AcceptLimit: 128,
+		SourcePortWaited: 3, SourcePortFailed: 1,
 	}
 	r.AddService(svc)
 	want := `
@@ -53,9 +54,13 @@ syngate_synack_sent_total{kind="retransmit",service="web"} 2
 syngate_syn_dropped_total{reason="accept_queue_full",service="web"} 1
 syngate_syn_dropped_total{reason="established",service="web"} 0
 syngate_syn_dropped_total{reason="syn_queue_full",service="web"} 0
+# HELP syngate_source_port_waits_total Backend legs that found no free source port toward their backend, by outcome: waited (got one later) or failed (gave up at the connect timeout; the client was reset).
+# TYPE syngate_source_port_waits_total counter
+syngate_source_port_waits_total{outcome="failed",service="web"} 1
+syngate_source_port_waits_total{outcome="waited",service="web"} 3
 `
 	if err := testutil.GatherAndCompare(r.Gatherer(), strings.NewReader(want),
-		"syngate_ack_rejected_total", "syngate_queue_depth", "syngate_synack_sent_total", "syngate_syn_dropped_total"); err != nil {
+		"syngate_ack_rejected_total", "syngate_queue_depth", "syngate_synack_sent_total", "syngate_syn_dropped_total", "syngate_source_port_waits_total"); err != nil {
 		t.Error(err)
 	}
 	// Values are read at scrape time, not copied at registration.
@@ -71,7 +76,7 @@ syngate_syn_received_total{service="web"} 11
 }
 
 func TestDataplaneExposition(t *testing.T) {
-	r := New("test")
+	r := New("test", "unknown")
 	dp := &fakeDataplane{
 		verdicts: []VerdictCount{{"pass", "not_service", 100}, {"xsk", "syn", 42}, {"drop", "malformed_tcp", 3}},
 		flows:    FlowStats{Active: 4, Limit: 1024, Expired: map[string]uint64{"idle": 2}, FastPackets: 900, FastBytes: 1 << 20},
@@ -107,7 +112,7 @@ syngate_dataplane_read_errors{source="verdicts"} 1
 }
 
 func TestLint(t *testing.T) {
-	r := New("test")
+	r := New("test", "unknown")
 	r.AddService(&fakeService{Name: "a", AckRejected: map[string]uint64{"bad_hash": 1}, BackendFailures: map[string]uint64{"refused": 1}})
 	r.SetDataplane(&fakeDataplane{verdicts: []VerdictCount{{"pass", "not_service", 1}}, flows: FlowStats{Expired: map[string]uint64{"idle": 1}}})
 	problems, err := testutil.GatherAndLint(r.Gatherer())
@@ -120,17 +125,17 @@ func TestLint(t *testing.T) {
 }
 
 func TestHandlerServesBuildInfo(t *testing.T) {
-	r := New("v1.2.3")
+	r := New("v1.2.3", "0123456789ab-dirty")
 	rec := httptest.NewRecorder()
 	r.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Body)
-	if !strings.Contains(string(body), `syngate_build_info{goversion="`) || !strings.Contains(string(body), `version="v1.2.3"} 1`) {
+	if !strings.Contains(string(body), `syngate_build_info{goversion="`) || !strings.Contains(string(body), `revision="0123456789ab-dirty",version="v1.2.3"} 1`) {
 		t.Errorf("build_info missing:\n%.2000s", body)
 	}
 }
 
 func TestParseTextRoundTrip(t *testing.T) {
-	r := New("test")
+	r := New("test", "unknown")
 	r.AddService(&fakeService{Name: "web", SynAckCookie: 9, AckRejected: map[string]uint64{"bad_hash": 2}})
 	rec := httptest.NewRecorder()
 	r.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

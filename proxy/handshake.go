@@ -58,7 +58,7 @@ func (w *worker) handle(p *pktio.Packet) bool {
 	if s := w.e.services[seg.Dst]; s != nil {
 		return w.fromClient(s, p)
 	}
-	if pool := w.e.sources[seg.Dst.Addr()]; pool != nil {
+	if w.e.locals[seg.Dst.Addr()] {
 		w.fromBackend(seg)
 		return false
 	}
@@ -101,6 +101,15 @@ func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 	}
 	now := w.e.now()
 	o := s.offer.Load()
+	if len(seg.Payload) > 0 {
+		// TCP Fast Open data: the SYN-ACK acknowledges only the SYN
+		// (syngate issues no TFO cookies), and the client sends it again
+		// at once, as when a Linux server refuses a TFO cookie.
+		s.st.synData.Add(1)
+	}
+	if o.Clamped && clientMSS(seg.Options, seg.Is6()) > o.MSS {
+		s.st.mssClamped(legClient)
+	}
 	mss := min(o.MSS, clientMSS(seg.Options, seg.Is6()))
 	d := s.l.OnSYN(queue.SYN{Tuple: seg.Tuple, ISN: seg.Seq, Options: seg.Options, MSS: mss}, now, w.rng.Uint32)
 	tsval := tsClock(now)
@@ -134,7 +143,7 @@ func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 		// Window scale and SACK-permitted live in the cookie's timestamp:
 		// without one they cannot be recovered, so they are not offered
 		// (Linux does the same).
-		opts.WScale, opts.SACK = flow.NoWScale, false
+		opts.WScale, opts.SACK, opts.ECN = flow.NoWScale, false, false
 	}
 	n := packet.ReplySynAck(p.Data[:cap(p.Data)], seg, isn, opts)
 	if n == 0 {
@@ -162,7 +171,7 @@ func clientMSS(o flow.SynOptions, is6 bool) uint16 {
 func (e *Engine) synAckOptions(o *Offer, mss uint16, tsval uint32) packet.SynAckOptions {
 	return packet.SynAckOptions{
 		Window: e.window(),
-		MSS:    mss, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps, TSval: tsval,
+		MSS:    mss, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps, TSval: tsval, ECN: o.ECN,
 	}
 }
 
@@ -200,7 +209,7 @@ func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 	if !seg.Options.Timestamps {
 		// Without timestamps the cookie could not carry these: as in Linux,
 		// the connection goes on without them.
-		opts.WScale, opts.SACK = flow.NoWScale, false
+		opts.WScale, opts.SACK, opts.ECN = flow.NoWScale, false, false
 	}
 	c := queue.Conn{
 		Tuple: seg.Tuple, ClientISN: seg.Seq - 1, OurISN: seg.Ack - 1, Options: opts,

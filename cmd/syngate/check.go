@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/syngate/syngate/config"
 )
@@ -39,7 +40,7 @@ func printPlan(w io.Writer, cfg *config.Config) {
 	} else {
 		fmt.Fprintf(w, "metrics and health on http://%s/metrics, /healthz\n", cfg.Metrics.Listen)
 	}
-	fmt.Fprintf(w, "SYN-ACK retries %d (backoff 1s doubling), backend connect timeout %v, source ports %d-%d\n",
+	fmt.Fprintf(w, "SYN-ACK retries %d (backoff 1s doubling), backend connect timeout %v, source ports %d-%d per source address and backend\n",
 		cfg.SYN.SynAckRetries, cfg.Backend.ConnectTimeout, cfg.Backend.PortMin, cfg.Backend.PortMax)
 	fmt.Fprintf(w, "flows: up to %d, idle %v, closed %v, reset %v\n",
 		cfg.Flows.Max, cfg.Flows.EstablishedTimeout, cfg.Flows.CloseTimeout, cfg.Flows.ResetTimeout)
@@ -51,8 +52,11 @@ func printPlan(w io.Writer, cfg *config.Config) {
 		cfg.Filters.DropSynPayload, cfg.Filters.DropBadFlags, rl)
 	for _, s := range cfg.Services {
 		src := "from the route"
-		if s.Source.IsValid() {
-			src = s.Source.String()
+		if len(s.Sources) > 0 {
+			src = strings.Trim(fmt.Sprint(s.Sources), "[]")
+			if len(s.Sources) > 4 {
+				src = fmt.Sprintf("%d addresses, %s to %s", len(s.Sources), s.Sources[0], s.Sources[len(s.Sources)-1])
+			}
 		}
 		fmt.Fprintf(w, "service %s: %s -> %s (source %s)\n", s.Name, s.Listen, s.Backend, src)
 		fmt.Fprintf(w, "  SYN queue %d, cookies %s; accept queue %d = min(backlog %d, somaxconn %d), on overflow %s\n",

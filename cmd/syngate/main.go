@@ -4,9 +4,10 @@
 //
 //	syngate check -c /etc/syngate/syngate.yaml   # validate, print the plan
 //	syngate run -c /etc/syngate/syngate.yaml     # run the gateway
-//	sudo syngate demo                            # a self-contained lab demo
+//	syngate version                              # version and VCS revision
 //
-// See README.md for the configuration and metrics references.
+// The lab demo is a separate command, cmd/syngate-demo, so this binary
+// holds the daemon only. See README.md for the configuration and metrics references.
 package main
 
 import (
@@ -18,10 +19,18 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/syngate/syngate/buildinfo"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and revision may be set at build time with
+// -ldflags "-X main.version=v1.2.0 -X main.revision=..."; when they are
+// not, buildinfo reads what the go command stamped into the binary.
+var version, revision string
+
+// build is this binary's identity, reported by `syngate version` and the
+// build_info metric.
+var build = buildinfo.Read(version, revision)
 
 // env carries what a command touches outside itself, so tests can run
 // commands in-process.
@@ -59,8 +68,7 @@ const usage = `syngate: a SYN-flood defense gateway.
 Usage:
   syngate run -c FILE      run the gateway with the config in FILE
   syngate check -c FILE    validate FILE and print what syngate would do
-  syngate demo [flags]     build a namespace lab and show syngate under a flood (root)
-  syngate version          print the version
+  syngate version          print the version and the VCS revision it was built from
 
 Run 'syngate COMMAND -h' for a command's flags.
 `
@@ -76,10 +84,8 @@ func run(ctx context.Context, e env, args []string) error {
 		return cmdRun(ctx, e, rest)
 	case "check":
 		return cmdCheck(e, rest)
-	case "demo":
-		return cmdDemo(ctx, e, rest)
 	case "version", "--version":
-		fmt.Fprintf(e.stdout, "syngate %s\n", version)
+		fmt.Fprintf(e.stdout, "syngate %s\n", build)
 		return nil
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(e.stdout, usage)

@@ -32,5 +32,5 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lv}))
-	return gateway.Run(ctx, cfg, gateway.Options{Version: version, Logger: log, ReadyFile: *ready, Unpin: *unpin})
+	return gateway.Run(ctx, cfg, gateway.Options{Version: build.Version, Revision: build.Revision, Logger: log, ReadyFile: *ready, Unpin: *unpin})
 }
