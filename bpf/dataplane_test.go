@@ -26,7 +26,7 @@ func TestLayouts(t *testing.T) {
 		{syngateCookieState{}, 88},
 		{syngateLocalKey{}, 20},
 		{syngateFlowKey{}, 40},
-		{syngateFlowVal{}, 96},
+		{syngateFlowVal{}, 128},
 		{syngateRlKey{}, 20},
 		{syngateRlVal{}, 16},
 		{syngateCounter{}, 16},
@@ -72,7 +72,10 @@ func TestVerdictMirror(t *testing.T) {
 		VerdictICMPTX:         syngateReasonR_ICMP_TX, VerdictICMPRedirect: syngateReasonR_ICMP_REDIRECT,
 		VerdictPassICMPNoFlow: syngateReasonR_PASS_ICMP_NO_FLOW, VerdictDropICMPRateLimit: syngateReasonR_DROP_ICMP_RATELIMIT,
 		VerdictDropICMPNoNeigh: syngateReasonR_DROP_ICMP_NO_NEIGH, VerdictDropICMPNoPort: syngateReasonR_DROP_ICMP_NO_PORT,
-		VerdictPassTCFlow: syngateReasonR_PASS_TC_FLOW, VerdictTCRedirect: syngateReasonR_TC_REDIRECT,
+		VerdictDropRstOutOfWindow: syngateReasonR_DROP_RST_OUT_OF_WINDOW, VerdictXSKRstInWindow: syngateReasonR_XSK_RST_IN_WINDOW,
+		VerdictFastTXOutOfWindow: syngateReasonR_FAST_TX_OUT_OF_WINDOW, VerdictFastRedirectOutOfWindow: syngateReasonR_FAST_REDIRECT_OUT_OF_WINDOW,
+		VerdictXSKSynInFlow: syngateReasonR_XSK_SYN_IN_FLOW,
+		VerdictPassTCFlow:   syngateReasonR_PASS_TC_FLOW, VerdictTCRedirect: syngateReasonR_TC_REDIRECT,
 		VerdictTCRedirectNeigh: syngateReasonR_TC_REDIRECT_NEIGH, VerdictDropTCCsum: syngateReasonR_DROP_TC_CSUM,
 	}
 	if len(c) != NumVerdicts || syngateReasonR_MAX != NumVerdicts {

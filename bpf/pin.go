@@ -166,8 +166,12 @@ func migratePins(dir string, spec *ebpf.CollectionSpec, meta *ebpf.Map, log *slo
 }
 
 // mergeFlows carries over what the previous program recorded in the old
-// flow table between the copy and the link update: FIN and RST flags and
-// the last-seen time (packet and byte counts are not merged). Entries are
+// flow table between the copy and the link update: FIN and RST flags, the
+// last-seen time and the tracked sequence state (packet and byte counts are
+// not merged). Without the sequence state a busy flow's copy lags behind by
+// what was sent meanwhile, possibly more than a window, and the new program
+// then judges every later segment out of window, never learns the FINs, and
+// keeps the closed flow until its timeout. Entries are
 // read by their common leading bytes, as copyEntries copies them.
 func mergeFlows(old, cur *ebpf.Map) (int, error) {
 	var (
@@ -183,11 +187,16 @@ func mergeFlows(old, cur *ebpf.Map) (int, error) {
 		if err := cur.Lookup(k, &nv); err != nil {
 			continue // expired or evicted meanwhile
 		}
-		if ov.Flags&^nv.Flags == 0 && ov.LastSeenNs <= nv.LastSeenNs {
+		merged := nv
+		merged.Flags |= ov.Flags
+		merged.LastSeenNs = max(nv.LastSeenNs, ov.LastSeenNs)
+		if ov.Flags&nv.Flags&flowTracked != 0 {
+			mergeTracking(&merged, &ov)
+		}
+		if merged == nv {
 			continue
 		}
-		nv.Flags |= ov.Flags
-		nv.LastSeenNs = max(nv.LastSeenNs, ov.LastSeenNs)
+		nv = merged
 		if err := cur.Update(k, &nv, ebpf.UpdateExist); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return n, fmt.Errorf("merge flow: %w", err)
 		}
@@ -516,4 +525,27 @@ func removeAll(dir string, log *slog.Logger) error {
 	// dedicated bpffs) or not empty.
 	_ = os.Remove(dir)
 	return errors.Join(errs...)
+}
+
+// mergeTracking moves cur's tracked sequence state forward to what old saw,
+// edge by edge, in sequence-space order: a copy can only lag, never lead.
+func mergeTracking(cur, old *syngateFlowVal) {
+	cur.SeqEnd = seqMax(cur.SeqEnd, old.SeqEnd)
+	cur.AckMax = seqMax(cur.AckMax, old.AckMax)
+	cur.WinEnd = seqMax(cur.WinEnd, old.WinEnd)
+	cur.WinMax = max(cur.WinMax, old.WinMax)
+	if old.Flags&flowFIN != 0 {
+		cur.FinEnd = old.FinEnd
+	}
+	if old.Flags&flowTS != 0 {
+		cur.TsRecent = seqMax(cur.TsRecent, old.TsRecent)
+	}
+}
+
+// seqMax is the later of two sequence numbers (or timestamps), modulo 2^32.
+func seqMax(a, b uint32) uint32 {
+	if int32(b-a) > 0 {
+		return b
+	}
+	return a
 }

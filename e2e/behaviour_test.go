@@ -171,6 +171,7 @@ func testLoss(t *testing.T, mode linkMode) {
 			t.Fatalf("transfer %d: %v", i, err)
 		}
 	}
+	g.checkInWindow()
 	for i, loss := range losses {
 		n, err := loss.Packets()
 		if err != nil || n == 0 {

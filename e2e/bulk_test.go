@@ -95,6 +95,7 @@ func testBulk64MiB(t *testing.T, mode linkMode) {
 			if slow > fast/1000+10 {
 				t.Errorf("slow path packets %v vs fast %v: spliced data reached user space", slow, fast)
 			}
+			g.checkInWindow()
 			checkDatapath(t, m, mode)
 		})
 	}
@@ -149,4 +150,5 @@ func TestManyConnections(t *testing.T) {
 	if failed > 0 {
 		t.Fatalf("%d of %d connections failed", failed, conns)
 	}
+	g.checkInWindow()
 }

@@ -635,7 +635,8 @@ func (d *dataplaneMetrics) Flows() (metrics.FlowStats, error) {
 	}
 	st := d.e.Stats()
 	var fast bpf.Count
-	for _, v := range []bpf.Verdict{bpf.VerdictFastTX, bpf.VerdictFastRedirect, bpf.VerdictTCRedirect, bpf.VerdictTCRedirectNeigh} {
+	for _, v := range []bpf.Verdict{bpf.VerdictFastTX, bpf.VerdictFastRedirect, bpf.VerdictFastTXOutOfWindow, bpf.VerdictFastRedirectOutOfWindow,
+		bpf.VerdictTCRedirect, bpf.VerdictTCRedirectNeigh} {
 		fast.Packets += c[v].Packets
 		fast.Bytes += c[v].Bytes
 	}

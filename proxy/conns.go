@@ -81,6 +81,11 @@ type conn struct {
 	backendISN, backendTS0 uint32
 	backendOpts            flow.SynOptions
 	splicedAt              time.Time
+	lastChallenge          time.Time // last challenge ACK sent for a SYN into it
+	// slowEnd is where the client data the engine forwarded after the
+	// splice ends (with slowSent): XDP's sequence state does not know it.
+	slowEnd  uint32
+	slowSent bool
 }
 
 // connShards spreads the tables over independent locks so receive loops
