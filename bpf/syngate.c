@@ -104,6 +104,7 @@ enum reason {
 	R_TC_REDIRECT,      /* TC: spliced, redirected with the FIB's (or learned) next hop */
 	R_TC_REDIRECT_NEIGH, /* TC: spliced, redirected; the kernel resolves the neighbour */
 	R_DROP_TC_CSUM,     /* TC: the checksum helper refused the segment */
+	R_PASS_TC_OUT_OF_WINDOW, /* as R_PASS_TC_FLOW, a segment outside the window (not learned from) */
 	R_MAX,
 };
 
@@ -1794,7 +1795,7 @@ int syngate_xdp(struct xdp_md *ctx)
 		if (!(tf & TF_OUT_OF_WIN) && (fv->flags & FLOW_F_TRACKED))
 			learn_ts(fv, tcp_options_rewrite(ctx, ((void *)tcp - data) | (doff << 16) |
 								  ((__u32)tf << 24), 0, 0, 0));
-		return count(R_PASS_TC_FLOW, bytes, XDP_PASS);
+		return count((tf & TF_OUT_OF_WIN) ? R_PASS_TC_OUT_OF_WINDOW : R_PASS_TC_FLOW, bytes, XDP_PASS);
 	}
 
 	/* Fast path: account, rewrite, forward. */

@@ -164,7 +164,8 @@ const (
 	syngateReasonR_TC_REDIRECT                 syngateReason = 39
 	syngateReasonR_TC_REDIRECT_NEIGH           syngateReason = 40
 	syngateReasonR_DROP_TC_CSUM                syngateReason = 41
-	syngateReasonR_MAX                         syngateReason = 42
+	syngateReasonR_PASS_TC_OUT_OF_WINDOW       syngateReason = 42
+	syngateReasonR_MAX                         syngateReason = 43
 )
 
 type syngateRlKey struct {

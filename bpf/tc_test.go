@@ -223,3 +223,59 @@ func TestTCPassesOthers(t *testing.T) {
 		})
 	}
 }
+
+// TestTCTracked: on a TC-datapath interface the XDP program judges every
+// segment of a tracked flow as on any interface (blind RSTs dropped,
+// in-window inexact RSTs to the engine, the state learned from in-window
+// data) but forwards nothing itself: it passes the segment untouched,
+// marked out of the window or not, and the TC program forwards it.
+func TestTCTracked(t *testing.T) {
+	requireRoot(t)
+	inNewNetns(t)
+	d := testDataplane(t, Config{})
+	withSocket(t, d)
+	if err := d.objs.TcIfaces.Put(uint32(loIfindex), uint32(1)); err != nil {
+		t.Fatal(err)
+	}
+	const cNxt = tClientISN + 1
+	for _, f := range trackFamilies {
+		t.Run(f.name, func(t *testing.T) {
+			p := installTrackedPair(t, d, f)
+			xdp := func(in pkt, want Verdict) {
+				t.Helper()
+				data := frame(t, in)
+				r := mustRunOn(t, d, append([]byte(nil), data...), loIfindex, 0)
+				if r.verdict != want {
+					t.Fatalf("%s seq %d: verdict %v, want %v", in.flags, in.seq, r.verdict, want)
+				}
+				if r.action == ActionPass && !bytes.Equal(r.out[:len(data)], data) {
+					t.Errorf("%s seq %d: passed to TC changed", in.flags, in.seq)
+				}
+			}
+			data := p.fromClient("PA", cNxt, tOurISN+1, 100)
+			xdp(data, VerdictPassTCFlow)
+			if st := lookup(t, d, p.kc); st.Track.SeqEnd != cNxt+100 || st.Packets != 0 {
+				t.Errorf("after an in-window segment judged in XDP: %+v; want SeqEnd %d and no packet counted yet", st, cNxt+100)
+			}
+			ret, out, moved := runTC(t, d, frame(t, data), 0)
+			if ret != tcActRedirect {
+				t.Fatalf("tc returned %d, want TC_ACT_REDIRECT", int32(ret))
+			}
+			onlyMoved(t, moved, VerdictTCRedirect, 1)
+			checkRewrite(t, frame(t, data), out, p.toBackend)
+			if st := lookup(t, d, p.kc); st.Packets != 1 {
+				t.Errorf("after the TC program forwarded it: %+v, want one packet", st)
+			}
+
+			xdp(p.fromClient("PA", cNxt+1<<30, tOurISN+1, 100), VerdictPassTCOutOfWindow)
+			if st := lookup(t, d, p.kc); st.Track.SeqEnd != cNxt+100 {
+				t.Errorf("learned from an out-of-window segment: SeqEnd %d", st.Track.SeqEnd)
+			}
+			xdp(p.fromClient("R", cNxt+1<<31, 0, 0), VerdictDropRstOutOfWindow)
+			xdp(p.fromClient("R", cNxt+1000, 0, 0), VerdictXSKRstInWindow)
+			if st := lookup(t, d, p.kc); st.RST {
+				t.Errorf("inexact RST marked the flow: %+v", st)
+			}
+		})
+	}
+}

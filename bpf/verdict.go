@@ -49,6 +49,7 @@ const (
 	VerdictTCRedirect                             // TC: spliced, redirected to the next hop
 	VerdictTCRedirectNeigh                        // TC: spliced, redirected; the kernel resolves the neighbour
 	VerdictDropTCCsum                             // TC: the checksum or store helper failed on a spliced segment
+	VerdictPassTCOutOfWindow                      // as VerdictPassTCFlow, a segment outside the window (not learned from)
 
 	// NumVerdicts is the number of verdicts; Counters has one slot each.
 	NumVerdicts = iota
@@ -97,6 +98,7 @@ var verdictNames = [NumVerdicts]string{
 	"fast_tc_redirect",
 	"fast_tc_redirect_neigh",
 	"drop_tc_csum",
+	"pass_tc_out_of_window",
 }
 
 // String returns the snake_case name, stable for use as a metric label.
@@ -141,7 +143,7 @@ func (a Action) String() string {
 // verdicts map to the XDP action of the same meaning).
 func (v Verdict) Action() Action {
 	switch {
-	case v <= VerdictPassFragment, v == VerdictPassICMPNoFlow, v == VerdictPassTCFlow:
+	case v <= VerdictPassFragment, v == VerdictPassICMPNoFlow, v == VerdictPassTCFlow, v == VerdictPassTCOutOfWindow:
 		return ActionPass
 	case v == VerdictTCRedirect, v == VerdictTCRedirectNeigh:
 		return ActionRedirect

@@ -277,7 +277,8 @@ func (g *gatewayRun) checkInWindow() {
 	g.t.Helper()
 	m := g.metrics()
 	oow := m.Sum("syngate_xdp_packets_total", `reason="fast_tx_out_of_window"`) +
-		m.Sum("syngate_xdp_packets_total", `reason="fast_redirect_out_of_window"`)
+		m.Sum("syngate_xdp_packets_total", `reason="fast_redirect_out_of_window"`) +
+		m.Sum("syngate_xdp_packets_total", `reason="pass_tc_out_of_window"`)
 	drops := m.Sum("syngate_xdp_packets_total", `reason="drop_rst_out_of_window"`)
 	inWin := m.Sum("syngate_xdp_packets_total", `reason="xsk_rst_in_window"`)
 	if oow != 0 || drops != 0 {
