@@ -1,7 +1,10 @@
 //go:build ignore
 
 /* syngate's XDP program: steer handshakes of protected services to AF_XDP,
- * splice established flows in place, pass everything else untouched.
+ * splice established flows in place, pass everything else untouched; and
+ * its TC program (syngate_tc, at the end), which splices the flows of
+ * interfaces whose frames carry partial checksums or arrive as GRO
+ * aggregates, with the same rewrite.
  *
  * Decision table (mirrored by the Go reference classifier in the tests):
  *
@@ -28,6 +31,10 @@
  *     SYN (from the backend side; a service's go to the engine
  *     before the flow lookup)                               -> XSK (challenge ACK)
  *     other segment outside the window                      -> fast path, not learned from
+ *     on a TC-datapath interface (tc_ifaces), judged the same,
+ *     where the fast path would forward                     -> PASS untouched: syngate_tc,
+ *                                                              at tcx ingress after GRO,
+ *                                                              rewrites and forwards it
  *   service: RST or FIN for an unknown flow                    -> DROP
  *   service/local: anything else                               -> XSK
  *   XSK with no socket on the (interface, receive queue)       -> DROP
@@ -1888,7 +1895,9 @@ static __always_inline long tc_set_macs(struct __sk_buff *skb, const __u8 *dmac,
  * segment from the head's sequence), and with the skb's checksum state, so
  * partial checksums stay correct. Everything that is not a spliced flow's
  * goes on untouched: the XDP program on the same interface has already
- * steered handshakes to AF_XDP and answered or dropped what it had to. */
+ * steered handshakes to AF_XDP, answered or dropped what it had to, and
+ * judged every segment of a tracked flow against its window (one by one,
+ * before GRO; the flow's FIN and RST marks and timestamps are its). */
 SEC("tc")
 int syngate_tc(struct __sk_buff *skb)
 {
