@@ -237,7 +237,15 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		path, why := chooseDatapath(in)
 		log.Info("datapath", "interface", in.Name, "datapath", path.String(), "why", why)
 		if path == bpf.DatapathTC {
-			if err := dp.AttachTC(in.Name); err != nil {
+			err := dp.AttachTC(in.Name)
+			if err != nil && in.Datapath == config.DatapathAuto && errors.Is(err, bpf.ErrNotSupported) {
+				// A kernel without tcx (before 6.6): auto keeps the XDP
+				// data path, which works where checksums are complete.
+				log.Warn("tc data path not supported here; splicing in XDP, which breaks on partial checksums (turn tx checksum offload off on the peer)",
+					"interface", in.Name, "err", err)
+				err = nil
+			}
+			if err != nil {
 				return err
 			}
 		}
