@@ -39,7 +39,7 @@ func TestExampleFile(t *testing.T) {
 		t.Errorf("web6 defaults = %+v", web6)
 	}
 	// The example documents every default: it must equal the defaults.
-	if cfg.SYN != (SYN{Cookies: CookiesAuto, MaxSynBacklog: 4096, SynAckRetries: 5, Somaxconn: 4096, KeyRotation: time.Minute}) {
+	if cfg.SYN != (SYN{Cookies: CookiesAuto, MaxSynBacklog: 4096, SynAckRetries: 5, Somaxconn: 4096, KeyRotation: time.Minute, PeerCookieChecks: 10000}) {
 		t.Errorf("syn = %+v", cfg.SYN)
 	}
 	min := mustParse(t, minimal)
@@ -212,4 +212,44 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted a config without services or interfaces")
 		}
 	})
+}
+
+func TestBGP(t *testing.T) {
+	cfg := mustParse(t, minimal+`
+bgp:
+  local_asn: 65010
+  router_id: 10.0.0.1
+  peers:
+    - address: 10.0.0.254
+      asn: 65000
+      hold_time: 9s
+    - address: "2001:db8::fe"
+      asn: 65000
+      password: s3cret
+`)
+	b := cfg.BGP
+	if b.LocalASN != 65010 || b.RouterID != netip.MustParseAddr("10.0.0.1") || b.RestartTime != DefaultBGPRestartTime || len(b.Peers) != 2 {
+		t.Fatalf("bgp = %+v", b)
+	}
+	if p := b.Peers[0]; p.Port != 179 || p.HoldTime != 9*time.Second || p.Keepalive != 3*time.Second || p.ConnectRetry != DefaultBGPConnectRetry {
+		t.Errorf("peer 0 = %+v", p)
+	}
+	if p := b.Peers[1]; p.Password != "s3cret" || p.HoldTime != DefaultBGPHoldTime || p.Keepalive != 30*time.Second {
+		t.Errorf("peer 1 = %+v", p)
+	}
+	if len(mustParse(t, minimal).BGP.Peers) != 0 {
+		t.Error("peers without a bgp section")
+	}
+	for _, bad := range []string{
+		"bgp: {peers: [{address: 10.0.0.254, asn: 65000}]}",                                               // no local ASN, router ID
+		"bgp: {local_asn: 1, router_id: 10.0.0.1, peers: [{address: 10.0.0.254}]}",                        // no peer ASN
+		"bgp: {local_asn: 1, router_id: '::1', peers: [{address: 10.0.0.254, asn: 2}]}",                   // v6 router ID
+		"bgp: {local_asn: 1, router_id: 10.0.0.1, peers: [{address: 10.0.0.254, asn: 2, hold_time: 1s}]}", // hold < 3s
+		"bgp: {local_asn: 1, router_id: 10.0.0.1, peers: [{address: 10.0.0.254, asn: 2, hold_time: 9s, keepalive: 4s}]}",
+		"bgp: {local_asn: 1, router_id: 10.0.0.1, peers: [{address: 10.0.0.254, asn: 2}, {address: 10.0.0.254, asn: 3}]}",
+	} {
+		if _, err := Parse(strings.NewReader(minimal + bad)); err == nil {
+			t.Errorf("accepted %s", bad)
+		}
+	}
 }

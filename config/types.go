@@ -24,6 +24,8 @@ type Config struct {
 	Filters Filters
 	// Services are the protected listeners, in file order.
 	Services []Service
+	// BGP announces the services' VIPs to routers; no peers, no speaker.
+	BGP BGP
 }
 
 // XDPMode says how the XDP program is attached to an interface.
@@ -41,6 +43,11 @@ const (
 type Interface struct {
 	Name string
 	Mode XDPMode // default auto
+	// CPUs pins the engine shard of receive queue i to CPUs[i mod len]:
+	// for interfaces whose queues have no IRQ of their own (veth) or to
+	// override it. Empty: the CPU in the queue's IRQ affinity, else queue
+	// index mod the CPU count.
+	CPUs []int
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -68,6 +75,11 @@ type SYN struct {
 	SynAckRetries int           // tcp_synack_retries; default 5 (0..10)
 	Somaxconn     int           // net.core.somaxconn: caps every backlog; default 4096
 	KeyRotation   time.Duration // cookie key epoch length; default 60s
+	// PeerCookieChecks bounds, per second and service, the ACKs checked as
+	// cookies minted by a peer gateway sharing the secret while this
+	// gateway's own cookie gate is closed (an ECMP change moved a
+	// handshake). Default 10000; 0 checks none, as Linux does.
+	PeerCookieChecks int
 }
 
 // Backend holds how syngate opens the backend leg.

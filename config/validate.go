@@ -16,6 +16,7 @@ type file struct {
 	Interfaces []struct {
 		Name    string `yaml:"name"`
 		XDPMode string `yaml:"xdp_mode"`
+		CPUs    []int  `yaml:"cpus"`
 	} `yaml:"interfaces"`
 	SecretFile string `yaml:"secret_file"`
 	BPFFS      string `yaml:"bpffs"`
@@ -28,6 +29,7 @@ type file struct {
 		SynAckRetries *int           `yaml:"synack_retries"`
 		Somaxconn     *int           `yaml:"somaxconn"`
 		KeyRotation   *time.Duration `yaml:"key_rotation"`
+		PeerCookies   *int           `yaml:"peer_cookie_checks"`
 	} `yaml:"syn"`
 	Backend struct {
 		ConnectTimeout *time.Duration `yaml:"connect_timeout"`
@@ -51,6 +53,7 @@ type file struct {
 		PrefixLenV6    *int    `yaml:"prefix_len_v6"`
 	} `yaml:"filters"`
 	Services []serviceFile `yaml:"services"`
+	BGP      bgpFile       `yaml:"bgp"`
 }
 
 type serviceFile struct {
@@ -79,6 +82,8 @@ const (
 	DefaultSomaxconn     = 4096
 	DefaultBacklog       = 1024
 	DefaultKeyRotation   = 60 * time.Second
+	// DefaultPeerCookieChecks matches queue.DefaultPeerCookieChecks.
+	DefaultPeerCookieChecks = 10000
 	// DefaultPortMin and DefaultPortMax bound the backend-leg source ports:
 	// just below Linux's ephemeral range (32768-60999), which the gateway's
 	// own kernel connections (backend probes among them) use.
@@ -132,6 +137,7 @@ func (v *validator) build(f *file) *Config {
 	v.flows(f, c)
 	v.filters(f, c)
 	v.services(f, c)
+	v.bgp(f, c)
 	return c
 }
 
@@ -155,7 +161,12 @@ func (v *validator) interfaces(f *file, c *Config) {
 		default:
 			v.errorf(p+".xdp_mode", "%q: want native, generic or auto", in.XDPMode)
 		}
-		c.Interfaces = append(c.Interfaces, Interface{Name: in.Name, Mode: mode})
+		for j, cpu := range in.CPUs {
+			if cpu < 0 || cpu > 4095 {
+				v.errorf(fmt.Sprintf("%s.cpus.%d", p, j), "%d out of range 0-4095", cpu)
+			}
+		}
+		c.Interfaces = append(c.Interfaces, Interface{Name: in.Name, Mode: mode, CPUs: in.CPUs})
 	}
 }
 
@@ -191,6 +202,7 @@ func (v *validator) syn(f *file, c *Config) {
 	c.SYN.SynAckRetries = v.intRange("syn.synack_retries", f.SYN.SynAckRetries, DefaultSynAckRetries, 0, maxSynAckRetries)
 	c.SYN.Somaxconn = v.intRange("syn.somaxconn", f.SYN.Somaxconn, DefaultSomaxconn, 1, hardMaxEntries)
 	c.SYN.KeyRotation = v.duration("syn.key_rotation", f.SYN.KeyRotation, DefaultKeyRotation, time.Second, 24*time.Hour)
+	c.SYN.PeerCookieChecks = v.intRange("syn.peer_cookie_checks", f.SYN.PeerCookies, DefaultPeerCookieChecks, 0, 1<<20)
 }
 
 func (v *validator) backend(f *file, c *Config) {

@@ -262,11 +262,16 @@ func engineServices(cfg *config.Config) ([]proxy.Service, error) {
 		if err != nil {
 			return nil, err
 		}
+		peerChecks := cfg.SYN.PeerCookieChecks
+		if peerChecks == 0 {
+			peerChecks = -1 // the file's "none" is the queue's negative
+		}
 		out = append(out, proxy.Service{
 			Name: s.Name, Listen: s.Listen, Backend: s.Backend, Source: src,
 			Queue: queue.Config{
 				MaxSynBacklog: cfg.SYN.MaxSynBacklog, SynAckRetries: cfg.SYN.SynAckRetries, Cookies: cookies,
 				Backlog: s.Backlog, Somaxconn: cfg.SYN.Somaxconn, Overflow: overflow,
+				PeerCookieChecks: peerChecks,
 			},
 			Announce: proxy.Announce{MSS: s.Announce.MSS, WindowScale: s.Announce.WindowScale, SACK: s.Announce.SACK, Timestamps: s.Announce.Timestamps},
 		})

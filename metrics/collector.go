@@ -26,7 +26,7 @@ var (
 		"SYNs dropped by the engine, by reason: syn_queue_full, accept_queue_full (both in ListenDrops), established (the 4-tuple of a live connection).",
 		"service", "reason")
 	dHalfOpenTimeout = desc("half_open_timeouts_total", "Half-open entries dropped after the last SYN-ACK retransmission.", "service")
-	dAckValidated    = desc("ack_validated_total", "Handshake ACKs accepted, by path: queue or cookie (SyncookiesRecv).", "service", "path")
+	dAckValidated    = desc("ack_validated_total", "Handshake ACKs accepted, by path: queue, cookie (SyncookiesRecv) or peer_cookie (a cookie another gateway sharing the secret minted).", "service", "path")
 	dAckRejected     = desc("ack_rejected_total", "Handshake ACKs refused, by reason (cookie reasons add up to SyncookiesFailed).", "service", "reason")
 	dAcceptOverflow  = desc("accept_queue_overflows_total",
 		"Validated connections that found the accept queue full (ListenOverflows), by action: drop or reset (tcp_abort_on_overflow).",
@@ -98,6 +98,7 @@ func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
 	counter(ch, dHalfOpenTimeout, s.HalfOpenTimeout, n)
 	counter(ch, dAckValidated, s.AckQueue, n, "queue")
 	counter(ch, dAckValidated, s.AckCookie, n, "cookie")
+	counter(ch, dAckValidated, s.AckPeerCookie, n, "peer_cookie")
 	for _, k := range sortedKeys(s.AckRejected) {
 		counter(ch, dAckRejected, s.AckRejected[k], n, k)
 	}

@@ -46,6 +46,9 @@ type ServiceStats struct {
 
 	AckQueue  uint64 // ACKs that completed a half-open entry
 	AckCookie uint64 // ACKs validated as cookies (SyncookiesRecv)
+	// AckPeerCookie counts ACKs validated as cookies a peer gateway minted
+	// (the local cookie gate was closed); not part of AckCookie.
+	AckPeerCookie uint64
 	// AckRejected counts ACKs refused, by reason (cookie reasons are
 	// SyncookiesFailed).
 	AckRejected map[string]uint64

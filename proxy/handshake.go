@@ -193,7 +193,13 @@ func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 	}
 	opts, reason := w.e.cfg.Jar.Check(seg.Tuple, seg.Seq, seg.Ack, seg.Options.Timestamps, seg.Options.TSecr, now)
 	if reason != cookie.ReasonOK {
-		s.st.rejected(reason.String())
+		if d.PeerCookie {
+			// Checked only in case a peer minted it: for this gateway it
+			// is the stray ACK it was before peer cookies.
+			s.st.rejected("no_entry")
+		} else {
+			s.st.rejected(reason.String())
+		}
 		return false
 	}
 	o := s.offer.Load()
@@ -208,7 +214,11 @@ func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 	}
 	switch s.l.Accept(c, now) {
 	case queue.AcceptQueued:
-		s.st.ackCookie.Add(1)
+		if d.PeerCookie {
+			s.st.ackPeerCookie.Add(1)
+		} else {
+			s.st.ackCookie.Add(1)
+		}
 		w.e.opening(s, c, seg, w.ifindex)
 	case queue.AcceptReset:
 		return w.reset(p)

@@ -28,7 +28,7 @@ var backendReasons = []string{"refused", "timeout", "no_port", "conn_table_full"
 // path only does atomic adds on preallocated counters.
 type serviceCounters struct {
 	synAckQueued, synAckCookie, synAckResent atomic.Uint64
-	ackQueue, ackCookie                      atomic.Uint64
+	ackQueue, ackCookie, ackPeerCookie       atomic.Uint64
 	spliced, slowPath, sendErrors            atomic.Uint64
 	synDropped                               atomic.Uint64 // SYNs into a live connection
 	twResets                                 atomic.Uint64 // backend TIME_WAIT cleared for a reused port
@@ -84,6 +84,7 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		SynDropEstablished:  s.st.synDropped.Load(),
 		AckQueue:            s.st.ackQueue.Load(),
 		AckCookie:           s.st.ackCookie.Load(),
+		AckPeerCookie:       s.st.ackPeerCookie.Load(),
 		AckRejected:         snapshot(s.st.rejectedBy),
 		AcceptOverflowDrop:  q.AcceptOverflowDrops,
 		AcceptOverflowReset: q.AcceptOverflowResets,

@@ -1,0 +1,62 @@
+package proxy
+
+import (
+	"testing"
+
+	"github.com/syngate/syngate/cookie"
+	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/packet"
+	"github.com/syngate/syngate/queue"
+)
+
+// TestPeerCookieAcrossGateways: gateway A answers a SYN with a cookie (its
+// queue overflowed, here: always); an ECMP change delivers the ACK to
+// gateway B, which shares the secret and never overflowed (auto, gate
+// closed). B validates the peer's cookie and opens the backend leg. A
+// gateway with another secret, or with peer checks off, does not.
+func TestPeerCookieAcrossGateways(t *testing.T) {
+	a := newRig(t, queue.CookiesAlways, nil)
+	const isn = 4_000_000
+	a.inject(packet.BuildSyn, packet.Fields{Src: a.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	sa := a.reply()
+	ack := packet.Fields{
+		Src: a.client, Dst: vip, Seq: isn + 1, Ack: sa.Seq + 1, Flags: packet.ACK, Window: 502,
+		Options: flow.SynOptions{Timestamps: true, TSval: 5001, TSecr: sa.Options.TSval},
+	}
+
+	t.Run("shared secret", func(t *testing.T) {
+		b := newRig(t, queue.CookiesAuto, nil)
+		b.inject(packet.Build, ack)
+		syn := b.sentIP()
+		if syn.Flags != packet.SYN || syn.Dst != backend || syn.Seq != isn {
+			t.Fatalf("backend SYN = %v %v->%v seq %d", syn.Flags, syn.Src, syn.Dst, syn.Seq)
+		}
+		if o := syn.Options; o.WScale != 9 || !o.SACK || !o.Timestamps {
+			t.Errorf("backend SYN options %+v: the peer's cookie should carry wscale 9, SACK, TS", o)
+		}
+		st := b.e.order[0].ServiceStats()
+		if st.AckPeerCookie != 1 || st.AckCookie != 0 {
+			t.Errorf("ack_validated peer_cookie %d cookie %d, want 1, 0", st.AckPeerCookie, st.AckCookie)
+		}
+	})
+	t.Run("other secret", func(t *testing.T) {
+		c := newRig(t, queue.CookiesAuto, func(cfg *Config) {
+			jar, err := cookie.NewJar([]byte("another secret, another cluster."), cookie.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Jar = jar
+		})
+		c.inject(packet.Build, ack)
+		c.noSentIP()
+		st := c.e.order[0].ServiceStats()
+		if st.AckPeerCookie != 0 || st.AckRejected["no_entry"] != 1 {
+			t.Errorf("peer_cookie %d, no_entry %d; want 0, 1", st.AckPeerCookie, st.AckRejected["no_entry"])
+		}
+	})
+	t.Run("peer checks off", func(t *testing.T) {
+		d := newRig(t, queue.CookiesAuto, func(cfg *Config) { cfg.Services[0].Queue.PeerCookieChecks = -1 })
+		d.inject(packet.Build, ack)
+		d.noSentIP()
+	})
+}
