@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/syngate/syngate/afxdp"
+	"github.com/syngate/syngate/bgp"
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/config"
 	"github.com/syngate/syngate/cookie"
@@ -44,6 +45,15 @@ type Options struct {
 	// Unpin removes the pinned maps on exit (for labs: a production restart
 	// wants them kept so spliced flows survive).
 	Unpin bool
+	// Drain, when it receives, starts a drain: the VIPs are withdrawn
+	// from the BGP peers and new connections stop coming, while the
+	// connections already open keep being served (`syngate drain`, which
+	// sends SIGUSR1 today; it moves onto the control socket).
+	Drain <-chan struct{}
+	// Restart, when it receives, ends Run like ctx does but leaves the BGP
+	// routes with the peers, which keep them for the graceful-restart time
+	// while the next syngate starts (SIGUSR2). Ending ctx withdraws them.
+	Restart <-chan struct{}
 }
 
 // Run runs the gateway until ctx ends.
@@ -122,7 +132,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}
 	// Learn the backends' options before the first SYN-ACK goes out: a
 	// connection's announced window scale must not change under it.
-	probeBackends(ctx, engine, cfg, services, log)
+	health := newProbeHealth()
+	probeBackends(ctx, engine, cfg, services, health, log)
 	for i, s := range services {
 		if err := dp.SetService(bpf.Service{Addr: s.Listen, ID: uint32(i)}); err != nil {
 			return err
@@ -139,6 +150,28 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		reg.AddService(s)
 	}
 	reg.SetDataplane(&dataplaneMetrics{dp: dp, e: engine, limit: cfg.Flows.Max})
+
+	// The BGP speaker starts after the first probes, so it never announces
+	// a VIP whose backend is known to be down, and is the last thing
+	// stopped, withdrawing first, unless this is a restart.
+	drain := &drainer{}
+	var keepRoutes bool
+	var speaker *bgp.Speaker
+	if len(cfg.BGP.Peers) > 0 {
+		speaker, err = bgp.Start(ctx, bgpConfig(cfg.BGP), log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := speaker.Close(!keepRoutes); err != nil {
+				log.Warn("bgp stop", "err", err)
+			}
+		}()
+		drain.ann = newAnnouncer(speaker, cfg.Services, health, log)
+	}
+	if err := reg.Register(&scaleoutCollector{sp: speaker, draining: &drain.on, open: func() int { return engine.Stats().Conns }}); err != nil {
+		return err
+	}
 
 	// On the way out: stop the loops, wait for them, then close the sockets
 	// they drive (defers run in reverse).
@@ -190,6 +223,13 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	if err := dp.SetCookieKey(jar.DataplaneKey(time.Now())); err != nil {
 		return err
 	}
+	if drain.ann != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			drain.ann.run(ctx)
+		}()
+	}
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
@@ -207,7 +247,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 				return
 			case <-time.After(cfg.Backend.ProbeInterval):
 			}
-			probeBackends(ctx, engine, cfg, services, log)
+			probeBackends(ctx, engine, cfg, services, health, log)
 		}
 	}()
 
@@ -225,12 +265,29 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		}
 	}
 	log.Info("syngate running", "services", len(services), "interfaces", len(cfg.Interfaces), "sockets", len(sockets))
-	select {
-	case <-ctx.Done():
-		log.Info("stopping")
-		return nil
-	case err := <-errc:
-		return err
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping")
+			if speaker != nil {
+				// Withdraw while the data path still serves: the routers
+				// move new connections away before the sockets close.
+				if err := speaker.Close(true); err != nil {
+					log.Warn("bgp withdraw", "err", err)
+				}
+			}
+			return nil
+		case <-opts.Restart:
+			log.Info("stopping for a restart: BGP routes stay with the peers for the graceful-restart time")
+			keepRoutes = true
+			return nil
+		case <-opts.Drain:
+			drain.start(engine, log)
+		case <-drain.tick():
+			drain.report(engine, log)
+		case err := <-errc:
+			return err
+		}
 	}
 }
 
@@ -325,11 +382,12 @@ const maxProbeWait = 3 * time.Second
 
 // probeBackends learns each backend's options; a failed probe keeps what
 // was known (the defaults, at start).
-func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger) {
+func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, h *probeHealth, log *slog.Logger) {
 	for _, s := range svcs {
 		pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
 		o, err := proxy.ProbeBackend(pctx, s.Backend, s.Source)
 		cancel()
+		h.set(s.Name, err == nil)
 		if err != nil {
 			log.Warn("backend probe failed; announcing defaults", "service", s.Name, "backend", s.Backend, "err", err)
 			continue

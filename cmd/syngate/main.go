@@ -68,6 +68,7 @@ const usage = `syngate: a SYN-flood defense gateway.
 Usage:
   syngate run -c FILE      run the gateway with the config in FILE
   syngate check -c FILE    validate FILE and print what syngate would do
+  syngate drain -pid PID   withdraw the VIPs of a running syngate, wait for its connections to end
   syngate version          print the version and the VCS revision it was built from
 
 Run 'syngate COMMAND -h' for a command's flags.
@@ -84,6 +85,8 @@ func run(ctx context.Context, e env, args []string) error {
 		return cmdRun(ctx, e, rest)
 	case "check":
 		return cmdCheck(e, rest)
+	case "drain":
+		return cmdDrain(ctx, e, rest)
 	case "version", "--version":
 		fmt.Fprintf(e.stdout, "syngate %s\n", build)
 		return nil

@@ -32,5 +32,9 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lv}))
-	return gateway.Run(ctx, cfg, gateway.Options{Version: build.Version, Revision: build.Revision, Logger: log, ReadyFile: *ready, Unpin: *unpin})
+	drain, restart := lifecycleSignals(ctx)
+	return gateway.Run(ctx, cfg, gateway.Options{
+		Version: build.Version, Revision: build.Revision, Logger: log, ReadyFile: *ready, Unpin: *unpin,
+		Drain: drain, Restart: restart,
+	})
 }
