@@ -189,6 +189,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 
 	// Sockets first, then the program: a SYN steered before its socket is
 	// registered would be dropped.
+	interrupts, _ := os.ReadFile("/proc/interrupts")
+	allowed := allowedCPUs()
 	for _, in := range cfg.Interfaces {
 		socks, err := afxdp.OpenAll(in.Name, socketConfig)
 		if err != nil {
@@ -199,10 +201,16 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 			if err := dp.RegisterSocket(s.Ifindex(), s.Queue(), s.FD()); err != nil {
 				return err
 			}
-			log.Info("af_xdp socket", "interface", in.Name, "queue", s.Queue(), "mode", s.Mode())
+			cpu, how := queueCPU(in.Name, s.Queue(), in.CPUs, allowed, string(interrupts), irqAffinity)
+			log.Info("af_xdp socket", "interface", in.Name, "queue", s.Queue(), "mode", s.Mode(), "cpu", cpu, "cpu_from", how)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				if cpu >= 0 {
+					if err := pinThread(cpu); err != nil {
+						log.Warn("receive loop runs unpinned", "interface", in.Name, "queue", s.Queue(), "err", err)
+					}
+				}
 				if err := engine.Serve(ctx, s, s.Ifindex()); err != nil {
 					errc <- fmt.Errorf("%s queue %d: %w", in.Name, s.Queue(), err)
 				}
