@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 
 // gatewayRun is a running `syngate run` inside a lab's gateway namespace.
 type gatewayRun struct {
-	t   *testing.T
+	t   testing.TB
 	top *lab.Topology
 	d   *lab.Daemon
 }
@@ -74,14 +74,16 @@ type labOptions struct {
 	// netnsExec starts syngate the way `ip netns exec` does: in a mount
 	// namespace of its own with a fresh sysfs on /sys.
 	netnsExec bool
+	// queues gives the lab's links this many queues (0: one).
+	queues int
 }
 
 // newLab builds a topology with offloads off (the fast path forwards
 // frames as they are, so partial checksums must not appear).
-func newLab(t *testing.T, o labOptions) *lab.Topology {
+func newLab(t testing.TB, o labOptions) *lab.Topology {
 	t.Helper()
 	lab.RequireRoot(t)
-	top, err := lab.NewTopology(t, lab.Options{OneArm: o.oneArm, NoOffloads: true, Prefix: "sg-e2e-"})
+	top, err := lab.NewTopology(t, lab.Options{OneArm: o.oneArm, NoOffloads: true, Prefix: "sg-e2e-", Queues: o.queues})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +97,7 @@ func newLab(t *testing.T, o labOptions) *lab.Topology {
 func backendAddr(top *lab.Topology) netip.Addr { return top.BackendIf.V4.Addr() }
 
 // startSyngate writes a config for top and runs syngate with it.
-func startSyngate(t *testing.T, top *lab.Topology, o labOptions) *gatewayRun {
+func startSyngate(t testing.TB, top *lab.Topology, o labOptions) *gatewayRun {
 	t.Helper()
 	dir := t.TempDir()
 	ifaces := fmt.Sprintf("  - name: %s\n", top.GatewayClient.Name)
