@@ -295,6 +295,16 @@ func (g *ecmpGateway) metrics(t *testing.T) metrics.Samples {
 	return m
 }
 
+// established reports whether the gateway's BGP session is up.
+func (g *ecmpGateway) established(t *testing.T) bool {
+	for k, v := range g.metrics(t) {
+		if strings.HasPrefix(k, "syngate_bgp_session_established{") && v == 1 {
+			return true
+		}
+	}
+	return false
+}
+
 const (
 	mSpliced = `syngate_connections_spliced_total{service="web"}`
 	mSYNs    = `syngate_syn_received_total{service="web"}`
@@ -616,5 +626,63 @@ func TestECMPGateways(t *testing.T) {
 		if !routeGone {
 			t.Error("the router still routes to the dead gateway")
 		}
+	})
+
+	t.Run("restart keeps the route, shutdown withdraws it", func(t *testing.T) {
+		if !l.hasNexthop(g1.addr) {
+			t.Fatalf("gateway 1 not in the VIP route: %v", l.nexthops())
+		}
+		// SIGUSR2: exit for a restart. The session closes without a
+		// withdrawal, and graceful restart keeps the route at the router.
+		g1.d.Signal(syscall.SIGUSR2)
+		deadline := time.Now().Add(10 * time.Second)
+		for !g1.d.Exited() {
+			if time.Now().After(deadline) {
+				t.Fatal("syngate did not exit on SIGUSR2")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		down := time.Now()
+		for time.Since(down) < 2*bgpHold {
+			if !l.hasNexthop(g1.addr) {
+				t.Fatalf("the router dropped gateway 1's route %v after its restart began", time.Since(down).Round(time.Millisecond))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("router state during the restart:\n%s", l.birdc("show", "route", "all", l.e.VIP4.String()+"/32"))
+		l.start(g1)
+		restarted := time.Since(down)
+		var err error
+		for range 50 {
+			if err = l.echoOnce(time.Second); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("no connection through the restarted gateway: %v", err)
+		}
+		if !l.hasNexthop(g1.addr) {
+			t.Fatal("gateway 1's route gone after its restart")
+		}
+		// Until the new session is up, the router holds the stale route
+		// and a withdrawal has no session to go out on.
+		for start := time.Now(); !g1.established(t); {
+			if time.Since(start) > 10*time.Second {
+				t.Fatal("gateway 1's BGP session not re-established 10s after its restart")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		// SIGTERM: shutdown. The route goes before syngate exits.
+		start := time.Now()
+		g1.d.Signal(syscall.SIGTERM)
+		for l.hasNexthop(g1.addr) {
+			if time.Since(start) > 5*time.Second {
+				t.Fatal("gateway 1's route still there 5s after SIGTERM")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Logf("restart: route kept through %v of restart (graceful restart); shutdown: route withdrawn %v after SIGTERM",
+			restarted.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	})
 }
