@@ -44,6 +44,49 @@ type ecmpLab struct {
 	birdSock string
 	bird     *lab.Daemon
 	gws      []*ecmpGateway
+
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	ln    net.Listener // the backend's echo server
+	conns []net.Conn
+}
+
+// serveBackend starts the backend's echo server.
+func (l *ecmpLab) serveBackend() {
+	ln, err := listen(l.e.Backend, netip.AddrPortFrom(netip.IPv4Unspecified(), backendPort))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.mu.Lock()
+	l.ln = ln
+	l.mu.Unlock()
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			l.mu.Lock()
+			l.conns = append(l.conns, c)
+			l.mu.Unlock()
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+}
+
+// stopBackend closes the echo server's listener: the backend refuses.
+func (l *ecmpLab) stopBackend() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ln.Close()
+	l.ln = nil
 }
 
 type ecmpGateway struct {
@@ -75,42 +118,22 @@ func newECMPLab(t *testing.T, cookies []string, restartTime string, queues int) 
 	}
 	l := &ecmpLab{t: t, e: e, dir: t.TempDir()}
 	l.startBird()
-	ln, err := listen(e.Backend, netip.AddrPortFrom(netip.IPv4Unspecified(), backendPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
+	l.serveBackend()
 	t.Cleanup(func() {
-		ln.Close()
+		l.mu.Lock()
+		ln := l.ln
+		l.mu.Unlock()
+		if ln != nil {
+			ln.Close()
+		}
 		// Connections a dead gateway broke never end by themselves.
-		mu.Lock()
-		for _, c := range conns {
+		l.mu.Lock()
+		for _, c := range l.conns {
 			c.Close()
 		}
-		mu.Unlock()
-		wg.Wait()
+		l.mu.Unlock()
+		l.wg.Wait()
 	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
 	secret := make([]byte, 32)
 	rand.Read(secret)
 	secretPath := filepath.Join(l.dir, "secret")
@@ -132,6 +155,7 @@ syn:
   cookies: %s
 backend:
   connect_timeout: 2s
+  probe_interval: 1s
 services:
   - name: web
     listen: %s
@@ -439,6 +463,20 @@ func TestECMPGateways(t *testing.T) {
 				t.Errorf("gateway %d got no connection of %d", i+1, n)
 			}
 		}
+	})
+
+	t.Run("backend down withdraws", func(t *testing.T) {
+		// The backend refuses: every gateway's probe fails within a
+		// second and its VIP goes; it comes back when the backend does.
+		l.stopBackend()
+		start := time.Now()
+		l.waitNexthops(0, 15*time.Second)
+		down := time.Since(start)
+		l.serveBackend()
+		start = time.Now()
+		l.waitNexthops(3, 15*time.Second)
+		t.Logf("backend down: VIP withdrawn by all gateways %v after the backend refused (probe_interval 1s); announced again %v after it came back",
+			down.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	})
 
 	t.Run("handshake moves", func(t *testing.T) {
