@@ -1,7 +1,8 @@
 // Package gateway assembles a running syngate from a validated config: it
 // loads and attaches the XDP program, opens one AF_XDP socket per receive
-// queue, starts the handshake engine on them, learns the backends' TCP
-// options, and serves /metrics and /healthz.
+// queue and runs an engine loop per socket on the queue's CPU, learns the
+// backends' TCP options, announces the VIPs over BGP while their backends
+// answer, and serves /metrics and /healthz.
 //
 //	cfg, _ := config.Load(path)
 //	err := gateway.Run(ctx, cfg, gateway.Options{Version: version})

@@ -1,0 +1,40 @@
+package gateway
+
+import (
+	"net/netip"
+	"reflect"
+	"testing"
+
+	"github.com/syngate/syngate/config"
+)
+
+// TestAnnounceWant: a VIP is announced while any service on it is healthy,
+// once, and nothing while draining.
+func TestAnnounceWant(t *testing.T) {
+	svc := func(name, listen string) config.Service {
+		return config.Service{Name: name, Listen: netip.MustParseAddrPort(listen)}
+	}
+	h := newProbeHealth()
+	a := newAnnouncer(nil, []config.Service{
+		svc("web", "192.0.2.10:80"), svc("tls", "192.0.2.10:443"),
+		svc("web6", "[2001:db8::10]:80"), svc("other", "192.0.2.11:80"),
+	}, h, nil)
+	p := netip.MustParsePrefix
+	check := func(what string, want ...netip.Prefix) {
+		t.Helper()
+		if got := a.want(); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: want() = %v, want %v", what, got, want)
+		}
+	}
+	check("nothing probed yet")
+	h.set("web", true)
+	h.set("web6", true)
+	check("web and web6 healthy", p("192.0.2.10/32"), p("2001:db8::10/128"))
+	h.set("web", false)
+	check("web down, tls never probed", p("2001:db8::10/128"))
+	h.set("tls", true)
+	h.set("other", true)
+	check("tls carries the shared VIP", p("192.0.2.10/32"), p("2001:db8::10/128"), p("192.0.2.11/32"))
+	a.drain()
+	check("draining")
+}
