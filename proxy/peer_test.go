@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"math/rand/v2"
+	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
@@ -59,4 +62,48 @@ func TestPeerCookieAcrossGateways(t *testing.T) {
 		d.inject(packet.Build, ack)
 		d.noSentIP()
 	})
+}
+
+// TestForgedACKsAtClosedGate sends random forged ACKs (random sequence and
+// acknowledgment numbers and client ports, timestamps echoing random
+// values) to a gateway whose cookie gate is closed: the budget checks
+// DefaultPeerCookieChecks of them in the second, none is accepted
+// (expected accepts 10^4 * 2^-26 = 1.5e-4), and none reaches the backend.
+func TestForgedACKsAtClosedGate(t *testing.T) {
+	r := newRig(t, queue.CookiesAuto, nil)
+	const n = 3 * queue.DefaultPeerCookieChecks / 2
+	rng := rand.New(rand.NewPCG(7, 8))
+	for i := range n {
+		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), uint16(1024+rng.IntN(60000)))
+		r.inject(packet.Build, packet.Fields{
+			Src: src, Dst: vip, Seq: rng.Uint32(), Ack: rng.Uint32(), Flags: packet.ACK, Window: 502,
+			Options: flow.SynOptions{Timestamps: true, TSval: rng.Uint32(), TSecr: rng.Uint32()},
+		})
+		if i%128 == 127 || i == n-1 {
+			// The in-memory link holds a few hundred frames: let the
+			// engine catch up.
+			waitUnmatched(t, r.e.order[0], uint64(i+1))
+		}
+	}
+	s := r.e.order[0]
+	q, st := s.l.Stats(), s.ServiceStats()
+	t.Logf("%d forged ACKs: %d checked as peer cookies, %d refused by the budget, %d accepted", n, q.AckPeerChecks, q.AckCookieDenied, st.AckPeerCookie)
+	if q.AckUnmatched != n || q.AckPeerChecks != queue.DefaultPeerCookieChecks || q.AckCookieDenied != n-queue.DefaultPeerCookieChecks {
+		t.Errorf("unmatched %d, peer checks %d, denied %d; want %d, %d, %d", q.AckUnmatched, q.AckPeerChecks, q.AckCookieDenied, n, queue.DefaultPeerCookieChecks, n-queue.DefaultPeerCookieChecks)
+	}
+	if st.AckPeerCookie != 0 || st.AckCookie != 0 {
+		t.Errorf("forged ACKs accepted: peer %d, cookie %d", st.AckPeerCookie, st.AckCookie)
+	}
+	r.noSentIP()
+}
+
+func waitUnmatched(t *testing.T, s *service, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.l.Stats().AckUnmatched < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("engine saw %d ACKs, want %d", s.l.Stats().AckUnmatched, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
