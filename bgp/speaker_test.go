@@ -52,7 +52,7 @@ func child(in io.Reader, out io.Writer) error {
 		return nil
 	}
 	local := lab.ECMPGatewayV4(1).Addr()
-	peer := Peer{Address: lab.ECMPRouterGwV4(1).Addr(), ASN: 65000, HoldTime: 3 * time.Second, Keepalive: time.Second, ConnectRetry: time.Second}
+	peer := Peer{Address: lab.ECMPRouterGwV4.Addr(), ASN: 65000, HoldTime: 3 * time.Second, Keepalive: time.Second, ConnectRetry: time.Second}
 	cfg := Config{LocalASN: 65010, RouterID: local, Peers: []Peer{peer}}
 	sp, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {

@@ -26,6 +26,11 @@ type Config struct {
 	Services []Service
 	// BGP announces the services' VIPs to routers; no peers, no speaker.
 	BGP BGP
+	// Peers are the other gateways on the ingress link (their addresses
+	// there). Segments of connections this gateway does not know are
+	// passed to them, so a connection spliced on a peer survives an ECMP
+	// change (a drain). Empty: none are.
+	Peers []netip.Addr
 }
 
 // XDPMode says how the XDP program is attached to an interface.

@@ -54,6 +54,7 @@ type file struct {
 	} `yaml:"filters"`
 	Services []serviceFile `yaml:"services"`
 	BGP      bgpFile       `yaml:"bgp"`
+	Peers    []string      `yaml:"peers"`
 }
 
 type serviceFile struct {
@@ -138,6 +139,14 @@ func (v *validator) build(f *file) *Config {
 	v.filters(f, c)
 	v.services(f, c)
 	v.bgp(f, c)
+	for i, ps := range f.Peers {
+		a, err := netip.ParseAddr(ps)
+		if err != nil || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
+			v.errorf(fmt.Sprintf("peers.%d", i), "%q: want a unicast address without zone", ps)
+			continue
+		}
+		c.Peers = append(c.Peers, a.Unmap())
+	}
 	return c
 }
 

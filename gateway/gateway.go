@@ -116,12 +116,19 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}
 	defer sender.Close()
 
+	var handoff proxy.Handoff
+	var peers *peerLinks
+	if len(cfg.Peers) > 0 {
+		peers = newPeerLinks(cfg.Peers)
+		peers.refresh(log)
+		handoff = peers
+	}
 	offload := &cookieOffload{dp: dp, ids: map[netip.AddrPort]uint32{}}
 	for i, s := range services {
 		offload.ids[s.Listen] = uint32(i)
 	}
 	engine, err := proxy.New(proxy.Config{
-		Services: services, Jar: jar, Flows: dp, Sender: sender, Offload: offload,
+		Services: services, Jar: jar, Flows: dp, Sender: sender, Offload: offload, Handoff: handoff,
 		PortMin: cfg.Backend.PortMin, PortMax: cfg.Backend.PortMax, PortQuiet: cfg.Backend.PortQuietTime,
 		ConnectTimeout: cfg.Backend.ConnectTimeout, MaxPending: cfg.Backend.MaxPending,
 		MaxConns:           cfg.Flows.Max / 2,
@@ -231,6 +238,13 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	// The key before the engine starts: it may turn the offload on at once.
 	if err := dp.SetCookieKey(jar.DataplaneKey(time.Now())); err != nil {
 		return err
+	}
+	if peers != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			peers.run(ctx, log)
+		}()
 	}
 	if drain.ann != nil {
 		wg.Add(1)

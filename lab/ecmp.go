@@ -7,34 +7,33 @@ import (
 )
 
 // The ECMP topology: clients behind a router that spreads a VIP over N
-// gateways, each announcing the VIP to the router over BGP; the backend
-// hangs off the router too, so every gateway reaches it (one-arm: a
-// gateway's only interface carries client, backend and BGP traffic).
+// gateways, each announcing the VIP to the router over BGP. The router and
+// the gateways share one link (a bridge br0 in a "switch" namespace, ports
+// gw1..gwN and router), as next hops of an ECMP route usually do; the
+// backend hangs off the router, so every gateway reaches it through the
+// router (one-arm: a gateway's only interface carries client, backend and
+// BGP traffic).
 //
 //	namespace  interface  IPv4                  notes
 //	client     eth0       192.0.2.2/24          default via 192.0.2.1
 //	router     client     192.0.2.1/24          ip_forward, L4 multipath hash
 //	router     backend    198.51.100.1/29
-//	router     gw<i>      198.51.100.8i+1/29    i = 1..N (N <= 8)
+//	router     gateways   198.51.100.65/27      port "router" of br0
 //	backend    eth0       198.51.100.2/29       default via 198.51.100.1
-//	gateway i  eth0       198.51.100.8i+2/29    default via 198.51.100.8i+1
+//	gateway i  eth0       198.51.100.65+i/27    port "gw<i>" of br0, default via .65
 //	gateway i  lo         203.0.113.1/32        the service VIP (VIP4)
 var (
 	ECMPClientV4  = netip.MustParsePrefix("192.0.2.2/24")
 	ECMPRouterV4  = netip.MustParsePrefix("192.0.2.1/24")
 	ECMPBackendV4 = netip.MustParsePrefix("198.51.100.2/29")
 	ecmpRouterBk  = netip.MustParsePrefix("198.51.100.1/29")
+	// ECMPRouterGwV4 is the router's address on the gateways' link.
+	ECMPRouterGwV4 = netip.MustParsePrefix("198.51.100.65/27")
 )
 
-// ECMPGatewayV4 is gateway i's address (i from 1), and ECMPRouterGwV4 the
-// router's on the same link.
+// ECMPGatewayV4 is gateway i's address (i from 1).
 func ECMPGatewayV4(i int) netip.Prefix {
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(8*i + 2)}), 29)
-}
-
-// ECMPRouterGwV4 is the router's address on gateway i's link.
-func ECMPRouterGwV4(i int) netip.Prefix {
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(8*i + 1)}), 29)
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(65 + i)}), 27)
 }
 
 // ECMPOptions shape an ECMP topology.
@@ -48,17 +47,17 @@ type ECMPOptions struct {
 // ECMP is a built ECMP topology. The router has routes to nothing beyond
 // its links: the VIP route is what BGP brings.
 type ECMP struct {
-	Client, Router, Backend *NS
-	Gateways                []*NS
-	// GatewayIf is each gateway's interface name (HostIf); RouterIf(i)
-	// names the router's end toward gateway i.
+	Client, Router, Backend, Switch *NS
+	Gateways                        []*NS
+	// GatewayIf is each gateway's interface name (HostIf).
 	GatewayIf  string
 	VIP4       netip.Addr
 	namespaces []*NS
 }
 
-// RouterIf is the router's interface toward gateway i (from 1).
-func (e *ECMP) RouterIf(i int) string { return fmt.Sprintf("gw%d", i) }
+// SwitchPort is the bridge port gateway i (from 1) is plugged into, in
+// Switch: an ingress filter there cuts the gateway off.
+func (e *ECMP) SwitchPort(i int) string { return fmt.Sprintf("gw%d", i) }
 
 // NewECMP builds an ECMP topology for a test and deletes it at cleanup.
 func NewECMP(tb TB, o ECMPOptions) (*ECMP, error) {
@@ -105,14 +104,23 @@ func BuildECMP(o ECMPOptions) (_ *ECMP, err error) {
 	if e.Backend, err = ns("srv"); err != nil {
 		return nil, err
 	}
-	links := []struct {
+	if e.Switch, err = ns("sw"); err != nil {
+		return nil, err
+	}
+	if err := e.Switch.AddBridge(BridgeIf); err != nil {
+		return nil, err
+	}
+	type link struct {
 		a, b         *NS
 		aIf, bIf     string
-		aAddr, bAddr netip.Prefix
+		aAddr, bAddr netip.Prefix // bAddr invalid: b is a bridge port
+		via          netip.Addr
 		queues       int
-	}{
-		{e.Client, e.Router, HostIf, "client", ECMPClientV4, ECMPRouterV4, 0},
-		{e.Backend, e.Router, HostIf, "backend", ECMPBackendV4, ecmpRouterBk, 0},
+	}
+	links := []link{
+		{e.Client, e.Router, HostIf, "client", ECMPClientV4, ECMPRouterV4, ECMPRouterV4.Addr(), 0},
+		{e.Backend, e.Router, HostIf, "backend", ECMPBackendV4, ecmpRouterBk, ecmpRouterBk.Addr(), 0},
+		{e.Router, e.Switch, "gateways", "router", ECMPRouterGwV4, netip.Prefix{}, netip.Addr{}, 0},
 	}
 	for i := 1; i <= o.Gateways; i++ {
 		g, err := ns(fmt.Sprintf("gw%d", i))
@@ -120,12 +128,7 @@ func BuildECMP(o ECMPOptions) (_ *ECMP, err error) {
 			return nil, err
 		}
 		e.Gateways = append(e.Gateways, g)
-		links = append(links, struct {
-			a, b         *NS
-			aIf, bIf     string
-			aAddr, bAddr netip.Prefix
-			queues       int
-		}{g, e.Router, HostIf, e.RouterIf(i), ECMPGatewayV4(i), ECMPRouterGwV4(i), o.Queues})
+		links = append(links, link{g, e.Switch, HostIf, e.SwitchPort(i), ECMPGatewayV4(i), netip.Prefix{}, ECMPRouterGwV4.Addr(), o.Queues})
 	}
 	for _, l := range links {
 		if err := VethWith(l.a, l.aIf, l.b, l.bIf, VethOptions{Queues: l.queues}); err != nil {
@@ -134,11 +137,17 @@ func BuildECMP(o ECMPOptions) (_ *ECMP, err error) {
 		if err := l.a.AddAddr(l.aIf, l.aAddr); err != nil {
 			return nil, err
 		}
-		if err := l.b.AddAddr(l.bIf, l.bAddr); err != nil {
+		if l.bAddr.IsValid() {
+			if err := l.b.AddAddr(l.bIf, l.bAddr); err != nil {
+				return nil, err
+			}
+		} else if err := l.b.SetMaster(l.bIf, BridgeIf); err != nil {
 			return nil, err
 		}
-		if err := l.a.AddRoute(netip.PrefixFrom(netip.IPv4Unspecified(), 0), l.bAddr.Addr()); err != nil {
-			return nil, err
+		if l.via.IsValid() {
+			if err := l.a.AddRoute(netip.PrefixFrom(netip.IPv4Unspecified(), 0), l.via); err != nil {
+				return nil, err
+			}
 		}
 		for _, end := range []struct {
 			n   *NS
@@ -149,11 +158,11 @@ func BuildECMP(o ECMPOptions) (_ *ECMP, err error) {
 			}
 		}
 	}
-	// The gateways' XDP programs transmit into these veths: the router's
+	// The gateways' XDP programs transmit into their veths: the other
 	// ends need an XDP program of their own to take those frames. After
 	// the offloads: XDP on a veth changes its features.
-	for _, l := range links {
-		if err := AttachXDPPass(l.b, l.bIf); err != nil {
+	for i := 1; i <= o.Gateways; i++ {
+		if err := AttachXDPPass(e.Switch, e.SwitchPort(i)); err != nil {
 			return nil, err
 		}
 	}

@@ -44,11 +44,12 @@ var (
 	dFlowsExpired  = desc("flows_expired_total", "Flows removed from the XDP flow table, by reason.", "reason")
 	dFastPackets   = desc("fastpath_packets_total", "Data packets of spliced flows forwarded by XDP without reaching user space.")
 	dFastBytes     = desc("fastpath_bytes_total", "Bytes of spliced flows forwarded by XDP.")
+	dHandedOff     = desc("handed_off_total", "Segments of connections this gateway does not know, passed to the peer gateways on the link (a drain moved them here).", "service")
 	dScrapeErrors  = desc("dataplane_read_errors", "Data plane reads that failed during this scrape, by source (1: the series of that source are missing).", "source")
 	allDescriptors = []*prometheus.Desc{
 		dSynReceived, dSynAckSent, dSynQueueFull, dSynDropped, dHalfOpenTimeout, dAckValidated, dAckRejected,
 		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dBackendFailures, dQueueDepth, dQueueLimit,
-		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors,
+		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors, dHandedOff,
 	}
 )
 
@@ -107,6 +108,7 @@ func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
 	counter(ch, dSpliced, s.Spliced, n)
 	counter(ch, dSlowPath, s.SlowPath, n)
 	counter(ch, dBackendTW, s.BackendTimeWait, n)
+	counter(ch, dHandedOff, s.HandedOff, n)
 	for _, k := range sortedKeys(s.BackendFailures) {
 		counter(ch, dBackendFailures, s.BackendFailures[k], n, k)
 	}

@@ -59,6 +59,7 @@ type ServiceStats struct {
 	Spliced         uint64            // connections handed to the XDP fast path
 	SlowPath        uint64            // packets of spliced connections that reached the engine
 	BackendTimeWait uint64            // backend legs that found their port in the backend's TIME_WAIT
+	HandedOff       uint64            // segments of unknown connections passed to peer gateways
 	BackendFailures map[string]uint64 // by reason: refused, timeout, ...
 
 	HalfOpen, HalfOpenLimit int // SYN queue depth and bound

@@ -85,6 +85,9 @@ type Config struct {
 	// Offload, if set, lets the data plane answer SYNs with cookies (see
 	// CookieOffload); nil keeps every SYN in the engine.
 	Offload CookieOffload
+	// Handoff, if set, passes segments of connections the engine does not
+	// know to peer gateways on the same link (see Handoff); nil drops them.
+	Handoff Handoff
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Monotonic is the clock of the flow table's last-seen times; default
@@ -108,6 +111,7 @@ type Engine struct {
 	// offloadReqs carries receive loops' requests to turn on a service's
 	// cookie offload to Run.
 	offloadReqs chan *service
+	handoffs    handoffBudget
 }
 
 // service is the engine's state of one Service.

@@ -188,7 +188,7 @@ func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 		return w.reset(p)
 	}
 	if !d.CookieCheckAllowed {
-		s.st.rejected("no_entry")
+		w.unknown(s, p, "no_entry")
 		return false
 	}
 	opts, reason := w.e.cfg.Jar.Check(seg.Tuple, seg.Seq, seg.Ack, seg.Options.Timestamps, seg.Options.TSecr, now)
@@ -196,9 +196,9 @@ func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 		if d.PeerCookie {
 			// Checked only in case a peer minted it: for this gateway it
 			// is the stray ACK it was before peer cookies.
-			s.st.rejected("no_entry")
+			w.unknown(s, p, "no_entry")
 		} else {
-			s.st.rejected(reason.String())
+			w.unknown(s, p, reason.String())
 		}
 		return false
 	}
@@ -224,6 +224,16 @@ func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 		return w.reset(p)
 	}
 	return false
+}
+
+// unknown handles a segment of a connection this gateway has no state for:
+// a peer may hold it (handed off), else it is rejected for reason.
+func (w *worker) unknown(s *service, p *pktio.Packet, reason string) {
+	if w.handoff(p) {
+		s.st.handedOff.Add(1)
+		return
+	}
+	s.st.rejected(reason)
 }
 
 // reset turns the received segment's frame into a RST answering it.

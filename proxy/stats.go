@@ -32,6 +32,7 @@ type serviceCounters struct {
 	spliced, slowPath, sendErrors            atomic.Uint64
 	synDropped                               atomic.Uint64 // SYNs into a live connection
 	twResets                                 atomic.Uint64 // backend TIME_WAIT cleared for a reused port
+	handedOff                                atomic.Uint64 // unknown segments passed to peer gateways
 	rejectedBy                               map[string]*atomic.Uint64
 	failedBy                                 map[string]*atomic.Uint64
 }
@@ -91,6 +92,7 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		Spliced:             s.st.spliced.Load(),
 		SlowPath:            s.st.slowPath.Load(),
 		BackendTimeWait:     s.st.twResets.Load(),
+		HandedOff:           s.st.handedOff.Load(),
 		BackendFailures:     snapshot(s.st.failedBy),
 		HalfOpen:            q.SynQueueLen,
 		HalfOpenLimit:       s.Queue.MaxSynBacklog,
