@@ -56,6 +56,9 @@ func printPlan(w io.Writer, cfg *config.Config) {
 		fmt.Fprintf(w, "peer cookies: off (ACKs are checked as cookies only after this gateway's own overflow)\n")
 	}
 	printBGP(w, cfg)
+	if len(cfg.Peers) > 0 {
+		fmt.Fprintf(w, "peers %v: segments of connections this gateway does not know are handed to them\n", cfg.Peers)
+	}
 	for _, in := range cfg.Interfaces {
 		if len(in.CPUs) > 0 {
 			fmt.Fprintf(w, "receive queues of %s pinned to cpus %v (queue i on cpus[i mod %d])\n", in.Name, in.CPUs, len(in.CPUs))

@@ -16,6 +16,7 @@ func TestCheckPrintsBGP(t *testing.T) {
 		"peer 10.0.0.254 AS 65000 port 179, hold 9s keepalive 3s, TCP MD5 (gets the IPv4 VIPs)",
 		"peer cookies: up to 10000 ACKs/s",
 		"receive queues of eth0 pinned to cpus [0 1]",
+		"peers [10.0.0.2 10.0.0.3]: segments of connections this gateway does not know are handed to them",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
