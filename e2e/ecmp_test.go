@@ -604,15 +604,6 @@ func TestECMPGateways(t *testing.T) {
 		// The drained gateway's transfers now reach gateway 1 or 3, which
 		// hand their segments to their peers on the link: gateway 2 still
 		// splices them.
-		if os.Getenv("ECMP_DEBUG") != "" {
-			for _, g := range l.gws {
-				for k, v := range g.metrics(t) {
-					if v != 0 && (strings.Contains(k, "rejected") || strings.Contains(k, "handed") || strings.Contains(k, "slowpath") || strings.Contains(k, "xdp_packets") || strings.Contains(k, "dropped")) {
-						t.Logf("gw%d %s %v", g.i, k, v)
-					}
-				}
-			}
-		}
 		handed := l.sum(mHanded, g1, g3)
 		t.Logf("segments handed off by gateways 1 and 3: %v", handed)
 		if broken > 0 {
