@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// md5Password signs the session with TCP MD5 (RFC 2385) on both sides.
+const md5Password = "syngate-test"
+
 var (
 	vipA = netip.MustParsePrefix("203.0.113.1/32")
 	vipB = netip.MustParsePrefix("203.0.113.2/32")
@@ -52,7 +55,7 @@ func child(in io.Reader, out io.Writer) error {
 		return nil
 	}
 	local := lab.ECMPGatewayV4(1).Addr()
-	peer := Peer{Address: lab.ECMPRouterGwV4.Addr(), ASN: 65000, HoldTime: 3 * time.Second, Keepalive: time.Second, ConnectRetry: time.Second}
+	peer := Peer{Address: lab.ECMPRouterGwV4.Addr(), ASN: 65000, Password: md5Password, HoldTime: 3 * time.Second, Keepalive: time.Second, ConnectRetry: time.Second}
 	cfg := Config{LocalASN: 65010, RouterID: local, Peers: []Peer{peer}}
 	sp, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {
@@ -133,11 +136,12 @@ protocol bgp gw1 {
 	local as 65000;
 	neighbor %s as 65010;
 	passive on;
+	password "%s";
 	hold time 3;
 	keepalive time 1;
 	ipv4 { import all; export none; };
 }
-`, filepath.Join(dir, "bird.log"), lab.ECMPRouterV4.Addr(), lab.ECMPGatewayV4(1).Addr())
+`, filepath.Join(dir, "bird.log"), lab.ECMPRouterV4.Addr(), lab.ECMPGatewayV4(1).Addr(), md5Password)
 	if err := os.WriteFile(filepath.Join(dir, "bird.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
