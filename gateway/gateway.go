@@ -55,6 +55,10 @@ type Options struct {
 	// routes with the peers, which keep them for the graceful-restart time
 	// while the next syngate starts (SIGUSR2). Ending ctx withdraws them.
 	Restart <-chan struct{}
+	// Health decides which services can take traffic, so which VIPs are
+	// announced; nil means the backend probes decide (a service is healthy
+	// while its last probe succeeded).
+	Health Health
 }
 
 // Run runs the gateway until ctx ends.
@@ -175,7 +179,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 				log.Warn("bgp stop", "err", err)
 			}
 		}()
-		drain.ann = newAnnouncer(speaker, cfg.Services, health, log)
+		var h Health = health
+		if opts.Health != nil {
+			h = opts.Health
+		}
+		drain.ann = newAnnouncer(speaker, cfg.Services, h, log)
 	}
 	if err := reg.Register(&scaleoutCollector{sp: speaker, draining: &drain.on, open: func() int { return engine.Stats().Conns }}); err != nil {
 		return err
