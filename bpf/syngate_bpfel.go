@@ -76,6 +76,41 @@ type syngateFlowVal struct {
 	LastSeenNs uint64
 	Packets    uint64
 	Bytes      uint64
+	SeqEnd     uint32
+	AckMax     uint32
+	WinEnd     uint32
+	WinMax     uint32
+	FinEnd     uint32
+	Wscale     uint8
+	Pad2       [3]uint8
+	TsRecent   uint32
+	Pad3       uint32
+}
+
+type syngateIcmpBucket struct {
+	_      structs.HostLayout
+	Tokens uint64
+	LastNs uint64
+}
+
+type syngateIcmpScratch struct {
+	_   structs.HostLayout
+	Fk  syngateFlowKey
+	Fib struct {
+		_          structs.HostLayout
+		Family     uint8
+		L4Protocol uint8
+		Sport      uint16
+		Dport      uint16
+		TotLen     uint16
+		Ifindex    uint32
+		Flowinfo   uint32
+		Src        [4]uint32
+		Dst        [4]uint32
+		Vlan       uint32
+		Smac       [6]uint8
+		Dmac       [6]uint8
+	}
 }
 
 type syngateLocalKey struct {
@@ -87,34 +122,45 @@ type syngateLocalKey struct {
 type syngateReason uint32
 
 const (
-	syngateReasonR_PASS_NOT_IP          syngateReason = 0
-	syngateReasonR_PASS_NOT_TCP         syngateReason = 1
-	syngateReasonR_PASS_NOT_SERVICE     syngateReason = 2
-	syngateReasonR_PASS_MALFORMED_ETH   syngateReason = 3
-	syngateReasonR_PASS_MALFORMED_IP    syngateReason = 4
-	syngateReasonR_PASS_MALFORMED_TCP   syngateReason = 5
-	syngateReasonR_PASS_IPV6EXT_LIMIT   syngateReason = 6
-	syngateReasonR_PASS_FRAGMENT        syngateReason = 7
-	syngateReasonR_XSK_SYN              syngateReason = 8
-	syngateReasonR_XSK_HANDSHAKE        syngateReason = 9
-	syngateReasonR_XSK_BACKEND          syngateReason = 10
-	syngateReasonR_FAST_TX              syngateReason = 11
-	syngateReasonR_FAST_REDIRECT        syngateReason = 12
-	syngateReasonR_DROP_NO_SOCKET       syngateReason = 13
-	syngateReasonR_DROP_RST_FIN_UNKNOWN syngateReason = 14
-	syngateReasonR_DROP_BAD_FLAGS       syngateReason = 15
-	syngateReasonR_DROP_SYN_PAYLOAD     syngateReason = 16
-	syngateReasonR_DROP_SYN_RATELIMIT   syngateReason = 17
-	syngateReasonR_DROP_FRAGMENT        syngateReason = 18
-	syngateReasonR_DROP_TCP_TRUNCATED   syngateReason = 19
-	syngateReasonR_DROP_TCP_DOFF_SHORT  syngateReason = 20
-	syngateReasonR_DROP_TCP_DOFF_LONG   syngateReason = 21
-	syngateReasonR_DROP_TCP_OPTIONS     syngateReason = 22
-	syngateReasonR_DROP_FAST_NO_ROUTE   syngateReason = 23
-	syngateReasonR_DROP_FAST_NO_NEIGH   syngateReason = 24
-	syngateReasonR_DROP_FAST_NO_PORT    syngateReason = 25
-	syngateReasonR_TX_SYNACK_COOKIE     syngateReason = 26
-	syngateReasonR_MAX                  syngateReason = 27
+	syngateReasonR_PASS_NOT_IP                 syngateReason = 0
+	syngateReasonR_PASS_NOT_TCP                syngateReason = 1
+	syngateReasonR_PASS_NOT_SERVICE            syngateReason = 2
+	syngateReasonR_PASS_MALFORMED_ETH          syngateReason = 3
+	syngateReasonR_PASS_MALFORMED_IP           syngateReason = 4
+	syngateReasonR_PASS_MALFORMED_TCP          syngateReason = 5
+	syngateReasonR_PASS_IPV6EXT_LIMIT          syngateReason = 6
+	syngateReasonR_PASS_FRAGMENT               syngateReason = 7
+	syngateReasonR_XSK_SYN                     syngateReason = 8
+	syngateReasonR_XSK_HANDSHAKE               syngateReason = 9
+	syngateReasonR_XSK_BACKEND                 syngateReason = 10
+	syngateReasonR_FAST_TX                     syngateReason = 11
+	syngateReasonR_FAST_REDIRECT               syngateReason = 12
+	syngateReasonR_DROP_NO_SOCKET              syngateReason = 13
+	syngateReasonR_DROP_RST_FIN_UNKNOWN        syngateReason = 14
+	syngateReasonR_DROP_BAD_FLAGS              syngateReason = 15
+	syngateReasonR_DROP_SYN_PAYLOAD            syngateReason = 16
+	syngateReasonR_DROP_SYN_RATELIMIT          syngateReason = 17
+	syngateReasonR_DROP_FRAGMENT               syngateReason = 18
+	syngateReasonR_DROP_TCP_TRUNCATED          syngateReason = 19
+	syngateReasonR_DROP_TCP_DOFF_SHORT         syngateReason = 20
+	syngateReasonR_DROP_TCP_DOFF_LONG          syngateReason = 21
+	syngateReasonR_DROP_TCP_OPTIONS            syngateReason = 22
+	syngateReasonR_DROP_FAST_NO_ROUTE          syngateReason = 23
+	syngateReasonR_DROP_FAST_NO_NEIGH          syngateReason = 24
+	syngateReasonR_DROP_FAST_NO_PORT           syngateReason = 25
+	syngateReasonR_TX_SYNACK_COOKIE            syngateReason = 26
+	syngateReasonR_ICMP_TX                     syngateReason = 27
+	syngateReasonR_ICMP_REDIRECT               syngateReason = 28
+	syngateReasonR_PASS_ICMP_NO_FLOW           syngateReason = 29
+	syngateReasonR_DROP_ICMP_RATELIMIT         syngateReason = 30
+	syngateReasonR_DROP_ICMP_NO_NEIGH          syngateReason = 31
+	syngateReasonR_DROP_ICMP_NO_PORT           syngateReason = 32
+	syngateReasonR_DROP_RST_OUT_OF_WINDOW      syngateReason = 33
+	syngateReasonR_XSK_RST_IN_WINDOW           syngateReason = 34
+	syngateReasonR_FAST_TX_OUT_OF_WINDOW       syngateReason = 35
+	syngateReasonR_FAST_REDIRECT_OUT_OF_WINDOW syngateReason = 36
+	syngateReasonR_XSK_SYN_IN_FLOW             syngateReason = 37
+	syngateReasonR_MAX                         syngateReason = 38
 )
 
 type syngateRlKey struct {
@@ -127,6 +173,20 @@ type syngateRlVal struct {
 	_      structs.HostLayout
 	Tokens uint64
 	LastNs uint64
+}
+
+type syngateStandbyAck struct {
+	_       structs.HostLayout
+	AtNs    uint64
+	Ifindex uint32
+	Len     uint32
+	Frame   [192]uint8
+}
+
+type syngateStandbyBuf struct {
+	_   structs.HostLayout
+	Key syngateFlowKey
+	Ack syngateStandbyAck
 }
 
 type syngateSvcKey struct {
@@ -170,18 +230,22 @@ type syngateSynackBuf struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	syngateMapCookieKeys    = "cookie_keys"
-	syngateMapCounters      = "counters"
-	syngateMapFlows         = "flows"
-	syngateMapIfslots       = "ifslots"
-	syngateMapLocals        = "locals"
-	syngateMapRatelimit     = "ratelimit"
-	syngateMapServices      = "services"
-	syngateMapSynackScratch = "synack_scratch"
-	syngateMapTxPorts       = "tx_ports"
-	syngateMapXsks          = "xsks"
-	syngateProgSyngateXdp   = "syngate_xdp"
-	syngateVarCfg           = "cfg"
+	syngateMapCookieKeys     = "cookie_keys"
+	syngateMapCounters       = "counters"
+	syngateMapFlows          = "flows"
+	syngateMapIcmpBucket     = "icmp_bucket"
+	syngateMapIcmpScratch    = "icmp_scratch"
+	syngateMapIfslots        = "ifslots"
+	syngateMapLocals         = "locals"
+	syngateMapRatelimit      = "ratelimit"
+	syngateMapServices       = "services"
+	syngateMapStandbyAcks    = "standby_acks"
+	syngateMapStandbyScratch = "standby_scratch"
+	syngateMapSynackScratch  = "synack_scratch"
+	syngateMapTxPorts        = "tx_ports"
+	syngateMapXsks           = "xsks"
+	syngateProgSyngateXdp    = "syngate_xdp"
+	syngateVarCfg            = "cfg"
 )
 
 // loadSyngate returns the embedded CollectionSpec for syngate.
@@ -233,16 +297,20 @@ type syngateProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type syngateMapSpecs struct {
-	CookieKeys    *ebpf.MapSpec `ebpf:"cookie_keys"`
-	Counters      *ebpf.MapSpec `ebpf:"counters"`
-	Flows         *ebpf.MapSpec `ebpf:"flows"`
-	Ifslots       *ebpf.MapSpec `ebpf:"ifslots"`
-	Locals        *ebpf.MapSpec `ebpf:"locals"`
-	Ratelimit     *ebpf.MapSpec `ebpf:"ratelimit"`
-	Services      *ebpf.MapSpec `ebpf:"services"`
-	SynackScratch *ebpf.MapSpec `ebpf:"synack_scratch"`
-	TxPorts       *ebpf.MapSpec `ebpf:"tx_ports"`
-	Xsks          *ebpf.MapSpec `ebpf:"xsks"`
+	CookieKeys     *ebpf.MapSpec `ebpf:"cookie_keys"`
+	Counters       *ebpf.MapSpec `ebpf:"counters"`
+	Flows          *ebpf.MapSpec `ebpf:"flows"`
+	IcmpBucket     *ebpf.MapSpec `ebpf:"icmp_bucket"`
+	IcmpScratch    *ebpf.MapSpec `ebpf:"icmp_scratch"`
+	Ifslots        *ebpf.MapSpec `ebpf:"ifslots"`
+	Locals         *ebpf.MapSpec `ebpf:"locals"`
+	Ratelimit      *ebpf.MapSpec `ebpf:"ratelimit"`
+	Services       *ebpf.MapSpec `ebpf:"services"`
+	StandbyAcks    *ebpf.MapSpec `ebpf:"standby_acks"`
+	StandbyScratch *ebpf.MapSpec `ebpf:"standby_scratch"`
+	SynackScratch  *ebpf.MapSpec `ebpf:"synack_scratch"`
+	TxPorts        *ebpf.MapSpec `ebpf:"tx_ports"`
+	Xsks           *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // syngateVariableSpecs contains global variables before they are loaded into the kernel.
@@ -272,16 +340,20 @@ func (o *syngateObjects) Close() error {
 //
 // It can be passed to loadSyngateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type syngateMaps struct {
-	CookieKeys    *ebpf.Map `ebpf:"cookie_keys"`
-	Counters      *ebpf.Map `ebpf:"counters"`
-	Flows         *ebpf.Map `ebpf:"flows"`
-	Ifslots       *ebpf.Map `ebpf:"ifslots"`
-	Locals        *ebpf.Map `ebpf:"locals"`
-	Ratelimit     *ebpf.Map `ebpf:"ratelimit"`
-	Services      *ebpf.Map `ebpf:"services"`
-	SynackScratch *ebpf.Map `ebpf:"synack_scratch"`
-	TxPorts       *ebpf.Map `ebpf:"tx_ports"`
-	Xsks          *ebpf.Map `ebpf:"xsks"`
+	CookieKeys     *ebpf.Map `ebpf:"cookie_keys"`
+	Counters       *ebpf.Map `ebpf:"counters"`
+	Flows          *ebpf.Map `ebpf:"flows"`
+	IcmpBucket     *ebpf.Map `ebpf:"icmp_bucket"`
+	IcmpScratch    *ebpf.Map `ebpf:"icmp_scratch"`
+	Ifslots        *ebpf.Map `ebpf:"ifslots"`
+	Locals         *ebpf.Map `ebpf:"locals"`
+	Ratelimit      *ebpf.Map `ebpf:"ratelimit"`
+	Services       *ebpf.Map `ebpf:"services"`
+	StandbyAcks    *ebpf.Map `ebpf:"standby_acks"`
+	StandbyScratch *ebpf.Map `ebpf:"standby_scratch"`
+	SynackScratch  *ebpf.Map `ebpf:"synack_scratch"`
+	TxPorts        *ebpf.Map `ebpf:"tx_ports"`
+	Xsks           *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *syngateMaps) Close() error {
@@ -289,10 +361,14 @@ func (m *syngateMaps) Close() error {
 		m.CookieKeys,
 		m.Counters,
 		m.Flows,
+		m.IcmpBucket,
+		m.IcmpScratch,
 		m.Ifslots,
 		m.Locals,
 		m.Ratelimit,
 		m.Services,
+		m.StandbyAcks,
+		m.StandbyScratch,
 		m.SynackScratch,
 		m.TxPorts,
 		m.Xsks,

@@ -66,13 +66,18 @@ type ServiceFlags uint32
 // ServiceNoRateLimit exempts the service's SYNs from Config.SYNRateLimit.
 const ServiceNoRateLimit ServiceFlags = 0x1
 
-// svcXDPCookies mirrors SVC_F_XDP_COOKIES; Service.XDPCookies sets it.
-const svcXDPCookies = 0x2
+// svcXDPCookies and svcStandbyCookies mirror SVC_F_XDP_COOKIES and
+// SVC_F_STANDBY_COOKIES; Service.XDPCookies and StandbyCookies set them.
+const (
+	svcXDPCookies     = 0x2
+	svcStandbyCookies = 0x4
+)
 
 // Mirrors of ANN_* and WSCALE_NONE in syngate.c.
 const (
 	annSACK       = 0x1
 	annTimestamps = 0x2
+	annECN        = 0x4
 )
 
 // Service is one protected VIP:port. The ID is syngate's own handle; the
@@ -90,7 +95,15 @@ type Service struct {
 	// extension headers, malformed MSS/window scale/SACK-permitted
 	// options), SYNs go to AF_XDP as before.
 	XDPCookies bool
-	// Announce is what those SYN-ACKs offer; only used with XDPCookies.
+	// StandbyCookies makes the program answer the service's SYNs as with
+	// XDPCookies, but only while no AF_XDP socket is registered for the
+	// interface and receive queue a SYN arrived on: while no engine runs
+	// (between a gateway's exit and the next one's takeover). A socket
+	// leaves the socket map when its process exits, even when killed, so
+	// nothing needs to clear it. The cookie key must still be fresh.
+	StandbyCookies bool
+	// Announce is what those SYN-ACKs offer; used with XDPCookies and
+	// StandbyCookies.
 	Announce Announce
 }
 
@@ -105,6 +118,10 @@ type Announce struct {
 	WScale     uint8  // window scale shift offered, at most 14; flow.NoWScale offers none
 	SACK       bool   // offer SACK-permitted
 	Timestamps bool   // offer timestamps (and so the options the cookie keeps in TSval)
+	// ECN answers an ECN-setup SYN (ECE and CWR) with ECE, keeping the
+	// request in the cookie; set it only when the backend does ECN. Like
+	// window scale and SACK it needs timestamps on both sides.
+	ECN bool
 }
 
 func (s Service) bpf() (syngateSvcVal, error) {
@@ -112,7 +129,7 @@ func (s Service) bpf() (syngateSvcVal, error) {
 		return syngateSvcVal{}, fmt.Errorf("service flags %#x: %w", uint32(s.Flags), ErrInvalid)
 	}
 	a := s.Announce
-	if s.XDPCookies && a.Window == 0 {
+	if (s.XDPCookies || s.StandbyCookies) && a.Window == 0 {
 		return syngateSvcVal{}, fmt.Errorf("xdp cookies with a zero window: %w", ErrInvalid)
 	}
 	if a.WScale > flow.MaxWScale && a.WScale != flow.NoWScale {
@@ -122,22 +139,30 @@ func (s Service) bpf() (syngateSvcVal, error) {
 	if s.XDPCookies {
 		v.Flags |= svcXDPCookies
 	}
+	if s.StandbyCookies {
+		v.Flags |= svcStandbyCookies
+	}
 	if a.SACK {
 		v.AnnFlags |= annSACK
 	}
 	if a.Timestamps {
 		v.AnnFlags |= annTimestamps
 	}
+	if a.ECN {
+		v.AnnFlags |= annECN
+	}
 	return v, nil
 }
 
 func serviceFrom(addr netip.AddrPort, v *syngateSvcVal) Service {
 	return Service{
-		Addr: addr, ID: v.Id, Flags: ServiceFlags(v.Flags &^ svcXDPCookies),
-		XDPCookies: v.Flags&svcXDPCookies != 0,
+		Addr: addr, ID: v.Id, Flags: ServiceFlags(v.Flags &^ (svcXDPCookies | svcStandbyCookies)),
+		XDPCookies:     v.Flags&svcXDPCookies != 0,
+		StandbyCookies: v.Flags&svcStandbyCookies != 0,
 		Announce: Announce{
 			Window: v.AnnWindow, MSS: v.AnnMss, WScale: v.AnnWscale,
 			SACK: v.AnnFlags&annSACK != 0, Timestamps: v.AnnFlags&annTimestamps != 0,
+			ECN: v.AnnFlags&annECN != 0,
 		},
 	}
 }
@@ -229,6 +254,24 @@ func (d *Dataplane) DeleteLocal(addr netip.Addr) error {
 		return fmt.Errorf("delete local %v: %w", addr, notFound(err))
 	}
 	return nil
+}
+
+// Locals lists the backend-side source addresses (e.g. after a restart
+// reusing pinned maps).
+func (d *Dataplane) Locals() ([]netip.Addr, error) {
+	var (
+		k   syngateLocalKey
+		v   uint32
+		out []netip.Addr
+	)
+	it := d.objs.Locals.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, fromAddr16(k.Family, k.Addr))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list locals: %w", err)
+	}
+	return out, nil
 }
 
 // RegisterSocket makes the AF_XDP socket fd, bound to queue of the
@@ -367,22 +410,56 @@ type FlowNAT struct {
 	DstMAC  [6]byte
 }
 
+// FlowTrack is the sequence state of one direction's sender, as conntrack
+// tracks it: the program judges every segment of a tracked flow against the
+// reverse direction's state and moves the state on only with segments inside
+// the window, so an off-path attacker can neither end the flow with a RST
+// nor shift what an exact RST is. Sequence numbers are in the space the
+// sender's segments arrive in; AckMax and WinEnd in the space of the
+// receiver's segments (the sender's acknowledgements after AckDelta).
+type FlowTrack struct {
+	SeqEnd uint32 // highest seq + length the sender sent (its SND.NXT)
+	AckMax uint32 // highest ack the sender sent (the receiver's SND.UNA)
+	WinEnd uint32 // highest ack + window the sender announced: the right edge of what it accepts
+	WinMax uint32 // largest window the sender announced, in bytes
+	WScale uint8  // the sender's window scale shift, at most 14
+}
+
 // FlowState is a flow entry as the program last left it.
 type FlowState struct {
 	NAT FlowNAT
 	// LastSeen is the CLOCK_MONOTONIC time of the last packet; compare with
 	// Monotonic. Zero: no packet yet.
 	LastSeen time.Duration
-	FIN      bool // a FIN was seen in this direction
-	RST      bool // a RST was seen in this direction
+	// FIN: a FIN was seen in this direction (on a tracked flow, inside the
+	// window; FinEnd is then its sequence number plus one).
+	FIN bool
+	// RST: a RST was seen in this direction; on a tracked flow only one at
+	// exactly the expected sequence number.
+	RST     bool
+	Tracked bool      // installed with InstallTrackedFlow
+	Track   FlowTrack // the sender's state now (meaningful when Tracked)
+	FinEnd  uint32
+	// TSRecent is the sender's latest TSval, as it sent it, from a segment
+	// inside the window (with HasTS; tracked flows only).
+	TSRecent uint32
+	HasTS    bool
 	Packets  uint64
 	Bytes    uint64
 }
 
+// FINAcked reports whether this direction's FIN was sent and rev, the
+// reverse direction's state, acknowledged it.
+func (s FlowState) FINAcked(rev FlowState) bool {
+	return s.FIN && int32(rev.Track.AckMax-s.FinEnd) >= 0
+}
+
 // Flow flags, mirrors of FLOW_F_* in syngate.c.
 const (
-	flowFIN = 0x1
-	flowRST = 0x2
+	flowFIN     = 0x1
+	flowRST     = 0x2
+	flowTracked = 0x4
+	flowTS      = 0x8
 )
 
 // Monotonic returns CLOCK_MONOTONIC, the clock of FlowState.LastSeen.
@@ -437,14 +514,32 @@ func flowStateFrom(v *syngateFlowVal) FlowState {
 		LastSeen: time.Duration(v.LastSeenNs),
 		FIN:      v.Flags&flowFIN != 0,
 		RST:      v.Flags&flowRST != 0,
+		Tracked:  v.Flags&flowTracked != 0,
+		Track:    FlowTrack{SeqEnd: v.SeqEnd, AckMax: v.AckMax, WinEnd: v.WinEnd, WinMax: v.WinMax, WScale: v.Wscale},
+		FinEnd:   v.FinEnd,
+		TSRecent: v.TsRecent,
+		HasTS:    v.Flags&flowTS != 0,
 		Packets:  v.Packets,
 		Bytes:    v.Bytes,
 	}
 }
 
 // InstallFlow makes the fast path splice packets matching key, replacing any
-// entry (and its counters). Install both directions of a connection.
+// entry (and its counters), without sequence tracking: any FIN or RST marks
+// the flow. Connections are installed with InstallTrackedFlow; this is for
+// tools and tests of the translation alone.
 func (d *Dataplane) InstallFlow(key FlowKey, nat FlowNAT) error {
+	return d.installFlow(key, nat, nil)
+}
+
+// InstallTrackedFlow is InstallFlow with the sender's sequence state seeded
+// from the handshake. Segments are judged only when both directions of the
+// connection are tracked; install both.
+func (d *Dataplane) InstallTrackedFlow(key FlowKey, nat FlowNAT, tr FlowTrack) error {
+	return d.installFlow(key, nat, &tr)
+}
+
+func (d *Dataplane) installFlow(key FlowKey, nat FlowNAT, tr *FlowTrack) error {
 	k, err := key.bpf()
 	if err != nil {
 		return fmt.Errorf("install flow: %w", err)
@@ -453,7 +548,19 @@ func (d *Dataplane) InstallFlow(key FlowKey, nat FlowNAT) error {
 	if err != nil {
 		return fmt.Errorf("install flow %v: %w", key, err)
 	}
+	if tr != nil {
+		if tr.WScale > flow.MaxWScale {
+			return fmt.Errorf("install flow %v: window scale %d above %d: %w", key, tr.WScale, flow.MaxWScale, ErrInvalid)
+		}
+		v.Flags |= flowTracked
+		v.SeqEnd, v.AckMax, v.WinEnd, v.WinMax, v.Wscale = tr.SeqEnd, tr.AckMax, tr.WinEnd, tr.WinMax, tr.WScale
+	}
 	if err := d.objs.Flows.Put(&k, &v); err != nil {
+		if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) {
+			// A hash map at max_entries refuses with E2BIG (or ENOMEM
+			// when an on-demand entry cannot be allocated).
+			return fmt.Errorf("install flow %v: %w: %w", key, ErrFlowTableFull, err)
+		}
 		return fmt.Errorf("install flow %v: %w", key, err)
 	}
 	return nil
@@ -484,23 +591,30 @@ func (d *Dataplane) LookupFlow(key FlowKey) (FlowState, error) {
 	return flowStateFrom(&v), nil
 }
 
+// flowBatch is how many flow entries IterateFlows reads per system call:
+// two million entries take about 500 calls instead of four million.
+const flowBatch = 4096
+
 // IterateFlows calls fn for every flow entry until fn returns false. Entries
 // added or removed meanwhile may or may not be seen.
 func (d *Dataplane) IterateFlows(fn func(FlowKey, FlowState) bool) error {
-	var (
-		k syngateFlowKey
-		v syngateFlowVal
-	)
-	it := d.objs.Flows.Iterate()
-	for it.Next(&k, &v) {
-		if !fn(flowKeyFrom(k), flowStateFrom(&v)) {
+	keys := make([]syngateFlowKey, flowBatch)
+	vals := make([]syngateFlowVal, flowBatch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.objs.Flows.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			if !fn(flowKeyFrom(keys[i]), flowStateFrom(&vals[i])) {
+				return nil
+			}
+		}
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
 			return nil
+		case err != nil:
+			return fmt.Errorf("iterate flows: %w", err)
 		}
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate flows: %w", err)
-	}
-	return nil
 }
 
 // Counters returns the packet and byte count of every verdict, summed over

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -25,14 +26,14 @@ func TestExampleFile(t *testing.T) {
 	if web.Listen != netip.MustParseAddrPort("192.0.2.10:80") || web.Backend != netip.MustParseAddrPort("10.0.0.5:8080") {
 		t.Errorf("web addresses = %v -> %v", web.Listen, web.Backend)
 	}
-	if web.Source != netip.MustParseAddr("10.0.0.1") || web.Backlog != 1024 || web.OnOverflow != OverflowDrop {
+	if len(web.Sources) != 1 || web.Sources[0] != netip.MustParseAddr("10.0.0.1") || web.Backlog != 1024 || web.OnOverflow != OverflowDrop {
 		t.Errorf("web = %+v", web)
 	}
 	if web.Announce.MSS == nil || *web.Announce.MSS != 1460 || *web.Announce.WindowScale != 7 || !*web.Announce.SACK || !*web.Announce.Timestamps {
 		t.Errorf("web announce = %+v", web.Announce)
 	}
 	web6 := cfg.Services[1]
-	if web6.Listen != netip.MustParseAddrPort("[2001:db8::10]:443") || web6.Source.IsValid() || web6.Announce.MSS != nil {
+	if web6.Listen != netip.MustParseAddrPort("[2001:db8::10]:443") || len(web6.Sources) != 0 || web6.Announce.MSS != nil {
 		t.Errorf("web6 = %+v", web6)
 	}
 	if web6.Cookies != CookiesAuto || web6.Backlog != DefaultBacklog {
@@ -69,7 +70,7 @@ func mustParse(t *testing.T, s string) *Config {
 func TestDefaults(t *testing.T) {
 	cfg := mustParse(t, minimal)
 	s := cfg.Services[0]
-	if s.Backlog != 1024 || s.OnOverflow != OverflowDrop || s.Cookies != CookiesAuto || s.Source.IsValid() {
+	if s.Backlog != 1024 || s.OnOverflow != OverflowDrop || s.Cookies != CookiesAuto || len(s.Sources) != 0 {
 		t.Errorf("service defaults = %+v", s)
 	}
 	if cfg.Interfaces[0].Mode != XDPAuto || cfg.Metrics.Listen != "127.0.0.1:9420" || cfg.BPFFS != DefaultBPFFS {
@@ -111,9 +112,9 @@ func TestErrors(t *testing.T) {
 		want       []string
 	}{
 		{"empty", "", []string{"empty file"}},
-		{"unknown top key", svc("colour: blue\n"), []string{"line 7", "field colour not found"}},
-		{"unknown service key", svc("    bakclog: 5\n"), []string{"line 7", "field bakclog not found"}},
-		{"wrong type", svc("    backlog: lots\n"), []string{"line 7", "cannot unmarshal"}},
+		{"unknown top key", svc("colour: blue\n"), []string{"line 7: unknown key `colour` at the top level (known keys: backend, bgp, bpffs,"}},
+		{"unknown service key", svc("    bakclog: 5\n"), []string{"line 7: unknown key `bakclog` in services.0 (did you mean `backlog`?)"}},
+		{"wrong type", svc("    backlog: lots\n"), []string{"line 7: services.0.backlog: `lots` is not an integer"}},
 		{"backlog zero", svc("    backlog: 0\n"), []string{"line 7: services.0.backlog: 0 out of range"}},
 		{"port zero", strings.Replace(svc(""), "10.1.0.1:80", "10.1.0.1:0", 1), []string{"line 5: services.0.listen: port 0 out of range"}},
 		{"port too big", strings.Replace(svc(""), "10.2.0.2:8080", "10.2.0.2:70000", 1), []string{"line 6", "port 70000 out of range"}},
@@ -130,9 +131,14 @@ func TestErrors(t *testing.T) {
 		{"retries", svc("syn: {synack_retries: 11}\n"), []string{"11 out of range 0-10"}},
 		{"mss", svc("    announce: {mss: 100}\n"), []string{"100 out of range 536-65495"}},
 		{"wscale", svc("    announce: {window_scale: 15}\n"), []string{"15 out of range 0-14"}},
-		{"duration", svc("syn: {key_rotation: soon}\n"), []string{"cannot unmarshal"}},
+		{"duration", svc("syn: {key_rotation: soon}\n"), []string{"line 7: syn.key_rotation: `soon` is not a duration"}},
 		{"ports", svc("backend: {ports: 9000-8000}\n"), []string{"want a range like"}},
 		{"metrics", svc("metrics: {listen: localhost}\n"), []string{"metrics.listen"}},
+		{"source not an address", svc("    source: gateway\n"), []string{"line 7: services.0.source", "ParseAddr"}},
+		{"source family", svc("    source: 2001:db8::1\n"), []string{"different address families"}},
+		{"source prefix too big", svc("    source: 10.2.0.0/16\n"), []string{"holds 65536 addresses; at most 256"}},
+		{"source list entry", svc("    source: [10.2.0.1, 10.2.0.x]\n"), []string{"services.0.source.1"}},
+		{"source map", svc("    source: {a: b}\n"), []string{"want an address, a prefix or a list"}},
 		{"several at once", svc("    backlog: 0\n    on_overflow: x\n"), []string{"backlog: 0 out of range", "want drop or reset"}},
 	}
 	for _, tt := range tests {
@@ -251,5 +257,52 @@ bgp:
 		if _, err := Parse(strings.NewReader(minimal + bad)); err == nil {
 			t.Errorf("accepted %s", bad)
 		}
+	}
+}
+
+func TestControlSocket(t *testing.T) {
+	cfg := mustParse(t, minimal)
+	if cfg.Control != (Control{Socket: DefaultControlSocket, Mode: 0o600}) {
+		t.Errorf("control defaults = %+v", cfg.Control)
+	}
+	cfg = mustParse(t, minimal+"control: {socket: /tmp/x.sock, mode: 0660}\n")
+	if cfg.Control != (Control{Socket: "/tmp/x.sock", Mode: 0o660}) {
+		t.Errorf("control = %+v", cfg.Control)
+	}
+	for _, bad := range []string{"control: {socket: rel.sock}\n", "control: {mode: \"0666\"}\n"} {
+		if _, err := Parse(strings.NewReader(minimal + bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// TestSources: "source" takes one address, a list, or prefixes (every
+// address of a prefix), in file order without duplicates.
+func TestSources(t *testing.T) {
+	for _, tt := range []struct{ yaml, want string }{
+		{"source: 10.2.0.1", "[10.2.0.1]"},
+		{"source: [10.2.0.1, 10.2.0.9]", "[10.2.0.1 10.2.0.9]"},
+		{"source: 10.2.0.4/30", "[10.2.0.4 10.2.0.5 10.2.0.6 10.2.0.7]"},
+		{"source: [10.2.0.5, 10.2.0.4/31]", "[10.2.0.5 10.2.0.4]"},
+		{"source:\n      - 10.2.0.1\n      - 10.2.0.2/32", "[10.2.0.1 10.2.0.2]"},
+	} {
+		cfg := mustParse(t, minimal+"    "+tt.yaml+"\n")
+		if got := fmt.Sprint(cfg.Services[0].Sources); got != tt.want {
+			t.Errorf("%q: sources %s, want %s", tt.yaml, got, tt.want)
+		}
+	}
+	cfg := mustParse(t, strings.NewReplacer("10.1.0.1:80", "'[2001:db8::1]:80'", "10.2.0.2:8080", "'[2001:db8::2]:8080'").Replace(minimal)+"    source: 2001:db8::1:0/126\n")
+	if got := len(cfg.Services[0].Sources); got != 4 {
+		t.Errorf("IPv6 /126: %d sources, want 4", got)
+	}
+}
+
+func TestPeers(t *testing.T) {
+	cfg := mustParse(t, minimal+"peers: [198.51.100.66, \"2001:db8::2\"]\n")
+	if len(cfg.Peers) != 2 || cfg.Peers[0] != netip.MustParseAddr("198.51.100.66") || cfg.Peers[1] != netip.MustParseAddr("2001:db8::2") {
+		t.Errorf("peers = %v", cfg.Peers)
+	}
+	if _, err := Parse(strings.NewReader(minimal + "peers: [nonsense]\n")); err == nil || !strings.Contains(err.Error(), "peers.0") {
+		t.Errorf("bad peer: %v", err)
 	}
 }

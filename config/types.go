@@ -13,11 +13,13 @@ type Config struct {
 	// created (mode 0600, random bytes) by `syngate run` when missing; share
 	// it between gateways that must validate each other's cookies.
 	SecretFile string
-	// BPFFS is the bpffs directory the data plane pins its maps under, so a
-	// restart finds its spliced flows again. Default /sys/fs/bpf/syngate;
-	// "off" disables pinning.
+	// BPFFS is the bpffs directory the data plane pins its maps, XDP links
+	// and program under, so the data path outlives the process and the
+	// next one takes it over. Default /sys/fs/bpf/syngate; "off" disables
+	// pinning.
 	BPFFS   string
 	Metrics Metrics
+	Control Control
 	SYN     SYN
 	Backend Backend
 	Flows   Flows
@@ -62,6 +64,17 @@ type Metrics struct {
 	Listen string
 }
 
+// Control configures the local control socket `syngate status` and
+// `syngate flows` read.
+type Control struct {
+	// Socket is the unix socket's path. Default /run/syngate/control.sock;
+	// "off" disables it.
+	Socket string
+	// Mode is the socket's permission: 0600 (default; root, or the
+	// daemon's user) or 0660 (and the daemon's group).
+	Mode uint32
+}
+
 // CookiePolicy mirrors Linux's net.ipv4.tcp_syncookies.
 type CookiePolicy string
 
@@ -101,13 +114,15 @@ type Backend struct {
 	// net.ipv4.ip_local_port_range: segments to these ports on a source
 	// address are syngate's, never the kernel's (run checks it).
 	PortMin, PortMax uint16
-	// PortQuietTime is how long a freed source port rests before reuse, so
-	// a late segment of the old connection cannot hit the new one. Default
-	// 5s: the flow already outlived its FINs by CloseTimeout, and a backend
-	// that still holds the port in TIME_WAIT is cleared with a RST when the
-	// port's next SYN meets it. Sustained connections per second to one
+	// PortQuietTime is an extra rest of a freed source port before reuse.
+	// Default 0: a port is unique per source address and backend, and the
+	// engine picks the next connection's ISN above everything the backend
+	// saw on the port and its timestamps from a clock that only moves
+	// forward, so a backend still in TIME_WAIT accepts the new SYN (RFC
+	// 6191). A closed flow gives its port up early (after 1 s of quiet)
+	// when the port is needed. Sustained connections per second to one
 	// backend from one source address are about
-	// (PortMax-PortMin+1) / (CloseTimeout+PortQuietTime).
+	// (PortMax-PortMin+1) / (connection lifetime + 1s + PortQuietTime).
 	PortQuietTime time.Duration
 	// MaxPending bounds the bytes held per connection while its backend leg
 	// opens (data sent with or right after the handshake ACK). Default 64 KiB.
@@ -116,15 +131,26 @@ type Backend struct {
 
 // Flows holds conntrack-like expiry of spliced flows.
 type Flows struct {
-	// Max bounds the XDP flow table (entries, one per direction). Default 262144.
+	// Max bounds the XDP flow table (entries, one per direction; a
+	// connection takes two) and, at Max/2, the engine's connections. Entries
+	// are allocated on demand, so memory follows the connections up to the
+	// bound. Past it new connections are refused with a RST; an
+	// established flow is never evicted. Default 2097152 (a million
+	// connections).
 	Max int
-	// EstablishedTimeout expires idle established flows. Default 2h.
+	// EstablishedTimeout expires idle established flows; both ends get a
+	// RST. Default 5 days, conntrack's nf_conntrack_tcp_timeout_established:
+	// longer than any keepalive interval, and every packet (keepalive probes
+	// too) renews it.
 	EstablishedTimeout time.Duration
-	// CloseTimeout expires flows after a FIN from both sides, long enough
-	// for retransmitted FINs and last ACKs to get through. Default 10s
-	// (conntrack keeps 120s, but it does not hold a source port meanwhile).
+	// CloseTimeout expires flows once both sides' FINs are acknowledged,
+	// long enough for retransmitted FINs and last ACKs to get through.
+	// Default 10s (conntrack keeps 120s, but it does not hold a source port
+	// meanwhile). One FIN (a half-closed connection) does not start it.
 	CloseTimeout time.Duration
-	// ResetTimeout expires flows after an RST (conntrack's close). Default 10s.
+	// ResetTimeout expires flows after a RST at exactly the expected
+	// sequence number (conntrack's close); RSTs merely in the window or
+	// outside it do not count. Default 10s.
 	ResetTimeout time.Duration
 }
 
@@ -154,9 +180,13 @@ type Service struct {
 	Name    string
 	Listen  netip.AddrPort // the VIP:port clients connect to
 	Backend netip.AddrPort // where connections are spliced to
-	// Source is syngate's address toward the backend; invalid (zero) means
-	// "from the route to Backend", resolved at run time.
-	Source     netip.Addr
+	// Sources are syngate's addresses toward the backend (the file's
+	// "source": one address, a list, or prefixes); empty means the one
+	// address "from the route to Backend", resolved at run time. Each
+	// address has its own source ports toward the backend, so N addresses
+	// carry N times the connections. They must be assigned to the gateway
+	// (run checks it): the backend answers them.
+	Sources    []netip.Addr
 	Backlog    int            // accept queue bound, capped by SYN.Somaxconn; default 1024
 	OnOverflow OverflowPolicy // default drop
 	Cookies    CookiePolicy   // default SYN.Cookies

@@ -5,9 +5,12 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // file is the YAML shape. Values stay strings where a parse error must name
@@ -23,6 +26,10 @@ type file struct {
 	Metrics    struct {
 		Listen *string `yaml:"listen"`
 	} `yaml:"metrics"`
+	Control struct {
+		Socket string `yaml:"socket"`
+		Mode   string `yaml:"mode"`
+	} `yaml:"control"`
 	SYN struct {
 		Cookies       string         `yaml:"cookies"`
 		MaxSynBacklog *int           `yaml:"max_syn_backlog"`
@@ -58,13 +65,13 @@ type file struct {
 }
 
 type serviceFile struct {
-	Name       string `yaml:"name"`
-	Listen     string `yaml:"listen"`
-	Backend    string `yaml:"backend"`
-	Source     string `yaml:"source"`
-	Backlog    *int   `yaml:"backlog"`
-	OnOverflow string `yaml:"on_overflow"`
-	Cookies    string `yaml:"cookies"`
+	Name       string   `yaml:"name"`
+	Listen     string   `yaml:"listen"`
+	Backend    string   `yaml:"backend"`
+	Source     addrList `yaml:"source"`
+	Backlog    *int     `yaml:"backlog"`
+	OnOverflow string   `yaml:"on_overflow"`
+	Cookies    string   `yaml:"cookies"`
 	Announce   struct {
 		MSS         *uint16 `yaml:"mss"`
 		WindowScale *uint8  `yaml:"window_scale"`
@@ -78,6 +85,7 @@ const (
 	DefaultSecretFile    = "/var/lib/syngate/secret"
 	DefaultBPFFS         = "/sys/fs/bpf/syngate"
 	DefaultMetricsListen = "127.0.0.1:9420"
+	DefaultControlSocket = "/run/syngate/control.sock"
 	DefaultMaxSynBacklog = 4096
 	DefaultSynAckRetries = 5
 	DefaultSomaxconn     = 4096
@@ -85,6 +93,14 @@ const (
 	DefaultKeyRotation   = 60 * time.Second
 	// DefaultPeerCookieChecks matches queue.DefaultPeerCookieChecks.
 	DefaultPeerCookieChecks = 10000
+	// DefaultFlowsMax sizes the flow table for a million connections
+	// (two entries each), allocated on demand.
+	DefaultFlowsMax = 2 << 20
+	// DefaultEstablishedTimeout is conntrack's established timeout.
+	DefaultEstablishedTimeout = 5 * 24 * time.Hour
+	// MaxSources bounds a gateway's source addresses (the XDP program's
+	// table of local addresses).
+	MaxSources = 256
 	// DefaultPortMin and DefaultPortMax bound the backend-leg source ports:
 	// just below Linux's ephemeral range (32768-60999), which the gateway's
 	// own kernel connections (backend probes among them) use.
@@ -104,17 +120,53 @@ var namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
 
 type validator struct {
 	lines map[string]int
-	errs  []string
+	errs  []lineError
+	// typeLines are the lines with a type error: the value there was not
+	// decoded, so a semantic complaint about it would only repeat it.
+	typeLines map[int]bool
+}
+
+// lineError is one problem, at a line of the file (0: no line).
+type lineError struct {
+	line int
+	msg  string
+}
+
+func (e lineError) String() string {
+	if e.line == 0 {
+		return e.msg
+	}
+	return fmt.Sprintf("line %d: %s", e.line, e.msg)
 }
 
 // errorf records a problem at the YAML path, naming its line when known.
 func (v *validator) errorf(path, format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	if line, ok := v.lines[path]; ok {
-		v.errs = append(v.errs, fmt.Sprintf("line %d: %s: %s", line, path, msg))
+	line := v.lines[path]
+	if line != 0 && v.typeLines[line] {
 		return
 	}
-	v.errs = append(v.errs, fmt.Sprintf("%s: %s", path, msg))
+	v.add(line, path+": "+fmt.Sprintf(format, args...))
+}
+
+// add records a problem at a line.
+func (v *validator) add(line int, msg string) {
+	v.errs = append(v.errs, lineError{line: line, msg: msg})
+}
+
+// report joins the problems in file order, those without a line last.
+func (v *validator) report() string {
+	sort.SliceStable(v.errs, func(i, j int) bool {
+		a, b := v.errs[i].line, v.errs[j].line
+		if a == 0 || b == 0 {
+			return a != 0 && b == 0
+		}
+		return a < b
+	})
+	out := make([]string, len(v.errs))
+	for i, e := range v.errs {
+		out[i] = e.String()
+	}
+	return strings.Join(out, "\n  ")
 }
 
 func (v *validator) build(f *file) *Config {
@@ -133,6 +185,7 @@ func (v *validator) build(f *file) *Config {
 			}
 		}
 	}
+	v.control(f, c)
 	v.syn(f, c)
 	v.backend(f, c)
 	v.flows(f, c)
@@ -148,6 +201,21 @@ func (v *validator) build(f *file) *Config {
 		c.Peers = append(c.Peers, a.Unmap())
 	}
 	return c
+}
+
+func (v *validator) control(f *file, c *Config) {
+	c.Control.Socket = or(f.Control.Socket, DefaultControlSocket)
+	if c.Control.Socket != "off" && !strings.HasPrefix(c.Control.Socket, "/") {
+		v.errorf("control.socket", "%q: want an absolute path or \"off\"", c.Control.Socket)
+	}
+	switch f.Control.Mode {
+	case "", "0600", "600":
+		c.Control.Mode = 0o600
+	case "0660", "660":
+		c.Control.Mode = 0o660
+	default:
+		v.errorf("control.mode", "%q: want \"0600\" or \"0660\"", f.Control.Mode)
+	}
 }
 
 func (v *validator) interfaces(f *file, c *Config) {
@@ -218,7 +286,7 @@ func (v *validator) backend(f *file, c *Config) {
 	b := &c.Backend
 	b.ConnectTimeout = v.duration("backend.connect_timeout", f.Backend.ConnectTimeout, 3*time.Second, 10*time.Millisecond, 5*time.Minute)
 	b.ProbeInterval = v.duration("backend.probe_interval", f.Backend.ProbeInterval, 60*time.Second, time.Second, 7*24*time.Hour)
-	b.PortQuietTime = v.duration("backend.port_quiet_time", f.Backend.PortQuietTime, 5*time.Second, 0, time.Hour)
+	b.PortQuietTime = v.duration("backend.port_quiet_time", f.Backend.PortQuietTime, 0, 0, time.Hour)
 	b.MaxPending = v.intRange("backend.max_pending", f.Backend.MaxPending, 64<<10, 0, 16<<20)
 	b.PortMin, b.PortMax = DefaultPortMin, DefaultPortMax
 	if f.Backend.Ports != "" {
@@ -245,8 +313,8 @@ func parsePortRange(s string) (lo, hi uint16, ok bool) {
 }
 
 func (v *validator) flows(f *file, c *Config) {
-	c.Flows.Max = v.intRange("flows.max", f.Flows.Max, 262144, 16, hardMaxEntries)
-	c.Flows.EstablishedTimeout = v.duration("flows.established_timeout", f.Flows.EstablishedTimeout, 2*time.Hour, time.Second, 30*24*time.Hour)
+	c.Flows.Max = v.intRange("flows.max", f.Flows.Max, DefaultFlowsMax, 16, hardMaxEntries)
+	c.Flows.EstablishedTimeout = v.duration("flows.established_timeout", f.Flows.EstablishedTimeout, DefaultEstablishedTimeout, time.Second, 30*24*time.Hour)
 	c.Flows.CloseTimeout = v.duration("flows.close_timeout", f.Flows.CloseTimeout, 10*time.Second, time.Second, time.Hour)
 	c.Flows.ResetTimeout = v.duration("flows.reset_timeout", f.Flows.ResetTimeout, 10*time.Second, time.Second, time.Hour)
 }
@@ -274,6 +342,7 @@ func (v *validator) services(f *file, c *Config) {
 	}
 	names := map[string]int{}
 	listens := map[netip.AddrPort]int{}
+	allSources := map[netip.Addr]bool{}
 	for i, sf := range f.Services {
 		p := fmt.Sprintf("services.%d", i)
 		s := Service{Name: sf.Name}
@@ -294,16 +363,9 @@ func (v *validator) services(f *file, c *Config) {
 		if s.Listen.IsValid() && s.Backend.IsValid() && s.Listen.Addr().Is4() != s.Backend.Addr().Is4() {
 			v.errorf(p+".backend", "%s and listener %s are of different address families", s.Backend, s.Listen)
 		}
-		if sf.Source != "" {
-			a, err := netip.ParseAddr(sf.Source)
-			switch {
-			case err != nil:
-				v.errorf(p+".source", "%v", err)
-			case s.Backend.IsValid() && a.Is4() != s.Backend.Addr().Is4():
-				v.errorf(p+".source", "%s and backend %s are of different address families", a, s.Backend)
-			default:
-				s.Source = a
-			}
+		s.Sources = v.sources(p+".source", sf.Source, s.Backend)
+		for _, a := range s.Sources {
+			allSources[a] = true
 		}
 		s.Backlog = v.intRange(p+".backlog", sf.Backlog, DefaultBacklog, 1, hardMaxEntries)
 		switch OverflowPolicy(or(sf.OnOverflow, string(OverflowDrop))) {
@@ -316,6 +378,93 @@ func (v *validator) services(f *file, c *Config) {
 		v.announce(p+".announce", sf, &s)
 		c.Services = append(c.Services, s)
 	}
+	if len(allSources) > MaxSources {
+		v.errorf("services", "%d source addresses in all; at most %d", len(allSources), MaxSources)
+	}
+}
+
+// addrList is "source": one string, or a list of them.
+type addrList []string
+
+// UnmarshalYAML accepts a scalar or a sequence of scalars. Its errors are
+// yaml.TypeErrors, so decoding goes on and the file's other problems are
+// reported with them.
+func (l *addrList) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		*l = addrList{n.Value}
+		return nil
+	case yaml.SequenceNode:
+		out := make(addrList, 0, len(n.Content))
+		for _, c := range n.Content {
+			if c.Kind != yaml.ScalarNode {
+				return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want an address or prefix", c.Line)}}
+			}
+			out = append(out, c.Value)
+		}
+		*l = out
+		return nil
+	}
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want an address, a prefix or a list of them", n.Line)}}
+}
+
+// sources expands a service's source addresses and prefixes (every address
+// of a prefix is used, so a prefix names addresses assigned to the gateway,
+// not a subnet with a network address).
+func (v *validator) sources(path string, l addrList, backend netip.AddrPort) []netip.Addr {
+	var out []netip.Addr
+	seen := map[netip.Addr]bool{}
+	add := func(a netip.Addr) {
+		if !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	for i, s := range l {
+		p := path
+		if len(l) > 1 {
+			p = fmt.Sprintf("%s.%d", path, i)
+		}
+		var addrs []netip.Addr
+		if strings.Contains(s, "/") {
+			pfx, err := netip.ParsePrefix(strings.TrimSpace(s))
+			if err != nil {
+				v.errorf(p, "%v", err)
+				continue
+			}
+			pfx = pfx.Masked()
+			if host := pfx.Addr().BitLen() - pfx.Bits(); host > 8 {
+				v.errorf(p, "%s holds %d addresses; at most %d", pfx, uint64(1)<<min(host, 63), MaxSources)
+				continue
+			}
+			for a := pfx.Addr(); a.IsValid() && pfx.Contains(a); a = a.Next() {
+				addrs = append(addrs, a)
+			}
+		} else {
+			a, err := netip.ParseAddr(strings.TrimSpace(s))
+			if err != nil {
+				v.errorf(p, "%v", err)
+				continue
+			}
+			addrs = []netip.Addr{a.Unmap()}
+		}
+		for _, a := range addrs {
+			switch {
+			case a.Zone() != "" || a.IsUnspecified() || a.IsMulticast():
+				v.errorf(p, "%s: want a unicast address of the gateway without zone", a)
+				return nil
+			case backend.IsValid() && a.Is4() != backend.Addr().Is4():
+				v.errorf(p, "%s and backend %s are of different address families", a, backend)
+				return nil
+			}
+			add(a)
+		}
+	}
+	if len(out) > MaxSources {
+		v.errorf(path, "%d addresses; at most %d", len(out), MaxSources)
+		return nil
+	}
+	return out
 }
 
 func (v *validator) announce(p string, sf serviceFile, s *Service) {

@@ -149,6 +149,8 @@ func newECMPLab(t *testing.T, cookies []string, restartTime string, queues int) 
   - name: %s
 secret_file: %s
 bpffs: "off"
+control:
+  socket: %s
 metrics:
   listen: 127.0.0.1:9420
 syn:
@@ -171,7 +173,7 @@ bgp:
       keepalive: 1s
       connect_retry: 1s
 peers: [%s]
-`, e.GatewayIf, secretPath, policy, netip.AddrPortFrom(e.VIP4, servicePort), netip.AddrPortFrom(lab.ECMPBackendV4.Addr(), backendPort),
+`, e.GatewayIf, secretPath, filepath.Join(gdir, "control.sock"), policy, netip.AddrPortFrom(e.VIP4, servicePort), netip.AddrPortFrom(lab.ECMPBackendV4.Addr(), backendPort),
 			gatewayASN, g.addr, restartTime, lab.ECMPRouterGwV4.Addr(), routerASN, bgpHold, peerList(len(cookies), g.i))
 		if err := os.WriteFile(g.cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
@@ -568,7 +570,7 @@ func TestECMPGateways(t *testing.T) {
 		after := g2.metrics(t)[mSpliced]
 		onDrained := after - spliced
 		start := time.Now()
-		drain := g2.ns.Command(syngateBin, "drain", "-pid-file", g2.ready, "-deadline", "40s")
+		drain := g2.ns.Command(syngateBin, "drain", "-socket", filepath.Join(filepath.Dir(g2.cfgPath), "control.sock"), "-deadline", "40s")
 		var out bytes.Buffer
 		drain.Stdout, drain.Stderr = &out, &out
 		if err := drain.Start(); err != nil {

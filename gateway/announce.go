@@ -4,42 +4,20 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/syngate/syngate/bgp"
 	"github.com/syngate/syngate/config"
+	"github.com/syngate/syngate/metrics"
+	"github.com/syngate/syngate/proxy"
 )
 
 // Health says whether a service can take new connections. Today the
-// backend probe answers it; health checks proper will implement it later.
+// backend probes answer it (backendHealth); health checks proper will
+// implement it later.
 type Health interface {
 	Healthy(service string) bool
-}
-
-// probeHealth is Health from the backend probes: a service is healthy
-// while its last probe succeeded.
-type probeHealth struct {
-	mu sync.Mutex
-	ok map[string]bool
-}
-
-func newProbeHealth() *probeHealth { return &probeHealth{ok: map[string]bool{}} }
-
-func (h *probeHealth) set(service string, ok bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.ok[service] = ok
-}
-
-// Healthy implements Health.
-func (h *probeHealth) Healthy(service string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.ok[service]
 }
 
 // announcer decides which VIPs the BGP speaker announces: a VIP while at
@@ -114,50 +92,26 @@ func bgpConfig(c config.BGP) bgp.Config {
 	return out
 }
 
-// scaleoutCollector exports the speaker's sessions and prefixes, and the
-// drain state with the connections still open.
-type scaleoutCollector struct {
+// scaleoutSource is metrics.ScaleoutSource for a running gateway.
+type scaleoutSource struct {
 	sp       *bgp.Speaker // nil without BGP
 	draining *atomic.Bool
-	open     func() int
+	e        *proxy.Engine
 }
 
-var (
-	dBGPSession   = prometheus.NewDesc("syngate_bgp_session_established", "1 while the BGP session with the peer is established.", []string{"peer", "state"}, nil)
-	dBGPAnnounced = prometheus.NewDesc("syngate_bgp_announced", "1 for every prefix the BGP speaker announces.", []string{"prefix"}, nil)
-	dBGPPrefixes  = prometheus.NewDesc("syngate_bgp_announced_prefixes", "Prefixes the BGP speaker announces.", nil, nil)
-	dDraining     = prometheus.NewDesc("syngate_draining", "1 after `syngate drain`: VIPs withdrawn, existing connections still served.", nil, nil)
-	dConnsOpen    = prometheus.NewDesc("syngate_connections_open", "Connections the engine tracks (opening and spliced); what a drain waits for.", nil, nil)
-)
+func (s scaleoutSource) Draining() bool       { return s.draining.Load() }
+func (s scaleoutSource) ConnectionsOpen() int { return s.e.Stats().Conns }
 
-func (c *scaleoutCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dBGPSession, dBGPAnnounced, dBGPPrefixes, dDraining, dConnsOpen} {
-		ch <- d
-	}
-}
-
-func (c *scaleoutCollector) Collect(ch chan<- prometheus.Metric) {
-	d := 0.0
-	if c.draining.Load() {
-		d = 1
-	}
-	ch <- prometheus.MustNewConstMetric(dDraining, prometheus.GaugeValue, d)
-	ch <- prometheus.MustNewConstMetric(dConnsOpen, prometheus.GaugeValue, float64(c.open()))
-	if c.sp == nil {
-		return
+func (s scaleoutSource) BGP() ([]metrics.BGPPeer, []netip.Prefix) {
+	if s.sp == nil {
+		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	st := c.sp.Status(ctx)
+	st := s.sp.Status(ctx)
+	peers := make([]metrics.BGPPeer, 0, len(st.Peers))
 	for _, p := range st.Peers {
-		v := 0.0
-		if p.Established {
-			v = 1
-		}
-		ch <- prometheus.MustNewConstMetric(dBGPSession, prometheus.GaugeValue, v, p.Address.String(), p.State)
+		peers = append(peers, metrics.BGPPeer{Address: p.Address, State: p.State, Established: p.Established})
 	}
-	for _, p := range st.Announced {
-		ch <- prometheus.MustNewConstMetric(dBGPAnnounced, prometheus.GaugeValue, 1, p.String())
-	}
-	ch <- prometheus.MustNewConstMetric(dBGPPrefixes, prometheus.GaugeValue, float64(len(st.Announced)))
+	return peers, st.Announced
 }

@@ -1,10 +1,13 @@
 package gateway
 
 import (
+	"encoding/json"
 	"log/slog"
+	"net/http"
 	"sync/atomic"
 	"time"
 
+	"github.com/syngate/syngate/control"
 	"github.com/syngate/syngate/proxy"
 )
 
@@ -50,4 +53,29 @@ func (d *drainer) report(e *proxy.Engine, log *slog.Logger) {
 		d.ticker.Stop()
 		d.ticker = nil
 	}
+}
+
+// handleDrain serves /v1/drain on the control socket: GET reads the drain
+// state, POST starts a drain through req (Run's loop owns the drainer) and
+// answers once it started. SIGUSR1 (Options.Drain) does the same.
+func handleDrain(srv *control.Server, req chan<- chan struct{}, on *atomic.Bool, e *proxy.Engine) {
+	state := func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(control.Drain{Draining: on.Load(), Open: e.Stats().Conns})
+	}
+	srv.Handle("GET /v1/drain", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { state(w) }))
+	srv.Handle("POST /v1/drain", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		done := make(chan struct{})
+		select {
+		case req <- done:
+		case <-r.Context().Done():
+			return
+		}
+		select {
+		case <-done:
+		case <-r.Context().Done():
+			return
+		}
+		state(w)
+	}))
 }

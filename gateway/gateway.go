@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +30,7 @@ import (
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/config"
 	"github.com/syngate/syngate/cookie"
+	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/metrics"
 	"github.com/syngate/syngate/proxy"
 	"github.com/syngate/syngate/queue"
@@ -48,12 +50,15 @@ type Options struct {
 	Unpin bool
 	// Drain, when it receives, starts a drain: the VIPs are withdrawn
 	// from the BGP peers and new connections stop coming, while the
-	// connections already open keep being served (`syngate drain`, which
-	// sends SIGUSR1 today; it moves onto the control socket).
+	// connections already open keep being served (SIGUSR1, the fallback
+	// of `syngate drain`; the control socket's POST /v1/drain does the
+	// same). Not the hand-over every stop does (proxy.Engine.HandOver).
 	Drain <-chan struct{}
 	// Restart, when it receives, ends Run like ctx does but leaves the BGP
 	// routes with the peers, which keep them for the graceful-restart time
-	// while the next syngate starts (SIGUSR2). Ending ctx withdraws them.
+	// while the next syngate starts (SIGUSR2). Ending ctx does the same
+	// when the data path stays attached, else withdraws them (see
+	// withdrawOnStop).
 	Restart <-chan struct{}
 	// Health decides which services can take traffic, so which VIPs are
 	// announced; nil means the backend probes decide (a service is healthy
@@ -62,11 +67,18 @@ type Options struct {
 }
 
 // Run runs the gateway until ctx ends.
+//
+// With pinning (config bpffs), Run takes over what an earlier syngate left
+// in the pin directory: its maps (spliced connections keep flowing and are
+// adopted by the engine), and its XDP links, whose program is replaced
+// atomically once this engine is ready. On the way out it leaves the data
+// path attached (see bpf.Dataplane.Close) unless Options.Unpin.
 func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
+	started := time.Now()
 	if err := bpf.CheckCapabilities(); err != nil {
 		return err
 	}
@@ -87,11 +99,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}
 
 	pin := cfg.BPFFS
+	ephemeral := false // the pins end with this process (ip netns exec)
 	if pin == "off" {
 		pin = ""
-	} else if err := prepareBPFFS(pin, log); err != nil {
+	} else if ephemeral, err = prepareBPFFS(pin, log); err != nil {
 		return err
 	}
+	// Load takes the pin directory's lock before it reads or writes
+	// anything there: a second instance fails here, harmlessly.
 	dp, err := bpf.Load(bpf.Config{
 		PinPath:        pin,
 		DropSYNPayload: cfg.Filters.DropSynPayload,
@@ -108,10 +123,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		return fmt.Errorf("load xdp program: %w", err)
 	}
 	defer func() {
-		err = errors.Join(err, dp.Close())
 		if opts.Unpin && pin != "" {
 			err = errors.Join(err, dp.Unpin())
 		}
+		err = errors.Join(err, dp.Close())
 	}()
 
 	sender, err := newRawSender()
@@ -127,34 +142,54 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		peers.refresh(log)
 		handoff = peers
 	}
-	offload := &cookieOffload{dp: dp, ids: map[netip.AddrPort]uint32{}}
-	for i, s := range services {
-		offload.ids[s.Listen] = uint32(i)
-	}
+	offload := &cookieOffload{dp: dp, svcs: map[netip.AddrPort]*bpf.Service{}}
 	engine, err := proxy.New(proxy.Config{
 		Services: services, Jar: jar, Flows: dp, Sender: sender, Offload: offload, Handoff: handoff,
 		PortMin: cfg.Backend.PortMin, PortMax: cfg.Backend.PortMax, PortQuiet: cfg.Backend.PortQuietTime,
 		ConnectTimeout: cfg.Backend.ConnectTimeout, MaxPending: cfg.Backend.MaxPending,
-		MaxConns:           cfg.Flows.Max / 2,
+		LinkMTU:            linkMTU(cfg, log),
+		MaxConns:           cfg.Flows.Max / 2, // two flow entries per connection
 		EstablishedTimeout: cfg.Flows.EstablishedTimeout, CloseTimeout: cfg.Flows.CloseTimeout, ResetTimeout: cfg.Flows.ResetTimeout,
 		Logger: log,
 	})
 	if err != nil {
 		return err
 	}
-	// Learn the backends' options before the first SYN-ACK goes out: a
-	// connection's announced window scale must not change under it.
-	health := newProbeHealth()
-	probeBackends(ctx, engine, cfg, services, health, log)
-	for i, s := range services {
-		if err := dp.SetService(bpf.Service{Addr: s.Listen, ID: uint32(i)}); err != nil {
+
+	health := newBackendHealth()
+	// What an earlier syngate left: its services' announced options stand
+	// in for the backends' until the probes answer, so taking over waits
+	// for no probe.
+	pinned, err := dp.Services()
+	if err != nil {
+		return err
+	}
+	known := knownOptions(services, pinned)
+	for name, o := range known {
+		engine.SetBackendOptions(name, o)
+	}
+	if len(known) < len(services) {
+		// Learn the backends' options before the first SYN-ACK goes out:
+		// a connection's announced window scale must not change under it.
+		// All at once: the wait is the slowest backend's, at most
+		// maxProbeWait.
+		probeBackends(ctx, engine, cfg, unknownServices(services, known), log, health)
+	}
+	if err := reconcileServices(dp, engine, offload, services, pinned, log); err != nil {
+		return err
+	}
+	if pin != "" {
+		st, err := engine.Adopt(dp)
+		if err != nil {
 			return err
+		}
+		if st != (proxy.AdoptStats{}) {
+			log.Info("adopted spliced connections", "connections", st.Adopted, "draining", st.Draining,
+				"orphans_deleted", st.Orphans, "outside_port_range", st.OutOfRange)
 		}
 	}
-	for _, a := range engine.Sources() {
-		if err := dp.AddLocal(a); err != nil {
-			return err
-		}
+	if err := reconcileLocals(dp, engine.Sources(), log); err != nil {
+		return err
 	}
 
 	reg := metrics.New(opts.Version, opts.Revision)
@@ -162,20 +197,30 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		reg.AddService(s)
 	}
 	reg.SetDataplane(&dataplaneMetrics{dp: dp, e: engine, limit: cfg.Flows.Max})
+	sockStats := &socketStats{}
+	if err := reg.Register(metrics.NewSocketCollector(sockStats)); err != nil {
+		return err
+	}
 
 	// The BGP speaker starts after the first probes, so it never announces
-	// a VIP whose backend is known to be down, and is the last thing
-	// stopped, withdrawing first, unless this is a restart.
+	// a VIP whose backend is known to be down. How it stops depends on
+	// why and on what stays behind: see withdrawOnStop.
 	drain := &drainer{}
-	var keepRoutes bool
+	drainReq := make(chan chan struct{}) // from the control socket
 	var speaker *bgp.Speaker
+	keepRoutes := false
 	if len(cfg.BGP.Peers) > 0 {
 		speaker, err = bgp.Start(ctx, bgpConfig(cfg.BGP), log)
 		if err != nil {
 			return err
 		}
+		// For a Run that fails before its stop procedure, which decides
+		// otherwise (a second Close is a no-op).
 		defer func() {
-			if err := speaker.Close(!keepRoutes); err != nil {
+			if keepRoutes {
+				return
+			}
+			if err := speaker.Close(true); err != nil {
 				log.Warn("bgp stop", "err", err)
 			}
 		}()
@@ -185,12 +230,13 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		}
 		drain.ann = newAnnouncer(speaker, cfg.Services, h, log)
 	}
-	if err := reg.Register(&scaleoutCollector{sp: speaker, draining: &drain.on, open: func() int { return engine.Stats().Conns }}); err != nil {
+	if err := reg.Register(metrics.NewScaleoutCollector(scaleoutSource{sp: speaker, draining: &drain.on, e: engine})); err != nil {
 		return err
 	}
 
-	// On the way out: stop the loops, wait for them, then close the sockets
-	// they drive (defers run in reverse).
+	// The engine's loops run on their own context: on the way out they
+	// keep running while the engine hands over, then stop, then the sockets
+	// they drive close (defers run in reverse).
 	var sockets []*afxdp.Socket
 	defer func() {
 		for _, s := range sockets {
@@ -199,8 +245,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ectx, stopEngine := context.WithCancel(context.Background())
+	defer stopEngine()
 	errc := make(chan error, 64)
 
 	// Sockets first, then the program: a SYN steered before its socket is
@@ -210,9 +256,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	for _, in := range cfg.Interfaces {
 		socks, err := afxdp.OpenAll(in.Name, socketConfig)
 		if err != nil {
-			return fmt.Errorf("open af_xdp sockets on %s: %w", in.Name, err)
+			return fmt.Errorf("open af_xdp sockets on %s: %w%s", in.Name, err, memlockHint(err))
 		}
 		sockets = append(sockets, socks...)
+		sockStats.add(in.Name, socks)
 		for _, s := range socks {
 			if err := dp.RegisterSocket(s.Ifindex(), s.Queue(), s.FD()); err != nil {
 				return err
@@ -227,12 +274,25 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 						log.Warn("receive loop runs unpinned", "interface", in.Name, "queue", s.Queue(), "err", err)
 					}
 				}
-				if err := engine.Serve(ctx, s, s.Ifindex()); err != nil {
+				if err := engine.Serve(ectx, s, s.Ifindex()); err != nil {
 					errc <- fmt.Errorf("%s queue %d: %w", in.Name, s.Queue(), err)
 				}
 			}()
 		}
 	}
+	// The key before the program runs: it may mint cookies at once.
+	if err := dp.SetCookieKey(jar.DataplaneKey(time.Now())); err != nil {
+		return err
+	}
+	// Every interface's redirect port before the first attach: during a
+	// take-over the new program runs on the first interface while the
+	// others still run the old one, and must already reach them.
+	for _, in := range cfg.Interfaces {
+		if err := dp.AddRedirectPort(in.Name); err != nil {
+			return err
+		}
+	}
+	tookOver := false
 	for _, in := range cfg.Interfaces {
 		mode, err := bpf.ParseMode(string(in.Mode))
 		if err != nil {
@@ -241,46 +301,81 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		if err := dp.Attach(in.Name, mode); err != nil {
 			return err
 		}
+		tookOver = tookOver || dp.TookOver(in.Name)
 	}
-
-	// The key before the engine starts: it may turn the offload on at once.
-	if err := dp.SetCookieKey(jar.DataplaneKey(time.Now())); err != nil {
+	if err := detachRemovedInterfaces(dp, cfg, log); err != nil {
 		return err
 	}
+	if n, err := dp.MergeMigratedFlows(); err != nil {
+		log.Warn("merge the migrated flow table", "err", err)
+	} else if n > 0 {
+		log.Info("flow state recorded during the migration carried over", "flows", n)
+	}
+	if tookOver {
+		// While no engine ran, the program answered SYNs with standby
+		// cookies; their ACKs (or the clients' first data) arrive now.
+		engine.CookiesSentElsewhere()
+	}
+
 	if peers != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			peers.run(ctx, log)
+			peers.run(ectx, log)
 		}()
 	}
+	// The announcer stops when the wait below ends, however it ends (a
+	// restart request leaves ctx running), before the stop procedure
+	// decides what becomes of the routes.
+	actx, stopAnnouncing := context.WithCancel(ctx)
+	defer stopAnnouncing()
 	if drain.ann != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			drain.ann.run(ctx)
+			drain.ann.run(actx)
 		}()
 	}
+
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		refreshCookieKey(ctx, dp, jar, log)
+		refreshCookieKey(ectx, dp, jar, log)
 	}()
 	go func() {
 		defer wg.Done()
-		engine.Run(ctx)
+		engine.Run(ectx)
 	}()
 	go func() {
 		defer wg.Done()
+		if len(known) > 0 {
+			// Taken over with the options known before: check them now,
+			// in the background.
+			probeBackends(ectx, engine, cfg, services, log, health)
+			offload.refreshStandby(engine, log)
+		}
 		for {
 			select {
-			case <-ctx.Done():
+			case <-ectx.Done():
 				return
 			case <-time.After(cfg.Backend.ProbeInterval):
 			}
-			probeBackends(ctx, engine, cfg, services, health, log)
+			probeBackends(ectx, engine, cfg, services, log, health)
+			offload.refreshStandby(engine, log)
 		}
 	}()
+	if tookOver {
+		// The ACKs the old program kept while no engine ran: the old
+		// program no longer runs, so the map is complete.
+		acks, err := dp.TakeStandbyACKs()
+		if err != nil {
+			log.Warn("standby ACKs", "err", err)
+		}
+		if len(acks) > 0 {
+			n := engine.ReplayACKs(acks)
+			log.Info("handshake ACKs kept while no engine ran", "kept", len(acks), "validated", n)
+		}
+	}
 
 	if cfg.Metrics.Listen != "off" {
 		srv, err := serveHTTP(cfg.Metrics.Listen, reg)
@@ -290,36 +385,185 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		defer srv.Close()
 		log.Info("metrics", "url", "http://"+cfg.Metrics.Listen+"/metrics")
 	}
+	if srv := serveControl(cfg, &controlSource{
+		version: opts.Version, started: time.Now(), cfg: cfg, dp: dp, e: engine, socks: sockStats, health: health,
+	}, log); srv != nil {
+		defer srv.Close()
+		handleDrain(srv, drainReq, &drain.on, engine)
+	}
 	if opts.ReadyFile != "" {
 		if err := os.WriteFile(opts.ReadyFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 			return fmt.Errorf("write ready file: %w", err)
 		}
 	}
-	log.Info("syngate running", "services", len(services), "interfaces", len(cfg.Interfaces), "sockets", len(sockets))
+	log.Info("syngate running", "services", len(services), "interfaces", len(cfg.Interfaces), "sockets", len(sockets),
+		"took_over", tookOver, "startup", time.Since(started).Round(time.Millisecond))
+	restart := false
+wait:
 	for {
 		select {
 		case <-ctx.Done():
-			log.Info("stopping")
-			if speaker != nil {
-				// Withdraw while the data path still serves: the routers
-				// move new connections away before the sockets close.
-				if err := speaker.Close(true); err != nil {
-					log.Warn("bgp withdraw", "err", err)
-				}
-			}
-			return nil
+			break wait
 		case <-opts.Restart:
-			log.Info("stopping for a restart: BGP routes stay with the peers for the graceful-restart time")
-			keepRoutes = true
-			return nil
+			restart = true
+			break wait
 		case <-opts.Drain:
 			drain.start(engine, log)
+		case done := <-drainReq:
+			drain.start(engine, log)
+			close(done)
 		case <-drain.tick():
 			drain.report(engine, log)
 		case err := <-errc:
 			return err
 		}
 	}
+	stopAnnouncing()
+	stays := pin != "" && !opts.Unpin
+	if speaker != nil {
+		if withdrawOnStop(restart, stays && !ephemeral) {
+			// Withdraw while the data path still serves: the routers move
+			// new connections away before the sockets close.
+			log.Info("stopping: withdrawing the VIPs (the data path ends with this process)")
+			if err := speaker.Close(true); err != nil {
+				log.Warn("bgp withdraw", "err", err)
+			}
+		} else {
+			log.Info("stopping: BGP routes stay with the peers for the graceful-restart time", "restart_time", cfg.BGP.RestartTime)
+			keepRoutes = true // the sessions die with the process
+		}
+	}
+	if stays {
+		// The data path stays: hand new SYNs to the program's cookies and
+		// let the handshakes this engine holds finish first.
+		opening, halfOpen := engine.HandOver(min(cfg.Backend.ConnectTimeout, maxHandOver))
+		log.Info("stopping; the data path stays attached for the next syngate",
+			"opening_left", opening, "half_open_left", halfOpen)
+		return nil
+	}
+	log.Info("stopping")
+	return nil
+}
+
+// withdrawOnStop says whether a stopping gateway withdraws its VIPs from
+// the BGP peers. It keeps them (the peers hold them for the
+// graceful-restart time, the next syngate announces them again) on a
+// restart request (SIGUSR2), and on any stop that leaves the data path
+// attached: spliced connections keep flowing and the program answers SYNs
+// with standby cookies, so this gateway still serves its VIPs, and
+// systemd's restart is a SIGTERM too. It withdraws when the data path
+// ends with the process (bpffs off, -unpin, or a bpffs this process
+// mounted in a private mount namespace, as under ip netns exec). A final
+// stop withdraws with `syngate drain` first (README, "Stopping for
+// good").
+func withdrawOnStop(restart, dataPathStays bool) bool {
+	return !restart && !dataPathStays
+}
+
+// maxHandOver bounds the wait for handshakes in flight on the way out.
+const maxHandOver = 2 * time.Second
+
+// knownOptions returns, by service name, the backend options an earlier
+// syngate announced for the services still configured at the same
+// address, from the pinned services map.
+func knownOptions(svcs []proxy.Service, pinned []bpf.Service) map[string]flow.SynOptions {
+	out := make(map[string]flow.SynOptions)
+	for _, s := range svcs {
+		for _, p := range pinned {
+			if p.Addr == s.Listen && p.Announce.Window != 0 {
+				a := p.Announce
+				out[s.Name] = flow.SynOptions{MSS: a.MSS, WScale: a.WScale, SACK: a.SACK, Timestamps: a.Timestamps, ECN: a.ECN}
+			}
+		}
+	}
+	return out
+}
+
+func unknownServices(svcs []proxy.Service, known map[string]flow.SynOptions) []proxy.Service {
+	var out []proxy.Service
+	for _, s := range svcs {
+		if _, ok := known[s.Name]; !ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// reconcileServices makes the services map hold exactly the configured
+// services: removed ones are deleted (their SYNs pass to the kernel again;
+// their spliced connections drain), the others written with their standby
+// cookies and announce values.
+func reconcileServices(dp *bpf.Dataplane, e *proxy.Engine, off *cookieOffload, svcs []proxy.Service, pinned []bpf.Service, log *slog.Logger) error {
+	want := make(map[netip.AddrPort]bool, len(svcs))
+	for i, s := range svcs {
+		want[s.Listen] = true
+		o, window, _ := e.OfferAt(s.Listen)
+		bs := &bpf.Service{Addr: s.Listen, ID: uint32(i)}
+		if s.Queue.Cookies != queue.CookiesNever {
+			bs.StandbyCookies = true
+			bs.Announce = standbyAnnounce(o, window)
+		}
+		if err := off.set(bs); err != nil {
+			return err
+		}
+	}
+	for _, p := range pinned {
+		if !want[p.Addr] {
+			if err := dp.DeleteService(p.Addr); err != nil && !errors.Is(err, bpf.ErrNotFound) {
+				return err
+			}
+			log.Info("service removed from the data plane", "listen", p.Addr)
+		}
+	}
+	return nil
+}
+
+// reconcileLocals makes the locals map hold exactly the engine's source
+// addresses (those of draining connections included).
+func reconcileLocals(dp *bpf.Dataplane, sources []netip.Addr, log *slog.Logger) error {
+	have, err := dp.Locals()
+	if err != nil {
+		return err
+	}
+	want := make(map[netip.Addr]bool, len(sources))
+	for _, a := range sources {
+		want[a] = true
+		if err := dp.AddLocal(a); err != nil {
+			return err
+		}
+	}
+	for _, a := range have {
+		if !want[a] {
+			if err := dp.DeleteLocal(a); err != nil && !errors.Is(err, bpf.ErrNotFound) {
+				return err
+			}
+			log.Info("source address removed from the data plane", "addr", a)
+		}
+	}
+	return nil
+}
+
+// detachRemovedInterfaces detaches from the interfaces an earlier syngate
+// left attached that the config no longer names.
+func detachRemovedInterfaces(dp *bpf.Dataplane, cfg *config.Config, log *slog.Logger) error {
+	pinned, err := dp.PinnedInterfaces()
+	if err != nil {
+		return err
+	}
+	for _, name := range pinned {
+		if !slices.ContainsFunc(cfg.Interfaces, func(in config.Interface) bool { return in.Name == name }) {
+			if err := dp.DetachPinned(name); err != nil {
+				return err
+			}
+			log.Info("interface removed from the config: detached", "interface", name)
+		}
+	}
+	return nil
+}
+
+// standbyAnnounce is what the data plane's cookie SYN-ACKs offer for an offer.
+func standbyAnnounce(o proxy.Offer, window uint16) bpf.Announce {
+	return bpf.Announce{Window: window, MSS: o.MSS, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps, ECN: o.ECN}
 }
 
 // socketConfig sizes each AF_XDP socket: 8192 frames of 2 KiB (16 MiB of
@@ -335,12 +579,15 @@ var socketConfig = afxdp.Config{Frames: 8192, RxSize: 4096, FillSize: 4096}
 func engineServices(cfg *config.Config) ([]proxy.Service, error) {
 	var out []proxy.Service
 	for _, s := range cfg.Services {
-		src := s.Source
-		if !src.IsValid() {
-			var err error
-			if src, err = routeSource(s.Backend); err != nil {
+		srcs := s.Sources
+		if len(srcs) == 0 {
+			src, err := routeSource(s.Backend)
+			if err != nil {
 				return nil, fmt.Errorf("service %s: %w", s.Name, err)
 			}
+			srcs = []netip.Addr{src}
+		} else if err := checkLocal(srcs); err != nil {
+			return nil, fmt.Errorf("service %s: %w", s.Name, err)
 		}
 		cookies, err := queue.ParseCookiePolicy(string(s.Cookies))
 		if err != nil {
@@ -355,7 +602,7 @@ func engineServices(cfg *config.Config) ([]proxy.Service, error) {
 			peerChecks = -1 // the file's "none" is the queue's negative
 		}
 		out = append(out, proxy.Service{
-			Name: s.Name, Listen: s.Listen, Backend: s.Backend, Source: src,
+			Name: s.Name, Listen: s.Listen, Backend: s.Backend, Sources: srcs,
 			Queue: queue.Config{
 				MaxSynBacklog: cfg.SYN.MaxSynBacklog, SynAckRetries: cfg.SYN.SynAckRetries, Cookies: cookies,
 				Backlog: s.Backlog, Somaxconn: cfg.SYN.Somaxconn, Overflow: overflow,
@@ -376,6 +623,21 @@ func routeSource(dst netip.AddrPort) (netip.Addr, error) {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
+}
+
+// checkLocal refuses source addresses the gateway does not have: the
+// backend sends its answers to them, and only an address of the gateway
+// gets them there (answered ARP or neighbour discovery, or a route). An
+// address is the gateway's when a socket can bind to it.
+func checkLocal(srcs []netip.Addr) error {
+	for _, a := range srcs {
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
+		if err != nil {
+			return fmt.Errorf("source %s is not an address of this gateway (assign it to the backend-side interface; the backend must reach it): %w", a, err)
+		}
+		c.Close()
+	}
+	return nil
 }
 
 // checkPortRange refuses a backend port range overlapping the kernel's
@@ -411,21 +673,35 @@ func portRangeConflict(min, max uint16, ephemeral string) error {
 // next probe.
 const maxProbeWait = 3 * time.Second
 
-// probeBackends learns each backend's options; a failed probe keeps what
-// was known (the defaults, at start).
-func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, h *probeHealth, log *slog.Logger) {
+// probeBackends learns the backends' options, all at once; a failed probe
+// keeps what was known (the defaults, at start).
+func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger, health *backendHealth) {
+	var wg sync.WaitGroup
 	for _, s := range svcs {
-		pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
-		o, err := proxy.ProbeBackend(pctx, s.Backend, s.Source)
-		cancel()
-		h.set(s.Name, err == nil)
-		if err != nil {
-			log.Warn("backend probe failed; announcing defaults", "service", s.Name, "backend", s.Backend, "err", err)
-			continue
-		}
-		e.SetBackendOptions(s.Name, o)
-		log.Info("backend options", "service", s.Name, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
+			o, err := proxy.ProbeBackend(pctx, s.Backend, s.Sources[0])
+			cancel()
+			health.record(s.Name, time.Now(), o, err)
+			if err != nil {
+				log.Warn("backend probe failed; announcing what was known", "service", s.Name, "backend", s.Backend, "err", err)
+				return
+			}
+			// ECN is offered to clients only when the backend is known to
+			// agree: a failed probe means no ECN.
+			pctx, cancel = context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
+			o.ECN, err = proxy.ProbeECN(pctx, s.Backend, s.Sources[0])
+			cancel()
+			if err != nil {
+				log.Warn("backend ECN probe failed; not offering ECN", "service", s.Name, "backend", s.Backend, "err", err)
+			}
+			e.SetBackendOptions(s.Name, o)
+			log.Info("backend options", "service", s.Name, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps, "ecn", o.ECN)
+		}()
 	}
+	wg.Wait()
 }
 
 func serveHTTP(addr string, reg *metrics.Registry) (*http.Server, error) {
@@ -469,26 +745,80 @@ func (d *dataplaneMetrics) Flows() (metrics.FlowStats, error) {
 		return metrics.FlowStats{}, err
 	}
 	st := d.e.Stats()
-	fast := c[bpf.VerdictFastTX]
-	redir := c[bpf.VerdictFastRedirect]
+	var fast bpf.Count
+	for _, v := range []bpf.Verdict{bpf.VerdictFastTX, bpf.VerdictFastRedirect, bpf.VerdictFastTXOutOfWindow, bpf.VerdictFastRedirectOutOfWindow} {
+		fast.Packets += c[v].Packets
+		fast.Bytes += c[v].Bytes
+	}
 	return metrics.FlowStats{
 		Active: 2 * st.Spliced, Limit: d.limit, Expired: st.Expired,
-		FastPackets: fast.Packets + redir.Packets, FastBytes: fast.Bytes + redir.Bytes,
+		FastPackets: fast.Packets, FastBytes: fast.Bytes,
 	}, nil
 }
 
 // cookieOffload implements proxy.CookieOffload on the data plane's service
-// map.
+// map. It owns the services' entries there: the offload flag and the
+// standby cookies share one entry per service.
 type cookieOffload struct {
-	dp  *bpf.Dataplane
-	ids map[netip.AddrPort]uint32
+	dp   *bpf.Dataplane
+	mu   sync.Mutex
+	svcs map[netip.AddrPort]*bpf.Service
+}
+
+// set writes a service's entry and keeps it as the base of later changes.
+func (c *cookieOffload) set(s *bpf.Service) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.dp.SetService(*s); err != nil {
+		return err
+	}
+	c.svcs[s.Addr] = s
+	return nil
 }
 
 func (c *cookieOffload) OffloadCookies(s proxy.Service, on bool, o proxy.Offer, window uint16) error {
-	return c.dp.SetService(bpf.Service{
-		Addr: s.Listen, ID: c.ids[s.Listen], XDPCookies: on,
-		Announce: bpf.Announce{Window: window, MSS: o.MSS, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps},
-	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cur := c.svcs[s.Listen]
+	if cur == nil {
+		return fmt.Errorf("cookie offload: unknown service %v", s.Listen)
+	}
+	next := *cur
+	next.XDPCookies = on
+	if on || next.StandbyCookies {
+		next.Announce = standbyAnnounce(o, window)
+	}
+	if err := c.dp.SetService(next); err != nil {
+		return err
+	}
+	*cur = next
+	return nil
+}
+
+// refreshStandby brings the standby cookies' announce values up to the
+// engine's current offers (after a probe).
+func (c *cookieOffload) refreshStandby(e *proxy.Engine, log *slog.Logger) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for addr, cur := range c.svcs {
+		if !cur.StandbyCookies {
+			continue
+		}
+		o, window, ok := e.OfferAt(addr)
+		if !ok {
+			continue
+		}
+		next := *cur
+		next.Announce = standbyAnnounce(o, window)
+		if next == *cur {
+			continue
+		}
+		if err := c.dp.SetService(next); err != nil {
+			log.Warn("standby cookies: update announce", "listen", addr, "err", err)
+			continue
+		}
+		*cur = next
+	}
 }
 
 // refreshCookieKey keeps the XDP program's cookie key and tick current: it
@@ -506,4 +836,24 @@ func refreshCookieKey(ctx context.Context, dp *bpf.Dataplane, jar *cookie.Jar, l
 			}
 		}
 	}
+}
+
+// linkMTU is the smallest MTU of the interfaces syngate attaches to: the
+// fast path forwards frames between them unchanged, so a segment must fit
+// the smallest. Zero (no clamp) when none can be read.
+func linkMTU(cfg *config.Config, log *slog.Logger) int {
+	mtu := 0
+	for _, in := range cfg.Interfaces {
+		ifc, err := net.InterfaceByName(in.Name)
+		if err != nil || ifc.MTU <= 0 {
+			continue // Attach reports the missing interface
+		}
+		if mtu == 0 || ifc.MTU < mtu {
+			mtu = ifc.MTU
+		}
+	}
+	if mtu > 0 {
+		log.Info("smallest interface MTU: MSS clamped to fit it", "mtu", mtu)
+	}
+	return mtu
 }

@@ -55,8 +55,8 @@ services:
 		t.Fatal(err)
 	}
 	a, b := svcs[0], svcs[1]
-	if a.Source != netip.MustParseAddr("127.0.0.1") {
-		t.Errorf("source from the route to 127.0.0.1 = %v", a.Source)
+	if len(a.Sources) != 1 || a.Sources[0] != netip.MustParseAddr("127.0.0.1") {
+		t.Errorf("source from the route to 127.0.0.1 = %v", a.Sources)
 	}
 	if a.Queue.Cookies != queue.CookiesNever || a.Queue.Overflow != queue.OverflowReset || a.Queue.Backlog != 70 || a.Queue.Somaxconn != 50 || a.Queue.MaxSynBacklog != 100 {
 		t.Errorf("service a queue config = %+v", a.Queue)
@@ -64,7 +64,19 @@ services:
 	if a.Announce.MSS == nil || *a.Announce.MSS != 1400 || a.Announce.WindowScale != nil {
 		t.Errorf("service a announce = %+v", a.Announce)
 	}
-	if b.Source != netip.MustParseAddr("127.0.0.2") || b.Queue.Cookies != queue.CookiesAlways {
+	if len(b.Sources) != 1 || b.Sources[0] != netip.MustParseAddr("127.0.0.2") || b.Queue.Cookies != queue.CookiesAlways {
 		t.Errorf("service b = %+v", b)
+	}
+}
+
+// TestSourcesMustBeLocal: a source address the gateway does not have is
+// refused at start (the backend's answers would never reach it), naming it.
+func TestSourcesMustBeLocal(t *testing.T) {
+	if err := checkLocal([]netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.9")}); err != nil {
+		t.Errorf("loopback addresses refused: %v", err)
+	}
+	err := checkLocal([]netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("192.0.2.123")})
+	if err == nil || !strings.Contains(err.Error(), "source 192.0.2.123 is not an address of this gateway") {
+		t.Errorf("a foreign source address: %v, want it named as not the gateway's", err)
 	}
 }

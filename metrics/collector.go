@@ -31,12 +31,28 @@ var (
 	dAcceptOverflow  = desc("accept_queue_overflows_total",
 		"Validated connections that found the accept queue full (ListenOverflows), by action: drop or reset (tcp_abort_on_overflow).",
 		"service", "action")
-	dSpliced         = desc("connections_spliced_total", "Connections whose backend leg opened and that were handed to the XDP fast path.", "service")
-	dSlowPath        = desc("slowpath_packets_total", "Packets of spliced connections that reached the engine instead of the XDP fast path (forwarded by the engine).", "service")
-	dBackendTW       = desc("backend_timewait_resets_total", "Backend legs whose source port the backend still held in TIME_WAIT, cleared with a RST before the SYN was sent again.", "service")
+	dSpliced      = desc("connections_spliced_total", "Connections whose backend leg opened and that were handed to the XDP fast path.", "service")
+	dSlowPath     = desc("slowpath_packets_total", "Packets of spliced connections that reached the engine instead of the XDP fast path (forwarded by the engine).", "service")
+	dBackendTW    = desc("backend_timewait_resets_total", "Backend legs whose source port the backend still held in TIME_WAIT, cleared with a RST before the SYN was sent again.", "service")
+	dChallengeACK = desc("challenge_acks_total",
+		"Challenge ACKs (RFC 5961 4.2) answering SYNs, from either side, for the 4-tuple of a live connection, by result: sent or rate_limited (TCPChallengeACK).",
+		"service", "result")
+	dRSTInWindow = desc("rst_in_window_total",
+		"RSTs of spliced connections inside the window but not at the exact sequence number, forwarded by the engine for the endpoint's challenge ACK (RFC 5961 3.2).",
+		"service")
+	dResetsSent = desc("flow_resets_sent_total",
+		"RSTs sent to the client and the backend of spliced connections syngate ended itself (idle expiry, a flow entry deleted under it), each at the end's next expected sequence number.",
+		"service")
 	dBackendFailures = desc("backend_failures_total", "Backend legs that failed, by reason: refused, timeout, ...", "service", "reason")
-	dQueueDepth      = desc("queue_depth", "Entries in a service's queue: syn (half-open) or accept.", "service", "queue")
-	dQueueLimit      = desc("queue_limit", "Bound of a service's queue: syn (max_syn_backlog) or accept (min(backlog, somaxconn)).", "service", "queue")
+	dPortWaits       = desc("source_port_waits_total",
+		"Backend legs that found no free source port toward their backend, by outcome: waited (got one later) or failed (gave up at the connect timeout; the client was reset).",
+		"service", "outcome")
+	dSynData        = desc("syn_data_total", "SYNs carrying data (TCP Fast Open) answered by the engine with a SYN-ACK acknowledging only the SYN; the client sends the data again.", "service")
+	dECN            = desc("ecn_total", "Clients' ECN requests, by result at the splice: negotiated (both legs), not_offered (the backend is not known to do ECN), backend_refused (agreed with the client, refused by the backend).", "service", "result")
+	dMSSClamped     = desc("mss_clamped_total", "MSS lowered to fit the gateway's smallest interface MTU, by leg: client (the SYN-ACK) or backend (the backend SYN).", "service", "leg")
+	dQueueDepth     = desc("queue_depth", "Entries in a service's queue: syn (half-open) or accept.", "service", "queue")
+	dQueueLimit     = desc("queue_limit", "Bound of a service's queue: syn (max_syn_backlog) or accept (min(backlog, somaxconn)).", "service", "queue")
+	dBackendConnect = desc("backend_connect_seconds", "Time from the backend SYN to the backend's SYN-ACK, of the backend legs that opened.", "service")
 
 	dXDPPackets    = desc("xdp_packets_total", "Packets seen by the XDP program, by verdict and reason.", "verdict", "reason")
 	dFlows         = desc("flows", "Entries in the XDP flow table (one per direction).")
@@ -48,7 +64,8 @@ var (
 	dScrapeErrors  = desc("dataplane_read_errors", "Data plane reads that failed during this scrape, by source (1: the series of that source are missing).", "source")
 	allDescriptors = []*prometheus.Desc{
 		dSynReceived, dSynAckSent, dSynQueueFull, dSynDropped, dHalfOpenTimeout, dAckValidated, dAckRejected,
-		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dBackendFailures, dQueueDepth, dQueueLimit,
+		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dChallengeACK, dRSTInWindow, dResetsSent, dBackendFailures, dPortWaits,
+		dSynData, dECN, dMSSClamped, dQueueDepth, dQueueLimit, dBackendConnect,
 		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors, dHandedOff,
 	}
 )
@@ -108,14 +125,32 @@ func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
 	counter(ch, dSpliced, s.Spliced, n)
 	counter(ch, dSlowPath, s.SlowPath, n)
 	counter(ch, dBackendTW, s.BackendTimeWait, n)
+	counter(ch, dChallengeACK, s.ChallengeACKSent, n, "sent")
+	counter(ch, dChallengeACK, s.ChallengeACKLimited, n, "rate_limited")
+	counter(ch, dRSTInWindow, s.RSTInWindow, n)
+	counter(ch, dResetsSent, s.ResetsSent, n)
 	counter(ch, dHandedOff, s.HandedOff, n)
 	for _, k := range sortedKeys(s.BackendFailures) {
 		counter(ch, dBackendFailures, s.BackendFailures[k], n, k)
+	}
+	counter(ch, dPortWaits, s.SourcePortWaited, n, "waited")
+	counter(ch, dPortWaits, s.SourcePortFailed, n, "failed")
+	counter(ch, dSynData, s.SynData, n)
+	for _, k := range sortedKeys(s.ECN) {
+		counter(ch, dECN, s.ECN[k], n, k)
+	}
+	for _, k := range sortedKeys(s.MSSClamped) {
+		counter(ch, dMSSClamped, s.MSSClamped[k], n, k)
 	}
 	gauge(ch, dQueueDepth, s.HalfOpen, n, "syn")
 	gauge(ch, dQueueDepth, s.Accept, n, "accept")
 	gauge(ch, dQueueLimit, s.HalfOpenLimit, n, "syn")
 	gauge(ch, dQueueLimit, s.AcceptLimit, n, "accept")
+	bc := s.BackendConnect
+	if bc.Buckets == nil {
+		bc = new(Histogram).Snapshot()
+	}
+	ch <- prometheus.MustNewConstHistogram(dBackendConnect, bc.Count, bc.Sum, bc.Buckets, n)
 }
 
 func collectDataplane(ch chan<- prometheus.Metric, dp DataplaneSource) {

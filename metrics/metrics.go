@@ -56,14 +56,29 @@ type ServiceStats struct {
 	AcceptOverflowDrop  uint64 // ListenOverflows with tcp_abort_on_overflow=0
 	AcceptOverflowReset uint64 // ListenOverflows with tcp_abort_on_overflow=1
 
-	Spliced         uint64            // connections handed to the XDP fast path
-	SlowPath        uint64            // packets of spliced connections that reached the engine
-	BackendTimeWait uint64            // backend legs that found their port in the backend's TIME_WAIT
-	HandedOff       uint64            // segments of unknown connections passed to peer gateways
-	BackendFailures map[string]uint64 // by reason: refused, timeout, ...
+	Spliced         uint64 // connections handed to the XDP fast path
+	SlowPath        uint64 // packets of spliced connections that reached the engine
+	BackendTimeWait uint64 // backend legs that found their port in the backend's TIME_WAIT
+	// Challenge ACKs answering SYNs into live connections (RFC 5961 4.2):
+	// sent, or suppressed by the rate limit.
+	ChallengeACKSent, ChallengeACKLimited uint64
+	RSTInWindow                           uint64            // inexact in-window RSTs the engine forwarded (RFC 5961 3.2)
+	ResetsSent                            uint64            // RSTs to the ends of spliced connections syngate gave up (idle, entry deleted)
+	HandedOff                             uint64            // segments of unknown connections passed to peer gateways
+	BackendFailures                       map[string]uint64 // by reason: refused, timeout, ...
+	// Connections that found no free source port toward the backend:
+	// waited (got one before the connect timeout) or failed (reset).
+	SourcePortWaited, SourcePortFailed uint64
+	SynData                            uint64            // SYNs carrying data (TCP Fast Open) the engine answered
+	ECN                                map[string]uint64 // clients' ECN requests by outcome: negotiated, not_offered, backend_refused
+	MSSClamped                         map[string]uint64 // MSS lowered to the gateway's interface MTU, by leg: client, backend
 
 	HalfOpen, HalfOpenLimit int // SYN queue depth and bound
 	Accept, AcceptLimit     int // accept queue depth and bound
+
+	// BackendConnect is the time from the backend SYN to its SYN-ACK of
+	// the legs that opened.
+	BackendConnect HistogramSnapshot
 }
 
 // ServiceSource reports one service's stats. It is called at scrape time,

@@ -31,6 +31,7 @@ func TestServiceExposition(t *testing.T) {
 		AckQueue: 3, AckCookie: 4, AckRejected: map[string]uint64{"bad_hash": 7, "expired": 1},
 		AcceptOverflowReset: 2, Spliced: 6, BackendFailures: map[string]uint64{"timeout": 1},
 		HalfOpen: 3, HalfOpenLimit: 4096, Accept: 1, AcceptLimit: 128,
+		SourcePortWaited: 3, SourcePortFailed: 1,
 	}
 	r.AddService(svc)
 	want := `
@@ -53,9 +54,13 @@ syngate_synack_sent_total{kind="retransmit",service="web"} 2
 syngate_syn_dropped_total{reason="accept_queue_full",service="web"} 1
 syngate_syn_dropped_total{reason="established",service="web"} 0
 syngate_syn_dropped_total{reason="syn_queue_full",service="web"} 0
+# HELP syngate_source_port_waits_total Backend legs that found no free source port toward their backend, by outcome: waited (got one later) or failed (gave up at the connect timeout; the client was reset).
+# TYPE syngate_source_port_waits_total counter
+syngate_source_port_waits_total{outcome="failed",service="web"} 1
+syngate_source_port_waits_total{outcome="waited",service="web"} 3
 `
 	if err := testutil.GatherAndCompare(r.Gatherer(), strings.NewReader(want),
-		"syngate_ack_rejected_total", "syngate_queue_depth", "syngate_synack_sent_total", "syngate_syn_dropped_total"); err != nil {
+		"syngate_ack_rejected_total", "syngate_queue_depth", "syngate_synack_sent_total", "syngate_syn_dropped_total", "syngate_source_port_waits_total"); err != nil {
 		t.Error(err)
 	}
 	// Values are read at scrape time, not copied at registration.

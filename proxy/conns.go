@@ -55,36 +55,57 @@ type conn struct {
 	wscale            uint8           // window scale announced to the client
 	ts                bool            // timestamps on the client leg
 	sack              bool            // SACK on the client leg
+	ecn               bool            // ECN agreed with the client, requested from the backend
 	ourTS0            uint32          // the TSval our SYN-ACK carried (echoed in the ACK)
 	clientTSval       uint32          // latest client TSval
 	window            uint16          // the client's last window (scaled by opts.WScale)
 	clientMAC, ourMAC [6]byte
 	clientIfindex     int
 
-	source    netip.AddrPort // our backend-side address and port
-	deadline  time.Time      // backend handshake deadline
-	nextSyn   time.Time      // next backend SYN retransmission
-	synTries  int
-	twResets  int // TIME_WAIT ACKs answered with a RST
-	held      []heldSegment
-	heldBytes int
+	source   netip.AddrPort // our backend-side address and port
+	pool     *portPool      // where source's port goes back
+	portWait bool           // waiting for a free source port
+	// The backend leg has its own sequence and timestamp spaces, chosen
+	// by the engine so that a reused port never confuses the backend:
+	// backend-side seq = client seq + seqDelta, TSval = client TSval +
+	// tsDelta.
+	seqDelta, tsDelta uint32
+	sentBytes         uint64    // client payload the engine itself sent to the backend
+	deadline          time.Time // backend handshake deadline
+	nextSyn           time.Time // next backend SYN retransmission
+	synTries          int
+	twResets          int // TIME_WAIT ACKs answered with a RST
+	held              []heldSegment
+	heldBytes         int
 
 	backendISN, backendTS0 uint32
 	backendOpts            flow.SynOptions
 	splicedAt              time.Time
+	lastChallenge          time.Time // last challenge ACK sent for a SYN into it
+	// slowEnd is where the client data the engine forwarded after the
+	// splice ends (with slowSent): XDP's sequence state does not know it.
+	slowEnd  uint32
+	slowSent bool
 }
 
 // connShards spreads the tables over independent locks so receive loops
 // rarely contend.
 const connShards = 32
 
-// connTable indexes connections by client tuple and by backend-side source.
+// legKey is a backend leg as the backend's segments name it: our source
+// address and port, and the backend. A source port is unique per backend,
+// not per source address.
+type legKey struct {
+	source, backend netip.AddrPort
+}
+
+// connTable indexes connections by client tuple and by backend leg.
 type connTable struct {
 	seed   maphash.Seed
 	shards [connShards]struct {
 		mu       sync.Mutex
 		byClient map[flow.Tuple]*conn
-		bySource map[netip.AddrPort]*conn
+		bySource map[legKey]*conn
 		// opening holds the connections not yet spliced, the only ones
 		// the 250 ms backend-timeout scan must visit.
 		opening map[*conn]struct{}
@@ -98,7 +119,9 @@ type connTable struct {
 }
 
 // expiryReasons are the label values of flows_expired_total.
-var expiryReasons = []string{"idle", "closed", "reset", "evicted", "reused"}
+// reclaimed: a closed flow ended early because its source port was needed;
+// orphaned: an entry of an earlier process (counted per entry).
+var expiryReasons = []string{"idle", "closed", "reset", "evicted", "reused", "reclaimed", "orphaned"}
 
 func (t *connTable) expired(reason string) {
 	if n := t.expiredBy[reason]; n != nil {
@@ -114,7 +137,7 @@ func newConnTable(max int) *connTable {
 	t.max.Store(int64(max))
 	for i := range t.shards {
 		t.shards[i].byClient = make(map[flow.Tuple]*conn)
-		t.shards[i].bySource = make(map[netip.AddrPort]*conn)
+		t.shards[i].bySource = make(map[legKey]*conn)
 		t.shards[i].opening = make(map[*conn]struct{})
 	}
 	return t
@@ -134,10 +157,10 @@ func (t *connTable) byClient(ft flow.Tuple) *conn {
 	return c
 }
 
-func (t *connTable) bySource(src netip.AddrPort) *conn {
-	s := &t.shards[t.shardOf(src)]
+func (t *connTable) bySource(k legKey) *conn {
+	s := &t.shards[t.shardOf(k.source)]
 	s.mu.Lock()
-	c := s.bySource[src]
+	c := s.bySource[k]
 	s.mu.Unlock()
 	return c
 }
@@ -162,16 +185,20 @@ func (t *connTable) getOrCreate(svc *service, ft flow.Tuple, now time.Time) (c *
 	return c, true
 }
 
-// setSource indexes c by its backend-side address.
-func (t *connTable) setSource(c *conn, src netip.AddrPort) {
-	s := &t.shards[t.shardOf(src)]
+// atCapacity reports whether the table holds its maximum: new connections are
+// refused (with a RST) until some end.
+func (t *connTable) atCapacity() bool { return t.n.Load() >= t.max.Load() }
+
+// setSource indexes c by its backend leg.
+func (t *connTable) setSource(c *conn, k legKey) {
+	s := &t.shards[t.shardOf(k.source)]
 	s.mu.Lock()
-	s.bySource[src] = c
+	s.bySource[k] = c
 	s.mu.Unlock()
 }
 
 // remove drops c from both indexes.
-func (t *connTable) remove(c *conn, src netip.AddrPort) {
+func (t *connTable) remove(c *conn, leg legKey) {
 	s := &t.shards[t.shardOf(c.client.Client)]
 	s.mu.Lock()
 	if s.byClient[c.client] == c {
@@ -180,11 +207,11 @@ func (t *connTable) remove(c *conn, src netip.AddrPort) {
 	}
 	delete(s.opening, c)
 	s.mu.Unlock()
-	if src.IsValid() {
-		s := &t.shards[t.shardOf(src)]
+	if leg.source.IsValid() {
+		s := &t.shards[t.shardOf(leg.source)]
 		s.mu.Lock()
-		if s.bySource[src] == c {
-			delete(s.bySource, src)
+		if s.bySource[leg] == c {
+			delete(s.bySource, leg)
 		}
 		s.mu.Unlock()
 	}
@@ -201,23 +228,30 @@ func (t *connTable) opened(c *conn) {
 // each calls fn for every connection (or, with openingOnly, every one not
 // yet spliced), shard by shard, without holding a shard lock while fn runs.
 func (t *connTable) each(openingOnly bool, fn func(*conn)) {
-	var buf []*conn
 	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.Lock()
-		buf = buf[:0]
-		if openingOnly {
-			for c := range s.opening {
-				buf = append(buf, c)
-			}
-		} else {
-			for _, c := range s.byClient {
-				buf = append(buf, c)
-			}
+		t.eachIn(i, openingOnly, fn)
+	}
+}
+
+// eachIn is each for one shard; it returns how many connections fn saw.
+func (t *connTable) eachIn(shard int, openingOnly bool, fn func(*conn)) int {
+	s := &t.shards[shard]
+	s.mu.Lock()
+	var buf []*conn
+	if openingOnly {
+		buf = make([]*conn, 0, len(s.opening))
+		for c := range s.opening {
+			buf = append(buf, c)
 		}
-		s.mu.Unlock()
-		for _, c := range buf {
-			fn(c)
+	} else {
+		buf = make([]*conn, 0, len(s.byClient))
+		for _, c := range s.byClient {
+			buf = append(buf, c)
 		}
 	}
+	s.mu.Unlock()
+	for _, c := range buf {
+		fn(c)
+	}
+	return len(buf)
 }

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,10 +40,12 @@ type Service struct {
 	Name    string
 	Listen  netip.AddrPort
 	Backend netip.AddrPort
-	// Source is the address the backend leg comes from; it must be valid
-	// (the caller resolves "from the route" before New).
-	Source netip.Addr
-	Queue  queue.Config
+	// Sources are the addresses the backend legs come from, at least one;
+	// each has its own source ports toward Backend (the caller resolves
+	// "from the route" before New). They must be the gateway's: the
+	// backend answers them.
+	Sources []netip.Addr
+	Queue   queue.Config
 	// Announce holds what the SYN-ACK offers. Fields left nil are taken
 	// from the backend's options, set with SetBackendOptions.
 	Announce Announce
@@ -68,8 +71,10 @@ type Config struct {
 	Jar      *cookie.Jar
 	Flows    FlowTable
 	Sender   Sender
-	// PortMin-PortMax are the backend-leg source ports, PortQuiet their rest
-	// between two connections.
+	// PortMin-PortMax are the backend-leg source ports of each source
+	// address toward each backend. PortQuiet is an extra rest between two
+	// connections on a port; zero (the default) reuses a port at once,
+	// which is safe toward a backend still in TIME_WAIT (see portPool).
 	PortMin, PortMax uint16
 	PortQuiet        time.Duration
 	// ConnectTimeout bounds the backend handshake. Default 3s.
@@ -78,10 +83,17 @@ type Config struct {
 	// in place; it is also the window the SYN-ACK announces. Default 64 KiB.
 	MaxPending int
 	// MaxConns bounds the connections the engine tracks (opening and
-	// spliced). Default 131072.
+	// spliced); past it new connections are refused with a RST. Default
+	// 1048576. Memory grows with the connections, not with the bound.
 	MaxConns int
-	// Flow expiry, conntrack-like. Defaults 2h, 10s, 10s.
+	// Flow expiry, conntrack-like. Defaults 5 days (conntrack's
+	// established timeout), 10s, 10s.
 	EstablishedTimeout, CloseTimeout, ResetTimeout time.Duration
+	// LinkMTU, if non-zero, is the smallest MTU of the gateway's own
+	// interfaces: the MSS a SYN-ACK announces and a backend SYN carries is
+	// clamped to what fits in it, since the fast path forwards frames
+	// between them as they are and cannot fragment.
+	LinkMTU int
 	// Offload, if set, lets the data plane answer SYNs with cookies (see
 	// CookieOffload); nil keeps every SYN in the engine.
 	Offload CookieOffload
@@ -103,15 +115,28 @@ type Engine struct {
 	log      *slog.Logger
 	services map[netip.AddrPort]*service
 	order    []*service
-	// sources maps each backend-side source address to its port pool, so a
-	// packet to one of them is recognised as the backend's.
-	sources map[netip.Addr]*portPool
+	// locals are the backend-side source addresses: a packet to one of
+	// them is a backend's.
+	locals map[netip.Addr]bool
+	// pools holds the source ports of each source address toward each
+	// backend; services sharing both share the pool.
+	pools   map[poolKey]*portPool
 	conns   *connTable
+	scan    flowScan
 	started atomic.Bool
+	// startMono is the flow clock at New: the age of a flow entry that
+	// never saw a packet counts from it.
+	startMono time.Duration
 	// offloadReqs carries receive loops' requests to turn on a service's
 	// cookie offload to Run.
 	offloadReqs chan *service
-	handoffs    handoffBudget
+	// draining holds the stand-in services of adopted connections whose
+	// service is gone or changed (see Adopt); set before Run.
+	draining map[drainKey]*service
+	// stopping is set by HandOver (the stop procedure): SYNs go to the data plane's cookies.
+	stopping   atomic.Bool
+	challenges rateLimit // challenge ACKs over all connections
+	handoffs   handoffBudget
 }
 
 // service is the engine's state of one Service.
@@ -124,12 +149,20 @@ type service struct {
 	// taken, validated connections wait in the accept queue.
 	slots      chan struct{}
 	maxPending int
+	maxMSS     uint16 // from Config.LinkMTU; 0: no clamp
+	// pools are the service's source ports, one pool per source address;
+	// rr spreads new connections over them.
+	pools    []*portPool
+	poolKeys []poolKey // pools[i]'s source and backend
+	rr       atomic.Uint32
 	// Cookie offload state: offloaded is what the data plane does now,
 	// wantOffload a receive loop's request, offloadedOffer what it
 	// announces (only Run touches it).
 	offloaded, wantOffload atomic.Bool
 	offloadReqs            chan<- *service // the engine's, shared
 	offloadedOffer         *Offer
+	// connectTime is the backend handshake time of the legs that opened.
+	connectTime metrics.Histogram
 }
 
 // Offer is what a service's SYN-ACKs announce: the backend's options with
@@ -139,6 +172,11 @@ type Offer struct {
 	WScale     uint8 // flow.NoWScale: no window scaling
 	SACK       bool
 	Timestamps bool
+	// ECN: the backend answers an ECN-setup SYN with ECE (learned by
+	// ProbeECN), so a client asking for ECN gets it.
+	ECN bool
+	// Clamped: MSS was lowered to Config.LinkMTU.
+	Clamped bool
 }
 
 // ErrConfig wraps every configuration error of New.
@@ -154,8 +192,8 @@ func New(cfg Config) (*Engine, error) {
 	}
 	setDefault(&cfg.ConnectTimeout, 3*time.Second)
 	setDefault(&cfg.MaxPending, 64<<10)
-	setDefault(&cfg.MaxConns, 131072)
-	setDefault(&cfg.EstablishedTimeout, 2*time.Hour)
+	setDefault(&cfg.MaxConns, 1<<20)
+	setDefault(&cfg.EstablishedTimeout, 5*24*time.Hour)
 	setDefault(&cfg.CloseTimeout, 10*time.Second)
 	setDefault(&cfg.ResetTimeout, 10*time.Second)
 	if cfg.PortMin == 0 {
@@ -173,15 +211,23 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg: cfg, now: cfg.Now, log: cfg.Logger,
 		services: make(map[netip.AddrPort]*service),
-		sources:  make(map[netip.Addr]*portPool),
+		locals:   make(map[netip.Addr]bool),
+		pools:    make(map[poolKey]*portPool),
 		conns:    newConnTable(cfg.MaxConns),
 		// One request per service can be pending: requestOffload sends
 		// only when it flipped wantOffload.
 		offloadReqs: make(chan *service, len(cfg.Services)),
+		challenges:  rateLimit{per: challengeRate},
+		startMono:   cfg.Monotonic(),
 	}
 	for _, s := range cfg.Services {
-		if !s.Source.IsValid() || s.Source.Is4() != s.Backend.Addr().Is4() {
-			return nil, fmt.Errorf("%w: service %s: source %v does not fit backend %v", ErrConfig, s.Name, s.Source, s.Backend)
+		if len(s.Sources) == 0 {
+			return nil, fmt.Errorf("%w: service %s: no source address", ErrConfig, s.Name)
+		}
+		for _, a := range s.Sources {
+			if !a.IsValid() || a.Is4() != s.Backend.Addr().Is4() {
+				return nil, fmt.Errorf("%w: service %s: source %v does not fit backend %v", ErrConfig, s.Name, a, s.Backend)
+			}
 		}
 		if _, dup := e.services[s.Listen]; dup {
 			return nil, fmt.Errorf("%w: service %s: listener %v used twice", ErrConfig, s.Name, s.Listen)
@@ -191,16 +237,25 @@ func New(cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("service %s: %w", s.Name, err)
 		}
 		svc := &service{Service: s, l: l, slots: make(chan struct{}, l.AcceptQueueCap()), maxPending: cfg.MaxPending, offloadReqs: e.offloadReqs}
+		svc.maxMSS = linkMSS(cfg.LinkMTU, s.Listen.Addr().Is6() && !s.Listen.Addr().Is4In6())
 		svc.st.init()
 		svc.offer.Store(svc.mergeOffer(defaultBackendOptions(s.Backend.Addr().Is6())))
 		e.services[s.Listen] = svc
 		e.order = append(e.order, svc)
-		if _, ok := e.sources[s.Source]; !ok {
-			p, err := newPortPool(cfg.PortMin, cfg.PortMax, cfg.PortQuiet)
-			if err != nil {
-				return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		for _, a := range s.Sources {
+			k := poolKey{source: a, backend: s.Backend}
+			p := e.pools[k]
+			if p == nil {
+				if p, err = newPortPool(cfg.PortMin, cfg.PortMax, cfg.PortQuiet, cfg.Now()); err != nil {
+					return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+				}
+				e.pools[k] = p
 			}
-			e.sources[s.Source] = p
+			if !slices.Contains(svc.pools, p) {
+				svc.pools = append(svc.pools, p)
+				svc.poolKeys = append(svc.poolKeys, k)
+			}
+			e.locals[a] = true
 		}
 	}
 	return e, nil
@@ -223,9 +278,23 @@ func defaultBackendOptions(is6 bool) flow.SynOptions {
 	return flow.SynOptions{MSS: mss, WScale: 7, SACK: true, Timestamps: true}
 }
 
-// mergeOffer lays the configured announce values over the backend's.
+// linkMSS is the largest MSS whose segments, with IP and TCP headers
+// without options, fit in mtu; zero when mtu is unknown.
+func linkMSS(mtu int, is6 bool) uint16 {
+	hdr := 40
+	if is6 {
+		hdr = 60
+	}
+	if mtu <= hdr {
+		return 0
+	}
+	return uint16(min(mtu-hdr, 65535))
+}
+
+// mergeOffer lays the configured announce values over the backend's, and
+// clamps the MSS to the gateway's interfaces.
 func (s *service) mergeOffer(b flow.SynOptions) *Offer {
-	o := &Offer{MSS: b.MSS, WScale: b.WScale, SACK: b.SACK, Timestamps: b.Timestamps}
+	o := &Offer{MSS: b.MSS, WScale: b.WScale, SACK: b.SACK, Timestamps: b.Timestamps, ECN: b.ECN}
 	if a := s.Announce; a.MSS != nil {
 		o.MSS = *a.MSS
 	}
@@ -240,6 +309,9 @@ func (s *service) mergeOffer(b flow.SynOptions) *Offer {
 	}
 	if o.MSS == 0 {
 		o.MSS = 536
+	}
+	if s.maxMSS != 0 && o.MSS > s.maxMSS {
+		o.MSS, o.Clamped = s.maxMSS, true
 	}
 	return o
 }
@@ -265,11 +337,11 @@ func (e *Engine) Services() []metrics.ServiceSource {
 	return out
 }
 
-// Sources lists the backend-side source addresses with their port range, for
-// the data plane's "locals" table.
+// Sources lists the backend-side source addresses of every service, for the
+// data plane's "locals" table.
 func (e *Engine) Sources() []netip.Addr {
-	out := make([]netip.Addr, 0, len(e.sources))
-	for a := range e.sources {
+	out := make([]netip.Addr, 0, len(e.locals))
+	for a := range e.locals {
 		out = append(out, a)
 	}
 	return out
@@ -300,10 +372,46 @@ func (e *Engine) Serve(ctx context.Context, port pktio.Port, ifindex int) error 
 	return nil
 }
 
-// flowScanInterval is how often spliced flows are checked for expiry: each
-// check reads two map entries per connection, and expiry timeouts are
-// seconds to hours, so a few seconds of lateness costs nothing.
+// flowScanInterval is how often, at most, spliced flows are checked for
+// expiry: each check reads two map entries per connection, and expiry
+// timeouts are seconds to days, so a few seconds of lateness costs nothing.
 const flowScanInterval = 5 * time.Second
+
+// flowScanRate bounds the connections checked per second. A check is two
+// flow lookups of about 2 µs each (bpf TestMillionFlows), so this keeps the
+// scan near a tenth of a core: a million connections take a 40 s pass
+// instead of 4 s of CPU every 5 s. Closed flows whose port is needed do not
+// wait for the scan (see reclaim).
+const flowScanRate = 25_000
+
+// flowScan paces the expiry scan shard by shard; only Run touches it.
+type flowScan struct {
+	shard     int       // next shard to check
+	passStart time.Time // when the current pass began
+	tokens    float64   // connections that may be checked now
+	last      time.Time
+}
+
+// scanFlows checks the next shards for expiry as the rate allows, starting
+// a new pass at most every flowScanInterval.
+func (e *Engine) scanFlows(now time.Time) {
+	sc := &e.scan
+	if sc.shard == 0 {
+		if now.Sub(sc.passStart) < flowScanInterval {
+			return
+		}
+		sc.passStart = now
+	}
+	sc.tokens = min(sc.tokens+flowScanRate*now.Sub(sc.last).Seconds(), flowScanRate*flowScanInterval.Seconds())
+	sc.last = now
+	for sc.tokens > 0 {
+		sc.tokens -= float64(e.expireShard(sc.shard, now))
+		sc.shard = (sc.shard + 1) % connShards
+		if sc.shard == 0 {
+			return
+		}
+	}
+}
 
 // Run drives the engine's timers until ctx ends: SYN-ACK retransmissions,
 // cookie key rotation, backend legs and their timeouts, and flow expiry.
@@ -319,9 +427,23 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.openBackendLegs(ctx, s)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(orphanScanInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				e.expireOrphans()
+			}
+		}
+	}()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	var lastSecond, lastFlows time.Time
+	var lastSecond time.Time
 	for _, s := range e.order {
 		e.manageOffload(s, e.now())
 	}
@@ -345,9 +467,6 @@ func (e *Engine) Run(ctx context.Context) error {
 				e.manageOffload(s, now)
 			}
 		}
-		if now.Sub(lastFlows) >= flowScanInterval {
-			lastFlows = now
-			e.expireFlows(now)
-		}
+		e.scanFlows(now)
 	}
 }

@@ -23,12 +23,20 @@ type fakeFlows struct {
 	fail  error
 }
 
-func (f *fakeFlows) InstallFlow(k bpf.FlowKey, n bpf.FlowNAT) error {
+func (f *fakeFlows) InstallTrackedFlow(k bpf.FlowKey, n bpf.FlowNAT, tr bpf.FlowTrack) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail != nil {
 		return f.fail
 	}
+	f.flows[k] = bpf.FlowState{NAT: n, Tracked: true, Track: tr}
+	return nil
+}
+
+// InstallFlow installs an untracked entry, as an earlier version did.
+func (f *fakeFlows) InstallFlow(k bpf.FlowKey, n bpf.FlowNAT) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.flows[k] = bpf.FlowState{NAT: n}
 	return nil
 }
@@ -51,6 +59,21 @@ func (f *fakeFlows) LookupFlow(k bpf.FlowKey) (bpf.FlowState, error) {
 		return s, bpf.ErrNotFound
 	}
 	return s, nil
+}
+
+func (f *fakeFlows) IterateFlows(fn func(bpf.FlowKey, bpf.FlowState) bool) error {
+	f.mu.Lock()
+	all := make(map[bpf.FlowKey]bpf.FlowState, len(f.flows))
+	for k, v := range f.flows {
+		all[k] = v
+	}
+	f.mu.Unlock()
+	for k, v := range all {
+		if !fn(k, v) {
+			break
+		}
+	}
+	return nil
 }
 
 func (f *fakeFlows) get(k bpf.FlowKey) (bpf.FlowState, bool) {
@@ -129,7 +152,7 @@ func newRig(t *testing.T, policy queue.CookiePolicy, mutate func(*Config)) *rig 
 		t.Fatal(err)
 	}
 	r.svc = Service{
-		Name: "web", Listen: vip, Backend: backend, Source: source,
+		Name: "web", Listen: vip, Backend: backend, Sources: []netip.Addr{source},
 		Queue: queue.Config{MaxSynBacklog: 16, SynAckRetries: 5, Cookies: policy, Backlog: 8, Somaxconn: 128},
 	}
 	cfg := Config{
@@ -280,29 +303,36 @@ func testSplice(t *testing.T, policy queue.CookiePolicy) {
 	}
 
 	syn := r.sentIP()
-	if syn.Flags != packet.SYN || syn.Dst != backend || syn.Src.Addr() != source || syn.Seq != isn {
-		t.Fatalf("backend SYN = %v %v->%v seq %d; want SYN from %v to %v with the client's ISN", syn.Flags, syn.Src, syn.Dst, syn.Seq, source, backend)
+	if syn.Flags != packet.SYN || syn.Dst != backend || syn.Src.Addr() != source {
+		t.Fatalf("backend SYN = %v %v->%v; want SYN from %v to %v", syn.Flags, syn.Src, syn.Dst, source, backend)
+	}
+	// The leg has its own sequence space (any ISN on a fresh port) and
+	// its timestamps come from the engine's millisecond clock.
+	leg := syn.Seq
+	tsd := syn.Options.TSval - 5001
+	if syn.Options.TSval != tsClock(r.now) {
+		t.Errorf("backend SYN TSval %d, want the engine's clock %d", syn.Options.TSval, tsClock(r.now))
 	}
 	if p := syn.Src.Port(); p < 20000 || p > 20009 {
 		t.Errorf("backend SYN source port %d outside 20000-20009", p)
 	}
-	if o := syn.Options; o.MSS != wantMSS || o.WScale != 9 || !o.SACK || !o.Timestamps || o.TSval != 5001 {
-		t.Errorf("backend SYN options = %+v; want the client's (MSS %d, wscale 9, SACK, TSval 5001)", o, wantMSS)
+	if o := syn.Options; o.MSS != wantMSS || o.WScale != 9 || !o.SACK || !o.Timestamps {
+		t.Errorf("backend SYN options = %+v; want the client's (MSS %d, wscale 9, SACK, timestamps)", o, wantMSS)
 	}
 	r.noReply()
 
 	const bisn = 555_000
 	r.backendSynAck(syn, bisn, 10)
 	ack := r.sentIP()
-	if ack.Flags != packet.ACK || ack.Seq != isn+1 || ack.Ack != bisn+1 || ack.Options.TSecr != 777000 {
+	if ack.Flags != packet.ACK || ack.Seq != leg+1 || ack.Ack != bisn+1 || ack.Options.TSecr != 777000 || ack.Options.TSval != 5001+tsd {
 		t.Errorf("backend ACK = %v seq %d ack %d tsecr %d", ack.Flags, ack.Seq, ack.Ack, ack.Options.TSecr)
 	}
 	data := r.sentIP()
-	if string(data.Payload) != "GET / HTTP/1.0\r\n\r\n" || data.Seq != isn+1 || data.Ack != bisn+1 || data.Dst != backend {
+	if string(data.Payload) != "GET / HTTP/1.0\r\n\r\n" || data.Seq != leg+1 || data.Ack != bisn+1 || data.Dst != backend {
 		t.Errorf("held data = %q seq %d ack %d to %v", data.Payload, data.Seq, data.Ack, data.Dst)
 	}
-	if !data.Options.Timestamps || data.Options.TSval != 5001 || data.Options.TSecr != 777000 {
-		t.Errorf("held data timestamps = %+v, want TSval 5001 and TSecr in the backend's clock (777000)", data.Options)
+	if !data.Options.Timestamps || data.Options.TSval != 5001+tsd || data.Options.TSecr != 777000 {
+		t.Errorf("held data timestamps = %+v, want TSval 5001 in the leg's clock and TSecr in the backend's (777000)", data.Options)
 	}
 
 	toBackend, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip})
@@ -310,7 +340,7 @@ func testSplice(t *testing.T, policy queue.CookiePolicy) {
 		t.Fatal("no client->backend flow installed")
 	}
 	n := toBackend.NAT
-	if n.Src != syn.Src || n.Dst != backend || n.SeqDelta != 0 || n.AckDelta != bisn-sa.Seq || n.TSecrDelta != 777000-sa.Options.TSval {
+	if n.Src != syn.Src || n.Dst != backend || n.SeqDelta != leg-isn || n.AckDelta != bisn-sa.Seq || n.TSvalDelta != tsd || n.TSecrDelta != 777000-sa.Options.TSval {
 		t.Errorf("client->backend NAT = %+v", n)
 	}
 	if n.Ifindex != 3 || n.DstMAC != r.peerMAC || n.SrcMAC != r.ourMAC {
@@ -321,7 +351,7 @@ func testSplice(t *testing.T, policy queue.CookiePolicy) {
 		t.Fatal("no backend->client flow installed")
 	}
 	n = toClient.NAT
-	if n.Src != vip || n.Dst != r.client || n.SeqDelta != sa.Seq-bisn || n.AckDelta != 0 || n.TSvalDelta != sa.Options.TSval-777000 {
+	if n.Src != vip || n.Dst != r.client || n.SeqDelta != sa.Seq-bisn || n.AckDelta != isn-leg || n.TSvalDelta != sa.Options.TSval-777000 || n.TSecrDelta != -tsd {
 		t.Errorf("backend->client NAT = %+v", n)
 	}
 	if n.InShift != 10 || n.OutShift != 7 {
@@ -346,12 +376,13 @@ func testSplice(t *testing.T, policy queue.CookiePolicy) {
 	// A backend segment that arrives before XDP sees the flow entry is
 	// forwarded by the engine, translated.
 	r.inject(packet.Build, packet.Fields{
-		Src: backend, Dst: syn.Src, Seq: bisn + 1, Ack: isn + 19, Flags: packet.ACK | packet.PSH, Window: 100,
-		Options: flow.SynOptions{Timestamps: true, TSval: 777010, TSecr: 5001}, Payload: []byte("HTTP/1.0 200 OK\r\n"),
+		Src: backend, Dst: syn.Src, Seq: bisn + 1, Ack: leg + 19, Flags: packet.ACK | packet.PSH, Window: 100,
+		Options: flow.SynOptions{Timestamps: true, TSval: 777010, TSecr: 5001 + tsd}, Payload: []byte("HTTP/1.0 200 OK\r\n"),
 	})
 	fwd := r.sentIP()
-	if fwd.Src != vip || fwd.Dst != r.client || fwd.Seq != sa.Seq+1 || fwd.Window != 100<<10>>7 || fwd.Options.TSval != sa.Options.TSval+10 {
-		t.Errorf("slow-path forward = %v->%v seq %d win %d tsval %d", fwd.Src, fwd.Dst, fwd.Seq, fwd.Window, fwd.Options.TSval)
+	if fwd.Src != vip || fwd.Dst != r.client || fwd.Seq != sa.Seq+1 || fwd.Ack != isn+19 || fwd.Window != 100<<10>>7 ||
+		fwd.Options.TSval != sa.Options.TSval+10 || fwd.Options.TSecr != 5001 {
+		t.Errorf("slow-path forward = %v->%v seq %d ack %d win %d tsval %d tsecr %d", fwd.Src, fwd.Dst, fwd.Seq, fwd.Ack, fwd.Window, fwd.Options.TSval, fwd.Options.TSecr)
 	}
 	if got := r.e.order[0].ServiceStats().SlowPath; got != 1 {
 		t.Errorf("slowpath = %d, want 1", got)
@@ -517,7 +548,7 @@ func TestFlowExpiry(t *testing.T) {
 		t.Errorf("expired{reset} = %d", got)
 	}
 	// The source port rests, then serves again.
-	if got := r.e.sources[source].inuse(); got != 0 {
+	if got := r.e.pools[poolKey{source, backend}].inuse(); got != 0 {
 		t.Errorf("ports in use after expiry = %d", got)
 	}
 }
@@ -540,27 +571,93 @@ func TestFlowInstallFailureResets(t *testing.T) {
 	}
 }
 
-// TestTupleReuse: a client that reuses its port after closing gets a new
-// connection (the old flows go); a SYN into a live connection is dropped.
-func TestTupleReuse(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
-	r.handshake(42, nil)
-	syn := r.sentIP()
+// spliceTracked opens one spliced connection (client ISN 42, backend ISN 9,
+// no data) and returns the backend SYN and the SYN-ACK the client got.
+func (r *rig) spliceTracked() (syn, sa packet.Segment) {
+	r.t.Helper()
+	sa = r.handshake(42, nil)
+	syn = r.sentIP()
+	if syn.Seq == 42 {
+		// The tests built on this check the backend leg's sequence space.
+		r.t.Fatal("the backend SYN replays the client's ISN")
+	}
 	r.backendSynAck(syn, 9, 7)
 	r.sentIP()
-	kc := bpf.FlowKey{Src: r.client, Dst: vip}
-	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 5000, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	return syn, sa
+}
+
+// TestTupleReuse: a SYN never takes over a live or half-closed connection;
+// it gets a challenge ACK. A client that reuses its port once both FINs are
+// acked, with a higher ISN, gets a new connection (the old flows go).
+func TestTupleReuse(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	syn, sa := r.spliceTracked()
+	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+	a, _ := r.flows.get(kc)
+	b, _ := r.flows.get(kb)
+	if a.Track != (bpf.FlowTrack{SeqEnd: 43, AckMax: 10, WinEnd: 10 + 502<<9, WinMax: 502 << 9, WScale: 9}) {
+		t.Errorf("client track = %+v", a.Track)
+	}
+	// The backend offered 65160, our SYN-ACK 65535: the client may send that.
+	if b.Track != (bpf.FlowTrack{SeqEnd: 10, AckMax: 43, WinEnd: 43 + 65535, WinMax: 65535, WScale: 7}) {
+		t.Errorf("backend track = %+v", b.Track)
+	}
+	// The backend has sent 1000 bytes, the client acked them.
+	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.SeqEnd += 1000 })
+	r.flows.update(kc, func(s *bpf.FlowState) { s.Track.AckMax += 1000 })
+
+	synAgain := func(isn uint32) {
+		r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	}
+	synAgain(5000)
 	r.noReply()
-	if got := r.e.order[0].ServiceStats().SynDropEstablished; got != 1 {
-		t.Errorf("SYN into a live connection: dropped %d, want 1", got)
+	ch := r.sentIP()
+	if ch.Flags != packet.ACK || ch.Src != vip || ch.Dst != r.client || ch.Seq != sa.Seq+1+1000 || ch.Ack != 43 {
+		t.Errorf("challenge ACK = %v %v->%v seq %d ack %d, want ACK seq %d ack 43", ch.Flags, ch.Src, ch.Dst, ch.Seq, ch.Ack, sa.Seq+1+1000)
+	}
+	synAgain(5001) // within 500 ms: rate-limited
+	r.noSentIP()
+	st := r.e.order[0].ServiceStats()
+	if st.SynDropEstablished != 2 || st.ChallengeACKSent != 1 || st.ChallengeACKLimited != 1 {
+		t.Errorf("SYNs into a live connection: dropped %d, challenges %d sent %d limited; want 2, 1, 1",
+			st.SynDropEstablished, st.ChallengeACKSent, st.ChallengeACKLimited)
 	}
 	if _, ok := r.flows.get(kc); !ok {
 		t.Fatal("a SYN removed a live connection's flow")
 	}
-	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN = true })
-	r.flows.update(bpf.FlowKey{Src: backend, Dst: syn.Src}, func(s *bpf.FlowState) { s.FIN = true })
-	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 6000, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
-	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK || sa.Ack != 6001 {
+
+	// Half-closed: the client's FIN is acked, the backend still sends.
+	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd = true, 44, 44 })
+	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.AckMax = 44 })
+	r.advance(time.Second)
+	synAgain(6000)
+	if ch := r.sentIP(); ch.Flags != packet.ACK || ch.Ack != 44 {
+		t.Errorf("SYN into a half-closed connection: %v ack %d, want a challenge ACK", ch.Flags, ch.Ack)
+	}
+	// Both FINs sent, the backend's not yet acked.
+	r.flows.update(kb, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd = true, s.Track.SeqEnd+1, s.Track.SeqEnd+1 })
+	r.advance(time.Second)
+	synAgain(6001)
+	if ch := r.sentIP(); ch.Flags != packet.ACK {
+		t.Errorf("SYN before the last ACK: %v, want a challenge ACK", ch.Flags)
+	}
+	r.flows.update(kc, func(s *bpf.FlowState) { s.Track.AckMax++ })
+	// Both FINs acked, but an ISN below the old connection's sequence
+	// numbers and a timestamp no newer than its last (5000).
+	r.flows.update(kc, func(s *bpf.FlowState) { s.HasTS, s.TSRecent = true, 5000 })
+	r.advance(time.Second)
+	synAgain(40)
+	if ch := r.sentIP(); ch.Flags != packet.ACK {
+		t.Errorf("SYN with an old ISN and timestamp after close: %v, want a challenge ACK", ch.Flags)
+	}
+	if _, ok := r.flows.get(kc); !ok {
+		t.Fatal("a SYN with an old ISN removed the connection")
+	}
+	// The same ISN with a newer timestamp opens the new connection.
+	opts := clientSynOpts
+	opts.TSval = 5001
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 40, Flags: packet.SYN, Window: 64240, Options: opts})
+	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK || sa.Ack != 41 {
 		t.Fatalf("after the old connection closed: %v ack %d, want a SYN-ACK", sa.Flags, sa.Ack)
 	}
 	if _, ok := r.flows.get(kc); ok {
@@ -568,6 +665,173 @@ func TestTupleReuse(t *testing.T) {
 	}
 	if got := r.e.Stats().Expired["reused"]; got != 1 {
 		t.Errorf("expired{reused} = %d", got)
+	}
+}
+
+// TestSynFromBackendSide: a SYN to our source port of a spliced connection
+// is answered with the client's challenge ACK, in the backend's spaces, and
+// never reaches the client.
+func TestSynFromBackendSide(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	syn, _ := r.spliceTracked()
+	r.inject(packet.BuildSyn, packet.Fields{Src: backend, Dst: syn.Src, Seq: 123, Flags: packet.SYN, Window: 1000})
+	ch := r.sentIP()
+	// The client's next sequence number (43) in the backend leg's space,
+	// where the backend SYN carried 42.
+	if ch.Flags != packet.ACK || ch.Src != syn.Src || ch.Dst != backend || ch.Seq != syn.Seq+1 || ch.Ack != 10 || ch.Window != 502 {
+		t.Errorf("challenge ACK = %v %v->%v seq %d ack %d win %d, want ACK seq %d ack 10 win 502", ch.Flags, ch.Src, ch.Dst, ch.Seq, ch.Ack, ch.Window, syn.Seq+1)
+	}
+	r.noSentIP()
+	if st := r.e.order[0].ServiceStats(); st.ChallengeACKSent != 1 {
+		t.Errorf("challenge ACKs sent = %d", st.ChallengeACKSent)
+	}
+}
+
+// TestTupleReuseHigherISN: after a clean close, a SYN whose ISN is above the
+// old connection's sequence numbers opens the new connection even without
+// timestamps.
+func TestTupleReuseHigherISN(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	syn, _ := r.spliceTracked()
+	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd, s.Track.AckMax = true, 44, 44, 11 })
+	r.flows.update(kb, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd, s.Track.AckMax = true, 11, 11, 44 })
+	opts := clientSynOpts
+	opts.Timestamps = false
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 44, Flags: packet.SYN, Window: 64240, Options: opts})
+	r.sentIP() // equal to the old SND.NXT: not above it
+	r.advance(time.Second)
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 45, Flags: packet.SYN, Window: 64240, Options: opts})
+	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK || sa.Ack != 46 {
+		t.Fatalf("SYN with a higher ISN after close: %v ack %d, want a SYN-ACK", sa.Flags, sa.Ack)
+	}
+}
+
+// TestTupleReuseAfterExactRST: after a RST the data plane judged exact, a
+// SYN opens a new connection at once.
+func TestTupleReuseAfterExactRST(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	r.spliceTracked()
+	kc := bpf.FlowKey{Src: r.client, Dst: vip}
+	r.flows.update(kc, func(s *bpf.FlowState) { s.RST = true })
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 1, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK {
+		t.Fatalf("after an exact RST: %v, want a SYN-ACK", sa.Flags)
+	}
+}
+
+// TestInWindowRSTForwarded: a RST that XDP judged in the window but not
+// exact reaches the engine, which forwards it translated and keeps the
+// connection; the backend's challenge ACK decides.
+func TestInWindowRSTForwarded(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	syn, _ := r.spliceTracked()
+	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 43 + 1000, Flags: packet.RST})
+	fwd := r.sentIP()
+	if fwd.Flags != packet.RST || fwd.Src != syn.Src || fwd.Dst != backend || fwd.Seq != syn.Seq+1+1000 {
+		t.Errorf("forwarded RST = %v %v->%v seq %d, want seq %d", fwd.Flags, fwd.Src, fwd.Dst, fwd.Seq, syn.Seq+1+1000)
+	}
+	r.inject(packet.Build, packet.Fields{Src: backend, Dst: syn.Src, Seq: 10 + 5, Flags: packet.RST})
+	if fwd := r.sentIP(); fwd.Flags != packet.RST || fwd.Dst != r.client {
+		t.Errorf("forwarded backend RST = %v to %v", fwd.Flags, fwd.Dst)
+	}
+	if _, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip}); !ok {
+		t.Fatal("an in-window RST removed the flow")
+	}
+	if st := r.e.order[0].ServiceStats(); st.RSTInWindow != 2 {
+		t.Errorf("rst_in_window = %d, want 2", st.RSTInWindow)
+	}
+	r.e.expireFlows(r.advance(time.Minute))
+	if r.e.Stats().Spliced != 1 {
+		t.Error("connection gone after an in-window RST")
+	}
+}
+
+// TestRSTAfterSlowPathData: client data that raced the flow's install went
+// to the backend through the engine; a RST right after it is exact.
+func TestRSTAfterSlowPathData(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	_, sa := r.spliceTracked()
+	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 43, Ack: sa.Seq + 1, Flags: packet.ACK, Payload: []byte("late")})
+	r.sentIP()
+	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 47, Flags: packet.RST})
+	if fwd := r.sentIP(); fwd.Flags != packet.RST || fwd.Dst != backend {
+		t.Errorf("forwarded = %v to %v", fwd.Flags, fwd.Dst)
+	}
+	// The engine forwards the RST before it ends the flow: wait for that.
+	gone := func() bool {
+		_, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip})
+		return !ok && r.e.Stats().Expired["reset"] == 1
+	}
+	for end := time.Now().Add(5 * time.Second); !gone() && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
+	if _, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip}); ok {
+		t.Error("flow still installed after an exact RST")
+	}
+	if got := r.e.Stats().Expired["reset"]; got != 1 {
+		t.Errorf("expired{reset} = %d", got)
+	}
+}
+
+// TestGivenUpFlowsResetBothEnds: when syngate ends a connection itself
+// (idle expiry, eviction) both ends get a RST at their next expected
+// sequence number.
+func TestGivenUpFlowsResetBothEnds(t *testing.T) {
+	for _, evict := range []bool{false, true} {
+		r := newRig(t, queue.CookiesNever, func(c *Config) { c.EstablishedTimeout = time.Hour })
+		syn, sa := r.spliceTracked()
+		kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+		// 100 bytes from the client and 2000 from the backend went through, acked.
+		r.flows.update(kc, func(s *bpf.FlowState) { s.Track.SeqEnd, s.Track.AckMax = 143, 2010 })
+		r.flows.update(kb, func(s *bpf.FlowState) { s.Track.SeqEnd, s.Track.AckMax = 2010, 143 })
+		if evict {
+			r.flows.DeleteFlow(kb)
+			r.e.expireFlows(r.advance(time.Second))
+		} else {
+			r.e.expireFlows(r.advance(time.Hour))
+		}
+		toClient, toBackend := r.sentIP(), r.sentIP()
+		if toClient.Flags != packet.RST || toClient.Src != vip || toClient.Dst != r.client || toClient.Seq != sa.Seq+1+2000 {
+			t.Errorf("evict %v: RST to the client = %v %v->%v seq %d, want seq %d", evict, toClient.Flags, toClient.Src, toClient.Dst, toClient.Seq, sa.Seq+1+2000)
+		}
+		// The client's 143 in the backend leg's space (its SYN carried 42).
+		if want := syn.Seq + 101; toBackend.Flags != packet.RST || toBackend.Src != syn.Src || toBackend.Dst != backend || toBackend.Seq != want {
+			t.Errorf("evict %v: RST to the backend = %v %v->%v seq %d, want seq %d", evict, toBackend.Flags, toBackend.Src, toBackend.Dst, toBackend.Seq, want)
+		}
+		if _, ok := r.flows.get(kc); ok {
+			t.Errorf("evict %v: flow still installed", evict)
+		}
+		if got := r.e.order[0].ServiceStats().ResetsSent; got != 2 {
+			t.Errorf("evict %v: resets sent = %d, want 2", evict, got)
+		}
+	}
+}
+
+// TestHalfClosedExpiry: one FIN keeps the connection; both FINs acked start
+// the close timeout.
+func TestHalfClosedExpiry(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, func(c *Config) { c.CloseTimeout = 10 * time.Second })
+	syn, _ := r.spliceTracked()
+	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.LastSeen = true, 44, r.mono })
+	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.AckMax = 44 })
+	r.e.expireFlows(r.advance(time.Minute))
+	if _, ok := r.flows.get(kc); !ok {
+		t.Fatal("a half-closed connection expired")
+	}
+	r.flows.update(kb, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.LastSeen = true, 11, r.mono })
+	r.flows.update(kc, func(s *bpf.FlowState) { s.Track.AckMax = 11 })
+	r.e.expireFlows(r.advance(5 * time.Second))
+	if _, ok := r.flows.get(kc); !ok {
+		t.Fatal("closed before the close timeout")
+	}
+	r.e.expireFlows(r.advance(5 * time.Second))
+	if _, ok := r.flows.get(kc); ok {
+		t.Fatal("still installed after both FINs were acked and the close timeout passed")
+	}
+	if got := r.e.Stats().Expired["closed"]; got != 1 {
+		t.Errorf("expired{closed} = %d", got)
 	}
 }
 
@@ -611,5 +875,137 @@ func TestBackendTimeWait(t *testing.T) {
 	st := r.e.order[0].ServiceStats()
 	if st.BackendTimeWait != 1 || st.Spliced != 1 {
 		t.Errorf("timewait resets %d, spliced %d; want 1, 1", st.BackendTimeWait, st.Spliced)
+	}
+}
+
+// A backend that ignores the window scale option of our SYN: the client was
+// promised scaling (our SYN-ACK announced 7) and reads every window with that
+// shift, while the backend sends and reads windows unscaled (RFC 7323 2.2).
+func TestSpliceBackendWithoutWindowScale(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	const isn, bisn = 1_000_000, 555_000
+	sa := r.handshake(isn, nil)
+	if sa.Options.WScale != 7 {
+		t.Fatalf("SYN-ACK window scale %d, want 7", sa.Options.WScale)
+	}
+	syn := r.sentIP()
+	r.backendSynAck(syn, bisn, flow.NoWScale)
+	if ack := r.sentIP(); ack.Window != min(502<<9, 65535) {
+		t.Errorf("backend ACK window %d, want the client's 502 read with its shift 9 (capped at 65535)", ack.Window)
+	}
+	toClient, ok := r.flows.get(bpf.FlowKey{Src: backend, Dst: syn.Src})
+	if !ok {
+		t.Fatal("no backend->client flow installed")
+	}
+	if n := toClient.NAT; n.InShift != 0 || n.OutShift != 7 {
+		t.Errorf("backend->client shifts %d->%d, want 0 (unscaled backend) -> 7 (announced to the client)", n.InShift, n.OutShift)
+	}
+	toBackend, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip})
+	if !ok {
+		t.Fatal("no client->backend flow installed")
+	}
+	if n := toBackend.NAT; n.InShift != 9 || n.OutShift != 0 {
+		t.Errorf("client->backend shifts %d->%d, want 9 (the client's) -> 0 (unscaled backend)", n.InShift, n.OutShift)
+	}
+	// The slow path agrees with the fast path.
+	r.inject(packet.Build, packet.Fields{
+		Src: backend, Dst: syn.Src, Seq: bisn + 1, Ack: isn + 1, Flags: packet.ACK, Window: 64000,
+		Options: flow.SynOptions{Timestamps: true, TSval: 777010, TSecr: 5001},
+	})
+	if fwd := r.sentIP(); fwd.Window != 64000>>7 {
+		t.Errorf("slow-path window to the client %d, want 64000>>7 = %d", fwd.Window, 64000>>7)
+	}
+}
+
+// ECN is agreed with a client that asks for it only when the backend is
+// known to do ECN, on both SYN-ACK paths, and the backend SYN asks for it.
+func TestECN(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		policy        queue.CookiePolicy
+		backendECN    bool // what the probe learned
+		synAckECE     bool // the backend's SYN-ACK
+		wantECN       bool
+		wantCountedAs string
+	}{
+		{"queue, backend does ECN", queue.CookiesNever, true, true, true, ecnNegotiated},
+		{"cookie, backend does ECN", queue.CookiesAlways, true, true, true, ecnNegotiated},
+		{"queue, backend without ECN", queue.CookiesNever, false, false, false, ecnNotOffered},
+		{"cookie, backend without ECN", queue.CookiesAlways, false, false, false, ecnNotOffered},
+		{"queue, backend changed its mind", queue.CookiesNever, true, false, true, ecnBackendRefused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, tc.policy, nil)
+			if err := r.e.SetBackendOptions("web", flow.SynOptions{MSS: 1460, WScale: 7, SACK: true, Timestamps: true, ECN: tc.backendECN}); err != nil {
+				t.Fatal(err)
+			}
+			const isn = 1_000_000
+			opts := clientSynOpts
+			opts.ECN = true
+			r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: opts})
+			sa := r.reply()
+			if got := sa.Flags&packet.ECE != 0; got != tc.wantECN {
+				t.Errorf("SYN-ACK ECE %v, want %v", got, tc.wantECN)
+			}
+			r.inject(packet.Build, packet.Fields{
+				Src: r.client, Dst: vip, Seq: isn + 1, Ack: sa.Seq + 1, Flags: packet.ACK, Window: 502,
+				Options: flow.SynOptions{Timestamps: true, TSval: 5001, TSecr: sa.Options.TSval},
+			})
+			syn := r.sentIP()
+			if got := syn.Flags&(packet.ECE|packet.CWR) == packet.ECE|packet.CWR; got != tc.wantECN {
+				t.Errorf("backend SYN asks for ECN: %v, want %v (flags %v)", got, tc.wantECN, syn.Flags)
+			}
+			f := packet.Fields{
+				Src: backend, Dst: syn.Src, Seq: 555_000, Ack: syn.Seq + 1, Flags: packet.SYN | packet.ACK, Window: 65160,
+				Options: flow.SynOptions{MSS: 1460, WScale: 7, SACK: true, Timestamps: true, TSval: 777000, TSecr: syn.Options.TSval, ECN: tc.synAckECE},
+			}
+			r.inject(packet.BuildSynAck, f)
+			r.sentIP() // the ACK
+			got := r.e.order[0].ServiceStats().ECN
+			for _, k := range ecnResults {
+				want := uint64(0)
+				if k == tc.wantCountedAs {
+					want = 1
+				}
+				if got[k] != want {
+					t.Errorf("ecn_total %v, want one %s", got, tc.wantCountedAs)
+				}
+			}
+		})
+	}
+}
+
+// A SYN with data (TCP Fast Open) is answered at once with a SYN-ACK that
+// acknowledges only the SYN.
+func TestSYNWithData(t *testing.T) {
+	for _, policy := range []queue.CookiePolicy{queue.CookiesNever, queue.CookiesAlways} {
+		r := newRig(t, policy, nil)
+		const isn = 7_000
+		r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts, Payload: []byte("GET / HTTP/1.0\r\n\r\n")})
+		sa := r.reply()
+		if sa.Flags&(packet.SYN|packet.ACK) != packet.SYN|packet.ACK || sa.Ack != isn+1 || len(sa.Payload) != 0 {
+			t.Errorf("policy %v: SYN-ACK %v ack %d payload %d; want the SYN alone acknowledged (%d)", policy, sa.Flags, sa.Ack, len(sa.Payload), isn+1)
+		}
+		if got := r.e.order[0].ServiceStats().SynData; got != 1 {
+			t.Errorf("policy %v: syn_data_total %d, want 1", policy, got)
+		}
+	}
+}
+
+// The MSS announced to the client and sent to the backend fits the
+// gateway's smallest interface.
+func TestMSSClampedToLinkMTU(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, func(c *Config) { c.LinkMTU = 1200 })
+	sa := r.handshake(1_000, nil)
+	if sa.Options.MSS != 1160 {
+		t.Errorf("SYN-ACK MSS %d, want 1200-40", sa.Options.MSS)
+	}
+	syn := r.sentIP()
+	if syn.Options.MSS != 1160 {
+		t.Errorf("backend SYN MSS %d, want 1200-40", syn.Options.MSS)
+	}
+	got := r.e.order[0].ServiceStats().MSSClamped
+	if got[legClient] != 1 || got[legBackend] != 1 {
+		t.Errorf("mss_clamped_total %v, want one per leg", got)
 	}
 }

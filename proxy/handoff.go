@@ -45,7 +45,9 @@ func (b *handoffBudget) take(now time.Time, limit int64) bool {
 // whether it did.
 func (w *worker) handoff(p *pktio.Packet) bool {
 	h := w.e.cfg.Handoff
-	if h == nil || h.IsPeer(w.seg.SrcMAC) {
+	// A replayed segment (ReplayACKs: kept by the data plane while no
+	// engine ran) has no socket to go out of; its sender retransmits.
+	if h == nil || w.port == nil || h.IsPeer(w.seg.SrcMAC) {
 		return false
 	}
 	peers := h.Peers(w.ifindex)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"testing"
 
+	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
 	"github.com/syngate/syngate/queue"
@@ -61,5 +62,35 @@ func TestHandoff(t *testing.T) {
 	if st.HandedOff != 2 || st.AckRejected["no_entry"] != 1 {
 		t.Errorf("handed off %d, no_entry %d; want 2, 1", st.HandedOff, st.AckRejected["no_entry"])
 	}
+	r.noSentIP()
+}
+
+// TestReplayNotHandedOff: a segment the data plane kept while no engine ran
+// that is no cookie of ours (a FIN of a peer's connection, a forged ACK) is
+// rejected at the replay, not handed off: a replay has no socket to send
+// from, and the sender retransmits anyway.
+func TestReplayNotHandedOff(t *testing.T) {
+	peerA := [6]byte{2, 0, 0, 0, 0, 0xa}
+	r := newRig(t, queue.CookiesAuto, func(c *Config) {
+		c.Handoff = &fakeHandoff{peers: [][6]byte{peerA}}
+	})
+	r.e.CookiesSentElsewhere()
+	buf := make([]byte, 2048)
+	n, err := packet.Build(buf, &packet.Fields{
+		Src: r.client, Dst: vip, Seq: 1000, Ack: 2000, Flags: packet.FIN | packet.ACK, Window: 502,
+		Options: flow.SynOptions{Timestamps: true, TSval: 1, TSecr: 2},
+		SrcMAC:  r.peerMAC, DstMAC: r.ourMAC,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.e.ReplayACKs([]bpf.StandbyACK{{Frame: buf[:n], Ifindex: 3}}); got != 0 {
+		t.Fatalf("validated %d, want 0", got)
+	}
+	st := r.e.order[0].ServiceStats()
+	if st.HandedOff != 0 || st.AckRejected["no_entry"]+st.AckRejected["bad_hash"] != 1 {
+		t.Errorf("handed off %d, rejected %v; want 0 and one rejection", st.HandedOff, st.AckRejected)
+	}
+	r.noReply()
 	r.noSentIP()
 }

@@ -1,17 +1,21 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/syngate/syngate/config"
+	"github.com/syngate/syngate/gateway"
 )
 
 func cmdCheck(e env, args []string) error {
-	fs := newFlags(e, "check", "check -c FILE")
+	fs := newFlags(e, "check", "check -c FILE [-host]")
 	path := fs.String("c", "", "config `file` (required)")
+	host := fs.Bool("host", false, "also make the checks run makes on this host: capabilities, backend.ports against ip_local_port_range, interfaces, bpffs, routes to backends")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -24,6 +28,30 @@ func cmdCheck(e env, args []string) error {
 		return err
 	}
 	printPlan(e.stdout, cfg)
+	if *host {
+		return printHostChecks(e.stdout, gateway.CheckHost(cfg))
+	}
+	fmt.Fprintf(e.stdout, "\nhost not checked: run `syngate check -host -c FILE` on the gateway to make the checks run makes there (capabilities, backend.ports against ip_local_port_range, interfaces, bpffs)\n")
+	return nil
+}
+
+// errHostChecks reports that `check --host` found problems (listed above it).
+var errHostChecks = errors.New("host checks failed")
+
+func printHostChecks(w io.Writer, checks []gateway.HostCheck) error {
+	fmt.Fprintf(w, "\nhost checks:\n")
+	failed := 0
+	for _, c := range checks {
+		if c.Err == nil {
+			fmt.Fprintf(w, "  ok    %s\n", c.Name)
+			continue
+		}
+		failed++
+		fmt.Fprintf(w, "  FAIL  %s: %v\n", c.Name, c.Err)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%w: %d of %d", errHostChecks, failed, len(checks))
+	}
 	return nil
 }
 
@@ -33,14 +61,18 @@ func printPlan(w io.Writer, cfg *config.Config) {
 	for _, in := range cfg.Interfaces {
 		fmt.Fprintf(w, "attach XDP to %s (mode %s)\n", in.Name, in.Mode)
 	}
-	fmt.Fprintf(w, "pin maps under %s\n", cfg.BPFFS)
+	if cfg.BPFFS == "off" {
+		fmt.Fprintf(w, "no pinning: the XDP program is detached on exit, spliced connections break on a restart\n")
+	} else {
+		fmt.Fprintf(w, "pin maps, links and program under %s: take over what is there; on exit leave the data path attached\n", cfg.BPFFS)
+	}
 	fmt.Fprintf(w, "cookie secret from %s (created if missing), key epoch %v\n", cfg.SecretFile, cfg.SYN.KeyRotation)
 	if cfg.Metrics.Listen == "off" {
 		fmt.Fprintf(w, "metrics: off\n")
 	} else {
 		fmt.Fprintf(w, "metrics and health on http://%s/metrics, /healthz\n", cfg.Metrics.Listen)
 	}
-	fmt.Fprintf(w, "SYN-ACK retries %d (backoff 1s doubling), backend connect timeout %v, source ports %d-%d\n",
+	fmt.Fprintf(w, "SYN-ACK retries %d (backoff 1s doubling), backend connect timeout %v, source ports %d-%d per source address and backend\n",
 		cfg.SYN.SynAckRetries, cfg.Backend.ConnectTimeout, cfg.Backend.PortMin, cfg.Backend.PortMax)
 	fmt.Fprintf(w, "flows: up to %d, idle %v, closed %v, reset %v\n",
 		cfg.Flows.Max, cfg.Flows.EstablishedTimeout, cfg.Flows.CloseTimeout, cfg.Flows.ResetTimeout)
@@ -67,8 +99,11 @@ func printPlan(w io.Writer, cfg *config.Config) {
 	fmt.Fprintln(w)
 	for _, s := range cfg.Services {
 		src := "from the route"
-		if s.Source.IsValid() {
-			src = s.Source.String()
+		if len(s.Sources) > 0 {
+			src = strings.Trim(fmt.Sprint(s.Sources), "[]")
+			if len(s.Sources) > 4 {
+				src = fmt.Sprintf("%d addresses, %s to %s", len(s.Sources), s.Sources[0], s.Sources[len(s.Sources)-1])
+			}
 		}
 		fmt.Fprintf(w, "service %s: %s -> %s (source %s)\n", s.Name, s.Listen, s.Backend, src)
 		fmt.Fprintf(w, "  SYN queue %d, cookies %s; accept queue %d = min(backlog %d, somaxconn %d), on overflow %s\n",

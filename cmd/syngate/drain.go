@@ -13,12 +13,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/syngate/syngate/control"
 	"github.com/syngate/syngate/metrics"
 )
 
-// The lifecycle signals of `syngate run`. They stand in for the control
-// socket, which takes them over when it lands: drain and restart become
-// requests on it, and these signals stay as a fallback.
+// The lifecycle signals of `syngate run`. Drain is also a request on the
+// control socket (POST /v1/drain), which `syngate drain` uses; the signal
+// stays as a fallback for a daemon without the socket.
 const (
 	drainSignal   = syscall.SIGUSR1 // withdraw the VIPs, keep serving
 	restartSignal = syscall.SIGUSR2 // exit, leaving the routes to graceful restart
@@ -51,15 +52,18 @@ func lifecycleSignals(ctx context.Context) (drain, restart <-chan struct{}) {
 	return d, r
 }
 
-// cmdDrain asks a running syngate to drain and follows it: it sends the
-// drain signal, then reads syngate_connections_open from the daemon's
-// /metrics until it is 0 or the deadline passes, and reports what is left.
+// cmdDrain asks a running syngate to drain and follows it until its open
+// connections are 0 or the deadline passes, then reports what is left. By
+// default it asks over the control socket and reads the open connections
+// there; with -pid or -pid-file it sends the drain signal instead and
+// reads syngate_connections_open from the daemon's /metrics.
 func cmdDrain(ctx context.Context, e env, args []string) error {
-	fs := newFlags(e, "drain", "drain -pid PID [flags]")
-	pid := fs.Int("pid", 0, "`PID` of the syngate to drain (the -ready-file of run holds it)")
-	pidFile := fs.String("pid-file", "", "read the PID from `file` (run's -ready-file)")
+	fs := newFlags(e, "drain", "drain [-socket PATH | -pid PID | -pid-file FILE] [flags]")
+	socket := fs.String("socket", control.DefaultPath, "the daemon's control `socket` (config control.socket)")
+	pid := fs.Int("pid", 0, "signal the syngate with this `PID` instead (SIGUSR1; for a daemon without a control socket)")
+	pidFile := fs.String("pid-file", "", "signal the syngate whose PID is in `file` (run's -ready-file) instead")
 	deadline := fs.Duration("deadline", 5*time.Minute, "stop waiting for open connections after this `duration`")
-	addr := fs.String("metrics", "127.0.0.1:9420", "the daemon's metrics `address`")
+	addr := fs.String("metrics", "127.0.0.1:9420", "the daemon's metrics `address` (with -pid or -pid-file)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -71,19 +75,42 @@ func cmdDrain(ctx context.Context, e env, args []string) error {
 		if *pid, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
 			return fmt.Errorf("drain: pid file %s: %w", *pidFile, err)
 		}
+		if *pid <= 0 {
+			return fmt.Errorf("drain: pid file %s holds no PID", *pidFile)
+		}
 	}
-	if *pid <= 0 {
-		fmt.Fprintln(e.stderr, "syngate drain: -pid or -pid-file is required")
-		return errUsage
-	}
-	if err := syscall.Kill(*pid, drainSignal); err != nil {
-		return fmt.Errorf("drain: signal syngate (pid %d): %w", *pid, err)
+	var open func(context.Context) (int, error)
+	var who string
+	if *pid > 0 {
+		if err := syscall.Kill(*pid, drainSignal); err != nil {
+			return fmt.Errorf("drain: signal syngate (pid %d): %w", *pid, err)
+		}
+		who = fmt.Sprintf("syngate (pid %d)", *pid)
+		open = func(ctx context.Context) (int, error) { return openConnections(ctx, *addr) }
+	} else {
+		c := control.NewClient(*socket)
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := c.Drain(rctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("drain: %w (-pid sends the drain signal instead)", err)
+		}
+		who = "syngate at " + *socket
+		open = func(ctx context.Context) (int, error) {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			d, err := c.DrainState(ctx)
+			if err != nil {
+				return 0, err
+			}
+			return d.Open, nil
+		}
 	}
 	start := time.Now()
-	fmt.Fprintf(e.stdout, "drain: VIPs of syngate (pid %d) withdrawn; waiting up to %v for its connections\n", *pid, *deadline)
+	fmt.Fprintf(e.stdout, "drain: VIPs of %s withdrawn; waiting up to %v for its connections\n", who, *deadline)
 	last := -1
 	for {
-		n, err := openConnections(ctx, *addr)
+		n, err := open(ctx)
 		if err != nil {
 			return fmt.Errorf("drain: %w", err)
 		}
