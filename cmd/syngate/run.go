@@ -48,7 +48,11 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 	}
 	log := slog.New(handler)
 	ignoreHangup(ctx, log)
-	return gateway.Run(ctx, cfg, gateway.Options{Version: build.Version, Revision: build.Revision, Logger: log, ReadyFile: *ready, Unpin: *unpin})
+	drain, restart := lifecycleSignals(ctx)
+	return gateway.Run(ctx, cfg, gateway.Options{
+		Version: build.Version, Revision: build.Revision, Logger: log, ReadyFile: *ready, Unpin: *unpin,
+		Drain: drain, Restart: restart,
+	})
 }
 
 // ignoreHangup keeps SIGHUP from killing the daemon: the systemd unit's
