@@ -23,8 +23,8 @@ func TestExampleFile(t *testing.T) {
 		t.Fatalf("services = %d, want 2", len(cfg.Services))
 	}
 	web := cfg.Services[0]
-	if web.Listen != netip.MustParseAddrPort("192.0.2.10:80") || web.Backend != netip.MustParseAddrPort("10.0.0.5:8080") {
-		t.Errorf("web addresses = %v -> %v", web.Listen, web.Backend)
+	if web.Listen != netip.MustParseAddrPort("192.0.2.10:80") || web.Backends[0].Addr != netip.MustParseAddrPort("10.0.0.5:8080") || len(web.Backends) != 1 || web.Backends[0].Weight != 1 {
+		t.Errorf("web addresses = %v -> %v", web.Listen, web.Backends)
 	}
 	if len(web.Sources) != 1 || web.Sources[0] != netip.MustParseAddr("10.0.0.1") || web.Backlog != 1024 || web.OnOverflow != OverflowDrop {
 		t.Errorf("web = %+v", web)

@@ -134,6 +134,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		}
 	}
 
+	hs := &healthServer{e: engine}
 	reg := metrics.New(opts.Version, opts.Revision)
 	for _, s := range engine.Services() {
 		reg.AddService(s)
@@ -199,6 +200,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		defer wg.Done()
 		engine.Run(ctx)
 	}()
+	startHealthChecks(ctx, &wg, engine, cfg, services, log)
 	go func() {
 		defer wg.Done()
 		for {
@@ -212,7 +214,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}()
 
 	if cfg.Metrics.Listen != "off" {
-		srv, err := serveHTTP(cfg.Metrics.Listen, reg)
+		srv, err := serveHTTP(cfg.Metrics.Listen, reg, hs)
 		if err != nil {
 			return err
 		}
@@ -224,6 +226,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 			return fmt.Errorf("write ready file: %w", err)
 		}
 	}
+	hs.running.Store(true)
+	defer hs.running.Store(false)
 	log.Info("syngate running", "services", len(services), "interfaces", len(cfg.Interfaces), "sockets", len(sockets))
 	select {
 	case <-ctx.Done():
@@ -249,7 +253,7 @@ func engineServices(cfg *config.Config) ([]proxy.Service, error) {
 	for _, s := range cfg.Services {
 		srcs := s.Sources
 		if len(srcs) == 0 {
-			src, err := routeSource(s.Backend)
+			src, err := routeSource(s.Backends[0].Addr)
 			if err != nil {
 				return nil, fmt.Errorf("service %s: %w", s.Name, err)
 			}
@@ -265,8 +269,15 @@ func engineServices(cfg *config.Config) ([]proxy.Service, error) {
 		if err != nil {
 			return nil, err
 		}
+		var members []proxy.Backend
+		for _, m := range s.Backends {
+			members = append(members, proxy.Backend{Addr: m.Addr, Weight: m.Weight})
+		}
 		out = append(out, proxy.Service{
-			Name: s.Name, Listen: s.Listen, Backend: s.Backend, Sources: srcs,
+			Name: s.Name, Listen: s.Listen, Backends: members, Sources: srcs,
+			HashAddress:   s.Hash == config.HashAddress,
+			ProxyProtocol: proxyVersion(s.ProxyProtocol),
+			DropNoBackend: s.OnNoBackend == config.NoBackendDrop,
 			Queue: queue.Config{
 				MaxSynBacklog: cfg.SYN.MaxSynBacklog, SynAckRetries: cfg.SYN.SynAckRetries, Cookies: cookies,
 				Backlog: s.Backlog, Somaxconn: cfg.SYN.Somaxconn, Overflow: overflow,
@@ -340,24 +351,25 @@ const maxProbeWait = 3 * time.Second
 // was known (the defaults, at start).
 func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger) {
 	for _, s := range svcs {
-		pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
-		o, err := proxy.ProbeBackend(pctx, s.Backend, s.Sources[0])
-		cancel()
-		if err != nil {
-			log.Warn("backend probe failed; announcing defaults", "service", s.Name, "backend", s.Backend, "err", err)
-			continue
+		for _, m := range s.Backends {
+			pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
+			o, err := proxy.ProbeBackend(pctx, m.Addr, s.Sources[0])
+			cancel()
+			if err != nil {
+				log.Warn("backend probe failed; announcing defaults", "service", s.Name, "backend", m.Addr, "err", err)
+				continue
+			}
+			e.SetMemberOptions(s.Name, m.Addr, o)
+			log.Info("backend options", "service", s.Name, "backend", m.Addr, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps)
 		}
-		e.SetBackendOptions(s.Name, o)
-		log.Info("backend options", "service", s.Name, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps)
 	}
 }
 
-func serveHTTP(addr string, reg *metrics.Registry) (*http.Server, error) {
+func serveHTTP(addr string, reg *metrics.Registry, hs *healthServer) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", reg.Handler())
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
+	mux.HandleFunc("/healthz", hs.healthz)
+	mux.HandleFunc("/readyz", hs.readyz)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics listener: %w", err)

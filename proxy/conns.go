@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 )
 
@@ -61,6 +62,10 @@ type conn struct {
 	clientMAC, ourMAC [6]byte
 	clientIfindex     int
 
+	// be is the pool member of the backend leg, picked when the leg
+	// opens; tried are the members that refused it before (redispatch).
+	be       *member
+	tried    []*member
 	source   netip.AddrPort // our backend-side address and port
 	pool     *portPool      // where source's port goes back
 	portWait bool           // waiting for a free source port
@@ -73,13 +78,25 @@ type conn struct {
 	deadline          time.Time // backend handshake deadline
 	nextSyn           time.Time // next backend SYN retransmission
 	synTries          int
-	twResets          int // TIME_WAIT ACKs answered with a RST
+	twResets          int  // TIME_WAIT ACKs answered with a RST
+	failRecorded      bool // the leg's failure is already on be (redispatch)
 	held              []heldSegment
 	heldBytes         int
 
 	backendISN, backendTS0 uint32
 	backendOpts            flow.SynOptions
 	splicedAt              time.Time
+
+	// PROXY protocol: header is what the backend stream starts with.
+	// While headerPending the backend has not acknowledged it: only the
+	// client-to-backend flow is installed, the backend's segments come to
+	// the engine (which installs toClient once one acknowledges the
+	// header) and the header is retransmitted at headerNext.
+	header        []byte
+	headerPending bool
+	headerNext    time.Time
+	headerTries   int
+	toClient      bpf.FlowNAT
 }
 
 // connShards spreads the tables over independent locks so receive loops
@@ -209,6 +226,17 @@ func (t *connTable) remove(c *conn, leg legKey) {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// removeSource drops c's backend-leg index entry (its leg moves to
+// another backend).
+func (t *connTable) removeSource(c *conn, leg legKey) {
+	s := &t.shards[t.shardOf(leg.source)]
+	s.mu.Lock()
+	if s.bySource[leg] == c {
+		delete(s.bySource, leg)
+	}
+	s.mu.Unlock()
 }
 
 // opened takes c off the opening set once it is spliced.
