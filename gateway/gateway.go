@@ -44,6 +44,10 @@ type Options struct {
 	// Unpin removes the pinned maps on exit (for labs: a production restart
 	// wants them kept so spliced flows survive).
 	Unpin bool
+	// Reload delivers new configs (cmd/syngate sends one on SIGHUP). Only
+	// the services' pools are applied: backends and weights, swapped
+	// whole, live connections kept on their backends.
+	Reload <-chan *config.Config
 }
 
 // Run runs the gateway until ctx ends.
@@ -200,7 +204,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		defer wg.Done()
 		engine.Run(ctx)
 	}()
-	startHealthChecks(ctx, &wg, engine, cfg, services, log)
+	hc := &checks{ctx: ctx, wg: &wg, e: engine, log: log, running: map[checkKey]context.CancelFunc{}}
+	hc.sync(cfg, services)
 	go func() {
 		defer wg.Done()
 		for {
@@ -229,12 +234,16 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	hs.running.Store(true)
 	defer hs.running.Store(false)
 	log.Info("syngate running", "services", len(services), "interfaces", len(cfg.Interfaces), "sockets", len(sockets))
-	select {
-	case <-ctx.Done():
-		log.Info("stopping")
-		return nil
-	case err := <-errc:
-		return err
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping")
+			return nil
+		case err := <-errc:
+			return err
+		case next := <-opts.Reload:
+			cfg = reloadPools(engine, hc, cfg, next, services, log)
+		}
 	}
 }
 
@@ -350,8 +359,9 @@ const maxProbeWait = 3 * time.Second
 // probeBackends learns each backend's options; a failed probe keeps what
 // was known (the defaults, at start).
 func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger) {
-	for _, s := range svcs {
-		for _, m := range s.Backends {
+	health := e.Health() // the pools as they are now: a reload may change them
+	for i, s := range svcs {
+		for _, m := range health[i].Backends {
 			pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
 			o, err := proxy.ProbeBackend(pctx, m.Addr, s.Sources[0])
 			cancel()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,11 +26,27 @@ func proxyVersion(p config.ProxyProtocol) int {
 	return 0
 }
 
-// startHealthChecks runs the active checks of every backend of every
-// service, from the service's first source address, until ctx ends. A
-// check result is counted; a change of state (after rise or fall results
-// in a row) moves the backend in or out of its service's lookup table.
-func startHealthChecks(ctx context.Context, wg *sync.WaitGroup, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger) {
+// checks runs the active checks of every backend of every service, from
+// the service's first source address. A check result is counted; a change
+// of state (after rise or fall results in a row) moves the backend in or
+// out of its service's lookup table.
+type checks struct {
+	ctx     context.Context
+	wg      *sync.WaitGroup
+	e       *proxy.Engine
+	log     *slog.Logger
+	running map[checkKey]context.CancelFunc
+}
+
+type checkKey struct {
+	service string
+	backend netip.AddrPort
+}
+
+// sync starts the checks of members that have none and stops those of
+// members no longer in any pool.
+func (c *checks) sync(cfg *config.Config, svcs []proxy.Service) {
+	want := map[checkKey]bool{}
 	for i, s := range svcs {
 		hc := cfg.Services[i].HealthCheck
 		if hc.Type == config.CheckOff {
@@ -43,23 +60,73 @@ func startHealthChecks(ctx context.Context, wg *sync.WaitGroup, e *proxy.Engine,
 			hcfg.Type = health.HTTP
 		}
 		for _, m := range s.Backends {
-			c := &health.Checker{Target: m.Addr, Source: s.Sources[0], Config: hcfg}
-			c.Report = func(r health.Result) {
-				e.RecordCheck(s.Name, m.Addr, r.OK, r.Latency)
-				if r.Changed {
-					log.Warn("backend health changed", "service", s.Name, "backend", m.Addr, "up", r.Up, "err", r.Err)
-					e.SetBackendUp(s.Name, m.Addr, r.Up)
-				} else if !r.OK {
-					log.Debug("backend check failed", "service", s.Name, "backend", m.Addr, "err", r.Err)
-				}
+			k := checkKey{s.Name, m.Addr}
+			want[k] = true
+			if c.running[k] != nil {
+				continue
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c.Run(ctx)
-			}()
+			ctx, cancel := context.WithCancel(c.ctx)
+			c.running[k] = cancel
+			c.start(ctx, s, m.Addr, hcfg)
 		}
 	}
+	for k, cancel := range c.running {
+		if !want[k] {
+			cancel()
+			delete(c.running, k)
+		}
+	}
+}
+
+func (c *checks) start(ctx context.Context, s proxy.Service, addr netip.AddrPort, hcfg health.Config) {
+	e, log := c.e, c.log
+	ch := &health.Checker{Target: addr, Source: s.Sources[0], Config: hcfg}
+	ch.Report = func(r health.Result) {
+		e.RecordCheck(s.Name, addr, r.OK, r.Latency)
+		if r.Changed {
+			log.Warn("backend health changed", "service", s.Name, "backend", addr, "up", r.Up, "err", r.Err)
+			e.SetBackendUp(s.Name, addr, r.Up)
+		} else if !r.OK {
+			log.Debug("backend check failed", "service", s.Name, "backend", addr, "err", r.Err)
+		}
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		ch.Run(ctx)
+	}()
+}
+
+// reloadPools applies the pools of a reloaded config: each service's
+// backends and weights are swapped in whole (live connections keep their
+// backend), and the checks follow. Nothing else of the new config is
+// applied; a changed listener or source needs a restart.
+func reloadPools(e *proxy.Engine, c *checks, cur *config.Config, next *config.Config, svcs []proxy.Service, log *slog.Logger) *config.Config {
+	if len(next.Services) != len(cur.Services) {
+		log.Error("reload: services added or removed; restart to apply", "was", len(cur.Services), "now", len(next.Services))
+		return cur
+	}
+	for i, s := range next.Services {
+		if s.Name != cur.Services[i].Name || s.Listen != cur.Services[i].Listen {
+			log.Error("reload: service renamed or moved; restart to apply", "service", cur.Services[i].Name)
+			return cur
+		}
+	}
+	for i, s := range next.Services {
+		var members []proxy.Backend
+		for _, m := range s.Backends {
+			members = append(members, proxy.Backend{Addr: m.Addr, Weight: m.Weight})
+		}
+		if err := e.SetBackends(s.Name, members); err != nil {
+			log.Error("reload: pool not applied", "service", s.Name, "err", err)
+			next.Services[i].Backends = cur.Services[i].Backends
+			members = svcs[i].Backends
+		}
+		svcs[i].Backends = members
+		log.Info("reload: pool applied", "service", s.Name, "backends", len(members))
+	}
+	c.sync(next, svcs)
+	return next
 }
 
 // healthServer answers /healthz and /readyz from the engine's pools.

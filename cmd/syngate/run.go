@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/syngate/syngate/config"
 	"github.com/syngate/syngate/gateway"
@@ -32,5 +35,28 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lv}))
-	return gateway.Run(ctx, cfg, gateway.Options{Version: build.Version, Revision: build.Revision, Logger: log, ReadyFile: *ready, Unpin: *unpin})
+	reload := make(chan *config.Config, 1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			}
+			next, err := config.Load(*path)
+			if err != nil {
+				log.Error("reload: config not applied", "err", err)
+				continue
+			}
+			select {
+			case reload <- next:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return gateway.Run(ctx, cfg, gateway.Options{Version: build.Version, Revision: build.Revision, Logger: log, ReadyFile: *ready, Unpin: *unpin, Reload: reload})
 }
