@@ -74,6 +74,8 @@ type labOptions struct {
 	// netnsExec starts syngate the way `ip netns exec` does: in a mount
 	// namespace of its own with a fresh sysfs on /sys.
 	netnsExec bool
+	// prefix starts the namespaces' names; default "sg-e2e-".
+	prefix string
 }
 
 // newLab builds a topology with offloads off (the fast path forwards
@@ -81,7 +83,10 @@ type labOptions struct {
 func newLab(t *testing.T, o labOptions) *lab.Topology {
 	t.Helper()
 	lab.RequireRoot(t)
-	top, err := lab.NewTopology(t, lab.Options{OneArm: o.oneArm, NoOffloads: true, Prefix: "sg-e2e-"})
+	if o.prefix == "" {
+		o.prefix = "sg-e2e-"
+	}
+	top, err := lab.NewTopology(t, lab.Options{OneArm: o.oneArm, NoOffloads: true, Prefix: o.prefix})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,9 @@ import (
 	"github.com/syngate/syngate/lab"
 )
 
+// lbPrefix names the namespaces of the load-balancing tests.
+const lbPrefix = "sgb-"
+
 // idServer is one backend of a pool: it greets every connection with its
 // name and then echoes. kill closes the listener and every connection, as
 // a dying process would; start listens again.
@@ -137,7 +140,7 @@ services:
 // with a pool of them of the given weights and returns both.
 func poolLab(t *testing.T, weights [3]int) (*gatewayRun, []*idServer, string, string) {
 	t.Helper()
-	top := newLab(t, labOptions{})
+	top := newLab(t, labOptions{prefix: lbPrefix})
 	v4, _, err := top.AddBackendPool()
 	if err != nil {
 		t.Fatal(err)

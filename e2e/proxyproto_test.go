@@ -127,7 +127,7 @@ func TestProxyProtocolServerSpeaksFirst(t *testing.T) {
 		{"v1", func(t *lab.Topology) netip.Addr { return t.VIP6 }, func(t *lab.Topology) netip.Addr { return t.ClientIf.V6.Addr() }, "web6"},
 	} {
 		t.Run(tc.v+"/"+tc.svc, func(t *testing.T) {
-			top := newLab(t, labOptions{})
+			top := newLab(t, labOptions{prefix: lbPrefix})
 			proxyServer(t, top, func(c net.Conn, r *bufio.Reader, _ netip.AddrPort) {
 				io.WriteString(c, "220 banner\r\n")
 				client, err := readProxyHeader(r)
@@ -180,7 +180,7 @@ func TestProxyProtocolServerSpeaksFirst(t *testing.T) {
 // backend: the fast path's shift of sequence numbers, ACKs and SACK
 // blocks by the header holds under retransmissions and SACK recovery.
 func TestProxyProtocolBulkLoss(t *testing.T) {
-	top := newLab(t, labOptions{})
+	top := newLab(t, labOptions{prefix: lbPrefix})
 	// E2E_PROXY_OFF=1 runs the same without the header, for comparison.
 	v := "v2"
 	if os.Getenv("E2E_PROXY_OFF") != "" {
@@ -302,7 +302,7 @@ func TestProxyProtocolNginx(t *testing.T) {
 	bin := nginxBin(t)
 	for _, v := range []string{"v1", "v2"} {
 		t.Run(v, func(t *testing.T) {
-			top := newLab(t, labOptions{})
+			top := newLab(t, labOptions{prefix: lbPrefix})
 			dir := t.TempDir()
 			www := filepath.Join(dir, "www")
 			if err := os.Mkdir(www, 0o755); err != nil {

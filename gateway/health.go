@@ -59,6 +59,7 @@ func (c *checks) sync(cfg *config.Config, svcs []proxy.Service) {
 		if hc.Type == config.CheckHTTP {
 			hcfg.Type = health.HTTP
 		}
+		hcfg.Preamble = health.LocalProxyHeader(s.ProxyProtocol)
 		for _, m := range s.Backends {
 			k := checkKey{s.Name, m.Addr}
 			want[k] = true

@@ -41,6 +41,24 @@ type Config struct {
 	Path     string
 	Host     string // default: the target's address
 	Status   int
+	// Preamble is sent first on every check connection: the PROXY
+	// protocol header of a local connection ("PROXY UNKNOWN" in v1, the
+	// LOCAL command in v2) when the backend expects one, so a backend
+	// listening with PROXY protocol neither logs a broken header nor
+	// fails the HTTP request (HAProxy's check-send-proxy).
+	Preamble []byte
+}
+
+// LocalProxyHeader is the PROXY protocol header (version 1 or 2) of a
+// connection the proxy itself opened, which carries no client address.
+func LocalProxyHeader(version int) []byte {
+	switch version {
+	case 1:
+		return []byte("PROXY UNKNOWN\r\n")
+	case 2:
+		return append([]byte("\r\n\r\n\x00\r\nQUIT\n"), 0x20, 0x00, 0, 0)
+	}
+	return nil
 }
 
 // Result is one check's outcome.
@@ -111,11 +129,16 @@ func (c *Checker) Check(ctx context.Context) error {
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close()
-	if c.Config.Type != HTTP {
-		return nil
-	}
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
+	}
+	if len(c.Config.Preamble) > 0 {
+		if _, err := conn.Write(c.Config.Preamble); err != nil {
+			return fmt.Errorf("send PROXY header: %w", err)
+		}
+	}
+	if c.Config.Type != HTTP {
+		return nil
 	}
 	host := c.Config.Host
 	if host == "" {

@@ -139,8 +139,11 @@ func (e *Engine) startBackend(c *conn, now time.Time) {
 	s := c.svc
 	if c.be == nil {
 		if c.be = s.pick(c.client.Client); c.be == nil {
+			// The pool emptied after the SYN was answered (or XDP
+			// answered it): the client's handshake is done, so it is
+			// told at once whatever on_no_backend says of SYNs.
 			s.noBackend.Add(1)
-			e.abortLocked(c, "no_backend", !s.DropNoBackend)
+			e.abortLocked(c, "no_backend", true)
 			return
 		}
 	}

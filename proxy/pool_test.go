@@ -227,17 +227,24 @@ func TestPoolDrainAndDown(t *testing.T) {
 	if rst := r.reply(); rst.Flags&packet.RST == 0 || rst.Ack != 6 {
 		t.Fatalf("SYN with no usable backend answered %v ack %d, want RST", rst.Flags, rst.Ack)
 	}
-	s.DropNoBackend = true
-	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 7, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
-	r.noReply()
-	if st := s.ServiceStats(); st.NoBackend != 2 {
-		t.Errorf("no_backend = %d, want 2", st.NoBackend)
+	if st := s.ServiceStats(); st.NoBackend != 1 {
+		t.Errorf("no_backend = %d, want 1", st.NoBackend)
 	}
 	if err := r.e.SetBackendUp("web", backend, true); err != nil {
 		t.Fatal(err)
 	}
 	if c := count(); c[backend] != 2000 {
 		t.Fatalf("back up: %v", c)
+	}
+
+	d := newRig(t, queue.CookiesNever, func(c *Config) { c.Services[0].DropNoBackend = true })
+	if err := d.e.SetBackendUp("web", backend, false); err != nil {
+		t.Fatal(err)
+	}
+	d.inject(packet.BuildSyn, packet.Fields{Src: d.client, Dst: vip, Seq: 7, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	d.noReply()
+	if st := d.e.order[0].ServiceStats(); st.NoBackend != 1 {
+		t.Errorf("on_no_backend drop: no_backend = %d, want 1", st.NoBackend)
 	}
 }
 
