@@ -96,6 +96,11 @@ func proxyServer(t *testing.T, top *lab.Topology, serve func(c net.Conn, r *bufi
 // proxyConfig runs syngate with the lab's two services (web on IPv4, web6
 // on IPv6) sending PROXY protocol version v.
 func proxyConfig(t *testing.T, top *lab.Topology, v string) *gatewayRun {
+	return proxyConfigCookies(t, top, v, "auto")
+}
+
+// proxyConfigCookies is proxyConfig with syn.cookies set.
+func proxyConfigCookies(t *testing.T, top *lab.Topology, v, cookies string) *gatewayRun {
 	dir := t.TempDir()
 	svcs := fmt.Sprintf(`  - name: web
     listen: %s
@@ -107,7 +112,8 @@ func proxyConfig(t *testing.T, top *lab.Topology, v string) *gatewayRun {
     proxy_protocol: %s
 `, netip.AddrPortFrom(top.VIP4, servicePort), netip.AddrPortFrom(backendAddr(top), backendPort), v,
 		netip.AddrPortFrom(top.VIP6, servicePort), netip.AddrPortFrom(top.BackendIf.V6.Addr(), backendPort), v)
-	return startSyngateConfig(t, top, dir, poolConfig(top, dir, svcs), false)
+	cfg := strings.Replace(poolConfig(top, dir, svcs), "services:\n", "syn:\n  cookies: "+cookies+"\nservices:\n", 1)
+	return startSyngateConfig(t, top, dir, cfg, false)
 }
 
 // TestProxyProtocolServerSpeaksFirst: a backend that greets before the
@@ -117,16 +123,19 @@ func proxyConfig(t *testing.T, top *lab.Topology, v string) *gatewayRun {
 // engine retransmits the header until it is acknowledged, and the backend
 // then sees the client's address.
 func TestProxyProtocolServerSpeaksFirst(t *testing.T) {
+	v4 := func(t *lab.Topology) (netip.Addr, netip.Addr) { return t.VIP4, t.ClientIf.V4.Addr() }
+	v6 := func(t *lab.Topology) (netip.Addr, netip.Addr) { return t.VIP6, t.ClientIf.V6.Addr() }
 	for _, tc := range []struct {
-		v   string
-		vip func(*lab.Topology) netip.Addr
-		cli func(*lab.Topology) netip.Addr
-		svc string
+		v, cookies string
+		addrs      func(*lab.Topology) (vip, client netip.Addr)
+		svc        string
 	}{
-		{"v2", func(t *lab.Topology) netip.Addr { return t.VIP4 }, func(t *lab.Topology) netip.Addr { return t.ClientIf.V4.Addr() }, "web"},
-		{"v1", func(t *lab.Topology) netip.Addr { return t.VIP6 }, func(t *lab.Topology) netip.Addr { return t.ClientIf.V6.Addr() }, "web6"},
+		{"v2", "auto", v4, "web"},
+		{"v1", "auto", v6, "web6"},
+		{"v2", "always", v6, "web6"}, // cookies minted in XDP
+		{"v1", "always", v4, "web"},
 	} {
-		t.Run(tc.v+"/"+tc.svc, func(t *testing.T) {
+		t.Run(tc.v+"/"+tc.svc+"/cookies-"+tc.cookies, func(t *testing.T) {
 			top := newLab(t, labOptions{prefix: lbPrefix})
 			proxyServer(t, top, func(c net.Conn, r *bufio.Reader, _ netip.AddrPort) {
 				io.WriteString(c, "220 banner\r\n")
@@ -141,11 +150,12 @@ func TestProxyProtocolServerSpeaksFirst(t *testing.T) {
 				}
 				fmt.Fprintf(c, "250 %s said %s", client, line)
 			})
-			g := proxyConfig(t, top, tc.v)
+			g := proxyConfigCookies(t, top, tc.v, tc.cookies)
+			vip, cli := tc.addrs(top)
 			lossy := drop(t, top.Backend, "hdrloss", lab.HookInput, lab.Match{
 				Proto: unix.IPPROTO_TCP, DstPort: backendPort, TCPFlagsMask: lab.TCPPsh, TCPFlags: lab.TCPPsh,
 			})
-			c, err := dial(top.Client, netip.AddrPortFrom(tc.vip(top), servicePort), 5*time.Second)
+			c, err := dial(top.Client, netip.AddrPortFrom(vip, servicePort), 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -162,7 +172,7 @@ func TestProxyProtocolServerSpeaksFirst(t *testing.T) {
 			}
 			io.WriteString(c, "hello\r\n")
 			reply, err := r.ReadString('\n')
-			local := netip.AddrPortFrom(tc.cli(top), netip.MustParseAddrPort(c.LocalAddr().String()).Port())
+			local := netip.AddrPortFrom(cli, netip.MustParseAddrPort(c.LocalAddr().String()).Port())
 			if want := fmt.Sprintf("250 %s said hello\r\n", local); err != nil || reply != want {
 				t.Fatalf("reply %q, %v; want %q", reply, err, want)
 			}
@@ -170,6 +180,10 @@ func TestProxyProtocolServerSpeaksFirst(t *testing.T) {
 			t.Logf("PROXY %s header retransmitted %v times while its segments were dropped for 1 s", tc.v, n)
 			if n < 1 {
 				t.Error("the lost header was not retransmitted")
+			}
+			path := map[string]string{"auto": "queue", "always": "cookie"}[tc.cookies]
+			if got := g.metrics()[fmt.Sprintf(`syngate_ack_validated_total{path=%q,service=%q}`, path, tc.svc)]; got != 1 {
+				t.Errorf("ack_validated_total{path=%q} = %v, want 1", path, got)
 			}
 		})
 	}

@@ -77,8 +77,11 @@ func TestProxyHeaderFormats(t *testing.T) {
 // backend acknowledges it; backend segments meanwhile reach the client
 // through the engine, acknowledging nothing of the client's; the ACK that
 // covers the header installs the backend's flow with the shift.
-func TestProxyHeaderSplice(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, func(c *Config) { c.Services[0].ProxyProtocol = 2 })
+func TestProxyHeaderSpliceQueuePath(t *testing.T)  { testProxyHeaderSplice(t, queue.CookiesNever) }
+func TestProxyHeaderSpliceCookiePath(t *testing.T) { testProxyHeaderSplice(t, queue.CookiesAlways) }
+
+func testProxyHeaderSplice(t *testing.T, policy queue.CookiePolicy) {
+	r := newRig(t, policy, func(c *Config) { c.Services[0].ProxyProtocol = 2 })
 	const isn = 2_000_000
 	sa := r.handshake(isn, []byte("hello"))
 	syn := r.sentIP()
