@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -262,6 +263,13 @@ func TestPoolFailover(t *testing.T) {
 		t.Fatal("b2 not marked down 10 s after it died")
 	}
 	redispatchedAtDown := g.metrics()[redispatched]
+	health, err := g.top.Gateway.HTTPGet(metricsAddr, "/healthz", 5*time.Second)
+	if want := fmt.Sprintf("backend %s weight 1: down", b2.addr); err != nil || !strings.Contains(string(health), want) {
+		t.Errorf("/healthz with b2 down: %v\n%s\nwant a line %q", err, health, want)
+	}
+	if ready, err := g.top.Gateway.HTTPGet(metricsAddr, "/readyz", 5*time.Second); err != nil {
+		t.Errorf("/readyz with two of three backends up: %v\n%s", err, ready)
+	}
 	time.Sleep(time.Second)
 	close(stop)
 	wg.Wait()
@@ -299,19 +307,69 @@ func TestPoolFailover(t *testing.T) {
 		}
 	}
 
-	// b2 comes back: after rise checks it takes connections again.
+	// b2 comes back: after rise checks it takes connections again (the
+	// passing checks also end an ejection by the refused legs).
 	b2.start()
 	back := time.Now()
-	for time.Since(back) < 10*time.Second && g.metrics()[upMetric] != 1 {
+	usable := fmt.Sprintf(`syngate_backend_up{backend="%s",service="web"}`, b2.addr)
+	for time.Since(back) < 10*time.Second && g.metrics()[usable] != 1 {
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Logf("b2 marked up %v after it came back (rise 2)", time.Since(back).Round(time.Millisecond))
-	if g.metrics()[upMetric] != 1 {
-		t.Fatal("b2 not marked up 10 s after it came back")
+	t.Logf("b2 usable again %v after it came back (rise 2)", time.Since(back).Round(time.Millisecond))
+	if g.metrics()[usable] != 1 {
+		t.Fatal("b2 not usable 10 s after it came back")
 	}
 	got = spread(t, g, 200)
 	t.Logf("after b2 came back, 200 connections: %v", got)
 	checkShares(t, got, map[string]int{"b1": 1, "b2": 1, "b3": 2}, 200)
+}
+
+// metricsAddr is where syngate serves /metrics, /healthz and /readyz.
+var metricsAddr = netip.MustParseAddrPort("127.0.0.1:9420")
+
+// TestPoolAllDown: with every backend dead, /readyz says so, a new SYN is
+// answered with a RST at once (on_no_backend: reset) and counted; when a
+// backend is back it takes the connections.
+func TestPoolAllDown(t *testing.T) {
+	g, servers, _, _ := poolLab(t, [3]int{1, 1, 1})
+	for _, s := range servers {
+		s.kill()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		body, err := g.top.Gateway.HTTPGet(metricsAddr, "/readyz", 5*time.Second)
+		if err != nil && strings.Contains(err.Error(), "503") {
+			t.Logf("/readyz: %v\n%s", err, body)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still %v 10 s after every backend died:\n%s", err, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	start := time.Now()
+	_, err := dial(g.top.Client, netip.AddrPortFrom(g.top.VIP4, servicePort), 5*time.Second)
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("connect with no backend: %v, want connection refused", err)
+	}
+	t.Logf("connect with no usable backend refused after %v", time.Since(start).Round(time.Millisecond))
+	if n := g.metrics()[`syngate_no_backend_total{service="web"}`]; n < 1 {
+		t.Errorf("no_backend_total = %v", n)
+	}
+	servers[2].start()
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		if _, err := g.top.Gateway.HTTPGet(metricsAddr, "/readyz", 5*time.Second); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz not ready 10 s after a backend came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := spread(t, g, 30); got["b3"] != 30 {
+		t.Errorf("with only b3 back: %v", got)
+	}
 }
 
 // TestPoolDrain: weight 0, applied with a reload (SIGHUP: syngate applies

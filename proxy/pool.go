@@ -69,6 +69,9 @@ func (b *member) legFailed(reason string, now time.Time) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if now.UnixNano() < b.ejectedUntil.Load() {
+		return // a leg opened before the ejection: already accounted for
+	}
 	b.legFails++
 	if b.legFails < passiveFall && b.ejections == 0 {
 		return
@@ -235,6 +238,14 @@ func (e *Engine) SetBackendUp(service string, addr netip.AddrPort, up bool) erro
 		return fmt.Errorf("service %q has no backend %v", service, addr)
 	}
 	if b.activeUp.Swap(up) != up {
+		if up {
+			// Checks that pass again outweigh what failed legs said
+			// before: the backend is back, not on probation.
+			b.mu.Lock()
+			b.legFails, b.ejections = 0, 0
+			b.ejectedUntil.Store(0)
+			b.mu.Unlock()
+		}
 		e.log.Info("backend health", "service", service, "backend", addr, "up", up)
 		s.refreshPool(e.now())
 	}

@@ -269,6 +269,10 @@ func TestPassiveEjection(t *testing.T) {
 	if m.usable(now) || !m.usable(now.Add(passiveBackoff)) {
 		t.Fatalf("after %d failures: ejection until %v", passiveFall, time.Unix(0, m.ejectedUntil.Load()))
 	}
+	m.legFailed("refused", now.Add(passiveBackoff/2)) // a leg opened before the ejection
+	if !m.usable(now.Add(passiveBackoff)) {
+		t.Fatal("a failure during an ejection prolonged it")
+	}
 	later := now.Add(passiveBackoff)
 	m.legFailed("refused", later)
 	if m.usable(later.Add(passiveBackoff)) || !m.usable(later.Add(2*passiveBackoff)) {
