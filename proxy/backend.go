@@ -661,7 +661,7 @@ func (e *Engine) expireOpening(now time.Time) {
 		case c.portWait:
 			e.startBackend(c, now)
 		case c.synSent && !now.Before(c.deadline):
-			e.abortLocked(c, "timeout", true)
+			e.redispatch(c, "timeout")
 		case c.synSent && !now.Before(c.nextSyn):
 			c.synTries++
 			c.nextSyn = now.Add(backendSynRTO << min(c.synTries, 6))

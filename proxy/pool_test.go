@@ -286,3 +286,35 @@ func TestPassiveEjection(t *testing.T) {
 		t.Fatal("a successful leg did not reset the count")
 	}
 }
+
+// TestPoolRedispatchOnTimeout: a backend that does not answer by the
+// connect timeout is told to forget the leg (RST) and the leg opens toward
+// another member.
+func TestPoolRedispatchOnTimeout(t *testing.T) {
+	b2 := netip.MustParseAddrPort("10.0.0.6:8080")
+	r := newRig(t, queue.CookiesNever, func(c *Config) {
+		c.Services[0].Backends = []Backend{{Addr: backend, Weight: 1}, {Addr: b2, Weight: 1}}
+	})
+	r.handshake(4_000_000, nil)
+	syn := r.sentIP()
+	r.e.expireOpening(r.advance(3 * time.Second))
+	var rst, syn2 packet.Segment
+	for range 3 { // a SYN retransmission may come first
+		p := r.sentIP()
+		switch {
+		case p.Flags == packet.RST:
+			rst = p
+		case p.Flags == packet.SYN && p.Dst != syn.Dst:
+			syn2 = p
+		}
+		if syn2.Flags != 0 {
+			break
+		}
+	}
+	if rst.Dst != syn.Dst || rst.Seq != syn.Seq+1 || syn2.Flags != packet.SYN {
+		t.Fatalf("after the timeout: RST %v to %v seq %d, SYN to %v; want a RST to %v and a SYN to the other", rst.Flags, rst.Dst, rst.Seq, syn2.Dst, syn.Dst)
+	}
+	if st := r.e.order[0].ServiceStats(); st.Redispatched != 1 || st.BackendFailures["timeout"] != 1 {
+		t.Errorf("redispatched %d, timeouts %d; want 1, 1", st.Redispatched, st.BackendFailures["timeout"])
+	}
+}

@@ -141,14 +141,16 @@ func (e *Engine) headerSegment(c *conn, seg *packet.Segment) {
 	e.forwardToClient(c, seg)
 }
 
-// maxLegTries bounds the backends one connection tries: a refused backend
-// leg is opened again toward another member (the client, whose handshake
-// is done, only waits a round trip longer).
+// maxLegTries bounds the backends one connection tries: a backend leg
+// that is refused or not answered by the connect timeout is opened again
+// toward another member (the client, whose handshake is done, waits a
+// round trip, or a connect timeout, longer instead of being reset).
 const maxLegTries = 3
 
-// redispatch handles a backend that refused c's leg: counted against it
-// (a passive check), the leg is opened again toward another usable member
-// of the pool, or the client is reset when there is none. c.mu is held.
+// redispatch handles a backend that refused c's leg or did not answer it
+// in time: counted against it (a passive check), the leg is opened again
+// toward another usable member of the pool, or the client is reset when
+// there is none. c.mu is held.
 func (e *Engine) redispatch(c *conn, reason string) {
 	now := e.now()
 	s := c.svc
@@ -162,7 +164,12 @@ func (e *Engine) redispatch(c *conn, reason string) {
 	}
 	s.st.backendFailure(reason)
 	s.st.redispatched.Add(1)
-	// The refused leg's port goes back; the backend saw only our SYN.
+	if reason != "refused" {
+		// A backend that answers late must not keep a half-open
+		// connection for a leg that moved on.
+		e.send(s, packet.Build, &packet.Fields{Src: c.source, Dst: c.be.addr, Seq: c.legISN() + 1, Flags: packet.RST})
+	}
+	// The leg's port goes back; the backend saw at most our SYN.
 	if c.pool != nil {
 		c.pool.put(c.source.Port(), now, c.legISN()+1, true)
 	}
