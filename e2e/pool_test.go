@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/syngate/syngate/lab"
 )
 
@@ -424,5 +426,60 @@ func TestPoolDrain(t *testing.T) {
 	}
 	if a := g.metrics()[fmt.Sprintf(`syngate_backend_connections{backend="%s",service="web"}`, b1)]; int(a) != toB1 {
 		t.Errorf("backend_connections of b1 = %v, want its %d live connections", a, toB1)
+	}
+}
+
+// TestPoolSilentBackend: a backend that stops answering at all (its host
+// gone, not its process) costs the clients that were hashed to it one
+// connect timeout, not their connection: the leg is opened again toward
+// another backend; the checks then take it out.
+func TestPoolSilentBackend(t *testing.T) {
+	g, servers, _, _ := poolLab(t, [3]int{1, 1, 1})
+	b2 := servers[1]
+	drop(t, g.top.Backend, "silent", lab.HookInput, lab.Match{Dst: b2.addr.Addr(), Proto: unix.IPPROTO_TCP})
+	start := time.Now()
+	type result struct {
+		backend string
+		took    time.Duration
+		err     error
+	}
+	results := make(chan result, 30)
+	var wg sync.WaitGroup
+	for range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			name, c, err := identify(g.top.Client, netip.AddrPortFrom(g.top.VIP4, servicePort))
+			if c != nil {
+				c.Close()
+			}
+			results <- result{name, time.Since(t0), err}
+		}()
+	}
+	wg.Wait()
+	close(results)
+	slow, got := 0, map[string]int{}
+	for r := range results {
+		if r.err != nil {
+			t.Errorf("connection failed while b2 was silent: %v", r.err)
+			continue
+		}
+		got[r.backend]++
+		if r.took > time.Second {
+			slow++
+		}
+	}
+	t.Logf("30 connections with b2 silent: %v, %d waited for the connect timeout (2 s) and were redispatched; redispatched_total %v",
+		got, slow, g.metrics()[`syngate_backend_redispatched_total{service="web"}`])
+	if got["b2"] != 0 {
+		t.Errorf("%d connections reached the silent b2", got["b2"])
+	}
+	up := fmt.Sprintf(`syngate_backend_check_up{backend="%s",service="web"}`, b2.addr)
+	for time.Since(start) < 10*time.Second && g.metrics()[up] != 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if g.metrics()[up] != 0 {
+		t.Error("the silent b2 not marked down")
 	}
 }
