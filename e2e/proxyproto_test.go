@@ -400,6 +400,11 @@ http {
 				}
 			}
 			t.Logf("nginx access log:\n%s", strings.Join(logged, "\n"))
+			// syngate's health checks (one at start) send the header of a
+			// local connection: nginx must not see a broken one.
+			if errs, err := os.ReadFile(filepath.Join(dir, "error.log")); err != nil || bytes.Contains(errs, []byte("broken header")) {
+				t.Errorf("nginx error log (%v):\n%s", err, errs)
+			}
 		})
 	}
 }
