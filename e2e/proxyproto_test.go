@@ -367,7 +367,7 @@ http {
 			if err := d.WaitFile(filepath.Join(dir, "nginx.pid"), 10*time.Second); err != nil {
 				t.Fatal(err)
 			}
-			proxyConfig(t, top, v)
+			g := proxyConfig(t, top, v)
 			if v == "v2" {
 				for _, ns := range []*lab.NS{top.Client, top.Backend} {
 					if _, err := ns.AddLoss(2); err != nil {
@@ -400,9 +400,22 @@ http {
 				}
 			}
 			t.Logf("nginx access log:\n%s", strings.Join(logged, "\n"))
-			// syngate's health checks (one at start) send the header of a
-			// local connection: nginx must not see a broken one.
-			if errs, err := os.ReadFile(filepath.Join(dir, "error.log")); err != nil || bytes.Contains(errs, []byte("broken header")) {
+			// syngate's health checks and option probes (one each at
+			// start) send the header of a local connection: nginx sees
+			// neither a broken nor a missing one.
+			for _, svc := range []struct {
+				name string
+				addr netip.AddrPort
+			}{{"web", netip.AddrPortFrom(backendAddr(top), backendPort)}, {"web6", netip.AddrPortFrom(top.BackendIf.V6.Addr(), backendPort)}} {
+				if n := g.waitMetric(fmt.Sprintf(`syngate_backend_checks_total{backend=%q,result="ok",service=%q}`, svc.addr.String(), svc.name), 1, 5*time.Second); n < 1 {
+					t.Errorf("no passing health check of %s's backend", svc.name)
+				}
+			}
+			time.Sleep(100 * time.Millisecond) // nginx writes its log after the close
+			// Without it nginx logs "client closed connection while
+			// reading PROXY protocol" for each (checked by hand).
+			if errs, err := os.ReadFile(filepath.Join(dir, "error.log")); err != nil || bytes.Contains(errs, []byte("broken header")) ||
+				bytes.Contains(errs, []byte("while reading PROXY protocol")) {
 				t.Errorf("nginx error log (%v):\n%s", err, errs)
 			}
 		})

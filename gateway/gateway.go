@@ -27,6 +27,7 @@ import (
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/config"
 	"github.com/syngate/syngate/cookie"
+	"github.com/syngate/syngate/health"
 	"github.com/syngate/syngate/metrics"
 	"github.com/syngate/syngate/proxy"
 	"github.com/syngate/syngate/queue"
@@ -359,11 +360,11 @@ const maxProbeWait = 3 * time.Second
 // probeBackends learns each backend's options; a failed probe keeps what
 // was known (the defaults, at start).
 func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger) {
-	health := e.Health() // the pools as they are now: a reload may change them
+	pools := e.Health() // the pools as they are now: a reload may change them
 	for i, s := range svcs {
-		for _, m := range health[i].Backends {
+		for _, m := range pools[i].Backends {
 			pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
-			o, err := proxy.ProbeBackend(pctx, m.Addr, s.Sources[0])
+			o, err := proxy.ProbeBackend(pctx, m.Addr, s.Sources[0], health.LocalProxyHeader(s.ProxyProtocol))
 			cancel()
 			if err != nil {
 				log.Warn("backend probe failed; announcing defaults", "service", s.Name, "backend", m.Addr, "err", err)
