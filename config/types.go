@@ -187,6 +187,11 @@ type Member struct {
 // DefaultMaglevSize entries resolves ratios this fine.
 const MaxWeight = 1000
 
+// MaxBackends bounds a service's pool: the Maglev table (65537 entries)
+// keeps every backend within about 1% of its share up to about 650
+// backends (the paper's M >= 100 N).
+const MaxBackends = 512
+
 // HashKey is what consistent hashing reads of a new connection.
 type HashKey string
 

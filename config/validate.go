@@ -380,6 +380,9 @@ func (v *validator) backends(p string, sf serviceFile, listen netip.AddrPort) []
 		seen[a] = true
 		out = append(out, Member{Addr: a, Weight: v.intRange(bp+".weight", bf.Weight, 1, 0, MaxWeight)})
 	}
+	if len(out) > MaxBackends {
+		v.errorf(p+".backends", "%d backends; at most %d", len(out), MaxBackends)
+	}
 	for _, b := range out {
 		if listen.IsValid() && listen.Addr().Is4() != b.Addr.Addr().Is4() {
 			v.errorf(p+".backend", "%s and listener %s are of different address families", b.Addr, listen)

@@ -217,6 +217,9 @@ func New(cfg Config) (*Engine, error) {
 		if len(s.Backends) == 0 {
 			s.Backends = []Backend{{Addr: s.Backend, Weight: 1}}
 		}
+		if len(s.Backends) > maxMembers {
+			return nil, fmt.Errorf("%w: service %s: %d backends, at most %d", ErrConfig, s.Name, len(s.Backends), maxMembers)
+		}
 		if s.ProxyProtocol < 0 || s.ProxyProtocol > 2 {
 			return nil, fmt.Errorf("%w: service %s: PROXY protocol version %d", ErrConfig, s.Name, s.ProxyProtocol)
 		}

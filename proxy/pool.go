@@ -93,6 +93,10 @@ func (b *member) legOK() {
 	b.total.Add(1)
 }
 
+// maxMembers bounds a pool: the table holds 16-bit indexes, and its
+// balance needs MaglevSize well above 100 x the members.
+const maxMembers = 1024
+
 // pool is one immutable state of a service's pool: its members and the
 // lookup table over the usable ones. Swapped whole.
 type pool struct {
@@ -191,8 +195,8 @@ func (e *Engine) SetBackends(service string, members []Backend) error {
 	if s == nil {
 		return fmt.Errorf("no service %q", service)
 	}
-	if len(members) == 0 {
-		return fmt.Errorf("%w: service %s: no backend", ErrConfig, service)
+	if len(members) == 0 || len(members) > maxMembers {
+		return fmt.Errorf("%w: service %s: %d backends, want 1-%d", ErrConfig, service, len(members), maxMembers)
 	}
 	s.poolMu.Lock()
 	defer s.poolMu.Unlock()
