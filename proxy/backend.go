@@ -259,7 +259,7 @@ func (e *Engine) reclaim(k poolKey, pool *portPool) bool {
 		if c.state == stateSpliced {
 			a, errA := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client))
 			b, errB := e.cfg.Flows.LookupFlow(c.backendKey())
-			closed := a.FIN && b.FIN || a.RST || b.RST
+			closed := a.FIN && (b.FIN || c.backendFIN) || a.RST || b.RST
 			if errA == nil && errB == nil && closed && c.idle(a, b, now, mono) >= reclaimIdle {
 				e.endFlow(c, "reclaimed")
 				done = true
@@ -728,7 +728,7 @@ func (e *Engine) expireShard(shard int, now time.Time) int {
 		switch {
 		case (a.RST || b.RST) && idle >= e.cfg.ResetTimeout:
 			e.endFlow(c, "reset")
-		case a.FIN && b.FIN && idle >= e.cfg.CloseTimeout:
+		case a.FIN && (b.FIN || c.backendFIN) && idle >= e.cfg.CloseTimeout:
 			e.endFlow(c, "closed")
 		case idle >= e.cfg.EstablishedTimeout:
 			e.endFlow(c, "idle")
@@ -769,7 +769,7 @@ func (e *Engine) reuse(c *conn, seg *packet.Segment) bool {
 	}
 	a, errA := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client))
 	b, errB := e.cfg.Flows.LookupFlow(c.backendKey())
-	if errA == nil && errB == nil && !(a.FIN || a.RST || b.FIN || b.RST) {
+	if errA == nil && errB == nil && !(a.FIN || a.RST || b.FIN || b.RST || c.backendFIN) {
 		return false
 	}
 	e.endFlow(c, "reused")

@@ -97,6 +97,9 @@ type conn struct {
 	headerNext    time.Time
 	headerTries   int
 	toClient      bpf.FlowNAT
+	// backendFIN: the backend's FIN went to the client through the engine
+	// (before its flow was installed), so the flow's state lacks it.
+	backendFIN bool
 }
 
 // connShards spreads the tables over independent locks so receive loops

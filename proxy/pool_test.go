@@ -318,3 +318,39 @@ func TestPoolRedispatchOnTimeout(t *testing.T) {
 		t.Errorf("redispatched %d, timeouts %d; want 1, 1", st.Redispatched, st.BackendFailures["timeout"])
 	}
 }
+
+// TestProxyHeaderBackendFIN: a backend that acknowledges the header with
+// its FIN (it read the header and closed) has that FIN go through the
+// engine, not the fast path: the flow still expires as closed once the
+// client's FIN is through too.
+func TestProxyHeaderBackendFIN(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, func(c *Config) { c.Services[0].ProxyProtocol = 1 })
+	const isn = 5_000_000
+	r.handshake(isn, nil)
+	syn := r.sentIP()
+	r.backendSynAck(syn, 100, 7)
+	r.sentIP() // ACK
+	hdr := r.sentIP()
+	if !bytes.HasPrefix(hdr.Payload, []byte("PROXY TCP4 198.51.100.7 192.0.2.10 40000 80\r\n")) {
+		t.Fatalf("v1 header %q", hdr.Payload)
+	}
+	r.inject(packet.Build, packet.Fields{
+		Src: backend, Dst: syn.Src, Seq: 101, Ack: syn.Seq + 1 + uint32(len(hdr.Payload)), Flags: packet.ACK | packet.FIN, Window: 500,
+	})
+	if fin := r.sentIP(); fin.Flags&packet.FIN == 0 || fin.Dst != r.client {
+		t.Fatalf("backend FIN to client: %v to %v", fin.Flags, fin.Dst)
+	}
+	kc := bpf.FlowKey{Src: r.client, Dst: vip}
+	kb := bpf.FlowKey{Src: backend, Dst: syn.Src}
+	if _, ok := r.flows.get(kb); !ok {
+		t.Fatal("the FIN that acknowledged the header did not install the backend's flow")
+	}
+	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN = true }) // the client's FIN, through XDP
+	r.e.expireFlows(r.advance(11 * time.Second))
+	if _, ok := r.flows.get(kc); ok {
+		t.Error("flow not expired as closed after both FINs")
+	}
+	if got := r.e.Stats().Expired["closed"]; got != 1 {
+		t.Errorf("expired closed = %d, want 1", got)
+	}
+}

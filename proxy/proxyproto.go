@@ -130,6 +130,9 @@ func (e *Engine) headerSegment(c *conn, seg *packet.Segment) {
 		e.abortLocked(c, "reset", false)
 		return
 	}
+	if seg.Flags&packet.FIN != 0 {
+		c.backendFIN = true // expiry must know: the fast path did not see it
+	}
 	if seg.Flags&(packet.ACK|packet.SYN) == packet.ACK && !seqBefore(seg.Ack, c.headerEnd()) {
 		if err := e.cfg.Flows.InstallFlow(c.backendKey(), c.toClient); err != nil {
 			e.abortLocked(c, installFailure(err), true)
