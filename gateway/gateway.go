@@ -205,7 +205,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		defer wg.Done()
 		engine.Run(ctx)
 	}()
-	hc := &checks{ctx: ctx, wg: &wg, e: engine, log: log, running: map[checkKey]context.CancelFunc{}}
+	hc := &checks{ctx: ctx, wg: &wg, e: engine, log: log, running: map[checkKey]runningCheck{}}
 	hc.sync(cfg, services)
 	go func() {
 		defer wg.Done()

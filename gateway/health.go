@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,7 +36,13 @@ type checks struct {
 	wg      *sync.WaitGroup
 	e       *proxy.Engine
 	log     *slog.Logger
-	running map[checkKey]context.CancelFunc
+	running map[checkKey]runningCheck
+}
+
+// runningCheck is one backend's checker and the config it runs with.
+type runningCheck struct {
+	cancel context.CancelFunc
+	cfg    health.Config
 }
 
 type checkKey struct {
@@ -43,8 +50,8 @@ type checkKey struct {
 	backend netip.AddrPort
 }
 
-// sync starts the checks of members that have none and stops those of
-// members no longer in any pool.
+// sync starts the checks of members that have none, restarts those whose
+// check changed and stops those of members no longer in any pool.
 func (c *checks) sync(cfg *config.Config, svcs []proxy.Service) {
 	want := map[checkKey]bool{}
 	for i, s := range svcs {
@@ -63,17 +70,20 @@ func (c *checks) sync(cfg *config.Config, svcs []proxy.Service) {
 		for _, m := range s.Backends {
 			k := checkKey{s.Name, m.Addr}
 			want[k] = true
-			if c.running[k] != nil {
-				continue
+			if r, ok := c.running[k]; ok {
+				if reflect.DeepEqual(r.cfg, hcfg) {
+					continue
+				}
+				r.cancel()
 			}
 			ctx, cancel := context.WithCancel(c.ctx)
-			c.running[k] = cancel
+			c.running[k] = runningCheck{cancel, hcfg}
 			c.start(ctx, s, m.Addr, hcfg)
 		}
 	}
-	for k, cancel := range c.running {
+	for k, r := range c.running {
 		if !want[k] {
-			cancel()
+			r.cancel()
 			delete(c.running, k)
 		}
 	}
