@@ -54,6 +54,12 @@ type checkKey struct {
 // check changed and stops those of members no longer in any pool.
 func (c *checks) sync(cfg *config.Config, svcs []proxy.Service) {
 	want := map[checkKey]bool{}
+	down := map[checkKey]bool{} // a restarted check goes on from the engine's verdict
+	for _, sh := range c.e.Health() {
+		for _, b := range sh.Backends {
+			down[checkKey{sh.Name, b.Addr}] = !b.Up
+		}
+	}
 	for i, s := range svcs {
 		hc := cfg.Services[i].HealthCheck
 		if hc.Type == config.CheckOff {
@@ -78,7 +84,7 @@ func (c *checks) sync(cfg *config.Config, svcs []proxy.Service) {
 			}
 			ctx, cancel := context.WithCancel(c.ctx)
 			c.running[k] = runningCheck{cancel, hcfg}
-			c.start(ctx, s, m.Addr, hcfg)
+			c.start(ctx, s, m.Addr, hcfg, down[k])
 		}
 	}
 	for k, r := range c.running {
@@ -89,9 +95,9 @@ func (c *checks) sync(cfg *config.Config, svcs []proxy.Service) {
 	}
 }
 
-func (c *checks) start(ctx context.Context, s proxy.Service, addr netip.AddrPort, hcfg health.Config) {
+func (c *checks) start(ctx context.Context, s proxy.Service, addr netip.AddrPort, hcfg health.Config, down bool) {
 	e, log := c.e, c.log
-	ch := &health.Checker{Target: addr, Source: s.Sources[0], Config: hcfg}
+	ch := &health.Checker{Target: addr, Source: s.Sources[0], Config: hcfg, StartDown: down}
 	ch.Report = func(r health.Result) {
 		e.RecordCheck(s.Name, addr, r.OK, r.Latency)
 		if r.Changed {

@@ -80,11 +80,14 @@ type Checker struct {
 	Source netip.Addr // invalid: chosen by the route
 	Config Config
 	Report func(Result)
+	// StartDown starts the backend down (it needs Rise passes), for a
+	// checker that replaces one that had taken it down.
+	StartDown bool
 }
 
 // Run checks the backend now and then every Interval until ctx ends.
 func (c *Checker) Run(ctx context.Context) {
-	up := true
+	up := !c.StartDown
 	var passes, fails int
 	t := time.NewTicker(c.Config.Interval)
 	defer t.Stop()
