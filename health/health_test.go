@@ -187,3 +187,20 @@ func TestRiseFall(t *testing.T) {
 		}
 	}
 }
+
+// TestStartDown: a checker that starts down needs Rise passes.
+func TestStartDown(t *testing.T) {
+	ns := newNS(t)
+	addr, _ := server(t, ns, func(net.Conn) {})
+	results := make(chan Result, 10)
+	c := &Checker{Target: addr, StartDown: true, Config: Config{Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 2, Fall: 1},
+		Report: func(r Result) { results <- r }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ns.Run(func() error { c.Run(ctx); return nil }); close(done) }()
+	defer func() { cancel(); <-done }()
+	first, second := <-results, <-results
+	if !first.OK || first.Up || !second.Up || !second.Changed {
+		t.Errorf("results %+v, %+v: want down after one pass, up after two", first, second)
+	}
+}
