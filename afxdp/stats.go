@@ -61,3 +61,22 @@ func (s *Socket) Stats() (Stats, error) {
 	st.TxRingEmptyDescs = ks.Tx_ring_empty_descs
 	return st, nil
 }
+
+// KernelStats reads only the kernel's XDP_STATISTICS of the socket (the
+// Stats fields up to TxRingEmptyDescs). Unlike Stats it touches none of the
+// state the goroutine driving the socket owns, so a metrics scrape may call
+// it at any time before Close.
+func (s *Socket) KernelStats() (Stats, error) {
+	var st Stats
+	var ks unix.XDPStatistics
+	if _, err := getsockopt(s.fd, unix.XDP_STATISTICS, unsafe.Pointer(&ks), unsafe.Sizeof(ks)); err != nil {
+		return st, fmt.Errorf("read af_xdp statistics: %w", err)
+	}
+	st.RxDropped = ks.Rx_dropped
+	st.RxInvalidDescs = ks.Rx_invalid_descs
+	st.TxInvalidDescs = ks.Tx_invalid_descs
+	st.RxRingFull = ks.Rx_ring_full
+	st.RxFillRingEmptyDescs = ks.Rx_fill_ring_empty_descs
+	st.TxRingEmptyDescs = ks.Tx_ring_empty_descs
+	return st, nil
+}

@@ -95,6 +95,7 @@ func randAnnounce(rng *rand.Rand) Announce {
 		WScale:     uint8(rng.IntN(15)),
 		SACK:       rng.IntN(3) != 0,
 		Timestamps: rng.IntN(4) != 0,
+		ECN:        rng.IntN(2) == 0,
 	}
 	if rng.IntN(4) == 0 {
 		a.WScale = flow.NoWScale
@@ -140,7 +141,11 @@ func TestXDPCookieSynAck(t *testing.T) {
 			sa.HasVLAN != syn.HasVLAN || sa.VLAN != syn.VLAN {
 			t.Fatalf("reply %v -> %v (%x -> %x), SYN %v -> %v (%x -> %x)", sa.Src, sa.Dst, sa.SrcMAC, sa.DstMAC, syn.Src, syn.Dst, syn.SrcMAC, syn.DstMAC)
 		}
-		if sa.Flags != packet.SYN|packet.ACK || sa.Ack != syn.Seq+1 || len(sa.Payload) != 0 || sa.Window != ann.Window {
+		wantFlags := packet.SYN | packet.ACK
+		if syn.Options.ECN && ann.ECN && syn.Options.Timestamps && ann.Timestamps {
+			wantFlags |= packet.ECE
+		}
+		if sa.Flags != wantFlags || sa.Ack != syn.Seq+1 || len(sa.Payload) != 0 || sa.Window != ann.Window {
 			t.Fatalf("reply flags %v ack %d (isn %d) payload %d window %d (want %d)", sa.Flags, sa.Ack, syn.Seq, len(sa.Payload), sa.Window, ann.Window)
 		}
 
@@ -172,7 +177,7 @@ func TestXDPCookieSynAck(t *testing.T) {
 		// Byte for byte what packet.ReplySynAck builds for the engine.
 		opts := packet.SynAckOptions{
 			Window: ann.Window, MSS: tableMSS, WScale: ann.WScale, SACK: ann.SACK,
-			Timestamps: ann.Timestamps, TSval: sa.Options.TSval,
+			Timestamps: ann.Timestamps, TSval: sa.Options.TSval, ECN: ann.ECN && useTS,
 		}
 		if ann.MSS != 0 {
 			opts.MSS = min(ann.MSS, tableMSS)

@@ -74,11 +74,16 @@ type PortRange struct {
 // value loads a program with no defenses, no pinning and no local ports.
 type Config struct {
 	// PinPath is a directory on a bpf filesystem (e.g. /sys/fs/bpf/syngate)
-	// where the stateful maps are pinned, and reused by the next Load with
-	// the same path. Empty disables pinning.
+	// where the stateful maps, the XDP links and the program are pinned,
+	// and taken over by the next Load with the same path (see doc.go).
+	// Load locks it for the life of the Dataplane. Empty disables pinning:
+	// Close then detaches.
 	PinPath string
-	// DropSYNPayload drops SYNs that carry data (this also refuses TCP Fast
-	// Open, which syngate does not implement).
+	// DropSYNPayload drops SYNs that carry data, except those with a TCP
+	// Fast Open option (RFC 7413 kind 34, or the experimental kind 254 with
+	// magic 0xF989): a TFO client's SYN is answered like any other, with a
+	// SYN-ACK acknowledging only the SYN, and the client sends its data
+	// again at once instead of waiting for a SYN timeout.
 	DropSYNPayload bool
 	// DropBadFlags drops segments with impossible flags: none at all, SYN
 	// with FIN or RST, FIN with RST, FIN/PSH/URG without ACK.
@@ -155,21 +160,26 @@ const (
 // pinnedMaps are the maps whose state must survive a restart (see doc.go).
 var pinnedMaps = []string{
 	syngateMapServices, syngateMapLocals, syngateMapFlows, syngateMapRatelimit, syngateMapCounters,
+	syngateMapStandbyAcks,
 }
 
 // mapLayouts pins the Go mirror of each map's key and value; Load refuses a
 // program whose maps disagree.
 var mapLayouts = map[string][2]any{
-	syngateMapServices:      {syngateSvcKey{}, syngateSvcVal{}},
-	syngateMapLocals:        {syngateLocalKey{}, uint32(0)},
-	syngateMapFlows:         {syngateFlowKey{}, syngateFlowVal{}},
-	syngateMapRatelimit:     {syngateRlKey{}, syngateRlVal{}},
-	syngateMapCounters:      {uint32(0), syngateCounter{}},
-	syngateMapXsks:          {uint32(0), uint32(0)},
-	syngateMapIfslots:       {uint32(0), uint32(0)},
-	syngateMapTxPorts:       {uint32(0), uint32(0)},
-	syngateMapCookieKeys:    {uint32(0), syngateCookieState{}},
-	syngateMapSynackScratch: {uint32(0), syngateSynackBuf{}},
+	syngateMapServices:       {syngateSvcKey{}, syngateSvcVal{}},
+	syngateMapLocals:         {syngateLocalKey{}, uint32(0)},
+	syngateMapFlows:          {syngateFlowKey{}, syngateFlowVal{}},
+	syngateMapRatelimit:      {syngateRlKey{}, syngateRlVal{}},
+	syngateMapCounters:       {uint32(0), syngateCounter{}},
+	syngateMapXsks:           {uint32(0), uint32(0)},
+	syngateMapIfslots:        {uint32(0), uint32(0)},
+	syngateMapTxPorts:        {uint32(0), uint32(0)},
+	syngateMapCookieKeys:     {uint32(0), syngateCookieState{}},
+	syngateMapSynackScratch:  {uint32(0), syngateSynackBuf{}},
+	syngateMapStandbyAcks:    {syngateFlowKey{}, syngateStandbyAck{}},
+	syngateMapStandbyScratch: {uint32(0), syngateStandbyBuf{}},
+	syngateMapIcmpBucket:     {uint32(0), syngateIcmpBucket{}},
+	syngateMapIcmpScratch:    {uint32(0), syngateIcmpScratch{}},
 }
 
 // Dataplane is the loaded XDP program and its maps. Its methods are safe for
@@ -185,6 +195,12 @@ type Dataplane struct {
 
 	ckMu   sync.Mutex
 	cookie syngateCookieState // mirrors the cookie_keys map
+
+	// With PinPath: the pin directory's lock and the meta map; oldFlows
+	// is the flow table a migration replaced, until MergeMigratedFlows.
+	lockFD   int
+	meta     *ebpf.Map
+	oldFlows *ebpf.Map
 }
 
 // Limits of the AF_XDP socket map, mirrors of MAX_QUEUES and MAX_IFACES in
@@ -205,6 +221,8 @@ type attachment struct {
 	name string
 	mode Mode
 	link link.Link
+	// tookOver: the program replaced an earlier one through a pinned link.
+	tookOver bool
 }
 
 // Load checks the configuration, loads the program and creates (or, with
@@ -230,9 +248,21 @@ func Load(cfg Config) (*Dataplane, error) {
 	if cfg.MaxFlows > 0 {
 		spec.Maps[syngateMapFlows].MaxEntries = uint32(cfg.MaxFlows)
 	}
+	d := &Dataplane{log: cfg.Logger, cfg: cfg, links: make(map[int]attachment), slots: make(map[int]ifSlot), lockFD: -1}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
 	var opts ebpf.CollectionOptions
 	if cfg.PinPath != "" {
 		if err := checkBPFFS(cfg.PinPath); err != nil {
+			return nil, fmt.Errorf("load dataplane: %w", err)
+		}
+		// The lock before anything in the directory is read or written.
+		if d.lockFD, err = lockPinDir(cfg.PinPath); err != nil {
+			return nil, fmt.Errorf("load dataplane: %w", err)
+		}
+		if err := d.openPins(spec); err != nil {
+			d.closePins()
 			return nil, fmt.Errorf("load dataplane: %w", err)
 		}
 		for _, name := range pinnedMaps {
@@ -240,14 +270,53 @@ func Load(cfg Config) (*Dataplane, error) {
 		}
 		opts.Maps.PinPath = cfg.PinPath
 	}
-	d := &Dataplane{log: cfg.Logger, cfg: cfg, links: make(map[int]attachment), slots: make(map[int]ifSlot)}
-	if d.log == nil {
-		d.log = slog.Default()
-	}
 	if err := spec.LoadAndAssign(&d.objs, &opts); err != nil {
+		d.closePins()
 		return nil, fmt.Errorf("load dataplane: %w", classify(err))
 	}
 	return d, nil
+}
+
+// openPins opens the meta map and migrates pinned maps the program would
+// not accept as they are. The lock is held.
+func (d *Dataplane) openPins(spec *ebpf.CollectionSpec) error {
+	var err error
+	if d.meta, err = openMeta(d.cfg.PinPath); err != nil {
+		return err
+	}
+	d.oldFlows, err = migratePins(d.cfg.PinPath, spec, d.meta, d.log)
+	return err
+}
+
+// MergeMigratedFlows, after the program was replaced on every interface,
+// carries over what the previous program recorded in a flow table Load
+// migrated (FIN and RST flags, last-seen times) while it still ran, so
+// closed connections expire on time. It returns how many entries changed;
+// without a migration it does nothing.
+func (d *Dataplane) MergeMigratedFlows() (int, error) {
+	if d.oldFlows == nil {
+		return 0, nil
+	}
+	n, err := mergeFlows(d.oldFlows, d.objs.Flows)
+	d.oldFlows.Close()
+	d.oldFlows = nil
+	return n, err
+}
+
+// closePins releases the meta map and then the lock.
+func (d *Dataplane) closePins() {
+	if d.oldFlows != nil {
+		d.oldFlows.Close()
+		d.oldFlows = nil
+	}
+	if d.meta != nil {
+		d.meta.Close()
+		d.meta = nil
+	}
+	if d.lockFD >= 0 {
+		unix.Close(d.lockFD)
+		d.lockFD = -1
+	}
 }
 
 func checkLayouts(spec *ebpf.CollectionSpec) error {
@@ -319,6 +388,12 @@ func classify(err error) error {
 
 // Attach attaches the program to the named interface and lets the fast path
 // redirect to it. ModeAuto falls back to generic mode when native fails.
+//
+// With Config.PinPath, an XDP link an earlier syngate left pinned for the
+// interface is taken over: its program is replaced by this one atomically
+// (the kernel swaps the pointer), so no packet of a spliced flow reaches
+// the kernel during the switch. Otherwise the new link is pinned, and
+// stays attached after Close.
 func (d *Dataplane) Attach(ifname string, mode Mode) error {
 	iface, err := net.InterfaceByName(ifname)
 	if err != nil {
@@ -328,6 +403,27 @@ func (d *Dataplane) Attach(ifname string, mode Mode) error {
 	defer d.mu.Unlock()
 	if _, ok := d.links[iface.Index]; ok {
 		return fmt.Errorf("attach xdp to %s: %w", ifname, ErrAlreadyAttached)
+	}
+	// The redirect map first: the program may run on the interface as
+	// soon as it is attached.
+	idx := uint32(iface.Index)
+	if err := d.objs.TxPorts.Put(idx, idx); err != nil {
+		return fmt.Errorf("attach xdp to %s: add to redirect map: %w", ifname, classify(err))
+	}
+	if d.cfg.PinPath != "" {
+		l, pinned, err := d.takeOver(ifname, iface.Index, mode)
+		if err != nil {
+			_ = d.objs.TxPorts.Delete(idx)
+			return fmt.Errorf("attach xdp to %s: %w", ifname, err)
+		}
+		if l != nil {
+			if err := d.pinProgram(); err != nil {
+				d.log.Warn("pin program", "err", err)
+			}
+			d.links[iface.Index] = attachment{name: ifname, mode: pinned, link: l, tookOver: true}
+			d.log.Info("xdp program replaced through the pinned link", "interface", ifname, "mode", pinned.String())
+			return nil
+		}
 	}
 	var l link.Link
 	switch mode {
@@ -347,12 +443,15 @@ func (d *Dataplane) Attach(ifname string, mode Mode) error {
 		return fmt.Errorf("attach xdp to %s: %v: %w", ifname, mode, ErrInvalid)
 	}
 	if err != nil {
+		_ = d.objs.TxPorts.Delete(idx)
 		return fmt.Errorf("attach xdp to %s in %v mode: %w", ifname, mode, classify(err))
 	}
-	idx := uint32(iface.Index)
-	if err := d.objs.TxPorts.Put(idx, idx); err != nil {
-		_ = l.Close()
-		return fmt.Errorf("attach xdp to %s: add to redirect map: %w", ifname, classify(err))
+	if d.cfg.PinPath != "" {
+		if err := d.pinAttachment(ifname, l, mode); err != nil {
+			_ = l.Close()
+			_ = d.objs.TxPorts.Delete(idx)
+			return fmt.Errorf("attach xdp to %s: %w", ifname, err)
+		}
 	}
 	d.links[iface.Index] = attachment{name: ifname, mode: mode, link: l}
 	d.log.Info("xdp attached", "interface", ifname, "mode", mode.String())
@@ -375,7 +474,38 @@ func (d *Dataplane) Attached() map[string]Mode {
 	return out
 }
 
-// Detach removes the program from the named interface.
+// AddRedirectPort lets the program redirect spliced packets out of the
+// named interface before it is attached there. Call it for every interface
+// before attaching to any: while a take-over replaces the program one
+// interface after the other, the new program, already running on the
+// first, must reach the others.
+func (d *Dataplane) AddRedirectPort(ifname string) error {
+	iface, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return fmt.Errorf("add redirect port %s: %w: %w", ifname, ErrUnknownInterface, err)
+	}
+	idx := uint32(iface.Index)
+	if err := d.objs.TxPorts.Put(idx, idx); err != nil {
+		return fmt.Errorf("add redirect port %s: %w", ifname, classify(err))
+	}
+	return nil
+}
+
+// TookOver reports whether the program replaced an earlier syngate's on the
+// named interface through its pinned link.
+func (d *Dataplane) TookOver(ifname string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, a := range d.links {
+		if a.name == ifname {
+			return a.tookOver
+		}
+	}
+	return false
+}
+
+// Detach removes the program from the named interface (and its pinned
+// link).
 func (d *Dataplane) Detach(ifname string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -389,7 +519,14 @@ func (d *Dataplane) Detach(ifname string) error {
 
 func (d *Dataplane) detach(idx int, a attachment) error {
 	delete(d.links, idx)
-	err := a.link.Close()
+	var err error
+	if d.cfg.PinPath != "" {
+		err = a.link.Unpin()
+		if d.meta != nil {
+			_ = d.meta.Delete(newMetaKey("mode/" + a.name))
+		}
+	}
+	err = errors.Join(err, a.link.Close())
 	if derr := d.objs.TxPorts.Delete(uint32(idx)); derr != nil && !errors.Is(derr, ebpf.ErrKeyNotExist) && err == nil {
 		err = derr
 	}
@@ -400,33 +537,56 @@ func (d *Dataplane) detach(idx int, a attachment) error {
 	return nil
 }
 
-// Close detaches from every interface and releases the program and maps.
-// Pinned maps stay pinned, with their contents, for the next Load.
+// Close releases the program and maps. Without Config.PinPath it detaches
+// from every interface first. With it the data path stays as it is: the
+// pinned links keep the program attached, spliced flows keep flowing, and
+// the services' SYNs are answered by standby cookies (Service.
+// StandbyCookies) until the next Load takes over; then the lock is
+// released.
 func (d *Dataplane) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var errs []error
 	for idx, a := range d.links {
-		errs = append(errs, d.detach(idx, a))
+		if d.cfg.PinPath == "" {
+			errs = append(errs, d.detach(idx, a))
+			continue
+		}
+		delete(d.links, idx)
+		errs = append(errs, a.link.Close()) // the pin keeps it attached
 	}
 	errs = append(errs, d.objs.Close())
+	d.closePins()
 	return errors.Join(errs...)
 }
 
-// Unpin removes the pinned maps from the pin directory (an uninstall). The
-// maps live on until Close. It is a no-op without Config.PinPath.
+// Unpin detaches from every interface, this process's and those an earlier
+// syngate left pinned, and removes everything pinned in the pin directory
+// (an uninstall: spliced connections break). The maps live on until Close.
+// It is a no-op without Config.PinPath.
 func (d *Dataplane) Unpin() error {
 	if d.cfg.PinPath == "" {
 		return nil
 	}
+	d.mu.Lock()
 	var errs []error
-	for _, m := range []*ebpf.Map{d.objs.Services, d.objs.Locals, d.objs.Flows, d.objs.Ratelimit, d.objs.Counters} {
-		if err := m.Unpin(); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
+	for idx, a := range d.links {
+		errs = append(errs, d.detach(idx, a))
+	}
+	d.mu.Unlock()
+	if d.objs.SyngateXdp != nil {
+		_ = d.objs.SyngateXdp.Unpin()
+	}
+	for _, m := range []*ebpf.Map{d.objs.Services, d.objs.Locals, d.objs.Flows, d.objs.Ratelimit, d.objs.Counters, d.objs.StandbyAcks, d.meta} {
+		if m != nil {
+			if err := m.Unpin(); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
 		}
 	}
+	errs = append(errs, removeAll(d.cfg.PinPath, d.log))
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("unpin maps in %s: %w", d.cfg.PinPath, err)
+		return fmt.Errorf("unpin %s: %w", d.cfg.PinPath, err)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,6 +69,9 @@ func TestVerdictMirror(t *testing.T) {
 		VerdictDropTCPOptions: syngateReasonR_DROP_TCP_OPTIONS, VerdictDropFastNoRoute: syngateReasonR_DROP_FAST_NO_ROUTE,
 		VerdictDropFastNoNeigh: syngateReasonR_DROP_FAST_NO_NEIGH, VerdictDropFastNoPort: syngateReasonR_DROP_FAST_NO_PORT,
 		VerdictTXSynAckCookie: syngateReasonR_TX_SYNACK_COOKIE,
+		VerdictICMPTX:         syngateReasonR_ICMP_TX, VerdictICMPRedirect: syngateReasonR_ICMP_REDIRECT,
+		VerdictPassICMPNoFlow: syngateReasonR_PASS_ICMP_NO_FLOW, VerdictDropICMPRateLimit: syngateReasonR_DROP_ICMP_RATELIMIT,
+		VerdictDropICMPNoNeigh: syngateReasonR_DROP_ICMP_NO_NEIGH, VerdictDropICMPNoPort: syngateReasonR_DROP_ICMP_NO_PORT,
 	}
 	if len(c) != NumVerdicts || syngateReasonR_MAX != NumVerdicts {
 		t.Fatalf("%d verdicts mapped, Go has %d, C has %d", len(c), NumVerdicts, syngateReasonR_MAX)
@@ -148,7 +152,7 @@ func TestCapabilities(t *testing.T) {
 	if _, err := parseCapEff("Name: x\n"); err == nil {
 		t.Fatal("parseCapEff without CapEff succeeded")
 	}
-	if m := missingCapabilities(1 << unix.CAP_NET_ADMIN); len(m) != 1 || m[0] != "CAP_BPF" {
+	if m := missingCapabilities(1<<unix.CAP_NET_ADMIN | 1<<unix.CAP_PERFMON); len(m) != 1 || m[0] != "CAP_BPF" {
 		t.Errorf("missing with only NET_ADMIN: %v", m)
 	}
 	if m := missingCapabilities(0); len(m) != len(RequiredCapabilities) {
@@ -301,15 +305,171 @@ func TestPinnedRestart(t *testing.T) {
 		t.Fatalf("local after restart: verdict %v", r.verdict)
 	}
 
-	// A layout change is refused, not silently reset.
-	if _, err := Load(Config{PinPath: dir, MaxFlows: 1024}); !errors.Is(err, ErrPinnedIncompatible) {
-		t.Fatalf("incompatible pinned map: %v", err)
+	// A second instance fails before touching anything.
+	if _, err := Load(cfg); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second instance: %v", err)
+	}
+	if err := d2.Close(); err != nil {
+		t.Fatal(err)
 	}
 
+	// Counters of a version with fewer verdicts are migrated by index, not
+	// refused: every verdict added would otherwise stop an upgrade.
+	if err := os.Remove(dir + "/counters"); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 16, MaxEntries: NumVerdicts - 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	perCPU := make([]syngateCounter, ebpf.MustPossibleCPU())
+	perCPU[0].Packets = 5
+	if err := old.Put(uint32(VerdictPassNotService), perCPU); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(dir + "/counters"); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	d2, err = Load(cfg)
+	if err != nil {
+		t.Fatalf("load over older pinned counters: %v", err)
+	}
+	if c, err := d2.Counters(); err != nil || c[VerdictPassNotService].Packets != 5 {
+		t.Fatalf("counters after migrating older ones: %v, %v", c[VerdictPassNotService], err)
+	}
+	if st, err := d2.LookupFlow(key); err != nil || st.NAT != nat {
+		t.Fatalf("flow after migrating the counters: %+v, %v", st, err)
+	}
+	if err := d2.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another flow table size is migrated, entries and all.
+	d3, err := Load(Config{PinPath: dir, LocalPorts: localPorts, MaxFlows: 1024})
+	if err != nil {
+		t.Fatalf("flow table resized: %v", err)
+	}
+	if st, err := d3.LookupFlow(key); err != nil || st.NAT != nat {
+		t.Fatalf("flow after resize: %+v, %v", st, err)
+	}
+	if n := d3.objs.Flows.MaxEntries(); n != 1024 {
+		t.Fatalf("flow table has %d entries after resize, want 1024", n)
+	}
+	// The running program records a FIN in the old table after the copy;
+	// the merge after the link update carries it over.
+	fk, err := key.bpf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ov syngateFlowVal
+	if err := d3.oldFlows.Lookup(&fk, &ov); err != nil {
+		t.Fatalf("old flow table: %v", err)
+	}
+	ov.Flags |= flowFIN
+	ov.LastSeenNs = 12345
+	if err := d3.oldFlows.Put(&fk, &ov); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := d3.MergeMigratedFlows(); err != nil || n != 1 {
+		t.Fatalf("merge: %d, %v", n, err)
+	}
+	if st, err := d3.LookupFlow(key); err != nil || !st.FIN || st.LastSeen != 12345 {
+		t.Fatalf("flow after merge: %+v, %v", st, err)
+	}
+	if c, err := d3.Counters(); err != nil || c[VerdictPassNotService].Packets != 5 {
+		t.Fatalf("counters after resize: %v, %v", c[VerdictPassNotService], err)
+	}
+	// A layout generation this version does not know is refused, naming
+	// the command that resets it.
+	if err := d3.meta.Put(newMetaKey("gen/"+syngateMapFlows), uint64(99)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d3.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(cfg)
+	if !errors.Is(err, ErrPinnedIncompatible) || !strings.Contains(err.Error(), "syngate reset") {
+		t.Fatalf("unknown layout generation: %v", err)
+	}
+
+	if err := Reset(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("pin directory left after Reset: %v", err)
+	}
+}
+
+// TestPinnedTakeOver: the program stays attached after Close through its
+// pinned link, the next Load replaces it through that link, and Unpin
+// detaches.
+func TestPinnedTakeOver(t *testing.T) {
+	requireRoot(t)
+	inNewNetns(t)
+	mnt := t.TempDir()
+	if err := unix.Mount("bpf", mnt, "bpf", 0, "mode=0700"); err != nil {
+		t.Skipf("skipping: mount bpffs on %s: %v", mnt, err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	cfg := Config{PinPath: mnt + "/syngate", LocalPorts: localPorts}
+	attachedProg := func() ebpf.ProgramID {
+		t.Helper()
+		l, err := link.LoadPinnedLink(cfg.PinPath+"/link_lo", nil)
+		if err != nil {
+			t.Fatalf("pinned link: %v", err)
+		}
+		defer l.Close()
+		info, err := l.Info()
+		if err != nil || info.XDP() == nil || info.XDP().Ifindex != loIfindex {
+			t.Fatalf("pinned link info %+v, %v", info, err)
+		}
+		return info.Program
+	}
+
+	d1, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Attach("lo", ModeGeneric); err != nil {
+		t.Fatal(err)
+	}
+	if d1.TookOver("lo") {
+		t.Fatal("first attach reported a take-over")
+	}
+	if err := d1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	first := attachedProg() // still attached with no process holding it
+
+	d2, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.Attach("lo", ModeAuto); err != nil {
+		t.Fatal(err)
+	}
+	if !d2.TookOver("lo") || d2.Attached()["lo"] != ModeGeneric {
+		t.Fatalf("second attach: took over %v, modes %v", d2.TookOver("lo"), d2.Attached())
+	}
+	info, err := d2.objs.SyngateXdp.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := info.ID()
+	if second := attachedProg(); second == first || second != id {
+		t.Fatalf("link runs program %d, first was %d, the new one is %d", second, first, id)
+	}
+	if ifs, err := d2.PinnedInterfaces(); err != nil || len(ifs) != 1 || ifs[0] != "lo" {
+		t.Fatalf("pinned interfaces %v, %v", ifs, err)
+	}
 	if err := d2.Unpin(); err != nil {
 		t.Fatal(err)
 	}
-	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
-		t.Fatalf("pins left after Unpin: %v", ents)
+	if err := d2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cfg.PinPath + "/link_lo"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("link pin left after Unpin: %v", err)
 	}
 }

@@ -63,36 +63,65 @@
 //
 // # State and restarts
 //
-// With Config.PinPath the maps holding state are pinned by name there and a
-// later Load with the same path reuses them, so a restarted syngate keeps
-// splicing established connections while it comes back:
+// With Config.PinPath everything the data path needs outlives the process
+// (the layout cloudflare/tubular uses): the maps holding state, the XDP
+// link of every interface (link_<ifname>) and the program (program) are
+// pinned there, and Close leaves them attached. Spliced connections keep
+// flowing with no process at all:
 //
-//	services   VIP:port -> service id, flags         written by Go
-//	locals     backend-side source addresses          written by Go
-//	flows      4-tuple as received -> translation     Go installs; XDP updates last-seen, FIN/RST, counters
+//	services   VIP:port -> service id, flags, announce   written by Go
+//	locals     backend-side source addresses              written by Go
+//	flows      4-tuple as received -> translation         Go installs; XDP updates last-seen, FIN/RST, counters
 //	           (a hash allocated on demand, never an LRU: full, an install fails; nothing is evicted)
-//	ratelimit  source prefix -> SYN token bucket     XDP only
-//	counters   verdict -> packets, bytes (per CPU)    XDP only
+//	ratelimit  source prefix -> SYN token bucket         XDP only
+//	counters   verdict -> packets, bytes (per CPU)        XDP only
+//	standby_acks  4-tuple -> handshake ACK kept with no engine  XDP writes, Go takes
+//	meta       layout generation of each map, XDP mode of each link
 //
-// Not pinned, rebuilt by each process:
+// Not pinned, each program has its own, kept alive by the program:
 //
 //	ifslots         ifindex -> slot (< MaxInterfaces)      RegisterSocket/UnregisterSocket
 //	xsks            slot*MaxQueues + rx queue -> AF_XDP    RegisterSocket/UnregisterSocket
-//	tx_ports        ifindex -> ifindex (DEVMAP_HASH)       Attach/Detach
+//	tx_ports        ifindex -> ifindex (DEVMAP_HASH)       Attach
 //	cookie_keys     cookie key, tick, TSval clock offset   SetCookieKey
 //	synack_scratch  room to build a SYN-ACK (per CPU)      XDP only
+//	icmp_bucket     ICMP translation token bucket (per CPU) XDP only
+//	icmp_scratch    room for the ICMP path's key and FIB query (per CPU) XDP only
 //
 // Every interface has its own queue 0, so sockets are keyed by (interface,
 // queue): an interface takes a slot with its first socket and frees it with
 // its last. A packet steered to AF_XDP from an interface without a slot,
 // from a queue at or above MaxQueues, or from a queue without a socket is
 // dropped as VerdictDropNoSocket. AF_XDP sockets die with the process that
-// owns them, so the new process registers its own.
+// owns them, and the kernel takes them out of xsks then, however the
+// process ended: that is how the program knows no engine is there. A
+// service with Service.StandbyCookies then has its SYNs answered by the
+// program's cookies (with the last key, as long as it is fresh: at least
+// CookieKeyGrace past the process's end). A handshake ACK to such a
+// service is kept (headers only) in the pinned standby_acks map and the
+// frame dropped; the next engine takes them (TakeStandbyACKs) and
+// validates them as cookies. Client data is dropped until then and
+// retransmitted by the client.
 //
-// The program and its XDP links are not pinned either: Close detaches, so
-// between the old process's exit and the new one's Attach packets take the
-// kernel path. A map whose layout changed between versions is refused with
-// ErrPinnedIncompatible; remove the pins (Unpin) to start from scratch.
+// Load takes an exclusive flock on the pin directory before it reads or
+// writes anything there, held until Close (or the process's death): a
+// second instance fails with ErrLocked and changes nothing. It then opens
+// the pinned maps; one whose size or value length differs from the new
+// program's (another flows.max, a field appended to a value) is copied into
+// a map of the new shape, pinned in its place, before the program is
+// loaded against it (see layoutGen); a layout generation it does not know
+// is refused with ErrPinnedIncompatible, naming `syngate reset`. (The
+// counters map changes shape with every verdict added; it is migrated by
+// index like the others.) Attach
+// then finds the interface's pinned link and replaces its program with
+// link update: the kernel swaps the program pointer, so every packet sees
+// the old program or the new one and no spliced packet reaches the kernel
+// during the switch. The new program's own maps (sockets, redirect ports,
+// cookie key) are filled before the swap.
+//
+// Without PinPath nothing is pinned and Close detaches. Unpin (and Reset,
+// which takes the lock itself) detaches every pinned link and removes the
+// directory's contents: an uninstall.
 //
 // The program is compiled by bpf2go from syngate.c with clang 14 and the
 // object is committed; `go generate ./bpf` reproduces it byte for byte.

@@ -52,10 +52,13 @@ type Capability struct {
 
 // RequiredCapabilities are the capabilities Load and Attach need (kernel
 // 5.8+): CAP_BPF to create maps and load the program, CAP_NET_ADMIN to
-// attach XDP and for the networking helpers. Root has both.
+// attach XDP and for the networking helpers, CAP_PERFMON because without it
+// the verifier refuses the program's packet pointer arithmetic ("pointer
+// -= pointer prohibited"; e2e's TestCapabilities). Root has them all.
 var RequiredCapabilities = []Capability{
 	{Name: "CAP_BPF", Bit: unix.CAP_BPF},
 	{Name: "CAP_NET_ADMIN", Bit: unix.CAP_NET_ADMIN},
+	{Name: "CAP_PERFMON", Bit: unix.CAP_PERFMON},
 }
 
 func capNames() string {

@@ -210,6 +210,13 @@ func mustRunOn(tb testing.TB, d *Dataplane, data []byte, ifindex, queue int) res
 // XSKMAP. No packet ever reaches it.
 func xskSocket(tb testing.TB) int {
 	tb.Helper()
+	return xskSocketHandle(tb).fd
+}
+
+// xskSocketHandle is xskSocket returning the socket, for tests that close
+// it early (close is idempotent).
+func xskSocketHandle(tb testing.TB) *xsk {
+	tb.Helper()
 	type res struct {
 		x   *xsk
 		err error
@@ -229,7 +236,7 @@ func xskSocket(tb testing.TB) int {
 		tb.Fatalf("af_xdp socket: %v", r.err)
 	}
 	tb.Cleanup(r.x.close)
-	return r.x.fd
+	return r.x
 }
 
 // xsk is a minimal AF_XDP socket: a umem of xskFrames frames, all of them
@@ -303,6 +310,10 @@ func openXSK(ifindex, queue int) (x *xsk, err error) {
 func (x *xsk) received() uint32 { return atomic.LoadUint32(x.rxProd) }
 
 func (x *xsk) close() {
+	if x.fd < 0 {
+		return
+	}
+	defer func() { x.fd = -1 }()
 	for _, m := range [][]byte{x.rx, x.fill} {
 		if m != nil {
 			_ = unix.Munmap(m)

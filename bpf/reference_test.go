@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/syngate/syngate/packet"
@@ -73,6 +74,9 @@ func (e *refEnv) classify(b []byte) Verdict {
 		if tot < ihl || off+tot > len(b) {
 			return VerdictPassMalformedIP
 		}
+		if b[off+9] == 1 && be16(b[off+6:])&0x3fff == 0 {
+			return e.icmp(b, off, off+ihl, off+tot, false)
+		}
 		if b[off+9] != 6 {
 			return VerdictPassNotTCP
 		}
@@ -113,6 +117,9 @@ func (e *refEnv) classify(b []byte) Verdict {
 		}
 		if p > l4end {
 			return VerdictPassMalformedIP
+		}
+		if nh == 58 && !frag {
+			return e.icmp(b, off, p, l4end, true)
 		}
 		if nh != 6 {
 			return VerdictPassNotTCP
@@ -165,7 +172,7 @@ func (e *refEnv) classify(b []byte) Verdict {
 		return v
 	}
 	if isSvc && tf&0x12 == 0x02 {
-		if e.synPayload && l4+doff < l4end {
+		if e.synPayload && l4+doff < l4end && !refTFO(b[l4:l4+doff]) {
 			return VerdictDropSynPayload
 		}
 		key := FlowKey{netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport)}
@@ -234,6 +241,80 @@ func refSynOptionsOK(h []byte) bool {
 	return true
 }
 
+// refTFO: the SYN's options are ones the engine parses and hold a TCP Fast
+// Open option (kind 34, or 254 with magic 0xF989).
+func refTFO(h []byte) bool {
+	tfo := false
+	for off := 20; off < len(h); {
+		kind := h[off]
+		if kind == 0 {
+			break
+		}
+		if kind == 1 {
+			off++
+			continue
+		}
+		l := int(h[off+1])
+		if kind == 34 || kind == 254 && l >= 4 && be16(h[off+2:]) == 0xf989 {
+			tfo = true
+		}
+		off += l
+	}
+	return tfo && refSynOptionsOK(h)
+}
+
+// icmp classifies an ICMP message at l4 (the IP header at l3, the packet
+// ending at end): an error quoting a TCP packet its destination sent is
+// translated when that packet is of a spliced flow (the reference ignores
+// the rate limit: its traffic stays far below it).
+func (e *refEnv) icmp(b []byte, l3, l4, end int, v6 bool) Verdict {
+	if l4+8 > end {
+		return VerdictPassNotTCP
+	}
+	typ := b[l4]
+	if v6 && typ != 1 && typ != 2 && typ != 3 || !v6 && typ != 3 && typ != 11 {
+		return VerdictPassNotTCP
+	}
+	in := l4 + 8
+	var src, dst, outerDst netip.Addr
+	var itcp int
+	if v6 {
+		if in+40 > end || b[in+6] != 6 {
+			return VerdictPassNotTCP
+		}
+		outerDst = netip.AddrFrom16([16]byte(b[l3+24 : l3+40]))
+		src = netip.AddrFrom16([16]byte(b[in+8 : in+24]))
+		dst = netip.AddrFrom16([16]byte(b[in+24 : in+40]))
+		if outerDst != src {
+			return VerdictPassICMPNoFlow
+		}
+		itcp = in + 40
+	} else {
+		if in+20 > end || b[in]>>4 != 4 || b[in+9] != 6 || be16(b[in+6:])&0x1fff != 0 {
+			return VerdictPassNotTCP
+		}
+		ihl := int(b[in]&0x0f) * 4
+		if ihl < 20 {
+			return VerdictPassNotTCP
+		}
+		outerDst = netip.AddrFrom4([4]byte(b[l3+16 : l3+20]))
+		src = netip.AddrFrom4([4]byte(b[in+12 : in+16]))
+		dst = netip.AddrFrom4([4]byte(b[in+16 : in+20]))
+		if outerDst != src {
+			return VerdictPassICMPNoFlow
+		}
+		itcp = in + ihl
+	}
+	if itcp+8 > end {
+		return VerdictPassNotTCP
+	}
+	sport, dport := uint16(be16(b[itcp:])), uint16(be16(b[itcp+2:]))
+	if e.flows[FlowKey{netip.AddrPortFrom(dst, dport), netip.AddrPortFrom(src, sport)}] {
+		return VerdictICMPTX
+	}
+	return VerdictPassICMPNoFlow
+}
+
 func refBadFlags(f byte) bool {
 	const fin, syn, rst, psh, ack, urg = 1, 2, 4, 8, 16, 32
 	switch {
@@ -287,9 +368,44 @@ func basePackets(tb testing.TB, rng *rand.Rand, n int) [][]byte {
 			p.ipFlags = layers.IPv4MoreFragments
 			p.fragOff = uint16(rng.IntN(2) * 100)
 		}
+		if rng.IntN(8) == 0 {
+			out = append(out, refICMPFrame(tb, rng, p))
+			continue
+		}
 		out = append(out, frame(tb, p))
 	}
 	return out
+}
+
+// refICMPFrame turns p into an ICMP message to p.dst: an error (or an echo
+// request) quoting a TCP packet p.dst sent to a client port no flow has,
+// cut at a random length.
+func refICMPFrame(tb testing.TB, rng *rand.Rand, p pkt) []byte {
+	peer := netip.AddrPortFrom(client4.Addr(), uint16(20000+rng.IntN(10000)))
+	if p.dst.Addr().Is6() {
+		peer = netip.AddrPortFrom(client6.Addr(), peer.Port())
+	}
+	quote := ipPacket(tb, p.dst, peer, rng.Uint32(), rng.Uint32(), make([]byte, rng.IntN(40)))
+	quote = quote[:rng.IntN(len(quote)+1)]
+	eth := &layers.Ethernet{SrcMAC: macA, DstMAC: macB}
+	var ls []gopacket.SerializableLayer
+	if p.dst.Addr().Is6() {
+		eth.EthernetType = layers.EthernetTypeIPv6
+		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: p.src.Addr().AsSlice(), DstIP: p.dst.Addr().AsSlice()}
+		ic := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode([]uint8{1, 2, 3, 128}[rng.IntN(4)], 0)}
+		_ = ic.SetNetworkLayerForChecksum(ip)
+		ls = append(ls, eth, ip, ic, gopacket.Payload(append([]byte{0, 0, 5, 0}, quote...)))
+	} else {
+		eth.EthernetType = layers.EthernetTypeIPv4
+		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: p.src.Addr().AsSlice(), DstIP: p.dst.Addr().AsSlice()}
+		ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode([]uint8{3, 11, 8}[rng.IntN(3)], 4), Seq: 1200}
+		ls = append(ls, eth, ip, ic, gopacket.Payload(quote))
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+		tb.Fatal(err)
+	}
+	return append([]byte(nil), buf.Bytes()...)
 }
 
 // mutateFrame damages a frame the ways real garbage does.
@@ -429,6 +545,9 @@ func TestReferenceClassifier(t *testing.T) {
 	}
 	if want[VerdictTXSynAckCookie].Packets == 0 || want[VerdictXSKSyn].Packets == 0 {
 		t.Errorf("cookie and AF_XDP SYN paths not both exercised: %+v", want)
+	}
+	if want[VerdictPassICMPNoFlow].Packets == 0 {
+		t.Errorf("ICMP errors not exercised: %+v", want)
 	}
 	t.Logf("%d packets, %d distinct verdicts, %d cookie SYN-ACKs", n, seen, want[VerdictTXSynAckCookie].Packets)
 }

@@ -5,13 +5,19 @@
  *
  * Decision table (mirrored by the Go reference classifier in the tests):
  *
+ *   ICMP/ICMPv6 error quoting a packet of a spliced flow, sent
+ *   to its translated sender (a VIP or a local address)       -> TX or REDIRECT
+ *     (translated as a NAT does, towards the original sender; see
+ *     icmp_error; over the rate limit, or no way out -> DROP)
  *   not IPv4/IPv6, not TCP, not for a service or local port  -> PASS
  *   malformed below the point where the destination port is known -> PASS
  *   malformed TCP to a service/local (truncated, bad data offset, options
  *   overrunning the header), fragments to a service/local      -> DROP
- *   early defenses (optional, see struct config)               -> DROP
- *   service with XDP cookies: SYN without ACK, no flow, key
- *   fresh, plain IP header, well-formed options             -> TX (cookie SYN-ACK)
+ *   early defenses (optional, see struct config; a SYN with data
+ *   and a TCP Fast Open option passes the payload filter)      -> DROP
+ *   service with XDP cookies (or standby cookies and no AF_XDP
+ *   socket): SYN without ACK, no flow, key fresh, plain IP
+ *   header, well-formed options                             -> TX (cookie SYN-ACK)
  *   service: SYN without ACK                                   -> XSK
  *   service/local: 4-tuple in the flow table                   -> fast path
  *   service: RST or FIN for an unknown flow                    -> DROP
@@ -27,6 +33,8 @@
 #define ETH_P_IPV6 0x86DD
 #define ETH_P_8021Q 0x8100
 #define IPPROTO_TCP 6
+#define IPPROTO_ICMP 1
+#define IPPROTO_ICMPV6 58
 #define AF_INET 2
 #define AF_INET6 10
 
@@ -73,6 +81,12 @@ enum reason {
 	R_DROP_FAST_NO_NEIGH,
 	R_DROP_FAST_NO_PORT,
 	R_TX_SYNACK_COOKIE,
+	R_ICMP_TX,
+	R_ICMP_REDIRECT,
+	R_PASS_ICMP_NO_FLOW,
+	R_DROP_ICMP_RATELIMIT,
+	R_DROP_ICMP_NO_NEIGH,
+	R_DROP_ICMP_NO_PORT,
 	R_MAX,
 };
 
@@ -108,9 +122,15 @@ struct svc_key {
 
 #define SVC_F_NO_RATELIMIT 0x1
 #define SVC_F_XDP_COOKIES 0x2 /* answer SYNs here with cookie SYN-ACKs */
+/* Answer SYNs here with cookie SYN-ACKs while no engine has a socket for the
+ * (interface, queue) they arrived on: between an engine's exit (its AF_XDP
+ * sockets leave xsks by themselves, even on SIGKILL) and the next engine's
+ * link update. */
+#define SVC_F_STANDBY_COOKIES 0x4
 
 #define ANN_SACK 0x1
 #define ANN_TS 0x2
+#define ANN_ECN 0x4 /* the backend does ECN: answer an ECN-setup SYN with ECE */
 #define WSCALE_NONE 0xff
 
 /* A service, and what its cookie SYN-ACKs announce (host byte order). */
@@ -168,7 +188,10 @@ struct flow_key {
 #define FLOW_F_RST 0x2
 
 /* The translation for one direction of a spliced connection. The first part
- * is written by Go; flags, last_seen_ns, packets and bytes by this program. */
+ * is written by Go; flags, last_seen_ns, packets and bytes by this program.
+ * The map is pinned and taken over by the next version: add fields at the
+ * end only (a migration copies the leading bytes and zeroes the rest); any
+ * other change must bump the map's generation in layoutGen (bpf/pin.go). */
 struct flow_val {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -272,6 +295,41 @@ struct {
 	__type(value, __u32);
 	__uint(max_entries, 64);
 } tx_ports SEC(".maps");
+
+/* Handshake ACKs that arrived while no engine had a socket for their queue
+ * (standby, see SVC_F_STANDBY_COOKIES), kept for the next engine to
+ * validate: the frame's headers up to the end of the TCP header (the
+ * payload, if any, is retransmitted by the client), the interface it came
+ * in on and when. Keyed by the 4-tuple, so a retransmission replaces the
+ * entry. Pinned: the old program writes it, the new engine reads it. */
+#define STANDBY_FRAME 192
+
+struct standby_ack {
+	__u64 at_ns;   /* bpf_ktime_get_ns */
+	__u32 ifindex; /* ingress */
+	__u32 len;     /* bytes of frame */
+	__u8 frame[STANDBY_FRAME];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct flow_key);
+	__type(value, struct standby_ack);
+	__uint(max_entries, 16384);
+} standby_acks SEC(".maps");
+
+/* Room to build a standby_acks entry, and its key (per CPU). */
+struct standby_buf {
+	struct flow_key key;
+	struct standby_ack ack;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct standby_buf);
+	__uint(max_entries, 1);
+} standby_scratch SEC(".maps");
 
 struct ethhdr {
 	__u8 dst[6];
@@ -448,20 +506,70 @@ static __always_inline int bad_flags(__u8 f)
 	return 0;
 }
 
-static __always_inline int to_xsk(struct xdp_md *ctx, __u32 reason, __u64 bytes)
+/* The xsks index of the socket for the packet's (interface, receive queue),
+ * or -1 when no socket is registered there (no engine). */
+static __always_inline long xsk_index(struct xdp_md *ctx)
 {
 	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 q = ctx->rx_queue_index;
 	__u32 *slot = bpf_map_lookup_elem(&ifslots, &ifindex);
 	if (!slot || *slot >= MAX_IFACES || q >= MAX_QUEUES)
-		return count(R_DROP_NO_SOCKET, bytes, XDP_DROP);
+		return -1;
 	__u32 idx = *slot * MAX_QUEUES + q;
 	if (!bpf_map_lookup_elem(&xsks, &idx))
+		return -1;
+	return idx;
+}
+
+static __always_inline int to_xsk(struct xdp_md *ctx, __u32 reason, __u64 bytes)
+{
+	long idx = xsk_index(ctx);
+	if (idx < 0)
 		return count(R_DROP_NO_SOCKET, bytes, XDP_DROP);
-	long ret = bpf_redirect_map(&xsks, idx, XDP_DROP);
+	long ret = bpf_redirect_map(&xsks, (__u32)idx, XDP_DROP);
 	if (ret != XDP_REDIRECT)
 		return count(R_DROP_NO_SOCKET, bytes, XDP_DROP);
 	return count(reason, bytes, XDP_REDIRECT);
+}
+
+/* standby_store keeps the first len bytes of the frame (a handshake ACK
+ * with no engine to take it) in standby_acks under the key the caller left
+ * in standby_scratch. Returns 1 when stored. A global function, so its
+ * byte loop is verified once. */
+__attribute__((noinline)) int standby_store(struct xdp_md *ctx, __u32 len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	struct standby_buf *b = bpf_map_lookup_elem(&standby_scratch, &zero);
+	if (!b || len > STANDBY_FRAME)
+		return 0;
+	/* Byte by byte: bpf_xdp_load_bytes would need Linux 5.18. */
+	for (__u32 i = 0; i < STANDBY_FRAME; i++) {
+		if (i >= len)
+			break;
+		__u8 *p = data + i;
+		if ((void *)(p + 1) > data_end)
+			return 0;
+		b->ack.frame[i] = *p;
+	}
+	b->ack.len = len;
+	b->ack.ifindex = ctx->ingress_ifindex;
+	b->ack.at_ns = bpf_ktime_get_ns();
+	return bpf_map_update_elem(&standby_acks, &b->key, &b->ack, BPF_ANY) == 0;
+}
+
+/* keep_standby_ack stores a handshake ACK for the next engine and drops it
+ * (counted as having no socket, which is the case). */
+static __always_inline int keep_standby_ack(struct xdp_md *ctx, struct flow_key *fk, __u32 hdr_len, __u64 bytes)
+{
+	__u32 zero = 0;
+	struct standby_buf *b = bpf_map_lookup_elem(&standby_scratch, &zero);
+	if (b) {
+		__builtin_memcpy(&b->key, fk, sizeof(*fk));
+		standby_store(ctx, hdr_len);
+	}
+	return count(R_DROP_NO_SOCKET, bytes, XDP_DROP);
 }
 
 /* The option walks are global functions so that the verifier checks each once
@@ -621,11 +729,16 @@ static __always_inline __u64 ld64be(const __u8 *p)
 #define SO_SACK (1ULL << 24)
 #define SO_TS (1ULL << 25)
 #define SO_OK (1ULL << 26)
+#define SO_TFO (1ULL << 27)
+#define TCPOPT_FASTOPEN 34     /* RFC 7413 */
+#define TCPOPT_EXP 254         /* RFC 6994 experimental option ... */
+#define TCPOPT_FASTOPEN_MAGIC 0xF989 /* ... with the pre-RFC TFO magic */
 
 /* syn_options reads a SYN's options as packet.Parse does (a repeated
  * option overrides the earlier one) and packs them: MSS (bits 0-15, 0 when
  * absent), window scale capped at 14 (16-23, WSCALE_NONE when absent),
- * SO_SACK, SO_TS, the TSval (32-63) and SO_OK. Without SO_OK the options
+ * SO_SACK, SO_TS, SO_TFO (a TCP Fast Open option), the TSval (32-63) and
+ * SO_OK. Without SO_OK the options
  * are not ones the engine's parser accepts. A global function, so that the
  * walk's state does not multiply with its caller's. */
 __attribute__((noinline)) __u64 syn_options(struct xdp_md *ctx, __u32 tcp_off, __u32 doff)
@@ -674,6 +787,11 @@ __attribute__((noinline)) __u64 syn_options(struct xdp_md *ctx, __u32 tcp_off, _
 			if (len != 10 || (void *)(o + 10) > data_end)
 				return 0;
 			r = (r & 0xffffffffULL) | SO_TS | (__u64)ld32(o + 2) << 32;
+		} else if (kind == TCPOPT_FASTOPEN) {
+			r |= SO_TFO;
+		} else if (kind == TCPOPT_EXP && len >= 4 && (void *)(o + 4) <= data_end &&
+			   ((__u32)o[2] << 8 | o[3]) == TCPOPT_FASTOPEN_MAGIC) {
+			r |= SO_TFO;
 		}
 		off += len;
 	}
@@ -794,8 +912,14 @@ __attribute__((noinline)) int synack_cookie(struct xdp_md *ctx, __u64 ann)
 		__u32 bits = c_ws == WSCALE_NONE ? 0xf : c_ws;
 		if (so & SO_SACK)
 			bits |= 0x10;
-		if ((tcp->flags & (TCP_SYN | TCP_ACK | TCP_ECE | TCP_CWR)) == (TCP_SYN | TCP_ECE | TCP_CWR))
+		if ((tcp->flags & (TCP_SYN | TCP_ACK | TCP_ECE | TCP_CWR)) == (TCP_SYN | TCP_ECE | TCP_CWR)) {
+			/* The cookie keeps the client's request; the SYN-ACK
+			 * agrees only when the backend does ECN too (RFC 3168
+			 * 6.1.1), and the engine decides the same way. */
 			bits |= 0x20;
+			if (aflags & ANN_ECN)
+				b->th.flags |= TCP_ECE;
+		}
 		tag_in = 64 | bits;
 		__u32 clk = (now + ck->clock_off_ns) / 1000000;
 		__u32 tsval = (clk & ~63u) | bits;
@@ -898,6 +1022,279 @@ __attribute__((noinline)) int synack_cookie(struct xdp_md *ctx, __u64 ann)
 	return 1;
 }
 
+/* --- ICMP errors about spliced flows, translated as a NAT does --- */
+
+#define ICMP_DEST_UNREACH 3 /* includes code 4, fragmentation needed */
+#define ICMP_TIME_EXCEEDED 11
+#define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_PKT_TOOBIG 2
+#define ICMPV6_TIME_EXCEED 3
+/* Translated errors per second and CPU, and the burst: Linux's defaults of
+ * net.ipv4.icmp_msgs_per_sec and icmp_msgs_burst. A translated error is
+ * one for one, never an amplification; the bound is against a flood of
+ * forged errors quoting guessed tuples reaching the backends. */
+#define ICMP_RATE 1000
+#define ICMP_BURST 50
+/* Bound on the ICMP header's offset, for the verifier. */
+#define ICMP_OFF_MAX 256
+#define ICMP_V6 (1u << 24)
+
+struct icmphdr {
+	__u8 type;
+	__u8 code;
+	__sum16 check;
+	__be32 rest; /* unused, or the next-hop MTU */
+};
+
+struct icmp_bucket {
+	__u64 tokens; /* in nano-tokens: 1e9 is one error */
+	__u64 last_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct icmp_bucket);
+	__uint(max_entries, 1);
+} icmp_bucket SEC(".maps");
+
+/* Per-CPU room for icmp_error's key and FIB query: syngate_xdp's frame
+ * leaves too little stack for them (the verifier adds the two frames). */
+struct icmp_scratch {
+	struct flow_key fk;
+	struct bpf_fib_lookup fib;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct icmp_scratch);
+	__uint(max_entries, 1);
+} icmp_scratch SEC(".maps");
+
+static __always_inline int icmp_allow(void)
+{
+	__u32 zero = 0;
+	struct icmp_bucket *b = bpf_map_lookup_elem(&icmp_bucket, &zero);
+	if (!b)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 full = ICMP_BURST * 1000000000ull;
+	__u64 elapsed = now - b->last_ns;
+	__u64 tokens = b->tokens;
+	/* Per CPU: no other writer. The first call finds last_ns 0. */
+	if (elapsed >= full / ICMP_RATE)
+		tokens = full;
+	else
+		tokens += elapsed * ICMP_RATE;
+	if (tokens > full)
+		tokens = full;
+	b->last_ns = now;
+	if (tokens < 1000000000ull) {
+		b->tokens = tokens;
+		return 0;
+	}
+	b->tokens = tokens - 1000000000ull;
+	return 1;
+}
+
+/* Adds to acc the change of a 16-byte address from old to new, and
+ * writes new over old. */
+static __always_inline __u32 csum_addr16(__u32 acc, __u8 *old, const __u8 *new)
+{
+	__u32 *o = (__u32 *)old;
+	const __u32 *n = (const __u32 *)new;
+	/* Not unrolled: four copies of this for four addresses spill enough
+	 * registers to overflow the stack syngate_xdp leaves. */
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < 4; i++) {
+		acc = csum_add32(acc, bpf_ntohl(o[i]), bpf_ntohl(n[i]));
+		o[i] = n[i];
+	}
+	return acc;
+}
+
+/* icmp_error handles an ICMP (or ICMPv6) message to a service or local
+ * address. An error (destination unreachable, fragmentation needed /
+ * packet too big, time exceeded) quoting a packet of a spliced flow, as
+ * that flow's translation sent it, is turned into the error its original
+ * sender would get behind a NAT: outer addresses the flow's (the peer's
+ * side address as source, the sender as destination), the quoted IP and
+ * TCP headers' addresses, ports and sequence and acknowledgement numbers
+ * back in the sender's spaces, the checksums fixed (ICMP, with the
+ * pseudo-header for ICMPv6; the quoted IPv4 header; the quoted TCP
+ * checksum when the quote holds the whole header). It is then forwarded
+ * as the flow's packets are. Anything else passes to the kernel.
+ *
+ * pos packs the ICMP header's offset (bits 0-15), the IP header's (16-23)
+ * and ICMP_V6. Returns the XDP action, counted. A global function, so the
+ * verifier checks it once. */
+__attribute__((noinline)) int icmp_error(struct xdp_md *ctx, __u32 pos)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 bytes = data_end - data;
+	__u32 off = pos & 0xffff, l3off = (pos >> 16) & 0xff;
+	int is6 = !!(pos & ICMP_V6);
+	__u32 zero = 0;
+	struct icmp_scratch *sc = bpf_map_lookup_elem(&icmp_scratch, &zero);
+	if (!sc || off > ICMP_OFF_MAX || l3off > 32)
+		return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+	/* end: where the IP packet ends. The frame may go on with Ethernet
+	 * padding, which is no part of the quote nor of the checksum. */
+	struct iphdr *o4 = 0, *i4 = 0;
+	struct ipv6hdr *o6 = 0, *i6 = 0;
+	__u32 end;
+	if (is6) {
+		o6 = data + l3off;
+		if ((void *)(o6 + 1) > data_end)
+			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+		end = l3off + sizeof(*o6) + bpf_ntohs(o6->payload_len);
+	} else {
+		o4 = data + l3off;
+		if ((void *)(o4 + 1) > data_end)
+			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+		end = l3off + bpf_ntohs(o4->tot_len);
+	}
+	struct icmphdr *ic = data + off;
+	if ((void *)(ic + 1) > data_end || off + sizeof(*ic) > end)
+		return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+	if (is6 ? ic->type != ICMPV6_DEST_UNREACH && ic->type != ICMPV6_PKT_TOOBIG &&
+			  ic->type != ICMPV6_TIME_EXCEED
+		: ic->type != ICMP_DEST_UNREACH && ic->type != ICMP_TIME_EXCEEDED)
+		return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+
+	/* The quoted packet went from the flow's translated source to its
+	 * translated destination: the reverse direction's key, which also
+	 * holds the way back to the sender. */
+	struct flow_key *fk = &sc->fk;
+	struct bpf_fib_lookup *fib = &sc->fib;
+	__builtin_memset(sc, 0, sizeof(*sc));
+	struct tcphdr *itcp;
+	__u32 itcp_off; /* the quoted TCP header's offset */
+	if (is6) {
+		i6 = (void *)(ic + 1);
+		itcp_off = off + sizeof(*ic) + sizeof(*i6);
+		if ((void *)(i6 + 1) > data_end || itcp_off > end || i6->nexthdr != IPPROTO_TCP)
+			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+		__u32 *a = (__u32 *)o6->daddr, *b = (__u32 *)i6->saddr;
+		if ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]))
+			return count(R_PASS_ICMP_NO_FLOW, bytes, XDP_PASS);
+		itcp = (void *)(i6 + 1);
+		fk->family = AF_INET6;
+		copy16(fk->saddr, i6->daddr);
+		copy16(fk->daddr, i6->saddr);
+	} else {
+		i4 = (void *)(ic + 1);
+		if ((void *)(i4 + 1) > data_end || off + sizeof(*ic) + sizeof(*i4) > end ||
+		    (i4->ver_ihl >> 4) != 4 || i4->protocol != IPPROTO_TCP || (bpf_ntohs(i4->frag_off) & 0x1fff))
+			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+		__u32 ihl = (i4->ver_ihl & 0x0f) * 4;
+		if (ihl < sizeof(*i4))
+			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+		itcp_off = off + sizeof(*ic) + ihl;
+		if (o4->daddr != i4->saddr)
+			return count(R_PASS_ICMP_NO_FLOW, bytes, XDP_PASS);
+		itcp = (void *)i4 + ihl;
+		fk->family = AF_INET;
+		set_mapped4(fk->saddr, i4->daddr);
+		set_mapped4(fk->daddr, i4->saddr);
+	}
+	/* RFC 792 quotes at least the first 8 bytes: ports and sequence. */
+	if ((void *)itcp + 8 > data_end || itcp_off + 8 > end)
+		return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+	fk->sport = itcp->dest;
+	fk->dport = itcp->source;
+	struct flow_val *fv = bpf_map_lookup_elem(&flows, fk);
+	if (!fv)
+		return count(R_PASS_ICMP_NO_FLOW, bytes, XDP_PASS);
+	if (!icmp_allow())
+		return count(R_DROP_ICMP_RATELIMIT, bytes, XDP_DROP);
+
+	/* The sender's view: it sent from fv->daddr:dport to fv->saddr:sport,
+	 * its sequence numbers are ours minus the forward delta, which is the
+	 * reverse flow's ack delta, and its acks ours minus the forward ack
+	 * delta, the reverse flow's seq delta. */
+	__u32 cacc = 0; /* the ICMP checksum's delta */
+	__u32 tacc = 0; /* the quoted TCP checksum's delta */
+	__u32 ocs;
+	fib->ifindex = ctx->ingress_ifindex;
+	if (is6) {
+		/* Outer: the pseudo-header is in the ICMPv6 checksum. */
+		cacc = csum_addr16(cacc, o6->saddr, fv->saddr);
+		cacc = csum_addr16(cacc, o6->daddr, fv->daddr);
+		tacc = csum_addr16(tacc, i6->saddr, fv->daddr);
+		tacc = csum_addr16(tacc, i6->daddr, fv->saddr);
+		cacc += tacc;
+		fib->family = AF_INET6;
+		fib->l4_protocol = IPPROTO_ICMPV6;
+		fib->tot_len = sizeof(*o6) + bpf_ntohs(o6->payload_len);
+		copy16((__u8 *)fib->src, o6->saddr);
+		copy16((__u8 *)fib->dst, o6->daddr);
+	} else {
+		__be32 ns = ((__u32 *)fv->saddr)[3], nd = ((__u32 *)fv->daddr)[3];
+		__u32 oacc = csum_add32(0, bpf_ntohl(o4->saddr), bpf_ntohl(ns));
+		oacc = csum_add32(oacc, bpf_ntohl(o4->daddr), bpf_ntohl(nd));
+		o4->saddr = ns;
+		o4->daddr = nd;
+		csum_apply(&o4->check, oacc);
+		tacc = csum_add32(tacc, bpf_ntohl(i4->saddr), bpf_ntohl(nd));
+		tacc = csum_add32(tacc, bpf_ntohl(i4->daddr), bpf_ntohl(ns));
+		i4->saddr = nd;
+		i4->daddr = ns;
+		ocs = bpf_ntohs(i4->check);
+		csum_apply(&i4->check, tacc);
+		cacc = tacc + csum_add16(0, ocs, bpf_ntohs(i4->check));
+		fib->family = AF_INET;
+		fib->l4_protocol = IPPROTO_ICMP;
+		fib->tot_len = bpf_ntohs(o4->tot_len);
+		fib->src[0] = ns;
+		fib->dst[0] = nd;
+	}
+	__u32 t = csum_add16(0, bpf_ntohs(itcp->source), bpf_ntohs(fv->dport));
+	t = csum_add16(t, bpf_ntohs(itcp->dest), bpf_ntohs(fv->sport));
+	itcp->source = fv->dport;
+	itcp->dest = fv->sport;
+	__u32 seq = bpf_ntohl(itcp->seq), nseq = seq + fv->ack_delta;
+	t = csum_add32(t, seq, nseq);
+	itcp->seq = bpf_htonl(nseq);
+	if ((void *)(itcp + 1) <= data_end && itcp_off + sizeof(*itcp) <= end) {
+		/* The whole header is quoted: its ack and checksum too. */
+		if (itcp->flags & TCP_ACK) {
+			__u32 ack = bpf_ntohl(itcp->ack_seq), nack = ack + fv->seq_delta;
+			t = csum_add32(t, ack, nack);
+			itcp->ack_seq = bpf_htonl(nack);
+		}
+		ocs = bpf_ntohs(itcp->check);
+		csum_apply(&itcp->check, tacc + t);
+		t = csum_add16(t, ocs, bpf_ntohs(itcp->check));
+	}
+	csum_apply(&ic->check, cacc + t);
+
+	/* Forward like the flow's packets. */
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return count(R_PASS_NOT_TCP, bytes, XDP_PASS); /* cannot happen: l3off > 0 */
+	__u32 oif;
+	long rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		__builtin_memcpy(eth->dst, fib->dmac, 6);
+		__builtin_memcpy(eth->src, fib->smac, 6);
+		oif = fib->ifindex;
+	} else {
+		if (!fv->ifindex)
+			return count(R_DROP_ICMP_NO_NEIGH, bytes, XDP_DROP);
+		__builtin_memcpy(eth->dst, fv->dmac, 6);
+		__builtin_memcpy(eth->src, fv->smac, 6);
+		oif = fv->ifindex;
+	}
+	if (oif == ctx->ingress_ifindex)
+		return count(R_ICMP_TX, bytes, XDP_TX);
+	if (bpf_redirect_map(&tx_ports, oif, XDP_DROP) != XDP_REDIRECT)
+		return count(R_DROP_ICMP_NO_PORT, bytes, XDP_DROP);
+	return count(R_ICMP_REDIRECT, bytes, XDP_REDIRECT);
+}
+
 SEC("xdp")
 int syngate_xdp(struct xdp_md *ctx)
 {
@@ -935,9 +1332,11 @@ int syngate_xdp(struct xdp_md *ctx)
 		__u32 tot = bpf_ntohs(ip4->tot_len);
 		if (tot < ihl || l3 + tot > data_end)
 			return count(R_PASS_MALFORMED_IP, bytes, XDP_PASS);
+		__u16 fo = bpf_ntohs(ip4->frag_off);
+		if (ip4->protocol == IPPROTO_ICMP && !(fo & 0x3fff))
+			return icmp_error(ctx, ((void *)ip4 + ihl - data) | (l3 - data) << 16);
 		if (ip4->protocol != IPPROTO_TCP)
 			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
-		__u16 fo = bpf_ntohs(ip4->frag_off);
 		if (fo & 0x3fff) {
 			frag = 1;
 			first_frag = (fo & 0x1fff) == 0;
@@ -980,6 +1379,8 @@ int syngate_xdp(struct xdp_md *ctx)
 			return count(R_PASS_IPV6_EXT_LIMIT, bytes, XDP_PASS);
 		if (p > l4_end)
 			return count(R_PASS_MALFORMED_IP, bytes, XDP_PASS);
+		if (nh == IPPROTO_ICMPV6 && !frag)
+			return icmp_error(ctx, (p - data) | (l3 - data) << 16 | ICMP_V6);
 		if (nh != IPPROTO_TCP)
 			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
 		tcp = p;
@@ -1033,13 +1434,20 @@ int syngate_xdp(struct xdp_md *ctx)
 		return count(R_DROP_BAD_FLAGS, bytes, XDP_DROP);
 
 	if (svc && (tf & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
-		if ((cfg.flags & CFG_DROP_SYN_PAYLOAD) && (void *)tcp + doff < l4_end)
+		/* A SYN with data and a Fast Open option is a TFO client (RFC
+		 * 7413): it is answered like any SYN, with a SYN-ACK that
+		 * acknowledges only the SYN, and the client sends its data again
+		 * at once. Dropping it would cost the client a SYN timeout. */
+		if ((cfg.flags & CFG_DROP_SYN_PAYLOAD) && (void *)tcp + doff < l4_end &&
+		    !(syn_options(ctx, (void *)tcp - data, doff) & SO_TFO))
 			return count(R_DROP_SYN_PAYLOAD, bytes, XDP_DROP);
 		if ((cfg.flags & CFG_SYN_RATELIMIT) && !(svc->flags & SVC_F_NO_RATELIMIT) &&
 		    !ratelimit_allow(fk.saddr, fk.family))
 			return count(R_DROP_SYN_RATELIMIT, bytes, XDP_DROP);
 		/* A SYN for a spliced 4-tuple is the engine's to judge. */
-		if ((svc->flags & SVC_F_XDP_COOKIES) && !bpf_map_lookup_elem(&flows, &fk)) {
+		int mint = (svc->flags & SVC_F_XDP_COOKIES) ||
+			   ((svc->flags & SVC_F_STANDBY_COOKIES) && xsk_index(ctx) < 0);
+		if (mint && !bpf_map_lookup_elem(&flows, &fk)) {
 			__u64 ann = svc->ann_window | (__u64)svc->ann_mss << 16 |
 				    (__u64)svc->ann_wscale << 32 | (__u64)svc->ann_flags << 40;
 			int rc = synack_cookie(ctx, ann);
@@ -1057,6 +1465,9 @@ int syngate_xdp(struct xdp_md *ctx)
 			return to_xsk(ctx, R_XSK_BACKEND, bytes);
 		if (tf & (TCP_RST | TCP_FIN))
 			return count(R_DROP_RST_FIN_UNKNOWN, bytes, XDP_DROP);
+		if ((svc->flags & SVC_F_STANDBY_COOKIES) && (tf & (TCP_SYN | TCP_ACK)) == TCP_ACK &&
+		    xsk_index(ctx) < 0)
+			return keep_standby_ack(ctx, &fk, (void *)tcp + doff - data, bytes);
 		return to_xsk(ctx, R_XSK_HANDSHAKE, bytes);
 	}
 

@@ -78,6 +78,32 @@ type syngateFlowVal struct {
 	Bytes      uint64
 }
 
+type syngateIcmpBucket struct {
+	_      structs.HostLayout
+	Tokens uint64
+	LastNs uint64
+}
+
+type syngateIcmpScratch struct {
+	_   structs.HostLayout
+	Fk  syngateFlowKey
+	Fib struct {
+		_          structs.HostLayout
+		Family     uint8
+		L4Protocol uint8
+		Sport      uint16
+		Dport      uint16
+		TotLen     uint16
+		Ifindex    uint32
+		Flowinfo   uint32
+		Src        [4]uint32
+		Dst        [4]uint32
+		Vlan       uint32
+		Smac       [6]uint8
+		Dmac       [6]uint8
+	}
+}
+
 type syngateLocalKey struct {
 	_      structs.HostLayout
 	Addr   [16]uint8
@@ -114,7 +140,13 @@ const (
 	syngateReasonR_DROP_FAST_NO_NEIGH   syngateReason = 24
 	syngateReasonR_DROP_FAST_NO_PORT    syngateReason = 25
 	syngateReasonR_TX_SYNACK_COOKIE     syngateReason = 26
-	syngateReasonR_MAX                  syngateReason = 27
+	syngateReasonR_ICMP_TX              syngateReason = 27
+	syngateReasonR_ICMP_REDIRECT        syngateReason = 28
+	syngateReasonR_PASS_ICMP_NO_FLOW    syngateReason = 29
+	syngateReasonR_DROP_ICMP_RATELIMIT  syngateReason = 30
+	syngateReasonR_DROP_ICMP_NO_NEIGH   syngateReason = 31
+	syngateReasonR_DROP_ICMP_NO_PORT    syngateReason = 32
+	syngateReasonR_MAX                  syngateReason = 33
 )
 
 type syngateRlKey struct {
@@ -127,6 +159,20 @@ type syngateRlVal struct {
 	_      structs.HostLayout
 	Tokens uint64
 	LastNs uint64
+}
+
+type syngateStandbyAck struct {
+	_       structs.HostLayout
+	AtNs    uint64
+	Ifindex uint32
+	Len     uint32
+	Frame   [192]uint8
+}
+
+type syngateStandbyBuf struct {
+	_   structs.HostLayout
+	Key syngateFlowKey
+	Ack syngateStandbyAck
 }
 
 type syngateSvcKey struct {
@@ -170,18 +216,22 @@ type syngateSynackBuf struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	syngateMapCookieKeys    = "cookie_keys"
-	syngateMapCounters      = "counters"
-	syngateMapFlows         = "flows"
-	syngateMapIfslots       = "ifslots"
-	syngateMapLocals        = "locals"
-	syngateMapRatelimit     = "ratelimit"
-	syngateMapServices      = "services"
-	syngateMapSynackScratch = "synack_scratch"
-	syngateMapTxPorts       = "tx_ports"
-	syngateMapXsks          = "xsks"
-	syngateProgSyngateXdp   = "syngate_xdp"
-	syngateVarCfg           = "cfg"
+	syngateMapCookieKeys     = "cookie_keys"
+	syngateMapCounters       = "counters"
+	syngateMapFlows          = "flows"
+	syngateMapIcmpBucket     = "icmp_bucket"
+	syngateMapIcmpScratch    = "icmp_scratch"
+	syngateMapIfslots        = "ifslots"
+	syngateMapLocals         = "locals"
+	syngateMapRatelimit      = "ratelimit"
+	syngateMapServices       = "services"
+	syngateMapStandbyAcks    = "standby_acks"
+	syngateMapStandbyScratch = "standby_scratch"
+	syngateMapSynackScratch  = "synack_scratch"
+	syngateMapTxPorts        = "tx_ports"
+	syngateMapXsks           = "xsks"
+	syngateProgSyngateXdp    = "syngate_xdp"
+	syngateVarCfg            = "cfg"
 )
 
 // loadSyngate returns the embedded CollectionSpec for syngate.
@@ -233,16 +283,20 @@ type syngateProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type syngateMapSpecs struct {
-	CookieKeys    *ebpf.MapSpec `ebpf:"cookie_keys"`
-	Counters      *ebpf.MapSpec `ebpf:"counters"`
-	Flows         *ebpf.MapSpec `ebpf:"flows"`
-	Ifslots       *ebpf.MapSpec `ebpf:"ifslots"`
-	Locals        *ebpf.MapSpec `ebpf:"locals"`
-	Ratelimit     *ebpf.MapSpec `ebpf:"ratelimit"`
-	Services      *ebpf.MapSpec `ebpf:"services"`
-	SynackScratch *ebpf.MapSpec `ebpf:"synack_scratch"`
-	TxPorts       *ebpf.MapSpec `ebpf:"tx_ports"`
-	Xsks          *ebpf.MapSpec `ebpf:"xsks"`
+	CookieKeys     *ebpf.MapSpec `ebpf:"cookie_keys"`
+	Counters       *ebpf.MapSpec `ebpf:"counters"`
+	Flows          *ebpf.MapSpec `ebpf:"flows"`
+	IcmpBucket     *ebpf.MapSpec `ebpf:"icmp_bucket"`
+	IcmpScratch    *ebpf.MapSpec `ebpf:"icmp_scratch"`
+	Ifslots        *ebpf.MapSpec `ebpf:"ifslots"`
+	Locals         *ebpf.MapSpec `ebpf:"locals"`
+	Ratelimit      *ebpf.MapSpec `ebpf:"ratelimit"`
+	Services       *ebpf.MapSpec `ebpf:"services"`
+	StandbyAcks    *ebpf.MapSpec `ebpf:"standby_acks"`
+	StandbyScratch *ebpf.MapSpec `ebpf:"standby_scratch"`
+	SynackScratch  *ebpf.MapSpec `ebpf:"synack_scratch"`
+	TxPorts        *ebpf.MapSpec `ebpf:"tx_ports"`
+	Xsks           *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // syngateVariableSpecs contains global variables before they are loaded into the kernel.
@@ -272,16 +326,20 @@ func (o *syngateObjects) Close() error {
 //
 // It can be passed to loadSyngateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type syngateMaps struct {
-	CookieKeys    *ebpf.Map `ebpf:"cookie_keys"`
-	Counters      *ebpf.Map `ebpf:"counters"`
-	Flows         *ebpf.Map `ebpf:"flows"`
-	Ifslots       *ebpf.Map `ebpf:"ifslots"`
-	Locals        *ebpf.Map `ebpf:"locals"`
-	Ratelimit     *ebpf.Map `ebpf:"ratelimit"`
-	Services      *ebpf.Map `ebpf:"services"`
-	SynackScratch *ebpf.Map `ebpf:"synack_scratch"`
-	TxPorts       *ebpf.Map `ebpf:"tx_ports"`
-	Xsks          *ebpf.Map `ebpf:"xsks"`
+	CookieKeys     *ebpf.Map `ebpf:"cookie_keys"`
+	Counters       *ebpf.Map `ebpf:"counters"`
+	Flows          *ebpf.Map `ebpf:"flows"`
+	IcmpBucket     *ebpf.Map `ebpf:"icmp_bucket"`
+	IcmpScratch    *ebpf.Map `ebpf:"icmp_scratch"`
+	Ifslots        *ebpf.Map `ebpf:"ifslots"`
+	Locals         *ebpf.Map `ebpf:"locals"`
+	Ratelimit      *ebpf.Map `ebpf:"ratelimit"`
+	Services       *ebpf.Map `ebpf:"services"`
+	StandbyAcks    *ebpf.Map `ebpf:"standby_acks"`
+	StandbyScratch *ebpf.Map `ebpf:"standby_scratch"`
+	SynackScratch  *ebpf.Map `ebpf:"synack_scratch"`
+	TxPorts        *ebpf.Map `ebpf:"tx_ports"`
+	Xsks           *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *syngateMaps) Close() error {
@@ -289,10 +347,14 @@ func (m *syngateMaps) Close() error {
 		m.CookieKeys,
 		m.Counters,
 		m.Flows,
+		m.IcmpBucket,
+		m.IcmpScratch,
 		m.Ifslots,
 		m.Locals,
 		m.Ratelimit,
 		m.Services,
+		m.StandbyAcks,
+		m.StandbyScratch,
 		m.SynackScratch,
 		m.TxPorts,
 		m.Xsks,

@@ -66,13 +66,18 @@ type ServiceFlags uint32
 // ServiceNoRateLimit exempts the service's SYNs from Config.SYNRateLimit.
 const ServiceNoRateLimit ServiceFlags = 0x1
 
-// svcXDPCookies mirrors SVC_F_XDP_COOKIES; Service.XDPCookies sets it.
-const svcXDPCookies = 0x2
+// svcXDPCookies and svcStandbyCookies mirror SVC_F_XDP_COOKIES and
+// SVC_F_STANDBY_COOKIES; Service.XDPCookies and StandbyCookies set them.
+const (
+	svcXDPCookies     = 0x2
+	svcStandbyCookies = 0x4
+)
 
 // Mirrors of ANN_* and WSCALE_NONE in syngate.c.
 const (
 	annSACK       = 0x1
 	annTimestamps = 0x2
+	annECN        = 0x4
 )
 
 // Service is one protected VIP:port. The ID is syngate's own handle; the
@@ -90,7 +95,15 @@ type Service struct {
 	// extension headers, malformed MSS/window scale/SACK-permitted
 	// options), SYNs go to AF_XDP as before.
 	XDPCookies bool
-	// Announce is what those SYN-ACKs offer; only used with XDPCookies.
+	// StandbyCookies makes the program answer the service's SYNs as with
+	// XDPCookies, but only while no AF_XDP socket is registered for the
+	// interface and receive queue a SYN arrived on: while no engine runs
+	// (between a gateway's exit and the next one's takeover). A socket
+	// leaves the socket map when its process exits, even when killed, so
+	// nothing needs to clear it. The cookie key must still be fresh.
+	StandbyCookies bool
+	// Announce is what those SYN-ACKs offer; used with XDPCookies and
+	// StandbyCookies.
 	Announce Announce
 }
 
@@ -105,6 +118,10 @@ type Announce struct {
 	WScale     uint8  // window scale shift offered, at most 14; flow.NoWScale offers none
 	SACK       bool   // offer SACK-permitted
 	Timestamps bool   // offer timestamps (and so the options the cookie keeps in TSval)
+	// ECN answers an ECN-setup SYN (ECE and CWR) with ECE, keeping the
+	// request in the cookie; set it only when the backend does ECN. Like
+	// window scale and SACK it needs timestamps on both sides.
+	ECN bool
 }
 
 func (s Service) bpf() (syngateSvcVal, error) {
@@ -112,7 +129,7 @@ func (s Service) bpf() (syngateSvcVal, error) {
 		return syngateSvcVal{}, fmt.Errorf("service flags %#x: %w", uint32(s.Flags), ErrInvalid)
 	}
 	a := s.Announce
-	if s.XDPCookies && a.Window == 0 {
+	if (s.XDPCookies || s.StandbyCookies) && a.Window == 0 {
 		return syngateSvcVal{}, fmt.Errorf("xdp cookies with a zero window: %w", ErrInvalid)
 	}
 	if a.WScale > flow.MaxWScale && a.WScale != flow.NoWScale {
@@ -122,22 +139,30 @@ func (s Service) bpf() (syngateSvcVal, error) {
 	if s.XDPCookies {
 		v.Flags |= svcXDPCookies
 	}
+	if s.StandbyCookies {
+		v.Flags |= svcStandbyCookies
+	}
 	if a.SACK {
 		v.AnnFlags |= annSACK
 	}
 	if a.Timestamps {
 		v.AnnFlags |= annTimestamps
 	}
+	if a.ECN {
+		v.AnnFlags |= annECN
+	}
 	return v, nil
 }
 
 func serviceFrom(addr netip.AddrPort, v *syngateSvcVal) Service {
 	return Service{
-		Addr: addr, ID: v.Id, Flags: ServiceFlags(v.Flags &^ svcXDPCookies),
-		XDPCookies: v.Flags&svcXDPCookies != 0,
+		Addr: addr, ID: v.Id, Flags: ServiceFlags(v.Flags &^ (svcXDPCookies | svcStandbyCookies)),
+		XDPCookies:     v.Flags&svcXDPCookies != 0,
+		StandbyCookies: v.Flags&svcStandbyCookies != 0,
 		Announce: Announce{
 			Window: v.AnnWindow, MSS: v.AnnMss, WScale: v.AnnWscale,
 			SACK: v.AnnFlags&annSACK != 0, Timestamps: v.AnnFlags&annTimestamps != 0,
+			ECN: v.AnnFlags&annECN != 0,
 		},
 	}
 }
@@ -229,6 +254,24 @@ func (d *Dataplane) DeleteLocal(addr netip.Addr) error {
 		return fmt.Errorf("delete local %v: %w", addr, notFound(err))
 	}
 	return nil
+}
+
+// Locals lists the backend-side source addresses (e.g. after a restart
+// reusing pinned maps).
+func (d *Dataplane) Locals() ([]netip.Addr, error) {
+	var (
+		k   syngateLocalKey
+		v   uint32
+		out []netip.Addr
+	)
+	it := d.objs.Locals.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, fromAddr16(k.Family, k.Addr))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list locals: %w", err)
+	}
+	return out, nil
 }
 
 // RegisterSocket makes the AF_XDP socket fd, bound to queue of the

@@ -34,6 +34,12 @@ const (
 	VerdictDropFastNoNeigh                  // spliced, no neighbour and nothing learned
 	VerdictDropFastNoPort                   // spliced, egress interface not attached
 	VerdictTXSynAckCookie                   // SYN answered in XDP with a cookie SYN-ACK (Service.XDPCookies)
+	VerdictICMPTX                           // ICMP error about a spliced flow, translated, sent back out the ingress interface
+	VerdictICMPRedirect                     // ICMP error about a spliced flow, translated, redirected to another interface
+	VerdictPassICMPNoFlow                   // ICMP error quoting a TCP packet of no spliced flow (the kernel's)
+	VerdictDropICMPRateLimit                // ICMP error about a spliced flow over the translation rate limit
+	VerdictDropICMPNoNeigh                  // ICMP error about a spliced flow, no route/neighbour and nothing learned
+	VerdictDropICMPNoPort                   // ICMP error about a spliced flow, egress interface not attached
 
 	// NumVerdicts is the number of verdicts; Counters has one slot each.
 	NumVerdicts = iota
@@ -67,6 +73,12 @@ var verdictNames = [NumVerdicts]string{
 	"drop_fast_no_neigh",
 	"drop_fast_no_port",
 	"tx_synack_cookie",
+	"fast_icmp_tx",
+	"fast_icmp_redirect",
+	"pass_icmp_no_flow",
+	"drop_icmp_ratelimit",
+	"drop_icmp_no_neigh",
+	"drop_icmp_no_port",
 }
 
 // String returns the snake_case name, stable for use as a metric label.
@@ -110,11 +122,11 @@ func (a Action) String() string {
 // (AF_XDP and fast-path redirects are both ActionRedirect).
 func (v Verdict) Action() Action {
 	switch {
-	case v <= VerdictPassFragment:
+	case v <= VerdictPassFragment, v == VerdictPassICMPNoFlow:
 		return ActionPass
-	case v == VerdictFastTX, v == VerdictTXSynAckCookie:
+	case v == VerdictFastTX, v == VerdictTXSynAckCookie, v == VerdictICMPTX:
 		return ActionTX
-	case v <= VerdictFastRedirect:
+	case v <= VerdictFastRedirect, v == VerdictICMPRedirect:
 		return ActionRedirect
 	case v < NumVerdicts:
 		return ActionDrop

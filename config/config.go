@@ -15,12 +15,10 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -48,10 +46,6 @@ func Load(path string) (*Config, error) {
 // mistaken path to a huge file should fail fast instead of eating memory.
 const maxFileSize = 1 << 20
 
-// internalType matches the Go type names yaml puts in its messages, which
-// mean nothing to an operator.
-var internalType = regexp.MustCompile(` in type config\.\w+`)
-
 // Parse reads a YAML config from r, applies defaults and validates it.
 func Parse(r io.Reader) (*Config, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxFileSize+1))
@@ -61,24 +55,29 @@ func Parse(r io.Reader) (*Config, error) {
 	if len(data) > maxFileSize {
 		return nil, fmt.Errorf("%w: file larger than %d bytes", ErrInvalid, maxFileSize)
 	}
-	var f file
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%w: empty file", ErrInvalid)
-		}
-		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		return nil, fmt.Errorf("%w: %s", ErrInvalid, internalType.ReplaceAllString(msg, ""))
-	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %s", ErrInvalid, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	v := validator{lines: lineIndex(&root)}
+	if root.Kind == 0 || len(root.Content) == 0 {
+		return nil, fmt.Errorf("%w: empty file", ErrInvalid)
+	}
+	v := validator{lines: lineIndex(&root), typeLines: map[int]bool{}}
+	// Every problem is collected before anything is reported: unknown keys,
+	// values of the wrong type, then the checks of the values that did
+	// decode, so one run of `syngate check` lists them all.
+	v.unknownKeys(&root)
+	var f file
+	if err := root.Decode(&f); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, fmt.Errorf("%w: %s", ErrInvalid, strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		v.typeErrors(te, &root)
+	}
 	cfg := v.build(&f)
 	if len(v.errs) > 0 {
-		return nil, fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(v.errs, "\n  "))
+		return nil, fmt.Errorf("%w:\n  %s", ErrInvalid, v.report())
 	}
 	return cfg, nil
 }

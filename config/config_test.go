@@ -145,9 +145,9 @@ func TestErrors(t *testing.T) {
 		want       []string
 	}{
 		{"empty", "", []string{"empty file"}},
-		{"unknown top key", svc("colour: blue\n"), []string{"line 7", "field colour not found"}},
-		{"unknown service key", svc("    bakclog: 5\n"), []string{"line 7", "field bakclog not found"}},
-		{"wrong type", svc("    backlog: lots\n"), []string{"line 7", "cannot unmarshal"}},
+		{"unknown top key", svc("colour: blue\n"), []string{"line 7: unknown key `colour` at the top level (known keys: backend, bpffs,"}},
+		{"unknown service key", svc("    bakclog: 5\n"), []string{"line 7: unknown key `bakclog` in services.0 (did you mean `backlog`?)"}},
+		{"wrong type", svc("    backlog: lots\n"), []string{"line 7: services.0.backlog: `lots` is not an integer"}},
 		{"backlog zero", svc("    backlog: 0\n"), []string{"line 7: services.0.backlog: 0 out of range"}},
 		{"port zero", strings.Replace(svc(""), "10.1.0.1:80", "10.1.0.1:0", 1), []string{"line 5: services.0.listen: port 0 out of range"}},
 		{"port too big", strings.Replace(svc(""), "10.2.0.2:8080", "10.2.0.2:70000", 1), []string{"line 6", "port 70000 out of range"}},
@@ -164,7 +164,7 @@ func TestErrors(t *testing.T) {
 		{"retries", svc("syn: {synack_retries: 11}\n"), []string{"11 out of range 0-10"}},
 		{"mss", svc("    announce: {mss: 100}\n"), []string{"100 out of range 536-65495"}},
 		{"wscale", svc("    announce: {window_scale: 15}\n"), []string{"15 out of range 0-14"}},
-		{"duration", svc("syn: {key_rotation: soon}\n"), []string{"cannot unmarshal"}},
+		{"duration", svc("syn: {key_rotation: soon}\n"), []string{"line 7: syn.key_rotation: `soon` is not a duration"}},
 		{"ports", svc("backend: {ports: 9000-8000}\n"), []string{"want a range like"}},
 		{"metrics", svc("metrics: {listen: localhost}\n"), []string{"metrics.listen"}},
 		{"source not an address", svc("    source: gateway\n"), []string{"line 7: services.0.source", "ParseAddr"}},
@@ -262,6 +262,22 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted a config without services or interfaces")
 		}
 	})
+}
+
+func TestControlSocket(t *testing.T) {
+	cfg := mustParse(t, minimal)
+	if cfg.Control != (Control{Socket: DefaultControlSocket, Mode: 0o600}) {
+		t.Errorf("control defaults = %+v", cfg.Control)
+	}
+	cfg = mustParse(t, minimal+"control: {socket: /tmp/x.sock, mode: 0660}\n")
+	if cfg.Control != (Control{Socket: "/tmp/x.sock", Mode: 0o660}) {
+		t.Errorf("control = %+v", cfg.Control)
+	}
+	for _, bad := range []string{"control: {socket: rel.sock}\n", "control: {mode: \"0666\"}\n"} {
+		if _, err := Parse(strings.NewReader(minimal + bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
 }
 
 // TestSources: "source" takes one address, a list, or prefixes (every

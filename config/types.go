@@ -13,11 +13,13 @@ type Config struct {
 	// created (mode 0600, random bytes) by `syngate run` when missing; share
 	// it between gateways that must validate each other's cookies.
 	SecretFile string
-	// BPFFS is the bpffs directory the data plane pins its maps under, so a
-	// restart finds its spliced flows again. Default /sys/fs/bpf/syngate;
-	// "off" disables pinning.
+	// BPFFS is the bpffs directory the data plane pins its maps, XDP links
+	// and program under, so the data path outlives the process and the
+	// next one takes it over. Default /sys/fs/bpf/syngate; "off" disables
+	// pinning.
 	BPFFS   string
 	Metrics Metrics
+	Control Control
 	SYN     SYN
 	Backend Backend
 	Flows   Flows
@@ -48,6 +50,17 @@ type Metrics struct {
 	// Listen is the address /metrics and /healthz are served on. Default
 	// 127.0.0.1:9420; "off" disables the endpoint.
 	Listen string
+}
+
+// Control configures the local control socket `syngate status` and
+// `syngate flows` read.
+type Control struct {
+	// Socket is the unix socket's path. Default /run/syngate/control.sock;
+	// "off" disables it.
+	Socket string
+	// Mode is the socket's permission: 0600 (default; root, or the
+	// daemon's user) or 0660 (and the daemon's group).
+	Mode uint32
 }
 
 // CookiePolicy mirrors Linux's net.ipv4.tcp_syncookies.

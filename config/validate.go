@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,10 @@ type file struct {
 	Metrics    struct {
 		Listen *string `yaml:"listen"`
 	} `yaml:"metrics"`
+	Control struct {
+		Socket string `yaml:"socket"`
+		Mode   string `yaml:"mode"`
+	} `yaml:"control"`
 	SYN struct {
 		Cookies       string         `yaml:"cookies"`
 		MaxSynBacklog *int           `yaml:"max_syn_backlog"`
@@ -81,6 +86,7 @@ const (
 	DefaultSecretFile    = "/var/lib/syngate/secret"
 	DefaultBPFFS         = "/sys/fs/bpf/syngate"
 	DefaultMetricsListen = "127.0.0.1:9420"
+	DefaultControlSocket = "/run/syngate/control.sock"
 	DefaultMaxSynBacklog = 4096
 	DefaultSynAckRetries = 5
 	DefaultSomaxconn     = 4096
@@ -113,17 +119,53 @@ var namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
 
 type validator struct {
 	lines map[string]int
-	errs  []string
+	errs  []lineError
+	// typeLines are the lines with a type error: the value there was not
+	// decoded, so a semantic complaint about it would only repeat it.
+	typeLines map[int]bool
+}
+
+// lineError is one problem, at a line of the file (0: no line).
+type lineError struct {
+	line int
+	msg  string
+}
+
+func (e lineError) String() string {
+	if e.line == 0 {
+		return e.msg
+	}
+	return fmt.Sprintf("line %d: %s", e.line, e.msg)
 }
 
 // errorf records a problem at the YAML path, naming its line when known.
 func (v *validator) errorf(path, format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	if line, ok := v.lines[path]; ok {
-		v.errs = append(v.errs, fmt.Sprintf("line %d: %s: %s", line, path, msg))
+	line := v.lines[path]
+	if line != 0 && v.typeLines[line] {
 		return
 	}
-	v.errs = append(v.errs, fmt.Sprintf("%s: %s", path, msg))
+	v.add(line, path+": "+fmt.Sprintf(format, args...))
+}
+
+// add records a problem at a line.
+func (v *validator) add(line int, msg string) {
+	v.errs = append(v.errs, lineError{line: line, msg: msg})
+}
+
+// report joins the problems in file order, those without a line last.
+func (v *validator) report() string {
+	sort.SliceStable(v.errs, func(i, j int) bool {
+		a, b := v.errs[i].line, v.errs[j].line
+		if a == 0 || b == 0 {
+			return a != 0 && b == 0
+		}
+		return a < b
+	})
+	out := make([]string, len(v.errs))
+	for i, e := range v.errs {
+		out[i] = e.String()
+	}
+	return strings.Join(out, "\n  ")
 }
 
 func (v *validator) build(f *file) *Config {
@@ -142,12 +184,28 @@ func (v *validator) build(f *file) *Config {
 			}
 		}
 	}
+	v.control(f, c)
 	v.syn(f, c)
 	v.backend(f, c)
 	v.flows(f, c)
 	v.filters(f, c)
 	v.services(f, c)
 	return c
+}
+
+func (v *validator) control(f *file, c *Config) {
+	c.Control.Socket = or(f.Control.Socket, DefaultControlSocket)
+	if c.Control.Socket != "off" && !strings.HasPrefix(c.Control.Socket, "/") {
+		v.errorf("control.socket", "%q: want an absolute path or \"off\"", c.Control.Socket)
+	}
+	switch f.Control.Mode {
+	case "", "0600", "600":
+		c.Control.Mode = 0o600
+	case "0660", "660":
+		c.Control.Mode = 0o660
+	default:
+		v.errorf("control.mode", "%q: want \"0600\" or \"0660\"", f.Control.Mode)
+	}
 }
 
 func (v *validator) interfaces(f *file, c *Config) {
@@ -436,7 +494,9 @@ func (v *validator) balancing(p string, sf serviceFile, s *Service) {
 // addrList is "source": one string, or a list of them.
 type addrList []string
 
-// UnmarshalYAML accepts a scalar or a sequence of scalars.
+// UnmarshalYAML accepts a scalar or a sequence of scalars. Its errors are
+// yaml.TypeErrors, so decoding goes on and the file's other problems are
+// reported with them.
 func (l *addrList) UnmarshalYAML(n *yaml.Node) error {
 	switch n.Kind {
 	case yaml.ScalarNode:
@@ -446,14 +506,14 @@ func (l *addrList) UnmarshalYAML(n *yaml.Node) error {
 		out := make(addrList, 0, len(n.Content))
 		for _, c := range n.Content {
 			if c.Kind != yaml.ScalarNode {
-				return fmt.Errorf("line %d: want an address or prefix", c.Line)
+				return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want an address or prefix", c.Line)}}
 			}
 			out = append(out, c.Value)
 		}
 		*l = out
 		return nil
 	}
-	return fmt.Errorf("line %d: want an address, a prefix or a list of them", n.Line)
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want an address, a prefix or a list of them", n.Line)}}
 }
 
 // sources expands a service's source addresses and prefixes (every address

@@ -26,12 +26,17 @@ func echoBulk(g *gatewayRun, n int64, seed uint64, timeout time.Duration) error 
 
 // echoOver is echoBulk on an open connection.
 func echoOver(c net.Conn, n int64, seed uint64, timeout time.Duration) error {
+	return echoOverFrom(c, n, seed, timeout, io.Copy)
+}
+
+// echoOverFrom is echoOver writing with send (e.g. a paced copy).
+func echoOverFrom(c net.Conn, n int64, seed uint64, timeout time.Duration, send func(io.Writer, io.Reader) (int64, error)) error {
 	c.SetDeadline(time.Now().Add(timeout))
 	sent := sha256.New()
 	werr := make(chan error, 1)
 	go func() {
 		src := io.LimitReader(rand.NewChaCha8(seedBytes(seed)), n)
-		_, err := io.Copy(c, io.TeeReader(src, sent))
+		_, err := send(c, io.TeeReader(src, sent))
 		if err == nil {
 			err = c.(*net.TCPConn).CloseWrite()
 		}

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ import (
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/config"
 	"github.com/syngate/syngate/cookie"
+	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/health"
 	"github.com/syngate/syngate/metrics"
 	"github.com/syngate/syngate/proxy"
@@ -52,11 +54,18 @@ type Options struct {
 }
 
 // Run runs the gateway until ctx ends.
+//
+// With pinning (config bpffs), Run takes over what an earlier syngate left
+// in the pin directory: its maps (spliced connections keep flowing and are
+// adopted by the engine), and its XDP links, whose program is replaced
+// atomically once this engine is ready. On the way out it leaves the data
+// path attached (see bpf.Dataplane.Close) unless Options.Unpin.
 func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
+	started := time.Now()
 	if err := bpf.CheckCapabilities(); err != nil {
 		return err
 	}
@@ -82,6 +91,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	} else if err := prepareBPFFS(pin, log); err != nil {
 		return err
 	}
+	// Load takes the pin directory's lock before it reads or writes
+	// anything there: a second instance fails here, harmlessly.
 	dp, err := bpf.Load(bpf.Config{
 		PinPath:        pin,
 		DropSYNPayload: cfg.Filters.DropSynPayload,
@@ -98,10 +109,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		return fmt.Errorf("load xdp program: %w", err)
 	}
 	defer func() {
-		err = errors.Join(err, dp.Close())
 		if opts.Unpin && pin != "" {
 			err = errors.Join(err, dp.Unpin())
 		}
+		err = errors.Join(err, dp.Close())
 	}()
 
 	sender, err := newRawSender()
@@ -110,14 +121,12 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}
 	defer sender.Close()
 
-	offload := &cookieOffload{dp: dp, ids: map[netip.AddrPort]uint32{}}
-	for i, s := range services {
-		offload.ids[s.Listen] = uint32(i)
-	}
+	offload := &cookieOffload{dp: dp, svcs: map[netip.AddrPort]*bpf.Service{}}
 	engine, err := proxy.New(proxy.Config{
 		Services: services, Jar: jar, Flows: dp, Sender: sender, Offload: offload,
 		PortMin: cfg.Backend.PortMin, PortMax: cfg.Backend.PortMax, PortQuiet: cfg.Backend.PortQuietTime,
 		ConnectTimeout: cfg.Backend.ConnectTimeout, MaxPending: cfg.Backend.MaxPending,
+		LinkMTU:            linkMTU(cfg, log),
 		MaxConns:           cfg.Flows.Max / 2, // two flow entries per connection
 		EstablishedTimeout: cfg.Flows.EstablishedTimeout, CloseTimeout: cfg.Flows.CloseTimeout, ResetTimeout: cfg.Flows.ResetTimeout,
 		Logger: log,
@@ -125,18 +134,41 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	// Learn the backends' options before the first SYN-ACK goes out: a
-	// connection's announced window scale must not change under it.
-	probeBackends(ctx, engine, cfg, services, log)
-	for i, s := range services {
-		if err := dp.SetService(bpf.Service{Addr: s.Listen, ID: uint32(i)}); err != nil {
+
+	health := newBackendHealth()
+	// What an earlier syngate left: its services' announced options stand
+	// in for the backends' until the probes answer, so taking over waits
+	// for no probe.
+	pinned, err := dp.Services()
+	if err != nil {
+		return err
+	}
+	known := knownOptions(services, pinned)
+	for name, o := range known {
+		engine.SetBackendOptions(name, o)
+	}
+	if len(known) < len(services) {
+		// Learn the backends' options before the first SYN-ACK goes out:
+		// a connection's announced window scale must not change under it.
+		// All at once: the wait is the slowest backend's, at most
+		// maxProbeWait.
+		probeBackends(ctx, engine, cfg, unknownServices(services, known), log, health)
+	}
+	if err := reconcileServices(dp, engine, offload, services, pinned, log); err != nil {
+		return err
+	}
+	if pin != "" {
+		st, err := engine.Adopt(dp)
+		if err != nil {
 			return err
+		}
+		if st != (proxy.AdoptStats{}) {
+			log.Info("adopted spliced connections", "connections", st.Adopted, "draining", st.Draining,
+				"orphans_deleted", st.Orphans, "outside_port_range", st.OutOfRange)
 		}
 	}
-	for _, a := range engine.Sources() {
-		if err := dp.AddLocal(a); err != nil {
-			return err
-		}
+	if err := reconcileLocals(dp, engine.Sources(), log); err != nil {
+		return err
 	}
 
 	hs := &healthServer{e: engine}
@@ -145,9 +177,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		reg.AddService(s)
 	}
 	reg.SetDataplane(&dataplaneMetrics{dp: dp, e: engine, limit: cfg.Flows.Max})
+	sockStats := &socketStats{}
+	if err := reg.Register(metrics.NewSocketCollector(sockStats)); err != nil {
+		return err
+	}
 
-	// On the way out: stop the loops, wait for them, then close the sockets
-	// they drive (defers run in reverse).
+	// The engine's loops run on their own context: on the way out they
+	// keep running while the engine drains, then stop, then the sockets
+	// they drive close (defers run in reverse).
 	var sockets []*afxdp.Socket
 	defer func() {
 		for _, s := range sockets {
@@ -156,8 +193,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ectx, stopEngine := context.WithCancel(context.Background())
+	defer stopEngine()
 	errc := make(chan error, 64)
 
 	// Sockets first, then the program: a SYN steered before its socket is
@@ -165,9 +202,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	for _, in := range cfg.Interfaces {
 		socks, err := afxdp.OpenAll(in.Name, socketConfig)
 		if err != nil {
-			return fmt.Errorf("open af_xdp sockets on %s: %w", in.Name, err)
+			return fmt.Errorf("open af_xdp sockets on %s: %w%s", in.Name, err, memlockHint(err))
 		}
 		sockets = append(sockets, socks...)
+		sockStats.add(in.Name, socks)
 		for _, s := range socks {
 			if err := dp.RegisterSocket(s.Ifindex(), s.Queue(), s.FD()); err != nil {
 				return err
@@ -176,12 +214,25 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := engine.Serve(ctx, s, s.Ifindex()); err != nil {
+				if err := engine.Serve(ectx, s, s.Ifindex()); err != nil {
 					errc <- fmt.Errorf("%s queue %d: %w", in.Name, s.Queue(), err)
 				}
 			}()
 		}
 	}
+	// The key before the program runs: it may mint cookies at once.
+	if err := dp.SetCookieKey(jar.DataplaneKey(time.Now())); err != nil {
+		return err
+	}
+	// Every interface's redirect port before the first attach: during a
+	// take-over the new program runs on the first interface while the
+	// others still run the old one, and must already reach them.
+	for _, in := range cfg.Interfaces {
+		if err := dp.AddRedirectPort(in.Name); err != nil {
+			return err
+		}
+	}
+	tookOver := false
 	for _, in := range cfg.Interfaces {
 		mode, err := bpf.ParseMode(string(in.Mode))
 		if err != nil {
@@ -190,34 +241,63 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		if err := dp.Attach(in.Name, mode); err != nil {
 			return err
 		}
+		tookOver = tookOver || dp.TookOver(in.Name)
 	}
-
-	// The key before the engine starts: it may turn the offload on at once.
-	if err := dp.SetCookieKey(jar.DataplaneKey(time.Now())); err != nil {
+	if err := detachRemovedInterfaces(dp, cfg, log); err != nil {
 		return err
 	}
+	if n, err := dp.MergeMigratedFlows(); err != nil {
+		log.Warn("merge the migrated flow table", "err", err)
+	} else if n > 0 {
+		log.Info("flow state recorded during the migration carried over", "flows", n)
+	}
+	if tookOver {
+		// While no engine ran, the program answered SYNs with standby
+		// cookies; their ACKs (or the clients' first data) arrive now.
+		engine.CookiesSentElsewhere()
+	}
+
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		refreshCookieKey(ctx, dp, jar, log)
+		refreshCookieKey(ectx, dp, jar, log)
 	}()
 	go func() {
 		defer wg.Done()
-		engine.Run(ctx)
+		engine.Run(ectx)
 	}()
 	hc := &checks{ctx: ctx, wg: &wg, e: engine, log: log, running: map[checkKey]runningCheck{}}
 	hc.sync(cfg, services)
 	go func() {
 		defer wg.Done()
+		if len(known) > 0 {
+			// Taken over with the options known before: check them now,
+			// in the background.
+			probeBackends(ectx, engine, cfg, services, log, health)
+			offload.refreshStandby(engine, log)
+		}
 		for {
 			select {
-			case <-ctx.Done():
+			case <-ectx.Done():
 				return
 			case <-time.After(cfg.Backend.ProbeInterval):
 			}
-			probeBackends(ctx, engine, cfg, services, log)
+			probeBackends(ectx, engine, cfg, services, log, health)
+			offload.refreshStandby(engine, log)
 		}
 	}()
+	if tookOver {
+		// The ACKs the old program kept while no engine ran: the old
+		// program no longer runs, so the map is complete.
+		acks, err := dp.TakeStandbyACKs()
+		if err != nil {
+			log.Warn("standby ACKs", "err", err)
+		}
+		if len(acks) > 0 {
+			n := engine.ReplayACKs(acks)
+			log.Info("handshake ACKs kept while no engine ran", "kept", len(acks), "validated", n)
+		}
+	}
 
 	if cfg.Metrics.Listen != "off" {
 		srv, err := serveHTTP(cfg.Metrics.Listen, reg, hs)
@@ -227,6 +307,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		defer srv.Close()
 		log.Info("metrics", "url", "http://"+cfg.Metrics.Listen+"/metrics")
 	}
+	if srv := serveControl(cfg, &controlSource{
+		version: opts.Version, started: time.Now(), cfg: cfg, dp: dp, e: engine, socks: sockStats, health: health,
+	}, log); srv != nil {
+		defer srv.Close()
+	}
 	if opts.ReadyFile != "" {
 		if err := os.WriteFile(opts.ReadyFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 			return fmt.Errorf("write ready file: %w", err)
@@ -234,18 +319,135 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}
 	hs.running.Store(true)
 	defer hs.running.Store(false)
-	log.Info("syngate running", "services", len(services), "interfaces", len(cfg.Interfaces), "sockets", len(sockets))
+	log.Info("syngate running", "services", len(services), "interfaces", len(cfg.Interfaces), "sockets", len(sockets),
+		"took_over", tookOver, "startup", time.Since(started).Round(time.Millisecond))
+wait:
 	for {
 		select {
 		case <-ctx.Done():
-			log.Info("stopping")
-			return nil
+			break wait
 		case err := <-errc:
 			return err
 		case next := <-opts.Reload:
 			cfg = reloadPools(engine, hc, cfg, next, services, log)
 		}
 	}
+	if pin != "" && !opts.Unpin {
+		// The data path stays: hand new SYNs to the program's cookies and
+		// let the handshakes this engine holds finish first.
+		opening, halfOpen := engine.Drain(min(cfg.Backend.ConnectTimeout, maxDrain))
+		log.Info("stopping; the data path stays attached for the next syngate",
+			"opening_left", opening, "half_open_left", halfOpen)
+		return nil
+	}
+	log.Info("stopping")
+	return nil
+}
+
+// maxDrain bounds the wait for handshakes in flight on the way out.
+const maxDrain = 2 * time.Second
+
+// knownOptions returns, by service name, the backend options an earlier
+// syngate announced for the services still configured at the same
+// address, from the pinned services map.
+func knownOptions(svcs []proxy.Service, pinned []bpf.Service) map[string]flow.SynOptions {
+	out := make(map[string]flow.SynOptions)
+	for _, s := range svcs {
+		for _, p := range pinned {
+			if p.Addr == s.Listen && p.Announce.Window != 0 {
+				a := p.Announce
+				out[s.Name] = flow.SynOptions{MSS: a.MSS, WScale: a.WScale, SACK: a.SACK, Timestamps: a.Timestamps, ECN: a.ECN}
+			}
+		}
+	}
+	return out
+}
+
+func unknownServices(svcs []proxy.Service, known map[string]flow.SynOptions) []proxy.Service {
+	var out []proxy.Service
+	for _, s := range svcs {
+		if _, ok := known[s.Name]; !ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// reconcileServices makes the services map hold exactly the configured
+// services: removed ones are deleted (their SYNs pass to the kernel again;
+// their spliced connections drain), the others written with their standby
+// cookies and announce values.
+func reconcileServices(dp *bpf.Dataplane, e *proxy.Engine, off *cookieOffload, svcs []proxy.Service, pinned []bpf.Service, log *slog.Logger) error {
+	want := make(map[netip.AddrPort]bool, len(svcs))
+	for i, s := range svcs {
+		want[s.Listen] = true
+		o, window, _ := e.OfferAt(s.Listen)
+		bs := &bpf.Service{Addr: s.Listen, ID: uint32(i)}
+		if s.Queue.Cookies != queue.CookiesNever {
+			bs.StandbyCookies = true
+			bs.Announce = standbyAnnounce(o, window)
+		}
+		if err := off.set(bs); err != nil {
+			return err
+		}
+	}
+	for _, p := range pinned {
+		if !want[p.Addr] {
+			if err := dp.DeleteService(p.Addr); err != nil && !errors.Is(err, bpf.ErrNotFound) {
+				return err
+			}
+			log.Info("service removed from the data plane", "listen", p.Addr)
+		}
+	}
+	return nil
+}
+
+// reconcileLocals makes the locals map hold exactly the engine's source
+// addresses (those of draining connections included).
+func reconcileLocals(dp *bpf.Dataplane, sources []netip.Addr, log *slog.Logger) error {
+	have, err := dp.Locals()
+	if err != nil {
+		return err
+	}
+	want := make(map[netip.Addr]bool, len(sources))
+	for _, a := range sources {
+		want[a] = true
+		if err := dp.AddLocal(a); err != nil {
+			return err
+		}
+	}
+	for _, a := range have {
+		if !want[a] {
+			if err := dp.DeleteLocal(a); err != nil && !errors.Is(err, bpf.ErrNotFound) {
+				return err
+			}
+			log.Info("source address removed from the data plane", "addr", a)
+		}
+	}
+	return nil
+}
+
+// detachRemovedInterfaces detaches from the interfaces an earlier syngate
+// left attached that the config no longer names.
+func detachRemovedInterfaces(dp *bpf.Dataplane, cfg *config.Config, log *slog.Logger) error {
+	pinned, err := dp.PinnedInterfaces()
+	if err != nil {
+		return err
+	}
+	for _, name := range pinned {
+		if !slices.ContainsFunc(cfg.Interfaces, func(in config.Interface) bool { return in.Name == name }) {
+			if err := dp.DetachPinned(name); err != nil {
+				return err
+			}
+			log.Info("interface removed from the config: detached", "interface", name)
+		}
+	}
+	return nil
+}
+
+// standbyAnnounce is what the data plane's cookie SYN-ACKs offer for an offer.
+func standbyAnnounce(o proxy.Offer, window uint16) bpf.Announce {
+	return bpf.Announce{Window: window, MSS: o.MSS, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps, ECN: o.ECN}
 }
 
 // socketConfig sizes each AF_XDP socket: 8192 frames of 2 KiB (16 MiB of
@@ -357,23 +559,42 @@ func portRangeConflict(min, max uint16, ephemeral string) error {
 // next probe.
 const maxProbeWait = 3 * time.Second
 
-// probeBackends learns each backend's options; a failed probe keeps what
-// was known (the defaults, at start).
-func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger) {
-	pools := e.Health() // the pools as they are now: a reload may change them
-	for i, s := range svcs {
-		for _, m := range pools[i].Backends {
-			pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
-			o, err := proxy.ProbeBackend(pctx, m.Addr, s.Sources[0], health.LocalProxyHeader(s.ProxyProtocol))
-			cancel()
-			if err != nil {
-				log.Warn("backend probe failed; announcing defaults", "service", s.Name, "backend", m.Addr, "err", err)
-				continue
-			}
-			e.SetMemberOptions(s.Name, m.Addr, o)
-			log.Info("backend options", "service", s.Name, "backend", m.Addr, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps)
-		}
+// probeBackends learns every backend's options (each service's pool from
+// the engine: a reload may change it), a service at a time in parallel; a
+// failed probe keeps what was known (the defaults, at start).
+func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger, bh *backendHealth) {
+	pools := map[string][]proxy.BackendHealth{}
+	for _, p := range e.Health() {
+		pools[p.Name] = p.Backends
 	}
+	var wg sync.WaitGroup
+	for _, s := range svcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, m := range pools[s.Name] {
+				pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
+				o, err := proxy.ProbeBackend(pctx, m.Addr, s.Sources[0], health.LocalProxyHeader(s.ProxyProtocol))
+				cancel()
+				bh.record(s.Name, m.Addr, time.Now(), o, err)
+				if err != nil {
+					log.Warn("backend probe failed; announcing what was known", "service", s.Name, "backend", m.Addr, "err", err)
+					continue
+				}
+				// ECN is offered to clients only when the backends are
+				// known to agree: a failed probe means no ECN.
+				pctx, cancel = context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
+				o.ECN, err = proxy.ProbeECN(pctx, m.Addr, s.Sources[0])
+				cancel()
+				if err != nil {
+					log.Warn("backend ECN probe failed; not offering ECN", "service", s.Name, "backend", m.Addr, "err", err)
+				}
+				e.SetMemberOptions(s.Name, m.Addr, o)
+				log.Info("backend options", "service", s.Name, "backend", m.Addr, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps, "ecn", o.ECN)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func serveHTTP(addr string, reg *metrics.Registry, hs *healthServer) (*http.Server, error) {
@@ -425,17 +646,68 @@ func (d *dataplaneMetrics) Flows() (metrics.FlowStats, error) {
 }
 
 // cookieOffload implements proxy.CookieOffload on the data plane's service
-// map.
+// map. It owns the services' entries there: the offload flag and the
+// standby cookies share one entry per service.
 type cookieOffload struct {
-	dp  *bpf.Dataplane
-	ids map[netip.AddrPort]uint32
+	dp   *bpf.Dataplane
+	mu   sync.Mutex
+	svcs map[netip.AddrPort]*bpf.Service
+}
+
+// set writes a service's entry and keeps it as the base of later changes.
+func (c *cookieOffload) set(s *bpf.Service) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.dp.SetService(*s); err != nil {
+		return err
+	}
+	c.svcs[s.Addr] = s
+	return nil
 }
 
 func (c *cookieOffload) OffloadCookies(s proxy.Service, on bool, o proxy.Offer, window uint16) error {
-	return c.dp.SetService(bpf.Service{
-		Addr: s.Listen, ID: c.ids[s.Listen], XDPCookies: on,
-		Announce: bpf.Announce{Window: window, MSS: o.MSS, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps},
-	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cur := c.svcs[s.Listen]
+	if cur == nil {
+		return fmt.Errorf("cookie offload: unknown service %v", s.Listen)
+	}
+	next := *cur
+	next.XDPCookies = on
+	if on || next.StandbyCookies {
+		next.Announce = standbyAnnounce(o, window)
+	}
+	if err := c.dp.SetService(next); err != nil {
+		return err
+	}
+	*cur = next
+	return nil
+}
+
+// refreshStandby brings the standby cookies' announce values up to the
+// engine's current offers (after a probe).
+func (c *cookieOffload) refreshStandby(e *proxy.Engine, log *slog.Logger) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for addr, cur := range c.svcs {
+		if !cur.StandbyCookies {
+			continue
+		}
+		o, window, ok := e.OfferAt(addr)
+		if !ok {
+			continue
+		}
+		next := *cur
+		next.Announce = standbyAnnounce(o, window)
+		if next == *cur {
+			continue
+		}
+		if err := c.dp.SetService(next); err != nil {
+			log.Warn("standby cookies: update announce", "listen", addr, "err", err)
+			continue
+		}
+		*cur = next
+	}
 }
 
 // refreshCookieKey keeps the XDP program's cookie key and tick current: it
@@ -453,4 +725,24 @@ func refreshCookieKey(ctx context.Context, dp *bpf.Dataplane, jar *cookie.Jar, l
 			}
 		}
 	}
+}
+
+// linkMTU is the smallest MTU of the interfaces syngate attaches to: the
+// fast path forwards frames between them unchanged, so a segment must fit
+// the smallest. Zero (no clamp) when none can be read.
+func linkMTU(cfg *config.Config, log *slog.Logger) int {
+	mtu := 0
+	for _, in := range cfg.Interfaces {
+		ifc, err := net.InterfaceByName(in.Name)
+		if err != nil || ifc.MTU <= 0 {
+			continue // Attach reports the missing interface
+		}
+		if mtu == 0 || ifc.MTU < mtu {
+			mtu = ifc.MTU
+		}
+	}
+	if mtu > 0 {
+		log.Info("smallest interface MTU: MSS clamped to fit it", "mtu", mtu)
+	}
+	return mtu
 }

@@ -190,16 +190,7 @@ func (h *healthServer) report() string {
 	for _, s := range h.e.Health() {
 		fmt.Fprintf(&b, "service %s: %d of %d backends usable\n", s.Name, s.Usable, len(s.Backends))
 		for _, m := range s.Backends {
-			state := "up"
-			switch {
-			case !m.Up:
-				state = "down"
-			case m.Ejected:
-				state = "ejected"
-			case m.Weight == 0:
-				state = "draining"
-			}
-			fmt.Fprintf(&b, "  backend %s weight %d: %s\n", m.Addr, m.Weight, state)
+			fmt.Fprintf(&b, "  backend %s weight %d: %s\n", m.Addr, m.Weight, m.State())
 		}
 	}
 	return b.String()

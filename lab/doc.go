@@ -24,5 +24,7 @@
 //	}
 //
 // The address plan is documented next to the address variables (ClientV4
-// and friends) and is the only place addresses are written down.
+// and friends) and is the only place addresses are written down; the
+// path-MTU topologies (NewPMTUTopology: two routers and a narrow link on
+// one side) add theirs next to their builder, in pmtu.go.
 package lab

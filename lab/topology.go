@@ -6,7 +6,8 @@ import (
 	"net/netip"
 )
 
-// The lab's address plan, kept here and nowhere else. Every address comes
+// The lab's address plan, kept here and nowhere else (but for the
+// path-MTU topologies' router links, in pmtu.go). Every address comes
 // from the documentation ranges (RFC 5737, RFC 3849) and is only ever
 // assigned inside namespaces the lab created.
 //

@@ -61,10 +61,16 @@ type ServiceStats struct {
 	// Connections that found no free source port toward the backend:
 	// waited (got one before the connect timeout) or failed (reset).
 	SourcePortWaited, SourcePortFailed uint64
+	SynData                            uint64            // SYNs carrying data (TCP Fast Open) the engine answered
+	ECN                                map[string]uint64 // clients' ECN requests by outcome: negotiated, not_offered, backend_refused
+	MSSClamped                         map[string]uint64 // MSS lowered to the gateway's interface MTU, by leg: client, backend
 
 	HalfOpen, HalfOpenLimit int // SYN queue depth and bound
 	Accept, AcceptLimit     int // accept queue depth and bound
 
+	// BackendConnect is the time from the backend SYN to its SYN-ACK of
+	// the legs that opened.
+	BackendConnect HistogramSnapshot
 	// NoBackend counts SYNs (and validated connections) that found no
 	// usable backend: every one down, ejected or drained.
 	NoBackend uint64

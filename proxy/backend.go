@@ -60,6 +60,9 @@ func (e *Engine) opening(s *service, qc queue.Conn, seg *packet.Segment, ifindex
 		c.wscale = o.WScale
 	}
 	c.sack = qc.Options.SACK && o.SACK
+	// Our SYN-ACK (either path) agreed to ECN when the service offered
+	// it; the cookie keeps the client's request.
+	c.ecn = qc.Options.ECN && o.ECN
 	c.ourTS0, c.clientTSval = seg.Options.TSecr, seg.Options.TSval
 	c.window = seg.Window
 	c.clientMAC, c.ourMAC, c.clientIfindex = seg.SrcMAC, seg.DstMAC, ifindex
@@ -302,7 +305,13 @@ func (c *conn) legISN() uint32 { return c.clientISN + c.seqDelta }
 // our source address and port, in the leg's own sequence and timestamp
 // spaces.
 func (e *Engine) sendBackendSyn(c *conn) {
-	o := flow.SynOptions{MSS: clientMSS(c.opts, c.client.Is6()), WScale: c.wscale, SACK: c.sack}
+	o := flow.SynOptions{MSS: clientMSS(c.opts, c.client.Is6()), WScale: c.wscale, SACK: c.sack, ECN: c.ecn}
+	if m := c.svc.maxMSS; m != 0 && o.MSS > m {
+		o.MSS = m
+		if c.synTries == 0 && c.twResets == 0 {
+			c.svc.st.mssClamped(legBackend)
+		}
+	}
 	if c.wscale != flow.NoWScale {
 		o.WScale = c.opts.WScale
 	}
@@ -395,6 +404,16 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 		c.header = c.newHeader()
 	}
 	c.backendISN, c.backendTS0, c.backendOpts = seg.Seq, seg.Options.TSval, seg.Options
+	switch {
+	case c.ecn && seg.Options.ECN:
+		s.st.ecn(ecnNegotiated)
+	case c.ecn:
+		// The probe said the backend does ECN, this SYN-ACK says no: the
+		// client believes in ECN the backend will not echo.
+		s.st.ecn(ecnBackendRefused)
+	case c.opts.ECN:
+		s.st.ecn(ecnNotOffered)
+	}
 	ts := c.ts && seg.Options.Timestamps
 	// The PROXY header takes the first bytes of the backend stream: the
 	// client's bytes move up by its length, and so do the backend's
@@ -415,11 +434,7 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 		toBackend.TSvalDelta, toBackend.TSecrDelta = c.tsDelta, c.backendTS0-c.ourTS0
 		toClient.TSvalDelta, toClient.TSecrDelta = c.ourTS0-c.backendTS0, -c.tsDelta
 	}
-	if c.wscale != flow.NoWScale && seg.Options.HasWScale() {
-		// The backend scales its window by its own shift; the client
-		// reads it with the shift our SYN-ACK announced.
-		toClient.InShift, toClient.OutShift = seg.Options.WScale, c.wscale
-	}
+	toClient.InShift, toClient.OutShift, toBackend.InShift, toBackend.OutShift = c.windowShifts()
 	kc := bpf.ClientKey(c.client)
 	kb := c.backendKey()
 	if err := e.cfg.Flows.InstallFlow(kc, toBackend); err != nil {
@@ -448,9 +463,10 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	s.st.spliced.Add(1) // before any packet can make the connection visible
 	c.be.legOK()
 	c.splicedAt = e.now()
+	s.connectTime.Observe(c.splicedAt.Sub(c.deadline.Add(-e.cfg.ConnectTimeout))) // the first backend SYN
 	f := packet.Fields{
 		Src: c.source, Dst: c.be.addr, Seq: c.legISN() + 1, Ack: c.backendISN + 1,
-		Flags: packet.ACK, Window: c.window,
+		Flags: packet.ACK, Window: c.toBackendWindow(c.window),
 	}
 	if ts {
 		f.Options = flow.SynOptions{Timestamps: true, TSval: c.clientTSval + c.tsDelta, TSecr: c.backendTS0}
@@ -464,6 +480,38 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	}
 	c.held, c.heldBytes = nil, 0
 	e.releaseSlot(c)
+}
+
+// windowShifts returns how windows are rescaled once the backend's SYN-ACK
+// is known: toClient from the backend's shift to the one our SYN-ACK
+// announced, toBackend from the client's shift to the backend's reading.
+// RFC 7323 scales a direction only when both SYNs carried the option: a
+// backend without window scaling reads the client's windows unscaled and
+// sends its own unscaled, although the client was promised scaling (by our
+// SYN-ACK) and scales its own. c.mu is held and c.backendOpts is set.
+func (c *conn) windowShifts() (toClientIn, toClientOut, toBackendIn, toBackendOut uint8) {
+	if c.wscale == flow.NoWScale {
+		return 0, 0, 0, 0 // no scaling on either leg: the backend SYN offered none
+	}
+	if c.backendOpts.HasWScale() {
+		// The backend reads the client's windows with the client's own
+		// shift (replayed in the backend SYN).
+		return min(c.backendOpts.WScale, flow.MaxWScale), c.wscale, 0, 0
+	}
+	return 0, c.wscale, min(c.opts.WScale, flow.MaxWScale), 0
+}
+
+// toBackendWindow translates a client's window for the backend, as the
+// client->backend flow does. c.mu is held and c.backendOpts is set.
+func (c *conn) toBackendWindow(w uint16) uint16 {
+	_, _, in, out := c.windowShifts()
+	return rescale(w, in, out)
+}
+
+// rescale reads w with shift in and writes it with shift out, capped to
+// what 16 bits hold, as the fast path does.
+func rescale(w uint16, in, out uint8) uint16 {
+	return uint16(min((uint32(w)<<(in&15))>>(out&15), 65535))
 }
 
 // clientSegment handles a client segment of a connection the engine knows:
@@ -507,7 +555,7 @@ func segmentOf(seg *packet.Segment, data []byte) heldSegment {
 func (e *Engine) toBackend(c *conn, h heldSegment) {
 	f := packet.Fields{
 		Src: c.source, Dst: c.be.addr, Seq: h.seq + c.seqDelta + uint32(len(c.header)), Ack: h.ack + c.backendISN - c.ourISN,
-		Flags: packet.Flags(h.flags), Window: h.window, Payload: h.data,
+		Flags: packet.Flags(h.flags), Window: c.toBackendWindow(h.window), Payload: h.data,
 	}
 	if h.ts && c.ts && c.backendOpts.Timestamps {
 		f.Options = flow.SynOptions{Timestamps: true, TSval: h.tsval + c.tsDelta, TSecr: h.tsecr + c.backendTS0 - c.ourTS0}
@@ -518,9 +566,10 @@ func (e *Engine) toBackend(c *conn, h heldSegment) {
 
 // forwardToClient is forwardToBackend's mirror for the backend's segments.
 func (e *Engine) forwardToClient(c *conn, seg *packet.Segment) {
-	win := uint32(seg.Window)
-	if c.wscale != flow.NoWScale && c.backendOpts.HasWScale() && seg.Flags&packet.SYN == 0 {
-		win = min((win<<c.backendOpts.WScale)>>c.wscale, 65535)
+	win := seg.Window
+	if seg.Flags&packet.SYN == 0 {
+		in, out, _, _ := c.windowShifts()
+		win = rescale(win, in, out)
 	}
 	ack := seg.Ack - c.seqDelta - uint32(len(c.header))
 	if c.headerPending && seqBefore(seg.Ack, c.headerEnd()) {
@@ -530,7 +579,7 @@ func (e *Engine) forwardToClient(c *conn, seg *packet.Segment) {
 	}
 	f := packet.Fields{
 		Src: c.client.Service, Dst: c.client.Client, Seq: seg.Seq + c.ourISN - c.backendISN, Ack: ack,
-		Flags: seg.Flags, Window: uint16(win), Payload: seg.Payload,
+		Flags: seg.Flags, Window: win, Payload: seg.Payload,
 	}
 	if seg.Options.Timestamps {
 		f.Options = flow.SynOptions{Timestamps: true, TSval: seg.Options.TSval + c.ourTS0 - c.backendTS0, TSecr: seg.Options.TSecr - c.tsDelta}
@@ -686,6 +735,7 @@ func (e *Engine) expireHalfOpen(s *service, now time.Time) {
 			opts.WScale = o.WScale
 		}
 		opts.SACK = t.Options.SACK && o.SACK
+		opts.ECN = t.Options.ECN && o.ECN
 		if t.Options.Timestamps && o.Timestamps {
 			opts.Timestamps, opts.TSval, opts.TSecr = true, tsClock(now), t.Options.TSval
 		}

@@ -56,6 +56,7 @@ type conn struct {
 	wscale            uint8           // window scale announced to the client
 	ts                bool            // timestamps on the client leg
 	sack              bool            // SACK on the client leg
+	ecn               bool            // ECN agreed with the client, requested from the backend
 	ourTS0            uint32          // the TSval our SYN-ACK carried (echoed in the ACK)
 	clientTSval       uint32          // latest client TSval
 	window            uint16          // the client's last window (scaled by opts.WScale)

@@ -100,6 +100,11 @@ type Config struct {
 	// Flow expiry, conntrack-like. Defaults 5 days (conntrack's
 	// established timeout), 10s, 10s.
 	EstablishedTimeout, CloseTimeout, ResetTimeout time.Duration
+	// LinkMTU, if non-zero, is the smallest MTU of the gateway's own
+	// interfaces: the MSS a SYN-ACK announces and a backend SYN carries is
+	// clamped to what fits in it, since the fast path forwards frames
+	// between them as they are and cannot fragment.
+	LinkMTU int
 	// Offload, if set, lets the data plane answer SYNs with cookies (see
 	// CookieOffload); nil keeps every SYN in the engine.
 	Offload CookieOffload
@@ -135,6 +140,11 @@ type Engine struct {
 	// offloadReqs carries receive loops' requests to turn on a service's
 	// cookie offload to Run.
 	offloadReqs chan *service
+	// draining holds the stand-in services of adopted connections whose
+	// service is gone or changed (see Adopt); set before Run.
+	draining map[drainKey]*service
+	// stopping is set by Drain: SYNs go to the data plane's cookies.
+	stopping atomic.Bool
 }
 
 // service is the engine's state of one Service.
@@ -147,6 +157,7 @@ type service struct {
 	// taken, validated connections wait in the accept queue.
 	slots      chan struct{}
 	maxPending int
+	maxMSS     uint16 // from Config.LinkMTU; 0: no clamp
 	// pool is the backends and their lookup table, swapped whole under
 	// poolMu; builtWeights is what the table was built from.
 	pool         atomic.Pointer[pool]
@@ -159,6 +170,8 @@ type service struct {
 	offloaded, wantOffload atomic.Bool
 	offloadReqs            chan<- *service // the engine's, shared
 	offloadedOffer         *Offer
+	// connectTime is the backend handshake time of the legs that opened.
+	connectTime metrics.Histogram
 }
 
 // Offer is what a service's SYN-ACKs announce: the backend's options with
@@ -168,6 +181,11 @@ type Offer struct {
 	WScale     uint8 // flow.NoWScale: no window scaling
 	SACK       bool
 	Timestamps bool
+	// ECN: the backend answers an ECN-setup SYN with ECE (learned by
+	// ProbeECN), so a client asking for ECN gets it.
+	ECN bool
+	// Clamped: MSS was lowered to Config.LinkMTU.
+	Clamped bool
 }
 
 // ErrConfig wraps every configuration error of New.
@@ -231,6 +249,7 @@ func New(cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("service %s: %w", s.Name, err)
 		}
 		svc := &service{Service: s, l: l, slots: make(chan struct{}, l.AcceptQueueCap()), maxPending: cfg.MaxPending, offloadReqs: e.offloadReqs}
+		svc.maxMSS = linkMSS(cfg.LinkMTU, s.Listen.Addr().Is6() && !s.Listen.Addr().Is4In6())
 		svc.st.init()
 		svc.offer.Store(svc.mergeOffer(defaultBackendOptions(s.Backends[0].Addr.Addr().Is6())))
 		e.services[s.Listen] = svc
@@ -270,9 +289,23 @@ func defaultBackendOptions(is6 bool) flow.SynOptions {
 	return flow.SynOptions{MSS: mss, WScale: 7, SACK: true, Timestamps: true}
 }
 
-// mergeOffer lays the configured announce values over the backend's.
+// linkMSS is the largest MSS whose segments, with IP and TCP headers
+// without options, fit in mtu; zero when mtu is unknown.
+func linkMSS(mtu int, is6 bool) uint16 {
+	hdr := 40
+	if is6 {
+		hdr = 60
+	}
+	if mtu <= hdr {
+		return 0
+	}
+	return uint16(min(mtu-hdr, 65535))
+}
+
+// mergeOffer lays the configured announce values over the backend's, and
+// clamps the MSS to the gateway's interfaces.
 func (s *service) mergeOffer(b flow.SynOptions) *Offer {
-	o := &Offer{MSS: b.MSS, WScale: b.WScale, SACK: b.SACK, Timestamps: b.Timestamps}
+	o := &Offer{MSS: b.MSS, WScale: b.WScale, SACK: b.SACK, Timestamps: b.Timestamps, ECN: b.ECN}
 	if a := s.Announce; a.MSS != nil {
 		o.MSS = *a.MSS
 	}
@@ -287,6 +320,9 @@ func (s *service) mergeOffer(b flow.SynOptions) *Offer {
 	}
 	if o.MSS == 0 {
 		o.MSS = 536
+	}
+	if s.maxMSS != 0 && o.MSS > s.maxMSS {
+		o.MSS, o.Clamped = s.maxMSS, true
 	}
 	return o
 }

@@ -636,3 +636,135 @@ func TestBackendTimeWait(t *testing.T) {
 		t.Errorf("timewait resets %d, spliced %d; want 1, 1", st.BackendTimeWait, st.Spliced)
 	}
 }
+
+// A backend that ignores the window scale option of our SYN: the client was
+// promised scaling (our SYN-ACK announced 7) and reads every window with that
+// shift, while the backend sends and reads windows unscaled (RFC 7323 2.2).
+func TestSpliceBackendWithoutWindowScale(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	const isn, bisn = 1_000_000, 555_000
+	sa := r.handshake(isn, nil)
+	if sa.Options.WScale != 7 {
+		t.Fatalf("SYN-ACK window scale %d, want 7", sa.Options.WScale)
+	}
+	syn := r.sentIP()
+	r.backendSynAck(syn, bisn, flow.NoWScale)
+	if ack := r.sentIP(); ack.Window != min(502<<9, 65535) {
+		t.Errorf("backend ACK window %d, want the client's 502 read with its shift 9 (capped at 65535)", ack.Window)
+	}
+	toClient, ok := r.flows.get(bpf.FlowKey{Src: backend, Dst: syn.Src})
+	if !ok {
+		t.Fatal("no backend->client flow installed")
+	}
+	if n := toClient.NAT; n.InShift != 0 || n.OutShift != 7 {
+		t.Errorf("backend->client shifts %d->%d, want 0 (unscaled backend) -> 7 (announced to the client)", n.InShift, n.OutShift)
+	}
+	toBackend, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip})
+	if !ok {
+		t.Fatal("no client->backend flow installed")
+	}
+	if n := toBackend.NAT; n.InShift != 9 || n.OutShift != 0 {
+		t.Errorf("client->backend shifts %d->%d, want 9 (the client's) -> 0 (unscaled backend)", n.InShift, n.OutShift)
+	}
+	// The slow path agrees with the fast path.
+	r.inject(packet.Build, packet.Fields{
+		Src: backend, Dst: syn.Src, Seq: bisn + 1, Ack: isn + 1, Flags: packet.ACK, Window: 64000,
+		Options: flow.SynOptions{Timestamps: true, TSval: 777010, TSecr: 5001},
+	})
+	if fwd := r.sentIP(); fwd.Window != 64000>>7 {
+		t.Errorf("slow-path window to the client %d, want 64000>>7 = %d", fwd.Window, 64000>>7)
+	}
+}
+
+// ECN is agreed with a client that asks for it only when the backend is
+// known to do ECN, on both SYN-ACK paths, and the backend SYN asks for it.
+func TestECN(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		policy        queue.CookiePolicy
+		backendECN    bool // what the probe learned
+		synAckECE     bool // the backend's SYN-ACK
+		wantECN       bool
+		wantCountedAs string
+	}{
+		{"queue, backend does ECN", queue.CookiesNever, true, true, true, ecnNegotiated},
+		{"cookie, backend does ECN", queue.CookiesAlways, true, true, true, ecnNegotiated},
+		{"queue, backend without ECN", queue.CookiesNever, false, false, false, ecnNotOffered},
+		{"cookie, backend without ECN", queue.CookiesAlways, false, false, false, ecnNotOffered},
+		{"queue, backend changed its mind", queue.CookiesNever, true, false, true, ecnBackendRefused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, tc.policy, nil)
+			if err := r.e.SetBackendOptions("web", flow.SynOptions{MSS: 1460, WScale: 7, SACK: true, Timestamps: true, ECN: tc.backendECN}); err != nil {
+				t.Fatal(err)
+			}
+			const isn = 1_000_000
+			opts := clientSynOpts
+			opts.ECN = true
+			r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: opts})
+			sa := r.reply()
+			if got := sa.Flags&packet.ECE != 0; got != tc.wantECN {
+				t.Errorf("SYN-ACK ECE %v, want %v", got, tc.wantECN)
+			}
+			r.inject(packet.Build, packet.Fields{
+				Src: r.client, Dst: vip, Seq: isn + 1, Ack: sa.Seq + 1, Flags: packet.ACK, Window: 502,
+				Options: flow.SynOptions{Timestamps: true, TSval: 5001, TSecr: sa.Options.TSval},
+			})
+			syn := r.sentIP()
+			if got := syn.Flags&(packet.ECE|packet.CWR) == packet.ECE|packet.CWR; got != tc.wantECN {
+				t.Errorf("backend SYN asks for ECN: %v, want %v (flags %v)", got, tc.wantECN, syn.Flags)
+			}
+			f := packet.Fields{
+				Src: backend, Dst: syn.Src, Seq: 555_000, Ack: syn.Seq + 1, Flags: packet.SYN | packet.ACK, Window: 65160,
+				Options: flow.SynOptions{MSS: 1460, WScale: 7, SACK: true, Timestamps: true, TSval: 777000, TSecr: syn.Options.TSval, ECN: tc.synAckECE},
+			}
+			r.inject(packet.BuildSynAck, f)
+			r.sentIP() // the ACK
+			got := r.e.order[0].ServiceStats().ECN
+			for _, k := range ecnResults {
+				want := uint64(0)
+				if k == tc.wantCountedAs {
+					want = 1
+				}
+				if got[k] != want {
+					t.Errorf("ecn_total %v, want one %s", got, tc.wantCountedAs)
+				}
+			}
+		})
+	}
+}
+
+// A SYN with data (TCP Fast Open) is answered at once with a SYN-ACK that
+// acknowledges only the SYN.
+func TestSYNWithData(t *testing.T) {
+	for _, policy := range []queue.CookiePolicy{queue.CookiesNever, queue.CookiesAlways} {
+		r := newRig(t, policy, nil)
+		const isn = 7_000
+		r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts, Payload: []byte("GET / HTTP/1.0\r\n\r\n")})
+		sa := r.reply()
+		if sa.Flags&(packet.SYN|packet.ACK) != packet.SYN|packet.ACK || sa.Ack != isn+1 || len(sa.Payload) != 0 {
+			t.Errorf("policy %v: SYN-ACK %v ack %d payload %d; want the SYN alone acknowledged (%d)", policy, sa.Flags, sa.Ack, len(sa.Payload), isn+1)
+		}
+		if got := r.e.order[0].ServiceStats().SynData; got != 1 {
+			t.Errorf("policy %v: syn_data_total %d, want 1", policy, got)
+		}
+	}
+}
+
+// The MSS announced to the client and sent to the backend fits the
+// gateway's smallest interface.
+func TestMSSClampedToLinkMTU(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, func(c *Config) { c.LinkMTU = 1200 })
+	sa := r.handshake(1_000, nil)
+	if sa.Options.MSS != 1160 {
+		t.Errorf("SYN-ACK MSS %d, want 1200-40", sa.Options.MSS)
+	}
+	syn := r.sentIP()
+	if syn.Options.MSS != 1160 {
+		t.Errorf("backend SYN MSS %d, want 1200-40", syn.Options.MSS)
+	}
+	got := r.e.order[0].ServiceStats().MSSClamped
+	if got[legClient] != 1 || got[legBackend] != 1 {
+		t.Errorf("mss_clamped_total %v, want one per leg", got)
+	}
+}

@@ -110,13 +110,42 @@ func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 	}
 	now := w.e.now()
 	o := s.offer.Load()
+	if len(seg.Payload) > 0 {
+		// TCP Fast Open data: the SYN-ACK acknowledges only the SYN
+		// (syngate issues no TFO cookies), and the client sends it again
+		// at once, as when a Linux server refuses a TFO cookie.
+		s.st.synData.Add(1)
+	}
+	if o.Clamped && clientMSS(seg.Options, seg.Is6()) > o.MSS {
+		s.st.mssClamped(legClient)
+	}
 	mss := min(o.MSS, clientMSS(seg.Options, seg.Is6()))
-	d := s.l.OnSYN(queue.SYN{Tuple: seg.Tuple, ISN: seg.Seq, Options: seg.Options, MSS: mss}, now, w.rng.Uint32)
 	tsval := tsClock(now)
+	// A queued handshake's ISN (and TSval) is a cookie too, unless the
+	// service never takes cookies: the half-open entry lives in this
+	// process only, and if it exits before the client's ACK arrives (a
+	// restart, a crash), the next engine still validates that ACK, or the
+	// client's first data, as a cookie. The entry itself keeps the exact
+	// MSS and options.
+	newISN := w.rng.Uint32
+	var cookieTS uint32
+	if s.Queue.Cookies != queue.CookiesNever {
+		newISN = func() uint32 {
+			syn := seg.Options
+			syn.Timestamps = syn.Timestamps && o.Timestamps
+			isn, ts, _ := w.e.cfg.Jar.Make(seg.Tuple, seg.Seq, syn, tsval, now)
+			cookieTS = ts
+			return isn
+		}
+	}
+	d := s.l.OnSYN(queue.SYN{Tuple: seg.Tuple, ISN: seg.Seq, Options: seg.Options, MSS: mss}, now, newISN)
 	var isn uint32
 	switch d.Action {
 	case queue.SynQueued:
 		isn = d.OurISN
+		if cookieTS != 0 {
+			tsval = cookieTS
+		}
 		s.st.synAckQueued.Add(1)
 	case queue.SynResend:
 		isn, mss = d.OurISN, d.MSS
@@ -143,7 +172,7 @@ func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 		// Window scale and SACK-permitted live in the cookie's timestamp:
 		// without one they cannot be recovered, so they are not offered
 		// (Linux does the same).
-		opts.WScale, opts.SACK = flow.NoWScale, false
+		opts.WScale, opts.SACK, opts.ECN = flow.NoWScale, false, false
 	}
 	n := packet.ReplySynAck(p.Data[:cap(p.Data)], seg, isn, opts)
 	if n == 0 {
@@ -171,7 +200,7 @@ func clientMSS(o flow.SynOptions, is6 bool) uint16 {
 func (e *Engine) synAckOptions(o *Offer, mss uint16, tsval uint32) packet.SynAckOptions {
 	return packet.SynAckOptions{
 		Window: e.window(),
-		MSS:    mss, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps, TSval: tsval,
+		MSS:    mss, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps, TSval: tsval, ECN: o.ECN,
 	}
 }
 
@@ -209,7 +238,7 @@ func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 	if !seg.Options.Timestamps {
 		// Without timestamps the cookie could not carry these: as in Linux,
 		// the connection goes on without them.
-		opts.WScale, opts.SACK = flow.NoWScale, false
+		opts.WScale, opts.SACK, opts.ECN = flow.NoWScale, false, false
 	}
 	c := queue.Conn{
 		Tuple: seg.Tuple, ClientISN: seg.Seq - 1, OurISN: seg.Ack - 1, Options: opts,

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/syngate/syngate/queue"
@@ -45,7 +46,7 @@ func (e *Engine) manageOffload(s *service, now time.Time) {
 	on := s.offloaded.Load()
 	want := on
 	switch {
-	case s.Queue.Cookies == queue.CookiesAlways:
+	case s.Queue.Cookies == queue.CookiesAlways, e.stopping.Load():
 		want = true
 	case s.wantOffload.Swap(false):
 		want = true
@@ -75,3 +76,14 @@ func (e *Engine) manageOffload(s *service, now time.Time) {
 // window is what SYN-ACKs offer: what the engine holds per connection
 // before the splice.
 func (e *Engine) window() uint16 { return uint16(min(e.cfg.MaxPending, 65535)) }
+
+// OfferAt returns what the SYN-ACKs of the service listening at listen
+// offer now and the window they announce: what the data plane's standby
+// cookies must announce too.
+func (e *Engine) OfferAt(listen netip.AddrPort) (Offer, uint16, bool) {
+	s := e.services[listen]
+	if s == nil {
+		return Offer{}, 0, false
+	}
+	return *s.offer.Load(), e.window(), true
+}

@@ -268,9 +268,9 @@ func (e *Engine) RecordCheck(service string, addr netip.AddrPort, ok bool, laten
 }
 
 // SetMemberOptions records what one backend's SYN-ACK offers (from
-// ProbeBackend). A service's SYN-ACKs offer what every member takes: the
-// smallest MSS and window scale, SACK and timestamps only if all have
-// them. Configured announce values still win.
+// ProbeBackend and ProbeECN). A service's SYN-ACKs offer what every member
+// takes: the smallest MSS and window scale, SACK, timestamps and ECN only
+// if all have them. Configured announce values still win.
 func (e *Engine) SetMemberOptions(service string, addr netip.AddrPort, o flow.SynOptions) error {
 	s, b := e.member(service, addr)
 	if b == nil {
@@ -302,6 +302,7 @@ func (s *service) refreshOffer() {
 		}
 		merged.SACK = merged.SACK && o.SACK
 		merged.Timestamps = merged.Timestamps && o.Timestamps
+		merged.ECN = merged.ECN && o.ECN
 	}
 	if merged == nil {
 		return
@@ -315,6 +316,20 @@ type BackendHealth struct {
 	Weight  int
 	Up      bool // the active checks' verdict
 	Ejected bool // out for a while after failed backend legs
+}
+
+// State names b's part in new connections: up, down (active checks),
+// ejected (passive checks) or draining (weight 0).
+func (b BackendHealth) State() string {
+	switch {
+	case !b.Up:
+		return "down"
+	case b.Ejected:
+		return "ejected"
+	case b.Weight == 0:
+		return "draining"
+	}
+	return "up"
 }
 
 // ServiceHealth is a service's pool as /healthz and /readyz show it.

@@ -95,7 +95,7 @@ func seqBefore(a, b uint32) bool { return int32(a-b) < 0 }
 func (e *Engine) sendHeader(c *conn) {
 	f := packet.Fields{
 		Src: c.source, Dst: c.be.addr, Seq: c.legISN() + 1, Ack: c.backendISN + 1,
-		Flags: packet.ACK | packet.PSH, Window: c.window, Payload: c.header,
+		Flags: packet.ACK | packet.PSH, Window: c.toBackendWindow(c.window), Payload: c.header,
 	}
 	if c.ts && c.backendOpts.Timestamps {
 		f.Options = flow.SynOptions{Timestamps: true, TSval: tsClock(e.now()), TSecr: c.backendTS0}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/metrics"
@@ -25,6 +26,24 @@ var rejectReasons = func() []string {
 // leg before it acknowledged the PROXY header.
 var backendReasons = []string{"refused", "timeout", "no_port", "conn_table_full", "flow_table_full", "flow_install", "stale", "replaced", "no_backend", "reset"}
 
+// ecnResults are the label values of ecn_total: what became of a client's
+// ECN request, decided at the splice.
+var ecnResults = []string{ecnNegotiated, ecnNotOffered, ecnBackendRefused}
+
+const (
+	ecnNegotiated     = "negotiated"      // on both legs
+	ecnNotOffered     = "not_offered"     // the backend is not known to do ECN: refused to the client
+	ecnBackendRefused = "backend_refused" // agreed with the client, then refused by the backend's SYN-ACK
+)
+
+// mssLegs are the label values of mss_clamped_total.
+var mssLegs = []string{legClient, legBackend}
+
+const (
+	legClient  = "client"  // a SYN-ACK announced less than the client and backend allow
+	legBackend = "backend" // a backend SYN carried less than the client's MSS
+)
+
 // serviceCounters are the engine's own counters of a service; the queue
 // keeps the listen-path ones. Label sets are fixed at start, so the packet
 // path only does atomic adds on preallocated counters.
@@ -34,6 +53,9 @@ type serviceCounters struct {
 	spliced, slowPath, sendErrors            atomic.Uint64
 	synDropped                               atomic.Uint64 // SYNs into a live connection
 	twResets                                 atomic.Uint64 // backend TIME_WAIT cleared for a reused port
+	synData                                  atomic.Uint64 // SYNs carrying data (TCP Fast Open)
+	ecnBy                                    map[string]*atomic.Uint64
+	mssClampedBy                             map[string]*atomic.Uint64
 	// Connections that found no free source port: portWaits got one
 	// later, portFails gave up at the connect timeout.
 	portWaits, portFails atomic.Uint64
@@ -41,6 +63,15 @@ type serviceCounters struct {
 	redispatched         atomic.Uint64 // legs opened again toward another backend
 	rejectedBy           map[string]*atomic.Uint64
 	failedBy             map[string]*atomic.Uint64
+	// lastFailure is the latest backend-leg failure, for `syngate status`.
+	lastFailure atomic.Pointer[BackendFailure]
+}
+
+// BackendFailure is one failed backend leg: when, and the reason label of
+// backend_failures_total.
+type BackendFailure struct {
+	At     time.Time
+	Reason string
 }
 
 func (c *serviceCounters) init() {
@@ -52,7 +83,19 @@ func (c *serviceCounters) init() {
 	for _, r := range backendReasons {
 		c.failedBy[r] = new(atomic.Uint64)
 	}
+	c.ecnBy = make(map[string]*atomic.Uint64, len(ecnResults))
+	for _, r := range ecnResults {
+		c.ecnBy[r] = new(atomic.Uint64)
+	}
+	c.mssClampedBy = make(map[string]*atomic.Uint64, len(mssLegs))
+	for _, r := range mssLegs {
+		c.mssClampedBy[r] = new(atomic.Uint64)
+	}
 }
+
+func (c *serviceCounters) ecn(result string) { c.ecnBy[result].Add(1) }
+
+func (c *serviceCounters) mssClamped(leg string) { c.mssClampedBy[leg].Add(1) }
 
 func (c *serviceCounters) rejected(reason string) {
 	if n := c.rejectedBy[reason]; n != nil {
@@ -64,6 +107,7 @@ func (c *serviceCounters) backendFailure(reason string) {
 	if n := c.failedBy[reason]; n != nil {
 		n.Add(1)
 	}
+	c.lastFailure.Store(&BackendFailure{At: time.Now(), Reason: reason})
 }
 
 func snapshot(m map[string]*atomic.Uint64) map[string]uint64 {
@@ -100,6 +144,9 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		SourcePortWaited:    s.st.portWaits.Load(),
 		SourcePortFailed:    s.st.portFails.Load(),
 		BackendFailures:     snapshot(s.st.failedBy),
+		SynData:             s.st.synData.Load(),
+		ECN:                 snapshot(s.st.ecnBy),
+		MSSClamped:          snapshot(s.st.mssClampedBy),
 		HalfOpen:            q.SynQueueLen,
 		HalfOpenLimit:       s.Queue.MaxSynBacklog,
 		Accept:              q.AcceptQueueLen,
@@ -108,6 +155,7 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		Redispatched:        s.st.redispatched.Load(),
 		HeaderRetransmits:   s.st.headerRetrans.Load(),
 		Backends:            s.backendStats(),
+		BackendConnect:      s.connectTime.Snapshot(),
 	}
 }
 

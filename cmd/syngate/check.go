@@ -1,17 +1,20 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 
 	"github.com/syngate/syngate/config"
+	"github.com/syngate/syngate/gateway"
 )
 
 func cmdCheck(e env, args []string) error {
-	fs := newFlags(e, "check", "check -c FILE")
+	fs := newFlags(e, "check", "check -c FILE [-host]")
 	path := fs.String("c", "", "config `file` (required)")
+	host := fs.Bool("host", false, "also make the checks run makes on this host: capabilities, backend.ports against ip_local_port_range, interfaces, bpffs, routes to backends")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -24,6 +27,30 @@ func cmdCheck(e env, args []string) error {
 		return err
 	}
 	printPlan(e.stdout, cfg)
+	if *host {
+		return printHostChecks(e.stdout, gateway.CheckHost(cfg))
+	}
+	fmt.Fprintf(e.stdout, "\nhost not checked: run `syngate check -host -c FILE` on the gateway to make the checks run makes there (capabilities, backend.ports against ip_local_port_range, interfaces, bpffs)\n")
+	return nil
+}
+
+// errHostChecks reports that `check --host` found problems (listed above it).
+var errHostChecks = errors.New("host checks failed")
+
+func printHostChecks(w io.Writer, checks []gateway.HostCheck) error {
+	fmt.Fprintf(w, "\nhost checks:\n")
+	failed := 0
+	for _, c := range checks {
+		if c.Err == nil {
+			fmt.Fprintf(w, "  ok    %s\n", c.Name)
+			continue
+		}
+		failed++
+		fmt.Fprintf(w, "  FAIL  %s: %v\n", c.Name, c.Err)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%w: %d of %d", errHostChecks, failed, len(checks))
+	}
 	return nil
 }
 
@@ -33,7 +60,11 @@ func printPlan(w io.Writer, cfg *config.Config) {
 	for _, in := range cfg.Interfaces {
 		fmt.Fprintf(w, "attach XDP to %s (mode %s)\n", in.Name, in.Mode)
 	}
-	fmt.Fprintf(w, "pin maps under %s\n", cfg.BPFFS)
+	if cfg.BPFFS == "off" {
+		fmt.Fprintf(w, "no pinning: the XDP program is detached on exit, spliced connections break on a restart\n")
+	} else {
+		fmt.Fprintf(w, "pin maps, links and program under %s: take over what is there; on exit leave the data path attached\n", cfg.BPFFS)
+	}
 	fmt.Fprintf(w, "cookie secret from %s (created if missing), key epoch %v\n", cfg.SecretFile, cfg.SYN.KeyRotation)
 	if cfg.Metrics.Listen == "off" {
 		fmt.Fprintf(w, "metrics: off\n")

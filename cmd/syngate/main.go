@@ -4,6 +4,7 @@
 //
 //	syngate check -c /etc/syngate/syngate.yaml   # validate, print the plan
 //	syngate run -c /etc/syngate/syngate.yaml     # run the gateway
+//	syngate reset -c /etc/syngate/syngate.yaml   # detach, remove the pins
 //	syngate version                              # version and VCS revision
 //
 // The lab demo is a separate command, cmd/syngate-demo, so this binary
@@ -67,7 +68,10 @@ const usage = `syngate: a SYN-flood defense gateway.
 
 Usage:
   syngate run -c FILE      run the gateway with the config in FILE
-  syngate check -c FILE    validate FILE and print what syngate would do
+  syngate check -c FILE    validate FILE and print what syngate would do (-host: and check this host)
+  syngate status           services, cookie mode, queues, rates, backends of the running daemon
+  syngate flows [flags]    the running daemon's connections: both legs, state, packets and bytes
+  syngate reset -c FILE    detach syngate and remove its pins (spliced connections break)
   syngate version          print the version and the VCS revision it was built from
 
 Run 'syngate COMMAND -h' for a command's flags.
@@ -84,6 +88,12 @@ func run(ctx context.Context, e env, args []string) error {
 		return cmdRun(ctx, e, rest)
 	case "check":
 		return cmdCheck(e, rest)
+	case "status":
+		return cmdStatus(ctx, e, rest)
+	case "flows":
+		return cmdFlows(ctx, e, rest)
+	case "reset":
+		return cmdReset(e, rest)
 	case "version", "--version":
 		fmt.Fprintf(e.stdout, "syngate %s\n", build)
 		return nil

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -42,7 +44,11 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"check", "-c", "/nonexistent.yaml"}, 1, "no such file"},
 		{[]string{"run"}, 2, "-c FILE is required"},
 		{[]string{"run", "-c", "x", "-log-level", "loud"}, 2, "-log-level"},
+		{[]string{"run", "-c", "x", "-log-format", "xml"}, 2, "-log-format"},
 		{[]string{"check", "-h"}, 0, "Usage: syngate check"},
+		{[]string{"status", "-socket", "/nonexistent/control.sock", "-interval", "0"}, 1, "is syngate running"},
+		{[]string{"flows", "-socket", "/nonexistent/control.sock"}, 1, "is syngate running"},
+		{[]string{"flows", "extra"}, 2, `unexpected argument "extra"`},
 	}
 	for _, tt := range tests {
 		_, stderr, code := runCLI(tt.args...)
@@ -93,5 +99,31 @@ func TestInterruptedExitCode(t *testing.T) {
 	var errb bytes.Buffer
 	if code := exitCode(context.Canceled, &errb); code != 130 || !strings.Contains(errb.String(), "interrupted") {
 		t.Errorf("code %d, stderr %q", code, errb.String())
+	}
+}
+
+func TestCheckHostFailsWhereRunWould(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		t.Skip(err)
+	}
+	lo := strings.Fields(string(b))[0]
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	body := "interfaces: [{name: sgo-nosuch0}]\nsecret_file: " + filepath.Join(dir, "secret") + "\nbpffs: \"off\"\nbackend: {ports: " + lo + "-" + lo + "}\nservices:\n  - {name: a, listen: 192.0.2.1:80, backend: 10.0.0.5:80, source: 10.0.0.1}\n"
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runCLI("check", "-c", cfg); code != 0 {
+		t.Fatalf("plain check failed: %s", stderr)
+	}
+	out, stderr, code := runCLI("check", "-c", cfg, "-host")
+	if code != 1 || !strings.Contains(stderr, "host checks failed") {
+		t.Errorf("check -host: code %d stderr %q", code, stderr)
+	}
+	for _, want := range []string{"FAIL  backend.ports " + lo + "-" + lo, "overlaps net.ipv4.ip_local_port_range", "FAIL  interface sgo-nosuch0 present"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 }
