@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/binary"
+	"maps"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -352,5 +353,52 @@ func TestProxyHeaderBackendFIN(t *testing.T) {
 	}
 	if got := r.e.Stats().Expired["closed"]; got != 1 {
 		t.Errorf("expired closed = %d, want 1", got)
+	}
+}
+
+// TestAdoptPoolMember: a restarted engine adopts a connection spliced to a
+// member of a pool, with a PROXY header in its deltas: the connection is
+// that member's (its active count, its slow path with the header's shift).
+func TestAdoptPoolMember(t *testing.T) {
+	b2 := netip.MustParseAddrPort("10.0.0.6:8080")
+	pool := func(c *Config) {
+		c.Services[0].Backends = []Backend{{Addr: backend, Weight: 1}, {Addr: b2, Weight: 1}}
+		c.Services[0].ProxyProtocol = 2
+	}
+	r1 := newRig(t, queue.CookiesNever, pool)
+	const isn = 6_000_000
+	r1.handshake(isn, nil)
+	syn := r1.sentIP()
+	r1.inject(packet.BuildSynAck, packet.Fields{
+		Src: syn.Dst, Dst: syn.Src, Seq: 700, Ack: syn.Seq + 1, Flags: packet.SYN | packet.ACK, Window: 65160,
+		Options: flow.SynOptions{MSS: 1460, WScale: 7, SACK: true, Timestamps: true, TSval: 1, TSecr: syn.Options.TSval},
+	})
+	r1.sentIP() // ACK
+	hdr := r1.sentIP()
+	r1.inject(packet.Build, packet.Fields{Src: syn.Dst, Dst: syn.Src, Seq: 701, Ack: syn.Seq + 1 + uint32(len(hdr.Payload)), Flags: packet.ACK, Window: 500})
+	r1.sentIP() // the ACK, forwarded to the client
+
+	r2 := newRig(t, queue.CookiesNever, pool)
+	r1.flows.mu.Lock()
+	r2.flows.flows = maps.Clone(r1.flows.flows)
+	r1.flows.mu.Unlock()
+	if st, err := r2.e.Adopt(r2.flows); err != nil || st.Adopted != 1 || st.Draining != 0 {
+		t.Fatalf("adopt: %+v, %v", st, err)
+	}
+	for _, b := range r2.e.order[0].ServiceStats().Backends {
+		want := 0
+		if b.Addr == syn.Dst.String() {
+			want = 1
+		}
+		if b.Active != want {
+			t.Errorf("backend %s: %d active connections after adoption, want %d", b.Addr, b.Active, want)
+		}
+	}
+	seg := packet.Fields{Src: syn.Dst, Dst: syn.Src, Seq: 701, Ack: syn.Seq + 1 + uint32(len(hdr.Payload)) + 3, Flags: packet.ACK | packet.PSH, Window: 100, Payload: []byte("hi")}
+	r1.inject(packet.Build, seg)
+	r2.inject(packet.Build, seg)
+	a, b := r1.sentIP(), r2.sentIP()
+	if a.Ack != isn+1+3 || b.Ack != a.Ack || b.Seq != a.Seq || b.Dst != a.Dst {
+		t.Errorf("slow path after adoption: ack %d seq %d to %v; before: ack %d seq %d to %v; want ack %d", b.Ack, b.Seq, b.Dst, a.Ack, a.Seq, a.Dst, isn+1+3)
 	}
 }
