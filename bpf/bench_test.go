@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +25,10 @@ func BenchmarkXDP(b *testing.B) {
 		{"syn_to_xsk_v6", pkt{src: client6, dst: svc6, flags: "S", opts: []layers.TCPOption{optMSS, optNOP, optNOP, optTS(1, 0)}}, VerdictXSKSyn},
 		{"fastpath", pkt{src: client4, dst: svc4, flags: "PA", opts: opts, payload: make([]byte, 1000)}, VerdictFastTX},
 		{"fastpath_v6_sack", pkt{src: client6, dst: svc6, flags: "A", opts: []layers.TCPOption{optNOP, optNOP, optTS(1, 2), optNOP, optNOP, optSACK(1, 2, 3, 4)}}, VerdictFastTX},
+		// The same with sequence tracking (a reverse lookup and the window
+		// checks); the tracked pair's flows replace the untracked ones.
+		{"fastpath_tracked", pkt{src: client4, dst: svc4, flags: "PA", seq: tClientISN + 1, ack: tOurISN + 1, window: tWindow, opts: opts, payload: make([]byte, 1000)}, VerdictFastTX},
+		{"fastpath_tracked_v6", pkt{src: client6, dst: svc6, flags: "PA", seq: tClientISN + 1, ack: tOurISN + 1, window: tWindow, opts: opts, payload: make([]byte, 1000)}, VerdictFastTX},
 	}
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
@@ -42,6 +47,9 @@ func BenchmarkXDP(b *testing.B) {
 				if err := d.InstallFlow(k, FlowNAT{Src: local, Dst: back, SeqDelta: 1, AckDelta: 2, TSvalDelta: 3, TSecrDelta: 4, InShift: 7, OutShift: 7, Ifindex: 1}); err != nil {
 					b.Fatal(err)
 				}
+			}
+			if strings.HasPrefix(bc.name, "fastpath_tracked") {
+				installTrackedPair(b, d, trackFamilies[map[bool]int{false: 0, true: 1}[bc.pkt.src.Addr().Is6()]])
 			}
 			data := benchFrame(b, d, bc.pkt, bc.want)
 			const repeat = 10000

@@ -26,7 +26,7 @@ func TestLayouts(t *testing.T) {
 		{syngateCookieState{}, 88},
 		{syngateLocalKey{}, 20},
 		{syngateFlowKey{}, 40},
-		{syngateFlowVal{}, 96},
+		{syngateFlowVal{}, 128},
 		{syngateRlKey{}, 20},
 		{syngateRlVal{}, 16},
 		{syngateCounter{}, 16},
@@ -72,6 +72,9 @@ func TestVerdictMirror(t *testing.T) {
 		VerdictICMPTX:         syngateReasonR_ICMP_TX, VerdictICMPRedirect: syngateReasonR_ICMP_REDIRECT,
 		VerdictPassICMPNoFlow: syngateReasonR_PASS_ICMP_NO_FLOW, VerdictDropICMPRateLimit: syngateReasonR_DROP_ICMP_RATELIMIT,
 		VerdictDropICMPNoNeigh: syngateReasonR_DROP_ICMP_NO_NEIGH, VerdictDropICMPNoPort: syngateReasonR_DROP_ICMP_NO_PORT,
+		VerdictDropRstOutOfWindow: syngateReasonR_DROP_RST_OUT_OF_WINDOW, VerdictXSKRstInWindow: syngateReasonR_XSK_RST_IN_WINDOW,
+		VerdictFastTXOutOfWindow: syngateReasonR_FAST_TX_OUT_OF_WINDOW, VerdictFastRedirectOutOfWindow: syngateReasonR_FAST_REDIRECT_OUT_OF_WINDOW,
+		VerdictXSKSynInFlow: syngateReasonR_XSK_SYN_IN_FLOW,
 	}
 	if len(c) != NumVerdicts || syngateReasonR_MAX != NumVerdicts {
 		t.Fatalf("%d verdicts mapped, Go has %d, C has %d", len(c), NumVerdicts, syngateReasonR_MAX)

@@ -9,7 +9,7 @@
 //	err = dp.SetService(bpf.Service{Addr: netip.MustParseAddrPort("192.0.2.10:443"), ID: 1})
 //	err = dp.SetCookieKey(jar.DataplaneKey(time.Now()))   // every second, if any service has XDPCookies
 //	err = dp.RegisterSocket(ifindex, queue, xskFD)        // one AF_XDP socket per interface rx queue
-//	err = dp.InstallFlow(bpf.ClientKey(tuple), clientToBackend) // and the reverse direction
+//	err = dp.InstallTrackedFlow(bpf.ClientKey(tuple), clientToBackend, clientTrack) // and the reverse direction
 //	counters, err := dp.Counters()
 //
 // # What the program does
@@ -24,6 +24,31 @@
 // go to AF_XDP. Malformed TCP to a service is dropped; malformed packets
 // whose destination port cannot be known are passed (the kernel drops them
 // itself). Every packet is counted under one Verdict.
+//
+// # Sequence tracking
+//
+// A flow installed with InstallTrackedFlow (both directions) is judged like
+// conntrack's tcp_in_window and RFC 5961 would: each entry keeps its
+// sender's next sequence number, highest acknowledgement, right window edge
+// and largest window (FlowTrack), and only segments inside the reverse
+// direction's window move them. A RST at exactly the expected sequence
+// number (the receiver's highest ack, or the sender's next sequence number
+// when the receiver has not acked yet) is forwarded and marks the flow; an
+// inexact RST inside the window goes to AF_XDP for the engine to forward
+// (VerdictXSKRstInWindow), so that the endpoint answers it with a challenge
+// ACK; a RST outside the window is dropped (VerdictDropRstOutOfWindow).
+// A SYN goes to AF_XDP too (VerdictXSKSynInFlow), never to the other end: an
+// endpoint without RFC 5961 would reset the connection for one in its
+// window; the engine answers with a challenge ACK instead.
+// Other segments outside the window are forwarded but not learned from
+// (VerdictFastTXOutOfWindow, VerdictFastRedirectOutOfWindow): the endpoint
+// judges them, and a blind attacker cannot shift what an exact RST is. A FIN
+// inside the window marks its direction with its sequence number
+// (FlowState.FinEnd), so the engine can tell a half-closed connection from a
+// closed one (FlowState.FINAcked). Each direction also keeps its sender's
+// latest timestamp from segments inside the window (FlowState.TSRecent), for
+// TIME_WAIT's rule on a new SYN. Flows installed with InstallFlow are not
+// judged: any FIN or RST marks them.
 //
 // The fast path keeps the VLAN tag and the TTL/hop limit as they are (a
 // spliced segment is syngate's own, not a routed one). It never touches
@@ -71,7 +96,7 @@
 //
 //	services   VIP:port -> service id, flags, announce   written by Go
 //	locals     backend-side source addresses              written by Go
-//	flows      4-tuple as received -> translation         Go installs; XDP updates last-seen, FIN/RST, counters
+//	flows      4-tuple as received -> translation         Go installs; XDP updates last-seen, FIN/RST, sequence state, counters
 //	           (a hash allocated on demand, never an LRU: full, an install fails; nothing is evicted)
 //	ratelimit  source prefix -> SYN token bucket         XDP only
 //	counters   verdict -> packets, bytes (per CPU)        XDP only

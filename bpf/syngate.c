@@ -19,7 +19,15 @@
  *   socket): SYN without ACK, no flow, key fresh, plain IP
  *   header, well-formed options                             -> TX (cookie SYN-ACK)
  *   service: SYN without ACK                                   -> XSK
- *   service/local: 4-tuple in the flow table                   -> fast path
+ *   service/local: 4-tuple in the flow table                   -> fast path,
+ *     judged by the flow's tracked sequence state (RFC 5961, conntrack):
+ *     RST at exactly the expected sequence number           -> fast path (marks the flow)
+ *     RST otherwise inside the receiver's window            -> XSK (the engine forwards it:
+ *                                                              the endpoint sends a challenge ACK)
+ *     RST outside the window                                -> DROP
+ *     SYN (from the backend side; a service's go to the engine
+ *     before the flow lookup)                               -> XSK (challenge ACK)
+ *     other segment outside the window                      -> fast path, not learned from
  *   service: RST or FIN for an unknown flow                    -> DROP
  *   service/local: anything else                               -> XSK
  *   XSK with no socket on the (interface, receive queue)       -> DROP
@@ -87,8 +95,17 @@ enum reason {
 	R_DROP_ICMP_RATELIMIT,
 	R_DROP_ICMP_NO_NEIGH,
 	R_DROP_ICMP_NO_PORT,
+	R_DROP_RST_OUT_OF_WINDOW,
+	R_XSK_RST_IN_WINDOW,
+	R_FAST_TX_OUT_OF_WINDOW,
+	R_FAST_REDIRECT_OUT_OF_WINDOW,
+	R_XSK_SYN_IN_FLOW,
 	R_MAX,
 };
+
+/* The fast path picks the REDIRECT reason of a pair as TX + 1. */
+_Static_assert(R_FAST_REDIRECT == R_FAST_TX + 1 && R_FAST_REDIRECT_OUT_OF_WINDOW == R_FAST_TX_OUT_OF_WINDOW + 1,
+	       "forwarding reasons must come in (TX, REDIRECT) pairs");
 
 /* Configuration fixed at load time (rodata): the verifier prunes disabled
  * defenses, so they cost nothing when off. */
@@ -184,14 +201,31 @@ struct flow_key {
 	__u32 family;
 };
 
-#define FLOW_F_FIN 0x1
-#define FLOW_F_RST 0x2
+#define FLOW_F_FIN 0x1     /* the sender's FIN was seen (in window); fin_end is valid */
+#define FLOW_F_RST 0x2     /* the sender sent a RST at exactly the expected sequence */
+#define FLOW_F_TRACKED 0x4 /* Go gave the sequence state below: segments are judged */
+#define FLOW_F_TS 0x8      /* ts_recent is valid */
+/* The tracked state may lag behind the connection: Go wrote it from a copy
+ * taken while another program still moved the original on (a migration of
+ * the flow table, or the merge after it). Judged against such a state, a
+ * busy connection's segments in both directions ack data the other
+ * direction's state never saw, are never at exactly its seq_end, and stay
+ * out of window for good: its FINs are never learned. So while either
+ * direction has the flag, a segment out of window is learned from anyway,
+ * and one in window clears its own direction's flag (see resync). */
+#define FLOW_F_RESYNC 0x10
 
-/* The translation for one direction of a spliced connection. The first part
- * is written by Go; flags, last_seen_ns, packets and bytes by this program.
+/* The translation for one direction of a spliced connection, and the
+ * sequence state of its sender, conntrack's tcp_in_window in brief. The
+ * translation is written by Go; the tracked state is seeded by Go from the
+ * handshake and then moved forward by this program, only by segments inside
+ * the window, so a blind attacker cannot move it. Sequence numbers are in
+ * the space the sender's segments arrive in; acknowledgements after
+ * ack_delta, i.e. in the space the receiver's segments arrive in.
  * The map is pinned and taken over by the next version: add fields at the
- * end only (a migration copies the leading bytes and zeroes the rest); any
- * other change must bump the map's generation in layoutGen (bpf/pin.go). */
+ * end only (a migration copies the leading bytes and zeroes the rest, which
+ * leaves a migrated entry untracked); any other change must bump the map's
+ * generation in layoutGen (bpf/pin.go). */
 struct flow_val {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -211,6 +245,15 @@ struct flow_val {
 	__u64 last_seen_ns;
 	__u64 packets;
 	__u64 bytes;
+	__u32 seq_end; /* highest seq + length the sender sent: its SND.NXT */
+	__u32 ack_max; /* highest ack the sender sent: the receiver's SND.UNA */
+	__u32 win_end; /* highest ack + window the sender announced: right edge */
+	__u32 win_max; /* largest window the sender announced, in bytes */
+	__u32 fin_end; /* seq + length of the sender's FIN (with FLOW_F_FIN) */
+	__u8 wscale;   /* the sender's window scale shift */
+	__u8 pad2[3];
+	__u32 ts_recent; /* the sender's latest TSval (with FLOW_F_TS) */
+	__u32 pad3;
 };
 
 struct counter {
@@ -613,10 +656,15 @@ __attribute__((noinline)) int tcp_options_valid(struct xdp_md *ctx, __u32 tcp_of
 	return 1;
 }
 
+/* Bit 16 of tcp_options_rewrite's result: the segment had a timestamp,
+ * whose TSval as received is in the upper 32 bits. */
+#define OPT_HAS_TS 0x10000
+
 /* Adds the deltas to TSval/TSecr and, on ACKs, to SACK block edges.
  * pos packs tcp_off (16 bits), doff (8) and the TCP flags (8). Returns the
- * TCP checksum delta, folded to 16 bits. */
-__attribute__((noinline)) __u32 tcp_options_rewrite(struct xdp_md *ctx, __u32 pos, __u32 ack_delta,
+ * TCP checksum delta, folded to 16 bits, and the received TSval (see
+ * OPT_HAS_TS). */
+__attribute__((noinline)) __u64 tcp_options_rewrite(struct xdp_md *ctx, __u32 pos, __u32 ack_delta,
 						     __u32 tsval_delta, __u32 tsecr_delta)
 {
 	void *data = (void *)(long)ctx->data;
@@ -626,6 +674,7 @@ __attribute__((noinline)) __u32 tcp_options_rewrite(struct xdp_md *ctx, __u32 po
 		return 0;
 	__u8 *tcp = data + tcp_off;
 	__u32 acc = 0;
+	__u64 ts = 0;
 	__u32 off = 20;
 	/* off grows every turn and stops at doff <= 60: the loop is bounded. */
 #pragma clang loop unroll(disable)
@@ -649,6 +698,7 @@ __attribute__((noinline)) __u32 tcp_options_rewrite(struct xdp_md *ctx, __u32 po
 			__u32 t = csum_add32(0, v, nv);
 			t = csum_add32(t, e, ne);
 			acc += csum_odd(t, off & 1);
+			ts = (__u64)v << 32 | OPT_HAS_TS;
 			st32(o + 2, nv);
 			st32(o + 6, ne);
 		} else if (kind == 5 && (tf & TCP_ACK)) {
@@ -670,7 +720,7 @@ __attribute__((noinline)) __u32 tcp_options_rewrite(struct xdp_md *ctx, __u32 po
 		}
 		off += len;
 	}
-	return csum_fold(acc);
+	return ts | csum_fold(acc);
 }
 
 /* --- SYN cookies, minted exactly as cookie.Jar.Make does --- */
@@ -1020,6 +1070,167 @@ __attribute__((noinline)) int synack_cookie(struct xdp_md *ctx, __u64 ann)
 		}
 	}
 	return 1;
+}
+
+/* --- sequence tracking of spliced flows --- */
+
+static __always_inline int seq_before(__u32 a, __u32 b)
+{
+	return (__s32)(a - b) < 0;
+}
+
+static __always_inline int seq_after(__u32 a, __u32 b)
+{
+	return (__s32)(a - b) > 0;
+}
+
+/* conntrack's MAXACKWINDOW floor: an ACK may trail the data sent by this much
+ * even before the receiver announced a window that large. */
+#define ACK_WINDOW_MIN 66000
+
+/* Above the TCP flags in syngate_xdp's tf: the segment was outside the
+ * window. */
+#define TF_OUT_OF_WIN 0x100
+
+enum track {
+	T_LEARN,       /* in the window: forwarded, the state moves on */
+	T_OUT_OF_WIN,  /* not a RST, outside the window: forwarded, not learned */
+	T_RST_EXACT,   /* RST at the expected sequence number: forwarded, flow ends */
+	T_RST_WINDOW,  /* RST inside the window, not exact: to the engine */
+	T_RST_DROP,    /* RST outside the window: dropped */
+	T_SYN,         /* SYN into the flow: to the engine, never forwarded */
+};
+
+/* Moves fv's sender state on with a segment ending at end (FIN counted)
+ * that acks ack (in the receiver's space). */
+static __always_inline void learn(struct flow_val *fv, struct tcphdr *tcp, __u8 tf, __u32 end, __u32 ack)
+{
+	__u32 win = (__u32)bpf_ntohs(tcp->window) << (fv->wscale & 15);
+	if (seq_after(end, fv->seq_end))
+		fv->seq_end = end;
+	if (seq_after(ack, fv->ack_max))
+		fv->ack_max = ack;
+	if (seq_after(ack + win, fv->win_end))
+		fv->win_end = ack + win;
+	if (win > fv->win_max)
+		fv->win_max = win;
+	if ((tf & TCP_FIN) && !(fv->flags & FLOW_F_FIN)) {
+		fv->fin_end = end;
+		fv->flags |= FLOW_F_FIN;
+	}
+}
+
+/* Judges a segment of fv's sender against rv, the reverse direction (its
+ * receiver), and learns from it when it is inside the window. plen is the
+ * payload length. A RST ends the flow only at exactly the receiver's
+ * RCV.NXT as far as we can know it: the highest ack the receiver sent, or
+ * the sender's own SND.NXT (the receiver may not have acked yet). */
+static __always_inline int track(struct flow_val *fv, struct flow_val *rv, struct tcphdr *tcp, __u8 tf,
+				 __u32 plen)
+{
+	__u32 seq = bpf_ntohl(tcp->seq);
+	if (tf & TCP_RST) {
+		if (seq == rv->ack_max || seq == fv->seq_end)
+			return T_RST_EXACT;
+		if (!seq_before(seq, rv->ack_max) && !seq_after(seq, rv->win_end))
+			return T_RST_WINDOW;
+		return T_RST_DROP;
+	}
+	/* A SYN never reaches the other end: an endpoint without RFC 5961
+	 * would reset the connection for one in its window. The engine answers
+	 * it (a challenge ACK, or our ACK again for a retransmitted SYN-ACK). */
+	if (tf & TCP_SYN)
+		return T_SYN;
+	/* Every segment after the handshake carries an ACK; one without moves
+	 * nothing. */
+	if (!(tf & TCP_ACK))
+		return T_OUT_OF_WIN;
+	__u32 end = seq + plen + ((tf & TCP_FIN) ? 1 : 0);
+	__u32 ack = bpf_ntohl(tcp->ack_seq) + fv->ack_delta;
+	__u32 ackwin = fv->win_max > ACK_WINDOW_MIN ? fv->win_max : ACK_WINDOW_MIN;
+	if (seq_after(seq, rv->win_end) || seq_before(end, fv->seq_end - rv->win_max) ||
+	    seq_before(ack, rv->seq_end - ackwin))
+		return T_OUT_OF_WIN;
+	if (seq_after(ack, rv->seq_end)) {
+		/* It acks data this program did not see: the engine forwards the
+		 * few segments that raced the flow's install. Believe it only from
+		 * a segment at exactly the sender's next sequence number, which an
+		 * off-path attacker knows no better than an exact RST's. */
+		if (seq != fv->seq_end || seq_after(ack, rv->seq_end + ackwin))
+			return T_OUT_OF_WIN;
+		rv->seq_end = ack;
+	}
+
+	learn(fv, tcp, tf, end, ack);
+	return T_LEARN;
+}
+
+/* resync judges a segment of a flow whose state may lag (FLOW_F_RESYNC on
+ * either direction), after track gave verdict tk. A segment track accepted
+ * shows this direction's state in step: its flag is cleared. One it judged
+ * out of window is learned from all the same, as conntrack picks up a
+ * connection it did not see open: the reverse direction's seq_end moves to
+ * what it acks, this direction's state to the segment, and the flag stays
+ * until a segment is in window. A RST outside a window that may be stale
+ * goes to the engine, which forwards it for the receiver to judge; it is
+ * never dropped. For an off-path attacker this is a window of a few
+ * segments after a migration. */
+static __always_inline int resync(struct flow_val *fv, struct flow_val *rv, struct tcphdr *tcp, __u8 tf,
+				  __u32 plen, int tk)
+{
+	if (tk == T_LEARN) {
+		fv->flags &= ~FLOW_F_RESYNC;
+		return T_LEARN;
+	}
+	if (tk == T_RST_DROP)
+		return T_RST_WINDOW;
+	if (tk != T_OUT_OF_WIN || !(tf & TCP_ACK) || (tf & TCP_SYN))
+		return tk;
+	__u32 end = bpf_ntohl(tcp->seq) + plen + ((tf & TCP_FIN) ? 1 : 0);
+	__u32 ack = bpf_ntohl(tcp->ack_seq) + fv->ack_delta;
+	if (seq_after(ack, rv->seq_end))
+		rv->seq_end = ack;
+	learn(fv, tcp, tf, end, ack);
+	return T_LEARN;
+}
+
+/* Judges a segment of the flow fv (whose key is *fk) against the reverse
+ * direction, and marks FIN and RST. tf_doff packs the TCP flags and (<< 8)
+ * the header length. Untracked entries (installed without sequence state)
+ * keep the old rule: any FIN or RST marks the flow. fk is turned into the
+ * reverse key: syngate_xdp's stack has no room for two. Not inlined, so
+ * that its locals stay out of syngate_xdp's frame. */
+static __attribute__((noinline)) int judge(struct flow_val *fv, struct flow_key *fk, struct tcphdr *tcp,
+					   void *l4_end, __u32 tf_doff)
+{
+	__u8 tf = tf_doff;
+	__u32 doff = tf_doff >> 8; /* packed: BPF calls take five arguments */
+	struct flow_val *rv = 0;
+	if (fv->flags & FLOW_F_TRACKED) {
+		copy16(fk->saddr, fv->daddr);
+		copy16(fk->daddr, fv->saddr);
+		fk->sport = fv->dport;
+		fk->dport = fv->sport;
+		rv = bpf_map_lookup_elem(&flows, fk);
+	}
+	if (!rv || !(rv->flags & FLOW_F_TRACKED)) {
+		if ((tf & TCP_FIN) && !(fv->flags & FLOW_F_FIN))
+			fv->flags |= FLOW_F_FIN;
+		if ((tf & TCP_RST) && !(fv->flags & FLOW_F_RST))
+			fv->flags |= FLOW_F_RST;
+		return T_LEARN;
+	}
+	long l4len = (long)l4_end - (long)tcp;
+	/* Keep the pointer difference 64-bit: clang would narrow it to 32-bit
+	 * arithmetic, which the verifier refuses on pointers. */
+	asm volatile("" : "+r"(l4len));
+	__u32 plen = (__u32)l4len - doff;
+	int tk = track(fv, rv, tcp, tf, plen);
+	if ((fv->flags | rv->flags) & FLOW_F_RESYNC)
+		tk = resync(fv, rv, tcp, tf, plen, tk);
+	if (tk == T_RST_EXACT && !(fv->flags & FLOW_F_RST))
+		fv->flags |= FLOW_F_RST;
+	return tk;
 }
 
 /* --- ICMP errors about spliced flows, translated as a NAT does --- */
@@ -1429,7 +1640,8 @@ int syngate_xdp(struct xdp_md *ctx)
 	if (!tcp_options_valid(ctx, (void *)tcp - data, doff))
 		return count(R_DROP_TCP_OPTIONS, bytes, XDP_DROP);
 
-	__u8 tf = tcp->flags;
+	/* TCP flags; bit 8 is set below for a segment outside the window. */
+	__u32 tf = tcp->flags;
 	if ((cfg.flags & CFG_DROP_BAD_FLAGS) && bad_flags(tf))
 		return count(R_DROP_BAD_FLAGS, bytes, XDP_DROP);
 
@@ -1471,14 +1683,23 @@ int syngate_xdp(struct xdp_md *ctx)
 		return to_xsk(ctx, R_XSK_HANDSHAKE, bytes);
 	}
 
+	int tk = judge(fv, &fk, tcp, l4_end, tf | doff << 8);
+	if (tk == T_RST_DROP)
+		return count(R_DROP_RST_OUT_OF_WINDOW, bytes, XDP_DROP);
+	if (tk == T_RST_WINDOW)
+		return to_xsk(ctx, R_XSK_RST_IN_WINDOW, bytes);
+	if (tk == T_SYN)
+		return to_xsk(ctx, R_XSK_SYN_IN_FLOW, bytes);
+	/* Carried in tf, not a variable of its own: one more value live across
+	 * the rewrite spills past the stack the verifier allows together with
+	 * synack_cookie's frame. */
+	if (tk == T_OUT_OF_WIN)
+		tf |= TF_OUT_OF_WIN;
+
 	/* Fast path: account, rewrite, forward. */
 	fv->last_seen_ns = bpf_ktime_get_ns();
 	__sync_fetch_and_add(&fv->packets, 1);
 	__sync_fetch_and_add(&fv->bytes, bytes);
-	if ((tf & TCP_FIN) && !(fv->flags & FLOW_F_FIN))
-		fv->flags |= FLOW_F_FIN;
-	if ((tf & TCP_RST) && !(fv->flags & FLOW_F_RST))
-		fv->flags |= FLOW_F_RST;
 
 	__u32 acc = 0; /* TCP checksum delta */
 	struct bpf_fib_lookup fib = {};
@@ -1542,8 +1763,16 @@ int syngate_xdp(struct xdp_md *ctx)
 	}
 
 	/* Timestamps and SACK blocks. */
-	acc += tcp_options_rewrite(ctx, ((void *)tcp - data) | (doff << 16) | ((__u32)tf << 24),
-				   fv->ack_delta, fv->tsval_delta, fv->tsecr_delta);
+	__u64 opt = tcp_options_rewrite(ctx, ((void *)tcp - data) | (doff << 16) | ((__u32)tf << 24),
+					fv->ack_delta, fv->tsval_delta, fv->tsecr_delta);
+	acc += (__u16)opt;
+	/* The sender's latest timestamp, from segments inside the window: the
+	 * engine compares a new SYN's with it (TIME_WAIT's rule). */
+	if ((opt & OPT_HAS_TS) && !(tf & TF_OUT_OF_WIN) && (fv->flags & FLOW_F_TRACKED) &&
+	    (!(fv->flags & FLOW_F_TS) || (__s32)((__u32)(opt >> 32) - fv->ts_recent) >= 0)) {
+		fv->ts_recent = opt >> 32;
+		fv->flags |= FLOW_F_TS;
+	}
 	csum_apply(&tcp->check, acc);
 
 	/* Next hop. */
@@ -1566,11 +1795,13 @@ int syngate_xdp(struct xdp_md *ctx)
 		oif = fv->ifindex;
 	}
 
+	/* The forwarding reasons come in (TX, REDIRECT) pairs. */
+	__u32 fwd = (tf & TF_OUT_OF_WIN) ? R_FAST_TX_OUT_OF_WINDOW : R_FAST_TX;
 	if (oif == ctx->ingress_ifindex)
-		return count(R_FAST_TX, bytes, XDP_TX);
+		return count(fwd, bytes, XDP_TX);
 	if (bpf_redirect_map(&tx_ports, oif, XDP_DROP) != XDP_REDIRECT)
 		return count(R_DROP_FAST_NO_PORT, bytes, XDP_DROP);
-	return count(R_FAST_REDIRECT, bytes, XDP_REDIRECT);
+	return count(fwd + 1, bytes, XDP_REDIRECT);
 }
 
 char __license[] SEC("license") = "Dual MIT/GPL";

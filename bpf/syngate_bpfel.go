@@ -76,6 +76,15 @@ type syngateFlowVal struct {
 	LastSeenNs uint64
 	Packets    uint64
 	Bytes      uint64
+	SeqEnd     uint32
+	AckMax     uint32
+	WinEnd     uint32
+	WinMax     uint32
+	FinEnd     uint32
+	Wscale     uint8
+	Pad2       [3]uint8
+	TsRecent   uint32
+	Pad3       uint32
 }
 
 type syngateIcmpBucket struct {
@@ -113,40 +122,45 @@ type syngateLocalKey struct {
 type syngateReason uint32
 
 const (
-	syngateReasonR_PASS_NOT_IP          syngateReason = 0
-	syngateReasonR_PASS_NOT_TCP         syngateReason = 1
-	syngateReasonR_PASS_NOT_SERVICE     syngateReason = 2
-	syngateReasonR_PASS_MALFORMED_ETH   syngateReason = 3
-	syngateReasonR_PASS_MALFORMED_IP    syngateReason = 4
-	syngateReasonR_PASS_MALFORMED_TCP   syngateReason = 5
-	syngateReasonR_PASS_IPV6EXT_LIMIT   syngateReason = 6
-	syngateReasonR_PASS_FRAGMENT        syngateReason = 7
-	syngateReasonR_XSK_SYN              syngateReason = 8
-	syngateReasonR_XSK_HANDSHAKE        syngateReason = 9
-	syngateReasonR_XSK_BACKEND          syngateReason = 10
-	syngateReasonR_FAST_TX              syngateReason = 11
-	syngateReasonR_FAST_REDIRECT        syngateReason = 12
-	syngateReasonR_DROP_NO_SOCKET       syngateReason = 13
-	syngateReasonR_DROP_RST_FIN_UNKNOWN syngateReason = 14
-	syngateReasonR_DROP_BAD_FLAGS       syngateReason = 15
-	syngateReasonR_DROP_SYN_PAYLOAD     syngateReason = 16
-	syngateReasonR_DROP_SYN_RATELIMIT   syngateReason = 17
-	syngateReasonR_DROP_FRAGMENT        syngateReason = 18
-	syngateReasonR_DROP_TCP_TRUNCATED   syngateReason = 19
-	syngateReasonR_DROP_TCP_DOFF_SHORT  syngateReason = 20
-	syngateReasonR_DROP_TCP_DOFF_LONG   syngateReason = 21
-	syngateReasonR_DROP_TCP_OPTIONS     syngateReason = 22
-	syngateReasonR_DROP_FAST_NO_ROUTE   syngateReason = 23
-	syngateReasonR_DROP_FAST_NO_NEIGH   syngateReason = 24
-	syngateReasonR_DROP_FAST_NO_PORT    syngateReason = 25
-	syngateReasonR_TX_SYNACK_COOKIE     syngateReason = 26
-	syngateReasonR_ICMP_TX              syngateReason = 27
-	syngateReasonR_ICMP_REDIRECT        syngateReason = 28
-	syngateReasonR_PASS_ICMP_NO_FLOW    syngateReason = 29
-	syngateReasonR_DROP_ICMP_RATELIMIT  syngateReason = 30
-	syngateReasonR_DROP_ICMP_NO_NEIGH   syngateReason = 31
-	syngateReasonR_DROP_ICMP_NO_PORT    syngateReason = 32
-	syngateReasonR_MAX                  syngateReason = 33
+	syngateReasonR_PASS_NOT_IP                 syngateReason = 0
+	syngateReasonR_PASS_NOT_TCP                syngateReason = 1
+	syngateReasonR_PASS_NOT_SERVICE            syngateReason = 2
+	syngateReasonR_PASS_MALFORMED_ETH          syngateReason = 3
+	syngateReasonR_PASS_MALFORMED_IP           syngateReason = 4
+	syngateReasonR_PASS_MALFORMED_TCP          syngateReason = 5
+	syngateReasonR_PASS_IPV6EXT_LIMIT          syngateReason = 6
+	syngateReasonR_PASS_FRAGMENT               syngateReason = 7
+	syngateReasonR_XSK_SYN                     syngateReason = 8
+	syngateReasonR_XSK_HANDSHAKE               syngateReason = 9
+	syngateReasonR_XSK_BACKEND                 syngateReason = 10
+	syngateReasonR_FAST_TX                     syngateReason = 11
+	syngateReasonR_FAST_REDIRECT               syngateReason = 12
+	syngateReasonR_DROP_NO_SOCKET              syngateReason = 13
+	syngateReasonR_DROP_RST_FIN_UNKNOWN        syngateReason = 14
+	syngateReasonR_DROP_BAD_FLAGS              syngateReason = 15
+	syngateReasonR_DROP_SYN_PAYLOAD            syngateReason = 16
+	syngateReasonR_DROP_SYN_RATELIMIT          syngateReason = 17
+	syngateReasonR_DROP_FRAGMENT               syngateReason = 18
+	syngateReasonR_DROP_TCP_TRUNCATED          syngateReason = 19
+	syngateReasonR_DROP_TCP_DOFF_SHORT         syngateReason = 20
+	syngateReasonR_DROP_TCP_DOFF_LONG          syngateReason = 21
+	syngateReasonR_DROP_TCP_OPTIONS            syngateReason = 22
+	syngateReasonR_DROP_FAST_NO_ROUTE          syngateReason = 23
+	syngateReasonR_DROP_FAST_NO_NEIGH          syngateReason = 24
+	syngateReasonR_DROP_FAST_NO_PORT           syngateReason = 25
+	syngateReasonR_TX_SYNACK_COOKIE            syngateReason = 26
+	syngateReasonR_ICMP_TX                     syngateReason = 27
+	syngateReasonR_ICMP_REDIRECT               syngateReason = 28
+	syngateReasonR_PASS_ICMP_NO_FLOW           syngateReason = 29
+	syngateReasonR_DROP_ICMP_RATELIMIT         syngateReason = 30
+	syngateReasonR_DROP_ICMP_NO_NEIGH          syngateReason = 31
+	syngateReasonR_DROP_ICMP_NO_PORT           syngateReason = 32
+	syngateReasonR_DROP_RST_OUT_OF_WINDOW      syngateReason = 33
+	syngateReasonR_XSK_RST_IN_WINDOW           syngateReason = 34
+	syngateReasonR_FAST_TX_OUT_OF_WINDOW       syngateReason = 35
+	syngateReasonR_FAST_REDIRECT_OUT_OF_WINDOW syngateReason = 36
+	syngateReasonR_XSK_SYN_IN_FLOW             syngateReason = 37
+	syngateReasonR_MAX                         syngateReason = 38
 )
 
 type syngateRlKey struct {

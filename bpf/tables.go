@@ -410,22 +410,61 @@ type FlowNAT struct {
 	DstMAC  [6]byte
 }
 
+// FlowTrack is the sequence state of one direction's sender, as conntrack
+// tracks it: the program judges every segment of a tracked flow against the
+// reverse direction's state and moves the state on only with segments inside
+// the window, so an off-path attacker can neither end the flow with a RST
+// nor shift what an exact RST is. Sequence numbers are in the space the
+// sender's segments arrive in; AckMax and WinEnd in the space of the
+// receiver's segments (the sender's acknowledgements after AckDelta).
+type FlowTrack struct {
+	SeqEnd uint32 // highest seq + length the sender sent (its SND.NXT)
+	AckMax uint32 // highest ack the sender sent (the receiver's SND.UNA)
+	WinEnd uint32 // highest ack + window the sender announced: the right edge of what it accepts
+	WinMax uint32 // largest window the sender announced, in bytes
+	WScale uint8  // the sender's window scale shift, at most 14
+}
+
 // FlowState is a flow entry as the program last left it.
 type FlowState struct {
 	NAT FlowNAT
 	// LastSeen is the CLOCK_MONOTONIC time of the last packet; compare with
 	// Monotonic. Zero: no packet yet.
 	LastSeen time.Duration
-	FIN      bool // a FIN was seen in this direction
-	RST      bool // a RST was seen in this direction
-	Packets  uint64
-	Bytes    uint64
+	// FIN: a FIN was seen in this direction (on a tracked flow, inside the
+	// window; FinEnd is then its sequence number plus one).
+	FIN bool
+	// RST: a RST was seen in this direction; on a tracked flow only one at
+	// exactly the expected sequence number.
+	RST     bool
+	Tracked bool      // installed with InstallTrackedFlow
+	Track   FlowTrack // the sender's state now (meaningful when Tracked)
+	FinEnd  uint32
+	// TSRecent is the sender's latest TSval, as it sent it, from a segment
+	// inside the window (with HasTS; tracked flows only).
+	TSRecent uint32
+	HasTS    bool
+	// Resync: the tracked state may lag behind the connection (written
+	// from a copy a migration took while the previous program ran); the
+	// program learns from this direction's next segment without judging it.
+	Resync  bool
+	Packets uint64
+	Bytes   uint64
+}
+
+// FINAcked reports whether this direction's FIN was sent and rev, the
+// reverse direction's state, acknowledged it.
+func (s FlowState) FINAcked(rev FlowState) bool {
+	return s.FIN && int32(rev.Track.AckMax-s.FinEnd) >= 0
 }
 
 // Flow flags, mirrors of FLOW_F_* in syngate.c.
 const (
-	flowFIN = 0x1
-	flowRST = 0x2
+	flowFIN     = 0x1
+	flowRST     = 0x2
+	flowTracked = 0x4
+	flowTS      = 0x8
+	flowResync  = 0x10
 )
 
 // Monotonic returns CLOCK_MONOTONIC, the clock of FlowState.LastSeen.
@@ -480,14 +519,33 @@ func flowStateFrom(v *syngateFlowVal) FlowState {
 		LastSeen: time.Duration(v.LastSeenNs),
 		FIN:      v.Flags&flowFIN != 0,
 		RST:      v.Flags&flowRST != 0,
+		Tracked:  v.Flags&flowTracked != 0,
+		Track:    FlowTrack{SeqEnd: v.SeqEnd, AckMax: v.AckMax, WinEnd: v.WinEnd, WinMax: v.WinMax, WScale: v.Wscale},
+		FinEnd:   v.FinEnd,
+		TSRecent: v.TsRecent,
+		HasTS:    v.Flags&flowTS != 0,
+		Resync:   v.Flags&flowResync != 0,
 		Packets:  v.Packets,
 		Bytes:    v.Bytes,
 	}
 }
 
 // InstallFlow makes the fast path splice packets matching key, replacing any
-// entry (and its counters). Install both directions of a connection.
+// entry (and its counters), without sequence tracking: any FIN or RST marks
+// the flow. Connections are installed with InstallTrackedFlow; this is for
+// tools and tests of the translation alone.
 func (d *Dataplane) InstallFlow(key FlowKey, nat FlowNAT) error {
+	return d.installFlow(key, nat, nil)
+}
+
+// InstallTrackedFlow is InstallFlow with the sender's sequence state seeded
+// from the handshake. Segments are judged only when both directions of the
+// connection are tracked; install both.
+func (d *Dataplane) InstallTrackedFlow(key FlowKey, nat FlowNAT, tr FlowTrack) error {
+	return d.installFlow(key, nat, &tr)
+}
+
+func (d *Dataplane) installFlow(key FlowKey, nat FlowNAT, tr *FlowTrack) error {
 	k, err := key.bpf()
 	if err != nil {
 		return fmt.Errorf("install flow: %w", err)
@@ -495,6 +553,13 @@ func (d *Dataplane) InstallFlow(key FlowKey, nat FlowNAT) error {
 	v, err := nat.bpf(k.Family)
 	if err != nil {
 		return fmt.Errorf("install flow %v: %w", key, err)
+	}
+	if tr != nil {
+		if tr.WScale > flow.MaxWScale {
+			return fmt.Errorf("install flow %v: window scale %d above %d: %w", key, tr.WScale, flow.MaxWScale, ErrInvalid)
+		}
+		v.Flags |= flowTracked
+		v.SeqEnd, v.AckMax, v.WinEnd, v.WinMax, v.Wscale = tr.SeqEnd, tr.AckMax, tr.WinEnd, tr.WinMax, tr.WScale
 	}
 	if err := d.objs.Flows.Put(&k, &v); err != nil {
 		if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) {
@@ -515,6 +580,33 @@ func (d *Dataplane) DeleteFlow(key FlowKey) error {
 	}
 	if err := d.objs.Flows.Delete(&k); err != nil {
 		return fmt.Errorf("delete flow %v: %w", key, notFound(err))
+	}
+	return nil
+}
+
+// RaiseSeqEnd moves a tracked flow's seq_end (its sender's SND.NXT as
+// the program knows it) up to seqEnd, for data the sender sent while the
+// program could not learn from it: a tracked direction is judged, and
+// learns, only once the reverse one is installed too. Everything else in
+// the entry is kept; an untracked entry, or one already at or past seqEnd,
+// is left alone. Read and written back whole, so the program's updates to
+// the entry in between (its counters, its flags) are lost: call it while
+// nothing learns from the entry, before the reverse direction exists.
+func (d *Dataplane) RaiseSeqEnd(key FlowKey, seqEnd uint32) error {
+	k, err := key.bpf()
+	if err != nil {
+		return fmt.Errorf("raise seq_end: %w", err)
+	}
+	var v syngateFlowVal
+	if err := d.objs.Flows.Lookup(&k, &v); err != nil {
+		return fmt.Errorf("raise seq_end of flow %v: %w", key, notFound(err))
+	}
+	if v.Flags&flowTracked == 0 || int32(seqEnd-v.SeqEnd) <= 0 {
+		return nil
+	}
+	v.SeqEnd = seqEnd
+	if err := d.objs.Flows.Update(&k, &v, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("raise seq_end of flow %v: %w", key, notFound(err))
 	}
 	return nil
 }
@@ -576,4 +668,35 @@ func (d *Dataplane) Counters() (Counters, error) {
 		}
 	}
 	return out, nil
+}
+
+// ReadPinnedFlows calls fn for every entry of the flow table pinned at path
+// (a pin directory's "flows") until fn returns false: for tools and tests
+// that look at a table no loaded Dataplane of theirs owns. Values are read
+// by their common leading bytes, as a migration copies them.
+func ReadPinnedFlows(path string, fn func(FlowKey, FlowState) bool) error {
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if err != nil {
+		return fmt.Errorf("read pinned flows: %w", err)
+	}
+	defer m.Close()
+	var k, v []byte
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		var fk syngateFlowKey
+		if _, err := binary.Decode(k, binary.NativeEndian, &fk); err != nil {
+			return fmt.Errorf("read pinned flows: key: %w", err)
+		}
+		var fv syngateFlowVal
+		if err := decodePrefix(v, &fv); err != nil {
+			return fmt.Errorf("read pinned flows: value: %w", err)
+		}
+		if !fn(flowKeyFrom(fk), flowStateFrom(&fv)) {
+			return nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read pinned flows: %w", err)
+	}
+	return nil
 }

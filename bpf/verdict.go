@@ -7,39 +7,44 @@ type Verdict uint32
 
 // The verdicts, in the order of enum reason.
 const (
-	VerdictPassNotIP         Verdict = iota // not IPv4/IPv6
-	VerdictPassNotTCP                       // IP but not TCP
-	VerdictPassNotService                   // TCP not for a service or a local port
-	VerdictPassMalformedEth                 // truncated Ethernet or VLAN header
-	VerdictPassMalformedIP                  // bad IP header: the destination port is unknown
-	VerdictPassMalformedTCP                 // too short to hold the TCP ports
-	VerdictPassIPv6ExtLimit                 // more IPv6 extension headers than parsed
-	VerdictPassFragment                     // fragment not for a service (or not the first)
-	VerdictXSKSyn                           // SYN to a service, sent to AF_XDP
-	VerdictXSKHandshake                     // other segment to a service without a flow
-	VerdictXSKBackend                       // backend segment to a local port without a flow
-	VerdictFastTX                           // spliced, sent back out of the ingress interface
-	VerdictFastRedirect                     // spliced, redirected to another interface
-	VerdictDropNoSocket                     // for AF_XDP, but no socket on that interface and queue
-	VerdictDropRstFinUnknown                // RST or FIN to a service without a flow
-	VerdictDropBadFlags                     // impossible flag combination (defense)
-	VerdictDropSynPayload                   // SYN carrying data (defense)
-	VerdictDropSynRateLimit                 // SYN over its source prefix's rate (defense)
-	VerdictDropFragment                     // IP fragment to a service or local port
-	VerdictDropTCPTruncated                 // TCP header shorter than 20 bytes
-	VerdictDropTCPDoffShort                 // TCP data offset below 5
-	VerdictDropTCPDoffLong                  // TCP data offset past the segment end
-	VerdictDropTCPOptions                   // TCP options running off the header
-	VerdictDropFastNoRoute                  // spliced, but the route blackholes/rejects it
-	VerdictDropFastNoNeigh                  // spliced, no neighbour and nothing learned
-	VerdictDropFastNoPort                   // spliced, egress interface not attached
-	VerdictTXSynAckCookie                   // SYN answered in XDP with a cookie SYN-ACK (Service.XDPCookies)
-	VerdictICMPTX                           // ICMP error about a spliced flow, translated, sent back out the ingress interface
-	VerdictICMPRedirect                     // ICMP error about a spliced flow, translated, redirected to another interface
-	VerdictPassICMPNoFlow                   // ICMP error quoting a TCP packet of no spliced flow (the kernel's)
-	VerdictDropICMPRateLimit                // ICMP error about a spliced flow over the translation rate limit
-	VerdictDropICMPNoNeigh                  // ICMP error about a spliced flow, no route/neighbour and nothing learned
-	VerdictDropICMPNoPort                   // ICMP error about a spliced flow, egress interface not attached
+	VerdictPassNotIP               Verdict = iota // not IPv4/IPv6
+	VerdictPassNotTCP                             // IP but not TCP
+	VerdictPassNotService                         // TCP not for a service or a local port
+	VerdictPassMalformedEth                       // truncated Ethernet or VLAN header
+	VerdictPassMalformedIP                        // bad IP header: the destination port is unknown
+	VerdictPassMalformedTCP                       // too short to hold the TCP ports
+	VerdictPassIPv6ExtLimit                       // more IPv6 extension headers than parsed
+	VerdictPassFragment                           // fragment not for a service (or not the first)
+	VerdictXSKSyn                                 // SYN to a service, sent to AF_XDP
+	VerdictXSKHandshake                           // other segment to a service without a flow
+	VerdictXSKBackend                             // backend segment to a local port without a flow
+	VerdictFastTX                                 // spliced, sent back out of the ingress interface
+	VerdictFastRedirect                           // spliced, redirected to another interface
+	VerdictDropNoSocket                           // for AF_XDP, but no socket on that interface and queue
+	VerdictDropRstFinUnknown                      // RST or FIN to a service without a flow
+	VerdictDropBadFlags                           // impossible flag combination (defense)
+	VerdictDropSynPayload                         // SYN carrying data (defense)
+	VerdictDropSynRateLimit                       // SYN over its source prefix's rate (defense)
+	VerdictDropFragment                           // IP fragment to a service or local port
+	VerdictDropTCPTruncated                       // TCP header shorter than 20 bytes
+	VerdictDropTCPDoffShort                       // TCP data offset below 5
+	VerdictDropTCPDoffLong                        // TCP data offset past the segment end
+	VerdictDropTCPOptions                         // TCP options running off the header
+	VerdictDropFastNoRoute                        // spliced, but the route blackholes/rejects it
+	VerdictDropFastNoNeigh                        // spliced, no neighbour and nothing learned
+	VerdictDropFastNoPort                         // spliced, egress interface not attached
+	VerdictTXSynAckCookie                         // SYN answered in XDP with a cookie SYN-ACK (Service.XDPCookies)
+	VerdictICMPTX                                 // ICMP error about a spliced flow, translated, sent back out the ingress interface
+	VerdictICMPRedirect                           // ICMP error about a spliced flow, translated, redirected to another interface
+	VerdictPassICMPNoFlow                         // ICMP error quoting a TCP packet of no spliced flow (the kernel's)
+	VerdictDropICMPRateLimit                      // ICMP error about a spliced flow over the translation rate limit
+	VerdictDropICMPNoNeigh                        // ICMP error about a spliced flow, no route/neighbour and nothing learned
+	VerdictDropICMPNoPort                         // ICMP error about a spliced flow, egress interface not attached
+	VerdictDropRstOutOfWindow                     // spliced, RST outside the receiver's window (RFC 5961 3.2)
+	VerdictXSKRstInWindow                         // spliced, RST in the window but not exact: the engine forwards it
+	VerdictFastTXOutOfWindow                      // as VerdictFastTX, a segment outside the window (not learned from)
+	VerdictFastRedirectOutOfWindow                // as VerdictFastRedirect, a segment outside the window
+	VerdictXSKSynInFlow                           // spliced, a SYN: to the engine, which answers it; never forwarded
 
 	// NumVerdicts is the number of verdicts; Counters has one slot each.
 	NumVerdicts = iota
@@ -79,6 +84,11 @@ var verdictNames = [NumVerdicts]string{
 	"drop_icmp_ratelimit",
 	"drop_icmp_no_neigh",
 	"drop_icmp_no_port",
+	"drop_rst_out_of_window",
+	"xsk_rst_in_window",
+	"fast_tx_out_of_window",
+	"fast_redirect_out_of_window",
+	"xsk_syn_in_flow",
 }
 
 // String returns the snake_case name, stable for use as a metric label.
@@ -124,9 +134,10 @@ func (v Verdict) Action() Action {
 	switch {
 	case v <= VerdictPassFragment, v == VerdictPassICMPNoFlow:
 		return ActionPass
-	case v == VerdictFastTX, v == VerdictTXSynAckCookie, v == VerdictICMPTX:
+	case v == VerdictFastTX, v == VerdictTXSynAckCookie, v == VerdictICMPTX, v == VerdictFastTXOutOfWindow:
 		return ActionTX
-	case v <= VerdictFastRedirect, v == VerdictICMPRedirect:
+	case v <= VerdictFastRedirect, v == VerdictICMPRedirect, v == VerdictXSKRstInWindow, v == VerdictFastRedirectOutOfWindow,
+		v == VerdictXSKSynInFlow:
 		return ActionRedirect
 	case v < NumVerdicts:
 		return ActionDrop

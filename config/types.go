@@ -121,15 +121,19 @@ type Flows struct {
 	// established flow is never evicted. Default 2097152 (a million
 	// connections).
 	Max int
-	// EstablishedTimeout expires idle established flows. Default 5 days,
-	// conntrack's nf_conntrack_tcp_timeout_established: longer than any
-	// keepalive interval, and every packet (keepalive probes too) renews it.
+	// EstablishedTimeout expires idle established flows; both ends get a
+	// RST. Default 5 days, conntrack's nf_conntrack_tcp_timeout_established:
+	// longer than any keepalive interval, and every packet (keepalive probes
+	// too) renews it.
 	EstablishedTimeout time.Duration
-	// CloseTimeout expires flows after a FIN from both sides, long enough
-	// for retransmitted FINs and last ACKs to get through. Default 10s
-	// (conntrack keeps 120s, but it does not hold a source port meanwhile).
+	// CloseTimeout expires flows once both sides' FINs are acknowledged,
+	// long enough for retransmitted FINs and last ACKs to get through.
+	// Default 10s (conntrack keeps 120s, but it does not hold a source port
+	// meanwhile). One FIN (a half-closed connection) does not start it.
 	CloseTimeout time.Duration
-	// ResetTimeout expires flows after an RST (conntrack's close). Default 10s.
+	// ResetTimeout expires flows after a RST at exactly the expected
+	// sequence number (conntrack's close); RSTs merely in the window or
+	// outside it do not count. Default 10s.
 	ResetTimeout time.Duration
 }
 

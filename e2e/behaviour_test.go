@@ -167,6 +167,7 @@ func TestLoss(t *testing.T) {
 			t.Fatalf("transfer %d: %v", i, err)
 		}
 	}
+	g.checkInWindow()
 	for i, loss := range losses {
 		n, err := loss.Packets()
 		if err != nil || n == 0 {

@@ -91,6 +91,7 @@ func TestBulk64MiB(t *testing.T) {
 			if slow > fast/1000+10 {
 				t.Errorf("slow path packets %v vs fast %v: spliced data reached user space", slow, fast)
 			}
+			g.checkInWindow()
 		})
 	}
 }
@@ -144,4 +145,5 @@ func TestManyConnections(t *testing.T) {
 	if failed > 0 {
 		t.Fatalf("%d of %d connections failed", failed, conns)
 	}
+	g.checkInWindow()
 }

@@ -242,7 +242,7 @@ func TestBackendWithoutWindowScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	infos := infoEchoServer(t, top.Backend, 8<<20)
-	startSyngate(t, top, labOptions{cookies: "never", extra: "    announce:\n      window_scale: 7\n"})
+	g := startSyngate(t, top, labOptions{cookies: "never", extra: "    announce:\n      window_scale: 7\n"})
 	c, err := dial(top.Client, netip.AddrPortFrom(top.VIP4, servicePort), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -274,4 +274,7 @@ func TestBackendWithoutWindowScale(t *testing.T) {
 	if bi.Snd_wnd < 32768 {
 		t.Errorf("backend's send window %d: the client's scaled window was read unscaled", bi.Snd_wnd)
 	}
+	// The tracking reads each sender's window with its own shift: the
+	// backend's unscaled, the client's scaled.
+	g.checkInWindow()
 }

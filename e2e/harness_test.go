@@ -69,13 +69,15 @@ type labOptions struct {
 	extra    string // appended to the service's YAML
 	// connectTimeout is backend.connect_timeout; default 2s.
 	connectTimeout string
+	// top is appended to the YAML at the top level (after the services).
+	top string
+	// prefix starts the lab's namespace names; default "sg-e2e-".
+	prefix string
 	// bpffs is the config's bpffs; default "off" (pins outlive a test).
 	bpffs string
 	// netnsExec starts syngate the way `ip netns exec` does: in a mount
 	// namespace of its own with a fresh sysfs on /sys.
 	netnsExec bool
-	// prefix starts the namespaces' names; default "sg-e2e-".
-	prefix string
 }
 
 // newLab builds a topology with offloads off (the fast path forwards
@@ -140,10 +142,10 @@ services:
     backend: %s
     backlog: %d
     on_overflow: %s
-%s`, ifaces, filepath.Join(dir, "secret"), o.bpffs, o.cookies, o.connectTimeout,
+%s%s`, ifaces, filepath.Join(dir, "secret"), o.bpffs, o.cookies, o.connectTimeout,
 		netip.AddrPortFrom(top.VIP6, servicePort), netip.AddrPortFrom(top.BackendIf.V6.Addr(), backendPort),
 		netip.AddrPortFrom(top.VIP4, servicePort), netip.AddrPortFrom(backendAddr(top), backendPort),
-		o.backlog, o.overflow, o.extra)
+		o.backlog, o.overflow, o.extra, o.top)
 	return startSyngateConfig(t, top, dir, cfg, o.netnsExec)
 }
 
@@ -212,6 +214,24 @@ func (g *gatewayRun) waitMetric(sample string, want float64, timeout time.Durati
 			return got
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkInWindow fails the test if XDP judged segments of the endpoints
+// outside the tracked window: in a test without an attacker every segment
+// is legitimate, and one judged outside means the tracking lost step.
+func (g *gatewayRun) checkInWindow() {
+	g.t.Helper()
+	m := g.metrics()
+	oow := m.Sum("syngate_xdp_packets_total", `reason="fast_tx_out_of_window"`) +
+		m.Sum("syngate_xdp_packets_total", `reason="fast_redirect_out_of_window"`)
+	drops := m.Sum("syngate_xdp_packets_total", `reason="drop_rst_out_of_window"`)
+	inWin := m.Sum("syngate_xdp_packets_total", `reason="xsk_rst_in_window"`)
+	if oow != 0 || drops != 0 {
+		g.t.Errorf("legitimate segments judged outside the window: %v forwarded, %v RSTs dropped", oow, drops)
+	}
+	if inWin != 0 {
+		g.t.Logf("%v legitimate RSTs judged in the window but not exact", inWin)
 	}
 }
 

@@ -128,6 +128,9 @@ func TestPMTU(t *testing.T) {
 			if redirected < 2 {
 				t.Errorf("%v ICMP errors translated, want at least one per family", redirected)
 			}
+			// Segments resent smaller after an ICMP error stay inside the
+			// tracked window.
+			g.checkInWindow()
 		})
 	}
 }
@@ -176,4 +179,5 @@ func TestMSSClamp(t *testing.T) {
 	if got := m[`syngate_mss_clamped_total{leg="backend",service="web"}`]; got != 1 {
 		t.Errorf("mss_clamped_total{leg=backend,service=web} = %v, want 1", got)
 	}
+	g.checkInWindow()
 }

@@ -637,11 +637,14 @@ func (d *dataplaneMetrics) Flows() (metrics.FlowStats, error) {
 		return metrics.FlowStats{}, err
 	}
 	st := d.e.Stats()
-	fast := c[bpf.VerdictFastTX]
-	redir := c[bpf.VerdictFastRedirect]
+	var fast bpf.Count
+	for _, v := range []bpf.Verdict{bpf.VerdictFastTX, bpf.VerdictFastRedirect, bpf.VerdictFastTXOutOfWindow, bpf.VerdictFastRedirectOutOfWindow} {
+		fast.Packets += c[v].Packets
+		fast.Bytes += c[v].Bytes
+	}
 	return metrics.FlowStats{
 		Active: 2 * st.Spliced, Limit: d.limit, Expired: st.Expired,
-		FastPackets: fast.Packets + redir.Packets, FastBytes: fast.Bytes + redir.Bytes,
+		FastPackets: fast.Packets, FastBytes: fast.Bytes,
 	}, nil
 }
 

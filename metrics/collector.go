@@ -31,9 +31,18 @@ var (
 	dAcceptOverflow  = desc("accept_queue_overflows_total",
 		"Validated connections that found the accept queue full (ListenOverflows), by action: drop or reset (tcp_abort_on_overflow).",
 		"service", "action")
-	dSpliced         = desc("connections_spliced_total", "Connections whose backend leg opened and that were handed to the XDP fast path.", "service")
-	dSlowPath        = desc("slowpath_packets_total", "Packets of spliced connections that reached the engine instead of the XDP fast path (forwarded by the engine).", "service")
-	dBackendTW       = desc("backend_timewait_resets_total", "Backend legs whose source port the backend still held in TIME_WAIT, cleared with a RST before the SYN was sent again.", "service")
+	dSpliced      = desc("connections_spliced_total", "Connections whose backend leg opened and that were handed to the XDP fast path.", "service")
+	dSlowPath     = desc("slowpath_packets_total", "Packets of spliced connections that reached the engine instead of the XDP fast path (forwarded by the engine).", "service")
+	dBackendTW    = desc("backend_timewait_resets_total", "Backend legs whose source port the backend still held in TIME_WAIT, cleared with a RST before the SYN was sent again.", "service")
+	dChallengeACK = desc("challenge_acks_total",
+		"Challenge ACKs (RFC 5961 4.2) answering SYNs, from either side, for the 4-tuple of a live connection, by result: sent or rate_limited (TCPChallengeACK).",
+		"service", "result")
+	dRSTInWindow = desc("rst_in_window_total",
+		"RSTs of spliced connections inside the window but not at the exact sequence number, forwarded by the engine for the endpoint's challenge ACK (RFC 5961 3.2).",
+		"service")
+	dResetsSent = desc("flow_resets_sent_total",
+		"RSTs sent to the client and the backend of spliced connections syngate ended itself (idle expiry, a flow entry deleted under it), each at the end's next expected sequence number.",
+		"service")
 	dBackendFailures = desc("backend_failures_total", "Backend legs that failed, by reason: refused, timeout, ...", "service", "reason")
 	dPortWaits       = desc("source_port_waits_total",
 		"Backend legs that found no free source port toward their backend, by outcome: waited (got one later) or failed (gave up at the connect timeout; the client was reset).",
@@ -65,7 +74,8 @@ var (
 	dScrapeErrors  = desc("dataplane_read_errors", "Data plane reads that failed during this scrape, by source (1: the series of that source are missing).", "source")
 	allDescriptors = []*prometheus.Desc{
 		dSynReceived, dSynAckSent, dSynQueueFull, dSynDropped, dHalfOpenTimeout, dAckValidated, dAckRejected,
-		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dBackendFailures, dPortWaits, dSynData, dECN, dMSSClamped, dQueueDepth, dQueueLimit, dBackendConnect,
+		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dChallengeACK, dRSTInWindow, dResetsSent, dBackendFailures, dPortWaits,
+		dSynData, dECN, dMSSClamped, dQueueDepth, dQueueLimit, dBackendConnect,
 		dNoBackend, dRedispatch, dHeaderRetx, dBackendUp, dBackendHC, dBackendW, dBackendAct, dBackendTot, dBackendErr, dChecks, dCheckLat,
 		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors,
 	}
@@ -125,6 +135,10 @@ func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
 	counter(ch, dSpliced, s.Spliced, n)
 	counter(ch, dSlowPath, s.SlowPath, n)
 	counter(ch, dBackendTW, s.BackendTimeWait, n)
+	counter(ch, dChallengeACK, s.ChallengeACKSent, n, "sent")
+	counter(ch, dChallengeACK, s.ChallengeACKLimited, n, "rate_limited")
+	counter(ch, dRSTInWindow, s.RSTInWindow, n)
+	counter(ch, dResetsSent, s.ResetsSent, n)
 	for _, k := range sortedKeys(s.BackendFailures) {
 		counter(ch, dBackendFailures, s.BackendFailures[k], n, k)
 	}

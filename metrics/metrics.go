@@ -54,10 +54,15 @@ type ServiceStats struct {
 	AcceptOverflowDrop  uint64 // ListenOverflows with tcp_abort_on_overflow=0
 	AcceptOverflowReset uint64 // ListenOverflows with tcp_abort_on_overflow=1
 
-	Spliced         uint64            // connections handed to the XDP fast path
-	SlowPath        uint64            // packets of spliced connections that reached the engine
-	BackendTimeWait uint64            // backend legs that found their port in the backend's TIME_WAIT
-	BackendFailures map[string]uint64 // by reason: refused, timeout, ...
+	Spliced         uint64 // connections handed to the XDP fast path
+	SlowPath        uint64 // packets of spliced connections that reached the engine
+	BackendTimeWait uint64 // backend legs that found their port in the backend's TIME_WAIT
+	// Challenge ACKs answering SYNs into live connections (RFC 5961 4.2):
+	// sent, or suppressed by the rate limit.
+	ChallengeACKSent, ChallengeACKLimited uint64
+	RSTInWindow                           uint64            // inexact in-window RSTs the engine forwarded (RFC 5961 3.2)
+	ResetsSent                            uint64            // RSTs to the ends of spliced connections syngate gave up (idle, entry deleted)
+	BackendFailures                       map[string]uint64 // by reason: refused, timeout, ...
 	// Connections that found no free source port toward the backend:
 	// waited (got one before the connect timeout) or failed (reset).
 	SourcePortWaited, SourcePortFailed uint64

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/syngate/syngate/bpf"
@@ -16,7 +17,8 @@ import (
 // FlowTable is what the engine needs of the XDP flow table;
 // *bpf.Dataplane implements it.
 type FlowTable interface {
-	InstallFlow(bpf.FlowKey, bpf.FlowNAT) error
+	InstallTrackedFlow(bpf.FlowKey, bpf.FlowNAT, bpf.FlowTrack) error
+	RaiseSeqEnd(bpf.FlowKey, uint32) error
 	DeleteFlow(bpf.FlowKey) error
 	LookupFlow(bpf.FlowKey) (bpf.FlowState, error)
 	IterateFlows(func(bpf.FlowKey, bpf.FlowState) bool) error
@@ -262,8 +264,11 @@ func (e *Engine) reclaim(k poolKey, pool *portPool) bool {
 		if c.state == stateSpliced {
 			a, errA := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client))
 			b, errB := e.cfg.Flows.LookupFlow(c.backendKey())
-			closed := a.FIN && (b.FIN || c.backendFIN) || a.RST || b.RST
-			if errA == nil && errB == nil && closed && c.idle(a, b, now, mono) >= reclaimIdle {
+			b = c.backendState(b)
+			// Over as expireFlows judges it: an exact RST, or both FINs
+			// acknowledged (a half-closed connection still carries data).
+			over := closed(a, b) || a.RST || b.RST
+			if errA == nil && errB == nil && over && c.idle(a, b, now, mono) >= reclaimIdle {
 				e.endFlow(c, "reclaimed")
 				done = true
 			}
@@ -364,7 +369,18 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 	switch {
 	case c.state == stateSpliced && c.headerPending:
 		e.headerSegment(c, seg)
+	case c.state == stateSpliced && seg.Flags&(packet.SYN|packet.ACK) == packet.SYN:
+		// A SYN into the connection from the backend's side (XDP never
+		// forwards one): the client would answer with a challenge ACK.
+		if a, err := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client)); err == nil {
+			e.challengeACK(c, a, false)
+		}
 	case c.state == stateSpliced:
+		if seg.Flags&packet.RST != 0 {
+			// XDP judged it inside the window but not exact: the client
+			// decides, with a challenge ACK the backend will see.
+			c.svc.st.rstInWindow.Add(1)
+		}
 		c.svc.st.slowPath.Add(1)
 		e.forwardToClient(c, seg)
 	case c.state != stateAccepted:
@@ -435,27 +451,36 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 		toClient.TSvalDelta, toClient.TSecrDelta = c.ourTS0-c.backendTS0, -c.tsDelta
 	}
 	toClient.InShift, toClient.OutShift, toBackend.InShift, toBackend.OutShift = c.windowShifts()
+	trClient, trBackend := c.tracks(seg, uint32(e.window()))
 	kc := bpf.ClientKey(c.client)
 	kb := c.backendKey()
-	if err := e.cfg.Flows.InstallFlow(kc, toBackend); err != nil {
-		e.abortLocked(c, installFailure(err), true)
-		return
-	}
+	// The backend direction first: the backend sends nothing before our
+	// ACK, while a client segment that finds its own direction installed
+	// is judged against the other one's state.
+	// With a PROXY header the backend's direction waits for the header's
+	// ACK (see headerSegment): until then the backend's segments reach
+	// the client through the engine, which keeps their ACKs from going
+	// below the client's first byte (a client's TCP drops such a segment
+	// while nothing of its own is acknowledged).
 	if hl == 0 {
-		if err := e.cfg.Flows.InstallFlow(kb, toClient); err != nil {
-			e.cfg.Flows.DeleteFlow(kc)
+		if err := e.cfg.Flows.InstallTrackedFlow(kb, toClient, trBackend); err != nil {
 			e.abortLocked(c, installFailure(err), true)
 			return
 		}
+	}
+	if err := e.cfg.Flows.InstallTrackedFlow(kc, toBackend, trClient); err != nil {
+		e.cfg.Flows.DeleteFlow(kb)
+		e.abortLocked(c, installFailure(err), true)
+		return
 	}
 	c.state = stateSpliced
 	if hl == 0 {
 		e.conns.opened(c)
 	} else {
-		// The backend's direction waits for the header's ACK (see
-		// headerSegment); until then the connection stays in the opening
-		// set, whose scan retransmits the header.
-		c.toClient, c.headerPending = toClient, true
+		// The connection stays in the opening set, whose scan
+		// retransmits the header.
+		c.toClient, c.trBackend, c.backendNxt = toClient, trBackend, trBackend.SeqEnd
+		c.headerPending = true
 		c.headerNext = e.now().Add(headerRTO)
 		c.sentBytes += uint64(hl)
 	}
@@ -480,6 +505,49 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	}
 	c.held, c.heldBytes = nil, 0
 	e.releaseSlot(c)
+}
+
+// tracks seeds the data plane's sequence tracking of both directions from
+// the handshake, seg being the backend's SYN-ACK: each side has sent its
+// SYN, acked the other's, and announced a window. The client's data held
+// until now goes to the backend from the engine, past XDP, so it counts as
+// sent. The client may send as much as our SYN-ACK's window, announced,
+// before the backend's first ACK reaches it, even where the backend's
+// SYN-ACK offered less. Each direction's numbers are in the spaces the data
+// plane judges in: sequence numbers as its sender sends them (the client's
+// own, the backend's own), acknowledgements after the direction's ack delta,
+// i.e. in the space of the other end's sequence numbers as they arrive.
+// c.mu is held.
+func (c *conn) tracks(seg *packet.Segment, announced uint32) (client, backend bpf.FlowTrack) {
+	cNxt := c.clientISN + 1
+	for _, h := range c.held {
+		end := h.seq + uint32(len(h.data))
+		if packet.Flags(h.flags)&packet.FIN != 0 {
+			end++
+		}
+		if int32(end-cNxt) > 0 {
+			cNxt = end
+		}
+	}
+	var cShift, bShift uint8
+	if c.wscale != flow.NoWScale {
+		// Window scaling is on for the client leg (the client's shift) and
+		// was offered to the backend, which uses its own if it answered
+		// with one.
+		cShift = min(c.opts.WScale, flow.MaxWScale)
+		if seg.Options.HasWScale() {
+			bShift = min(seg.Options.WScale, flow.MaxWScale)
+		}
+	}
+	cWin := uint32(c.window) << cShift
+	bWin := max(uint32(seg.Window), announced) // a SYN-ACK's window is never scaled
+	client = bpf.FlowTrack{
+		SeqEnd: cNxt, AckMax: c.backendISN + 1, WinEnd: c.backendISN + 1 + cWin, WinMax: cWin, WScale: cShift,
+	}
+	backend = bpf.FlowTrack{
+		SeqEnd: c.backendISN + 1, AckMax: c.clientISN + 1, WinEnd: c.clientISN + 1 + bWin, WinMax: bWin, WScale: bShift,
+	}
+	return client, backend
 }
 
 // windowShifts returns how windows are rescaled once the backend's SYN-ACK
@@ -531,6 +599,15 @@ func (e *Engine) clientSegment(c *conn, seg *packet.Segment, ifindex int) {
 	case stateSpliced:
 		c.svc.st.slowPath.Add(1)
 		e.forwardToBackend(c, seg)
+		// XDP did not see it: remember where the client's data ends, for
+		// judging a RST that follows before the backend acked it.
+		end := seg.Seq + uint32(len(seg.Payload))
+		if seg.Flags&packet.FIN != 0 {
+			end++
+		}
+		if !c.slowSent || int32(end-c.slowEnd) > 0 {
+			c.slowEnd, c.slowSent = end, true
+		}
 	}
 }
 
@@ -595,6 +672,35 @@ func (e *Engine) forwardToClient(c *conn, seg *packet.Segment) {
 		return
 	}
 	e.send(c.svc, packet.Build, &f)
+}
+
+// clientReset handles a client RST that reached the engine. For a spliced
+// connection XDP judged it inside the window but not at the exact sequence
+// number: it is forwarded, and the backend answers it with a challenge ACK
+// (RFC 5961 3.2) that a real client answers with an exact RST. Exact it is
+// if it follows data XDP did not see (segments that raced the flow's
+// install, forwarded by the engine): then the connection ends. A
+// connection still opening ends if the RST is within the window our SYN-ACK
+// announced.
+func (e *Engine) clientReset(c *conn, seg *packet.Segment) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case stateSpliced:
+		c.svc.st.slowPath.Add(1)
+		e.forwardToBackend(c, seg)
+		if c.slowSent && seg.Seq == c.slowEnd {
+			// Exact after the data that went past XDP: the connection is
+			// over.
+			e.endFlow(c, "reset")
+			return
+		}
+		c.svc.st.rstInWindow.Add(1)
+	case stateAccepted:
+		if seg.Seq-(c.clientISN+1) <= uint32(e.window()) {
+			e.abortLocked(c, "client_reset", false)
+		}
+	}
 }
 
 // abort ends a connection that has not been spliced.
@@ -746,8 +852,23 @@ func (e *Engine) expireHalfOpen(s *service, now time.Time) {
 	})
 }
 
+// lastAckTimeout bounds how long a connection whose two FINs were sent but
+// not both acknowledged stays (conntrack's LAST_ACK timeout).
+const lastAckTimeout = 30 * time.Second
+
+// closed reports whether both directions of a connection, a (client) and b
+// (backend), sent a FIN the other acknowledged: a half-closed connection
+// (one FIN) goes on carrying data until the other side is done.
+func closed(a, b bpf.FlowState) bool {
+	if !a.Tracked || !b.Tracked {
+		return a.FIN && b.FIN
+	}
+	return a.FINAcked(b) && b.FINAcked(a)
+}
+
 // expireFlows removes spliced flows the way conntrack times them out: soon
-// after a RST, a while after both FINs, and after a long idle time.
+// after an exact RST, a while after both FINs are acknowledged, and after a
+// long idle time.
 func (e *Engine) expireFlows(now time.Time) {
 	for i := range connShards {
 		e.expireShard(i, now)
@@ -768,22 +889,67 @@ func (e *Engine) expireShard(shard int, now time.Time) int {
 		a, errA := e.cfg.Flows.LookupFlow(kc)
 		b, errB := e.cfg.Flows.LookupFlow(kb)
 		if errors.Is(errA, bpf.ErrNotFound) || errors.Is(errB, bpf.ErrNotFound) {
+			// One direction is gone from the table (the plain hash evicts
+			// nothing, so it was deleted from outside): the connection
+			// cannot go on, so both ends learn it now.
+			e.resetEnds(c, a, errA == nil, b, errB == nil)
 			e.endFlow(c, "evicted")
 			return
 		}
 		if errA != nil || errB != nil {
 			return
 		}
+		b = c.backendState(b)
 		idle := c.idle(a, b, now, mono)
 		switch {
 		case (a.RST || b.RST) && idle >= e.cfg.ResetTimeout:
 			e.endFlow(c, "reset")
-		case a.FIN && (b.FIN || c.backendFIN) && idle >= e.cfg.CloseTimeout:
+		case closed(a, b) && idle >= e.cfg.CloseTimeout:
+			e.endFlow(c, "closed")
+		case a.FIN && b.FIN && idle >= max(e.cfg.CloseTimeout, lastAckTimeout):
+			// Both FINs sent, the last ACK lost (conntrack's LAST_ACK).
 			e.endFlow(c, "closed")
 		case idle >= e.cfg.EstablishedTimeout:
+			e.resetEnds(c, a, true, b, true)
 			e.endFlow(c, "idle")
 		}
 	})
+}
+
+// resetEnds tells both ends of a connection syngate gives up that it is
+// gone, so that their applications notice at once instead of at their next
+// write: each gets a RST at its own next expected sequence number, as the
+// other end would send it. a and b are the client and backend directions'
+// state, each valid only if found (a deleted direction is not); the
+// other's highest ack stands in for a missing one's next sequence number.
+// c.mu is held.
+func (e *Engine) resetEnds(c *conn, a bpf.FlowState, haveA bool, b bpf.FlowState, haveB bool) {
+	s := c.svc
+	if (haveA && !a.Tracked) || (haveB && !b.Tracked) {
+		return
+	}
+	// The backend's next sequence number in its own space, and the client's
+	// in its own (the backend leg's is seqDelta above it).
+	var bNxt, cNxt uint32
+	switch {
+	case haveB:
+		bNxt = b.Track.SeqEnd
+	case haveA:
+		bNxt = a.Track.AckMax
+	default:
+		return
+	}
+	switch {
+	case haveA:
+		cNxt = a.Track.SeqEnd
+	default:
+		cNxt = b.Track.AckMax
+	}
+	e.send(s, packet.Build, &packet.Fields{
+		Src: c.client.Service, Dst: c.client.Client, Seq: bNxt + c.ourISN - c.backendISN, Flags: packet.RST,
+	})
+	e.send(s, packet.Build, &packet.Fields{Src: c.source, Dst: c.be.addr, Seq: cNxt + c.seqDelta + uint32(len(c.header)), Flags: packet.RST})
+	s.st.resetsSent.Add(2)
 }
 
 // endFlow removes a spliced connection's flows. c.mu is held.
@@ -795,12 +961,16 @@ func (e *Engine) endFlow(c *conn, reason string) {
 }
 
 // reuse decides whether a SYN may open a new connection on the 4-tuple of c,
-// an existing one, and if so ends c. Like conntrack, a tuple whose flow saw
-// a FIN or RST is free for a new connection (the client reused its port
-// soon after closing); a SYN into a live connection is dropped, since
-// honouring it would let anyone who guesses a client's port cut its
-// connection. A client that gave up on an opening connection and sent a
-// SYN with a new ISN gets the new one.
+// an existing one, and if so ends c. A spliced connection is given up only
+// when it is over, as Linux's TIME_WAIT allows: after a RST at the exact
+// sequence number, or once both FINs are acknowledged and the SYN's ISN is
+// above what the client sent on the old connection or its timestamp newer. Anything else (a live
+// or half-closed connection, or a SYN an off-path attacker sent with the
+// client's address) gets a challenge ACK (RFC 5961 4.2): a client that
+// really lost the old connection answers it with a RST at the exact
+// sequence number, which ends the connection, and its next SYN gets the
+// new one. A client that gave up on an opening connection and sent a SYN
+// with a new ISN gets the new one.
 func (e *Engine) reuse(c *conn, seg *packet.Segment) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -815,14 +985,103 @@ func (e *Engine) reuse(c *conn, seg *packet.Segment) bool {
 		return true
 	}
 	if c.headerPending {
-		return false // not the fast path's yet: still opening
+		return false // its backend direction is not installed yet
 	}
 	a, errA := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client))
 	b, errB := e.cfg.Flows.LookupFlow(c.backendKey())
-	if errA == nil && errB == nil && !(a.FIN || a.RST || b.FIN || b.RST || c.backendFIN) {
+	if errors.Is(errA, bpf.ErrNotFound) || errors.Is(errB, bpf.ErrNotFound) {
+		// Gone from the table (deleted): nothing left to protect.
+		e.endFlow(c, "reused")
+		return true
+	}
+	if errA != nil || errB != nil {
+		return false // cannot tell: keep the connection, the client retries
+	}
+	b = c.backendState(b)
+	if a.RST || b.RST || (closed(a, b) && (!a.Tracked || newIncarnation(seg, a))) {
+		e.endFlow(c, "reused")
+		return true
+	}
+	e.challengeACK(c, b, true)
+	return false
+}
+
+// newIncarnation reports whether a SYN may open a new connection on the
+// 4-tuple of a closed one whose client direction's state is a, as Linux
+// lets a SYN into TIME_WAIT: its ISN is above the old connection's
+// sequence numbers, or its timestamp is newer than the last one seen.
+func newIncarnation(seg *packet.Segment, a bpf.FlowState) bool {
+	if int32(seg.Seq-a.Track.SeqEnd) > 0 {
+		return true
+	}
+	return seg.Options.Timestamps && a.HasTS && int32(seg.Options.TSval-a.TSRecent) > 0
+}
+
+// challengeInterval is the least time between two challenge ACKs of one
+// connection (Linux's tcp_invalid_ratelimit, 500 ms); challengeRate caps
+// them over all connections per second, as tcp_challenge_ack_limit did.
+const (
+	challengeInterval = 500 * time.Millisecond
+	challengeRate     = 1000
+)
+
+// challengeACK answers a SYN for a live connection as the other end would
+// (RFC 5961 4.2): an ACK with that end's next sequence number and
+// acknowledgement, from st, that end's tracked state, translated into the
+// SYN sender's spaces. toClient: the SYN came from the client side and the
+// ACK is the backend's; otherwise it is the client's, to the backend.
+// Rate-limited per connection and overall. c.mu is held.
+func (e *Engine) challengeACK(c *conn, st bpf.FlowState, toClient bool) {
+	s := c.svc
+	if !st.Tracked {
+		return // no sequence numbers to answer with
+	}
+	now := e.now()
+	if now.Sub(c.lastChallenge) < challengeInterval || !e.challenges.allow(now) {
+		s.st.challengeLimited.Add(1)
+		return
+	}
+	c.lastChallenge = now
+	win := st.Track.WinEnd - st.Track.AckMax
+	f := packet.Fields{Flags: packet.ACK}
+	if toClient {
+		if c.wscale != flow.NoWScale {
+			win >>= c.wscale
+		}
+		f.Src, f.Dst = c.client.Service, c.client.Client
+		f.Seq, f.Ack = st.Track.SeqEnd+c.ourISN-c.backendISN, st.Track.AckMax
+		f.Window = uint16(min(win, 65535))
+	} else {
+		// The client's window as it would announce it (its own shift),
+		// then as the backend reads it, as the fast path rescales it. The
+		// client's sequence numbers go into the leg's space (its acks are
+		// already in the backend's).
+		f.Window = c.toBackendWindow(uint16(min(win>>st.Track.WScale, 65535)))
+		f.Src, f.Dst = c.source, c.be.addr
+		f.Seq, f.Ack = st.Track.SeqEnd+c.seqDelta+uint32(len(c.header)), st.Track.AckMax
+	}
+	e.send(s, packet.Build, &f)
+	s.st.challengeSent.Add(1)
+}
+
+// rateLimit is a token bucket refilled every second.
+type rateLimit struct {
+	mu     sync.Mutex
+	per    int
+	tokens int
+	second time.Time
+}
+
+func (r *rateLimit) allow(now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now.Sub(r.second) >= time.Second {
+		r.second, r.tokens = now, r.per
+	}
+	if r.tokens <= 0 {
 		return false
 	}
-	e.endFlow(c, "reused")
+	r.tokens--
 	return true
 }
 

@@ -87,20 +87,39 @@ type conn struct {
 	backendISN, backendTS0 uint32
 	backendOpts            flow.SynOptions
 	splicedAt              time.Time
+	lastChallenge          time.Time // last challenge ACK sent for a SYN into it
+	// slowEnd is where the client data the engine forwarded after the
+	// splice ends (with slowSent): XDP's sequence state does not know it.
+	slowEnd  uint32
+	slowSent bool
 
 	// PROXY protocol: header is what the backend stream starts with.
 	// While headerPending the backend has not acknowledged it: only the
 	// client-to-backend flow is installed, the backend's segments come to
-	// the engine (which installs toClient once one acknowledges the
-	// header) and the header is retransmitted at headerNext.
+	// the engine (which installs toClient, its tracked state from
+	// trBackend and what the backend sent since, once one acknowledges
+	// the header) and the header is retransmitted at headerNext.
 	header        []byte
 	headerPending bool
 	headerNext    time.Time
 	headerTries   int
 	toClient      bpf.FlowNAT
+	trBackend     bpf.FlowTrack
+	backendNxt    uint32 // the backend's next sequence number, from what it sent so far
 	// backendFIN: the backend's FIN went to the client through the engine
-	// (before its flow was installed), so the flow's state lacks it.
-	backendFIN bool
+	// (before its flow was installed), so the flow's state lacks it;
+	// backendFinEnd is the FIN's sequence number plus one.
+	backendFIN    bool
+	backendFinEnd uint32
+}
+
+// backendState completes b, the backend direction's state as the data
+// plane holds it, with a FIN the engine forwarded before the flow existed.
+func (c *conn) backendState(b bpf.FlowState) bpf.FlowState {
+	if c.backendFIN && !b.FIN {
+		b.FIN, b.FinEnd = true, c.backendFinEnd
+	}
+	return b
 }
 
 // connShards spreads the tables over independent locks so receive loops

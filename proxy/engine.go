@@ -144,7 +144,8 @@ type Engine struct {
 	// service is gone or changed (see Adopt); set before Run.
 	draining map[drainKey]*service
 	// stopping is set by Drain: SYNs go to the data plane's cookies.
-	stopping atomic.Bool
+	stopping   atomic.Bool
+	challenges rateLimit // challenge ACKs over all connections
 }
 
 // service is the engine's state of one Service.
@@ -226,6 +227,7 @@ func New(cfg Config) (*Engine, error) {
 		// One request per service can be pending: requestOffload sends
 		// only when it flipped wantOffload.
 		offloadReqs: make(chan *service, len(cfg.Services)),
+		challenges:  rateLimit{per: challengeRate},
 		startMono:   cfg.Monotonic(),
 	}
 	for _, s := range cfg.Services {

@@ -23,13 +23,36 @@ type fakeFlows struct {
 	fail  error
 }
 
-func (f *fakeFlows) InstallFlow(k bpf.FlowKey, n bpf.FlowNAT) error {
+func (f *fakeFlows) InstallTrackedFlow(k bpf.FlowKey, n bpf.FlowNAT, tr bpf.FlowTrack) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail != nil {
 		return f.fail
 	}
+	f.flows[k] = bpf.FlowState{NAT: n, Tracked: true, Track: tr}
+	return nil
+}
+
+// InstallFlow installs an untracked entry, as an earlier version did.
+func (f *fakeFlows) InstallFlow(k bpf.FlowKey, n bpf.FlowNAT) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.flows[k] = bpf.FlowState{NAT: n}
+	return nil
+}
+
+// RaiseSeqEnd raises a tracked entry's seq_end, as the data plane does.
+func (f *fakeFlows) RaiseSeqEnd(k bpf.FlowKey, seqEnd uint32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.flows[k]
+	if !ok {
+		return bpf.ErrNotFound
+	}
+	if s.Tracked && int32(seqEnd-s.Track.SeqEnd) > 0 {
+		s.Track.SeqEnd = seqEnd
+		f.flows[k] = s
+	}
 	return nil
 }
 
@@ -563,27 +586,93 @@ func TestFlowInstallFailureResets(t *testing.T) {
 	}
 }
 
-// TestTupleReuse: a client that reuses its port after closing gets a new
-// connection (the old flows go); a SYN into a live connection is dropped.
-func TestTupleReuse(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
-	r.handshake(42, nil)
-	syn := r.sentIP()
+// spliceTracked opens one spliced connection (client ISN 42, backend ISN 9,
+// no data) and returns the backend SYN and the SYN-ACK the client got.
+func (r *rig) spliceTracked() (syn, sa packet.Segment) {
+	r.t.Helper()
+	sa = r.handshake(42, nil)
+	syn = r.sentIP()
+	if syn.Seq == 42 {
+		// The tests built on this check the backend leg's sequence space.
+		r.t.Fatal("the backend SYN replays the client's ISN")
+	}
 	r.backendSynAck(syn, 9, 7)
 	r.sentIP()
-	kc := bpf.FlowKey{Src: r.client, Dst: vip}
-	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 5000, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	return syn, sa
+}
+
+// TestTupleReuse: a SYN never takes over a live or half-closed connection;
+// it gets a challenge ACK. A client that reuses its port once both FINs are
+// acked, with a higher ISN, gets a new connection (the old flows go).
+func TestTupleReuse(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	syn, sa := r.spliceTracked()
+	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+	a, _ := r.flows.get(kc)
+	b, _ := r.flows.get(kb)
+	if a.Track != (bpf.FlowTrack{SeqEnd: 43, AckMax: 10, WinEnd: 10 + 502<<9, WinMax: 502 << 9, WScale: 9}) {
+		t.Errorf("client track = %+v", a.Track)
+	}
+	// The backend offered 65160, our SYN-ACK 65535: the client may send that.
+	if b.Track != (bpf.FlowTrack{SeqEnd: 10, AckMax: 43, WinEnd: 43 + 65535, WinMax: 65535, WScale: 7}) {
+		t.Errorf("backend track = %+v", b.Track)
+	}
+	// The backend has sent 1000 bytes, the client acked them.
+	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.SeqEnd += 1000 })
+	r.flows.update(kc, func(s *bpf.FlowState) { s.Track.AckMax += 1000 })
+
+	synAgain := func(isn uint32) {
+		r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	}
+	synAgain(5000)
 	r.noReply()
-	if got := r.e.order[0].ServiceStats().SynDropEstablished; got != 1 {
-		t.Errorf("SYN into a live connection: dropped %d, want 1", got)
+	ch := r.sentIP()
+	if ch.Flags != packet.ACK || ch.Src != vip || ch.Dst != r.client || ch.Seq != sa.Seq+1+1000 || ch.Ack != 43 {
+		t.Errorf("challenge ACK = %v %v->%v seq %d ack %d, want ACK seq %d ack 43", ch.Flags, ch.Src, ch.Dst, ch.Seq, ch.Ack, sa.Seq+1+1000)
+	}
+	synAgain(5001) // within 500 ms: rate-limited
+	r.noSentIP()
+	st := r.e.order[0].ServiceStats()
+	if st.SynDropEstablished != 2 || st.ChallengeACKSent != 1 || st.ChallengeACKLimited != 1 {
+		t.Errorf("SYNs into a live connection: dropped %d, challenges %d sent %d limited; want 2, 1, 1",
+			st.SynDropEstablished, st.ChallengeACKSent, st.ChallengeACKLimited)
 	}
 	if _, ok := r.flows.get(kc); !ok {
 		t.Fatal("a SYN removed a live connection's flow")
 	}
-	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN = true })
-	r.flows.update(bpf.FlowKey{Src: backend, Dst: syn.Src}, func(s *bpf.FlowState) { s.FIN = true })
-	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 6000, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
-	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK || sa.Ack != 6001 {
+
+	// Half-closed: the client's FIN is acked, the backend still sends.
+	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd = true, 44, 44 })
+	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.AckMax = 44 })
+	r.advance(time.Second)
+	synAgain(6000)
+	if ch := r.sentIP(); ch.Flags != packet.ACK || ch.Ack != 44 {
+		t.Errorf("SYN into a half-closed connection: %v ack %d, want a challenge ACK", ch.Flags, ch.Ack)
+	}
+	// Both FINs sent, the backend's not yet acked.
+	r.flows.update(kb, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd = true, s.Track.SeqEnd+1, s.Track.SeqEnd+1 })
+	r.advance(time.Second)
+	synAgain(6001)
+	if ch := r.sentIP(); ch.Flags != packet.ACK {
+		t.Errorf("SYN before the last ACK: %v, want a challenge ACK", ch.Flags)
+	}
+	r.flows.update(kc, func(s *bpf.FlowState) { s.Track.AckMax++ })
+	// Both FINs acked, but an ISN below the old connection's sequence
+	// numbers and a timestamp no newer than its last (5000).
+	r.flows.update(kc, func(s *bpf.FlowState) { s.HasTS, s.TSRecent = true, 5000 })
+	r.advance(time.Second)
+	synAgain(40)
+	if ch := r.sentIP(); ch.Flags != packet.ACK {
+		t.Errorf("SYN with an old ISN and timestamp after close: %v, want a challenge ACK", ch.Flags)
+	}
+	if _, ok := r.flows.get(kc); !ok {
+		t.Fatal("a SYN with an old ISN removed the connection")
+	}
+	// The same ISN with a newer timestamp opens the new connection.
+	opts := clientSynOpts
+	opts.TSval = 5001
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 40, Flags: packet.SYN, Window: 64240, Options: opts})
+	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK || sa.Ack != 41 {
 		t.Fatalf("after the old connection closed: %v ack %d, want a SYN-ACK", sa.Flags, sa.Ack)
 	}
 	if _, ok := r.flows.get(kc); ok {
@@ -591,6 +680,173 @@ func TestTupleReuse(t *testing.T) {
 	}
 	if got := r.e.Stats().Expired["reused"]; got != 1 {
 		t.Errorf("expired{reused} = %d", got)
+	}
+}
+
+// TestSynFromBackendSide: a SYN to our source port of a spliced connection
+// is answered with the client's challenge ACK, in the backend's spaces, and
+// never reaches the client.
+func TestSynFromBackendSide(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	syn, _ := r.spliceTracked()
+	r.inject(packet.BuildSyn, packet.Fields{Src: backend, Dst: syn.Src, Seq: 123, Flags: packet.SYN, Window: 1000})
+	ch := r.sentIP()
+	// The client's next sequence number (43) in the backend leg's space,
+	// where the backend SYN carried 42.
+	if ch.Flags != packet.ACK || ch.Src != syn.Src || ch.Dst != backend || ch.Seq != syn.Seq+1 || ch.Ack != 10 || ch.Window != 502 {
+		t.Errorf("challenge ACK = %v %v->%v seq %d ack %d win %d, want ACK seq %d ack 10 win 502", ch.Flags, ch.Src, ch.Dst, ch.Seq, ch.Ack, ch.Window, syn.Seq+1)
+	}
+	r.noSentIP()
+	if st := r.e.order[0].ServiceStats(); st.ChallengeACKSent != 1 {
+		t.Errorf("challenge ACKs sent = %d", st.ChallengeACKSent)
+	}
+}
+
+// TestTupleReuseHigherISN: after a clean close, a SYN whose ISN is above the
+// old connection's sequence numbers opens the new connection even without
+// timestamps.
+func TestTupleReuseHigherISN(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	syn, _ := r.spliceTracked()
+	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd, s.Track.AckMax = true, 44, 44, 11 })
+	r.flows.update(kb, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd, s.Track.AckMax = true, 11, 11, 44 })
+	opts := clientSynOpts
+	opts.Timestamps = false
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 44, Flags: packet.SYN, Window: 64240, Options: opts})
+	r.sentIP() // equal to the old SND.NXT: not above it
+	r.advance(time.Second)
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 45, Flags: packet.SYN, Window: 64240, Options: opts})
+	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK || sa.Ack != 46 {
+		t.Fatalf("SYN with a higher ISN after close: %v ack %d, want a SYN-ACK", sa.Flags, sa.Ack)
+	}
+}
+
+// TestTupleReuseAfterExactRST: after a RST the data plane judged exact, a
+// SYN opens a new connection at once.
+func TestTupleReuseAfterExactRST(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	r.spliceTracked()
+	kc := bpf.FlowKey{Src: r.client, Dst: vip}
+	r.flows.update(kc, func(s *bpf.FlowState) { s.RST = true })
+	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 1, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK {
+		t.Fatalf("after an exact RST: %v, want a SYN-ACK", sa.Flags)
+	}
+}
+
+// TestInWindowRSTForwarded: a RST that XDP judged in the window but not
+// exact reaches the engine, which forwards it translated and keeps the
+// connection; the backend's challenge ACK decides.
+func TestInWindowRSTForwarded(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	syn, _ := r.spliceTracked()
+	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 43 + 1000, Flags: packet.RST})
+	fwd := r.sentIP()
+	if fwd.Flags != packet.RST || fwd.Src != syn.Src || fwd.Dst != backend || fwd.Seq != syn.Seq+1+1000 {
+		t.Errorf("forwarded RST = %v %v->%v seq %d, want seq %d", fwd.Flags, fwd.Src, fwd.Dst, fwd.Seq, syn.Seq+1+1000)
+	}
+	r.inject(packet.Build, packet.Fields{Src: backend, Dst: syn.Src, Seq: 10 + 5, Flags: packet.RST})
+	if fwd := r.sentIP(); fwd.Flags != packet.RST || fwd.Dst != r.client {
+		t.Errorf("forwarded backend RST = %v to %v", fwd.Flags, fwd.Dst)
+	}
+	if _, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip}); !ok {
+		t.Fatal("an in-window RST removed the flow")
+	}
+	if st := r.e.order[0].ServiceStats(); st.RSTInWindow != 2 {
+		t.Errorf("rst_in_window = %d, want 2", st.RSTInWindow)
+	}
+	r.e.expireFlows(r.advance(time.Minute))
+	if r.e.Stats().Spliced != 1 {
+		t.Error("connection gone after an in-window RST")
+	}
+}
+
+// TestRSTAfterSlowPathData: client data that raced the flow's install went
+// to the backend through the engine; a RST right after it is exact.
+func TestRSTAfterSlowPathData(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, nil)
+	_, sa := r.spliceTracked()
+	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 43, Ack: sa.Seq + 1, Flags: packet.ACK, Payload: []byte("late")})
+	r.sentIP()
+	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 47, Flags: packet.RST})
+	if fwd := r.sentIP(); fwd.Flags != packet.RST || fwd.Dst != backend {
+		t.Errorf("forwarded = %v to %v", fwd.Flags, fwd.Dst)
+	}
+	// The engine forwards the RST before it ends the flow: wait for that.
+	gone := func() bool {
+		_, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip})
+		return !ok && r.e.Stats().Expired["reset"] == 1
+	}
+	for end := time.Now().Add(5 * time.Second); !gone() && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
+	if _, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip}); ok {
+		t.Error("flow still installed after an exact RST")
+	}
+	if got := r.e.Stats().Expired["reset"]; got != 1 {
+		t.Errorf("expired{reset} = %d", got)
+	}
+}
+
+// TestGivenUpFlowsResetBothEnds: when syngate ends a connection itself
+// (idle expiry, eviction) both ends get a RST at their next expected
+// sequence number.
+func TestGivenUpFlowsResetBothEnds(t *testing.T) {
+	for _, evict := range []bool{false, true} {
+		r := newRig(t, queue.CookiesNever, func(c *Config) { c.EstablishedTimeout = time.Hour })
+		syn, sa := r.spliceTracked()
+		kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+		// 100 bytes from the client and 2000 from the backend went through, acked.
+		r.flows.update(kc, func(s *bpf.FlowState) { s.Track.SeqEnd, s.Track.AckMax = 143, 2010 })
+		r.flows.update(kb, func(s *bpf.FlowState) { s.Track.SeqEnd, s.Track.AckMax = 2010, 143 })
+		if evict {
+			r.flows.DeleteFlow(kb)
+			r.e.expireFlows(r.advance(time.Second))
+		} else {
+			r.e.expireFlows(r.advance(time.Hour))
+		}
+		toClient, toBackend := r.sentIP(), r.sentIP()
+		if toClient.Flags != packet.RST || toClient.Src != vip || toClient.Dst != r.client || toClient.Seq != sa.Seq+1+2000 {
+			t.Errorf("evict %v: RST to the client = %v %v->%v seq %d, want seq %d", evict, toClient.Flags, toClient.Src, toClient.Dst, toClient.Seq, sa.Seq+1+2000)
+		}
+		// The client's 143 in the backend leg's space (its SYN carried 42).
+		if want := syn.Seq + 101; toBackend.Flags != packet.RST || toBackend.Src != syn.Src || toBackend.Dst != backend || toBackend.Seq != want {
+			t.Errorf("evict %v: RST to the backend = %v %v->%v seq %d, want seq %d", evict, toBackend.Flags, toBackend.Src, toBackend.Dst, toBackend.Seq, want)
+		}
+		if _, ok := r.flows.get(kc); ok {
+			t.Errorf("evict %v: flow still installed", evict)
+		}
+		if got := r.e.order[0].ServiceStats().ResetsSent; got != 2 {
+			t.Errorf("evict %v: resets sent = %d, want 2", evict, got)
+		}
+	}
+}
+
+// TestHalfClosedExpiry: one FIN keeps the connection; both FINs acked start
+// the close timeout.
+func TestHalfClosedExpiry(t *testing.T) {
+	r := newRig(t, queue.CookiesNever, func(c *Config) { c.CloseTimeout = 10 * time.Second })
+	syn, _ := r.spliceTracked()
+	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.LastSeen = true, 44, r.mono })
+	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.AckMax = 44 })
+	r.e.expireFlows(r.advance(time.Minute))
+	if _, ok := r.flows.get(kc); !ok {
+		t.Fatal("a half-closed connection expired")
+	}
+	r.flows.update(kb, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.LastSeen = true, 11, r.mono })
+	r.flows.update(kc, func(s *bpf.FlowState) { s.Track.AckMax = 11 })
+	r.e.expireFlows(r.advance(5 * time.Second))
+	if _, ok := r.flows.get(kc); !ok {
+		t.Fatal("closed before the close timeout")
+	}
+	r.e.expireFlows(r.advance(5 * time.Second))
+	if _, ok := r.flows.get(kc); ok {
+		t.Fatal("still installed after both FINs were acked and the close timeout passed")
+	}
+	if got := r.e.Stats().Expired["closed"]; got != 1 {
+		t.Errorf("expired{closed} = %d", got)
 	}
 }
 

@@ -75,7 +75,7 @@ func (w *worker) fromClient(s *service, p *pktio.Packet) bool {
 		return w.onSYN(s, p)
 	case f&packet.RST != 0:
 		if c := w.e.conns.byClient(seg.Tuple); c != nil {
-			w.e.abort(c, "client_reset", false)
+			w.e.clientReset(c, seg)
 		}
 		return false
 	case f&packet.ACK == 0 || f&packet.SYN != 0:

@@ -133,18 +133,35 @@ func testProxyHeaderSplice(t *testing.T, policy queue.CookiePolicy) {
 		t.Fatal("backend->client flow installed by an ACK short of the header")
 	}
 
-	// The ACK of the header and the client's 5 bytes: the fast path takes
-	// over, shifting the backend's ACKs (and SACK blocks) by the header.
+	// The client sent 7 more bytes meanwhile, through the fast path (the
+	// engine never sees them; XDP forwards them without learning, the
+	// backend's direction being absent). The ACK of the header and the
+	// client's 12 bytes: the fast path takes over, shifting the backend's
+	// ACKs (and SACK blocks) by the header.
+	if tc, _ := r.flows.get(kc); tc.Track.SeqEnd != isn+1+5 {
+		t.Fatalf("client direction's seq_end %d before the header's ACK, want %d (the held 5 bytes)", tc.Track.SeqEnd, isn+1+5)
+	}
 	r.inject(packet.Build, packet.Fields{
-		Src: backend, Dst: syn.Src, Seq: bisn + 12, Ack: leg + 1 + uint32(hl) + 5, Flags: packet.ACK, Window: 500,
+		Src: backend, Dst: syn.Src, Seq: bisn + 12, Ack: leg + 1 + uint32(hl) + 12, Flags: packet.ACK, Window: 500,
 		Options: flow.SynOptions{Timestamps: true, TSval: 777002, TSecr: syn.Options.TSval},
 	})
-	if fwd := r.sentIP(); fwd.Ack != isn+1+5 {
-		t.Errorf("ACK to client %d, want %d (the client's 5 bytes)", fwd.Ack, isn+1+5)
+	if fwd := r.sentIP(); fwd.Ack != isn+1+12 {
+		t.Errorf("ACK to client %d, want %d (the client's 12 bytes)", fwd.Ack, isn+1+12)
 	}
 	toClient, ok := r.flows.get(kb)
 	if !ok || toClient.NAT.AckDelta != -(leg-isn+uint32(hl)) {
 		t.Fatalf("backend->client flow %+v (installed %v)", toClient.NAT, ok)
+	}
+	// Its tracked state goes on from what the backend sent (the banner)
+	// and acknowledged (the header and the client's 12 bytes).
+	if tr := toClient.Track; !toClient.Tracked || tr.SeqEnd != bisn+12 || tr.AckMax != isn+1+12 || tr.WinEnd != isn+1+12+500<<7 {
+		t.Errorf("backend->client tracked state %+v, want SeqEnd %d AckMax %d WinEnd %d", tr, bisn+12, isn+1+12, isn+1+12+500<<7)
+	}
+	// The client direction's seq_end caught up with what the backend
+	// acknowledged: the backend's next segments, acking those 12 bytes,
+	// are inside the window whatever their sequence number.
+	if tc, _ := r.flows.get(kc); tc.Track.SeqEnd != isn+1+12 {
+		t.Errorf("client direction's seq_end %d after the header's ACK, want %d", tc.Track.SeqEnd, isn+1+12)
 	}
 	r.e.expireOpening(r.advance(10 * time.Second))
 	r.noSentIP()
@@ -346,7 +363,18 @@ func TestProxyHeaderBackendFIN(t *testing.T) {
 	if _, ok := r.flows.get(kb); !ok {
 		t.Fatal("the FIN that acknowledged the header did not install the backend's flow")
 	}
-	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN = true }) // the client's FIN, through XDP
+	if b, _ := r.flows.get(kb); !b.Tracked || b.Track.SeqEnd != 102 || b.FIN {
+		t.Fatalf("backend's flow %+v: want tracked from seq 102 (its FIN included), its FIN not seen by XDP", b)
+	}
+	// The client's FIN, which acks the backend's, and the backend's ACK of
+	// it, both through XDP.
+	var clientFinEnd uint32
+	r.flows.update(kc, func(s *bpf.FlowState) {
+		s.Track.SeqEnd++
+		s.FIN, s.FinEnd, s.Track.AckMax = true, s.Track.SeqEnd, 102
+		clientFinEnd = s.FinEnd
+	})
+	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.AckMax = clientFinEnd })
 	r.e.expireFlows(r.advance(11 * time.Second))
 	if _, ok := r.flows.get(kc); ok {
 		t.Error("flow not expired as closed after both FINs")

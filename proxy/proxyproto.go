@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
 )
@@ -122,7 +123,8 @@ func (e *Engine) retransmitHeader(c *conn, now time.Time) {
 // headerSegment handles a backend segment while its header is not
 // acknowledged: it goes to the client through the engine, and the first
 // one that acknowledges the whole header hands the backend's direction to
-// the fast path. c.mu is held.
+// the fast path, its tracked state seeded with what the backend sent and
+// acknowledged so far. c.mu is held.
 func (e *Engine) headerSegment(c *conn, seg *packet.Segment) {
 	c.svc.st.slowPath.Add(1)
 	if seg.Flags&packet.RST != 0 {
@@ -130,11 +132,25 @@ func (e *Engine) headerSegment(c *conn, seg *packet.Segment) {
 		e.abortLocked(c, "reset", false)
 		return
 	}
+	end := seg.Seq + uint32(len(seg.Payload))
 	if seg.Flags&packet.FIN != 0 {
-		c.backendFIN = true // expiry must know: the fast path did not see it
+		end++
+		if !c.backendFIN {
+			// Expiry must know: the fast path did not see it.
+			c.backendFIN, c.backendFinEnd = true, end
+		}
+	}
+	if seqBefore(c.backendNxt, end) {
+		c.backendNxt = end
 	}
 	if seg.Flags&(packet.ACK|packet.SYN) == packet.ACK && !seqBefore(seg.Ack, c.headerEnd()) {
-		if err := e.cfg.Flows.InstallFlow(c.backendKey(), c.toClient); err != nil {
+		tr := c.trBackend
+		tr.SeqEnd = c.backendNxt
+		tr.AckMax = seg.Ack - c.seqDelta - uint32(len(c.header)) // in the client's space, as the fast path keeps it
+		win := uint32(seg.Window) << tr.WScale
+		tr.WinEnd, tr.WinMax = tr.AckMax+win, max(tr.WinMax, win)
+		e.catchUpClient(c, tr.AckMax)
+		if err := e.cfg.Flows.InstallTrackedFlow(c.backendKey(), c.toClient, tr); err != nil {
 			e.abortLocked(c, installFailure(err), true)
 			return
 		}
@@ -142,6 +158,30 @@ func (e *Engine) headerSegment(c *conn, seg *packet.Segment) {
 		e.conns.opened(c)
 	}
 	e.forwardToClient(c, seg)
+}
+
+// catchUpClient brings the client direction's tracked seq_end up to what
+// the backend acknowledged (acked, in the client's space) and to the data
+// the engine forwarded, before the backend's direction is installed. The
+// client's segments went through the fast path while the header was
+// pending, but a direction learns only once the reverse one is installed:
+// its seq_end still stands where the splice seeded it. Left there, the
+// backend's segments that ack the client's data are out of window unless
+// at exactly the backend's seq_end, and once one of them takes the slow
+// path (it raced the install) both directions lag each other and every
+// later segment is judged out of window: forwarded, but never learned
+// from, FINs included. Nothing learns from the entry until the backend's
+// direction exists, so the read and write back lose nothing to the
+// program but its counters' increments in between. c.mu is held.
+func (e *Engine) catchUpClient(c *conn, acked uint32) {
+	nxt := acked
+	if c.slowSent && seqBefore(nxt, c.slowEnd) {
+		nxt = c.slowEnd
+	}
+	if err := e.cfg.Flows.RaiseSeqEnd(bpf.ClientKey(c.client), nxt); err != nil {
+		// Not fatal: the segments are forwarded all the same.
+		e.log.Debug("raise the client direction's seq_end", "client", c.client.Client, "err", err)
+	}
 }
 
 // maxLegTries bounds the backends one connection tries: a backend leg

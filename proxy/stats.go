@@ -53,6 +53,9 @@ type serviceCounters struct {
 	spliced, slowPath, sendErrors            atomic.Uint64
 	synDropped                               atomic.Uint64 // SYNs into a live connection
 	twResets                                 atomic.Uint64 // backend TIME_WAIT cleared for a reused port
+	challengeSent, challengeLimited          atomic.Uint64 // challenge ACKs for SYNs into live connections
+	rstInWindow                              atomic.Uint64 // in-window, inexact RSTs forwarded for their challenge ACK
+	resetsSent                               atomic.Uint64 // RSTs to the ends of connections syngate gave up
 	synData                                  atomic.Uint64 // SYNs carrying data (TCP Fast Open)
 	ecnBy                                    map[string]*atomic.Uint64
 	mssClampedBy                             map[string]*atomic.Uint64
@@ -141,6 +144,10 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		Spliced:             s.st.spliced.Load(),
 		SlowPath:            s.st.slowPath.Load(),
 		BackendTimeWait:     s.st.twResets.Load(),
+		ChallengeACKSent:    s.st.challengeSent.Load(),
+		ChallengeACKLimited: s.st.challengeLimited.Load(),
+		RSTInWindow:         s.st.rstInWindow.Load(),
+		ResetsSent:          s.st.resetsSent.Load(),
 		SourcePortWaited:    s.st.portWaits.Load(),
 		SourcePortFailed:    s.st.portFails.Load(),
 		BackendFailures:     snapshot(s.st.failedBy),
