@@ -22,7 +22,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,13 +36,25 @@ import (
 
 // Service is one protected listener as the engine runs it.
 type Service struct {
-	Name    string
-	Listen  netip.AddrPort
-	Backend netip.AddrPort
+	Name   string
+	Listen netip.AddrPort
+	// Backends is the pool; a new connection picks a member by Maglev
+	// consistent hashing over the client's address and port (only the
+	// address with HashAddress). Backend alone is shorthand for a pool of
+	// one of weight 1.
+	Backends    []Backend
+	Backend     netip.AddrPort
+	HashAddress bool
+	// ProxyProtocol is 0 (off), 1 or 2: the PROXY protocol header the
+	// backend stream starts with.
+	ProxyProtocol int
+	// DropNoBackend makes SYNs that find no usable backend go unanswered
+	// instead of reset.
+	DropNoBackend bool
 	// Sources are the addresses the backend legs come from, at least one;
-	// each has its own source ports toward Backend (the caller resolves
-	// "from the route" before New). They must be the gateway's: the
-	// backend answers them.
+	// each has its own source ports toward every backend (the caller
+	// resolves "from the route" before New). They must be the gateway's:
+	// the backend answers them.
 	Sources []netip.Addr
 	Queue   queue.Config
 	// Announce holds what the SYN-ACK offers. Fields left nil are taken
@@ -119,7 +130,9 @@ type Engine struct {
 	// them is a backend's.
 	locals map[netip.Addr]bool
 	// pools holds the source ports of each source address toward each
-	// backend; services sharing both share the pool.
+	// backend; services sharing both share the pool. poolsMu guards it
+	// and locals against SetBackends.
+	poolsMu sync.Mutex
 	pools   map[poolKey]*portPool
 	conns   *connTable
 	scan    flowScan
@@ -150,11 +163,12 @@ type service struct {
 	slots      chan struct{}
 	maxPending int
 	maxMSS     uint16 // from Config.LinkMTU; 0: no clamp
-	// pools are the service's source ports, one pool per source address;
-	// rr spreads new connections over them.
-	pools    []*portPool
-	poolKeys []poolKey // pools[i]'s source and backend
-	rr       atomic.Uint32
+	// pool is the backends and their lookup table, swapped whole under
+	// poolMu; builtWeights is what the table was built from.
+	pool         atomic.Pointer[pool]
+	poolMu       sync.Mutex
+	builtWeights []maglevEntry
+	noBackend    atomic.Uint64 // SYNs and connections that found no usable backend
 	// Cookie offload state: offloaded is what the data plane does now,
 	// wantOffload a receive loop's request, offloadedOffer what it
 	// announces (only Run touches it).
@@ -224,10 +238,14 @@ func New(cfg Config) (*Engine, error) {
 		if len(s.Sources) == 0 {
 			return nil, fmt.Errorf("%w: service %s: no source address", ErrConfig, s.Name)
 		}
-		for _, a := range s.Sources {
-			if !a.IsValid() || a.Is4() != s.Backend.Addr().Is4() {
-				return nil, fmt.Errorf("%w: service %s: source %v does not fit backend %v", ErrConfig, s.Name, a, s.Backend)
-			}
+		if len(s.Backends) == 0 {
+			s.Backends = []Backend{{Addr: s.Backend, Weight: 1}}
+		}
+		if len(s.Backends) > maxMembers {
+			return nil, fmt.Errorf("%w: service %s: %d backends, at most %d", ErrConfig, s.Name, len(s.Backends), maxMembers)
+		}
+		if s.ProxyProtocol < 0 || s.ProxyProtocol > 2 {
+			return nil, fmt.Errorf("%w: service %s: PROXY protocol version %d", ErrConfig, s.Name, s.ProxyProtocol)
 		}
 		if _, dup := e.services[s.Listen]; dup {
 			return nil, fmt.Errorf("%w: service %s: listener %v used twice", ErrConfig, s.Name, s.Listen)
@@ -239,24 +257,23 @@ func New(cfg Config) (*Engine, error) {
 		svc := &service{Service: s, l: l, slots: make(chan struct{}, l.AcceptQueueCap()), maxPending: cfg.MaxPending, offloadReqs: e.offloadReqs}
 		svc.maxMSS = linkMSS(cfg.LinkMTU, s.Listen.Addr().Is6() && !s.Listen.Addr().Is4In6())
 		svc.st.init()
-		svc.offer.Store(svc.mergeOffer(defaultBackendOptions(s.Backend.Addr().Is6())))
+		svc.offer.Store(svc.mergeOffer(defaultBackendOptions(s.Backends[0].Addr.Addr().Is6())))
 		e.services[s.Listen] = svc
 		e.order = append(e.order, svc)
-		for _, a := range s.Sources {
-			k := poolKey{source: a, backend: s.Backend}
-			p := e.pools[k]
-			if p == nil {
-				if p, err = newPortPool(cfg.PortMin, cfg.PortMax, cfg.PortQuiet, cfg.Now()); err != nil {
-					return nil, fmt.Errorf("%w: %v", ErrConfig, err)
-				}
-				e.pools[k] = p
+		var members []*member
+		seen := map[netip.AddrPort]bool{}
+		for _, m := range s.Backends {
+			if seen[m.Addr] {
+				return nil, fmt.Errorf("%w: service %s: backend %v listed twice", ErrConfig, s.Name, m.Addr)
 			}
-			if !slices.Contains(svc.pools, p) {
-				svc.pools = append(svc.pools, p)
-				svc.poolKeys = append(svc.poolKeys, k)
+			seen[m.Addr] = true
+			b, err := e.newBackend(svc, m)
+			if err != nil {
+				return nil, err
 			}
-			e.locals[a] = true
+			members = append(members, b)
 		}
+		svc.storePool(members, e.now(), true)
 	}
 	return e, nil
 }
@@ -316,16 +333,19 @@ func (s *service) mergeOffer(b flow.SynOptions) *Offer {
 	return o
 }
 
-// SetBackendOptions records what the named service's backend offers (from
-// ProbeBackend); configured announce values still win.
+// SetBackendOptions records what every backend of the named service
+// offers (from ProbeBackend); configured announce values still win. See
+// SetMemberOptions for one backend of a pool.
 func (e *Engine) SetBackendOptions(name string, b flow.SynOptions) error {
-	for _, s := range e.order {
-		if s.Name == name {
-			s.offer.Store(s.mergeOffer(b))
-			return nil
-		}
+	s := e.service(name)
+	if s == nil {
+		return fmt.Errorf("no service %q", name)
 	}
-	return fmt.Errorf("no service %q", name)
+	for _, m := range s.pool.Load().members {
+		m.opts.Store(&b)
+	}
+	s.refreshOffer()
+	return nil
 }
 
 // Services lists the services in configuration order, as metrics sources.
@@ -458,6 +478,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 		now := e.now()
+		for _, s := range e.order {
+			s.refreshPool(now) // passive ejections end
+		}
 		e.expireOpening(now)
 		if now.Sub(lastSecond) >= time.Second {
 			lastSecond = now

@@ -13,11 +13,12 @@ import (
 // its addresses, its cookie policy and whether cookies are being sent, and
 // what its SYN-ACKs announce now.
 type ServiceState struct {
-	Name    string
-	Listen  netip.AddrPort
-	Backend netip.AddrPort
-	Sources []netip.Addr // the backend legs' source addresses
-	Policy  string       // cookie policy: never, auto, always
+	Name   string
+	Listen netip.AddrPort
+	// Backends are the pool's members in order, with their health.
+	Backends []BackendHealth
+	Sources  []netip.Addr // the backend legs' source addresses
+	Policy   string       // cookie policy: never, auto, always
 	// XDPCookies: the data plane answers the service's SYNs with cookies
 	// (always, or auto after the half-open queue overflowed).
 	XDPCookies bool
@@ -29,9 +30,10 @@ type ServiceState struct {
 // ServiceStates lists the services in configuration order.
 func (e *Engine) ServiceStates() []ServiceState {
 	out := make([]ServiceState, len(e.order))
+	health := e.Health()
 	for i, s := range e.order {
 		out[i] = ServiceState{
-			Name: s.Name, Listen: s.Listen, Backend: s.Backend, Sources: s.Sources,
+			Name: s.Name, Listen: s.Listen, Backends: health[i].Backends, Sources: s.Sources,
 			Policy: s.Queue.Cookies.String(), XDPCookies: s.offloaded.Load(), Offer: *s.offer.Load(),
 			LastFailure: s.st.lastFailure.Load(),
 		}
@@ -78,7 +80,7 @@ func (e *Engine) Conns(want func(*ConnInfo) bool, fn func(ConnInfo) bool) {
 		}
 		c.mu.Lock()
 		ci := ConnInfo{
-			Service: c.svc.Name, Client: c.client, Source: c.source, Backend: c.svc.Backend,
+			Service: c.svc.Name, Client: c.client, Source: c.source, Backend: c.backendAddr(),
 			Created: c.created,
 		}
 		state := c.state

@@ -47,19 +47,21 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	log := slog.New(handler)
-	ignoreHangup(ctx, log)
+	reload := watchHangup(ctx, *path, log)
 	drain, restart := lifecycleSignals(ctx)
 	return gateway.Run(ctx, cfg, gateway.Options{
 		Version: build.Version, Revision: build.Revision, Logger: log, ReadyFile: *ready, Unpin: *unpin,
-		Drain: drain, Restart: restart,
+		Drain: drain, Restart: restart, Reload: reload,
 	})
 }
 
-// ignoreHangup keeps SIGHUP from killing the daemon: the systemd unit's
-// ExecReload sends it, and Go's default action would end the process
-// (which systemd counts as a clean exit, so no restart either). Until
-// reload exists, the signal is logged and the running config stays.
-func ignoreHangup(ctx context.Context, log *slog.Logger) {
+// watchHangup turns SIGHUP into reloads: the systemd unit's ExecReload
+// sends it, and Go's default action would end the process (which systemd
+// counts as a clean exit, so no restart either). Each SIGHUP re-reads the
+// config file; a valid one goes to gateway.Run, which applies what it can
+// live (the services' pools) and says what needs a restart.
+func watchHangup(ctx context.Context, path string, log *slog.Logger) <-chan *config.Config {
+	reload := make(chan *config.Config, 1)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -69,8 +71,18 @@ func ignoreHangup(ctx context.Context, log *slog.Logger) {
 			case <-ctx.Done():
 				return
 			case <-hup:
-				log.Warn("SIGHUP: configuration reload is not implemented yet; the running configuration stays")
+			}
+			next, err := config.Load(path)
+			if err != nil {
+				log.Error("SIGHUP: config not reloaded", "err", err)
+				continue
+			}
+			select {
+			case reload <- next:
+			case <-ctx.Done():
+				return
 			}
 		}
 	}()
+	return reload
 }
