@@ -369,7 +369,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		defer wg.Done()
 		engine.Run(ectx)
 	}()
-	hc := &checks{ctx: ctx, wg: &wg, e: engine, log: log, running: map[checkKey]runningCheck{}}
+	// On the engine's context: a restart request (SIGUSR2) leaves ctx running,
+	// and Run's exit waits for every goroutine on wg.
+	hc := &checks{ctx: ectx, wg: &wg, e: engine, log: log, running: map[checkKey]runningCheck{}}
 	hc.sync(cfg, services)
 	go func() {
 		defer wg.Done()
