@@ -113,7 +113,7 @@ func TestQueuedHandshakeSurvivesRestart(t *testing.T) {
 	const isn = 3_000_000
 	r1.inject(packet.BuildSyn, packet.Fields{Src: r1.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
 	sa := r1.reply()
-	if st := r1.e.order[0].ServiceStats(); st.SynAckQueued != 1 {
+	if st := r1.e.set.Load().order[0].ServiceStats(); st.SynAckQueued != 1 {
 		t.Fatalf("SYN-ACK not from the queue: %+v", st)
 	}
 

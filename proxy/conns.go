@@ -72,6 +72,7 @@ type conn struct {
 	seqDelta, tsDelta uint32
 	sentBytes         uint64    // client payload the engine itself sent to the backend
 	deadline          time.Time // backend handshake deadline
+	firstSyn          time.Time // the first backend SYN, for the connect time
 	nextSyn           time.Time // next backend SYN retransmission
 	synTries          int
 	twResets          int // TIME_WAIT ACKs answered with a RST

@@ -107,17 +107,25 @@ type Config struct {
 
 // Engine is the handshake engine. Create it with New.
 type Engine struct {
-	cfg      Config
-	now      func() time.Time
-	log      *slog.Logger
-	services map[netip.AddrPort]*service
-	order    []*service
-	// locals are the backend-side source addresses: a packet to one of
-	// them is a backend's.
-	locals map[netip.Addr]bool
+	cfg Config
+	now func() time.Time
+	log *slog.Logger
+	// set is the services the engine runs now; Reconfigure swaps it
+	// whole, and a receive loop reads it once per frame.
+	set atomic.Pointer[serviceSet]
+	// reconfMu serialises Reconfigure and the retirement of drained
+	// services (see reload.go); it guards pools after Run started.
+	reconfMu sync.Mutex
 	// pools holds the source ports of each source address toward each
-	// backend; services sharing both share the pool.
-	pools   map[poolKey]*portPool
+	// backend; services sharing both share the pool, across reloads too.
+	pools map[poolKey]*portPool
+	// timeouts are the expiry and connect timeouts, swapped whole by
+	// Reconfigure.
+	timeouts atomic.Pointer[Timeouts]
+	// runCtx and legs let Reconfigure start the backend-leg loop of an
+	// added service once Run runs; set by Run under reconfMu.
+	runCtx  context.Context
+	legs    *sync.WaitGroup
 	conns   *connTable
 	scan    flowScan
 	started atomic.Bool
@@ -127,8 +135,9 @@ type Engine struct {
 	// offloadReqs carries receive loops' requests to turn on a service's
 	// cookie offload to Run.
 	offloadReqs chan *service
-	// draining holds the stand-in services of adopted connections whose
-	// service is gone or changed (see Adopt); set before Run.
+	// draining holds the stand-in services of connections whose service
+	// is gone or changed: adopted from an earlier engine (see Adopt) or
+	// retired by a reload (see Reconfigure). Guarded by reconfMu.
 	draining map[drainKey]*service
 	// stopping is set by Drain: SYNs go to the data plane's cookies.
 	stopping   atomic.Bool
@@ -159,6 +168,11 @@ type service struct {
 	offloadedOffer         *Offer
 	// connectTime is the backend handshake time of the legs that opened.
 	connectTime metrics.Histogram
+	// retired: a reload removed or changed the service; it takes no new
+	// connection and finishes the handshakes it holds (see reload.go).
+	retired atomic.Bool
+	// stopLegs ends the service's backend-leg loop.
+	stopLegs context.CancelFunc
 }
 
 // Offer is what a service's SYN-ACKs announce: the backend's options with
@@ -206,55 +220,69 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg: cfg, now: cfg.Now, log: cfg.Logger,
-		services: make(map[netip.AddrPort]*service),
-		locals:   make(map[netip.Addr]bool),
-		pools:    make(map[poolKey]*portPool),
-		conns:    newConnTable(cfg.MaxConns),
+		pools: make(map[poolKey]*portPool),
+		conns: newConnTable(cfg.MaxConns),
 		// One request per service can be pending: requestOffload sends
-		// only when it flipped wantOffload.
-		offloadReqs: make(chan *service, len(cfg.Services)),
+		// only when it flipped wantOffload. A reload may add services:
+		// the slack keeps a full channel unlikely, and Run polls anyway.
+		offloadReqs: make(chan *service, len(cfg.Services)+maxAddedServices),
 		challenges:  rateLimit{per: challengeRate},
 		startMono:   cfg.Monotonic(),
 	}
+	e.timeouts.Store(&Timeouts{
+		Connect: cfg.ConnectTimeout, Established: cfg.EstablishedTimeout, Close: cfg.CloseTimeout, Reset: cfg.ResetTimeout,
+	})
+	set := &serviceSet{services: make(map[netip.AddrPort]*service), locals: make(map[netip.Addr]bool)}
 	for _, s := range cfg.Services {
-		if len(s.Sources) == 0 {
-			return nil, fmt.Errorf("%w: service %s: no source address", ErrConfig, s.Name)
-		}
-		for _, a := range s.Sources {
-			if !a.IsValid() || a.Is4() != s.Backend.Addr().Is4() {
-				return nil, fmt.Errorf("%w: service %s: source %v does not fit backend %v", ErrConfig, s.Name, a, s.Backend)
-			}
-		}
-		if _, dup := e.services[s.Listen]; dup {
+		if _, dup := set.services[s.Listen]; dup {
 			return nil, fmt.Errorf("%w: service %s: listener %v used twice", ErrConfig, s.Name, s.Listen)
 		}
-		l, err := queue.NewListener(s.Queue)
+		svc, err := e.newService(s)
 		if err != nil {
-			return nil, fmt.Errorf("service %s: %w", s.Name, err)
+			return nil, err
 		}
-		svc := &service{Service: s, l: l, slots: make(chan struct{}, l.AcceptQueueCap()), maxPending: cfg.MaxPending, offloadReqs: e.offloadReqs}
-		svc.maxMSS = linkMSS(cfg.LinkMTU, s.Listen.Addr().Is6() && !s.Listen.Addr().Is4In6())
-		svc.st.init()
-		svc.offer.Store(svc.mergeOffer(defaultBackendOptions(s.Backend.Addr().Is6())))
-		e.services[s.Listen] = svc
-		e.order = append(e.order, svc)
-		for _, a := range s.Sources {
-			k := poolKey{source: a, backend: s.Backend}
-			p := e.pools[k]
-			if p == nil {
-				if p, err = newPortPool(cfg.PortMin, cfg.PortMax, cfg.PortQuiet, cfg.Now()); err != nil {
-					return nil, fmt.Errorf("%w: %v", ErrConfig, err)
-				}
-				e.pools[k] = p
-			}
-			if !slices.Contains(svc.pools, p) {
-				svc.pools = append(svc.pools, p)
-				svc.poolKeys = append(svc.poolKeys, k)
-			}
-			e.locals[a] = true
+		set.add(svc)
+	}
+	e.set.Store(set)
+	return e, nil
+}
+
+// newService checks s and builds its engine state, taking its source
+// ports from the engine's pools (shared with any service, earlier or
+// retired, of the same source address and backend).
+func (e *Engine) newService(s Service) (*service, error) {
+	cfg := e.cfg
+	if len(s.Sources) == 0 {
+		return nil, fmt.Errorf("%w: service %s: no source address", ErrConfig, s.Name)
+	}
+	for _, a := range s.Sources {
+		if !a.IsValid() || a.Is4() != s.Backend.Addr().Is4() {
+			return nil, fmt.Errorf("%w: service %s: source %v does not fit backend %v", ErrConfig, s.Name, a, s.Backend)
 		}
 	}
-	return e, nil
+	l, err := queue.NewListener(s.Queue)
+	if err != nil {
+		return nil, fmt.Errorf("service %s: %w", s.Name, err)
+	}
+	svc := &service{Service: s, l: l, slots: make(chan struct{}, l.AcceptQueueCap()), maxPending: cfg.MaxPending, offloadReqs: e.offloadReqs}
+	svc.maxMSS = linkMSS(cfg.LinkMTU, s.Listen.Addr().Is6() && !s.Listen.Addr().Is4In6())
+	svc.st.init()
+	svc.offer.Store(svc.mergeOffer(defaultBackendOptions(s.Backend.Addr().Is6())))
+	for _, a := range s.Sources {
+		k := poolKey{source: a, backend: s.Backend}
+		p := e.pools[k]
+		if p == nil {
+			if p, err = newPortPool(cfg.PortMin, cfg.PortMax, cfg.PortQuiet, cfg.Now()); err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+			}
+			e.pools[k] = p
+		}
+		if !slices.Contains(svc.pools, p) {
+			svc.pools = append(svc.pools, p)
+			svc.poolKeys = append(svc.poolKeys, k)
+		}
+	}
+	return svc, nil
 }
 
 func setDefault[T comparable](p *T, def T) {
@@ -315,7 +343,7 @@ func (s *service) mergeOffer(b flow.SynOptions) *Offer {
 // SetBackendOptions records what the named service's backend offers (from
 // ProbeBackend); configured announce values still win.
 func (e *Engine) SetBackendOptions(name string, b flow.SynOptions) error {
-	for _, s := range e.order {
+	for _, s := range e.set.Load().order {
 		if s.Name == name {
 			s.offer.Store(s.mergeOffer(b))
 			return nil
@@ -326,8 +354,9 @@ func (e *Engine) SetBackendOptions(name string, b flow.SynOptions) error {
 
 // Services lists the services in configuration order, as metrics sources.
 func (e *Engine) Services() []metrics.ServiceSource {
-	out := make([]metrics.ServiceSource, len(e.order))
-	for i, s := range e.order {
+	order := e.set.Load().order
+	out := make([]metrics.ServiceSource, len(order))
+	for i, s := range order {
 		out[i] = s
 	}
 	return out
@@ -336,8 +365,9 @@ func (e *Engine) Services() []metrics.ServiceSource {
 // Sources lists the backend-side source addresses of every service, for the
 // data plane's "locals" table.
 func (e *Engine) Sources() []netip.Addr {
-	out := make([]netip.Addr, 0, len(e.locals))
-	for a := range e.locals {
+	locals := e.set.Load().locals
+	out := make([]netip.Addr, 0, len(locals))
+	for a := range locals {
 		out = append(out, a)
 	}
 	return out
@@ -416,13 +446,12 @@ func (e *Engine) Run(ctx context.Context) error {
 		return errors.New("engine already running")
 	}
 	var wg sync.WaitGroup
-	for _, s := range e.order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			e.openBackendLegs(ctx, s)
-		}()
+	e.reconfMu.Lock()
+	e.runCtx, e.legs = ctx, &wg
+	for _, s := range e.set.Load().order {
+		e.startLegs(s)
 	}
+	e.reconfMu.Unlock()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -440,7 +469,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	var lastSecond time.Time
-	for _, s := range e.order {
+	for _, s := range e.set.Load().order {
 		e.manageOffload(s, e.now())
 	}
 	for {
@@ -449,7 +478,9 @@ func (e *Engine) Run(ctx context.Context) error {
 			wg.Wait()
 			return nil
 		case s := <-e.offloadReqs:
-			e.manageOffload(s, e.now())
+			if !s.retired.Load() {
+				e.manageOffload(s, e.now())
+			}
 			continue
 		case <-tick.C:
 		}
@@ -458,10 +489,12 @@ func (e *Engine) Run(ctx context.Context) error {
 		if now.Sub(lastSecond) >= time.Second {
 			lastSecond = now
 			e.cfg.Jar.Rotate(now)
-			for _, s := range e.order {
+			set := e.set.Load()
+			for _, s := range set.order {
 				e.expireHalfOpen(s, now)
 				e.manageOffload(s, now)
 			}
+			e.tendRetired(set, now)
 		}
 		e.scanFlows(now)
 	}

@@ -55,10 +55,15 @@ func (w *worker) handle(p *pktio.Packet) bool {
 		w.e.conns.malformed.Add(1)
 		return false
 	}
-	if s := w.e.services[seg.Dst]; s != nil {
+	set := w.e.set.Load()
+	if s := set.services[seg.Dst]; s != nil {
 		return w.fromClient(s, p)
 	}
-	if w.e.locals[seg.Dst.Addr()] {
+	if rs := set.retiring[seg.Dst]; len(rs) > 0 {
+		// A service a reload removed, still finishing its handshakes.
+		return w.fromClient(rs[len(rs)-1], p)
+	}
+	if set.locals[seg.Dst.Addr()] {
 		w.fromBackend(seg)
 		return false
 	}
@@ -95,6 +100,12 @@ func tsClock(now time.Time) uint32 { return uint32(now.UnixMilli()) }
 // as a cookie.
 func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 	seg := &w.seg
+	if s.retired.Load() {
+		// Removed by a reload: its entry leaves the data plane once its
+		// handshakes are done; until then its SYNs go unanswered.
+		s.st.synDropped.Add(1)
+		return false
+	}
 	if c := w.e.conns.byClient(seg.Tuple); c != nil && !w.e.reuse(c, seg) {
 		s.st.synDropped.Add(1)
 		return false
@@ -205,6 +216,19 @@ func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 		data = append([]byte(nil), seg.Payload[:min(len(seg.Payload), w.e.cfg.MaxPending)]...)
 	}
 	d := s.l.OnACK(seg.Tuple, seg.Seq, seg.Ack, data, now)
+	if d.Action == queue.AckNoEntry {
+		// The handshake may be a retired service's: a reload replaced or
+		// removed it after its SYN-ACK went out. It finishes there.
+		for _, r := range w.e.set.Load().retiring[seg.Dst] {
+			if r == s || r.l.SynQueueLen() == 0 {
+				continue
+			}
+			if rd := r.l.OnACK(seg.Tuple, seg.Seq, seg.Ack, data, now); rd.Action != queue.AckNoEntry {
+				s, d = r, rd
+				break
+			}
+		}
+	}
 	switch d.Action {
 	case queue.AckQueued:
 		s.st.ackQueue.Add(1)
@@ -216,7 +240,8 @@ func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 		s.st.rejected(d.Reason.String())
 		return w.reset(p)
 	}
-	if !d.CookieCheckAllowed {
+	if !d.CookieCheckAllowed || s.retired.Load() {
+		// A retired service accepts no new connection, cookies included.
 		s.st.rejected("no_entry")
 		return false
 	}

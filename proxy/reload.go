@@ -1,0 +1,252 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+	"reflect"
+	"slices"
+	"time"
+
+	"github.com/syngate/syngate/flow"
+)
+
+// maxAddedServices is the room Reconfigure has for services beyond those
+// New got, in the offload request channel (see New).
+const maxAddedServices = 256
+
+// serviceSet is the services the engine runs at one moment. It is never
+// changed once published (Adopt, before Run, excepted): Reconfigure builds
+// the next one and swaps it in whole.
+type serviceSet struct {
+	services map[netip.AddrPort]*service
+	order    []*service
+	// locals are the backend-side source addresses: a packet to one of
+	// them is a backend's. They only grow while the process runs: a
+	// retired service's connections still get their backend's packets
+	// there.
+	locals map[netip.Addr]bool
+	// retiring are the services a reload removed or replaced that still
+	// hold half-open entries or accepted connections, by listener: their
+	// handshakes finish with them.
+	retiring map[netip.AddrPort][]*service
+}
+
+func (set *serviceSet) add(s *service) {
+	set.services[s.Listen] = s
+	set.order = append(set.order, s)
+	for _, a := range s.Sources {
+		set.locals[a] = true
+	}
+}
+
+// Timeouts are the engine's timeouts a reload may change.
+type Timeouts struct {
+	// Connect bounds a backend handshake.
+	Connect time.Duration
+	// Established, Close and Reset expire spliced flows (see Config).
+	Established, Close, Reset time.Duration
+}
+
+// ReconfigureStats says what Reconfigure did.
+type ReconfigureStats struct {
+	// Added, Changed and Removed name the services by name.
+	Added, Changed, Removed []string
+	// Unchanged services keep their state (queues, counters, offer).
+	Unchanged int
+}
+
+// Reconfigure makes svcs the engine's services, atomically for the
+// receive loops: a service whose listener and settings are as before keeps
+// its state; a changed one (another backend, source addresses, queue
+// bounds, cookie policy, overflow policy or announce values) is replaced
+// by a new one; a removed one is gone. Replaced and removed services are
+// retired: they take no new connection, but the handshakes they hold end
+// with them as they began (half-open entries complete into their accept
+// queue, accepted connections open their backend leg to the backend they
+// were accepted for), and their spliced connections run on until they
+// end, like the draining connections Adopt finds. A retired service's
+// backend-leg loop stops once its queues are empty. Zero timeouts are left
+// as they are.
+//
+// Nothing changes when it returns an error.
+func (e *Engine) Reconfigure(svcs []Service, t Timeouts) (ReconfigureStats, error) {
+	var st ReconfigureStats
+	if len(svcs) == 0 {
+		return st, fmt.Errorf("%w: no services", ErrConfig)
+	}
+	e.reconfMu.Lock()
+	defer e.reconfMu.Unlock()
+	cur := e.set.Load()
+	next := &serviceSet{
+		services: make(map[netip.AddrPort]*service, len(svcs)),
+		locals:   maps.Clone(cur.locals),
+		retiring: make(map[netip.AddrPort][]*service),
+	}
+	for l, rs := range cur.retiring {
+		next.retiring[l] = slices.Clone(rs)
+	}
+	pools := maps.Clone(e.pools) // restored on failure
+	var added []*service
+	for _, s := range svcs {
+		if _, dup := next.services[s.Listen]; dup {
+			e.pools = pools
+			return ReconfigureStats{}, fmt.Errorf("%w: service %s: listener %v used twice", ErrConfig, s.Name, s.Listen)
+		}
+		if old := cur.services[s.Listen]; old != nil && sameService(old.Service, s) {
+			next.add(old)
+			st.Unchanged++
+			continue
+		}
+		svc, err := e.newService(s)
+		if err != nil {
+			e.pools = pools
+			return ReconfigureStats{}, err
+		}
+		next.add(svc)
+		added = append(added, svc)
+		if cur.services[s.Listen] != nil {
+			st.Changed = append(st.Changed, s.Name)
+		} else {
+			st.Added = append(st.Added, s.Name)
+		}
+	}
+	var retired []*service
+	for _, old := range cur.order {
+		if next.services[old.Listen] != old {
+			retired = append(retired, old)
+			if next.services[old.Listen] == nil {
+				st.Removed = append(st.Removed, old.Name)
+			}
+		}
+	}
+	// From here on nothing fails.
+	for _, s := range added {
+		// Until its probe answers, a replaced service announces what its
+		// predecessor learned of the backend when the backend is the same.
+		if old := cur.services[s.Listen]; old != nil && old.Backend == s.Backend {
+			s.offer.Store(s.mergeOffer(offerOptions(old.offer.Load())))
+		}
+	}
+	for _, s := range retired {
+		s.retired.Store(true)
+		next.retiring[s.Listen] = append(next.retiring[s.Listen], s)
+		if e.draining == nil {
+			e.draining = make(map[drainKey]*service)
+		}
+		e.draining[drainKey{s.Listen, s.Backend, s.Sources[0]}] = s
+	}
+	if t.Connect > 0 || t.Established > 0 || t.Close > 0 || t.Reset > 0 {
+		nt := *e.timeouts.Load()
+		setNonZero(&nt.Connect, t.Connect)
+		setNonZero(&nt.Established, t.Established)
+		setNonZero(&nt.Close, t.Close)
+		setNonZero(&nt.Reset, t.Reset)
+		e.timeouts.Store(&nt)
+	}
+	e.set.Store(next)
+	if e.runCtx != nil {
+		for _, s := range added {
+			e.startLegs(s)
+		}
+	}
+	for _, s := range retired {
+		e.log.Info("service retired by a reload: its handshakes finish, its connections run until they end",
+			"service", s.Name, "listen", s.Listen, "half_open", s.l.SynQueueLen(), "accept_queue", s.l.AcceptQueueLen())
+	}
+	return st, nil
+}
+
+func setNonZero(p *time.Duration, v time.Duration) {
+	if v > 0 {
+		*p = v
+	}
+}
+
+// offerOptions is the backend options an offer was merged from, as far as
+// it tells them.
+func offerOptions(o *Offer) flow.SynOptions {
+	return flow.SynOptions{MSS: o.MSS, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps, ECN: o.ECN}
+}
+
+// sameService reports whether a and b run the same way: then a reload
+// keeps the running service.
+func sameService(a, b Service) bool {
+	return reflect.DeepEqual(a, b)
+}
+
+// startLegs runs s's backend-leg loop until Run's context ends or s is
+// retired and drained. reconfMu is held and Run has started.
+func (e *Engine) startLegs(s *service) {
+	ctx, cancel := context.WithCancel(e.runCtx)
+	s.stopLegs = cancel
+	e.legs.Add(1)
+	go func() {
+		defer e.legs.Done()
+		defer cancel()
+		e.openBackendLegs(ctx, s)
+	}()
+}
+
+// tendRetired retransmits the SYN-ACKs of retired services' half-open
+// entries and lets a retired service go once both its queues are empty:
+// no new entry can reach it then (it answers no SYN and accepts no
+// cookie), so its backend-leg loop ends. Its spliced and opening
+// connections keep it as their service until they end. Run calls it every
+// second.
+func (e *Engine) tendRetired(set *serviceSet, now time.Time) {
+	if len(set.retiring) == 0 {
+		return
+	}
+	var done []*service
+	for _, rs := range set.retiring {
+		for _, s := range rs {
+			e.expireHalfOpen(s, now)
+			if s.l.SynQueueLen() == 0 && s.l.AcceptQueueLen() == 0 {
+				done = append(done, s)
+			}
+		}
+	}
+	if len(done) == 0 {
+		return
+	}
+	e.reconfMu.Lock()
+	defer e.reconfMu.Unlock()
+	cur := e.set.Load()
+	next := *cur
+	next.retiring = make(map[netip.AddrPort][]*service, len(cur.retiring))
+	for l, rs := range cur.retiring {
+		var keep []*service
+		for _, s := range rs {
+			if !slices.Contains(done, s) {
+				keep = append(keep, s)
+			}
+		}
+		if len(keep) > 0 {
+			next.retiring[l] = keep
+		}
+	}
+	e.set.Store(&next)
+	for _, s := range done {
+		if s.stopLegs != nil {
+			s.stopLegs()
+		}
+		e.log.Info("retired service drained: its handshakes are done", "service", s.Name, "listen", s.Listen)
+	}
+}
+
+// HalfOpenRetired is how many half-open entries and accepted connections
+// the retired services at listen still hold; the gateway keeps a removed
+// service's data-plane entry until they are done (or a bound), so their
+// ACKs still reach the engine.
+func (e *Engine) HalfOpenRetired(listen netip.AddrPort) int {
+	n := 0
+	for _, s := range e.set.Load().retiring[listen] {
+		n += s.l.SynQueueLen() + s.l.AcceptQueueLen()
+	}
+	return n
+}
+
+// Timeouts returns the timeouts in force.
+func (e *Engine) Timeouts() Timeouts { return *e.timeouts.Load() }
