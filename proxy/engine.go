@@ -149,6 +149,9 @@ type service struct {
 	Service
 	l     *queue.Listener
 	offer atomic.Pointer[Offer]
+	// backendOpts is what offer was merged from: the backend's options as
+	// last learned (defaults until then), kept for a reload.
+	backendOpts atomic.Pointer[flow.SynOptions]
 	st    serviceCounters
 	// slots bounds the backend handshakes in flight; while they are all
 	// taken, validated connections wait in the accept queue.
@@ -267,7 +270,7 @@ func (e *Engine) newService(s Service) (*service, error) {
 	svc := &service{Service: s, l: l, slots: make(chan struct{}, l.AcceptQueueCap()), maxPending: cfg.MaxPending, offloadReqs: e.offloadReqs}
 	svc.maxMSS = linkMSS(cfg.LinkMTU, s.Listen.Addr().Is6() && !s.Listen.Addr().Is4In6())
 	svc.st.init()
-	svc.offer.Store(svc.mergeOffer(defaultBackendOptions(s.Backend.Addr().Is6())))
+	svc.setBackendOptions(defaultBackendOptions(s.Backend.Addr().Is6()))
 	for _, a := range s.Sources {
 		k := poolKey{source: a, backend: s.Backend}
 		p := e.pools[k]
@@ -340,12 +343,17 @@ func (s *service) mergeOffer(b flow.SynOptions) *Offer {
 	return o
 }
 
+func (s *service) setBackendOptions(b flow.SynOptions) {
+	s.backendOpts.Store(&b)
+	s.offer.Store(s.mergeOffer(b))
+}
+
 // SetBackendOptions records what the named service's backend offers (from
 // ProbeBackend); configured announce values still win.
 func (e *Engine) SetBackendOptions(name string, b flow.SynOptions) error {
 	for _, s := range e.set.Load().order {
 		if s.Name == name {
-			s.offer.Store(s.mergeOffer(b))
+			s.setBackendOptions(b)
 			return nil
 		}
 	}

@@ -68,10 +68,13 @@ type ReconfigureStats struct {
 // were accepted for), and their spliced connections run on until they
 // end, like the draining connections Adopt finds. A retired service's
 // backend-leg loop stops once its queues are empty. Zero timeouts are left
-// as they are.
+// as they are. learned holds, by service name, backend options already
+// probed for added and changed services: they announce them from their
+// first SYN-ACK (a changed service with the same backend keeps what was
+// learned; others announce defaults until SetBackendOptions).
 //
 // Nothing changes when it returns an error.
-func (e *Engine) Reconfigure(svcs []Service, t Timeouts) (ReconfigureStats, error) {
+func (e *Engine) Reconfigure(svcs []Service, t Timeouts, learned map[string]flow.SynOptions) (ReconfigureStats, error) {
 	var st ReconfigureStats
 	if len(svcs) == 0 {
 		return st, fmt.Errorf("%w: no services", ErrConfig)
@@ -125,8 +128,10 @@ func (e *Engine) Reconfigure(svcs []Service, t Timeouts) (ReconfigureStats, erro
 	for _, s := range added {
 		// Until its probe answers, a replaced service announces what its
 		// predecessor learned of the backend when the backend is the same.
-		if old := cur.services[s.Listen]; old != nil && old.Backend == s.Backend {
-			s.offer.Store(s.mergeOffer(offerOptions(old.offer.Load())))
+		if o, ok := learned[s.Name]; ok {
+			s.setBackendOptions(o)
+		} else if old := cur.services[s.Listen]; old != nil && old.Backend == s.Backend {
+			s.setBackendOptions(*old.backendOpts.Load())
 		}
 	}
 	for _, s := range retired {
@@ -162,12 +167,6 @@ func setNonZero(p *time.Duration, v time.Duration) {
 	if v > 0 {
 		*p = v
 	}
-}
-
-// offerOptions is the backend options an offer was merged from, as far as
-// it tells them.
-func offerOptions(o *Offer) flow.SynOptions {
-	return flow.SynOptions{MSS: o.MSS, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps, ECN: o.ECN}
 }
 
 // sameService reports whether a and b run the same way: then a reload

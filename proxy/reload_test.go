@@ -69,7 +69,7 @@ func TestReconfigure(t *testing.T) {
 	web.Backend = backend2
 	api := r.svc
 	api.Name, api.Listen = "api", vip2
-	st, err := r.e.Reconfigure([]Service{web, api}, Timeouts{Established: time.Hour})
+	st, err := r.e.Reconfigure([]Service{web, api}, Timeouts{Established: time.Hour}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestReconfigure(t *testing.T) {
 func TestReconfigureKeepsUnchanged(t *testing.T) {
 	r := reloadRig(t)
 	web := r.e.set.Load().services[vip]
-	st, err := r.e.Reconfigure([]Service{r.svc}, Timeouts{})
+	st, err := r.e.Reconfigure([]Service{r.svc}, Timeouts{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestReconfigureInvalid(t *testing.T) {
 	bad := r.svc
 	bad.Name, bad.Listen, bad.Sources = "bad", vip2, []netip.Addr{netip.MustParseAddr("2001:db8::1")}
 	for _, svcs := range [][]Service{nil, {r.svc, dup}, {r.svc, bad}} {
-		if _, err := r.e.Reconfigure(svcs, Timeouts{Established: time.Minute}); err == nil {
+		if _, err := r.e.Reconfigure(svcs, Timeouts{Established: time.Minute}, nil); err == nil {
 			t.Errorf("Reconfigure(%d services) accepted", len(svcs))
 		}
 	}
