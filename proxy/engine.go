@@ -152,7 +152,7 @@ type service struct {
 	// backendOpts is what offer was merged from: the backend's options as
 	// last learned (defaults until then), kept for a reload.
 	backendOpts atomic.Pointer[flow.SynOptions]
-	st    serviceCounters
+	st          serviceCounters
 	// slots bounds the backend handshakes in flight; while they are all
 	// taken, validated connections wait in the accept queue.
 	slots      chan struct{}
