@@ -27,6 +27,7 @@ import (
 	"github.com/syngate/syngate/afxdp"
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/config"
+	"github.com/syngate/syngate/control"
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/metrics"
@@ -46,6 +47,20 @@ type Options struct {
 	// Unpin removes the pinned maps on exit (for labs: a production restart
 	// wants them kept so spliced flows survive).
 	Unpin bool
+	// ConfigPath is the file cfg came from: a reload re-reads it. Empty
+	// disables reloads.
+	ConfigPath string
+	// Reload carries reload requests (cmd/syngate sends one on SIGHUP);
+	// each gets the outcome on its channel. Reloads also come over the
+	// control socket (POST /v1/reload).
+	Reload <-chan ReloadRequest
+}
+
+// ReloadRequest asks a running gateway to re-read its config file and
+// apply it; Done, if set, gets the outcome (nil: applied).
+type ReloadRequest struct {
+	Trigger string
+	Done    chan<- error
 }
 
 // Run runs the gateway until ctx ends.
@@ -167,9 +182,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}
 
 	reg := metrics.New(opts.Version, opts.Revision)
-	for _, s := range engine.Services() {
-		reg.AddService(s)
-	}
+	reg.SetServices(engine.Services())
 	reg.SetDataplane(&dataplaneMetrics{dp: dp, e: engine, limit: cfg.Flows.Max})
 	sockStats := &socketStats{}
 	if err := reg.Register(metrics.NewSocketCollector(sockStats)); err != nil {
@@ -190,6 +203,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	ectx, stopEngine := context.WithCancel(context.Background())
 	defer stopEngine()
 	errc := make(chan error, 64)
+	rl := &reloader{
+		path: opts.ConfigPath, cfg: cfg, svcs: services, dp: dp, e: engine, off: offload, reg: reg,
+		health: health, log: log, ctx: ectx, wg: &wg,
+	}
 
 	// Sockets first, then the program: a SYN steered before its socket is
 	// registered would be dropped.
@@ -269,12 +286,16 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 			offload.refreshStandby(engine, log)
 		}
 		for {
+			// The running config's interval and services: a reload
+			// changes them.
+			cur, svcs := rl.current()
 			select {
 			case <-ectx.Done():
 				return
-			case <-time.After(cfg.Backend.ProbeInterval):
+			case <-time.After(cur.Backend.ProbeInterval):
 			}
-			probeBackends(ectx, engine, cfg, services, log, health)
+			cur, svcs = rl.current()
+			probeBackends(ectx, engine, cur, svcs, log, health)
 			offload.refreshStandby(engine, log)
 		}
 	}()
@@ -302,6 +323,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	if srv := serveControl(cfg, &controlSource{
 		version: opts.Version, started: time.Now(), cfg: cfg, dp: dp, e: engine, socks: sockStats, health: health,
 	}, log); srv != nil {
+		if opts.ConfigPath != "" {
+			srv.Handle("POST "+control.ReloadPath, http.HandlerFunc(rl.serveReload))
+		}
 		defer srv.Close()
 	}
 	if opts.ReadyFile != "" {
@@ -311,10 +335,25 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}
 	log.Info("syngate running", "services", len(services), "interfaces", len(cfg.Interfaces), "sockets", len(sockets),
 		"took_over", tookOver, "startup", time.Since(started).Round(time.Millisecond))
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		return err
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err := <-errc:
+			return err
+		case req := <-opts.Reload:
+			var err error
+			if opts.ConfigPath == "" {
+				err = errors.New("reload: no config file to re-read")
+				log.Error("reload refused", "trigger", req.Trigger, "err", err)
+			} else {
+				_, err = rl.reload(req.Trigger)
+			}
+			if req.Done != nil {
+				req.Done <- err
+			}
+		}
 	}
 	if pin != "" && !opts.Unpin {
 		// The data path stays: hand new SYNs to the program's cookies and
@@ -365,13 +404,7 @@ func reconcileServices(dp *bpf.Dataplane, e *proxy.Engine, off *cookieOffload, s
 	want := make(map[netip.AddrPort]bool, len(svcs))
 	for i, s := range svcs {
 		want[s.Listen] = true
-		o, window, _ := e.OfferAt(s.Listen)
-		bs := &bpf.Service{Addr: s.Listen, ID: uint32(i)}
-		if s.Queue.Cookies != queue.CookiesNever {
-			bs.StandbyCookies = true
-			bs.Announce = standbyAnnounce(o, window)
-		}
-		if err := off.set(bs); err != nil {
+		if err := off.set(serviceEntry(e, s, i)); err != nil {
 			return err
 		}
 	}
@@ -544,27 +577,35 @@ func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svc
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
-			o, err := proxy.ProbeBackend(pctx, s.Backend, s.Sources[0])
-			cancel()
-			health.record(s.Name, time.Now(), o, err)
-			if err != nil {
-				log.Warn("backend probe failed; announcing what was known", "service", s.Name, "backend", s.Backend, "err", err)
-				return
+			if o, ok := probeService(ctx, cfg, s, log, health); ok {
+				e.SetBackendOptions(s.Name, o)
 			}
-			// ECN is offered to clients only when the backend is known to
-			// agree: a failed probe means no ECN.
-			pctx, cancel = context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
-			o.ECN, err = proxy.ProbeECN(pctx, s.Backend, s.Sources[0])
-			cancel()
-			if err != nil {
-				log.Warn("backend ECN probe failed; not offering ECN", "service", s.Name, "backend", s.Backend, "err", err)
-			}
-			e.SetBackendOptions(s.Name, o)
-			log.Info("backend options", "service", s.Name, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps, "ecn", o.ECN)
 		}()
 	}
 	wg.Wait()
+}
+
+// probeService learns one service's backend options, ECN included, and
+// records the outcome in health; false when the backend did not answer.
+func probeService(ctx context.Context, cfg *config.Config, s proxy.Service, log *slog.Logger, health *backendHealth) (flow.SynOptions, bool) {
+	pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
+	o, err := proxy.ProbeBackend(pctx, s.Backend, s.Sources[0])
+	cancel()
+	health.record(s.Name, time.Now(), o, err)
+	if err != nil {
+		log.Warn("backend probe failed; announcing what was known", "service", s.Name, "backend", s.Backend, "err", err)
+		return o, false
+	}
+	// ECN is offered to clients only when the backend is known to
+	// agree: a failed probe means no ECN.
+	pctx, cancel = context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
+	o.ECN, err = proxy.ProbeECN(pctx, s.Backend, s.Sources[0])
+	cancel()
+	if err != nil {
+		log.Warn("backend ECN probe failed; not offering ECN", "service", s.Name, "backend", s.Backend, "err", err)
+	}
+	log.Info("backend options", "service", s.Name, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps, "ecn", o.ECN)
+	return o, true
 }
 
 func serveHTTP(addr string, reg *metrics.Registry) (*http.Server, error) {
@@ -655,6 +696,17 @@ func (c *cookieOffload) OffloadCookies(s proxy.Service, on bool, o proxy.Offer, 
 		return err
 	}
 	*cur = next
+	return nil
+}
+
+// remove deletes a service's entry from the data plane.
+func (c *cookieOffload) remove(listen netip.AddrPort) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.dp.DeleteService(listen); err != nil && !errors.Is(err, bpf.ErrNotFound) {
+		return err
+	}
+	delete(c.svcs, listen)
 	return nil
 }
 

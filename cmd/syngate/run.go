@@ -47,15 +47,18 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	log := slog.New(handler)
-	ignoreHangup(ctx, log)
-	return gateway.Run(ctx, cfg, gateway.Options{Version: build.Version, Revision: build.Revision, Logger: log, ReadyFile: *ready, Unpin: *unpin})
+	reload := make(chan gateway.ReloadRequest)
+	reloadOnHangup(ctx, reload)
+	return gateway.Run(ctx, cfg, gateway.Options{
+		Version: build.Version, Revision: build.Revision, Logger: log, ReadyFile: *ready, Unpin: *unpin,
+		ConfigPath: *path, Reload: reload,
+	})
 }
 
-// ignoreHangup keeps SIGHUP from killing the daemon: the systemd unit's
-// ExecReload sends it, and Go's default action would end the process
-// (which systemd counts as a clean exit, so no restart either). Until
-// reload exists, the signal is logged and the running config stays.
-func ignoreHangup(ctx context.Context, log *slog.Logger) {
+// reloadOnHangup turns SIGHUP into reload requests: the systemd unit's
+// ExecReload checks the file and sends it. The gateway logs and counts
+// the outcome. (Go's default action would end the process.)
+func reloadOnHangup(ctx context.Context, reload chan<- gateway.ReloadRequest) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -65,7 +68,11 @@ func ignoreHangup(ctx context.Context, log *slog.Logger) {
 			case <-ctx.Done():
 				return
 			case <-hup:
-				log.Warn("SIGHUP: configuration reload is not implemented yet; the running configuration stays")
+			}
+			select {
+			case reload <- gateway.ReloadRequest{Trigger: "SIGHUP"}:
+			case <-ctx.Done():
+				return
 			}
 		}
 	}()
