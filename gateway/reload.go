@@ -230,10 +230,12 @@ func serviceEntry(e *proxy.Engine, s proxy.Service, id int) *bpf.Service {
 
 // retireEntry takes a removed service's listener out of the data plane:
 // at once out of the cookie answers (its SYNs reach the engine, which
-// answers none), and out of the services map once the retired service's
-// handshakes are done, or after maxDrain, so the ACKs of its half-open
-// entries still reach the engine. Then its SYNs pass to the kernel again,
-// as after a restart without it. r.mu is held.
+// refuses them with a RST, as the kernel would), and out of the services
+// map once the retired service's handshakes and connections are all done:
+// until then the XDP program must keep the listener, or the client
+// segments of its spliced connections would meet the kernel, which has no
+// socket for them and resets them. Then its SYNs pass to the kernel
+// again, as after a restart without it. r.mu is held.
 func (r *reloader) retireEntry(listen netip.AddrPort) {
 	if err := r.off.set(&bpf.Service{Addr: listen}); err != nil {
 		r.log.Warn("reload: stop the cookies of a removed service", "listen", listen, "err", err)
@@ -241,12 +243,11 @@ func (r *reloader) retireEntry(listen netip.AddrPort) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		deadline := time.Now().Add(maxDrain)
-		for r.e.HalfOpenRetired(listen) > 0 && time.Now().Before(deadline) {
+		for r.e.RetiredLive(listen) > 0 {
 			select {
 			case <-r.ctx.Done():
 				return
-			case <-time.After(20 * time.Millisecond):
+			case <-time.After(retiredPoll):
 			}
 		}
 		r.mu.Lock()
@@ -258,9 +259,12 @@ func (r *reloader) retireEntry(listen netip.AddrPort) {
 			r.log.Warn("reload: remove a service from the data plane", "listen", listen, "err", err)
 			return
 		}
-		r.log.Info("service removed from the data plane", "listen", listen)
+		r.log.Info("removed service's connections ended: listener removed from the data plane", "listen", listen)
 	}()
 }
+
+// retiredPoll is how often a removed service's connections are counted.
+const retiredPoll = 500 * time.Millisecond
 
 // probeNew learns the backend options of the services next adds or
 // changes to a new backend, all at once, before they take a connection:

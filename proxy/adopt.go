@@ -156,6 +156,7 @@ func (e *Engine) adoptConn(kc bpf.FlowKey, toBackend, toClient bpf.FlowState, no
 	sh.byClient[c.client] = c
 	sh.mu.Unlock()
 	e.conns.n.Add(1)
+	svc.live.Add(1)
 	e.conns.setSource(c, legKey{source: source, backend: backend})
 	e.conns.spliced.Add(1)
 	return c, pool

@@ -180,6 +180,7 @@ func (t *connTable) getOrCreate(svc *service, ft flow.Tuple, now time.Time) (c *
 		return nil, false
 	}
 	t.n.Add(1)
+	svc.live.Add(1)
 	c = &conn{svc: svc, client: ft, created: now}
 	s.byClient[ft] = c
 	s.opening[c] = struct{}{}
@@ -205,6 +206,7 @@ func (t *connTable) remove(c *conn, leg legKey) {
 	if s.byClient[c.client] == c {
 		delete(s.byClient, c.client)
 		t.n.Add(-1)
+		c.svc.live.Add(-1)
 	}
 	delete(s.opening, c)
 	s.mu.Unlock()

@@ -176,6 +176,9 @@ type service struct {
 	retired atomic.Bool
 	// stopLegs ends the service's backend-leg loop.
 	stopLegs context.CancelFunc
+	// live counts the connections (opening or spliced) that have this
+	// service: a retired one leaves the data plane when none is left.
+	live atomic.Int64
 }
 
 // Offer is what a service's SYN-ACKs announce: the backend's options with

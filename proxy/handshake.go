@@ -101,10 +101,12 @@ func tsClock(now time.Time) uint32 { return uint32(now.UnixMilli()) }
 func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 	seg := &w.seg
 	if s.retired.Load() {
-		// Removed by a reload: its entry leaves the data plane once its
-		// handshakes are done; until then its SYNs go unanswered.
+		// Removed by a reload: its entry stays in the data plane while
+		// its connections live (their client segments must not reach
+		// the kernel, which has no socket for them), and its SYNs are
+		// refused as the kernel refuses them once it is gone.
 		s.st.synDropped.Add(1)
-		return false
+		return w.reset(p)
 	}
 	if c := w.e.conns.byClient(seg.Tuple); c != nil && !w.e.reuse(c, seg) {
 		s.st.synDropped.Add(1)
@@ -215,12 +217,17 @@ func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 	if len(seg.Payload) > 0 {
 		data = append([]byte(nil), seg.Payload[:min(len(seg.Payload), w.e.cfg.MaxPending)]...)
 	}
+	if s.l == nil {
+		// An adopted connection's stand-in: it has no queues.
+		s.st.rejected("no_entry")
+		return false
+	}
 	d := s.l.OnACK(seg.Tuple, seg.Seq, seg.Ack, data, now)
 	if d.Action == queue.AckNoEntry {
 		// The handshake may be a retired service's: a reload replaced or
 		// removed it after its SYN-ACK went out. It finishes there.
 		for _, r := range w.e.set.Load().retiring[seg.Dst] {
-			if r == s || r.l.SynQueueLen() == 0 {
+			if r == s || r.l == nil || r.l.SynQueueLen() == 0 {
 				continue
 			}
 			if rd := r.l.OnACK(seg.Tuple, seg.Seq, seg.Ack, data, now); rd.Action != queue.AckNoEntry {

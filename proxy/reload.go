@@ -189,11 +189,10 @@ func (e *Engine) startLegs(s *service) {
 }
 
 // tendRetired retransmits the SYN-ACKs of retired services' half-open
-// entries and lets a retired service go once both its queues are empty:
-// no new entry can reach it then (it answers no SYN and accepts no
-// cookie), so its backend-leg loop ends. Its spliced and opening
-// connections keep it as their service until they end. Run calls it every
-// second.
+// entries, ends a retired service's backend-leg loop once both its queues
+// are empty (no new entry can reach it then: it answers no SYN and
+// accepts no cookie), and lets it go once its last connection ended too.
+// Run calls it every second.
 func (e *Engine) tendRetired(set *serviceSet, now time.Time) {
 	if len(set.retiring) == 0 {
 		return
@@ -201,8 +200,17 @@ func (e *Engine) tendRetired(set *serviceSet, now time.Time) {
 	var done []*service
 	for _, rs := range set.retiring {
 		for _, s := range rs {
+			if s.l == nil {
+				continue
+			}
 			e.expireHalfOpen(s, now)
-			if s.l.SynQueueLen() == 0 && s.l.AcceptQueueLen() == 0 {
+			if s.l.SynQueueLen() != 0 || s.l.AcceptQueueLen() != 0 {
+				continue
+			}
+			if s.stopLegs != nil {
+				s.stopLegs()
+			}
+			if s.live.Load() == 0 {
 				done = append(done, s)
 			}
 		}
@@ -228,21 +236,23 @@ func (e *Engine) tendRetired(set *serviceSet, now time.Time) {
 	}
 	e.set.Store(&next)
 	for _, s := range done {
-		if s.stopLegs != nil {
-			s.stopLegs()
-		}
-		e.log.Info("retired service drained: its handshakes are done", "service", s.Name, "listen", s.Listen)
+		e.log.Info("retired service done: its handshakes and connections ended", "service", s.Name, "listen", s.Listen)
 	}
 }
 
-// HalfOpenRetired is how many half-open entries and accepted connections
-// the retired services at listen still hold; the gateway keeps a removed
-// service's data-plane entry until they are done (or a bound), so their
-// ACKs still reach the engine.
-func (e *Engine) HalfOpenRetired(listen netip.AddrPort) int {
+// RetiredLive is how many half-open entries, accepted and live
+// connections the retired services at listen still hold. The gateway
+// keeps a removed service's data-plane entry until none is left: the
+// client segments of its spliced connections that XDP does not forward
+// itself, and the ACKs of its half-open entries, still reach the engine
+// instead of the kernel.
+func (e *Engine) RetiredLive(listen netip.AddrPort) int {
 	n := 0
 	for _, s := range e.set.Load().retiring[listen] {
-		n += s.l.SynQueueLen() + s.l.AcceptQueueLen()
+		n += int(s.live.Load())
+		if s.l != nil {
+			n += s.l.SynQueueLen() + s.l.AcceptQueueLen()
+		}
 	}
 	return n
 }

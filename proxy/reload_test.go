@@ -107,12 +107,21 @@ func TestReconfigure(t *testing.T) {
 		t.Fatalf("added service: %v from %v", sa.Flags, sa.Src)
 	}
 	r.syn(netip.MustParseAddrPort("198.51.100.7:40004"), vip3, 4000)
-	r.noReply()
+	if rst := r.reply(); rst.Flags&packet.RST == 0 || rst.Src != vip3 {
+		t.Fatalf("removed service: %v from %v; want a RST (refused, as by the kernel)", rst.Flags, rst.Src)
+	}
 
-	// Drained retired services leave the set; their connections keep them.
+	// A retired service without connections leaves the set; one with a
+	// connection stays (the gateway keeps its data-plane entry meanwhile).
 	r.e.tendRetired(r.e.set.Load(), r.advance(time.Second))
-	if n := len(r.e.set.Load().retiring); n != 0 {
-		t.Errorf("%d listeners still retiring with empty queues", n)
+	if rs := r.e.set.Load().retiring; len(rs[vip3]) != 0 || len(rs[vip]) != 1 {
+		t.Errorf("retiring after tending: %d at the removed listener (no connections), %d at the changed one (one connection)", len(rs[vip3]), len(rs[vip]))
+	}
+	if n := r.e.RetiredLive(vip3); n != 0 {
+		t.Errorf("RetiredLive(removed) = %d", n)
+	}
+	if n := r.e.RetiredLive(vip); n != 1 {
+		t.Errorf("RetiredLive(changed) = %d, want its one connection", n)
 	}
 	if c := r.e.conns.byClient(flow.Tuple{Client: a, Service: vip}); c == nil || c.svc != old {
 		t.Errorf("the half-open handshake's connection is not the retired service's")

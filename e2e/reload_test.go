@@ -1,0 +1,344 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/syngate/syngate/lab"
+)
+
+// Reload test sizes: reloadTransfers paced transfers of reloadBytes each
+// way, about eight seconds each, spanning the reloads.
+const (
+	reloadTransfers = 6
+	reloadBytes     = 32 << 20
+	reloadRate      = 4 << 20
+	newBackendPort  = 8081
+)
+
+// reloadServices describes the services of one config of the test.
+type reloadServices struct {
+	gone      bool   // "gone" on VIP:81, later removed
+	chgPort   uint16 // the backend port of "chg" on VIP:82
+	api       bool   // "api" on VIP:83 (backend :8081), added by the reload
+	ports     string // backend.ports
+	badFlags  bool   // filters.drop_bad_flags
+	establish string // flows.established_timeout
+}
+
+func reloadConfig(top *lab.Topology, dir, pins string, s reloadServices) string {
+	b := backendAddr(top)
+	svc := func(name string, port uint16, backend uint16) string {
+		return fmt.Sprintf("  - name: %s\n    listen: %s\n    backend: %s\n", name,
+			netip.AddrPortFrom(top.VIP4, port), netip.AddrPortFrom(b, backend))
+	}
+	svcs := svc("web", servicePort, backendPort)
+	svcs += fmt.Sprintf("  - name: web6\n    listen: \"%s\"\n    backend: \"%s\"\n",
+		netip.AddrPortFrom(top.VIP6, servicePort), netip.AddrPortFrom(top.BackendIf.V6.Addr(), backendPort))
+	if s.gone {
+		svcs += svc("gone", 81, backendPort)
+	}
+	svcs += svc("chg", 82, s.chgPort)
+	if s.api {
+		svcs += svc("api", 83, newBackendPort)
+	}
+	return fmt.Sprintf(`interfaces:
+  - name: %s
+  - name: %s
+secret_file: %s
+bpffs: %s
+metrics:
+  listen: 127.0.0.1:9420
+control:
+  socket: %s
+backend:
+  connect_timeout: 2s
+  ports: %s
+filters:
+  drop_bad_flags: %v
+flows:
+  close_timeout: 2s
+  established_timeout: %s
+services:
+%s`, top.GatewayClient.Name, top.GatewayBackend.Name, filepath.Join(dir, "secret"), pins,
+		filepath.Join(dir, "control.sock"), s.ports, s.badFlags, s.establish, svcs)
+}
+
+// countingEcho is an echo server that counts the connections it accepted.
+type countingEcho struct{ n atomic.Int64 }
+
+func newCountingEcho(t *testing.T, ns *lab.NS, addr netip.AddrPort) *countingEcho {
+	t.Helper()
+	s := &countingEcho{}
+	ln, err := listen(ns, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.n.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return s
+}
+
+// TestReload reloads syngate's config while checksummed transfers run
+// through it, over a service that stays, one whose backend changes and one
+// that is removed: none may break. After the SIGHUP the added service
+// answers, the removed one is refused, and new
+// connections of the changed one reach its new backend; the filters
+// change too (a new XDP program under the running transfers). Then a
+// file that does not parse and one that changes a restart-only key are
+// refused by `syngate reload` (non-zero exit, the reason printed) and
+// change nothing, and a good one is applied by it.
+func TestReload(t *testing.T) {
+	lab.RequireRoot(t)
+	top, err := lab.NewTopology(t, lab.Options{NoOffloads: true, Prefix: "sgr-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := top.PrepareGatewayXDP(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "bpffs")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpffs", mnt, "bpf", 0, "mode=0700"); err != nil {
+		t.Skipf("skipping: mount bpffs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	pins := filepath.Join(mnt, "syngate")
+	socket := filepath.Join(dir, "control.sock")
+
+	old := newRecordingEcho(t, top) // :8080, IPv4 and IPv6
+	next := newCountingEcho(t, top.Backend, netip.AddrPortFrom(backendAddr(top), newBackendPort))
+
+	first := reloadServices{gone: true, chgPort: backendPort, ports: "16384-32767", badFlags: true, establish: "120h"}
+	second := reloadServices{chgPort: newBackendPort, api: true, ports: "16384-32767", badFlags: false, establish: "1h"}
+	cfgPath := filepath.Join(dir, "syngate.yaml")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(cfgPath, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(reloadConfig(top, dir, pins, first))
+	ready := filepath.Join(dir, "ready")
+	d, err := lab.StartDaemon(top.Gateway, filepath.Join(dir, "syngate.log"), syngateBin, "run", "-c", cfgPath, "-ready-file", ready, "-log-level", "debug")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gatewayRun{t: t, top: top, d: d}
+	t.Cleanup(g.stop)
+	if err := d.WaitFile(ready, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	vip := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(top.VIP4, port) }
+
+	// Before: "chg" goes to the old backend.
+	for i := range 3 {
+		if err := shortEcho(top.Client, vip(82), i); err != nil {
+			t.Fatalf("chg before the reload: %v", err)
+		}
+	}
+	if n := next.n.Load(); n != 0 {
+		t.Fatalf("the new backend got %d connections before the reload", n)
+	}
+	m0 := g.metrics()
+	if m0["syngate_reload_last_success_timestamp_seconds"] < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("last success gauge %v at start: want the start time", m0["syngate_reload_last_success_timestamp_seconds"])
+	}
+
+	// The transfers: two over web, one over web6, two over chg, one over
+	// gone.
+	targets := []netip.AddrPort{vip(servicePort), vip(servicePort), netip.AddrPortFrom(top.VIP6, servicePort), vip(82), vip(82), vip(81)}
+	var wg sync.WaitGroup
+	errs := make(chan error, reloadTransfers)
+	for i, to := range targets[:reloadTransfers] {
+		c, err := dial(top.Client, to, 5*time.Second)
+		if err != nil {
+			t.Fatalf("transfer %d to %v: connect: %v", i, to, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			if err := pacedEcho(c, reloadBytes, uint64(1000+i), reloadRate, 2*time.Minute); err != nil {
+				errs <- fmt.Errorf("transfer %d to %v: %w", i, to, err)
+			}
+		}()
+	}
+	nc := &newConns{}
+	ncCtx, stopNew := context.WithCancel(context.Background())
+	var ncWG sync.WaitGroup
+	ncWG.Add(1)
+	go func() { defer ncWG.Done(); nc.run(ncCtx, top.Client, vip(servicePort)) }()
+
+	// The reload, by SIGHUP.
+	time.Sleep(2 * time.Second)
+	write(reloadConfig(top, dir, pins, second))
+	hupAt := time.Now()
+	if err := syscall.Kill(d.PID(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.waitMetric("syngate_reload_successes_total", 1, 15*time.Second); got != 1 {
+		t.Fatalf("reload successes %v after SIGHUP; log:\n%s", got, d.Logs())
+	}
+	applied := time.Since(hupAt)
+	m1 := g.metrics()
+	if m1["syngate_reload_failures_total"] != 0 || m1["syngate_reload_last_success_timestamp_seconds"] < float64(hupAt.Unix()) {
+		t.Errorf("after SIGHUP: failures %v, last success %v (SIGHUP at %v)", m1["syngate_reload_failures_total"],
+			m1["syngate_reload_last_success_timestamp_seconds"], hupAt.Unix())
+	}
+
+	// The added service answers; the changed one goes to its new backend.
+	if err := shortEcho(top.Client, vip(83), 0); err != nil {
+		t.Errorf("added service: %v", err)
+	}
+	before := next.n.Load()
+	for i := range 3 {
+		if err := shortEcho(top.Client, vip(82), i); err != nil {
+			t.Errorf("chg after the reload: %v", err)
+		}
+	}
+	if got := next.n.Load() - before; got != 3 {
+		t.Errorf("the new backend got %d of 3 new connections of the changed service", got)
+	}
+	// The removed one is refused: by the engine while its connections
+	// (the transfer over it) live, then by the kernel.
+	refusedAfter := waitRefused(t, top.Client, vip(81), 10*time.Second)
+	t.Logf("SIGHUP applied in %v; the removed service refused (RST) %v after the SIGHUP",
+		applied.Round(time.Millisecond), refusedAfter.Round(time.Millisecond))
+
+	// A file that does not parse: refused, nothing changes.
+	write("services: [\n")
+	out, err := exec.Command(syngateBin, "reload", "-socket", socket).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "invalid config") {
+		t.Errorf("reload of a broken file: err %v, output %q; want a failure naming the invalid config", err, out)
+	}
+	// A restart-only key: refused by name.
+	bad := second
+	bad.ports = "20000-29999"
+	write(reloadConfig(top, dir, pins, bad))
+	out, err = exec.Command(syngateBin, "reload", "-socket", socket).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "backend.ports") || !strings.Contains(string(out), "restart") {
+		t.Errorf("reload changing backend.ports: err %v, output %q; want a failure naming backend.ports and a restart", err, out)
+	}
+	m2 := g.metrics()
+	if m2["syngate_reload_failures_total"] != 2 || m2["syngate_reload_successes_total"] != 1 ||
+		m2["syngate_reload_last_success_timestamp_seconds"] != m1["syngate_reload_last_success_timestamp_seconds"] {
+		t.Errorf("after two refused reloads: failures %v, successes %v, last success %v (was %v)",
+			m2["syngate_reload_failures_total"], m2["syngate_reload_successes_total"],
+			m2["syngate_reload_last_success_timestamp_seconds"], m1["syngate_reload_last_success_timestamp_seconds"])
+	}
+	// Nothing changed: the added service still answers, the changed one
+	// still goes to its new backend.
+	before = next.n.Load()
+	if err := shortEcho(top.Client, vip(83), 1); err != nil {
+		t.Errorf("added service after the refused reloads: %v", err)
+	}
+	if err := shortEcho(top.Client, vip(82), 4); err != nil {
+		t.Errorf("chg after the refused reloads: %v", err)
+	}
+	if got := next.n.Load() - before; got != 2 {
+		t.Errorf("the new backend got %d of 2 connections after the refused reloads", got)
+	}
+
+	// A good file through `syngate reload`: "gone" comes back.
+	third := second
+	third.gone = true
+	write(reloadConfig(top, dir, pins, third))
+	out, err = exec.Command(syngateBin, "reload", "-socket", socket).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "added: gone") {
+		t.Errorf("syngate reload: err %v, output %q", err, out)
+	}
+	t.Logf("syngate reload: %s", strings.TrimSpace(string(out)))
+	if err := shortEcho(top.Client, vip(81), 0); err != nil {
+		t.Errorf("the re-added service: %v", err)
+	}
+
+	stopNew()
+	ncWG.Wait()
+	wg.Wait()
+	close(errs)
+	broken := 0
+	for err := range errs {
+		t.Error(err)
+		broken++
+	}
+	if overlaps := old.portOverlaps(); len(overlaps) > 0 {
+		t.Errorf("backend legs sharing a source port while both live: %v", overlaps)
+	}
+	g.checkInWindow()
+	m3 := g.metrics()
+	nc.mu.Lock()
+	defer nc.mu.Unlock()
+	t.Logf("%d transfers of %d MiB each way (web x2, web6, chg x2, gone): %d broken; new connections to web across the reloads: %d ok, %d failed, slowest %v; reloads: %v applied, %v refused",
+		reloadTransfers, reloadBytes>>20, broken, nc.ok, len(nc.failed), nc.slowest.Round(time.Millisecond),
+		m3["syngate_reload_successes_total"], m3["syngate_reload_failures_total"])
+	for i, err := range nc.failed {
+		if i < 5 {
+			t.Errorf("new connection failed: %v", err)
+		}
+	}
+	if len(nc.failed) > 5 {
+		t.Errorf("... %d new connections failed in all", len(nc.failed))
+	}
+}
+
+// waitRefused dials addr until the kernel refuses it and returns how long
+// that took; unanswered SYNs (the engine's retired service) time out.
+func waitRefused(t *testing.T, ns *lab.NS, addr netip.AddrPort, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < within {
+		c, err := dial(ns, addr, 500*time.Millisecond)
+		if err == nil {
+			c.Close()
+			t.Errorf("the removed service %v still answers", addr)
+			return time.Since(start)
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return time.Since(start)
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Logf("dial %v: %v", addr, err)
+			}
+		}
+	}
+	t.Errorf("the removed service %v was not refused within %v", addr, within)
+	return within
+}
