@@ -378,3 +378,99 @@ func waitRefused(t *testing.T, ns *lab.NS, addr netip.AddrPort, within time.Dura
 	t.Errorf("the removed service %v was not refused within %v", addr, within)
 	return within
 }
+
+// TestRestartRemovedServiceKeepsConnections: a restart whose config drops a
+// service keeps that service's spliced connections going (the adopted
+// stand-in keeps its listener in the data plane until they end; before,
+// the listener was deleted at start and their client segments met the
+// gateway's kernel, which reset them), refuses its new SYNs meanwhile, and
+// leaves it to the kernel once they ended.
+func TestRestartRemovedServiceKeepsConnections(t *testing.T) {
+	lab.RequireRoot(t)
+	top, err := lab.NewTopology(t, lab.Options{NoOffloads: true, Prefix: "sgr-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := top.PrepareGatewayXDP(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "bpffs")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpffs", mnt, "bpf", 0, "mode=0700"); err != nil {
+		t.Skipf("skipping: mount bpffs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	pins := filepath.Join(mnt, "syngate")
+	newRecordingEcho(t, top)
+	withGone := filepath.Join(dir, "with-gone.yaml")
+	without := filepath.Join(dir, "without.yaml")
+	if err := os.WriteFile(withGone, []byte(reloadConfig(top, dir, pins, reloadServices{gone: true, chgPort: backendPort, ports: "16384-32767", badFlags: true, establish: "120h"})), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(without, []byte(reloadConfig(top, dir, pins, reloadServices{chgPort: backendPort, ports: "16384-32767", badFlags: true, establish: "120h"})), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := &restarter{t: t, root: t, top: top, dir: dir}
+	r.start(syngateBin, withGone)
+	t.Cleanup(func() { r.cur.stop() })
+
+	gone := netip.AddrPortFrom(top.VIP4, 81)
+	const n, size = 3, 16 << 20
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		c, err := dial(top.Client, gone, 5*time.Second)
+		if err != nil {
+			t.Fatalf("transfer %d: connect: %v", i, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			if err := pacedEcho(c, size, uint64(2000+i), reloadRate, time.Minute); err != nil {
+				errs <- fmt.Errorf("transfer %d over the removed service: %w", i, err)
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	if err := r.cur.d.Stop(10 * time.Second); err != nil {
+		t.Error(err)
+	}
+	r.start(syngateBin, without)
+	// Refused while its connections live (by the engine: its listener
+	// stays in the data plane).
+	if c, err := dial(top.Client, gone, 2*time.Second); err == nil {
+		c.Close()
+		t.Error("the removed service answers after the restart")
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("the removed service after the restart: %v, want refused", err)
+	}
+	wg.Wait()
+	close(errs)
+	broken := 0
+	for err := range errs {
+		t.Error(err)
+		broken++
+	}
+	ended := time.Now()
+	for {
+		rsts := tcpStat(t, top.Gateway, "OutRsts")
+		c, err := dial(top.Client, gone, 2*time.Second)
+		if err == nil {
+			c.Close()
+			t.Fatal("the removed service answers")
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) && tcpStat(t, top.Gateway, "OutRsts") > rsts {
+			break
+		}
+		if time.Since(ended) > 30*time.Second {
+			t.Fatalf("30 s after its last connection ended, the removed service is not left to the kernel: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("%d transfers of %d MiB each way over a service the restart removed: %d broken; left to the kernel %v after they ended",
+		n, size>>20, broken, time.Since(ended).Round(100*time.Millisecond))
+}

@@ -164,7 +164,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		// maxProbeWait.
 		probeBackends(ctx, engine, cfg, unknownServices(services, known), log, health)
 	}
-	if err := reconcileServices(dp, engine, offload, services, pinned, log); err != nil {
+	removed, err := reconcileServices(engine, offload, services, pinned)
+	if err != nil {
 		return err
 	}
 	if pin != "" {
@@ -206,6 +207,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	rl := &reloader{
 		path: opts.ConfigPath, cfg: cfg, svcs: services, dp: dp, e: engine, off: offload, reg: reg,
 		health: health, log: log, ctx: ectx, wg: &wg,
+	}
+	if err := retirePinned(rl, removed); err != nil {
+		return err
 	}
 
 	// Sockets first, then the program: a SYN steered before its socket is
@@ -396,25 +400,43 @@ func unknownServices(svcs []proxy.Service, known map[string]flow.SynOptions) []p
 	return out
 }
 
-// reconcileServices makes the services map hold exactly the configured
-// services: removed ones are deleted (their SYNs pass to the kernel again;
-// their spliced connections drain), the others written with their standby
-// cookies and announce values.
-func reconcileServices(dp *bpf.Dataplane, e *proxy.Engine, off *cookieOffload, svcs []proxy.Service, pinned []bpf.Service, log *slog.Logger) error {
+// reconcileServices writes the configured services into the services map
+// with their standby cookies and announce values, and returns the pinned
+// listeners no longer configured: see retirePinned.
+func reconcileServices(e *proxy.Engine, off *cookieOffload, svcs []proxy.Service, pinned []bpf.Service) ([]netip.AddrPort, error) {
 	want := make(map[netip.AddrPort]bool, len(svcs))
 	for i, s := range svcs {
 		want[s.Listen] = true
 		if err := off.set(serviceEntry(e, s, i)); err != nil {
-			return err
+			return nil, err
 		}
 	}
+	var removed []netip.AddrPort
 	for _, p := range pinned {
 		if !want[p.Addr] {
-			if err := dp.DeleteService(p.Addr); err != nil && !errors.Is(err, bpf.ErrNotFound) {
-				return err
-			}
-			log.Info("service removed from the data plane", "listen", p.Addr)
+			removed = append(removed, p.Addr)
 		}
+	}
+	return removed, nil
+}
+
+// retirePinned takes the listeners of services no longer configured out of
+// the services map: at once when none of their connections was adopted
+// (their SYNs pass to the kernel again), else once the last one ended, as
+// a reload does (see reloader.retireEntry): the client segments of a
+// spliced connection that XDP does not forward itself must reach the
+// engine, not the kernel.
+func retirePinned(rl *reloader, removed []netip.AddrPort) error {
+	for _, a := range removed {
+		if n := rl.e.RetiredLive(a); n > 0 {
+			rl.log.Info("service removed from the config: kept in the data plane until its adopted connections end", "listen", a, "connections", n)
+			rl.retireEntry(a)
+			continue
+		}
+		if err := rl.off.remove(a); err != nil {
+			return err
+		}
+		rl.log.Info("service removed from the data plane", "listen", a)
 	}
 	return nil
 }

@@ -91,6 +91,21 @@ func (e *Engine) Adopt(flows FlowLister) (AdoptStats, error) {
 	for p, inUse := range ports {
 		p.adopt(inUse, now)
 	}
+	// Stand-ins of services no longer configured at their listener retire
+	// as a reload retires a removed service: the caller keeps the
+	// listener in the data plane while RetiredLive counts connections,
+	// and their SYNs are refused meanwhile.
+	set := e.set.Load()
+	for _, s := range e.draining {
+		if set.services[s.Listen] != nil || slices.Contains(set.retiring[s.Listen], s) {
+			continue
+		}
+		s.retired.Store(true)
+		if set.retiring == nil {
+			set.retiring = make(map[netip.AddrPort][]*service)
+		}
+		set.retiring[s.Listen] = append(set.retiring[s.Listen], s) // before Run: the set is not shared yet
+	}
 	return st, nil
 }
 

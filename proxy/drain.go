@@ -31,7 +31,9 @@ func (e *Engine) Drain(timeout time.Duration) (opening, halfOpen int) {
 		}
 		for _, rs := range set.retiring {
 			for _, s := range rs {
-				halfOpen += s.l.SynQueueLen()
+				if s.l != nil {
+					halfOpen += s.l.SynQueueLen()
+				}
 			}
 		}
 		if (opening == 0 && halfOpen == 0) || !time.Now().Before(deadline) {

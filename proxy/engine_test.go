@@ -176,9 +176,10 @@ func newRig(t *testing.T, policy queue.CookiePolicy, mutate func(*Config)) *rig 
 	r.cancel = cancel
 	r.done.Add(2)
 	go func() { defer r.done.Done(); r.e.Serve(ctx, enginePort, 3) }()
+	order := r.e.set.Load().order // now: a test may Reconfigure before the goroutine runs
 	go func() {
 		defer r.done.Done()
-		for _, s := range r.e.set.Load().order {
+		for _, s := range order {
 			go r.e.openBackendLegs(ctx, s)
 		}
 	}()

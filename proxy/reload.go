@@ -200,12 +200,11 @@ func (e *Engine) tendRetired(set *serviceSet, now time.Time) {
 	var done []*service
 	for _, rs := range set.retiring {
 		for _, s := range rs {
-			if s.l == nil {
-				continue
-			}
-			e.expireHalfOpen(s, now)
-			if s.l.SynQueueLen() != 0 || s.l.AcceptQueueLen() != 0 {
-				continue
+			if s.l != nil { // an adopted connection's stand-in has no queues
+				e.expireHalfOpen(s, now)
+				if s.l.SynQueueLen() != 0 || s.l.AcceptQueueLen() != 0 {
+					continue
+				}
 			}
 			if s.stopLegs != nil {
 				s.stopLegs()
