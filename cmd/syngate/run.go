@@ -55,9 +55,10 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 	})
 }
 
-// reloadOnHangup turns SIGHUP into reload requests: the systemd unit's
-// ExecReload checks the file and sends it. The gateway logs and counts
-// the outcome. (Go's default action would end the process.)
+// reloadOnHangup turns SIGHUP into reload requests, as `syngate reload`
+// (the systemd unit's ExecReload) does over the control socket. The
+// gateway logs and counts the outcome. (Go's default action would end the
+// process.)
 func reloadOnHangup(ctx context.Context, reload chan<- gateway.ReloadRequest) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
