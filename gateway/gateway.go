@@ -695,6 +695,11 @@ type cookieOffload struct {
 func (c *cookieOffload) set(s *bpf.Service) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.setLocked(s)
+}
+
+// setLocked is set with c.mu held.
+func (c *cookieOffload) setLocked(s *bpf.Service) error {
 	if err := c.dp.SetService(*s); err != nil {
 		return err
 	}

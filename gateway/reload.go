@@ -153,11 +153,16 @@ func (r *reloader) apply(next *config.Config) (control.ReloadResult, error) {
 			return res, err
 		}
 	}
+	// The offload's lock across the swap and the new entries: the engine
+	// may turn a new service's XDP cookies on as soon as it runs it, and
+	// that must land on top of the fresh entry, not under it.
+	r.off.mu.Lock()
 	st, err := r.e.Reconfigure(svcs, proxy.Timeouts{
 		Connect: next.Backend.ConnectTimeout, Established: next.Flows.EstablishedTimeout,
 		Close: next.Flows.CloseTimeout, Reset: next.Flows.ResetTimeout,
 	}, learned)
 	if err != nil {
+		r.off.mu.Unlock()
 		if filters != oldFilters {
 			if ferr := r.dp.SetFilters(oldFilters); ferr != nil {
 				err = errors.Join(err, fmt.Errorf("restore the filters: %w", ferr))
@@ -171,11 +176,12 @@ func (r *reloader) apply(next *config.Config) (control.ReloadResult, error) {
 	changed := append(slices.Clone(st.Added), st.Changed...)
 	for i, s := range svcs {
 		if slices.Contains(changed, s.Name) {
-			if err := r.off.set(serviceEntry(r.e, s, i)); err != nil {
+			if err := r.off.setLocked(serviceEntry(r.e, s, i)); err != nil {
 				r.log.Warn("reload: write the service to the data plane", "service", s.Name, "err", err)
 			}
 		}
 	}
+	r.off.mu.Unlock()
 	for _, a := range r.e.Sources() {
 		if err := r.dp.AddLocal(a); err != nil {
 			r.log.Warn("reload: add a source address to the data plane", "addr", a, "err", err)
