@@ -100,17 +100,19 @@ func tsClock(now time.Time) uint32 { return uint32(now.UnixMilli()) }
 // as a cookie.
 func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 	seg := &w.seg
-	if s.retired.Load() {
-		// Removed by a reload: its entry stays in the data plane while
-		// its connections live (their client segments must not reach
-		// the kernel, which has no socket for them), and its SYNs are
-		// refused as the kernel refuses them once it is gone.
-		s.st.synDropped.Add(1)
-		return w.reset(p)
-	}
 	if c := w.e.conns.byClient(seg.Tuple); c != nil && !w.e.reuse(c, seg) {
 		s.st.synDropped.Add(1)
 		return false
+	}
+	if s.retired.Load() {
+		// Removed by a reload (or from the config a restart adopted its
+		// connections under): its entry stays in the data plane while its
+		// connections live (their client segments must not reach the
+		// kernel, which has no socket for them), and its SYNs are refused
+		// as the kernel refuses them once it is gone. A SYN on a live
+		// connection's 4-tuple was handled above, as for any service.
+		s.st.synDropped.Add(1)
+		return w.reset(p)
 	}
 	now := w.e.now()
 	o := s.offer.Load()
