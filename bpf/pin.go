@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -168,11 +169,13 @@ func migratePins(dir string, spec *ebpf.CollectionSpec, meta *ebpf.Map, log *slo
 // mergeFlows carries over what the previous program recorded in the old
 // flow table between the copy and the link update: FIN and RST flags, the
 // last-seen time and the tracked sequence state (packet and byte counts are
-// not merged). Without the sequence state a busy flow's copy lags behind by
-// what was sent meanwhile, possibly more than a window, and the new program
-// then judges every later segment out of window, never learns the FINs, and
-// keeps the closed flow until its timeout. Entries are
-// read by their common leading bytes, as copyEntries copies them.
+// not merged). Copies are marked for resync (markResync), so the new
+// program catches up with busy flows by itself; the merge matters for flows
+// that went quiet meanwhile (a FIN the old program saw last). Its lookup and
+// update are not atomic against the new program, which already runs: a
+// rewritten tracked entry is marked for resync again, so what it loses is
+// re-learned instead of leaving the state behind for good. Entries are read
+// by their common leading bytes, as copyEntries copies them.
 func mergeFlows(old, cur *ebpf.Map) (int, error) {
 	var (
 		k, v []byte
@@ -196,6 +199,12 @@ func mergeFlows(old, cur *ebpf.Map) (int, error) {
 		if merged == nv {
 			continue
 		}
+		if merged.Flags&flowTracked != 0 {
+			// The update writes the whole value as read above: whatever
+			// the new program learned since is lost, and the state may
+			// lag again. The program re-learns it from the next segments.
+			merged.Flags |= flowResync
+		}
 		nv = merged
 		if err := cur.Update(k, &nv, ebpf.UpdateExist); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return n, fmt.Errorf("merge flow: %w", err)
@@ -206,6 +215,19 @@ func mergeFlows(old, cur *ebpf.Map) (int, error) {
 		return n, fmt.Errorf("merge flows: %w", err)
 	}
 	return n, nil
+}
+
+// flowFlagsOffset is where struct flow_val's flags byte lies.
+var flowFlagsOffset = int(unsafe.Offsetof(syngateFlowVal{}.Flags))
+
+// markResync marks a copied flow value whose sequence state is tracked as
+// possibly lagging (FLOW_F_RESYNC): the previous program goes on moving
+// the original until the link update, and judged against the copy a busy
+// connection's segments would all be out of window, for good.
+func markResync(v []byte) {
+	if len(v) > flowFlagsOffset && v[flowFlagsOffset]&flowTracked != 0 {
+		v[flowFlagsOffset] |= flowResync
+	}
 }
 
 // decodePrefix decodes b into v by their common leading bytes.
@@ -237,7 +259,11 @@ func migrateMap(path, name string, old *ebpf.Map, gen uint64, ms *ebpf.MapSpec, 
 		return false, fmt.Errorf("migrate %s: create: %w", path, classify(err))
 	}
 	defer nm.Close()
-	n, err := copyEntries(old, nm)
+	var fix func([]byte)
+	if name == syngateMapFlows {
+		fix = markResync
+	}
+	n, err := copyEntries(old, nm, fix)
 	if err != nil {
 		return false, fmt.Errorf("migrate %s: %w", path, err)
 	}
@@ -269,13 +295,16 @@ func sameKind(a, b ebpf.MapType) bool {
 }
 
 // copyEntries copies every entry of from into to: keys as they are, values
-// by their common leading bytes. Arrays are copied by index up to the
-// smaller of the two sizes.
-func copyEntries(from, to *ebpf.Map) (int, error) {
+// by their common leading bytes, then passed to fix unless it is nil. Arrays
+// are copied by index up to the smaller of the two sizes.
+func copyEntries(from, to *ebpf.Map, fix func([]byte)) (int, error) {
 	vs := int(to.ValueSize())
 	fit := func(v []byte) []byte {
 		out := make([]byte, vs)
 		copy(out, v)
+		if fix != nil {
+			fix(out)
+		}
 		return out
 	}
 	switch from.Type() {

@@ -26,7 +26,7 @@ func TestCopyEntriesValueLayout(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n, err := copyEntries(small, big); err != nil || n != 5 {
+	if n, err := copyEntries(small, big, nil); err != nil || n != 5 {
 		t.Fatalf("grow: copied %d, %v", n, err)
 	}
 	var v []byte
@@ -34,7 +34,7 @@ func TestCopyEntriesValueLayout(t *testing.T) {
 		t.Fatalf("grown value %v, %v", v, err)
 	}
 	back := mk(8)
-	if n, err := copyEntries(big, back); err != nil || n != 5 {
+	if n, err := copyEntries(big, back, nil); err != nil || n != 5 {
 		t.Fatalf("shrink: copied %d, %v", n, err)
 	}
 	if err := back.Lookup(uint32(4), &v); err != nil || !bytes.Equal(v, []byte{1, 2, 3, 4, 5, 6, 7, 4}) {

@@ -205,6 +205,15 @@ struct flow_key {
 #define FLOW_F_RST 0x2     /* the sender sent a RST at exactly the expected sequence */
 #define FLOW_F_TRACKED 0x4 /* Go gave the sequence state below: segments are judged */
 #define FLOW_F_TS 0x8      /* ts_recent is valid */
+/* The tracked state may lag behind the connection: Go wrote it from a copy
+ * taken while another program still moved the original on (a migration of
+ * the flow table, or the merge after it). Judged against such a state, a
+ * busy connection's segments in both directions ack data the other
+ * direction's state never saw, are never at exactly its seq_end, and stay
+ * out of window for good: its FINs are never learned. So while either
+ * direction has the flag, a segment out of window is learned from anyway,
+ * and one in window clears its own direction's flag (see resync). */
+#define FLOW_F_RESYNC 0x10
 
 /* The translation for one direction of a spliced connection, and the
  * sequence state of its sender, conntrack's tcp_in_window in brief. The
@@ -1092,6 +1101,25 @@ enum track {
 	T_SYN,         /* SYN into the flow: to the engine, never forwarded */
 };
 
+/* Moves fv's sender state on with a segment ending at end (FIN counted)
+ * that acks ack (in the receiver's space). */
+static __always_inline void learn(struct flow_val *fv, struct tcphdr *tcp, __u8 tf, __u32 end, __u32 ack)
+{
+	__u32 win = (__u32)bpf_ntohs(tcp->window) << (fv->wscale & 15);
+	if (seq_after(end, fv->seq_end))
+		fv->seq_end = end;
+	if (seq_after(ack, fv->ack_max))
+		fv->ack_max = ack;
+	if (seq_after(ack + win, fv->win_end))
+		fv->win_end = ack + win;
+	if (win > fv->win_max)
+		fv->win_max = win;
+	if ((tf & TCP_FIN) && !(fv->flags & FLOW_F_FIN)) {
+		fv->fin_end = end;
+		fv->flags |= FLOW_F_FIN;
+	}
+}
+
 /* Judges a segment of fv's sender against rv, the reverse direction (its
  * receiver), and learns from it when it is inside the window. plen is the
  * payload length. A RST ends the flow only at exactly the receiver's
@@ -1133,19 +1161,36 @@ static __always_inline int track(struct flow_val *fv, struct flow_val *rv, struc
 		rv->seq_end = ack;
 	}
 
-	__u32 win = (__u32)bpf_ntohs(tcp->window) << (fv->wscale & 15);
-	if (seq_after(end, fv->seq_end))
-		fv->seq_end = end;
-	if (seq_after(ack, fv->ack_max))
-		fv->ack_max = ack;
-	if (seq_after(ack + win, fv->win_end))
-		fv->win_end = ack + win;
-	if (win > fv->win_max)
-		fv->win_max = win;
-	if ((tf & TCP_FIN) && !(fv->flags & FLOW_F_FIN)) {
-		fv->fin_end = end;
-		fv->flags |= FLOW_F_FIN;
+	learn(fv, tcp, tf, end, ack);
+	return T_LEARN;
+}
+
+/* resync judges a segment of a flow whose state may lag (FLOW_F_RESYNC on
+ * either direction), after track gave verdict tk. A segment track accepted
+ * shows this direction's state in step: its flag is cleared. One it judged
+ * out of window is learned from all the same, as conntrack picks up a
+ * connection it did not see open: the reverse direction's seq_end moves to
+ * what it acks, this direction's state to the segment, and the flag stays
+ * until a segment is in window. A RST outside a window that may be stale
+ * goes to the engine, which forwards it for the receiver to judge; it is
+ * never dropped. For an off-path attacker this is a window of a few
+ * segments after a migration. */
+static __always_inline int resync(struct flow_val *fv, struct flow_val *rv, struct tcphdr *tcp, __u8 tf,
+				  __u32 plen, int tk)
+{
+	if (tk == T_LEARN) {
+		fv->flags &= ~FLOW_F_RESYNC;
+		return T_LEARN;
 	}
+	if (tk == T_RST_DROP)
+		return T_RST_WINDOW;
+	if (tk != T_OUT_OF_WIN || !(tf & TCP_ACK) || (tf & TCP_SYN))
+		return tk;
+	__u32 end = bpf_ntohl(tcp->seq) + plen + ((tf & TCP_FIN) ? 1 : 0);
+	__u32 ack = bpf_ntohl(tcp->ack_seq) + fv->ack_delta;
+	if (seq_after(ack, rv->seq_end))
+		rv->seq_end = ack;
+	learn(fv, tcp, tf, end, ack);
 	return T_LEARN;
 }
 
@@ -1179,7 +1224,10 @@ static __attribute__((noinline)) int judge(struct flow_val *fv, struct flow_key 
 	/* Keep the pointer difference 64-bit: clang would narrow it to 32-bit
 	 * arithmetic, which the verifier refuses on pointers. */
 	asm volatile("" : "+r"(l4len));
-	int tk = track(fv, rv, tcp, tf, (__u32)l4len - doff);
+	__u32 plen = (__u32)l4len - doff;
+	int tk = track(fv, rv, tcp, tf, plen);
+	if ((fv->flags | rv->flags) & FLOW_F_RESYNC)
+		tk = resync(fv, rv, tcp, tf, plen, tk);
 	if (tk == T_RST_EXACT && !(fv->flags & FLOW_F_RST))
 		fv->flags |= FLOW_F_RST;
 	return tk;

@@ -444,8 +444,12 @@ type FlowState struct {
 	// inside the window (with HasTS; tracked flows only).
 	TSRecent uint32
 	HasTS    bool
-	Packets  uint64
-	Bytes    uint64
+	// Resync: the tracked state may lag behind the connection (written
+	// from a copy a migration took while the previous program ran); the
+	// program learns from this direction's next segment without judging it.
+	Resync  bool
+	Packets uint64
+	Bytes   uint64
 }
 
 // FINAcked reports whether this direction's FIN was sent and rev, the
@@ -460,6 +464,7 @@ const (
 	flowRST     = 0x2
 	flowTracked = 0x4
 	flowTS      = 0x8
+	flowResync  = 0x10
 )
 
 // Monotonic returns CLOCK_MONOTONIC, the clock of FlowState.LastSeen.
@@ -519,6 +524,7 @@ func flowStateFrom(v *syngateFlowVal) FlowState {
 		FinEnd:   v.FinEnd,
 		TSRecent: v.TsRecent,
 		HasTS:    v.Flags&flowTS != 0,
+		Resync:   v.Flags&flowResync != 0,
 		Packets:  v.Packets,
 		Bytes:    v.Bytes,
 	}
@@ -635,4 +641,35 @@ func (d *Dataplane) Counters() (Counters, error) {
 		}
 	}
 	return out, nil
+}
+
+// ReadPinnedFlows calls fn for every entry of the flow table pinned at path
+// (a pin directory's "flows") until fn returns false: for tools and tests
+// that look at a table no loaded Dataplane of theirs owns. Values are read
+// by their common leading bytes, as a migration copies them.
+func ReadPinnedFlows(path string, fn func(FlowKey, FlowState) bool) error {
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if err != nil {
+		return fmt.Errorf("read pinned flows: %w", err)
+	}
+	defer m.Close()
+	var k, v []byte
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		var fk syngateFlowKey
+		if _, err := binary.Decode(k, binary.NativeEndian, &fk); err != nil {
+			return fmt.Errorf("read pinned flows: key: %w", err)
+		}
+		var fv syngateFlowVal
+		if err := decodePrefix(v, &fv); err != nil {
+			return fmt.Errorf("read pinned flows: value: %w", err)
+		}
+		if !fn(flowKeyFrom(fk), flowStateFrom(&fv)) {
+			return nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read pinned flows: %w", err)
+	}
+	return nil
 }

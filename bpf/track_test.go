@@ -291,3 +291,105 @@ func TestTrackedFlowInstall(t *testing.T) {
 		t.Error("InstallFlow left the entry tracked")
 	}
 }
+
+// TestTrackedResync: a tracked state that lags behind both ends (a copy a
+// migration took while the previous program still ran) judges every later
+// segment of a busy connection out of window, since each acks data the
+// other direction's state never saw and none is at exactly its seq_end:
+// the FINs are never learned and the flow never expires. Marked for
+// resync, each direction's next segment re-seeds it and the close is
+// learned as usual.
+func TestTrackedResync(t *testing.T) {
+	requireRoot(t)
+	inNewNetns(t)
+	d := testDataplane(t, Config{})
+	withSocket(t, d)
+	const cNxt, bNxt, lag = tClientISN + 1, tBackendISN + 1, 3000
+	// Both ends sent lag bytes the state did not see; then 100 bytes
+	// each way, both FINs and the last ACK.
+	closeLagging := func(t *testing.T, p trackedPair, want Verdict) {
+		t.Helper()
+		for _, s := range []pkt{
+			p.fromClient("PA", cNxt+lag, tOurISN+1+lag, 100),
+			p.fromBackend("PA", bNxt+lag, cNxt+lag+100, 100),
+			p.fromClient("FA", cNxt+lag+100, tOurISN+1+lag+100, 0),
+			p.fromBackend("FA", bNxt+lag+100, cNxt+lag+101, 0),
+			p.fromClient("A", cNxt+lag+101, tOurISN+1+lag+101, 0),
+		} {
+			if r := mustRun(t, d, frame(t, s)); r.verdict != want {
+				t.Fatalf("%v %s: verdict %v, want %v", s.src, s.flags, r.verdict, want)
+			}
+		}
+	}
+	setResync := func(t *testing.T, k FlowKey) {
+		t.Helper()
+		bk, err := k.bpf()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v syngateFlowVal
+		if err := d.objs.Flows.Lookup(&bk, &v); err != nil {
+			t.Fatal(err)
+		}
+		v.Flags |= flowResync
+		if err := d.objs.Flows.Put(&bk, &v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range trackFamilies {
+		t.Run(f.name, func(t *testing.T) {
+			p := installTrackedPair(t, d, f)
+			closeLagging(t, p, VerdictFastTXOutOfWindow)
+			if a, b := lookup(t, d, p.kc), lookup(t, d, p.kb); a.FIN || b.FIN {
+				t.Fatalf("without resync a lagging state learned a FIN: client %+v backend %+v", a.Track, b.Track)
+			}
+
+			p = installTrackedPair(t, d, f)
+			setResync(t, p.kc)
+			setResync(t, p.kb)
+			closeLagging(t, p, VerdictFastTX)
+			a, b := lookup(t, d, p.kc), lookup(t, d, p.kb)
+			if !a.FINAcked(b) || !b.FINAcked(a) {
+				t.Fatalf("after resync the close was not learned: client %+v fin %v/%d, backend %+v fin %v/%d",
+					a.Track, a.FIN, a.FinEnd, b.Track, b.FIN, b.FinEnd)
+			}
+			if a.Resync || b.Resync {
+				t.Errorf("resync flag left after both directions sent: client %v backend %v", a.Resync, b.Resync)
+			}
+			if a.Track.SeqEnd != cNxt+lag+101 || b.Track.SeqEnd != bNxt+lag+101 {
+				t.Errorf("seq_end client %d backend %d, want %d and %d", a.Track.SeqEnd, b.Track.SeqEnd, cNxt+lag+101, bNxt+lag+101)
+			}
+		})
+	}
+}
+
+// TestTrackedResyncRST: a RST into a flow whose state may lag is never
+// dropped (its window may be stale) and, unless exact, never ends the
+// flow: it goes to the engine, which forwards it for the receiver to judge.
+func TestTrackedResyncRST(t *testing.T) {
+	requireRoot(t)
+	inNewNetns(t)
+	d := testDataplane(t, Config{})
+	withSocket(t, d)
+	for _, f := range trackFamilies {
+		t.Run(f.name, func(t *testing.T) {
+			p := installTrackedPair(t, d, f)
+			bk, _ := p.kc.bpf()
+			var v syngateFlowVal
+			if err := d.objs.Flows.Lookup(&bk, &v); err != nil {
+				t.Fatal(err)
+			}
+			v.Flags |= flowResync
+			if err := d.objs.Flows.Put(&bk, &v); err != nil {
+				t.Fatal(err)
+			}
+			far := p.fromClient("R", tClientISN+1+1<<20, 0, 0) // beyond the stale window
+			if r := mustRun(t, d, frame(t, far)); r.verdict != VerdictXSKRstInWindow {
+				t.Fatalf("RST beyond a stale window: verdict %v, want it to the engine", r.verdict)
+			}
+			if st := lookup(t, d, p.kc); st.RST || !st.Resync {
+				t.Fatalf("inexact RST changed the flow: RST %v resync %v", st.RST, st.Resync)
+			}
+		})
+	}
+}

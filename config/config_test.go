@@ -256,13 +256,3 @@ func TestSources(t *testing.T) {
 		t.Errorf("IPv6 /126: %d sources, want 4", got)
 	}
 }
-
-func TestPeers(t *testing.T) {
-	cfg := mustParse(t, minimal+"peers: [198.51.100.66, \"2001:db8::2\"]\n")
-	if len(cfg.Peers) != 2 || cfg.Peers[0] != netip.MustParseAddr("198.51.100.66") || cfg.Peers[1] != netip.MustParseAddr("2001:db8::2") {
-		t.Errorf("peers = %v", cfg.Peers)
-	}
-	if _, err := Parse(strings.NewReader(minimal + "peers: [nonsense]\n")); err == nil || !strings.Contains(err.Error(), "peers.0") {
-		t.Errorf("bad peer: %v", err)
-	}
-}

@@ -21,6 +21,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/lab"
 )
 
@@ -136,7 +137,11 @@ func TestRestartKeepsConnections(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("30 s after the last transfer closed: flows gauge %v, %d entries in the table", gauge, entries)
+			t.Fatalf("30 s after the last transfer closed: flows gauge %v, %d entries in the table; "+
+				"out-of-window segments forwarded unlearned (this syngate): %v; the entries:\n%s",
+				gauge, entries,
+				outOfWindow(g.metrics()),
+				describeFlows(t, pins))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -345,6 +350,8 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web
 			t.Errorf("%v spliced packets dropped as %s during the phase", d, reason)
 		}
 	}
+	t.Logf("spliced segments forwarded outside the tracked window (not learned) during the phase: %v",
+		outOfWindow(after)-outOfWindow(before))
 	t.Logf("slow path packets of the syngate running at the end (its counters start at its start): %v",
 		after[`syngate_slowpath_packets_total{service="web"}`]+after[`syngate_slowpath_packets_total{service="web6"}`])
 	for i, err := range nc.failed {
@@ -587,6 +594,60 @@ func linkDrops(t *testing.T, ns *lab.NS) int {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	return n
+}
+
+// describeFlows lists the pinned flow table's entries a connection at a
+// time (each direction's flags and tracked state, and whether the other
+// direction acknowledged its FIN), so a failure says why a connection was
+// not expired: no FIN learned (its segments judged out of window), a FIN
+// not acknowledged as far as the tracked state knows (the 30 s fallback),
+// or an entry without its other direction.
+func describeFlows(t *testing.T, pins string) string {
+	t.Helper()
+	all := make(map[bpf.FlowKey]bpf.FlowState)
+	if err := bpf.ReadPinnedFlows(filepath.Join(pins, "flows"), func(k bpf.FlowKey, s bpf.FlowState) bool {
+		all[k] = s
+		return true
+	}); err != nil {
+		return err.Error()
+	}
+	now := bpf.Monotonic()
+	dir := func(k bpf.FlowKey, s, rev bpf.FlowState, haveRev bool) string {
+		return fmt.Sprintf("  %v (to %v): tracked %v resync %v fin %v (end %d, acked %v) rst %v; seq_end %d ack_max %d win_end %d win_max %d wscale %d; "+
+			"idle %v, %d packets, %d bytes",
+			k, s.NAT.Dst, s.Tracked, s.Resync, s.FIN, s.FinEnd, haveRev && s.FINAcked(rev), s.RST,
+			s.Track.SeqEnd, s.Track.AckMax, s.Track.WinEnd, s.Track.WinMax, s.Track.WScale,
+			(now - s.LastSeen).Round(time.Millisecond), s.Packets, s.Bytes)
+	}
+	var b strings.Builder
+	done := make(map[bpf.FlowKey]bool)
+	for k, s := range all {
+		if done[k] {
+			continue
+		}
+		pk := bpf.FlowKey{Src: s.NAT.Dst, Dst: s.NAT.Src}
+		rev, ok := all[pk]
+		done[k], done[pk] = true, true
+		fmt.Fprintf(&b, "connection:\n%s\n", dir(k, s, rev, ok))
+		if ok {
+			fmt.Fprintf(&b, "%s\n", dir(pk, rev, s, true))
+		} else {
+			fmt.Fprintf(&b, "  (no entry for %v)\n", pk)
+		}
+	}
+	return b.String()
+}
+
+// outOfWindow sums the spliced segments the program forwarded without
+// learning from them (outside the tracked window).
+func outOfWindow(m map[string]float64) float64 {
+	var n float64
+	for k, v := range m {
+		if strings.HasPrefix(k, "syngate_xdp_packets_total{") && strings.Contains(k, `reason="fast_`) && strings.Contains(k, "out_of_window") {
+			n += v
+		}
 	}
 	return n
 }
