@@ -178,6 +178,9 @@ func sameService(a, b Service) bool {
 // startLegs runs s's backend-leg loop until Run's context ends or s is
 // retired and drained. reconfMu is held and Run has started.
 func (e *Engine) startLegs(s *service) {
+	if e.runCtx.Err() != nil {
+		return // Run is ending: its wait for the loops may be under way
+	}
 	ctx, cancel := context.WithCancel(e.runCtx)
 	s.stopLegs = cancel
 	e.legs.Add(1)
