@@ -180,6 +180,7 @@ var mapLayouts = map[string][2]any{
 	syngateMapStandbyScratch: {uint32(0), syngateStandbyBuf{}},
 	syngateMapIcmpBucket:     {uint32(0), syngateIcmpBucket{}},
 	syngateMapIcmpScratch:    {uint32(0), syngateIcmpScratch{}},
+	syngateMapTcIfaces:       {uint32(0), uint32(0)},
 }
 
 // Dataplane is the loaded XDP program and its maps. Its methods are safe for
@@ -191,6 +192,7 @@ type Dataplane struct {
 
 	mu    sync.Mutex
 	links map[int]attachment // by ifindex; keeps links referenced
+	tc    map[int]attachment // TC (tcx ingress) links by ifindex; see tc.go
 	slots map[int]ifSlot     // by ifindex; mirrors the ifslots map
 
 	ckMu   sync.Mutex
@@ -555,6 +557,7 @@ func (d *Dataplane) Close() error {
 		delete(d.links, idx)
 		errs = append(errs, a.link.Close()) // the pin keeps it attached
 	}
+	errs = append(errs, d.closeTC()...)
 	errs = append(errs, d.objs.Close())
 	d.closePins()
 	return errors.Join(errs...)
@@ -572,6 +575,9 @@ func (d *Dataplane) Unpin() error {
 	var errs []error
 	for idx, a := range d.links {
 		errs = append(errs, d.detach(idx, a))
+	}
+	for idx, a := range d.tc {
+		errs = append(errs, d.detachTC(idx, a))
 	}
 	d.mu.Unlock()
 	if d.objs.SyngateXdp != nil {

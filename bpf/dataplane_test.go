@@ -75,6 +75,8 @@ func TestVerdictMirror(t *testing.T) {
 		VerdictDropRstOutOfWindow: syngateReasonR_DROP_RST_OUT_OF_WINDOW, VerdictXSKRstInWindow: syngateReasonR_XSK_RST_IN_WINDOW,
 		VerdictFastTXOutOfWindow: syngateReasonR_FAST_TX_OUT_OF_WINDOW, VerdictFastRedirectOutOfWindow: syngateReasonR_FAST_REDIRECT_OUT_OF_WINDOW,
 		VerdictXSKSynInFlow: syngateReasonR_XSK_SYN_IN_FLOW,
+		VerdictPassTCFlow:   syngateReasonR_PASS_TC_FLOW, VerdictTCRedirect: syngateReasonR_TC_REDIRECT,
+		VerdictTCRedirectNeigh: syngateReasonR_TC_REDIRECT_NEIGH, VerdictDropTCCsum: syngateReasonR_DROP_TC_CSUM, VerdictPassTCOutOfWindow: syngateReasonR_PASS_TC_OUT_OF_WINDOW,
 	}
 	if len(c) != NumVerdicts || syngateReasonR_MAX != NumVerdicts {
 		t.Fatalf("%d verdicts mapped, Go has %d, C has %d", len(c), NumVerdicts, syngateReasonR_MAX)

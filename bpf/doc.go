@@ -5,6 +5,7 @@
 //	dp, err := bpf.Load(bpf.Config{PinPath: "/sys/fs/bpf/syngate", DropBadFlags: true})
 //	if err != nil { ... }
 //	defer dp.Close()
+//	err = dp.AttachTC("veth0")                            // only for the TC data path; before Attach
 //	err = dp.Attach("eth0", bpf.ModeAuto)
 //	err = dp.SetService(bpf.Service{Addr: netip.MustParseAddrPort("192.0.2.10:443"), ID: 1})
 //	err = dp.SetCookieKey(jar.DataplaneKey(time.Now()))   // every second, if any service has XDPCookies
@@ -55,6 +56,18 @@
 // TCP options other than timestamps and SACK. Packets whose TCP header sits
 // deeper than 1024 bytes (huge IPv6 extension headers) count as malformed
 // options when they are for a service.
+//
+// # The TC data path
+//
+// On an interface put on the TC data path (AttachTC, before or after
+// Attach), the XDP program passes a spliced flow's segments on untouched
+// (VerdictPassTCFlow) and a second program, at the head of the interface's
+// tcx ingress, splices them after GRO with the same rewrite: it sees the
+// skb's checksum state (partial checksums from a local sender over veth or
+// tun/tap are kept right by bpf_l4_csum_replace) and rewrites a GRO
+// aggregate once at its head, counting it as its segments. Everything else
+// it hands to the next tcx program untouched. Handshakes, cookies and the
+// filters stay in the XDP program.
 //
 // Addresses are stored 16 bytes wide, IPv4 as ::ffff:a.b.c.d (the form of
 // netip.Addr.As16), next to an address family; ports in network order.

@@ -23,13 +23,13 @@ func (d *Dataplane) Filters() Filters {
 	return Filters{DropSYNPayload: d.cfg.DropSYNPayload, DropBadFlags: d.cfg.DropBadFlags, SYNRateLimit: d.cfg.SYNRateLimit}
 }
 
-// SetFilters replaces the running program by one compiled with f, sharing
-// every map with it (flows, services, sockets, cookie keys, counters): the
-// new program is loaded next to the old one, then each interface's XDP link
-// is updated to it, which the kernel does atomically, as a take-over does;
-// no packet meets neither program. If a link update fails, the links
-// already updated go back to the old program and the error is returned:
-// the old filters stay in force everywhere.
+// SetFilters replaces the running programs (XDP and TC) by ones compiled
+// with f, sharing every map with them (flows, services, sockets, cookie
+// keys, counters): the new programs are loaded next to the old ones, then
+// each interface's XDP and TC link is updated, which the kernel does
+// atomically, as a take-over does; no packet meets neither program. If a
+// link update fails, the links already updated go back to the old programs
+// and the error is returned: the old filters stay in force everywhere.
 func (d *Dataplane) SetFilters(f Filters) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -62,22 +62,33 @@ func (d *Dataplane) SetFilters(f Filters) error {
 	if err := spec.LoadAndAssign(&progs, &ebpf.CollectionOptions{MapReplacements: repl}); err != nil {
 		return fmt.Errorf("set filters: load program: %w", classify(err))
 	}
-	old := d.objs.SyngateXdp
-	var updated []attachment
-	for _, a := range d.links {
-		if err := a.link.Update(progs.SyngateXdp); err != nil {
-			var rerr error
-			for _, u := range updated {
-				rerr = errors.Join(rerr, u.link.Update(old))
-			}
-			progs.SyngateXdp.Close()
-			if rerr != nil {
-				return fmt.Errorf("set filters: update the link of %s: %w (and putting the old program back: %w)", a.name, err, rerr)
-			}
-			return fmt.Errorf("set filters: update the link of %s: %w (the old program runs on every interface)", a.name, classify(err))
-		}
-		updated = append(updated, a)
+	// Every link of this process moves to the new programs: the XDP ones
+	// and the TC ones (the TC program reads the same read-only data).
+	type update struct {
+		a        attachment
+		old, new *ebpf.Program
 	}
+	var todo []update
+	for _, a := range d.links {
+		todo = append(todo, update{a, d.objs.SyngateXdp, progs.SyngateXdp})
+	}
+	for _, a := range d.tc {
+		todo = append(todo, update{a, d.objs.SyngateTc, progs.SyngateTc})
+	}
+	for i, u := range todo {
+		if err := u.a.link.Update(u.new); err != nil {
+			var rerr error
+			for _, done := range todo[:i] {
+				rerr = errors.Join(rerr, done.a.link.Update(done.old))
+			}
+			progs.Close()
+			if rerr != nil {
+				return fmt.Errorf("set filters: update the link of %s: %w (and putting the old program back: %w)", u.a.name, err, rerr)
+			}
+			return fmt.Errorf("set filters: update the link of %s: %w (the old programs run on every interface)", u.a.name, classify(err))
+		}
+	}
+	old := d.objs.SyngateXdp
 	if d.cfg.PinPath != "" && old.IsPinned() {
 		// The pin names the program the links run, for inspection.
 		if err := old.Unpin(); err != nil {
@@ -87,10 +98,12 @@ func (d *Dataplane) SetFilters(f Filters) error {
 			d.log.Warn("pin program", "err", err)
 		}
 	}
-	d.objs.SyngateXdp = progs.SyngateXdp
+	oldTC := d.objs.SyngateTc
+	d.objs.SyngateXdp, d.objs.SyngateTc = progs.SyngateXdp, progs.SyngateTc
 	d.cfg = next
 	old.Close()
-	d.log.Info("xdp program replaced with new filters", "interfaces", len(d.links),
+	oldTC.Close()
+	d.log.Info("programs replaced with new filters", "xdp_links", len(d.links), "tc_links", len(d.tc),
 		"drop_syn_payload", f.DropSYNPayload, "drop_bad_flags", f.DropBadFlags, "syn_rate_limit", f.SYNRateLimit.PerSecond)
 	return nil
 }
@@ -104,6 +117,6 @@ func (d *Dataplane) mapsByName() map[string]*ebpf.Map {
 		syngateMapIcmpBucket: m.IcmpBucket, syngateMapIcmpScratch: m.IcmpScratch, syngateMapIfslots: m.Ifslots,
 		syngateMapLocals: m.Locals, syngateMapRatelimit: m.Ratelimit, syngateMapServices: m.Services,
 		syngateMapStandbyAcks: m.StandbyAcks, syngateMapStandbyScratch: m.StandbyScratch,
-		syngateMapSynackScratch: m.SynackScratch, syngateMapTxPorts: m.TxPorts, syngateMapXsks: m.Xsks,
+		syngateMapSynackScratch: m.SynackScratch, syngateMapTcIfaces: m.TcIfaces, syngateMapTxPorts: m.TxPorts, syngateMapXsks: m.Xsks,
 	}
 }

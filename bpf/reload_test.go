@@ -2,6 +2,8 @@ package bpf
 
 import (
 	"testing"
+
+	"github.com/cilium/ebpf"
 )
 
 // TestSetFilters replaces the running program with new filters: the link
@@ -16,6 +18,10 @@ func TestSetFilters(t *testing.T) {
 	if err := d.Attach("sgtest0", ModeGeneric); err != nil {
 		t.Fatal(err)
 	}
+	if err := d.AttachTC("sgtest1"); err != nil {
+		t.Fatal(err)
+	}
+	oldTC := progID(t, d.objs.SyngateTc)
 	badFlags := frame(t, pkt{src: client4, dst: svc4, flags: "SF"})
 	synData := frame(t, pkt{src: client4, dst: svc4, flags: "S", payload: []byte("hello")})
 	if r := mustRun(t, d, badFlags); r.verdict == VerdictDropBadFlags {
@@ -50,6 +56,13 @@ func TestSetFilters(t *testing.T) {
 	if info.Program != newID || newID == oldID {
 		t.Fatalf("link runs program %d; old %d, new %d", info.Program, oldID, newID)
 	}
+	tcInfo, err := d.tc[ifindex(t, "sgtest1")].link.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newTC := progID(t, d.objs.SyngateTc); tcInfo.Program != newTC || newTC == oldTC {
+		t.Fatalf("TC link runs program %d; old %d, new %d", tcInfo.Program, oldTC, newTC)
+	}
 	if r := mustRun(t, d, badFlags); r.verdict != VerdictDropBadFlags {
 		t.Errorf("SYN+FIN after the reload: verdict %v, want %v", r.verdict, VerdictDropBadFlags)
 	}
@@ -78,4 +91,14 @@ func TestSetFilters(t *testing.T) {
 	if r := mustRun(t, d, badFlags); r.verdict != VerdictDropBadFlags {
 		t.Errorf("after a refused SetFilters: verdict %v", r.verdict)
 	}
+}
+
+func progID(t *testing.T, p *ebpf.Program) ebpf.ProgramID {
+	t.Helper()
+	info, err := p.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := info.ID()
+	return id
 }

@@ -1,7 +1,10 @@
 //go:build ignore
 
 /* syngate's XDP program: steer handshakes of protected services to AF_XDP,
- * splice established flows in place, pass everything else untouched.
+ * splice established flows in place, pass everything else untouched; and
+ * its TC program (syngate_tc, at the end), which splices the flows of
+ * interfaces whose frames carry partial checksums or arrive as GRO
+ * aggregates, with the same rewrite.
  *
  * Decision table (mirrored by the Go reference classifier in the tests):
  *
@@ -28,6 +31,10 @@
  *     SYN (from the backend side; a service's go to the engine
  *     before the flow lookup)                               -> XSK (challenge ACK)
  *     other segment outside the window                      -> fast path, not learned from
+ *     on a TC-datapath interface (tc_ifaces), judged the same,
+ *     where the fast path would forward                     -> PASS untouched: syngate_tc,
+ *                                                              at tcx ingress after GRO,
+ *                                                              rewrites and forwards it
  *   service: RST or FIN for an unknown flow                    -> DROP
  *   service/local: anything else                               -> XSK
  *   XSK with no socket on the (interface, receive queue)       -> DROP
@@ -100,6 +107,11 @@ enum reason {
 	R_FAST_TX_OUT_OF_WINDOW,
 	R_FAST_REDIRECT_OUT_OF_WINDOW,
 	R_XSK_SYN_IN_FLOW,
+	R_PASS_TC_FLOW,     /* spliced segment on a TC-datapath interface: left to syngate_tc */
+	R_TC_REDIRECT,      /* TC: spliced, redirected with the FIB's (or learned) next hop */
+	R_TC_REDIRECT_NEIGH, /* TC: spliced, redirected; the kernel resolves the neighbour */
+	R_DROP_TC_CSUM,     /* TC: the checksum helper refused the segment */
+	R_PASS_TC_OUT_OF_WINDOW, /* as R_PASS_TC_FLOW, a segment outside the window (not learned from) */
 	R_MAX,
 };
 
@@ -332,6 +344,19 @@ struct {
 	__uint(max_entries, MAX_IFACES * MAX_QUEUES);
 } xsks SEC(".maps");
 
+/* Interfaces on the TC data path (ifindex -> 1, written by Go): their
+ * links deliver partial checksums and GRO aggregates, which the XDP program
+ * cannot rewrite correctly, so it passes their spliced segments on untouched
+ * and syngate_tc splices them after GRO. */
+#define MAX_TC_IFACES 64
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, MAX_TC_IFACES);
+} tc_ifaces SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
 	__type(key, __u32);
@@ -419,14 +444,19 @@ struct tcphdr {
 	__be16 urg_ptr;
 };
 
-static __always_inline int count(__u32 r, __u64 bytes, int action)
+static __always_inline int count_n(__u32 r, __u64 packets, __u64 bytes, int action)
 {
 	struct counter *c = bpf_map_lookup_elem(&counters, &r);
 	if (c) {
-		c->packets++;
+		c->packets += packets;
 		c->bytes += bytes;
 	}
 	return action;
+}
+
+static __always_inline int count(__u32 r, __u64 bytes, int action)
+{
+	return count_n(r, 1, bytes, action);
 }
 
 /* --- incremental checksum (RFC 1624), on big-endian 16-bit words --- */
@@ -663,12 +693,11 @@ __attribute__((noinline)) int tcp_options_valid(struct xdp_md *ctx, __u32 tcp_of
 /* Adds the deltas to TSval/TSecr and, on ACKs, to SACK block edges.
  * pos packs tcp_off (16 bits), doff (8) and the TCP flags (8). Returns the
  * TCP checksum delta, folded to 16 bits, and the received TSval (see
- * OPT_HAS_TS). */
-__attribute__((noinline)) __u64 tcp_options_rewrite(struct xdp_md *ctx, __u32 pos, __u32 ack_delta,
-						     __u32 tsval_delta, __u32 tsecr_delta)
+ * OPT_HAS_TS). Shared by both programs through the two global wrappers
+ * below (a global function's context has one type). */
+static __always_inline __u64 options_rewrite(void *data, void *data_end, __u32 pos, __u32 ack_delta,
+					     __u32 tsval_delta, __u32 tsecr_delta)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	__u32 tcp_off = pos & 0xffff, doff = (pos >> 16) & 0xff, tf = pos >> 24;
 	if (tcp_off > TCP_OFF_MAX || doff > 60)
 		return 0;
@@ -721,6 +750,119 @@ __attribute__((noinline)) __u64 tcp_options_rewrite(struct xdp_md *ctx, __u32 po
 		off += len;
 	}
 	return ts | csum_fold(acc);
+}
+
+__attribute__((noinline)) __u64 tcp_options_rewrite(struct xdp_md *ctx, __u32 pos, __u32 ack_delta,
+						     __u32 tsval_delta, __u32 tsecr_delta)
+{
+	return options_rewrite((void *)(long)ctx->data, (void *)(long)ctx->data_end, pos, ack_delta,
+			       tsval_delta, tsecr_delta);
+}
+
+__attribute__((noinline)) __u64 tcp_options_rewrite_tc(struct __sk_buff *skb, __u32 pos, __u32 ack_delta,
+							__u32 tsval_delta, __u32 tsecr_delta)
+{
+	return options_rewrite((void *)(long)skb->data, (void *)(long)skb->data_end, pos, ack_delta,
+			       tsval_delta, tsecr_delta);
+}
+
+/* --- the splice, shared by the XDP and the TC program --- */
+
+/* Per-flow accounting, for the packets segments of one skb (FIN and RST
+ * are judge's, in the XDP program, which sees every segment before GRO). */
+static __always_inline void flow_account(struct flow_val *fv, __u64 packets, __u64 bytes)
+{
+	fv->last_seen_ns = bpf_ktime_get_ns();
+	__sync_fetch_and_add(&fv->packets, packets);
+	__sync_fetch_and_add(&fv->bytes, bytes);
+}
+
+/* Learns the sender's latest timestamp from a segment inside the window
+ * (opt is tcp_options_rewrite's result): the engine compares a new SYN's
+ * with it (TIME_WAIT's rule). */
+static __always_inline void learn_ts(struct flow_val *fv, __u64 opt)
+{
+	if ((opt & OPT_HAS_TS) && (fv->flags & FLOW_F_TRACKED) &&
+	    (!(fv->flags & FLOW_F_TS) || (__s32)((__u32)(opt >> 32) - fv->ts_recent) >= 0)) {
+		fv->ts_recent = opt >> 32;
+		fv->flags |= FLOW_F_TS;
+	}
+}
+
+/* Rewrites a spliced segment's addresses, ports, sequence and
+ * acknowledgement numbers and window in place (the options are
+ * options_rewrite's), fixing the IPv4 header checksum, which is always
+ * complete. The TCP checksum is left to the caller, in two parts, both
+ * unfolded 16-bit one's complement sums: the address (pseudo-header) delta
+ * in the upper 32 bits of the result, the rest in the lower. XDP adds both
+ * to a complete checksum; TC hands them to bpf_l4_csum_replace, which also
+ * knows partial checksums, where only the pseudo-header part applies.
+ * Fills fib for the next hop, all but tot_len and ifindex. Not inlined:
+ * inlined, its spills pushed syngate_xdp's frame plus syn_options' past the
+ * verifier's 512 bytes of stack. */
+static __attribute__((noinline)) __u64 splice_rewrite(struct iphdr *ip4, struct ipv6hdr *ip6,
+						     struct tcphdr *tcp, struct flow_val *fv,
+						     struct bpf_fib_lookup *fib)
+{
+	__u32 acc = 0, pseudo = 0;
+	__u8 tf = tcp->flags;
+	fib->l4_protocol = IPPROTO_TCP;
+	fib->sport = fv->sport;
+	fib->dport = fv->dport;
+	if (ip4) {
+		__be32 ns = ((__u32 *)fv->saddr)[3];
+		__be32 nd = ((__u32 *)fv->daddr)[3];
+		__u32 iacc = 0;
+		iacc = csum_add32(iacc, bpf_ntohl(ip4->saddr), bpf_ntohl(ns));
+		iacc = csum_add32(iacc, bpf_ntohl(ip4->daddr), bpf_ntohl(nd));
+		ip4->saddr = ns;
+		ip4->daddr = nd;
+		csum_apply(&ip4->check, iacc);
+		pseudo = iacc;
+		fib->family = AF_INET;
+		fib->src[0] = ns;
+		fib->dst[0] = nd;
+	} else if (ip6) {
+		__u32 *os = (__u32 *)ip6->saddr;
+		__u32 *od = (__u32 *)ip6->daddr;
+		__u32 *ns = (__u32 *)fv->saddr;
+		__u32 *nd = (__u32 *)fv->daddr;
+		__u32 pacc = 0;
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			pacc = csum_add32(pacc, bpf_ntohl(os[i]), bpf_ntohl(ns[i]));
+			pacc = csum_add32(pacc, bpf_ntohl(od[i]), bpf_ntohl(nd[i]));
+			os[i] = ns[i];
+			od[i] = nd[i];
+			fib->src[i] = ns[i];
+			fib->dst[i] = nd[i];
+		}
+		pseudo = pacc;
+		fib->family = AF_INET6;
+	}
+
+	acc = csum_add16(acc, bpf_ntohs(tcp->source), bpf_ntohs(fv->sport));
+	acc = csum_add16(acc, bpf_ntohs(tcp->dest), bpf_ntohs(fv->dport));
+	tcp->source = fv->sport;
+	tcp->dest = fv->dport;
+
+	__u32 seq = bpf_ntohl(tcp->seq), nseq = seq + fv->seq_delta;
+	acc = csum_add32(acc, seq, nseq);
+	tcp->seq = bpf_htonl(nseq);
+	if (tf & TCP_ACK) {
+		__u32 ack = bpf_ntohl(tcp->ack_seq), nack = ack + fv->ack_delta;
+		acc = csum_add32(acc, ack, nack);
+		tcp->ack_seq = bpf_htonl(nack);
+	}
+	if (!(tf & TCP_SYN)) {
+		__u16 win = bpf_ntohs(tcp->window);
+		__u32 w = ((__u32)win << (fv->in_shift & 15)) >> (fv->out_shift & 15);
+		if (w > 65535)
+			w = 65535;
+		acc = csum_add16(acc, win, w);
+		tcp->window = bpf_htons(w);
+	}
+	return (__u64)pseudo << 32 | acc;
 }
 
 /* --- SYN cookies, minted exactly as cookie.Jar.Make does --- */
@@ -1696,83 +1838,35 @@ int syngate_xdp(struct xdp_md *ctx)
 	if (tk == T_OUT_OF_WIN)
 		tf |= TF_OUT_OF_WIN;
 
-	/* Fast path: account, rewrite, forward. */
-	fv->last_seen_ns = bpf_ktime_get_ns();
-	__sync_fetch_and_add(&fv->packets, 1);
-	__sync_fetch_and_add(&fv->bytes, bytes);
-
-	__u32 acc = 0; /* TCP checksum delta */
 	struct bpf_fib_lookup fib = {};
-	fib.l4_protocol = IPPROTO_TCP;
-	fib.sport = fv->sport;
-	fib.dport = fv->dport;
 	fib.ifindex = ctx->ingress_ifindex;
+	/* A TC-datapath interface: its segment may carry a partial checksum
+	 * (and GRO has yet to merge it); syngate_tc splices it after GRO.
+	 * Judged above like any segment (here each arrives on its own); the
+	 * sender's timestamp is learned here too, where the window verdict is
+	 * known: the options walk with zero deltas reads it and changes
+	 * nothing. fib.ifindex doubles as the key: the stack is at its limit. */
+	if (bpf_map_lookup_elem(&tc_ifaces, &fib.ifindex)) {
+		if (!(tf & TF_OUT_OF_WIN) && (fv->flags & FLOW_F_TRACKED))
+			learn_ts(fv, tcp_options_rewrite(ctx, ((void *)tcp - data) | (doff << 16) |
+								  ((__u32)tf << 24), 0, 0, 0));
+		return count((tf & TF_OUT_OF_WIN) ? R_PASS_TC_OUT_OF_WINDOW : R_PASS_TC_FLOW, bytes, XDP_PASS);
+	}
 
-	if (ip4) {
-		__be32 ns = ((__u32 *)fv->saddr)[3];
-		__be32 nd = ((__u32 *)fv->daddr)[3];
-		__u32 iacc = 0;
-		iacc = csum_add32(iacc, bpf_ntohl(ip4->saddr), bpf_ntohl(ns));
-		iacc = csum_add32(iacc, bpf_ntohl(ip4->daddr), bpf_ntohl(nd));
-		ip4->saddr = ns;
-		ip4->daddr = nd;
-		csum_apply(&ip4->check, iacc);
-		acc = iacc;
-		fib.family = AF_INET;
+	/* Fast path: account, rewrite, forward. */
+	flow_account(fv, 1, bytes);
+	if (ip4)
 		fib.tot_len = bpf_ntohs(ip4->tot_len);
-		fib.src[0] = ns;
-		fib.dst[0] = nd;
-	} else if (ip6) {
-		__u32 *os = (__u32 *)ip6->saddr;
-		__u32 *od = (__u32 *)ip6->daddr;
-		__u32 *ns = (__u32 *)fv->saddr;
-		__u32 *nd = (__u32 *)fv->daddr;
-#pragma unroll
-		for (int i = 0; i < 4; i++) {
-			acc = csum_add32(acc, bpf_ntohl(os[i]), bpf_ntohl(ns[i]));
-			acc = csum_add32(acc, bpf_ntohl(od[i]), bpf_ntohl(nd[i]));
-			os[i] = ns[i];
-			od[i] = nd[i];
-			fib.src[i] = ns[i];
-			fib.dst[i] = nd[i];
-		}
-		fib.family = AF_INET6;
+	else if (ip6)
 		fib.tot_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
-	}
-
-	acc = csum_add16(acc, bpf_ntohs(tcp->source), bpf_ntohs(fv->sport));
-	acc = csum_add16(acc, bpf_ntohs(tcp->dest), bpf_ntohs(fv->dport));
-	tcp->source = fv->sport;
-	tcp->dest = fv->dport;
-
-	__u32 seq = bpf_ntohl(tcp->seq), nseq = seq + fv->seq_delta;
-	acc = csum_add32(acc, seq, nseq);
-	tcp->seq = bpf_htonl(nseq);
-	if (tf & TCP_ACK) {
-		__u32 ack = bpf_ntohl(tcp->ack_seq), nack = ack + fv->ack_delta;
-		acc = csum_add32(acc, ack, nack);
-		tcp->ack_seq = bpf_htonl(nack);
-	}
-	if (!(tf & TCP_SYN)) {
-		__u16 win = bpf_ntohs(tcp->window);
-		__u32 w = ((__u32)win << (fv->in_shift & 15)) >> (fv->out_shift & 15);
-		if (w > 65535)
-			w = 65535;
-		acc = csum_add16(acc, win, w);
-		tcp->window = bpf_htons(w);
-	}
-
+	__u64 deltas = splice_rewrite(ip4, ip6, tcp, fv, &fib);
+	__u32 acc = (__u32)deltas + (__u32)(deltas >> 32);
 	/* Timestamps and SACK blocks. */
 	__u64 opt = tcp_options_rewrite(ctx, ((void *)tcp - data) | (doff << 16) | ((__u32)tf << 24),
 					fv->ack_delta, fv->tsval_delta, fv->tsecr_delta);
 	acc += (__u16)opt;
-	/* The sender's latest timestamp, from segments inside the window: the
-	 * engine compares a new SYN's with it (TIME_WAIT's rule). */
-	if ((opt & OPT_HAS_TS) && !(tf & TF_OUT_OF_WIN) && (fv->flags & FLOW_F_TRACKED) &&
-	    (!(fv->flags & FLOW_F_TS) || (__s32)((__u32)(opt >> 32) - fv->ts_recent) >= 0)) {
-		fv->ts_recent = opt >> 32;
-		fv->flags |= FLOW_F_TS;
-	}
+	if (!(tf & TF_OUT_OF_WIN))
+		learn_ts(fv, opt);
 	csum_apply(&tcp->check, acc);
 
 	/* Next hop. */
@@ -1802,6 +1896,173 @@ int syngate_xdp(struct xdp_md *ctx)
 	if (bpf_redirect_map(&tx_ports, oif, XDP_DROP) != XDP_REDIRECT)
 		return count(R_DROP_FAST_NO_PORT, bytes, XDP_DROP);
 	return count(fwd + 1, bytes, XDP_REDIRECT);
+}
+
+/* --- the TC data path --- */
+
+/* How much of a segment syngate_tc needs in the skb's linear area: Ethernet,
+ * a VLAN tag, an IPv6 header with a few extension headers, a full TCP
+ * header. Longer headers pass on to the next program or the kernel. */
+#define TC_PULL_LEN 256
+
+/* Folds a 16-bit host-order one's complement sum into the __wsum the
+ * checksum helpers take (network-order words in memory). */
+static __always_inline __u64 to_wsum(__u32 acc)
+{
+	return (__u64)bpf_htons(csum_fold(acc));
+}
+
+/* Applies a splice's TCP checksum deltas through the helper, which knows
+ * the skb's checksum state: with CHECKSUM_PARTIAL (a segment from a local
+ * socket over veth) the field holds only the pseudo-header sum and only the
+ * address delta applies; otherwise both do, and with CHECKSUM_COMPLETE
+ * skb->csum follows. BPF_F_IPV6 (kernel 6.16+) keeps a complete IPv6
+ * skb->csum right; older kernels refuse the flag and get the call without. */
+static __always_inline long tc_csum(struct __sk_buff *skb, __u32 check_off, __u32 pseudo, __u32 l4, int is6)
+{
+	long rc = bpf_l4_csum_replace(skb, check_off, 0, to_wsum(pseudo),
+				      BPF_F_PSEUDO_HDR | (is6 ? BPF_F_IPV6 : 0));
+	if (rc && is6)
+		rc = bpf_l4_csum_replace(skb, check_off, 0, to_wsum(pseudo), BPF_F_PSEUDO_HDR);
+	if (rc)
+		return rc;
+	return bpf_l4_csum_replace(skb, check_off, 0, to_wsum(l4), 0);
+}
+
+static __always_inline long tc_set_macs(struct __sk_buff *skb, const __u8 *dmac, const __u8 *smac)
+{
+	long rc = bpf_skb_store_bytes(skb, 0, dmac, 6, 0);
+	if (!rc)
+		rc = bpf_skb_store_bytes(skb, 6, smac, 6, 0);
+	return rc;
+}
+
+/* Splices a TC-datapath interface's segments (tcx ingress): after GRO, so a
+ * segment may be an aggregate (rewriting its head is enough: segmentation
+ * copies the head's addresses, ports, window and options and numbers each
+ * segment from the head's sequence), and with the skb's checksum state, so
+ * partial checksums stay correct. Everything that is not a spliced flow's
+ * goes on untouched: the XDP program on the same interface has already
+ * steered handshakes to AF_XDP, answered or dropped what it had to, and
+ * judged every segment of a tracked flow against its window (one by one,
+ * before GRO; the flow's FIN and RST marks and timestamps are its). */
+SEC("tc")
+int syngate_tc(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	if (data + TC_PULL_LEN > data_end && skb->len > data_end - data) {
+		bpf_skb_pull_data(skb, skb->len < TC_PULL_LEN ? skb->len : TC_PULL_LEN);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return TC_ACT_UNSPEC;
+	__be16 proto = eth->proto;
+	void *l3 = eth + 1;
+	if (proto == bpf_htons(ETH_P_8021Q)) {
+		struct vlanhdr *vh = l3;
+		if ((void *)(vh + 1) > data_end)
+			return TC_ACT_UNSPEC;
+		proto = vh->proto;
+		l3 = vh + 1;
+	}
+
+	struct flow_key fk = {};
+	struct iphdr *ip4 = 0;
+	struct ipv6hdr *ip6 = 0;
+	struct tcphdr *tcp;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		ip4 = l3;
+		if ((void *)(ip4 + 1) > data_end)
+			return TC_ACT_UNSPEC;
+		__u32 ihl = (ip4->ver_ihl & 0x0f) * 4;
+		if ((ip4->ver_ihl >> 4) != 4 || ihl < sizeof(*ip4) || ip4->protocol != IPPROTO_TCP ||
+		    (bpf_ntohs(ip4->frag_off) & 0x3fff))
+			return TC_ACT_UNSPEC;
+		tcp = l3 + ihl;
+		fk.family = AF_INET;
+		set_mapped4(fk.saddr, ip4->saddr);
+		set_mapped4(fk.daddr, ip4->daddr);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		ip6 = l3;
+		if ((void *)(ip6 + 1) > data_end || (bpf_ntohl(ip6->vtc_flow) >> 28) != 6)
+			return TC_ACT_UNSPEC;
+		__u8 nh = ip6->nexthdr;
+		void *p = ip6 + 1;
+#pragma unroll
+		for (int i = 0; i < IPV6_EXT_MAX; i++) {
+			if (nh != 0 && nh != 43 && nh != 60)
+				break;
+			__u8 *h = p;
+			if ((void *)(h + 8) > data_end)
+				return TC_ACT_UNSPEC;
+			p = h + ((__u32)h[1] + 1) * 8;
+			nh = h[0];
+		}
+		if (nh != IPPROTO_TCP)
+			return TC_ACT_UNSPEC; /* fragments too: the XDP program never splices them */
+		tcp = p;
+		fk.family = AF_INET6;
+		copy16(fk.saddr, ip6->saddr);
+		copy16(fk.daddr, ip6->daddr);
+	} else {
+		return TC_ACT_UNSPEC;
+	}
+	if ((void *)(tcp + 1) > data_end)
+		return TC_ACT_UNSPEC;
+	__u32 doff = (tcp->doff_res >> 4) * 4;
+	__u32 tcp_off = (void *)tcp - data;
+	if (doff < sizeof(*tcp) || (void *)tcp + doff > data_end || tcp_off > TCP_OFF_MAX)
+		return TC_ACT_UNSPEC;
+	fk.sport = tcp->source;
+	fk.dport = tcp->dest;
+	struct flow_val *fv = bpf_map_lookup_elem(&flows, &fk);
+	if (!fv)
+		return TC_ACT_UNSPEC;
+
+	/* An aggregate stands for gso_segs segments, each with its own headers. */
+	__u8 tf = tcp->flags;
+	__u32 segs = skb->gso_segs ? skb->gso_segs : 1;
+	__u64 bytes = skb->len + (__u64)(segs - 1) * (tcp_off + doff);
+	flow_account(fv, segs, bytes);
+
+	struct bpf_fib_lookup fib = {};
+	fib.ifindex = skb->ingress_ifindex;
+	/* tot_len 0: the helper checks the egress MTU against the skb, which
+	 * lets an aggregate through (segmentation makes it fit). */
+	fib.tot_len = 0;
+	__u64 deltas = splice_rewrite(ip4, ip6, tcp, fv, &fib);
+	__u32 pseudo = deltas >> 32, l4 = (__u32)deltas;
+	__u32 check_off = (void *)&tcp->check - data;
+	int is6 = ip6 != 0;
+	l4 += (__u16)tcp_options_rewrite_tc(skb, tcp_off | (doff << 16) | ((__u32)tf << 24), fv->ack_delta,
+				     fv->tsval_delta, fv->tsecr_delta);
+	/* The helpers below may move the packet: no packet pointer after this. */
+	if (tc_csum(skb, check_off, pseudo, l4, is6))
+		return count_n(R_DROP_TC_CSUM, segs, bytes, TC_ACT_SHOT);
+
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		if (tc_set_macs(skb, fib.dmac, fib.smac))
+			return count_n(R_DROP_TC_CSUM, segs, bytes, TC_ACT_SHOT);
+		return count_n(R_TC_REDIRECT, segs, bytes, bpf_redirect(fib.ifindex, 0));
+	}
+	if (rc == BPF_FIB_LKUP_RET_BLACKHOLE || rc == BPF_FIB_LKUP_RET_UNREACHABLE ||
+	    rc == BPF_FIB_LKUP_RET_PROHIBIT || rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return count_n(R_DROP_FAST_NO_ROUTE, segs, bytes, TC_ACT_SHOT);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return count_n(R_TC_REDIRECT_NEIGH, segs, bytes, bpf_redirect_neigh(fib.ifindex, 0, 0, 0));
+	/* Forwarding disabled, or the lookup cannot decide: use what the
+	 * handshake taught us, as the XDP path does. */
+	if (!fv->ifindex)
+		return count_n(R_DROP_FAST_NO_NEIGH, segs, bytes, TC_ACT_SHOT);
+	__u32 oif = fv->ifindex;
+	if (tc_set_macs(skb, fv->dmac, fv->smac))
+		return count_n(R_DROP_TC_CSUM, segs, bytes, TC_ACT_SHOT);
+	return count_n(R_TC_REDIRECT, segs, bytes, bpf_redirect(oif, 0));
 }
 
 char __license[] SEC("license") = "Dual MIT/GPL";

@@ -160,7 +160,12 @@ const (
 	syngateReasonR_FAST_TX_OUT_OF_WINDOW       syngateReason = 35
 	syngateReasonR_FAST_REDIRECT_OUT_OF_WINDOW syngateReason = 36
 	syngateReasonR_XSK_SYN_IN_FLOW             syngateReason = 37
-	syngateReasonR_MAX                         syngateReason = 38
+	syngateReasonR_PASS_TC_FLOW                syngateReason = 38
+	syngateReasonR_TC_REDIRECT                 syngateReason = 39
+	syngateReasonR_TC_REDIRECT_NEIGH           syngateReason = 40
+	syngateReasonR_DROP_TC_CSUM                syngateReason = 41
+	syngateReasonR_PASS_TC_OUT_OF_WINDOW       syngateReason = 42
+	syngateReasonR_MAX                         syngateReason = 43
 )
 
 type syngateRlKey struct {
@@ -242,8 +247,10 @@ const (
 	syngateMapStandbyAcks    = "standby_acks"
 	syngateMapStandbyScratch = "standby_scratch"
 	syngateMapSynackScratch  = "synack_scratch"
+	syngateMapTcIfaces       = "tc_ifaces"
 	syngateMapTxPorts        = "tx_ports"
 	syngateMapXsks           = "xsks"
+	syngateProgSyngateTc     = "syngate_tc"
 	syngateProgSyngateXdp    = "syngate_xdp"
 	syngateVarCfg            = "cfg"
 )
@@ -290,6 +297,7 @@ type syngateSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type syngateProgramSpecs struct {
+	SyngateTc  *ebpf.ProgramSpec `ebpf:"syngate_tc"`
 	SyngateXdp *ebpf.ProgramSpec `ebpf:"syngate_xdp"`
 }
 
@@ -309,6 +317,7 @@ type syngateMapSpecs struct {
 	StandbyAcks    *ebpf.MapSpec `ebpf:"standby_acks"`
 	StandbyScratch *ebpf.MapSpec `ebpf:"standby_scratch"`
 	SynackScratch  *ebpf.MapSpec `ebpf:"synack_scratch"`
+	TcIfaces       *ebpf.MapSpec `ebpf:"tc_ifaces"`
 	TxPorts        *ebpf.MapSpec `ebpf:"tx_ports"`
 	Xsks           *ebpf.MapSpec `ebpf:"xsks"`
 }
@@ -352,6 +361,7 @@ type syngateMaps struct {
 	StandbyAcks    *ebpf.Map `ebpf:"standby_acks"`
 	StandbyScratch *ebpf.Map `ebpf:"standby_scratch"`
 	SynackScratch  *ebpf.Map `ebpf:"synack_scratch"`
+	TcIfaces       *ebpf.Map `ebpf:"tc_ifaces"`
 	TxPorts        *ebpf.Map `ebpf:"tx_ports"`
 	Xsks           *ebpf.Map `ebpf:"xsks"`
 }
@@ -370,6 +380,7 @@ func (m *syngateMaps) Close() error {
 		m.StandbyAcks,
 		m.StandbyScratch,
 		m.SynackScratch,
+		m.TcIfaces,
 		m.TxPorts,
 		m.Xsks,
 	)
@@ -386,11 +397,13 @@ type syngateVariables struct {
 //
 // It can be passed to loadSyngateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type syngatePrograms struct {
+	SyngateTc  *ebpf.Program `ebpf:"syngate_tc"`
 	SyngateXdp *ebpf.Program `ebpf:"syngate_xdp"`
 }
 
 func (p *syngatePrograms) Close() error {
 	return _SyngateClose(
+		p.SyngateTc,
 		p.SyngateXdp,
 	)
 }

@@ -45,6 +45,11 @@ const (
 	VerdictFastTXOutOfWindow                      // as VerdictFastTX, a segment outside the window (not learned from)
 	VerdictFastRedirectOutOfWindow                // as VerdictFastRedirect, a segment outside the window
 	VerdictXSKSynInFlow                           // spliced, a SYN: to the engine, which answers it; never forwarded
+	VerdictPassTCFlow                             // spliced segment on a TC-datapath interface, passed to the TC program
+	VerdictTCRedirect                             // TC: spliced, redirected to the next hop
+	VerdictTCRedirectNeigh                        // TC: spliced, redirected; the kernel resolves the neighbour
+	VerdictDropTCCsum                             // TC: the checksum or store helper failed on a spliced segment
+	VerdictPassTCOutOfWindow                      // as VerdictPassTCFlow, a segment outside the window (not learned from)
 
 	// NumVerdicts is the number of verdicts; Counters has one slot each.
 	NumVerdicts = iota
@@ -89,6 +94,11 @@ var verdictNames = [NumVerdicts]string{
 	"fast_tx_out_of_window",
 	"fast_redirect_out_of_window",
 	"xsk_syn_in_flow",
+	"pass_tc_flow",
+	"fast_tc_redirect",
+	"fast_tc_redirect_neigh",
+	"drop_tc_csum",
+	"pass_tc_out_of_window",
 }
 
 // String returns the snake_case name, stable for use as a metric label.
@@ -129,11 +139,14 @@ func (a Action) String() string {
 }
 
 // Action returns the XDP action the program returns with this verdict
-// (AF_XDP and fast-path redirects are both ActionRedirect).
+// (AF_XDP and fast-path redirects are both ActionRedirect; the TC program's
+// verdicts map to the XDP action of the same meaning).
 func (v Verdict) Action() Action {
 	switch {
-	case v <= VerdictPassFragment, v == VerdictPassICMPNoFlow:
+	case v <= VerdictPassFragment, v == VerdictPassICMPNoFlow, v == VerdictPassTCFlow, v == VerdictPassTCOutOfWindow:
 		return ActionPass
+	case v == VerdictTCRedirect, v == VerdictTCRedirectNeigh:
+		return ActionRedirect
 	case v == VerdictFastTX, v == VerdictTXSynAckCookie, v == VerdictICMPTX, v == VerdictFastTXOutOfWindow:
 		return ActionTX
 	case v <= VerdictFastRedirect, v == VerdictICMPRedirect, v == VerdictXSKRstInWindow, v == VerdictFastRedirectOutOfWindow,

@@ -16,7 +16,7 @@ func TestExampleFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := cfg.Interfaces; len(got) != 1 || got[0].Name != "eth0" || got[0].Mode != XDPAuto {
+	if got := cfg.Interfaces; len(got) != 1 || got[0].Name != "eth0" || got[0].Mode != XDPAuto || got[0].Datapath != DatapathAuto {
 		t.Errorf("interfaces = %+v", got)
 	}
 	if len(cfg.Services) != 2 {
@@ -73,7 +73,7 @@ func TestDefaults(t *testing.T) {
 	if s.Backlog != 1024 || s.OnOverflow != OverflowDrop || s.Cookies != CookiesAuto || len(s.Sources) != 0 {
 		t.Errorf("service defaults = %+v", s)
 	}
-	if cfg.Interfaces[0].Mode != XDPAuto || cfg.Metrics.Listen != "127.0.0.1:9420" || cfg.BPFFS != DefaultBPFFS {
+	if cfg.Interfaces[0].Mode != XDPAuto || cfg.Interfaces[0].Datapath != DatapathAuto || cfg.Metrics.Listen != "127.0.0.1:9420" || cfg.BPFFS != DefaultBPFFS {
 		t.Errorf("defaults = %+v", cfg)
 	}
 	if b := cfg.Backend; b.ConnectTimeout != 3*time.Second || b.PortMin != 16384 || b.PortMax != 32767 || b.MaxPending != 65536 {
@@ -126,6 +126,7 @@ func TestErrors(t *testing.T) {
 		{"bad overflow", svc("    on_overflow: explode\n"), []string{"want drop or reset"}},
 		{"bad cookies", svc("syn: {cookies: sometimes}\n"), []string{"want never, auto or always"}},
 		{"bad xdp mode", strings.Replace(svc(""), "{name: veth0}", "{name: veth0, xdp_mode: turbo}", 1), []string{"want native, generic or auto"}},
+		{"bad datapath", strings.Replace(svc(""), "{name: veth0}", "{name: veth0, datapath: skb}", 1), []string{"interfaces.0.datapath", "want xdp, tc or auto"}},
 		{"no interfaces", strings.Replace(svc(""), "interfaces: [{name: veth0}]", "interfaces: []", 1), []string{"at least one interface"}},
 		{"no services", "interfaces: [{name: eth0}]\n", []string{"at least one service"}},
 		{"retries", svc("syn: {synack_retries: 11}\n"), []string{"11 out of range 0-10"}},

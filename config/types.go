@@ -39,10 +39,24 @@ const (
 	XDPAuto    XDPMode = "auto"
 )
 
+// Datapath says where an interface's spliced segments are rewritten.
+type Datapath string
+
+// Data paths. XDP splices before the kernel builds an skb; TC splices at
+// tcx ingress after GRO, with the skb's checksum state, for links that
+// deliver partial checksums (veth, tun/tap: containers and VMs on the same
+// host). Auto picks tc for those drivers, xdp otherwise.
+const (
+	DatapathXDP  Datapath = "xdp"
+	DatapathTC   Datapath = "tc"
+	DatapathAuto Datapath = "auto"
+)
+
 // Interface is one ingress interface syngate attaches to.
 type Interface struct {
-	Name string
-	Mode XDPMode // default auto
+	Name     string
+	Mode     XDPMode  // default auto
+	Datapath Datapath // default auto
 }
 
 // Metrics configures the Prometheus endpoint.

@@ -17,8 +17,9 @@ import (
 // the line: the validator converts them into Config.
 type file struct {
 	Interfaces []struct {
-		Name    string `yaml:"name"`
-		XDPMode string `yaml:"xdp_mode"`
+		Name     string `yaml:"name"`
+		XDPMode  string `yaml:"xdp_mode"`
+		Datapath string `yaml:"datapath"`
 	} `yaml:"interfaces"`
 	SecretFile string `yaml:"secret_file"`
 	BPFFS      string `yaml:"bpffs"`
@@ -223,7 +224,13 @@ func (v *validator) interfaces(f *file, c *Config) {
 		default:
 			v.errorf(p+".xdp_mode", "%q: want native, generic or auto", in.XDPMode)
 		}
-		c.Interfaces = append(c.Interfaces, Interface{Name: in.Name, Mode: mode})
+		dp := Datapath(or(in.Datapath, string(DatapathAuto)))
+		switch dp {
+		case DatapathXDP, DatapathTC, DatapathAuto:
+		default:
+			v.errorf(p+".datapath", "%q: want xdp, tc or auto", in.Datapath)
+		}
+		c.Interfaces = append(c.Interfaces, Interface{Name: in.Name, Mode: mode, Datapath: dp})
 	}
 }
 

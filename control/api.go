@@ -36,9 +36,12 @@ type Status struct {
 
 // Interface is an ingress interface and its AF_XDP sockets.
 type Interface struct {
-	Name    string   `json:"name"`
-	XDPMode string   `json:"xdp_mode"` // the mode the program is attached in: native or generic
-	Sockets []Socket `json:"sockets"`
+	Name    string `json:"name"`
+	XDPMode string `json:"xdp_mode"` // the mode the program is attached in: native or generic
+	// Datapath is where its spliced segments are rewritten: "xdp", or
+	// "tc" (the TC program at tcx ingress; see config interfaces[].datapath).
+	Datapath string   `json:"datapath"`
+	Sockets  []Socket `json:"sockets"`
 }
 
 // Socket is one AF_XDP socket's drop counters (XDP_STATISTICS).

@@ -150,7 +150,11 @@ func TestBackendWindowScaleDiffers(t *testing.T) {
 // TestLoss drops 2% of the TCP packets leaving the client and the backend
 // (nftables numgen): transfers still complete and match.
 func TestLoss(t *testing.T) {
-	o := labOptions{}
+	forLinkModes(t, testLoss)
+}
+
+func testLoss(t *testing.T, mode linkMode) {
+	o := labOptions{offloads: mode.offloads}
 	top := newLab(t, o)
 	echoServer(t, top)
 	g := startSyngate(t, top, o)

@@ -68,10 +68,14 @@ func seedBytes(seed uint64) [32]byte {
 }
 
 func TestBulk64MiB(t *testing.T) {
+	forLinkModes(t, testBulk64MiB)
+}
+
+func testBulk64MiB(t *testing.T, mode linkMode) {
 	for _, oneArm := range []bool{false, true} {
 		name := map[bool]string{false: "routed", true: "one-arm"}[oneArm]
 		t.Run(name, func(t *testing.T) {
-			o := labOptions{oneArm: oneArm}
+			o := labOptions{oneArm: oneArm, offloads: mode.offloads}
 			top := newLab(t, o)
 			echoServer(t, top)
 			g := startSyngate(t, top, o)
@@ -92,6 +96,7 @@ func TestBulk64MiB(t *testing.T) {
 				t.Errorf("slow path packets %v vs fast %v: spliced data reached user space", slow, fast)
 			}
 			g.checkInWindow()
+			checkDatapath(t, m, mode)
 		})
 	}
 }

@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 
 // gatewayRun is a running `syngate run` inside a lab's gateway namespace.
 type gatewayRun struct {
-	t   *testing.T
+	t   testing.TB
 	top *lab.Topology
 	d   *lab.Daemon
 }
@@ -78,17 +78,64 @@ type labOptions struct {
 	// netnsExec starts syngate the way `ip netns exec` does: in a mount
 	// namespace of its own with a fresh sysfs on /sys.
 	netnsExec bool
+	// offloads keeps the veths' default offloads (checksum offload, TSO,
+	// GRO) as containers have them: local senders' segments arrive with
+	// partial checksums and as aggregates. Off by default.
+	offloads bool
+	// datapath is every interface's datapath; default xdp with offloads
+	// off (the XDP fast path, as the suite always tested it) and auto
+	// (tc on veth) with offloads on.
+	datapath string
+	// backendDatapath is the datapath of the gateway's backend-side
+	// interface in the routed topology; default datapath.
+	backendDatapath string
 }
 
-// newLab builds a topology with offloads off (the fast path forwards
-// frames as they are, so partial checksums must not appear).
-func newLab(t *testing.T, o labOptions) *lab.Topology {
+// linkMode is one way the lab's links are set up.
+type linkMode struct {
+	name     string
+	offloads bool
+}
+
+// linkModes are the two the key tests run in: offloads off (the XDP data
+// path) and the veth defaults (partial checksums and GRO aggregates; auto
+// picks the TC data path).
+var linkModes = []linkMode{{"offloads-off", false}, {"veth-defaults", true}}
+
+// forLinkModes runs f as one subtest per link mode.
+func forLinkModes(t *testing.T, f func(t *testing.T, m linkMode)) {
+	for _, m := range linkModes {
+		t.Run(m.name, func(t *testing.T) { f(t, m) })
+	}
+}
+
+// checkDatapath asserts from the verdict counters that the spliced data
+// went through the data path mode selects: TC with the veth defaults, XDP
+// with offloads off, never both.
+func checkDatapath(t *testing.T, m metrics.Samples, mode linkMode) {
+	t.Helper()
+	v := func(verdict, reason string) float64 {
+		return m[`syngate_xdp_packets_total{reason="`+reason+`",verdict="`+verdict+`"}`]
+	}
+	xdp := v("tx", "fast_tx") + v("redirect", "fast_redirect")
+	tc := v("redirect", "fast_tc_redirect") + v("redirect", "fast_tc_redirect_neigh")
+	passed := v("pass", "pass_tc_flow")
+	switch {
+	case mode.offloads && (tc == 0 || xdp != 0 || passed == 0):
+		t.Errorf("veth defaults: %v segments spliced by TC, %v by XDP, %v passed on by XDP; want TC only", tc, xdp, passed)
+	case !mode.offloads && (xdp == 0 || tc != 0 || passed != 0):
+		t.Errorf("offloads off: %v segments spliced by XDP, %v by TC, %v passed on by XDP; want XDP only", xdp, tc, passed)
+	}
+}
+
+// newLab builds a topology, with offloads off unless o.offloads.
+func newLab(t testing.TB, o labOptions) *lab.Topology {
 	t.Helper()
 	lab.RequireRoot(t)
 	if o.prefix == "" {
 		o.prefix = "sg-e2e-"
 	}
-	top, err := lab.NewTopology(t, lab.Options{OneArm: o.oneArm, NoOffloads: true, Prefix: o.prefix})
+	top, err := lab.NewTopology(t, lab.Options{OneArm: o.oneArm, NoOffloads: !o.offloads, Prefix: o.prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,12 +149,18 @@ func newLab(t *testing.T, o labOptions) *lab.Topology {
 func backendAddr(top *lab.Topology) netip.Addr { return top.BackendIf.V4.Addr() }
 
 // startSyngate writes a config for top and runs syngate with it.
-func startSyngate(t *testing.T, top *lab.Topology, o labOptions) *gatewayRun {
+func startSyngate(t testing.TB, top *lab.Topology, o labOptions) *gatewayRun {
 	t.Helper()
 	dir := t.TempDir()
-	ifaces := fmt.Sprintf("  - name: %s\n", top.GatewayClient.Name)
+	if o.datapath == "" {
+		o.datapath = map[bool]string{false: "xdp", true: "auto"}[o.offloads]
+	}
+	ifaces := fmt.Sprintf("  - name: %s\n    datapath: %s\n", top.GatewayClient.Name, o.datapath)
+	if o.backendDatapath == "" {
+		o.backendDatapath = o.datapath
+	}
 	if top.GatewayBackend.Name != top.GatewayClient.Name {
-		ifaces += fmt.Sprintf("  - name: %s\n", top.GatewayBackend.Name)
+		ifaces += fmt.Sprintf("  - name: %s\n    datapath: %s\n", top.GatewayBackend.Name, o.backendDatapath)
 	}
 	if o.cookies == "" {
 		o.cookies = "auto"
@@ -152,7 +205,7 @@ services:
 // startSyngateConfig runs syngate in top's gateway namespace with the config
 // text cfg, written into dir; netnsExec starts it the way `ip netns exec`
 // would (see labOptions).
-func startSyngateConfig(t *testing.T, top *lab.Topology, dir, cfg string, netnsExec bool) *gatewayRun {
+func startSyngateConfig(t testing.TB, top *lab.Topology, dir, cfg string, netnsExec bool) *gatewayRun {
 	t.Helper()
 	cfgPath := filepath.Join(dir, "syngate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
@@ -224,7 +277,8 @@ func (g *gatewayRun) checkInWindow() {
 	g.t.Helper()
 	m := g.metrics()
 	oow := m.Sum("syngate_xdp_packets_total", `reason="fast_tx_out_of_window"`) +
-		m.Sum("syngate_xdp_packets_total", `reason="fast_redirect_out_of_window"`)
+		m.Sum("syngate_xdp_packets_total", `reason="fast_redirect_out_of_window"`) +
+		m.Sum("syngate_xdp_packets_total", `reason="pass_tc_out_of_window"`)
 	drops := m.Sum("syngate_xdp_packets_total", `reason="drop_rst_out_of_window"`)
 	inWin := m.Sum("syngate_xdp_packets_total", `reason="xsk_rst_in_window"`)
 	if oow != 0 || drops != 0 {

@@ -45,7 +45,7 @@ func TestSecondInstanceAndReset(t *testing.T) {
 	newRecordingEcho(t, top)
 
 	r := &restarter{t: t, root: t, top: top, dir: dir}
-	r.start(syngateBin, restartConfig(t, top, dir, pins, false, 0))
+	r.start(syngateBin, restartConfig(t, top, dir, pins, false, 0, ""))
 	t.Cleanup(func() { r.cur.stop() })
 	vip := netip.AddrPortFrom(top.VIP4, servicePort)
 	if err := shortEcho(top.Client, vip, 1); err != nil {
@@ -172,7 +172,7 @@ func TestServerFirstAcrossRestart(t *testing.T) {
 		}
 	}()
 
-	cfg := restartConfig(t, top, dir, pins, false, 0)
+	cfg := restartConfig(t, top, dir, pins, false, 0, "")
 	r := &restarter{t: t, root: t, top: top, dir: dir}
 	r.start(syngateBin, cfg)
 	syscall.Kill(r.cur.d.PID(), syscall.SIGKILL)

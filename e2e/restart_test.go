@@ -46,9 +46,18 @@ const (
 // switch no stale service is left, no new backend leg takes a live flow's
 // port, the flows gauge matches the pinned flow table, and adopted flows
 // expire.
+//
+// It runs with offloads off on the XDP data path, and with the veth
+// defaults on the TC data path (datapath auto): there the pinned TC links
+// keep splicing while no syngate runs, and are taken over.
 func TestRestartKeepsConnections(t *testing.T) {
+	forLinkModes(t, testRestartKeepsConnections)
+}
+
+func testRestartKeepsConnections(t *testing.T, mode linkMode) {
 	lab.RequireRoot(t)
-	top, err := lab.NewTopology(t, lab.Options{NoOffloads: true, Prefix: "sgl-"})
+	datapath := map[bool]string{false: "xdp", true: "auto"}[mode.offloads]
+	top, err := lab.NewTopology(t, lab.Options{NoOffloads: !mode.offloads, Prefix: "sgl-"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,10 +82,10 @@ func TestRestartKeepsConnections(t *testing.T) {
 	}
 
 	srv := newRecordingEcho(t, top)
-	cfgWith81 := restartConfig(t, top, dir, pins, true, 0)
-	cfgV4 := restartConfig(t, top, dir, pins, false, 0)
+	cfgWith81 := restartConfig(t, top, dir, pins, true, 0, datapath)
+	cfgV4 := restartConfig(t, top, dir, pins, false, 0, datapath)
 	// The upgrade also resizes the flow table: the pinned one is migrated.
-	cfgResized := restartConfig(t, top, dir, pins, false, 131072)
+	cfgResized := restartConfig(t, top, dir, pins, false, 131072, datapath)
 
 	r := &restarter{t: t, root: t, top: top, dir: dir}
 	r.start(syngateBin, cfgWith81)
@@ -152,8 +161,14 @@ func TestRestartKeepsConnections(t *testing.T) {
 // close timeout, an IPv4 and an IPv6 service; with81 adds a service on
 // VIP:81 that later configs drop; maxFlows, when set, sizes the flow
 // table.
-func restartConfig(t *testing.T, top *lab.Topology, dir, pins string, with81 bool, maxFlows int) string {
+//
+// datapath is every interface's datapath; empty leaves the default (auto).
+func restartConfig(t *testing.T, top *lab.Topology, dir, pins string, with81 bool, maxFlows int, datapath string) string {
 	t.Helper()
+	dp := ""
+	if datapath != "" {
+		dp = "    datapath: " + datapath + "\n"
+	}
 	flows := ""
 	if maxFlows > 0 {
 		flows = fmt.Sprintf("  max: %d\n", maxFlows)
@@ -166,8 +181,8 @@ func restartConfig(t *testing.T, top *lab.Topology, dir, pins string, with81 boo
 	}
 	cfg := fmt.Sprintf(`interfaces:
   - name: %s
-  - name: %s
-secret_file: %s
+%s  - name: %s
+%ssecret_file: %s
 bpffs: %s
 metrics:
   listen: 127.0.0.1:9420
@@ -179,7 +194,7 @@ services:
 %s  - name: web
     listen: %s
     backend: %s
-`, top.GatewayClient.Name, top.GatewayBackend.Name, filepath.Join(dir, "secret"), pins, flows, v6,
+`, top.GatewayClient.Name, dp, top.GatewayBackend.Name, dp, filepath.Join(dir, "secret"), pins, flows, v6,
 		netip.AddrPortFrom(top.VIP4, servicePort), netip.AddrPortFrom(backendAddr(top), backendPort))
 	path := filepath.Join(dir, fmt.Sprintf("syngate-%v-%d.yaml", with81, maxFlows))
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
@@ -645,7 +660,7 @@ func describeFlows(t *testing.T, pins string) string {
 func outOfWindow(m map[string]float64) float64 {
 	var n float64
 	for k, v := range m {
-		if strings.HasPrefix(k, "syngate_xdp_packets_total{") && strings.Contains(k, `reason="fast_`) && strings.Contains(k, "out_of_window") {
+		if strings.HasPrefix(k, "syngate_xdp_packets_total{") && (strings.Contains(k, `reason="fast_`) || strings.Contains(k, `reason="pass_tc_`)) && strings.Contains(k, "out_of_window") {
 			n += v
 		}
 	}

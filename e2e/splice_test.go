@@ -85,6 +85,10 @@ func roundTrip(t *testing.T, g *gatewayRun, vip netip.Addr, msg []byte) {
 }
 
 func TestEcho(t *testing.T) {
+	forLinkModes(t, testEcho)
+}
+
+func testEcho(t *testing.T, mode linkMode) {
 	for _, tc := range []struct {
 		name string
 		o    labOptions
@@ -94,6 +98,7 @@ func TestEcho(t *testing.T) {
 		{"routed/never", labOptions{cookies: "never"}},
 		{"one-arm/always", labOptions{oneArm: true, cookies: "always"}},
 	} {
+		tc.o.offloads = mode.offloads
 		t.Run(tc.name, func(t *testing.T) {
 			top := newLab(t, tc.o)
 			echoServer(t, top)
@@ -118,14 +123,19 @@ func TestEcho(t *testing.T) {
 				t.Errorf("fast path packets = %v, want the data to go through XDP", fast)
 			}
 			t.Logf("fast path %v packets, slow path %v", fast, slow)
+			checkDatapath(t, m, mode)
 		})
 	}
 }
 
 func TestEchoIPv6(t *testing.T) {
+	forLinkModes(t, testEchoIPv6)
+}
+
+func testEchoIPv6(t *testing.T, mode linkMode) {
 	for _, cookies := range []string{"never", "always"} {
 		t.Run(cookies, func(t *testing.T) {
-			o := labOptions{cookies: cookies}
+			o := labOptions{cookies: cookies, offloads: mode.offloads}
 			top := newLab(t, o)
 			echoServer(t, top)
 			g := startSyngate(t, top, o)
@@ -139,6 +149,62 @@ func TestEchoIPv6(t *testing.T) {
 			if got := m[`syngate_connections_spliced_total{service="web"}`]; got != 0 {
 				t.Errorf("IPv4 service spliced %v connections", got)
 			}
+			checkDatapath(t, m, mode)
+		})
+	}
+}
+
+// TestMixedDatapaths splices between a veth with the defaults (TC data
+// path) and one with offloads off (XDP data path), both ways round: a
+// connection's two directions then take different programs, and segments
+// cross from one to the other (TC redirects an skb out of an XDP interface,
+// XDP redirects a frame out of a TC interface).
+func TestMixedDatapaths(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		plainSide       string // the side whose links get offloads off
+		client, backend string // datapaths of the gateway's interfaces
+	}{
+		{"client-tc/backend-xdp", "backend", "tc", "xdp"},
+		{"client-xdp/backend-tc", "client", "xdp", "tc"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := labOptions{offloads: true, datapath: tc.client, backendDatapath: tc.backend}
+			lab.RequireRoot(t)
+			top, err := lab.NewTopology(t, lab.Options{Prefix: "sg-e2e-"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			plain := []lab.Iface{top.BackendIf, top.GatewayBackend}
+			if tc.plainSide == "client" {
+				plain = []lab.Iface{top.ClientIf, top.GatewayClient}
+			}
+			// Before PrepareGatewayXDP: a peer's XDP program takes TSO
+			// off a veth's settable features.
+			for _, i := range plain {
+				if err := i.NS.DisableOffloads(i.Name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := top.PrepareGatewayXDP(); err != nil {
+				t.Fatal(err)
+			}
+			echoServer(t, top)
+			g := startSyngate(t, top, o)
+			if err := echoBulk(g, 16<<20, 7, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			roundTrip(t, g, top.VIP6, bytes.Repeat([]byte("mixed6 "), 3000))
+			m := g.metrics()
+			v := func(verdict, reason string) float64 {
+				return m[`syngate_xdp_packets_total{reason="`+reason+`",verdict="`+verdict+`"}`]
+			}
+			xdp := v("redirect", "fast_redirect")
+			tcr := v("redirect", "fast_tc_redirect") + v("redirect", "fast_tc_redirect_neigh")
+			if xdp < 1000 || tcr < 1000 {
+				t.Errorf("spliced by XDP %v, by TC %v segments: want both directions' data on their own path", xdp, tcr)
+			}
+			t.Logf("spliced by XDP %v, by TC %v segments", xdp, tcr)
 		})
 	}
 }

@@ -253,6 +253,23 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		if err != nil {
 			return err
 		}
+		// TC first: once the interface is marked, the XDP program
+		// leaves its spliced segments to the TC program (see AttachTC).
+		path, why := chooseDatapath(in)
+		log.Info("datapath", "interface", in.Name, "datapath", path.String(), "why", why)
+		if path == bpf.DatapathTC {
+			err := dp.AttachTC(in.Name)
+			if err != nil && in.Datapath == config.DatapathAuto && errors.Is(err, bpf.ErrNotSupported) {
+				// A kernel without tcx (before 6.6): auto keeps the XDP
+				// data path, which works where checksums are complete.
+				log.Warn("tc data path not supported here; splicing in XDP, which breaks on partial checksums (turn tx checksum offload off on the peer)",
+					"interface", in.Name, "err", err)
+				err = nil
+			}
+			if err != nil {
+				return err
+			}
+		}
 		if err := dp.Attach(in.Name, mode); err != nil {
 			return err
 		}
@@ -467,7 +484,8 @@ func reconcileLocals(dp *bpf.Dataplane, sources []netip.Addr, log *slog.Logger) 
 }
 
 // detachRemovedInterfaces detaches from the interfaces an earlier syngate
-// left attached that the config no longer names.
+// left attached that the config no longer names, and the TC program from
+// those no longer on the TC data path.
 func detachRemovedInterfaces(dp *bpf.Dataplane, cfg *config.Config, log *slog.Logger) error {
 	pinned, err := dp.PinnedInterfaces()
 	if err != nil {
@@ -479,6 +497,22 @@ func detachRemovedInterfaces(dp *bpf.Dataplane, cfg *config.Config, log *slog.Lo
 				return err
 			}
 			log.Info("interface removed from the config: detached", "interface", name)
+		}
+	}
+	// TC links an earlier syngate pinned on interfaces no longer on the
+	// TC data path: after the XDP take-over, since the earlier XDP
+	// program passed their spliced segments to them until then.
+	pinnedTC, err := dp.PinnedTCInterfaces()
+	if err != nil {
+		return err
+	}
+	onTC := dp.AttachedTC()
+	for _, name := range pinnedTC {
+		if !slices.Contains(onTC, name) {
+			if err := dp.DetachPinnedTC(name); err != nil {
+				return err
+			}
+			log.Info("interface no longer on the tc data path: tc detached", "interface", name)
 		}
 	}
 	return nil
@@ -672,7 +706,8 @@ func (d *dataplaneMetrics) Flows() (metrics.FlowStats, error) {
 	}
 	st := d.e.Stats()
 	var fast bpf.Count
-	for _, v := range []bpf.Verdict{bpf.VerdictFastTX, bpf.VerdictFastRedirect, bpf.VerdictFastTXOutOfWindow, bpf.VerdictFastRedirectOutOfWindow} {
+	for _, v := range []bpf.Verdict{bpf.VerdictFastTX, bpf.VerdictFastRedirect, bpf.VerdictFastTXOutOfWindow, bpf.VerdictFastRedirectOutOfWindow,
+		bpf.VerdictTCRedirect, bpf.VerdictTCRedirectNeigh} {
 		fast.Packets += c[v].Packets
 		fast.Bytes += c[v].Bytes
 	}

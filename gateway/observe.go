@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -130,9 +131,13 @@ func (c *controlSource) Status() control.Status {
 		}
 	}
 	attached := c.dp.Attached()
+	onTC := c.dp.AttachedTC()
 	sockets, _ := c.socks.SocketStats()
 	for _, in := range c.cfg.Interfaces {
-		ci := control.Interface{Name: in.Name, XDPMode: "detached"}
+		ci := control.Interface{Name: in.Name, XDPMode: "detached", Datapath: bpf.DatapathXDP.String()}
+		if slices.Contains(onTC, in.Name) {
+			ci.Datapath = bpf.DatapathTC.String()
+		}
 		if m, ok := attached[in.Name]; ok {
 			ci.XDPMode = m.String()
 		}

@@ -91,7 +91,7 @@ syngate_xdp_packets_total{reason="syn",verdict="xsk"} 42
 # HELP syngate_flows Entries in the XDP flow table (one per direction).
 # TYPE syngate_flows gauge
 syngate_flows 4
-# HELP syngate_fastpath_packets_total Data packets of spliced flows forwarded by XDP without reaching user space.
+# HELP syngate_fastpath_packets_total Data packets of spliced flows forwarded by the XDP or TC program without reaching user space (a GRO aggregate counts its segments).
 # TYPE syngate_fastpath_packets_total counter
 syngate_fastpath_packets_total 900
 `

@@ -59,6 +59,37 @@ struct xdp_md {
 	__u32 egress_ifindex;
 };
 
+/* struct __sk_buff up to the members the TC program reads; the offsets are
+ * the UAPI's (checked below), the members it skips are padding. */
+struct __sk_buff {
+	__u32 len;
+	__u32 pad0[8];
+	__u32 ingress_ifindex; /* offset 36 */
+	__u32 pad1[9];
+	__u32 data;            /* offset 76 */
+	__u32 data_end;        /* offset 80 */
+	__u32 pad2[20];
+	__u32 gso_segs;        /* offset 164 */
+	__u32 pad3[2];
+	__u32 gso_size;        /* offset 176 */
+	__u32 pad4[3];
+};
+_Static_assert(__builtin_offsetof(struct __sk_buff, ingress_ifindex) == 36, "__sk_buff.ingress_ifindex");
+_Static_assert(__builtin_offsetof(struct __sk_buff, data) == 76, "__sk_buff.data");
+_Static_assert(__builtin_offsetof(struct __sk_buff, gso_segs) == 164, "__sk_buff.gso_segs");
+_Static_assert(__builtin_offsetof(struct __sk_buff, gso_size) == 176, "__sk_buff.gso_size");
+_Static_assert(sizeof(struct __sk_buff) == 192, "__sk_buff size");
+
+/* TC actions (tcx: UNSPEC hands the packet to the next program). */
+#define TC_ACT_UNSPEC (-1)
+#define TC_ACT_OK 0
+#define TC_ACT_SHOT 2
+#define TC_ACT_REDIRECT 7
+
+/* bpf_l4_csum_replace flags */
+#define BPF_F_PSEUDO_HDR (1ULL << 4)
+#define BPF_F_IPV6 (1ULL << 7)
+
 /* enum bpf_fib_lookup return codes */
 #define BPF_FIB_LKUP_RET_SUCCESS 0
 #define BPF_FIB_LKUP_RET_BLACKHOLE 1
@@ -95,6 +126,11 @@ static __s64 (*bpf_csum_diff)(__be32 *from, __u32 from_size, __be32 *to, __u32 t
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 static long (*bpf_xdp_adjust_tail)(struct xdp_md *ctx, int delta) = (void *)65;
 static long (*bpf_fib_lookup)(void *ctx, struct bpf_fib_lookup *params, int plen, __u32 flags) = (void *)69;
+static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 offset, const void *from, __u32 len, __u64 flags) = (void *)9;
+static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to, __u64 flags) = (void *)11;
+static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
+static long (*bpf_skb_pull_data)(struct __sk_buff *skb, __u32 len) = (void *)39;
+static long (*bpf_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) = (void *)152;
 
 #define BPF_ANY 0
 #define BPF_NOEXIST 1

@@ -58,7 +58,7 @@ func printHostChecks(w io.Writer, checks []gateway.HostCheck) error {
 func printPlan(w io.Writer, cfg *config.Config) {
 	fmt.Fprintf(w, "config OK\n\n")
 	for _, in := range cfg.Interfaces {
-		fmt.Fprintf(w, "attach XDP to %s (mode %s)\n", in.Name, in.Mode)
+		fmt.Fprintf(w, "attach XDP to %s (mode %s), splice with datapath %s\n", in.Name, in.Mode, in.Datapath)
 	}
 	if cfg.BPFFS == "off" {
 		fmt.Fprintf(w, "no pinning: the XDP program is detached on exit, spliced connections break on a restart\n")

@@ -75,7 +75,7 @@ func TestCheckPrintsPlan(t *testing.T) {
 	}
 	for _, want := range []string{
 		"config OK",
-		"attach XDP to eth0 (mode auto)",
+		"attach XDP to eth0 (mode auto), splice with datapath auto",
 		"service web: 192.0.2.10:80 -> 10.0.0.5:8080 (source 10.0.0.1)",
 		"accept queue 1024 = min(backlog 1024, somaxconn 4096), on overflow drop",
 		"announce: mss 1460, window scale 7, sack true, timestamps true",

@@ -61,8 +61,8 @@ func printStatus(w io.Writer, st *control.Status) {
 			full += s.RxRingFull
 			empty += s.FillRingEmpty
 		}
-		fmt.Fprintf(w, "interface %s: xdp %s, %d af_xdp sockets, drops: rx %d, rx ring full %d, fill ring empty %d\n",
-			in.Name, in.XDPMode, len(in.Sockets), drop, full, empty)
+		fmt.Fprintf(w, "interface %s: xdp %s, datapath %s, %d af_xdp sockets, drops: rx %d, rx ring full %d, fill ring empty %d\n",
+			in.Name, in.XDPMode, in.Datapath, len(in.Sockets), drop, full, empty)
 	}
 	fmt.Fprintf(w, "flow table: %d of %d entries (%.1f%%)\n", st.FlowTable.Entries, st.FlowTable.Limit,
 		100*float64(st.FlowTable.Entries)/float64(max(st.FlowTable.Limit, 1)))
@@ -70,7 +70,8 @@ func printStatus(w io.Writer, st *control.Status) {
 		fmt.Fprintf(w, "xdp over %.1fs: %s SYN to engine/s, %s cookie SYN-ACKs/s in XDP, %s SYN dropped/s, %s spliced pkts/s\n",
 			r.Interval, rate(r.XDP["xsk_syn"]), rate(r.XDP["tx_synack_cookie"]),
 			rate(r.XDP["drop_syn_ratelimit"]+r.XDP["drop_syn_payload"]+r.XDP["drop_bad_flags"]),
-			rate(r.XDP["fast_tx"]+r.XDP["fast_redirect"]))
+			rate(r.XDP["fast_tx"]+r.XDP["fast_redirect"]+r.XDP["fast_tx_out_of_window"]+r.XDP["fast_redirect_out_of_window"]+
+				r.XDP["fast_tc_redirect"]+r.XDP["fast_tc_redirect_neigh"]))
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -15,7 +15,7 @@ func TestPrintStatusAndFlows(t *testing.T) {
 		Services: []control.Service{{Name: "web", Counters: control.Counters{SynReceived: 10, SynAcks: 10, AcksValidated: 4, Spliced: 4}}}}
 	cur := &control.Status{
 		Version: "1.0", PID: 9, Started: t0.Add(-time.Hour), Time: t0.Add(2 * time.Second),
-		Interfaces: []control.Interface{{Name: "eth0", XDPMode: "native", Sockets: []control.Socket{{Queue: 0, RxRingFull: 3}, {Queue: 1, RxRingFull: 4}}}},
+		Interfaces: []control.Interface{{Name: "eth0", XDPMode: "native", Datapath: "tc", Sockets: []control.Socket{{Queue: 0, RxRingFull: 3}, {Queue: 1, RxRingFull: 4}}}},
 		FlowTable:  control.FlowTable{Entries: 8, Limit: 16},
 		XDP:        map[string]uint64{"tx_synack_cookie": 2100},
 		Services: []control.Service{{
@@ -34,7 +34,7 @@ func TestPrintStatusAndFlows(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		"syngate 1.0, pid 9, up 1h0m2s",
-		"interface eth0: xdp native, 2 af_xdp sockets, drops: rx 0, rx ring full 7, fill ring empty 0",
+		"interface eth0: xdp native, datapath tc, 2 af_xdp sockets, drops: rx 0, rx ring full 7, fill ring empty 0",
 		"flow table: 8 of 16 entries (50.0%)",
 		"1000 cookie SYN-ACKs/s in XDP",
 		"web      192.0.2.10:80  auto/cookies  4096/4096  1/1024    10.0   10.0       3.0    2.0       1        4",
