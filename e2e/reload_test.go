@@ -39,6 +39,7 @@ type reloadServices struct {
 	ports     string // backend.ports
 	badFlags  bool   // filters.drop_bad_flags
 	establish string // flows.established_timeout
+	datapath  string // every interface's datapath; empty: the default
 }
 
 func reloadConfig(top *lab.Topology, dir, pins string, s reloadServices) string {
@@ -57,10 +58,14 @@ func reloadConfig(top *lab.Topology, dir, pins string, s reloadServices) string 
 	if s.api {
 		svcs += svc("api", 83, newBackendPort)
 	}
+	dp := ""
+	if s.datapath != "" {
+		dp = "    datapath: " + s.datapath + "\n"
+	}
 	return fmt.Sprintf(`interfaces:
   - name: %s
-  - name: %s
-secret_file: %s
+%s  - name: %s
+%ssecret_file: %s
 bpffs: %s
 metrics:
   listen: 127.0.0.1:9420
@@ -75,7 +80,7 @@ flows:
   close_timeout: 2s
   established_timeout: %s
 services:
-%s`, top.GatewayClient.Name, top.GatewayBackend.Name, filepath.Join(dir, "secret"), pins,
+%s`, top.GatewayClient.Name, dp, top.GatewayBackend.Name, dp, filepath.Join(dir, "secret"), pins,
 		filepath.Join(dir, "control.sock"), s.ports, s.badFlags, s.establish, svcs)
 }
 
@@ -119,10 +124,17 @@ func newCountingEcho(t *testing.T, ns *lab.NS, addr netip.AddrPort) *countingEch
 // change too (a new XDP program under the running transfers). Then a
 // file that does not parse and one that changes a restart-only key are
 // refused by `syngate reload` (non-zero exit, the reason printed) and
-// change nothing, and a good one is applied by it.
+// change nothing, and a good one is applied by it. It runs on the XDP data
+// path (offloads off) and on the TC one (veth defaults, datapath auto),
+// where the filters' reload replaces the TC programs too.
 func TestReload(t *testing.T) {
+	forLinkModes(t, testReload)
+}
+
+func testReload(t *testing.T, mode linkMode) {
 	lab.RequireRoot(t)
-	top, err := lab.NewTopology(t, lab.Options{NoOffloads: true, Prefix: "sgr-"})
+	datapath := map[bool]string{false: "xdp", true: "auto"}[mode.offloads]
+	top, err := lab.NewTopology(t, lab.Options{NoOffloads: !mode.offloads, Prefix: "sgr-"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,8 +156,8 @@ func TestReload(t *testing.T) {
 	old := newRecordingEcho(t, top) // :8080, IPv4 and IPv6
 	next := newCountingEcho(t, top.Backend, netip.AddrPortFrom(backendAddr(top), newBackendPort))
 
-	first := reloadServices{gone: true, chgPort: backendPort, ports: "16384-32767", badFlags: true, establish: "120h"}
-	second := reloadServices{chgPort: newBackendPort, api: true, ports: "16384-32767", badFlags: false, establish: "1h"}
+	first := reloadServices{gone: true, chgPort: backendPort, ports: "16384-32767", badFlags: true, establish: "120h", datapath: datapath}
+	second := reloadServices{chgPort: newBackendPort, api: true, ports: "16384-32767", badFlags: false, establish: "1h", datapath: datapath}
 	cfgPath := filepath.Join(dir, "syngate.yaml")
 	write := func(s string) {
 		t.Helper()
@@ -332,6 +344,7 @@ func TestReload(t *testing.T) {
 		t.Errorf("backend legs sharing a source port while both live: %v", overlaps)
 	}
 	m3 := g.metrics()
+	checkDatapath(t, m3, mode)
 	// Logged, not asserted: about half the runs see 1-3 RSTs judged
 	// outside the window (dropped), in one run already before the SIGHUP,
 	// so not the reload's; not located yet (see the phase lines above).
