@@ -189,7 +189,7 @@ func (e *refEnv) classify(b []byte) Verdict {
 	if !isSvc {
 		return xsk(VerdictXSKBackend)
 	}
-	if tf&0x05 != 0 {
+	if tf&0x04 != 0 { // RST; a FIN goes to the engine, which may hand it to a peer
 		return VerdictDropRstFinUnknown
 	}
 	return xsk(VerdictXSKHandshake)

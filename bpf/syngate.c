@@ -1817,7 +1817,11 @@ int syngate_xdp(struct xdp_md *ctx)
 	if (!fv) {
 		if (!svc)
 			return to_xsk(ctx, R_XSK_BACKEND, bytes);
-		if (tf & (TCP_RST | TCP_FIN))
+		/* A FIN of a connection this gateway does not know may be one a
+		 * peer gateway splices (an ECMP change moved it here): the engine
+		 * hands it off like the connection's other segments. RSTs are
+		 * still dropped. */
+		if (tf & TCP_RST)
 			return count(R_DROP_RST_FIN_UNKNOWN, bytes, XDP_DROP);
 		if ((svc->flags & SVC_F_STANDBY_COOKIES) && (tf & (TCP_SYN | TCP_ACK)) == TCP_ACK &&
 		    xsk_index(ctx) < 0)

@@ -21,7 +21,7 @@ const (
 	VerdictFastTX                                 // spliced, sent back out of the ingress interface
 	VerdictFastRedirect                           // spliced, redirected to another interface
 	VerdictDropNoSocket                           // for AF_XDP, but no socket on that interface and queue
-	VerdictDropRstFinUnknown                      // RST or FIN to a service without a flow
+	VerdictDropRstFinUnknown                      // RST to a service without a flow (a FIN goes to the engine, which may hand it to a peer gateway)
 	VerdictDropBadFlags                           // impossible flag combination (defense)
 	VerdictDropSynPayload                         // SYN carrying data (defense)
 	VerdictDropSynRateLimit                       // SYN over its source prefix's rate (defense)

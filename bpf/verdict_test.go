@@ -209,11 +209,11 @@ func TestVerdicts(t *testing.T) {
 			p.flags = "R"
 			return frame(t, p)
 		}, VerdictDropRstFinUnknown},
-		{"fin unknown flow", func(t *testing.T) []byte {
+		{"fin unknown flow (may be a peer gateway's: handed off)", func(t *testing.T) []byte {
 			p := ack4
 			p.flags = "FA"
 			return frame(t, p)
-		}, VerdictDropRstFinUnknown},
+		}, VerdictXSKHandshake},
 		{"ipv4 first fragment to service", func(t *testing.T) []byte {
 			p := ack4
 			p.ipFlags = layers.IPv4MoreFragments
@@ -500,7 +500,7 @@ func TestDefenses(t *testing.T) {
 		{"S", "hello", svc4, VerdictDropSynPayload},
 		{"S", "", svc4, VerdictXSKSyn},
 		{"R", "", svc4, VerdictDropRstFinUnknown},
-		{"FA", "", svc4, VerdictDropRstFinUnknown},
+		{"FA", "", svc4, VerdictXSKHandshake},
 		{"SA", "data", svc4, VerdictXSKHandshake},
 	} {
 		r := mustRun(t, d, frame(t, pkt{src: client4, dst: tc.dst, flags: tc.flags, payload: []byte(tc.payload)}))

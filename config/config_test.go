@@ -40,7 +40,7 @@ func TestExampleFile(t *testing.T) {
 		t.Errorf("web6 defaults = %+v", web6)
 	}
 	// The example documents every default: it must equal the defaults.
-	if cfg.SYN != (SYN{Cookies: CookiesAuto, MaxSynBacklog: 4096, SynAckRetries: 5, Somaxconn: 4096, KeyRotation: time.Minute}) {
+	if cfg.SYN != (SYN{Cookies: CookiesAuto, MaxSynBacklog: 4096, SynAckRetries: 5, Somaxconn: 4096, KeyRotation: time.Minute, PeerCookieChecks: 10000}) {
 		t.Errorf("syn = %+v", cfg.SYN)
 	}
 	min := mustParse(t, minimal)
@@ -112,7 +112,7 @@ func TestErrors(t *testing.T) {
 		want       []string
 	}{
 		{"empty", "", []string{"empty file"}},
-		{"unknown top key", svc("colour: blue\n"), []string{"line 7: unknown key `colour` at the top level (known keys: backend, bpffs,"}},
+		{"unknown top key", svc("colour: blue\n"), []string{"line 7: unknown key `colour` at the top level (known keys: backend, bgp, bpffs,"}},
 		{"unknown service key", svc("    bakclog: 5\n"), []string{"line 7: unknown key `bakclog` in services.0 (did you mean `backlog`?)"}},
 		{"wrong type", svc("    backlog: lots\n"), []string{"line 7: services.0.backlog: `lots` is not an integer"}},
 		{"backlog zero", svc("    backlog: 0\n"), []string{"line 7: services.0.backlog: 0 out of range"}},
@@ -221,6 +221,46 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
+func TestBGP(t *testing.T) {
+	cfg := mustParse(t, minimal+`
+bgp:
+  local_asn: 65010
+  router_id: 10.0.0.1
+  peers:
+    - address: 10.0.0.254
+      asn: 65000
+      hold_time: 9s
+    - address: "2001:db8::fe"
+      asn: 65000
+      password: s3cret
+`)
+	b := cfg.BGP
+	if b.LocalASN != 65010 || b.RouterID != netip.MustParseAddr("10.0.0.1") || b.RestartTime != DefaultBGPRestartTime || len(b.Peers) != 2 {
+		t.Fatalf("bgp = %+v", b)
+	}
+	if p := b.Peers[0]; p.Port != 179 || p.HoldTime != 9*time.Second || p.Keepalive != 3*time.Second || p.ConnectRetry != DefaultBGPConnectRetry {
+		t.Errorf("peer 0 = %+v", p)
+	}
+	if p := b.Peers[1]; p.Password != "s3cret" || p.HoldTime != DefaultBGPHoldTime || p.Keepalive != 30*time.Second {
+		t.Errorf("peer 1 = %+v", p)
+	}
+	if len(mustParse(t, minimal).BGP.Peers) != 0 {
+		t.Error("peers without a bgp section")
+	}
+	for _, bad := range []string{
+		"bgp: {peers: [{address: 10.0.0.254, asn: 65000}]}",                                               // no local ASN, router ID
+		"bgp: {local_asn: 1, router_id: 10.0.0.1, peers: [{address: 10.0.0.254}]}",                        // no peer ASN
+		"bgp: {local_asn: 1, router_id: '::1', peers: [{address: 10.0.0.254, asn: 2}]}",                   // v6 router ID
+		"bgp: {local_asn: 1, router_id: 10.0.0.1, peers: [{address: 10.0.0.254, asn: 2, hold_time: 1s}]}", // hold < 3s
+		"bgp: {local_asn: 1, router_id: 10.0.0.1, peers: [{address: 10.0.0.254, asn: 2, hold_time: 9s, keepalive: 4s}]}",
+		"bgp: {local_asn: 1, router_id: 10.0.0.1, peers: [{address: 10.0.0.254, asn: 2}, {address: 10.0.0.254, asn: 3}]}",
+	} {
+		if _, err := Parse(strings.NewReader(minimal + bad)); err == nil {
+			t.Errorf("accepted %s", bad)
+		}
+	}
+}
+
 func TestControlSocket(t *testing.T) {
 	cfg := mustParse(t, minimal)
 	if cfg.Control != (Control{Socket: DefaultControlSocket, Mode: 0o600}) {
@@ -255,5 +295,15 @@ func TestSources(t *testing.T) {
 	cfg := mustParse(t, strings.NewReplacer("10.1.0.1:80", "'[2001:db8::1]:80'", "10.2.0.2:8080", "'[2001:db8::2]:8080'").Replace(minimal)+"    source: 2001:db8::1:0/126\n")
 	if got := len(cfg.Services[0].Sources); got != 4 {
 		t.Errorf("IPv6 /126: %d sources, want 4", got)
+	}
+}
+
+func TestPeers(t *testing.T) {
+	cfg := mustParse(t, minimal+"peers: [198.51.100.66, \"2001:db8::2\"]\n")
+	if len(cfg.Peers) != 2 || cfg.Peers[0] != netip.MustParseAddr("198.51.100.66") || cfg.Peers[1] != netip.MustParseAddr("2001:db8::2") {
+		t.Errorf("peers = %v", cfg.Peers)
+	}
+	if _, err := Parse(strings.NewReader(minimal + "peers: [nonsense]\n")); err == nil || !strings.Contains(err.Error(), "peers.0") {
+		t.Errorf("bad peer: %v", err)
 	}
 }

@@ -26,6 +26,13 @@ type Config struct {
 	Filters Filters
 	// Services are the protected listeners, in file order.
 	Services []Service
+	// BGP announces the services' VIPs to routers; no peers, no speaker.
+	BGP BGP
+	// Peers are the other gateways on the ingress link (their addresses
+	// there). Segments of connections this gateway does not know are
+	// passed to them, so a connection spliced on a peer survives an ECMP
+	// change (a drain). Empty: none are.
+	Peers []netip.Addr
 }
 
 // XDPMode says how the XDP program is attached to an interface.
@@ -57,6 +64,11 @@ type Interface struct {
 	Name     string
 	Mode     XDPMode  // default auto
 	Datapath Datapath // default auto
+	// CPUs pins the engine shard of receive queue i to CPUs[i mod len]:
+	// for interfaces whose queues have no IRQ of their own (veth) or to
+	// override it. Empty: the CPU in the queue's IRQ affinity, else queue
+	// index mod the CPU count.
+	CPUs []int
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -95,6 +107,11 @@ type SYN struct {
 	SynAckRetries int           // tcp_synack_retries; default 5 (0..10)
 	Somaxconn     int           // net.core.somaxconn: caps every backlog; default 4096
 	KeyRotation   time.Duration // cookie key epoch length; default 60s
+	// PeerCookieChecks bounds, per second and service, the ACKs checked as
+	// cookies minted by a peer gateway sharing the secret while this
+	// gateway's own cookie gate is closed (an ECMP change moved a
+	// handshake). Default 10000; 0 checks none, as Linux does.
+	PeerCookieChecks int
 }
 
 // Backend holds how syngate opens the backend leg.

@@ -20,6 +20,7 @@ type file struct {
 		Name     string `yaml:"name"`
 		XDPMode  string `yaml:"xdp_mode"`
 		Datapath string `yaml:"datapath"`
+		CPUs     []int  `yaml:"cpus"`
 	} `yaml:"interfaces"`
 	SecretFile string `yaml:"secret_file"`
 	BPFFS      string `yaml:"bpffs"`
@@ -36,6 +37,7 @@ type file struct {
 		SynAckRetries *int           `yaml:"synack_retries"`
 		Somaxconn     *int           `yaml:"somaxconn"`
 		KeyRotation   *time.Duration `yaml:"key_rotation"`
+		PeerCookies   *int           `yaml:"peer_cookie_checks"`
 	} `yaml:"syn"`
 	Backend struct {
 		ConnectTimeout *time.Duration `yaml:"connect_timeout"`
@@ -59,6 +61,8 @@ type file struct {
 		PrefixLenV6    *int    `yaml:"prefix_len_v6"`
 	} `yaml:"filters"`
 	Services []serviceFile `yaml:"services"`
+	BGP      bgpFile       `yaml:"bgp"`
+	Peers    []string      `yaml:"peers"`
 }
 
 type serviceFile struct {
@@ -88,6 +92,8 @@ const (
 	DefaultSomaxconn     = 4096
 	DefaultBacklog       = 1024
 	DefaultKeyRotation   = 60 * time.Second
+	// DefaultPeerCookieChecks matches queue.DefaultPeerCookieChecks.
+	DefaultPeerCookieChecks = 10000
 	// DefaultFlowsMax sizes the flow table for a million connections
 	// (two entries each), allocated on demand.
 	DefaultFlowsMax = 2 << 20
@@ -186,6 +192,15 @@ func (v *validator) build(f *file) *Config {
 	v.flows(f, c)
 	v.filters(f, c)
 	v.services(f, c)
+	v.bgp(f, c)
+	for i, ps := range f.Peers {
+		a, err := netip.ParseAddr(ps)
+		if err != nil || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
+			v.errorf(fmt.Sprintf("peers.%d", i), "%q: want a unicast address without zone", ps)
+			continue
+		}
+		c.Peers = append(c.Peers, a.Unmap())
+	}
 	return c
 }
 
@@ -230,7 +245,12 @@ func (v *validator) interfaces(f *file, c *Config) {
 		default:
 			v.errorf(p+".datapath", "%q: want xdp, tc or auto", in.Datapath)
 		}
-		c.Interfaces = append(c.Interfaces, Interface{Name: in.Name, Mode: mode, Datapath: dp})
+		for j, cpu := range in.CPUs {
+			if cpu < 0 || cpu > 4095 {
+				v.errorf(fmt.Sprintf("%s.cpus.%d", p, j), "%d out of range 0-4095", cpu)
+			}
+		}
+		c.Interfaces = append(c.Interfaces, Interface{Name: in.Name, Mode: mode, Datapath: dp, CPUs: in.CPUs})
 	}
 }
 
@@ -266,6 +286,7 @@ func (v *validator) syn(f *file, c *Config) {
 	c.SYN.SynAckRetries = v.intRange("syn.synack_retries", f.SYN.SynAckRetries, DefaultSynAckRetries, 0, maxSynAckRetries)
 	c.SYN.Somaxconn = v.intRange("syn.somaxconn", f.SYN.Somaxconn, DefaultSomaxconn, 1, hardMaxEntries)
 	c.SYN.KeyRotation = v.duration("syn.key_rotation", f.SYN.KeyRotation, DefaultKeyRotation, time.Second, 24*time.Hour)
+	c.SYN.PeerCookieChecks = v.intRange("syn.peer_cookie_checks", f.SYN.PeerCookies, DefaultPeerCookieChecks, 0, 1<<20)
 }
 
 func (v *validator) backend(f *file, c *Config) {

@@ -1,10 +1,11 @@
 // Package control is the daemon's local control endpoint: a JSON API over
 // HTTP on a unix socket (by default /run/syngate/control.sock, mode 0600),
-// read by `syngate status` and `syngate flows`.
+// read by `syngate status`, `syngate flows` and `syngate drain`.
 //
 // The daemon serves it with Serve and a Source; commands use Client. Routes
-// are versioned (/v1/...); further endpoints (a reload, a drain) are added
-// with Server.Handle without changing the existing ones.
+// are versioned (/v1/...); further endpoints are added with Server.Handle
+// without changing the existing ones (the gateway adds /v1/drain: GET reads
+// the drain state, POST starts a drain; see Drain).
 //
 //	srv, err := control.Serve(control.Options{Path: path, Mode: 0o600}, src, log)
 //	...
@@ -261,4 +262,13 @@ func ComputeRates(prev, cur *Status) {
 		r.XDP[k] = rate(prev.XDP[k], v)
 	}
 	cur.Rates = r
+}
+
+// Drain is the drain state of the daemon (`syngate drain`): whether its
+// VIPs are withdrawn, and the connections it still serves.
+type Drain struct {
+	Draining bool `json:"draining"`
+	// Open counts the connections the engine tracks (opening, spliced,
+	// and closed ones until close_timeout): what a drain waits for.
+	Open int `json:"open"`
 }

@@ -56,8 +56,31 @@ func (c *Client) Flows(ctx context.Context, f Filter, limit int) (*FlowList, err
 	return &out, nil
 }
 
+// Drain starts a drain (withdraw the VIPs, keep serving) and returns the
+// state after it; a second call changes nothing.
+func (c *Client) Drain(ctx context.Context) (*Drain, error) {
+	var d Drain
+	if err := c.do(ctx, http.MethodPost, "/v1/drain", &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// DrainState reads the drain state without changing it.
+func (c *Client) DrainState(ctx context.Context) (*Drain, error) {
+	var d Drain
+	if err := c.get(ctx, "/v1/drain", &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
 func (c *Client) get(ctx context.Context, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://syngate"+path, nil)
+	return c.do(ctx, http.MethodGet, path, v)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://syngate"+path, nil)
 	if err != nil {
 		return err
 	}

@@ -89,6 +89,8 @@ type labOptions struct {
 	// backendDatapath is the datapath of the gateway's backend-side
 	// interface in the routed topology; default datapath.
 	backendDatapath string
+	// queues gives the lab's links this many queues (0: one).
+	queues int
 }
 
 // linkMode is one way the lab's links are set up.
@@ -135,7 +137,7 @@ func newLab(t testing.TB, o labOptions) *lab.Topology {
 	if o.prefix == "" {
 		o.prefix = "sg-e2e-"
 	}
-	top, err := lab.NewTopology(t, lab.Options{OneArm: o.oneArm, NoOffloads: !o.offloads, Prefix: o.prefix})
+	top, err := lab.NewTopology(t, lab.Options{OneArm: o.oneArm, NoOffloads: !o.offloads, Prefix: o.prefix, Queues: o.queues})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,11 +73,13 @@ func privateMountNS() bool {
 	return errors.Join(err1, err2) == nil && self != parent
 }
 
-// prepareBPFFS is ensureBPFFS with the logging Run wants.
-func prepareBPFFS(pin string, log *slog.Logger) error {
+// prepareBPFFS is ensureBPFFS with the logging Run wants. ephemeral
+// reports a bpffs that ends with this process's mount namespace, and the
+// data path with it.
+func prepareBPFFS(pin string, log *slog.Logger) (ephemeral bool, err error) {
 	mounted, private, err := ensureBPFFS(pin)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if mounted {
 		log.Info("mounted a bpf filesystem for the pinned maps", "path", filepath.Dir(pin))
@@ -85,5 +87,5 @@ func prepareBPFFS(pin string, log *slog.Logger) error {
 	if private {
 		log.Warn("the bpf filesystem was mounted in a private mount namespace (ip netns exec?): the pinned maps go away with it, so spliced flows do not survive a restart; mount a bpffs outside /sys and point bpffs there (see README)", "path", filepath.Dir(pin))
 	}
-	return nil
+	return mounted && private, nil
 }

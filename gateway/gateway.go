@@ -1,7 +1,8 @@
 // Package gateway assembles a running syngate from a validated config: it
 // loads and attaches the XDP program, opens one AF_XDP socket per receive
-// queue, starts the handshake engine on them, learns the backends' TCP
-// options, and serves /metrics and /healthz.
+// queue and runs an engine loop per socket on the queue's CPU, learns the
+// backends' TCP options, announces the VIPs over BGP while their backends
+// answer, and serves /metrics and /healthz.
 //
 //	cfg, _ := config.Load(path)
 //	err := gateway.Run(ctx, cfg, gateway.Options{Version: version})
@@ -25,6 +26,7 @@ import (
 	"time"
 
 	"github.com/syngate/syngate/afxdp"
+	"github.com/syngate/syngate/bgp"
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/config"
 	"github.com/syngate/syngate/control"
@@ -47,6 +49,22 @@ type Options struct {
 	// Unpin removes the pinned maps on exit (for labs: a production restart
 	// wants them kept so spliced flows survive).
 	Unpin bool
+	// Drain, when it receives, starts a drain: the VIPs are withdrawn
+	// from the BGP peers and new connections stop coming, while the
+	// connections already open keep being served (SIGUSR1, the fallback
+	// of `syngate drain`; the control socket's POST /v1/drain does the
+	// same). Not the hand-over every stop does (proxy.Engine.HandOver).
+	Drain <-chan struct{}
+	// Restart, when it receives, ends Run like ctx does but leaves the BGP
+	// routes with the peers, which keep them for the graceful-restart time
+	// while the next syngate starts (SIGUSR2). Ending ctx does the same
+	// when the data path stays attached, else withdraws them (see
+	// withdrawOnStop).
+	Restart <-chan struct{}
+	// Health decides which services can take traffic, so which VIPs are
+	// announced; nil means the backend probes decide (a service is healthy
+	// while its last probe succeeded).
+	Health Health
 	// ConfigPath is the file cfg came from: a reload re-reads it. Empty
 	// disables reloads.
 	ConfigPath string
@@ -96,9 +114,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}
 
 	pin := cfg.BPFFS
+	ephemeral := false // the pins end with this process (ip netns exec)
 	if pin == "off" {
 		pin = ""
-	} else if err := prepareBPFFS(pin, log); err != nil {
+	} else if ephemeral, err = prepareBPFFS(pin, log); err != nil {
 		return err
 	}
 	// Load takes the pin directory's lock before it reads or writes
@@ -131,9 +150,16 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}
 	defer sender.Close()
 
+	var handoff proxy.Handoff
+	var peers *peerLinks
+	if len(cfg.Peers) > 0 {
+		peers = newPeerLinks(cfg.Peers)
+		peers.refresh(log)
+		handoff = peers
+	}
 	offload := &cookieOffload{dp: dp, svcs: map[netip.AddrPort]*bpf.Service{}}
 	engine, err := proxy.New(proxy.Config{
-		Services: services, Jar: jar, Flows: dp, Sender: sender, Offload: offload,
+		Services: services, Jar: jar, Flows: dp, Sender: sender, Offload: offload, Handoff: handoff,
 		PortMin: cfg.Backend.PortMin, PortMax: cfg.Backend.PortMax, PortQuiet: cfg.Backend.PortQuietTime,
 		ConnectTimeout: cfg.Backend.ConnectTimeout, MaxPending: cfg.Backend.MaxPending,
 		LinkMTU:            linkMTU(cfg, log),
@@ -190,8 +216,40 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		return err
 	}
 
+	// The BGP speaker starts after the first probes, so it never announces
+	// a VIP whose backend is known to be down. How it stops depends on
+	// why and on what stays behind: see withdrawOnStop.
+	drain := &drainer{}
+	drainReq := make(chan chan struct{}) // from the control socket
+	var speaker *bgp.Speaker
+	keepRoutes := false
+	if len(cfg.BGP.Peers) > 0 {
+		speaker, err = bgp.Start(ctx, bgpConfig(cfg.BGP), log)
+		if err != nil {
+			return err
+		}
+		// For a Run that fails before its stop procedure, which decides
+		// otherwise (a second Close is a no-op).
+		defer func() {
+			if keepRoutes {
+				return
+			}
+			if err := speaker.Close(true); err != nil {
+				log.Warn("bgp stop", "err", err)
+			}
+		}()
+		var h Health = health
+		if opts.Health != nil {
+			h = opts.Health
+		}
+		drain.ann = newAnnouncer(speaker, cfg.Services, h, log)
+	}
+	if err := reg.Register(metrics.NewScaleoutCollector(scaleoutSource{sp: speaker, draining: &drain.on, e: engine})); err != nil {
+		return err
+	}
+
 	// The engine's loops run on their own context: on the way out they
-	// keep running while the engine drains, then stop, then the sockets
+	// keep running while the engine hands over, then stop, then the sockets
 	// they drive close (defers run in reverse).
 	var sockets []*afxdp.Socket
 	defer func() {
@@ -206,7 +264,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	errc := make(chan error, 64)
 	rl := &reloader{
 		path: opts.ConfigPath, cfg: cfg, svcs: services, dp: dp, e: engine, off: offload, reg: reg,
-		health: health, log: log, ctx: ectx, wg: &wg,
+		health: health, ann: drain.ann, log: log, ctx: ectx, wg: &wg,
 	}
 	if err := retirePinned(rl, removed); err != nil {
 		return err
@@ -214,6 +272,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 
 	// Sockets first, then the program: a SYN steered before its socket is
 	// registered would be dropped.
+	interrupts, _ := os.ReadFile("/proc/interrupts")
+	allowed := allowedCPUs()
 	for _, in := range cfg.Interfaces {
 		socks, err := afxdp.OpenAll(in.Name, socketConfig)
 		if err != nil {
@@ -225,10 +285,16 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 			if err := dp.RegisterSocket(s.Ifindex(), s.Queue(), s.FD()); err != nil {
 				return err
 			}
-			log.Info("af_xdp socket", "interface", in.Name, "queue", s.Queue(), "mode", s.Mode())
+			cpu, how := queueCPU(in.Name, s.Queue(), in.CPUs, allowed, string(interrupts), irqAffinity)
+			log.Info("af_xdp socket", "interface", in.Name, "queue", s.Queue(), "mode", s.Mode(), "cpu", cpu, "cpu_from", how)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				if cpu >= 0 {
+					if err := pinThread(cpu); err != nil {
+						log.Warn("receive loop runs unpinned", "interface", in.Name, "queue", s.Queue(), "err", err)
+					}
+				}
 				if err := engine.Serve(ectx, s, s.Ifindex()); err != nil {
 					errc <- fmt.Errorf("%s queue %d: %w", in.Name, s.Queue(), err)
 				}
@@ -287,6 +353,26 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		// While no engine ran, the program answered SYNs with standby
 		// cookies; their ACKs (or the clients' first data) arrive now.
 		engine.CookiesSentElsewhere()
+	}
+
+	if peers != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			peers.run(ectx, log)
+		}()
+	}
+	// The announcer stops when the wait below ends, however it ends (a
+	// restart request leaves ctx running), before the stop procedure
+	// decides what becomes of the routes.
+	actx, stopAnnouncing := context.WithCancel(ctx)
+	defer stopAnnouncing()
+	if drain.ann != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			drain.ann.run(actx)
+		}()
 	}
 
 	wg.Add(3)
@@ -348,6 +434,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 			srv.Handle("POST "+control.ReloadPath, http.HandlerFunc(rl.serveReload))
 		}
 		defer srv.Close()
+		handleDrain(srv, drainReq, &drain.on, engine)
 	}
 	if opts.ReadyFile != "" {
 		if err := os.WriteFile(opts.ReadyFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
@@ -356,11 +443,22 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}
 	log.Info("syngate running", "services", len(services), "interfaces", len(cfg.Interfaces), "sockets", len(sockets),
 		"took_over", tookOver, "startup", time.Since(started).Round(time.Millisecond))
+	restart := false
 wait:
 	for {
 		select {
 		case <-ctx.Done():
 			break wait
+		case <-opts.Restart:
+			restart = true
+			break wait
+		case <-opts.Drain:
+			drain.start(engine, log)
+		case done := <-drainReq:
+			drain.start(engine, log)
+			close(done)
+		case <-drain.tick():
+			drain.report(engine, log)
 		case err := <-errc:
 			return err
 		case req := <-opts.Reload:
@@ -376,10 +474,25 @@ wait:
 			}
 		}
 	}
-	if pin != "" && !opts.Unpin {
+	stopAnnouncing()
+	stays := pin != "" && !opts.Unpin
+	if speaker != nil {
+		if withdrawOnStop(restart, stays && !ephemeral) {
+			// Withdraw while the data path still serves: the routers move
+			// new connections away before the sockets close.
+			log.Info("stopping: withdrawing the VIPs (the data path ends with this process)")
+			if err := speaker.Close(true); err != nil {
+				log.Warn("bgp withdraw", "err", err)
+			}
+		} else {
+			log.Info("stopping: BGP routes stay with the peers for the graceful-restart time", "restart_time", cfg.BGP.RestartTime)
+			keepRoutes = true // the sessions die with the process
+		}
+	}
+	if stays {
 		// The data path stays: hand new SYNs to the program's cookies and
 		// let the handshakes this engine holds finish first.
-		opening, halfOpen := engine.Drain(min(cfg.Backend.ConnectTimeout, maxDrain))
+		opening, halfOpen := engine.HandOver(min(cfg.Backend.ConnectTimeout, maxHandOver))
 		log.Info("stopping; the data path stays attached for the next syngate",
 			"opening_left", opening, "half_open_left", halfOpen)
 		return nil
@@ -388,8 +501,23 @@ wait:
 	return nil
 }
 
-// maxDrain bounds the wait for handshakes in flight on the way out.
-const maxDrain = 2 * time.Second
+// withdrawOnStop says whether a stopping gateway withdraws its VIPs from
+// the BGP peers. It keeps them (the peers hold them for the
+// graceful-restart time, the next syngate announces them again) on a
+// restart request (SIGUSR2), and on any stop that leaves the data path
+// attached: spliced connections keep flowing and the program answers SYNs
+// with standby cookies, so this gateway still serves its VIPs, and
+// systemd's restart is a SIGTERM too. It withdraws when the data path
+// ends with the process (bpffs off, -unpin, or a bpffs this process
+// mounted in a private mount namespace, as under ip netns exec). A final
+// stop withdraws with `syngate drain` first (README, "Stopping for
+// good").
+func withdrawOnStop(restart, dataPathStays bool) bool {
+	return !restart && !dataPathStays
+}
+
+// maxHandOver bounds the wait for handshakes in flight on the way out.
+const maxHandOver = 2 * time.Second
 
 // knownOptions returns, by service name, the backend options an earlier
 // syngate announced for the services still configured at the same
@@ -554,11 +682,16 @@ func engineServices(cfg *config.Config) ([]proxy.Service, error) {
 		if err != nil {
 			return nil, err
 		}
+		peerChecks := cfg.SYN.PeerCookieChecks
+		if peerChecks == 0 {
+			peerChecks = -1 // the file's "none" is the queue's negative
+		}
 		out = append(out, proxy.Service{
 			Name: s.Name, Listen: s.Listen, Backend: s.Backend, Sources: srcs,
 			Queue: queue.Config{
 				MaxSynBacklog: cfg.SYN.MaxSynBacklog, SynAckRetries: cfg.SYN.SynAckRetries, Cookies: cookies,
 				Backlog: s.Backlog, Somaxconn: cfg.SYN.Somaxconn, Overflow: overflow,
+				PeerCookieChecks: peerChecks,
 			},
 			Announce: proxy.Announce{MSS: s.Announce.MSS, WindowScale: s.Announce.WindowScale, SACK: s.Announce.SACK, Timestamps: s.Announce.Timestamps},
 		})

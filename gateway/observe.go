@@ -53,6 +53,16 @@ func (h *backendHealth) record(service string, at time.Time, o flow.SynOptions, 
 	r.learned = &o
 }
 
+// Healthy implements Health: a service is healthy while its latest probe
+// succeeded (not yet probed: not healthy, so BGP announces no VIP whose
+// backend was never seen).
+func (h *backendHealth) Healthy(service string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.m[service]
+	return r != nil && !r.last.IsZero() && r.err == ""
+}
+
 func (h *backendHealth) get(service string) probeRecord {
 	h.mu.Lock()
 	defer h.mu.Unlock()

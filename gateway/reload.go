@@ -41,7 +41,8 @@ type restartKey struct {
 //     live connections hold ports of, and the XDP program's local range;
 //   - backend.max_pending: the window every SYN-ACK announces and the
 //     bound of data held per connection, shared by every service;
-//   - flows.max: the flow table's size (a restart migrates the table).
+//   - flows.max: the flow table's size (a restart migrates the table);
+//   - bgp, peers: the BGP speaker and the peer links.
 var restartKeys = []restartKey{
 	{"interfaces", func(c *config.Config) any { return c.Interfaces }},
 	{"secret_file", func(c *config.Config) any { return c.SecretFile }},
@@ -54,6 +55,23 @@ var restartKeys = []restartKey{
 	{"backend.port_quiet_time", func(c *config.Config) any { return c.Backend.PortQuietTime }},
 	{"backend.max_pending", func(c *config.Config) any { return c.Backend.MaxPending }},
 	{"flows.max", func(c *config.Config) any { return c.Flows.Max }},
+	// The BGP speaker and the peer links are set up once at start.
+	{"bgp", func(c *config.Config) any { return c.BGP }},
+	{"peers", func(c *config.Config) any { return c.Peers }},
+}
+
+// reloadable is c without what a reload applies (the services and the
+// syn.* values they are built from, filters, timeouts, probe interval):
+// what is left must not differ between two configs, or the reload is
+// refused. It catches keys neither applied nor listed in restartKeys.
+func reloadable(c *config.Config) config.Config {
+	x := *c
+	x.Services = nil
+	x.SYN = config.SYN{KeyRotation: c.SYN.KeyRotation}
+	x.Filters = config.Filters{}
+	x.Flows = config.Flows{Max: c.Flows.Max}
+	x.Backend.ConnectTimeout, x.Backend.ProbeInterval = 0, 0
+	return x
 }
 
 // changedRestartKeys names the restart-only keys whose values differ.
@@ -94,7 +112,9 @@ type reloader struct {
 	off    *cookieOffload
 	reg    *metrics.Registry
 	health *backendHealth
-	log    *slog.Logger
+	// ann, with BGP, announces the services' VIPs.
+	ann *announcer
+	log *slog.Logger
 	// ctx and wg bound the background removal of retired services' data
 	// plane entries.
 	ctx context.Context
@@ -139,6 +159,9 @@ func (r *reloader) apply(next *config.Config) (control.ReloadResult, error) {
 	if keys := changedRestartKeys(r.cfg, next); len(keys) > 0 {
 		return res, fmt.Errorf("%w: %s cannot change while syngate runs (the running values stay); restart syngate to apply %s (a restart is hitless: spliced connections survive it and new ones are answered throughout)",
 			ErrRestartRequired, strings.Join(keys, ", "), pronoun(len(keys)))
+	}
+	if !reflect.DeepEqual(reloadable(r.cfg), reloadable(next)) {
+		return res, fmt.Errorf("%w: a key this syngate cannot reload changed; restart syngate to apply it", ErrRestartRequired)
 	}
 	svcs, err := engineServices(next)
 	if err != nil {
@@ -193,6 +216,9 @@ func (r *reloader) apply(next *config.Config) (control.ReloadResult, error) {
 		}
 	}
 	r.reg.SetServices(r.e.Services())
+	if r.ann != nil {
+		r.ann.setServices(next.Services) // the VIPs announced follow
+	}
 	for _, k := range liveKeys {
 		if !reflect.DeepEqual(k.get(r.cfg), k.get(next)) {
 			res.Applied = append(res.Applied, k.name)

@@ -109,3 +109,22 @@ func (d *Daemon) Stop(grace time.Duration) error {
 	d.log.Close()
 	return err
 }
+
+// Signal sends sig to the daemon's PID (SIGKILL for a crash, SIGUSR1 ...).
+func (d *Daemon) Signal(sig os.Signal) error {
+	if d.cmd.Process == nil {
+		return errors.New("not started")
+	}
+	return d.cmd.Process.Signal(sig)
+}
+
+// Exited reports whether the daemon has exited.
+func (d *Daemon) Exited() bool {
+	select {
+	case err := <-d.exited:
+		d.exited <- err
+		return true
+	default:
+		return false
+	}
+}

@@ -61,6 +61,10 @@ type Options struct {
 	// NoOffloads turns off checksum and segmentation offloads on every
 	// host and gateway interface (see NS.DisableOffloads).
 	NoOffloads bool
+	// Queues gives the routed topology's links this many receive and
+	// transmit queues (0: one), so a gateway opens one AF_XDP socket and
+	// runs one engine loop per queue.
+	Queues int
 }
 
 // Iface is one end of a veth: where it lives, its addresses and where its
@@ -134,7 +138,7 @@ func BuildTopology(opts Options) (top *Topology, err error) {
 	if opts.OneArm {
 		err = t.buildOneArm(opts.Prefix)
 	} else {
-		err = t.buildRouted()
+		err = t.buildRouted(opts.Queues)
 	}
 	if err != nil {
 		return nil, err
@@ -154,16 +158,16 @@ func BuildTopology(opts Options) (top *Topology, err error) {
 	return t, nil
 }
 
-func (t *Topology) buildRouted() error {
+func (t *Topology) buildRouted(queues int) error {
 	t.ClientIf = Iface{NS: t.Client, Name: HostIf, V4: ClientV4, V6: ClientV6, PeerNS: t.Gateway, PeerName: GatewayClientIf}
 	t.GatewayClient = Iface{NS: t.Gateway, Name: GatewayClientIf, V4: GatewayClientV4, V6: GatewayClientV6, PeerNS: t.Client, PeerName: HostIf}
 	t.GatewayBackend = Iface{NS: t.Gateway, Name: GatewayBackendIf, V4: GatewayBackendV4, V6: GatewayBackendV6, PeerNS: t.Backend, PeerName: HostIf}
 	t.BackendIf = Iface{NS: t.Backend, Name: HostIf, V4: BackendV4, V6: BackendV6, PeerNS: t.Gateway, PeerName: GatewayBackendIf}
 
-	if err := Veth(t.Client, HostIf, t.Gateway, GatewayClientIf); err != nil {
+	if err := VethWith(t.Client, HostIf, t.Gateway, GatewayClientIf, VethOptions{Queues: queues}); err != nil {
 		return err
 	}
-	if err := Veth(t.Backend, HostIf, t.Gateway, GatewayBackendIf); err != nil {
+	if err := VethWith(t.Backend, HostIf, t.Gateway, GatewayBackendIf, VethOptions{Queues: queues}); err != nil {
 		return err
 	}
 	for _, i := range []Iface{t.ClientIf, t.GatewayClient, t.GatewayBackend, t.BackendIf} {

@@ -26,7 +26,7 @@ var (
 		"SYNs dropped by the engine, by reason: syn_queue_full, accept_queue_full (both in ListenDrops), established (the 4-tuple of a live connection).",
 		"service", "reason")
 	dHalfOpenTimeout = desc("half_open_timeouts_total", "Half-open entries dropped after the last SYN-ACK retransmission.", "service")
-	dAckValidated    = desc("ack_validated_total", "Handshake ACKs accepted, by path: queue or cookie (SyncookiesRecv).", "service", "path")
+	dAckValidated    = desc("ack_validated_total", "Handshake ACKs accepted, by path: queue, cookie (SyncookiesRecv) or peer_cookie (a cookie another gateway sharing the secret minted).", "service", "path")
 	dAckRejected     = desc("ack_rejected_total", "Handshake ACKs refused, by reason (cookie reasons add up to SyncookiesFailed).", "service", "reason")
 	dAcceptOverflow  = desc("accept_queue_overflows_total",
 		"Validated connections that found the accept queue full (ListenOverflows), by action: drop or reset (tcp_abort_on_overflow).",
@@ -60,6 +60,7 @@ var (
 	dFlowsExpired    = desc("flows_expired_total", "Flows removed from the XDP flow table, by reason.", "reason")
 	dFastPackets     = desc("fastpath_packets_total", "Data packets of spliced flows forwarded by the XDP or TC program without reaching user space (a GRO aggregate counts its segments).")
 	dFastBytes       = desc("fastpath_bytes_total", "Bytes of spliced flows forwarded by the XDP or TC program.")
+	dHandedOff       = desc("handed_off_total", "Segments of connections this gateway does not know, passed to the peer gateways on the link (a drain moved them here).", "service")
 	dScrapeErrors    = desc("dataplane_read_errors", "Data plane reads that failed during this scrape, by source (1: the series of that source are missing).", "source")
 	dReloadSuccesses = desc("reload_successes_total", "Configuration reloads (SIGHUP, syngate reload) applied.")
 	dReloadFailures  = desc("reload_failures_total", "Configuration reloads refused (an invalid file, a key only a restart changes, a failed apply): nothing of the file was applied.")
@@ -68,7 +69,7 @@ var (
 		dSynReceived, dSynAckSent, dSynQueueFull, dSynDropped, dHalfOpenTimeout, dAckValidated, dAckRejected,
 		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dChallengeACK, dRSTInWindow, dResetsSent, dBackendFailures, dPortWaits,
 		dSynData, dECN, dMSSClamped, dQueueDepth, dQueueLimit, dBackendConnect,
-		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors,
+		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors, dHandedOff,
 		dReloadSuccesses, dReloadFailures, dReloadLastOK,
 	}
 )
@@ -122,6 +123,7 @@ func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
 	counter(ch, dHalfOpenTimeout, s.HalfOpenTimeout, n)
 	counter(ch, dAckValidated, s.AckQueue, n, "queue")
 	counter(ch, dAckValidated, s.AckCookie, n, "cookie")
+	counter(ch, dAckValidated, s.AckPeerCookie, n, "peer_cookie")
 	for _, k := range sortedKeys(s.AckRejected) {
 		counter(ch, dAckRejected, s.AckRejected[k], n, k)
 	}
@@ -134,6 +136,7 @@ func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
 	counter(ch, dChallengeACK, s.ChallengeACKLimited, n, "rate_limited")
 	counter(ch, dRSTInWindow, s.RSTInWindow, n)
 	counter(ch, dResetsSent, s.ResetsSent, n)
+	counter(ch, dHandedOff, s.HandedOff, n)
 	for _, k := range sortedKeys(s.BackendFailures) {
 		counter(ch, dBackendFailures, s.BackendFailures[k], n, k)
 	}

@@ -48,6 +48,9 @@ type ServiceStats struct {
 
 	AckQueue  uint64 // ACKs that completed a half-open entry
 	AckCookie uint64 // ACKs validated as cookies (SyncookiesRecv)
+	// AckPeerCookie counts ACKs validated as cookies a peer gateway minted
+	// (the local cookie gate was closed); not part of AckCookie.
+	AckPeerCookie uint64
 	// AckRejected counts ACKs refused, by reason (cookie reasons are
 	// SyncookiesFailed).
 	AckRejected map[string]uint64
@@ -63,6 +66,7 @@ type ServiceStats struct {
 	ChallengeACKSent, ChallengeACKLimited uint64
 	RSTInWindow                           uint64            // inexact in-window RSTs the engine forwarded (RFC 5961 3.2)
 	ResetsSent                            uint64            // RSTs to the ends of spliced connections syngate gave up (idle, entry deleted)
+	HandedOff                             uint64            // segments of unknown connections passed to peer gateways
 	BackendFailures                       map[string]uint64 // by reason: refused, timeout, ...
 	// Connections that found no free source port toward the backend:
 	// waited (got one before the connect timeout) or failed (reset).

@@ -58,6 +58,9 @@ func exposition(t *testing.T) map[string]*dto.MetricFamily {
 	if err := reg.Register(metrics.NewSocketCollector(sockets{})); err != nil {
 		t.Fatal(err)
 	}
+	if err := reg.Register(metrics.NewScaleoutCollector(scaleout{e})); err != nil {
+		t.Fatal(err)
+	}
 	fams, err := reg.Gatherer().Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +101,16 @@ func (d dataplane) Verdicts() ([]metrics.VerdictCount, error) {
 func (d dataplane) Flows() (metrics.FlowStats, error) {
 	return metrics.FlowStats{Active: 2, Limit: 1024, Expired: d.e.Stats().Expired}, nil
 }
+
+// scaleout is a gateway with one BGP peer announcing one VIP.
+type scaleout struct{ e *proxy.Engine }
+
+func (scaleout) BGP() ([]metrics.BGPPeer, []netip.Prefix) {
+	return []metrics.BGPPeer{{Address: netip.MustParseAddr("10.0.0.254"), State: "established", Established: true}},
+		[]netip.Prefix{netip.MustParsePrefix("192.0.2.10/32")}
+}
+func (scaleout) Draining() bool         { return false }
+func (s scaleout) ConnectionsOpen() int { return s.e.Stats().Conns }
 
 type sockets struct{}
 

@@ -177,20 +177,20 @@ func TestReplayACKs(t *testing.T) {
 	}
 }
 
-// TestDrain: on the way out the engine hands SYNs to the data plane's
+// TestHandOver: on the way out the engine hands SYNs to the data plane's
 // cookies and waits for the connections it is opening, up to its timeout.
-func TestDrain(t *testing.T) {
+func TestHandOver(t *testing.T) {
 	off := &fakeOffload{}
 	r := newRig(t, queue.CookiesAuto, func(c *Config) { c.Offload = off })
 	r.handshake(42, nil)
 	syn := r.sentIP() // the backend leg is opening
-	if opening, _ := r.e.Drain(50 * time.Millisecond); opening != 1 {
+	if opening, _ := r.e.HandOver(50 * time.Millisecond); opening != 1 {
 		t.Fatalf("drain with a backend leg in flight: %d opening left, want 1", opening)
 	}
 	r.backendSynAck(syn, 9, 7)
 	r.sentIP() // the backend ACK: spliced
 	done := make(chan int)
-	go func() { o, _ := r.e.Drain(5 * time.Second); done <- o }()
+	go func() { o, _ := r.e.HandOver(5 * time.Second); done <- o }()
 	select {
 	case o := <-done:
 		if o != 0 {

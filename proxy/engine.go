@@ -97,6 +97,9 @@ type Config struct {
 	// Offload, if set, lets the data plane answer SYNs with cookies (see
 	// CookieOffload); nil keeps every SYN in the engine.
 	Offload CookieOffload
+	// Handoff, if set, passes segments of connections the engine does not
+	// know to peer gateways on the same link (see Handoff); nil drops them.
+	Handoff Handoff
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Monotonic is the clock of the flow table's last-seen times; default
@@ -139,9 +142,10 @@ type Engine struct {
 	// is gone or changed: adopted from an earlier engine (see Adopt) or
 	// retired by a reload (see Reconfigure). Guarded by reconfMu.
 	draining map[drainKey]*service
-	// stopping is set by Drain: SYNs go to the data plane's cookies.
+	// stopping is set by HandOver (the stop procedure): SYNs go to the data plane's cookies.
 	stopping   atomic.Bool
 	challenges rateLimit // challenge ACKs over all connections
+	handoffs   handoffBudget
 }
 
 // service is the engine's state of one Service.

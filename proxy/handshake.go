@@ -249,14 +249,26 @@ func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 		s.st.rejected(d.Reason.String())
 		return w.reset(p)
 	}
-	if !d.CookieCheckAllowed || s.retired.Load() {
-		// A retired service accepts no new connection, cookies included.
-		s.st.rejected("no_entry")
+	// A FIN without a half-open entry ends a connection this gateway does
+	// not know (a peer's, moved here by ECMP, or one of ours already closed
+	// and expired): it reaches the engine to be handed off, and must never
+	// open a connection as a cookie. The queue's ISNs are cookies too, so a
+	// retransmitted FIN of a connection that never got data back would
+	// validate and open a backend leg that nobody closes. A retired service
+	// accepts no new connection, cookies included.
+	if !d.CookieCheckAllowed || seg.Flags&packet.FIN != 0 || s.retired.Load() {
+		w.unknown(s, p, "no_entry")
 		return false
 	}
 	opts, reason := w.e.cfg.Jar.Check(seg.Tuple, seg.Seq, seg.Ack, seg.Options.Timestamps, seg.Options.TSecr, now)
 	if reason != cookie.ReasonOK {
-		s.st.rejected(reason.String())
+		if d.PeerCookie {
+			// Checked only in case a peer minted it: for this gateway it
+			// is the stray ACK it was before peer cookies.
+			w.unknown(s, p, "no_entry")
+		} else {
+			w.unknown(s, p, reason.String())
+		}
 		return false
 	}
 	o := s.offer.Load()
@@ -271,12 +283,26 @@ func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 	}
 	switch s.l.Accept(c, now) {
 	case queue.AcceptQueued:
-		s.st.ackCookie.Add(1)
+		if d.PeerCookie {
+			s.st.ackPeerCookie.Add(1)
+		} else {
+			s.st.ackCookie.Add(1)
+		}
 		w.e.opening(s, c, seg, w.ifindex)
 	case queue.AcceptReset:
 		return w.reset(p)
 	}
 	return false
+}
+
+// unknown handles a segment of a connection this gateway has no state for:
+// a peer may hold it (handed off), else it is rejected for reason.
+func (w *worker) unknown(s *service, p *pktio.Packet, reason string) {
+	if w.handoff(p) {
+		s.st.handedOff.Add(1)
+		return
+	}
+	s.st.rejected(reason)
 }
 
 // reset turns the received segment's frame into a RST answering it.

@@ -47,10 +47,11 @@ const (
 // path only does atomic adds on preallocated counters.
 type serviceCounters struct {
 	synAckQueued, synAckCookie, synAckResent atomic.Uint64
-	ackQueue, ackCookie                      atomic.Uint64
+	ackQueue, ackCookie, ackPeerCookie       atomic.Uint64
 	spliced, slowPath, sendErrors            atomic.Uint64
 	synDropped                               atomic.Uint64 // SYNs into a live connection
 	twResets                                 atomic.Uint64 // backend TIME_WAIT cleared for a reused port
+	handedOff                                atomic.Uint64 // unknown segments passed to peer gateways
 	challengeSent, challengeLimited          atomic.Uint64 // challenge ACKs for SYNs into live connections
 	rstInWindow                              atomic.Uint64 // in-window, inexact RSTs forwarded for their challenge ACK
 	resetsSent                               atomic.Uint64 // RSTs to the ends of connections syngate gave up
@@ -134,12 +135,14 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		SynDropEstablished:  s.st.synDropped.Load(),
 		AckQueue:            s.st.ackQueue.Load(),
 		AckCookie:           s.st.ackCookie.Load(),
+		AckPeerCookie:       s.st.ackPeerCookie.Load(),
 		AckRejected:         snapshot(s.st.rejectedBy),
 		AcceptOverflowDrop:  q.AcceptOverflowDrops,
 		AcceptOverflowReset: q.AcceptOverflowResets,
 		Spliced:             s.st.spliced.Load(),
 		SlowPath:            s.st.slowPath.Load(),
 		BackendTimeWait:     s.st.twResets.Load(),
+		HandedOff:           s.st.handedOff.Load(),
 		ChallengeACKSent:    s.st.challengeSent.Load(),
 		ChallengeACKLimited: s.st.challengeLimited.Load(),
 		RSTInWindow:         s.st.rstInWindow.Load(),

@@ -109,6 +109,13 @@ const (
 	MaxQueueLen = 1 << 24
 	// MaxShards bounds Config.Shards.
 	MaxShards = 256
+	// DefaultPeerCookieChecks is how many ACKs per second a CookiesAuto
+	// listener checks as cookies while its own gate is closed, so that a
+	// cookie minted by another gateway sharing the secret validates after
+	// an ECMP change. Each check accepts a forged ACK with probability
+	// 2^-26 (see package cookie), so a blind-ACK attack wins at most
+	// 10^4 * 2^-26 = 1.5e-4 connections per second (one per 1.9 hours).
+	DefaultPeerCookieChecks = 10000
 )
 
 // Config is the listen-path configuration of one service. The zero value is
@@ -141,6 +148,12 @@ type Config struct {
 	// queues but an occasional early overflow of one shard (see
 	// Listener.OnSYN).
 	Shards int
+	// PeerCookieChecks bounds, per second, the ACKs a CookiesAuto listener
+	// checks as cookies while its own gate is closed (it has not
+	// overflowed within two cookie ticks): those can only carry cookies
+	// minted by a peer gateway sharing the secret. Zero means
+	// DefaultPeerCookieChecks; negative checks none (Linux's behaviour).
+	PeerCookieChecks int
 }
 
 // DefaultConfig returns Linux's defaults for a listener with a 4096 backlog.
@@ -191,6 +204,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Shards == 0 {
 		c.Shards = autoShards(c.MaxSynBacklog)
+	}
+	if c.PeerCookieChecks == 0 {
+		c.PeerCookieChecks = DefaultPeerCookieChecks
 	}
 	return c, nil
 }

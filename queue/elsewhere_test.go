@@ -21,14 +21,14 @@ func TestCookiesSentElsewhereOpensGate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d := l.OnACK(tup, 1, 1, nil, t0); d.CookieCheckAllowed {
+		if d := l.OnACK(tup, 1, 1, nil, t0); localGate(d) {
 			t.Fatalf("%v: gate open before any cookie", tc.policy)
 		}
 		l.CookiesSentElsewhere(t0)
-		if d := l.OnACK(tup, 1, 1, nil, t0.Add(time.Second)); d.CookieCheckAllowed != tc.want {
-			t.Errorf("%v: gate after cookies sent elsewhere = %v, want %v", tc.policy, d.CookieCheckAllowed, tc.want)
+		if d := l.OnACK(tup, 1, 1, nil, t0.Add(time.Second)); localGate(d) != tc.want {
+			t.Errorf("%v: gate after cookies sent elsewhere = %v, want %v", tc.policy, localGate(d), tc.want)
 		}
-		if d := l.OnACK(tup, 1, 1, nil, t0.Add(2*DefaultCookieTick+time.Second)); d.CookieCheckAllowed {
+		if d := l.OnACK(tup, 1, 1, nil, t0.Add(2*DefaultCookieTick+time.Second)); localGate(d) {
 			t.Errorf("%v: gate still open two ticks later", tc.policy)
 		}
 		if l.SynQueueCap() != cfg.MaxSynBacklog {

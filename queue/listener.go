@@ -119,7 +119,13 @@ type AckDecision struct {
 	// cookies recently: always under CookiesAlways, under CookiesAuto for two
 	// cookie ticks after the half-open queue last overflowed, never under
 	// CookiesNever. Checking every stray ACK would let blind guessing in.
+	// Under CookiesAuto with the gate closed it is also set, with
+	// PeerCookie, for up to Config.PeerCookieChecks ACKs a second.
 	CookieCheckAllowed bool
+	// PeerCookie is set with CookieCheckAllowed when the local gate is
+	// closed: a valid cookie was minted by a peer gateway sharing the
+	// secret (an ECMP change moved the handshake's ACK here).
+	PeerCookie bool
 	// Conn is the queued connection for AckQueued.
 	Conn Conn
 }
@@ -150,6 +156,7 @@ type Listener struct {
 	resendInterval int64 // ns; negative disables
 	cookieWindow   int64 // ns an ACK may be checked as a cookie after an overflow
 	synMax         int64
+	peerChecks     int64 // per second, at the closed gate; <0: none
 
 	key        hashKey
 	shards     []shard
@@ -162,6 +169,10 @@ type Listener struct {
 	_            [56]byte
 	lastOverflow atomic.Int64 // listener clock of the last queue overflow, or noTime
 	_            [56]byte
+	// The peer-cookie budget: checks counted in the current second.
+	peerSecond atomic.Int64
+	peerCount  atomic.Int64
+	_          [48]byte
 
 	accept acceptQueue
 
@@ -186,6 +197,7 @@ func NewListener(cfg Config) (*Listener, error) {
 		resendInterval: int64(c.ResendInterval),
 		cookieWindow:   int64(2 * c.CookieTick),
 		synMax:         int64(c.MaxSynBacklog),
+		peerChecks:     int64(c.PeerCookieChecks),
 		key:            newHashKey(),
 		shards:         make([]shard, c.Shards),
 		shardShift:     uint(64 - bits.TrailingZeros(uint(c.Shards))),
@@ -374,11 +386,30 @@ func (l *Listener) OnACK(t flow.Tuple, seq, ack uint32, data []byte, now time.Ti
 		sh.mu.Unlock()
 	}
 	sh.stats.ackUnmatched.Add(1)
-	allowed := l.cookieCheckAllowed(tm)
-	if !allowed {
-		sh.stats.ackCookieDenied.Add(1)
+	if l.cookieCheckAllowed(tm) {
+		return AckDecision{Action: AckNoEntry, CookieCheckAllowed: true}
 	}
-	return AckDecision{Action: AckNoEntry, CookieCheckAllowed: allowed}
+	if l.peerCheckAllowed(tm) {
+		sh.stats.ackPeerChecks.Add(1)
+		return AckDecision{Action: AckNoEntry, CookieCheckAllowed: true, PeerCookie: true}
+	}
+	sh.stats.ackCookieDenied.Add(1)
+	return AckDecision{Action: AckNoEntry}
+}
+
+// peerCheckAllowed spends one of this second's peer-cookie checks. The
+// budget is per wall second of the listener clock; two receive queues
+// crossing a second together may spend a few extra, which the bound
+// tolerates (it is a rate, not a secret).
+func (l *Listener) peerCheckAllowed(t int64) bool {
+	if l.cookies != CookiesAuto || l.peerChecks < 0 {
+		return false
+	}
+	sec := t / int64(time.Second)
+	if cur := l.peerSecond.Load(); cur != sec && l.peerSecond.CompareAndSwap(cur, sec) {
+		l.peerCount.Store(0)
+	}
+	return l.peerCount.Add(1) <= l.peerChecks
 }
 
 // matched handles an ACK for entry i; the shard lock is held.

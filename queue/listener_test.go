@@ -180,21 +180,21 @@ func TestCookieGate(t *testing.T) {
 	t.Run("never", func(t *testing.T) {
 		l := newTestListener(t, func(c *Config) { c.Cookies, c.CookieTick = CookiesNever, tick })
 		overflow(t, l, 0)
-		if a := unmatched(l, time.Second); a.Action != AckNoEntry || a.CookieCheckAllowed {
+		if a := unmatched(l, time.Second); a.Action != AckNoEntry || localGate(a) {
 			t.Errorf("%+v, want no entry, no cookie check", a)
 		}
 	})
 	t.Run("always", func(t *testing.T) {
 		l := newTestListener(t, func(c *Config) { c.Cookies, c.CookieTick = CookiesAlways, tick })
 		for _, now := range []time.Duration{0, time.Hour} {
-			if a := unmatched(l, now); a.Action != AckNoEntry || !a.CookieCheckAllowed {
+			if a := unmatched(l, now); a.Action != AckNoEntry || !localGate(a) {
 				t.Errorf("at %s: %+v, want a cookie check", now, a)
 			}
 		}
 	})
 	t.Run("auto", func(t *testing.T) {
 		l := newTestListener(t, func(c *Config) { c.CookieTick = tick })
-		if a := unmatched(l, 0); a.CookieCheckAllowed {
+		if a := unmatched(l, 0); localGate(a) {
 			t.Errorf("before any overflow: %+v", a)
 		}
 		overflow(t, l, 100*time.Second)
@@ -210,27 +210,27 @@ func TestCookieGate(t *testing.T) {
 			{120*time.Second + 1, false},
 			{200 * time.Second, false},
 		} {
-			if a := unmatched(l, tt.at); a.Action != AckNoEntry || a.CookieCheckAllowed != tt.want {
-				t.Errorf("at %s: %+v, want CookieCheckAllowed %v", tt.at, a, tt.want)
+			if a := unmatched(l, tt.at); a.Action != AckNoEntry || localGate(a) != tt.want {
+				t.Errorf("at %s: %+v, want the local gate %v", tt.at, a, tt.want)
 			}
 		}
 		// Another overflow reopens the gate.
 		l.OnSYN(syn(51, 1), at(300*time.Second), func() uint32 { return 0 })
-		if a := unmatched(l, 319*time.Second); !a.CookieCheckAllowed {
+		if a := unmatched(l, 319*time.Second); !localGate(a) {
 			t.Errorf("after a new overflow: %+v", a)
 		}
 		st := l.Stats()
-		if st.AckUnmatched != 7 || st.AckCookieDenied != 3 {
-			t.Errorf("stats: %d unmatched, %d denied; want 7, 3", st.AckUnmatched, st.AckCookieDenied)
+		if st.AckUnmatched != 7 || st.AckCookieDenied != 0 || st.AckPeerChecks != 3 {
+			t.Errorf("stats: %d unmatched, %d denied, %d peer checks; want 7, 0, 3", st.AckUnmatched, st.AckCookieDenied, st.AckPeerChecks)
 		}
 	})
 	t.Run("default tick", func(t *testing.T) {
 		l := newTestListener(t, nil)
 		overflow(t, l, 0)
-		if a := unmatched(l, 128*time.Second); !a.CookieCheckAllowed {
+		if a := unmatched(l, 128*time.Second); !localGate(a) {
 			t.Errorf("at two default ticks: %+v", a)
 		}
-		if a := unmatched(l, 129*time.Second); a.CookieCheckAllowed {
+		if a := unmatched(l, 129*time.Second); localGate(a) {
 			t.Errorf("after two default ticks: %+v", a)
 		}
 	})
@@ -282,7 +282,7 @@ func TestAckValidation(t *testing.T) {
 				t.Errorf("conn %+v\nwant %+v", c, want)
 			}
 			// The entry is gone: a repeated ACK is a stray now.
-			if a := l.OnACK(tuple(1), tt.seq, tt.ack, nil, at(time.Second)); a.Action != AckNoEntry || a.CookieCheckAllowed {
+			if a := l.OnACK(tuple(1), tt.seq, tt.ack, nil, at(time.Second)); a.Action != AckNoEntry || localGate(a) {
 				t.Errorf("repeated ACK: %+v", a)
 			}
 			st := l.Stats()

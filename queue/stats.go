@@ -20,6 +20,7 @@ type Stats struct {
 	AckMatched         uint64 // ACKs that completed a half-open entry
 	AckUnmatched       uint64 // ACKs for tuples without a half-open entry
 	AckCookieDenied    uint64 // of AckUnmatched, refused a cookie check by the gate
+	AckPeerChecks      uint64 // of AckUnmatched, checked as a peer's cookie with the gate closed
 	AckBadAck          uint64 // ACKs for an entry with the wrong ACK number
 	AckBadSeq          uint64 // ACKs for an entry with the wrong sequence number
 	// AcceptOverflowDrops and AcceptOverflowResets count valid handshakes
@@ -51,6 +52,7 @@ func (l *Listener) Stats() Stats {
 		s.AckMatched += c.ackMatched.Load()
 		s.AckUnmatched += c.ackUnmatched.Load()
 		s.AckCookieDenied += c.ackCookieDenied.Load()
+		s.AckPeerChecks += c.ackPeerChecks.Load()
 		s.AckBadAck += c.ackBadAck.Load()
 		s.AckBadSeq += c.ackBadSeq.Load()
 	}

@@ -111,6 +111,7 @@ type counters struct {
 	ackMatched         atomic.Uint64
 	ackUnmatched       atomic.Uint64
 	ackCookieDenied    atomic.Uint64
+	ackPeerChecks      atomic.Uint64
 	ackBadAck          atomic.Uint64
 	ackBadSeq          atomic.Uint64
 }

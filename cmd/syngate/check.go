@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -79,8 +80,23 @@ func printPlan(w io.Writer, cfg *config.Config) {
 	if cfg.Filters.RateLimit > 0 {
 		rl = fmt.Sprintf("%d SYN/s burst %d per /%d (v4) /%d (v6)", cfg.Filters.RateLimit, cfg.Filters.RateBurst, cfg.Filters.PrefixLenV4, cfg.Filters.PrefixLenV6)
 	}
-	fmt.Fprintf(w, "filters: drop SYN with payload %v, drop bad flags %v, rate limit %s\n\n",
+	fmt.Fprintf(w, "filters: drop SYN with payload %v, drop bad flags %v, rate limit %s\n",
 		cfg.Filters.DropSynPayload, cfg.Filters.DropBadFlags, rl)
+	if cfg.SYN.PeerCookieChecks > 0 {
+		fmt.Fprintf(w, "peer cookies: up to %d ACKs/s per service checked as another gateway's cookie while this one's gate is closed\n", cfg.SYN.PeerCookieChecks)
+	} else {
+		fmt.Fprintf(w, "peer cookies: off (ACKs are checked as cookies only after this gateway's own overflow)\n")
+	}
+	printBGP(w, cfg)
+	if len(cfg.Peers) > 0 {
+		fmt.Fprintf(w, "peers %v: segments of connections this gateway does not know are handed to them\n", cfg.Peers)
+	}
+	for _, in := range cfg.Interfaces {
+		if len(in.CPUs) > 0 {
+			fmt.Fprintf(w, "receive queues of %s pinned to cpus %v (queue i on cpus[i mod %d])\n", in.Name, in.CPUs, len(in.CPUs))
+		}
+	}
+	fmt.Fprintln(w)
 	for _, s := range cfg.Services {
 		src := "from the route"
 		if len(s.Sources) > 0 {
@@ -105,4 +121,40 @@ func opt[T any](p *T, f func(T) string) string {
 		return "learned from backend"
 	}
 	return f(*p)
+}
+
+// printBGP says what the BGP speaker would announce, and to whom.
+func printBGP(w io.Writer, cfg *config.Config) {
+	b := cfg.BGP
+	if len(b.Peers) == 0 {
+		fmt.Fprintf(w, "bgp: off (no peers): VIPs are not announced\n")
+		return
+	}
+	gr := "off"
+	if b.RestartTime > 0 {
+		gr = b.RestartTime.String()
+	}
+	fmt.Fprintf(w, "bgp: AS %d, router ID %s, graceful restart %s\n", b.LocalASN, b.RouterID, gr)
+	seen := map[netip.Addr]bool{}
+	for _, s := range cfg.Services {
+		if a := s.Listen.Addr(); !seen[a] {
+			seen[a] = true
+			fmt.Fprintf(w, "  announce %s/%d while a service on it has a healthy backend\n", a, a.BitLen())
+		}
+	}
+	for _, p := range b.Peers {
+		md5 := ""
+		if p.Password != "" {
+			md5 = ", TCP MD5"
+		}
+		fmt.Fprintf(w, "  peer %s AS %d port %d, hold %v keepalive %v%s (gets the %s VIPs)\n",
+			p.Address, p.ASN, p.Port, p.HoldTime, p.Keepalive, md5, family(p.Address))
+	}
+}
+
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }

@@ -70,6 +70,7 @@ const usage = `syngate: a SYN-flood defense gateway.
 Usage:
   syngate run -c FILE      run the gateway with the config in FILE
   syngate check -c FILE    validate FILE and print what syngate would do (-host: and check this host)
+  syngate drain            withdraw the running daemon's VIPs, wait for its connections to end
   syngate status           services, cookie mode, queues, rates, backends of the running daemon
   syngate flows [flags]    the running daemon's connections: both legs, state, packets and bytes
   syngate reload           make the running daemon re-read and apply its config file (as SIGHUP does)
@@ -90,6 +91,8 @@ func run(ctx context.Context, e env, args []string) error {
 		return cmdRun(ctx, e, rest)
 	case "check":
 		return cmdCheck(e, rest)
+	case "drain":
+		return cmdDrain(ctx, e, rest)
 	case "status":
 		return cmdStatus(ctx, e, rest)
 	case "flows":

@@ -49,9 +49,10 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 	log := slog.New(handler)
 	reload := make(chan gateway.ReloadRequest)
 	reloadOnHangup(ctx, reload)
+	drain, restart := lifecycleSignals(ctx)
 	return gateway.Run(ctx, cfg, gateway.Options{
 		Version: build.Version, Revision: build.Revision, Logger: log, ReadyFile: *ready, Unpin: *unpin,
-		ConfigPath: *path, Reload: reload,
+		ConfigPath: *path, Reload: reload, Drain: drain, Restart: restart,
 	})
 }
 

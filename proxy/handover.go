@@ -4,10 +4,10 @@ import (
 	"time"
 )
 
-// Drain prepares an exit that leaves the data path running (the next
+// HandOver prepares an exit that leaves the data path running (the next
 // engine takes it over): the data plane answers every service's SYNs with
 // cookies from now on (services under cookies `never` excepted), so no new
-// handshake depends on this engine's memory, and Drain waits until the
+// handshake depends on this engine's memory, and HandOver waits until the
 // handshakes it holds are done: every validated connection spliced or
 // failed, every half-open entry completed or expired. It returns when they
 // are, or after timeout (a flood's half-open entries never complete), with
@@ -15,7 +15,7 @@ import (
 // those break if their client's next segment arrives after the exit
 // (except cookie handshakes, which the next engine validates). Run and
 // Serve must still be running.
-func (e *Engine) Drain(timeout time.Duration) (opening, halfOpen int) {
+func (e *Engine) HandOver(timeout time.Duration) (opening, halfOpen int) {
 	e.stopping.Store(true)
 	for _, s := range e.set.Load().order {
 		s.requestOffload()

@@ -1,0 +1,67 @@
+package gateway
+
+import (
+	"errors"
+	"net/netip"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/syngate/syngate/config"
+	"github.com/syngate/syngate/flow"
+)
+
+// TestAnnounceWant: a VIP is announced while any service on it is healthy,
+// once, and nothing while draining.
+func TestAnnounceWant(t *testing.T) {
+	svc := func(name, listen string) config.Service {
+		return config.Service{Name: name, Listen: netip.MustParseAddrPort(listen)}
+	}
+	h := newBackendHealth()
+	up := func(name string, ok bool) {
+		var err error
+		if !ok {
+			err = errors.New("refused")
+		}
+		h.record(name, time.Now(), flow.SynOptions{}, err)
+	}
+	a := newAnnouncer(nil, []config.Service{
+		svc("web", "192.0.2.10:80"), svc("tls", "192.0.2.10:443"),
+		svc("web6", "[2001:db8::10]:80"), svc("other", "192.0.2.11:80"),
+	}, h, nil)
+	p := netip.MustParsePrefix
+	check := func(what string, want ...netip.Prefix) {
+		t.Helper()
+		if got := a.want(); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: want() = %v, want %v", what, got, want)
+		}
+	}
+	check("nothing probed yet")
+	up("web", true)
+	up("web6", true)
+	check("web and web6 healthy", p("192.0.2.10/32"), p("2001:db8::10/128"))
+	up("web", false)
+	check("web down, tls never probed", p("2001:db8::10/128"))
+	up("tls", true)
+	up("other", true)
+	check("tls carries the shared VIP", p("192.0.2.10/32"), p("2001:db8::10/128"), p("192.0.2.11/32"))
+	a.drain()
+	check("draining")
+}
+
+// TestWithdrawOnStop: the VIPs go only when nothing serves them after the
+// exit; a restart request or a data path left attached keeps them.
+func TestWithdrawOnStop(t *testing.T) {
+	for _, tc := range []struct {
+		restart, stays, withdraw bool
+	}{
+		{false, false, true}, // SIGTERM, bpffs off or -unpin: the data path ends
+		{false, true, false}, // SIGTERM, pinned: standby cookies and splices go on
+		{true, false, false}, // SIGUSR2: graceful restart
+		{true, true, false},
+	} {
+		if got := withdrawOnStop(tc.restart, tc.stays); got != tc.withdraw {
+			t.Errorf("withdrawOnStop(restart %v, data path stays %v) = %v, want %v", tc.restart, tc.stays, got, tc.withdraw)
+		}
+	}
+}
