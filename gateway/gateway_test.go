@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -111,10 +112,17 @@ services:
 		{"flows: {max: 1024}\nmetrics: {listen: off}", []string{"metrics.listen", "flows.max"}},
 		{"bpffs: off\ncontrol: {socket: /tmp/x.sock, mode: \"0660\"}", []string{"bpffs", "control.socket", "control.mode"}},
 		{"syn: {key_rotation: 30s}\nbackend: {max_pending: 1000, port_quiet_time: 1s}", []string{"syn.key_rotation", "backend.port_quiet_time", "backend.max_pending"}},
+		{"peers: [198.51.100.66]", []string{"peers"}},
 	} {
-		got := changedRestartKeys(base, parse(tc.extra))
+		next := parse(tc.extra)
+		got := changedRestartKeys(base, next)
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("%q: restart keys %v, want %v", tc.extra, got, tc.want)
+		}
+		// What is neither applied nor named differs exactly when a named
+		// key does: the catch-all refuses nothing a reload applies.
+		if same := reflect.DeepEqual(reloadable(base), reloadable(next)); same != (len(tc.want) == 0) {
+			t.Errorf("%q: reloadable parts equal %v, restart keys %v", tc.extra, same, got)
 		}
 	}
 	other := parse("")
