@@ -584,6 +584,33 @@ func (d *Dataplane) DeleteFlow(key FlowKey) error {
 	return nil
 }
 
+// RaiseSeqEnd moves a tracked flow's seq_end (its sender's SND.NXT as
+// the program knows it) up to seqEnd, for data the sender sent while the
+// program could not learn from it: a tracked direction is judged, and
+// learns, only once the reverse one is installed too. Everything else in
+// the entry is kept; an untracked entry, or one already at or past seqEnd,
+// is left alone. Read and written back whole, so the program's updates to
+// the entry in between (its counters, its flags) are lost: call it while
+// nothing learns from the entry, before the reverse direction exists.
+func (d *Dataplane) RaiseSeqEnd(key FlowKey, seqEnd uint32) error {
+	k, err := key.bpf()
+	if err != nil {
+		return fmt.Errorf("raise seq_end: %w", err)
+	}
+	var v syngateFlowVal
+	if err := d.objs.Flows.Lookup(&k, &v); err != nil {
+		return fmt.Errorf("raise seq_end of flow %v: %w", key, notFound(err))
+	}
+	if v.Flags&flowTracked == 0 || int32(seqEnd-v.SeqEnd) <= 0 {
+		return nil
+	}
+	v.SeqEnd = seqEnd
+	if err := d.objs.Flows.Update(&k, &v, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("raise seq_end of flow %v: %w", key, notFound(err))
+	}
+	return nil
+}
+
 // LookupFlow returns one flow entry, for expiry decisions.
 func (d *Dataplane) LookupFlow(key FlowKey) (FlowState, error) {
 	k, err := key.bpf()

@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 
@@ -289,6 +290,38 @@ func TestTrackedFlowInstall(t *testing.T) {
 	}
 	if st := lookup(t, d, k); st.Tracked {
 		t.Error("InstallFlow left the entry tracked")
+	}
+}
+
+func TestRaiseSeqEnd(t *testing.T) {
+	d := testDataplane(t, Config{})
+	k := FlowKey{Src: client4, Dst: svc4}
+	nat := FlowNAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4}
+	if err := d.RaiseSeqEnd(k, 5); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing flow: %v, want ErrNotFound", err)
+	}
+	tr := FlowTrack{SeqEnd: 1000, AckMax: 2, WinEnd: 3, WinMax: 4, WScale: 5}
+	if err := d.InstallTrackedFlow(k, nat, tr); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ to, want uint32 }{{900, 1000}, {1500, 1500}, {1200, 1500}} {
+		if err := d.RaiseSeqEnd(k, c.to); err != nil {
+			t.Fatal(err)
+		}
+		want := tr
+		want.SeqEnd = c.want
+		if st := lookup(t, d, k); !st.Tracked || st.Track != want || st.NAT != nat {
+			t.Errorf("raised to %d: %+v, want %+v", c.to, st.Track, want)
+		}
+	}
+	if err := d.InstallFlow(k, nat); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RaiseSeqEnd(k, 5000); err != nil {
+		t.Fatal(err)
+	}
+	if st := lookup(t, d, k); st.Tracked || st.Track.SeqEnd != 0 {
+		t.Errorf("untracked entry changed: %+v", st)
 	}
 }
 

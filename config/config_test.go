@@ -19,12 +19,24 @@ func TestExampleFile(t *testing.T) {
 	if got := cfg.Interfaces; len(got) != 1 || got[0].Name != "eth0" || got[0].Mode != XDPAuto || got[0].Datapath != DatapathAuto {
 		t.Errorf("interfaces = %+v", got)
 	}
-	if len(cfg.Services) != 2 {
-		t.Fatalf("services = %d, want 2", len(cfg.Services))
+	if len(cfg.Services) != 3 {
+		t.Fatalf("services = %d, want 3", len(cfg.Services))
+	}
+	app := cfg.Services[2]
+	want := []Member{{netip.MustParseAddrPort("10.0.0.6:25"), 1}, {netip.MustParseAddrPort("10.0.0.7:25"), 2}}
+	if len(app.Backends) != 2 || app.Backends[0] != want[0] || app.Backends[1] != want[1] || app.Hash != HashTuple ||
+		app.ProxyProtocol != ProxyV2 || app.OnNoBackend != NoBackendReset {
+		t.Errorf("app = %+v", app)
+	}
+	if h := app.HealthCheck; h != (HealthCheck{Type: CheckTCP, Interval: 5 * time.Second, Timeout: 2 * time.Second, Rise: 2, Fall: 3, Path: "/", Status: 200}) {
+		t.Errorf("app health check = %+v", h)
+	}
+	if web := cfg.Services[0]; web.HealthCheck != app.HealthCheck || web.ProxyProtocol != ProxyOff || web.Hash != HashTuple {
+		t.Errorf("web's pool defaults = %+v", web)
 	}
 	web := cfg.Services[0]
-	if web.Listen != netip.MustParseAddrPort("192.0.2.10:80") || web.Backend != netip.MustParseAddrPort("10.0.0.5:8080") {
-		t.Errorf("web addresses = %v -> %v", web.Listen, web.Backend)
+	if web.Listen != netip.MustParseAddrPort("192.0.2.10:80") || web.Backends[0].Addr != netip.MustParseAddrPort("10.0.0.5:8080") || len(web.Backends) != 1 || web.Backends[0].Weight != 1 {
+		t.Errorf("web addresses = %v -> %v", web.Listen, web.Backends)
 	}
 	if len(web.Sources) != 1 || web.Sources[0] != netip.MustParseAddr("10.0.0.1") || web.Backlog != 1024 || web.OnOverflow != OverflowDrop {
 		t.Errorf("web = %+v", web)
@@ -87,6 +99,27 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+func TestPoolShorthandAndWeights(t *testing.T) {
+	cfg, err := Parse(strings.NewReader(`interfaces: [{name: veth0}]
+secret_file: /nonexistent/x
+services:
+  - name: a
+    listen: 10.1.0.1:80
+    backends: [10.2.0.2:80, {address: 10.2.0.3:80, weight: 0}, {address: 10.2.0.4:80}]
+    health_check: {interval: 1s}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Services[0]
+	if len(s.Backends) != 3 || s.Backends[0].Weight != 1 || s.Backends[1].Weight != 0 || s.Backends[2].Weight != 1 {
+		t.Errorf("backends %+v: want weights 1 (default), 0, 1", s.Backends)
+	}
+	if s.HealthCheck.Interval != time.Second || s.HealthCheck.Timeout != time.Second {
+		t.Errorf("health check %+v: the timeout defaults to min(2s, interval)", s.HealthCheck)
+	}
+}
+
 func TestSomaxconnCapsBacklog(t *testing.T) {
 	cfg := mustParse(t, minimal+"    backlog: 5000\nsyn: {somaxconn: 128}\n")
 	if got := cfg.EffectiveBacklog(cfg.Services[0]); got != 128 {
@@ -141,6 +174,17 @@ func TestErrors(t *testing.T) {
 		{"source list entry", svc("    source: [10.2.0.1, 10.2.0.x]\n"), []string{"services.0.source.1"}},
 		{"source map", svc("    source: {a: b}\n"), []string{"want an address, a prefix or a list"}},
 		{"several at once", svc("    backlog: 0\n    on_overflow: x\n"), []string{"backlog: 0 out of range", "want drop or reset"}},
+		{"backend and backends", svc("    backends: [10.2.0.3:80]\n"), []string{"set backend or backends, not both"}},
+		{"no backend", "interfaces: [{name: veth0}]\nsecret_file: /nonexistent/x\nservices:\n  - name: a\n    listen: 10.1.0.1:80\n", []string{"services.0.backend: required"}},
+		{"backend twice", strings.Replace(svc(""), "    backend: 10.2.0.2:8080\n", "    backends: [10.2.0.2:8080, {address: 10.2.0.2:8080}]\n", 1), []string{"services.0.backends.1: 10.2.0.2:8080 listed twice"}},
+		{"weight", strings.Replace(svc(""), "    backend: 10.2.0.2:8080\n", "    backends: [{address: 10.2.0.2:8080, weight: 1001}]\n", 1), []string{"services.0.backends.0.weight: 1001 out of range 0-1000"}},
+		{"pool family", strings.Replace(svc(""), "    backend: 10.2.0.2:8080\n", "    backends: [10.2.0.2:8080, '[2001:db8::2]:80']\n", 1), []string{"different address families"}},
+		{"hash", svc("    hash: random\n"), []string{"want tuple or address"}},
+		{"proxy protocol", svc("    proxy_protocol: v3\n"), []string{"want off, v1 or v2"}},
+		{"no backend policy", svc("    on_no_backend: queue\n"), []string{"want reset or drop"}},
+		{"check type", svc("    health_check: {type: ping}\n"), []string{"want tcp, http or off"}},
+		{"check fall", svc("    health_check: {fall: 0}\n"), []string{"health_check.fall: 0 out of range"}},
+		{"check path", svc("    health_check: {type: http, path: 'a b'}\n"), []string{"health_check.path"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

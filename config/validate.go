@@ -66,14 +66,19 @@ type file struct {
 }
 
 type serviceFile struct {
-	Name       string   `yaml:"name"`
-	Listen     string   `yaml:"listen"`
-	Backend    string   `yaml:"backend"`
-	Source     addrList `yaml:"source"`
-	Backlog    *int     `yaml:"backlog"`
-	OnOverflow string   `yaml:"on_overflow"`
-	Cookies    string   `yaml:"cookies"`
-	Announce   struct {
+	Name          string          `yaml:"name"`
+	Listen        string          `yaml:"listen"`
+	Backend       string          `yaml:"backend"`
+	Backends      []backendFile   `yaml:"backends"`
+	Hash          string          `yaml:"hash"`
+	ProxyProtocol string          `yaml:"proxy_protocol"`
+	OnNoBackend   string          `yaml:"on_no_backend"`
+	HealthCheck   healthCheckFile `yaml:"health_check"`
+	Source        addrList        `yaml:"source"`
+	Backlog       *int            `yaml:"backlog"`
+	OnOverflow    string          `yaml:"on_overflow"`
+	Cookies       string          `yaml:"cookies"`
+	Announce      struct {
 		MSS         *uint16 `yaml:"mss"`
 		WindowScale *uint8  `yaml:"window_scale"`
 		SACK        *bool   `yaml:"sack"`
@@ -366,11 +371,13 @@ func (v *validator) services(f *file, c *Config) {
 			}
 			listens[s.Listen] = i
 		}
-		s.Backend = v.addrPort(p+".backend", sf.Backend)
-		if s.Listen.IsValid() && s.Backend.IsValid() && s.Listen.Addr().Is4() != s.Backend.Addr().Is4() {
-			v.errorf(p+".backend", "%s and listener %s are of different address families", s.Backend, s.Listen)
+		s.Backends = v.backends(p, sf, s.Listen)
+		var first netip.AddrPort
+		if len(s.Backends) > 0 {
+			first = s.Backends[0].Addr
 		}
-		s.Sources = v.sources(p+".source", sf.Source, s.Backend)
+		s.Sources = v.sources(p+".source", sf.Source, first)
+		v.balancing(p, sf, &s)
 		for _, a := range s.Sources {
 			allSources[a] = true
 		}
@@ -388,6 +395,128 @@ func (v *validator) services(f *file, c *Config) {
 	if len(allSources) > MaxSources {
 		v.errorf("services", "%d source addresses in all; at most %d", len(allSources), MaxSources)
 	}
+}
+
+// backendFile is one entry of "backends": an address, or a mapping with
+// an address and a weight.
+type backendFile struct {
+	Address string `yaml:"address"`
+	Weight  *int   `yaml:"weight"`
+}
+
+// UnmarshalYAML accepts "ip:port" or {address: ip:port, weight: N}.
+func (b *backendFile) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		b.Address = n.Value
+		return nil
+	}
+	type plain backendFile
+	return n.Decode((*plain)(b))
+}
+
+type healthCheckFile struct {
+	Type     string         `yaml:"type"`
+	Interval *time.Duration `yaml:"interval"`
+	Timeout  *time.Duration `yaml:"timeout"`
+	Rise     *int           `yaml:"rise"`
+	Fall     *int           `yaml:"fall"`
+	Path     string         `yaml:"path"`
+	Host     string         `yaml:"host"`
+	Status   *int           `yaml:"status"`
+}
+
+// Health check defaults (HAProxy's rise and fall; an interval that finds
+// a dead backend within fall x interval = 15 s while costing a backend one
+// connection per 5 s per gateway).
+const (
+	DefaultCheckInterval = 5 * time.Second
+	DefaultCheckTimeout  = 2 * time.Second
+	DefaultCheckRise     = 2
+	DefaultCheckFall     = 3
+)
+
+// backends reads "backend" (a pool of one) or "backends".
+func (v *validator) backends(p string, sf serviceFile, listen netip.AddrPort) []Member {
+	var out []Member
+	switch {
+	case sf.Backend != "" && len(sf.Backends) > 0:
+		v.errorf(p+".backends", "set backend or backends, not both")
+		return nil
+	case sf.Backend != "":
+		a := v.addrPort(p+".backend", sf.Backend)
+		if !a.IsValid() {
+			return nil
+		}
+		out = []Member{{Addr: a, Weight: 1}}
+	case len(sf.Backends) == 0:
+		v.errorf(p+".backend", "required: backend, or a list of backends")
+		return nil
+	}
+	seen := map[netip.AddrPort]bool{}
+	for i, bf := range sf.Backends {
+		bp := fmt.Sprintf("%s.backends.%d", p, i)
+		a := v.addrPort(bp, bf.Address)
+		if !a.IsValid() {
+			continue
+		}
+		if seen[a] {
+			v.errorf(bp, "%s listed twice", a)
+			continue
+		}
+		seen[a] = true
+		out = append(out, Member{Addr: a, Weight: v.intRange(bp+".weight", bf.Weight, 1, 0, MaxWeight)})
+	}
+	if len(out) > MaxBackends {
+		v.errorf(p+".backends", "%d backends; at most %d", len(out), MaxBackends)
+	}
+	for _, b := range out {
+		if listen.IsValid() && listen.Addr().Is4() != b.Addr.Addr().Is4() {
+			v.errorf(p+".backend", "%s and listener %s are of different address families", b.Addr, listen)
+		}
+	}
+	return out
+}
+
+// balancing reads the pool's hashing, PROXY protocol, no-backend policy
+// and health checks.
+func (v *validator) balancing(p string, sf serviceFile, s *Service) {
+	s.Hash = HashKey(or(sf.Hash, string(HashTuple)))
+	if s.Hash != HashTuple && s.Hash != HashAddress {
+		v.errorf(p+".hash", "%q: want tuple or address", sf.Hash)
+	}
+	s.ProxyProtocol = ProxyProtocol(or(sf.ProxyProtocol, string(ProxyOff)))
+	switch s.ProxyProtocol {
+	case ProxyOff, ProxyV1, ProxyV2:
+	default:
+		v.errorf(p+".proxy_protocol", "%q: want off, v1 or v2", sf.ProxyProtocol)
+	}
+	s.OnNoBackend = NoBackendPolicy(or(sf.OnNoBackend, string(NoBackendReset)))
+	if s.OnNoBackend != NoBackendReset && s.OnNoBackend != NoBackendDrop {
+		v.errorf(p+".on_no_backend", "%q: want reset or drop", sf.OnNoBackend)
+	}
+	hf, hp := sf.HealthCheck, p+".health_check"
+	h := HealthCheck{
+		Type:     HealthCheckType(or(hf.Type, string(CheckTCP))),
+		Interval: v.duration(hp+".interval", hf.Interval, DefaultCheckInterval, 100*time.Millisecond, time.Hour),
+		Rise:     v.intRange(hp+".rise", hf.Rise, DefaultCheckRise, 1, 100),
+		Fall:     v.intRange(hp+".fall", hf.Fall, DefaultCheckFall, 1, 100),
+		Path:     or(hf.Path, "/"),
+		Host:     hf.Host,
+		Status:   v.intRange(hp+".status", hf.Status, 200, 100, 599),
+	}
+	h.Timeout = v.duration(hp+".timeout", hf.Timeout, min(DefaultCheckTimeout, h.Interval), 10*time.Millisecond, time.Hour)
+	switch h.Type {
+	case CheckTCP, CheckHTTP, CheckOff:
+	default:
+		v.errorf(hp+".type", "%q: want tcp, http or off", hf.Type)
+	}
+	if !strings.HasPrefix(h.Path, "/") || strings.ContainsAny(h.Path, " \r\n") {
+		v.errorf(hp+".path", "%q: want an absolute path without spaces", hf.Path)
+	}
+	if strings.ContainsAny(h.Host, " \r\n") {
+		v.errorf(hp+".host", "%q: want a host name", hf.Host)
+	}
+	s.HealthCheck = h
 }
 
 // addrList is "source": one string, or a list of them.

@@ -61,8 +61,9 @@ type FlowTable struct {
 
 // Service is one protected listener.
 type Service struct {
-	Name    string `json:"name"`
-	Listen  string `json:"listen"`
+	Name   string `json:"name"`
+	Listen string `json:"listen"`
+	// Backend is the first of Backends (a pool of one before pools).
 	Backend string `json:"backend"`
 	// CookiePolicy is the configured policy (never, auto, always);
 	// CookieMode what happens now: "queue" (half-open queue, no cookies),
@@ -73,7 +74,7 @@ type Service struct {
 	Queues       Queues   `json:"queues"`
 	Counters     Counters `json:"counters"`
 	Conns        Conns    `json:"connections"`
-	// Backends are the service's backends (one today).
+	// Backends are the service's pool.
 	Backends []Backend `json:"backends"`
 }
 
@@ -114,6 +115,11 @@ type Conns struct {
 type Backend struct {
 	Addr   string `json:"addr"`
 	Source string `json:"source"` // syngate's addresses toward it, comma-separated
+	Weight int    `json:"weight"`
+	// State is whether new connections go to it: "up", "down" (its
+	// active checks fail), "ejected" (failed legs, for a while) or
+	// "draining" (weight 0).
+	State string `json:"state"`
 	// Health is "ok" (the last probe connected), "failing" (it did not),
 	// or "unknown" (not probed yet).
 	Health     string    `json:"health"`
@@ -129,7 +135,8 @@ type Backend struct {
 	LastLegFailure       time.Time `json:"last_leg_failure,omitzero"`
 	LastLegFailureReason string    `json:"last_leg_failure_reason,omitempty"`
 	// Connects and ConnectSeconds are the backend legs that opened and
-	// their total handshake time.
+	// their total handshake time (with a pool of one; with more, see the
+	// per-backend metrics). So is LastLegFailure.
 	Connects       uint64  `json:"connects"`
 	ConnectSeconds float64 `json:"connect_seconds"`
 }

@@ -18,10 +18,13 @@ const ReloadPath = "/v1/reload"
 type ReloadResult struct {
 	// Error is why the reload was refused; empty when it was applied.
 	Error string `json:"error,omitempty"`
-	// Added, Changed and Removed name the services by name; Unchanged
-	// counts those that kept their state.
+	// Added, Changed and Removed name the services by name; Repooled
+	// names those that kept their state but got a new pool (backends,
+	// weights: members that stay keep their health and connections);
+	// Unchanged counts those that kept their state and pool.
 	Added     []string `json:"added,omitempty"`
 	Changed   []string `json:"changed,omitempty"`
+	Repooled  []string `json:"repooled,omitempty"`
 	Removed   []string `json:"removed,omitempty"`
 	Unchanged int      `json:"unchanged"`
 	// Applied lists the other keys the reload changed (filters.*,

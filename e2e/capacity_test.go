@@ -41,6 +41,9 @@ func exampleConfig(t *testing.T, top *lab.Topology, dir string) string {
 		{"source: 10.0.0.1", "source: " + top.GatewayBackend.V4.Addr().String()},
 		{"[2001:db8::10]:443", netip.AddrPortFrom(top.VIP6, 443).String()},
 		{"[2001:db8:1::5]:8443", netip.AddrPortFrom(top.BackendIf.V6.Addr(), 8443).String()},
+		{"192.0.2.10:25", netip.AddrPortFrom(top.VIP4, 25).String()},
+		{"10.0.0.6:25", netip.AddrPortFrom(backendAddr(top), 25).String()},
+		{"10.0.0.7:25", netip.AddrPortFrom(backendAddr(top), 26).String()},
 	} {
 		if strings.Count(cfg, r[0]) != 1 {
 			t.Fatalf("example.yaml: %q not found once; update exampleConfig", r[0])

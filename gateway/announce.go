@@ -132,3 +132,18 @@ func (s scaleoutSource) BGP() ([]metrics.BGPPeer, []netip.Prefix) {
 	}
 	return peers, st.Announced
 }
+
+// poolHealth is the default Health: a service can take traffic while one
+// of its backends can take new connections (up by the active checks, not
+// ejected by the passive ones, weight above 0).
+type poolHealth struct{ e *proxy.Engine }
+
+// Healthy implements Health.
+func (p poolHealth) Healthy(service string) bool {
+	for _, s := range p.e.Health() {
+		if s.Name == service {
+			return s.Usable > 0
+		}
+	}
+	return false
+}

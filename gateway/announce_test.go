@@ -1,14 +1,11 @@
 package gateway
 
 import (
-	"errors"
 	"net/netip"
 	"reflect"
 	"testing"
-	"time"
 
 	"github.com/syngate/syngate/config"
-	"github.com/syngate/syngate/flow"
 )
 
 // TestAnnounceWant: a VIP is announced while any service on it is healthy,
@@ -17,14 +14,8 @@ func TestAnnounceWant(t *testing.T) {
 	svc := func(name, listen string) config.Service {
 		return config.Service{Name: name, Listen: netip.MustParseAddrPort(listen)}
 	}
-	h := newBackendHealth()
-	up := func(name string, ok bool) {
-		var err error
-		if !ok {
-			err = errors.New("refused")
-		}
-		h.record(name, time.Now(), flow.SynOptions{}, err)
-	}
+	h := fakeHealth{}
+	up := func(name string, ok bool) { h[name] = ok }
 	a := newAnnouncer(nil, []config.Service{
 		svc("web", "192.0.2.10:80"), svc("tls", "192.0.2.10:443"),
 		svc("web6", "[2001:db8::10]:80"), svc("other", "192.0.2.11:80"),
@@ -65,3 +56,8 @@ func TestWithdrawOnStop(t *testing.T) {
 		}
 	}
 }
+
+// fakeHealth is a Health whose answers a test sets.
+type fakeHealth map[string]bool
+
+func (f fakeHealth) Healthy(service string) bool { return f[service] }

@@ -32,6 +32,7 @@ import (
 	"github.com/syngate/syngate/control"
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/health"
 	"github.com/syngate/syngate/metrics"
 	"github.com/syngate/syngate/proxy"
 	"github.com/syngate/syngate/queue"
@@ -62,8 +63,8 @@ type Options struct {
 	// withdrawOnStop).
 	Restart <-chan struct{}
 	// Health decides which services can take traffic, so which VIPs are
-	// announced; nil means the backend probes decide (a service is healthy
-	// while its last probe succeeded).
+	// announced; nil means the pools decide (a service is healthy while
+	// one of its backends can take new connections).
 	Health Health
 	// ConfigPath is the file cfg came from: a reload re-reads it. Empty
 	// disables reloads.
@@ -208,6 +209,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		return err
 	}
 
+	hs := &healthServer{e: engine}
 	reg := metrics.New(opts.Version, opts.Revision)
 	reg.SetServices(engine.Services())
 	reg.SetDataplane(&dataplaneMetrics{dp: dp, e: engine, limit: cfg.Flows.Max})
@@ -238,7 +240,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 				log.Warn("bgp stop", "err", err)
 			}
 		}()
-		var h Health = health
+		var h Health = poolHealth{engine}
 		if opts.Health != nil {
 			h = opts.Health
 		}
@@ -384,6 +386,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		defer wg.Done()
 		engine.Run(ectx)
 	}()
+	hc := &checks{ctx: ctx, wg: &wg, e: engine, log: log, running: map[checkKey]runningCheck{}}
+	hc.sync(cfg, services)
+	rl.checks = hc // before anything can ask for a reload
 	go func() {
 		defer wg.Done()
 		if len(known) > 0 {
@@ -420,7 +425,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}
 
 	if cfg.Metrics.Listen != "off" {
-		srv, err := serveHTTP(cfg.Metrics.Listen, reg)
+		srv, err := serveHTTP(cfg.Metrics.Listen, reg, hs)
 		if err != nil {
 			return err
 		}
@@ -441,6 +446,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 			return fmt.Errorf("write ready file: %w", err)
 		}
 	}
+	hs.running.Store(true)
+	defer hs.running.Store(false)
 	log.Info("syngate running", "services", len(services), "interfaces", len(cfg.Interfaces), "sockets", len(sockets),
 		"took_over", tookOver, "startup", time.Since(started).Round(time.Millisecond))
 	restart := false
@@ -666,7 +673,7 @@ func engineServices(cfg *config.Config) ([]proxy.Service, error) {
 	for _, s := range cfg.Services {
 		srcs := s.Sources
 		if len(srcs) == 0 {
-			src, err := routeSource(s.Backend)
+			src, err := routeSource(s.Backends[0].Addr)
 			if err != nil {
 				return nil, fmt.Errorf("service %s: %w", s.Name, err)
 			}
@@ -686,8 +693,15 @@ func engineServices(cfg *config.Config) ([]proxy.Service, error) {
 		if peerChecks == 0 {
 			peerChecks = -1 // the file's "none" is the queue's negative
 		}
+		var members []proxy.Backend
+		for _, m := range s.Backends {
+			members = append(members, proxy.Backend{Addr: m.Addr, Weight: m.Weight})
+		}
 		out = append(out, proxy.Service{
-			Name: s.Name, Listen: s.Listen, Backend: s.Backend, Sources: srcs,
+			Name: s.Name, Listen: s.Listen, Backends: members, Sources: srcs,
+			HashAddress:   s.Hash == config.HashAddress,
+			ProxyProtocol: proxyVersion(s.ProxyProtocol),
+			DropNoBackend: s.OnNoBackend == config.NoBackendDrop,
 			Queue: queue.Config{
 				MaxSynBacklog: cfg.SYN.MaxSynBacklog, SynAckRetries: cfg.SYN.SynAckRetries, Cookies: cookies,
 				Backlog: s.Backlog, Somaxconn: cfg.SYN.Somaxconn, Overflow: overflow,
@@ -758,51 +772,57 @@ func portRangeConflict(min, max uint16, ephemeral string) error {
 // next probe.
 const maxProbeWait = 3 * time.Second
 
-// probeBackends learns the backends' options, all at once; a failed probe
-// keeps what was known (the defaults, at start).
-func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger, health *backendHealth) {
+// probeBackends learns every backend's options (each service's pool from
+// the engine: a reload may change it), a service at a time in parallel; a
+// failed probe keeps what was known (the defaults, at start).
+func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger, bh *backendHealth) {
+	pools := map[string][]proxy.BackendHealth{}
+	for _, p := range e.Health() {
+		pools[p.Name] = p.Backends
+	}
 	var wg sync.WaitGroup
 	for _, s := range svcs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if o, ok := probeService(ctx, cfg, s, log, health); ok {
-				e.SetBackendOptions(s.Name, o)
+			for _, m := range pools[s.Name] {
+				if o, ok := probeMember(ctx, cfg, s, m.Addr, log, bh); ok {
+					e.SetMemberOptions(s.Name, m.Addr, o)
+				}
 			}
 		}()
 	}
 	wg.Wait()
 }
 
-// probeService learns one service's backend options, ECN included, and
-// records the outcome in health; false when the backend did not answer.
-func probeService(ctx context.Context, cfg *config.Config, s proxy.Service, log *slog.Logger, health *backendHealth) (flow.SynOptions, bool) {
+// probeMember learns one backend's options, ECN included, and records
+// the outcome in bh; false when the backend did not answer.
+func probeMember(ctx context.Context, cfg *config.Config, s proxy.Service, addr netip.AddrPort, log *slog.Logger, bh *backendHealth) (flow.SynOptions, bool) {
 	pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
-	o, err := proxy.ProbeBackend(pctx, s.Backend, s.Sources[0])
+	o, err := proxy.ProbeBackend(pctx, addr, s.Sources[0], health.LocalProxyHeader(s.ProxyProtocol))
 	cancel()
-	health.record(s.Name, time.Now(), o, err)
+	bh.record(s.Name, addr, time.Now(), o, err)
 	if err != nil {
-		log.Warn("backend probe failed; announcing what was known", "service", s.Name, "backend", s.Backend, "err", err)
+		log.Warn("backend probe failed; announcing what was known", "service", s.Name, "backend", addr, "err", err)
 		return o, false
 	}
-	// ECN is offered to clients only when the backend is known to
+	// ECN is offered to clients only when the backends are known to
 	// agree: a failed probe means no ECN.
 	pctx, cancel = context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
-	o.ECN, err = proxy.ProbeECN(pctx, s.Backend, s.Sources[0])
+	o.ECN, err = proxy.ProbeECN(pctx, addr, s.Sources[0])
 	cancel()
 	if err != nil {
-		log.Warn("backend ECN probe failed; not offering ECN", "service", s.Name, "backend", s.Backend, "err", err)
+		log.Warn("backend ECN probe failed; not offering ECN", "service", s.Name, "backend", addr, "err", err)
 	}
-	log.Info("backend options", "service", s.Name, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps, "ecn", o.ECN)
+	log.Info("backend options", "service", s.Name, "backend", addr, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps, "ecn", o.ECN)
 	return o, true
 }
 
-func serveHTTP(addr string, reg *metrics.Registry) (*http.Server, error) {
+func serveHTTP(addr string, reg *metrics.Registry, hs *healthServer) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", reg.Handler())
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
+	mux.HandleFunc("/healthz", hs.healthz)
+	mux.HandleFunc("/readyz", hs.readyz)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics listener: %w", err)

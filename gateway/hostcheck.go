@@ -49,8 +49,10 @@ func CheckHost(cfg *config.Config) []HostCheck {
 		if len(s.Sources) > 0 {
 			continue
 		}
-		_, err := routeSource(s.Backend)
-		out = append(out, HostCheck{fmt.Sprintf("service %s: route to backend %s", s.Name, s.Backend), err})
+		for _, m := range s.Backends {
+			_, err := routeSource(m.Addr)
+			out = append(out, HostCheck{fmt.Sprintf("service %s: route to backend %s", s.Name, m.Addr), err})
+		}
 	}
 	out = append(out, HostCheck{"secret file " + cfg.SecretFile, checkSecretDir(cfg.SecretFile)})
 	return out

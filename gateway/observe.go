@@ -18,11 +18,17 @@ import (
 	"github.com/syngate/syngate/proxy"
 )
 
-// backendHealth records the probes' outcomes per service, for `syngate
-// status`. The probe loop writes it, the control endpoint reads it.
+// backendHealth records the probes' outcomes per service and backend, for
+// `syngate status`. The probe loop writes it, the control endpoint reads
+// it.
 type backendHealth struct {
 	mu sync.Mutex
-	m  map[string]*probeRecord
+	m  map[probeKey]*probeRecord
+}
+
+type probeKey struct {
+	service string
+	backend netip.AddrPort
 }
 
 type probeRecord struct {
@@ -31,19 +37,20 @@ type probeRecord struct {
 	learned           *flow.SynOptions
 }
 
-func newBackendHealth() *backendHealth { return &backendHealth{m: map[string]*probeRecord{}} }
+func newBackendHealth() *backendHealth { return &backendHealth{m: map[probeKey]*probeRecord{}} }
 
 // record notes one probe of a service's backend.
-func (h *backendHealth) record(service string, at time.Time, o flow.SynOptions, err error) {
+func (h *backendHealth) record(service string, backend netip.AddrPort, at time.Time, o flow.SynOptions, err error) {
 	if h == nil {
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	r := h.m[service]
+	k := probeKey{service, backend}
+	r := h.m[k]
 	if r == nil {
 		r = &probeRecord{}
-		h.m[service] = r
+		h.m[k] = r
 	}
 	r.last, r.err = at, ""
 	if err != nil {
@@ -53,20 +60,10 @@ func (h *backendHealth) record(service string, at time.Time, o flow.SynOptions, 
 	r.learned = &o
 }
 
-// Healthy implements Health: a service is healthy while its latest probe
-// succeeded (not yet probed: not healthy, so BGP announces no VIP whose
-// backend was never seen).
-func (h *backendHealth) Healthy(service string) bool {
+func (h *backendHealth) get(service string, backend netip.AddrPort) probeRecord {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	r := h.m[service]
-	return r != nil && !r.last.IsZero() && r.err == ""
-}
-
-func (h *backendHealth) get(service string) probeRecord {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if r := h.m[service]; r != nil {
+	if r := h.m[probeKey{service, backend}]; r != nil {
 		return *r
 	}
 	return probeRecord{}
@@ -170,7 +167,7 @@ func (c *controlSource) Status() control.Status {
 			mode = "cookies"
 		}
 		svc := control.Service{
-			Name: s.Name, Listen: s.Listen.String(), Backend: s.Backend.String(),
+			Name: s.Name, Listen: s.Listen.String(), Backend: s.Backends[0].Addr.String(),
 			CookiePolicy: s.Policy, CookieMode: mode,
 			Announce: announce(s.Offer.MSS, s.Offer.WScale, s.Offer.SACK, s.Offer.Timestamps),
 			Queues:   control.Queues{Syn: ss.HalfOpen, SynLimit: ss.HalfOpenLimit, Accept: ss.Accept, AcceptLimit: ss.AcceptLimit},
@@ -185,27 +182,33 @@ func (c *controlSource) Status() control.Status {
 			},
 			Conns: control.Conns{Opening: opening[s.Name], Spliced: spliced[s.Name]},
 		}
-		pr := c.health.get(s.Name)
-		b := control.Backend{
-			Addr: s.Backend.String(), Source: joinAddrs(s.Sources), Health: "unknown",
-			LastProbe: pr.last, ProbeError: pr.err, LastFailure: pr.lastFailure, LastFailureError: pr.failure,
-			Connects: ss.BackendConnect.Count, ConnectSeconds: ss.BackendConnect.Sum,
+		for _, m := range s.Backends {
+			pr := c.health.get(s.Name, m.Addr)
+			b := control.Backend{
+				Addr: m.Addr.String(), Source: joinAddrs(s.Sources), Health: "unknown",
+				Weight: m.Weight, State: m.State(),
+				LastProbe: pr.last, ProbeError: pr.err, LastFailure: pr.lastFailure, LastFailureError: pr.failure,
+			}
+			switch {
+			case pr.last.IsZero():
+			case pr.err != "":
+				b.Health = "failing"
+			default:
+				b.Health = "ok"
+			}
+			if len(s.Backends) == 1 {
+				// The service's own figures are this backend's.
+				b.Connects, b.ConnectSeconds = ss.BackendConnect.Count, ss.BackendConnect.Sum
+				if f := s.LastFailure; f != nil {
+					b.LastLegFailure, b.LastLegFailureReason = f.At, f.Reason
+				}
+			}
+			if pr.learned != nil {
+				a := announce(pr.learned.MSS, pr.learned.WScale, pr.learned.SACK, pr.learned.Timestamps)
+				b.Learned = &a
+			}
+			svc.Backends = append(svc.Backends, b)
 		}
-		switch {
-		case pr.last.IsZero():
-		case pr.err != "":
-			b.Health = "failing"
-		default:
-			b.Health = "ok"
-		}
-		if f := s.LastFailure; f != nil {
-			b.LastLegFailure, b.LastLegFailureReason = f.At, f.Reason
-		}
-		if pr.learned != nil {
-			a := announce(pr.learned.MSS, pr.learned.WScale, pr.learned.SACK, pr.learned.Timestamps)
-			b.Learned = &a
-		}
-		svc.Backends = []control.Backend{b}
 		st.Services = append(st.Services, svc)
 	}
 	return st

@@ -112,6 +112,9 @@ type reloader struct {
 	off    *cookieOffload
 	reg    *metrics.Registry
 	health *backendHealth
+	// checks runs the backends' active checks; a reload syncs them to
+	// the new pools.
+	checks *checks
 	// ann, with BGP, announces the services' VIPs.
 	ann *announcer
 	log *slog.Logger
@@ -146,7 +149,7 @@ func (r *reloader) reload(trigger string) (control.ReloadResult, error) {
 	}
 	r.reg.ReloadSucceeded(time.Now())
 	r.log.Info("configuration reloaded", "trigger", trigger, "file", r.path,
-		"added", res.Added, "changed", res.Changed, "removed", res.Removed, "unchanged", res.Unchanged, "applied", res.Applied)
+		"added", res.Added, "changed", res.Changed, "repooled", res.Repooled, "removed", res.Removed, "unchanged", res.Unchanged, "applied", res.Applied)
 	return res, nil
 }
 
@@ -224,8 +227,13 @@ func (r *reloader) apply(next *config.Config) (control.ReloadResult, error) {
 			res.Applied = append(res.Applied, k.name)
 		}
 	}
+	if r.checks != nil {
+		// Checks of new members start, those of members gone stop, those
+		// whose check changed restart from the engine's verdict.
+		r.checks.sync(next, svcs)
+	}
 	r.cfg, r.svcs = next, svcs
-	res.Added, res.Changed, res.Removed, res.Unchanged = st.Added, st.Changed, st.Removed, st.Unchanged
+	res.Added, res.Changed, res.Repooled, res.Removed, res.Unchanged = st.Added, st.Changed, st.Repooled, st.Removed, st.Unchanged
 	return res, nil
 }
 
@@ -298,31 +306,41 @@ func (r *reloader) retireEntry(listen netip.AddrPort) {
 // retiredPoll is how often a removed service's connections are counted.
 const retiredPoll = 500 * time.Millisecond
 
-// probeNew learns the backend options of the services next adds or
-// changes to a new backend, all at once, before they take a connection:
-// a connection's announced window scale must not change under it. A
-// failed probe leaves them to the defaults (or, for a changed service on
-// the same backend, to what was learned) until the next probe.
-func (r *reloader) probeNew(next *config.Config, svcs []proxy.Service) map[string]flow.SynOptions {
-	var probe []proxy.Service
+// probeNew learns the options of the backends next adds to a service
+// (new services, new members of a pool, a service moved to other
+// backends), all at once, before they take a connection: a connection's
+// announced window scale must not change under it. A failed probe leaves
+// a member to the defaults (or, for a backend the service had before, to
+// what was learned of it) until the next probe.
+func (r *reloader) probeNew(next *config.Config, svcs []proxy.Service) map[string]map[netip.AddrPort]flow.SynOptions {
+	type target struct {
+		s    proxy.Service
+		addr netip.AddrPort
+	}
+	var probe []target
 	for _, s := range svcs {
 		i := slices.IndexFunc(r.svcs, func(o proxy.Service) bool { return o.Listen == s.Listen })
-		if i < 0 || r.svcs[i].Backend != s.Backend {
-			probe = append(probe, s)
+		for _, m := range s.Backends {
+			if i < 0 || !slices.ContainsFunc(r.svcs[i].Backends, func(o proxy.Backend) bool { return o.Addr == m.Addr }) {
+				probe = append(probe, target{s, m.Addr})
+			}
 		}
 	}
 	var (
 		mu  sync.Mutex
-		out = make(map[string]flow.SynOptions)
+		out = make(map[string]map[netip.AddrPort]flow.SynOptions)
 		wg  sync.WaitGroup
 	)
-	for _, s := range probe {
+	for _, t := range probe {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if o, ok := probeService(r.ctx, next, s, r.log, r.health); ok {
+			if o, ok := probeMember(r.ctx, next, t.s, t.addr, r.log, r.health); ok {
 				mu.Lock()
-				out[s.Name] = o
+				if out[t.s.Name] == nil {
+					out[t.s.Name] = make(map[netip.AddrPort]flow.SynOptions)
+				}
+				out[t.s.Name][t.addr] = o
 				mu.Unlock()
 			}
 		}()

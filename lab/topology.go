@@ -20,6 +20,9 @@ import (
 //	gateway    lo          203.0.113.1/32    2001:db8:3::1/128  the service VIP
 //	backend    eth0        198.51.100.2/24   2001:db8:2::2/64   default via gateway
 //
+// A pool of backends (AddBackendPool) adds addresses to the backend's eth0,
+// one server per address: 198.51.100.3/24 and .4, 2001:db8:2::3/64 and ::4.
+//
 // One-arm topology (all three on one segment, joined by a bridge br0 in a
 // fourth "switch" namespace whose ports are named client, gateway, backend):
 //
@@ -39,6 +42,8 @@ var (
 	BackendV6        = netip.MustParsePrefix("2001:db8:2::2/64")
 	OneArmBackendV4  = netip.MustParsePrefix("192.0.2.3/24")
 	OneArmBackendV6  = netip.MustParsePrefix("2001:db8:1::3/64")
+	BackendPoolV4    = []netip.Prefix{netip.MustParsePrefix("198.51.100.3/24"), netip.MustParsePrefix("198.51.100.4/24")}
+	BackendPoolV6    = []netip.Prefix{netip.MustParsePrefix("2001:db8:2::3/64"), netip.MustParsePrefix("2001:db8:2::4/64")}
 	VIP4             = netip.MustParseAddr("203.0.113.1")
 	VIP6             = netip.MustParseAddr("2001:db8:3::1")
 )
@@ -238,6 +243,25 @@ func (i Iface) addAddrs() error {
 		}
 	}
 	return nil
+}
+
+// AddBackendPool gives the backend namespace the extra addresses of a pool
+// (BackendPoolV4 and BackendPoolV6), routed topology only, and returns
+// every backend address of each family, the topology's own first.
+func (t *Topology) AddBackendPool() (v4, v6 []netip.Addr, err error) {
+	if t.oneArm {
+		return nil, nil, errors.New("backend pool: routed topology only")
+	}
+	v4, v6 = []netip.Addr{t.BackendIf.V4.Addr()}, []netip.Addr{t.BackendIf.V6.Addr()}
+	for i := range BackendPoolV4 {
+		for _, p := range []netip.Prefix{BackendPoolV4[i], BackendPoolV6[i]} {
+			if err := t.Backend.AddAddr(HostIf, p); err != nil {
+				return nil, nil, err
+			}
+		}
+		v4, v6 = append(v4, BackendPoolV4[i].Addr()), append(v6, BackendPoolV6[i].Addr())
+	}
+	return v4, v6, nil
 }
 
 // OneArm reports whether this is the one-arm variant.

@@ -47,6 +47,17 @@ var (
 	dPortWaits       = desc("source_port_waits_total",
 		"Backend legs that found no free source port toward their backend, by outcome: waited (got one later) or failed (gave up at the connect timeout; the client was reset).",
 		"service", "outcome")
+	dNoBackend      = desc("no_backend_total", "SYNs and validated connections of the service that found no usable backend (answered by on_no_backend: reset or drop).", "service")
+	dRedispatch     = desc("backend_redispatched_total", "Backend legs refused by one backend and opened again toward another member of the pool.", "service")
+	dHeaderRetx     = desc("proxy_header_retransmits_total", "PROXY protocol headers sent again because the backend had not acknowledged them.", "service")
+	dBackendUp      = desc("backend_up", "1 when the backend takes new connections (active checks pass, not ejected by passive checks, weight above 0), else 0.", "service", "backend")
+	dBackendHC      = desc("backend_check_up", "The active health checks' verdict on the backend: 1 up, 0 down.", "service", "backend")
+	dBackendW       = desc("backend_weight", "The backend's weight in the service's pool (0: draining).", "service", "backend")
+	dBackendAct     = desc("backend_connections", "Spliced connections to the backend now.", "service", "backend")
+	dBackendTot     = desc("backend_connections_total", "Connections spliced to the backend.", "service", "backend")
+	dBackendErr     = desc("backend_leg_failures_total", "Backend legs to the backend that failed, by reason (the passive checks' input).", "service", "backend", "reason")
+	dChecks         = desc("backend_checks_total", "Active health checks of the backend, by result: ok or failed.", "service", "backend", "result")
+	dCheckLat       = desc("backend_check_latency_seconds", "Duration of the backend's last active health check.", "service", "backend")
 	dSynData        = desc("syn_data_total", "SYNs carrying data (TCP Fast Open) answered by the engine with a SYN-ACK acknowledging only the SYN; the client sends the data again.", "service")
 	dECN            = desc("ecn_total", "Clients' ECN requests, by result at the splice: negotiated (both legs), not_offered (the backend is not known to do ECN), backend_refused (agreed with the client, refused by the backend).", "service", "result")
 	dMSSClamped     = desc("mss_clamped_total", "MSS lowered to fit the gateway's smallest interface MTU, by leg: client (the SYN-ACK) or backend (the backend SYN).", "service", "leg")
@@ -69,6 +80,7 @@ var (
 		dSynReceived, dSynAckSent, dSynQueueFull, dSynDropped, dHalfOpenTimeout, dAckValidated, dAckRejected,
 		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dChallengeACK, dRSTInWindow, dResetsSent, dBackendFailures, dPortWaits,
 		dSynData, dECN, dMSSClamped, dQueueDepth, dQueueLimit, dBackendConnect,
+		dNoBackend, dRedispatch, dHeaderRetx, dBackendUp, dBackendHC, dBackendW, dBackendAct, dBackendTot, dBackendErr, dChecks, dCheckLat,
 		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors, dHandedOff,
 		dReloadSuccesses, dReloadFailures, dReloadLastOK,
 	}
@@ -158,6 +170,29 @@ func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
 		bc = new(Histogram).Snapshot()
 	}
 	ch <- prometheus.MustNewConstHistogram(dBackendConnect, bc.Count, bc.Sum, bc.Buckets, n)
+	counter(ch, dNoBackend, s.NoBackend, n)
+	counter(ch, dRedispatch, s.Redispatched, n)
+	counter(ch, dHeaderRetx, s.HeaderRetransmits, n)
+	for _, b := range s.Backends {
+		gauge(ch, dBackendUp, b2i(b.Usable), n, b.Addr)
+		gauge(ch, dBackendHC, b2i(b.Up), n, b.Addr)
+		gauge(ch, dBackendW, b.Weight, n, b.Addr)
+		gauge(ch, dBackendAct, b.Active, n, b.Addr)
+		counter(ch, dBackendTot, b.Total, n, b.Addr)
+		for _, k := range sortedKeys(b.Failures) {
+			counter(ch, dBackendErr, b.Failures[k], n, b.Addr, k)
+		}
+		counter(ch, dChecks, b.ChecksOK, n, b.Addr, "ok")
+		counter(ch, dChecks, b.Checks-b.ChecksOK, n, b.Addr, "failed")
+		ch <- prometheus.MustNewConstMetric(dCheckLat, prometheus.GaugeValue, b.CheckLatency.Seconds(), n, b.Addr)
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func collectDataplane(ch chan<- prometheus.Metric, dp DataplaneSource) {

@@ -81,6 +81,30 @@ type ServiceStats struct {
 	// BackendConnect is the time from the backend SYN to its SYN-ACK of
 	// the legs that opened.
 	BackendConnect HistogramSnapshot
+	// NoBackend counts SYNs (and validated connections) that found no
+	// usable backend: every one down, ejected or drained.
+	NoBackend uint64
+	// Redispatched counts backend legs a backend refused that were opened
+	// again toward another member; HeaderRetransmits PROXY protocol
+	// headers sent again because the backend had not acknowledged them.
+	Redispatched, HeaderRetransmits uint64
+	// Backends are the service's pool members.
+	Backends []BackendStats
+}
+
+// BackendStats is one pool member of a service at scrape time.
+type BackendStats struct {
+	Addr   string // ip:port
+	Weight int
+	Up     bool // the active health checks' verdict
+	Usable bool // new connections may go to it: up, not ejected, weight > 0
+	Active int  // spliced connections now
+	Total  uint64
+	// Failures counts failed backend legs by reason (refused, timeout,
+	// ...), the passive health checks' input.
+	Failures         map[string]uint64
+	Checks, ChecksOK uint64        // active checks run, and passed
+	CheckLatency     time.Duration // the last active check's
 }
 
 // ServiceSource reports one service's stats. It is called at scrape time,

@@ -74,8 +74,12 @@ func exposition(t *testing.T) map[string]*dto.MetricFamily {
 
 type noFlows struct{}
 
-func (noFlows) InstallTrackedFlow(bpf.FlowKey, bpf.FlowNAT, bpf.FlowTrack) error { return nil }
-func (noFlows) DeleteFlow(bpf.FlowKey) error                                     { return nil }
+func (noFlows) InstallFlow(bpf.FlowKey, bpf.FlowNAT) error { return nil }
+func (noFlows) InstallTrackedFlow(bpf.FlowKey, bpf.FlowNAT, bpf.FlowTrack) error {
+	return nil
+}
+func (noFlows) RaiseSeqEnd(bpf.FlowKey, uint32) error { return bpf.ErrNotFound }
+func (noFlows) DeleteFlow(bpf.FlowKey) error          { return nil }
 func (noFlows) IterateFlows(func(bpf.FlowKey, bpf.FlowState) bool) error {
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/syngate/syngate/bpf"
@@ -131,9 +132,17 @@ func (e *Engine) adoptConn(kc bpf.FlowKey, toBackend, toClient bpf.FlowState, no
 	source, backend := toBackend.NAT.Src, toBackend.NAT.Dst
 	set := e.set.Load()
 	svc := set.services[kc.Dst]
-	if svc == nil || svc.Backend != backend || !slices.Contains(svc.Sources, source.Addr()) {
-		svc = e.drainService(kc.Dst, backend, source.Addr())
+	var be *member
+	if svc != nil && slices.Contains(svc.Sources, source.Addr()) {
+		be = svc.memberAt(backend)
 	}
+	if be == nil {
+		svc = e.drainService(kc.Dst, backend, source.Addr())
+		if be = svc.memberAt(backend); be == nil {
+			be = svc.pool.Load().members[0]
+		}
+	}
+	be.active.Add(1)
 	pk := poolKey{source: source.Addr(), backend: backend}
 	pool := e.pools[pk]
 	if pool == nil {
@@ -145,7 +154,7 @@ func (e *Engine) adoptConn(kc bpf.FlowKey, toBackend, toClient bpf.FlowState, no
 	set.locals[source.Addr()] = true // before Run: the set is not shared yet
 	nb, nc := toBackend.NAT, toClient.NAT
 	c := &conn{
-		svc: svc, client: flow.Tuple{Client: kc.Src, Service: kc.Dst}, created: now,
+		svc: svc, be: be, client: flow.Tuple{Client: kc.Src, Service: kc.Dst}, created: now,
 		state: stateSpliced, haveClient: true, queued: true, synSent: true,
 		source: source, pool: pool, splicedAt: now,
 		// What the slow path needs, recovered from the translations: the
@@ -193,11 +202,17 @@ func (e *Engine) drainService(listen, backend netip.AddrPort, source netip.Addr)
 		return s
 	}
 	s := &service{
-		Service:    Service{Name: "draining " + listen.String(), Listen: listen, Backend: backend, Sources: []netip.Addr{source}},
+		Service:    Service{Name: "draining " + listen.String(), Listen: listen, Backends: []Backend{{Addr: backend}}, Sources: []netip.Addr{source}},
 		slots:      make(chan struct{}),
 		maxPending: e.cfg.MaxPending,
 	}
 	s.st.init()
+	// Its one member has weight 0: it only carries the adopted flows.
+	m := &member{addr: backend, failedBy: make(map[string]*atomic.Uint64, len(backendReasons))}
+	for _, r := range backendReasons {
+		m.failedBy[r] = new(atomic.Uint64)
+	}
+	s.storePool([]*member{m}, e.now(), true)
 	if e.draining == nil {
 		e.draining = make(map[drainKey]*service)
 	}

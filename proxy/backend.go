@@ -18,6 +18,7 @@ import (
 // *bpf.Dataplane implements it.
 type FlowTable interface {
 	InstallTrackedFlow(bpf.FlowKey, bpf.FlowNAT, bpf.FlowTrack) error
+	RaiseSeqEnd(bpf.FlowKey, uint32) error
 	DeleteFlow(bpf.FlowKey) error
 	LookupFlow(bpf.FlowKey) (bpf.FlowState, error)
 	IterateFlows(func(bpf.FlowKey, bpf.FlowState) bool) error
@@ -141,7 +142,17 @@ func (e *Engine) openBackendLegs(ctx context.Context, s *service) {
 // timeout. c.mu is held.
 func (e *Engine) startBackend(c *conn, now time.Time) {
 	s := c.svc
-	src, pool, l, err := e.allocPort(s, now)
+	if c.be == nil {
+		if c.be = s.pick(c.client.Client); c.be == nil {
+			// The pool emptied after the SYN was answered (or XDP
+			// answered it): the client's handshake is done, so it is
+			// told at once whatever on_no_backend says of SYNs.
+			s.noBackend.Add(1)
+			e.abortLocked(c, "no_backend", true)
+			return
+		}
+	}
+	src, pool, l, err := e.allocPort(c.be, now)
 	if err != nil {
 		if !c.portWait {
 			c.portWait = true
@@ -154,7 +165,7 @@ func (e *Engine) startBackend(c *conn, now time.Time) {
 		s.st.portWaits.Add(1)
 	}
 	c.source, c.pool = netip.AddrPortFrom(src, l.port), pool
-	e.conns.setSource(c, legKey{source: c.source, backend: s.Backend})
+	e.conns.setSource(c, legKey{source: c.source, backend: c.be.addr})
 	isn := rand.Uint32()
 	if l.hasFloor {
 		// Above everything the backend saw on this port, by less than
@@ -183,23 +194,23 @@ const isnSpread = 1 << 30
 // than 2^31 above the backend's true next sequence number.
 const maxFloorSlack = 1 << 30
 
-// allocPort takes a source port toward s's backend: from the next source
+// allocPort takes a source port toward backend b: from the next source
 // address in turn that has one free, else from a closed flow that no
 // longer needs it.
-func (e *Engine) allocPort(s *service, now time.Time) (netip.Addr, *portPool, lease, error) {
-	n := len(s.pools)
-	start := int(s.rr.Add(1))
+func (e *Engine) allocPort(b *member, now time.Time) (netip.Addr, *portPool, lease, error) {
+	n := len(b.pools)
+	start := int(b.rr.Add(1))
 	for i := range n {
 		j := (start + i) % n
-		if l, ok := e.takePort(s.poolKeys[j], s.pools[j], now); ok {
-			return s.poolKeys[j].source, s.pools[j], l, nil
+		if l, ok := e.takePort(b.poolKeys[j], b.pools[j], now); ok {
+			return b.poolKeys[j].source, b.pools[j], l, nil
 		}
 	}
 	for i := range n {
 		j := (start + i) % n
-		if e.reclaim(s.poolKeys[j], s.pools[j]) {
-			if l, ok := e.takePort(s.poolKeys[j], s.pools[j], now); ok {
-				return s.poolKeys[j].source, s.pools[j], l, nil
+		if e.reclaim(b.poolKeys[j], b.pools[j]) {
+			if l, ok := e.takePort(b.poolKeys[j], b.pools[j], now); ok {
+				return b.poolKeys[j].source, b.pools[j], l, nil
 			}
 		}
 	}
@@ -254,6 +265,7 @@ func (e *Engine) reclaim(k poolKey, pool *portPool) bool {
 		if c.state == stateSpliced {
 			a, errA := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client))
 			b, errB := e.cfg.Flows.LookupFlow(c.backendKey())
+			b = c.backendState(b)
 			// Over as expireFlows judges it: an exact RST, or both FINs
 			// acknowledged (a half-closed connection still carries data).
 			over := closed(a, b) || a.RST || b.RST
@@ -282,7 +294,15 @@ func (c *conn) idle(a, b bpf.FlowState, now time.Time, mono time.Duration) time.
 }
 
 // backendKey is the flow key of c's backend-to-client direction.
-func (c *conn) backendKey() bpf.FlowKey { return bpf.FlowKey{Src: c.svc.Backend, Dst: c.source} }
+func (c *conn) backendKey() bpf.FlowKey { return bpf.FlowKey{Src: c.backendAddr(), Dst: c.source} }
+
+// backendAddr is the address of c's backend; invalid before one is picked.
+func (c *conn) backendAddr() netip.AddrPort {
+	if c.be == nil {
+		return netip.AddrPort{}
+	}
+	return c.be.addr
+}
 
 // legISN is the ISN of c's backend leg (its SYN's sequence number).
 func (c *conn) legISN() uint32 { return c.clientISN + c.seqDelta }
@@ -309,7 +329,7 @@ func (e *Engine) sendBackendSyn(c *conn) {
 		win <<= c.opts.WScale
 	}
 	e.send(c.svc, packet.BuildSyn, &packet.Fields{
-		Src: c.source, Dst: c.svc.Backend, Seq: c.legISN(), Flags: packet.SYN,
+		Src: c.source, Dst: c.be.addr, Seq: c.legISN(), Flags: packet.SYN,
 		Window: uint16(min(win, 65535)), Options: o,
 	})
 }
@@ -343,11 +363,13 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if seg.Src != c.svc.Backend || !c.synSent {
+	if c.be == nil || seg.Src != c.be.addr || !c.synSent {
 		e.conns.stray.Add(1)
 		return
 	}
 	switch {
+	case c.state == stateSpliced && c.headerPending:
+		e.headerSegment(c, seg)
 	case c.state == stateSpliced && seg.Flags&(packet.SYN|packet.ACK) == packet.SYN:
 		// A SYN into the connection from the backend's side (XDP never
 		// forwards one): the client would answer with a challenge ACK.
@@ -365,7 +387,7 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 	case c.state != stateAccepted:
 	case seg.Flags&packet.RST != 0:
 		if seg.Flags&packet.ACK != 0 && seg.Ack == c.legISN()+1 {
-			e.abortLocked(c, "refused", true)
+			e.redispatch(c, "refused")
 		}
 	case seg.Flags&(packet.SYN|packet.ACK) == packet.SYN|packet.ACK && seg.Ack == c.legISN()+1:
 		e.splice(c, seg, w.ifindex)
@@ -382,7 +404,7 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 		}
 		c.twResets++
 		c.svc.st.twResets.Add(1)
-		e.send(c.svc, packet.Build, &packet.Fields{Src: c.source, Dst: c.svc.Backend, Seq: seg.Ack, Flags: packet.RST})
+		e.send(c.svc, packet.Build, &packet.Fields{Src: c.source, Dst: c.be.addr, Seq: seg.Ack, Flags: packet.RST})
 		e.sendBackendSyn(c)
 	}
 }
@@ -395,6 +417,9 @@ const maxTWResets = 2
 // delivers the held client data. c.mu is held.
 func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	s := c.svc
+	if c.header == nil {
+		c.header = c.newHeader()
+	}
 	c.backendISN, c.backendTS0, c.backendOpts = seg.Seq, seg.Options.TSval, seg.Options
 	switch {
 	case c.ecn && seg.Options.ECN:
@@ -407,14 +432,19 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 		s.st.ecn(ecnNotOffered)
 	}
 	ts := c.ts && seg.Options.Timestamps
+	// The PROXY header takes the first bytes of the backend stream: the
+	// client's bytes move up by its length, and so do the backend's
+	// acknowledgements of them (its ACKs and SACK blocks, which the fast
+	// path shifts by the same AckDelta).
+	hl := uint32(len(c.header))
 	toBackend := bpf.FlowNAT{
-		Src: c.source, Dst: s.Backend,
-		SeqDelta: c.seqDelta, AckDelta: c.backendISN - c.ourISN,
+		Src: c.source, Dst: c.be.addr,
+		SeqDelta: c.seqDelta + hl, AckDelta: c.backendISN - c.ourISN,
 		Ifindex: ifindex, SrcMAC: seg.DstMAC, DstMAC: seg.SrcMAC,
 	}
 	toClient := bpf.FlowNAT{
 		Src: c.client.Service, Dst: c.client.Client,
-		SeqDelta: c.ourISN - c.backendISN, AckDelta: -c.seqDelta,
+		SeqDelta: c.ourISN - c.backendISN, AckDelta: -(c.seqDelta + hl),
 		Ifindex: c.clientIfindex, SrcMAC: c.ourMAC, DstMAC: c.clientMAC,
 	}
 	if ts {
@@ -428,9 +458,16 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	// The backend direction first: the backend sends nothing before our
 	// ACK, while a client segment that finds its own direction installed
 	// is judged against the other one's state.
-	if err := e.cfg.Flows.InstallTrackedFlow(kb, toClient, trBackend); err != nil {
-		e.abortLocked(c, installFailure(err), true)
-		return
+	// With a PROXY header the backend's direction waits for the header's
+	// ACK (see headerSegment): until then the backend's segments reach
+	// the client through the engine, which keeps their ACKs from going
+	// below the client's first byte (a client's TCP drops such a segment
+	// while nothing of its own is acknowledged).
+	if hl == 0 {
+		if err := e.cfg.Flows.InstallTrackedFlow(kb, toClient, trBackend); err != nil {
+			e.abortLocked(c, installFailure(err), true)
+			return
+		}
 	}
 	if err := e.cfg.Flows.InstallTrackedFlow(kc, toBackend, trClient); err != nil {
 		e.cfg.Flows.DeleteFlow(kb)
@@ -438,19 +475,32 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 		return
 	}
 	c.state = stateSpliced
-	e.conns.opened(c)
+	if hl == 0 {
+		e.conns.opened(c)
+	} else {
+		// The connection stays in the opening set, whose scan
+		// retransmits the header.
+		c.toClient, c.trBackend, c.backendNxt = toClient, trBackend, trBackend.SeqEnd
+		c.headerPending = true
+		c.headerNext = e.now().Add(headerRTO)
+		c.sentBytes += uint64(hl)
+	}
 	e.conns.spliced.Add(1)
 	s.st.spliced.Add(1) // before any packet can make the connection visible
+	c.be.legOK()
 	c.splicedAt = e.now()
 	s.connectTime.Observe(c.splicedAt.Sub(c.firstSyn)) // the first backend SYN
 	f := packet.Fields{
-		Src: c.source, Dst: s.Backend, Seq: c.legISN() + 1, Ack: c.backendISN + 1,
+		Src: c.source, Dst: c.be.addr, Seq: c.legISN() + 1, Ack: c.backendISN + 1,
 		Flags: packet.ACK, Window: c.toBackendWindow(c.window),
 	}
 	if ts {
 		f.Options = flow.SynOptions{Timestamps: true, TSval: c.clientTSval + c.tsDelta, TSecr: c.backendTS0}
 	}
 	e.send(s, packet.BuildAck, &f)
+	if hl > 0 {
+		e.sendHeader(c)
+	}
 	for _, h := range c.held {
 		e.toBackend(c, h)
 	}
@@ -582,7 +632,7 @@ func segmentOf(seg *packet.Segment, data []byte) heldSegment {
 // is spliced or splicing.
 func (e *Engine) toBackend(c *conn, h heldSegment) {
 	f := packet.Fields{
-		Src: c.source, Dst: c.svc.Backend, Seq: h.seq + c.seqDelta, Ack: h.ack + c.backendISN - c.ourISN,
+		Src: c.source, Dst: c.be.addr, Seq: h.seq + c.seqDelta + uint32(len(c.header)), Ack: h.ack + c.backendISN - c.ourISN,
 		Flags: packet.Flags(h.flags), Window: c.toBackendWindow(h.window), Payload: h.data,
 	}
 	if h.ts && c.ts && c.backendOpts.Timestamps {
@@ -599,8 +649,14 @@ func (e *Engine) forwardToClient(c *conn, seg *packet.Segment) {
 		in, out, _, _ := c.windowShifts()
 		win = rescale(win, in, out)
 	}
+	ack := seg.Ack - c.seqDelta - uint32(len(c.header))
+	if c.headerPending && seqBefore(seg.Ack, c.headerEnd()) {
+		// The backend has not acknowledged all of the header: nothing of
+		// the client's is acknowledged yet.
+		ack = c.clientISN + 1
+	}
 	f := packet.Fields{
-		Src: c.client.Service, Dst: c.client.Client, Seq: seg.Seq + c.ourISN - c.backendISN, Ack: seg.Ack - c.seqDelta,
+		Src: c.client.Service, Dst: c.client.Client, Seq: seg.Seq + c.ourISN - c.backendISN, Ack: ack,
 		Flags: seg.Flags, Window: win, Payload: seg.Payload,
 	}
 	if seg.Options.Timestamps {
@@ -609,7 +665,7 @@ func (e *Engine) forwardToClient(c *conn, seg *packet.Segment) {
 	if seg.Flags&packet.SYN != 0 {
 		// The backend retransmitted its SYN-ACK: our ACK was lost. Answer
 		// it again instead of confusing the client with a SYN.
-		f := packet.Fields{Src: c.source, Dst: c.svc.Backend, Seq: c.legISN() + 1, Ack: c.backendISN + 1, Flags: packet.ACK, Window: c.window}
+		f := packet.Fields{Src: c.source, Dst: c.be.addr, Seq: c.legISN() + 1, Ack: c.backendISN + 1, Flags: packet.ACK, Window: c.window}
 		if c.ts && seg.Options.Timestamps {
 			f.Options = flow.SynOptions{Timestamps: true, TSval: c.clientTSval + c.tsDelta, TSecr: seg.Options.TSval}
 		}
@@ -666,6 +722,9 @@ func (e *Engine) abortLocked(c *conn, reason string, resetClient bool) {
 	s := c.svc
 	if reason != "client_reset" {
 		s.st.backendFailure(reason)
+		if c.be != nil && !c.failRecorded {
+			c.be.legFailed(reason, e.now())
+		}
 	}
 	if resetClient && c.haveClient {
 		e.send(s, packet.Build, &packet.Fields{
@@ -674,7 +733,7 @@ func (e *Engine) abortLocked(c *conn, reason string, resetClient bool) {
 		})
 	}
 	if c.synSent && reason != "refused" {
-		e.send(s, packet.Build, &packet.Fields{Src: c.source, Dst: s.Backend, Seq: c.legISN() + 1, Flags: packet.RST})
+		e.send(s, packet.Build, &packet.Fields{Src: c.source, Dst: c.be.addr, Seq: c.legISN() + 1 + uint32(len(c.header)), Flags: packet.RST})
 	}
 	if wasSpliced {
 		e.conns.spliced.Add(-1)
@@ -692,6 +751,7 @@ func (e *Engine) dropFlows(c *conn) {
 	a, err := e.cfg.Flows.LookupFlow(kc)
 	e.cfg.Flows.DeleteFlow(kc)
 	e.cfg.Flows.DeleteFlow(c.backendKey())
+	c.be.active.Add(-1)
 	e.release(c, a.Bytes, err == nil)
 }
 
@@ -705,7 +765,7 @@ func (e *Engine) release(c *conn, fastBytes uint64, known bool) {
 		floor, ok := c.portFloor(fastBytes)
 		c.pool.put(c.source.Port(), e.now(), floor, ok && known)
 	}
-	e.conns.remove(c, legKey{source: c.source, backend: c.svc.Backend})
+	e.conns.remove(c, legKey{source: c.source, backend: c.backendAddr()})
 	c.held, c.heldBytes = nil, 0
 }
 
@@ -743,6 +803,10 @@ func (e *Engine) expireOpening(now time.Time) {
 	e.conns.each(true, func(c *conn) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
+		if c.state == stateSpliced && c.headerPending {
+			e.retransmitHeader(c, now)
+			return
+		}
 		if c.state != stateAccepted {
 			return
 		}
@@ -753,7 +817,7 @@ func (e *Engine) expireOpening(now time.Time) {
 		case c.portWait:
 			e.startBackend(c, now)
 		case c.synSent && !now.Before(c.deadline):
-			e.abortLocked(c, "timeout", true)
+			e.redispatch(c, "timeout")
 		case c.synSent && !now.Before(c.nextSyn):
 			c.synTries++
 			c.nextSyn = now.Add(backendSynRTO << min(c.synTries, 6))
@@ -820,8 +884,8 @@ func (e *Engine) expireShard(shard int, now time.Time) int {
 	return e.conns.eachIn(shard, false, func(c *conn) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if c.state != stateSpliced {
-			return
+		if c.state != stateSpliced || c.headerPending {
+			return // a pending header has its own timeout
 		}
 		kc, kb := bpf.ClientKey(c.client), c.backendKey()
 		a, errA := e.cfg.Flows.LookupFlow(kc)
@@ -837,6 +901,7 @@ func (e *Engine) expireShard(shard int, now time.Time) int {
 		if errA != nil || errB != nil {
 			return
 		}
+		b = c.backendState(b)
 		idle := c.idle(a, b, now, mono)
 		switch {
 		case (a.RST || b.RST) && idle >= to.Reset:
@@ -885,7 +950,7 @@ func (e *Engine) resetEnds(c *conn, a bpf.FlowState, haveA bool, b bpf.FlowState
 	e.send(s, packet.Build, &packet.Fields{
 		Src: c.client.Service, Dst: c.client.Client, Seq: bNxt + c.ourISN - c.backendISN, Flags: packet.RST,
 	})
-	e.send(s, packet.Build, &packet.Fields{Src: c.source, Dst: s.Backend, Seq: cNxt + c.seqDelta, Flags: packet.RST})
+	e.send(s, packet.Build, &packet.Fields{Src: c.source, Dst: c.be.addr, Seq: cNxt + c.seqDelta + uint32(len(c.header)), Flags: packet.RST})
 	s.st.resetsSent.Add(2)
 }
 
@@ -921,6 +986,9 @@ func (e *Engine) reuse(c *conn, seg *packet.Segment) bool {
 		e.abortLocked(c, "replaced", false)
 		return true
 	}
+	if c.headerPending {
+		return false // its backend direction is not installed yet
+	}
 	a, errA := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client))
 	b, errB := e.cfg.Flows.LookupFlow(c.backendKey())
 	if errors.Is(errA, bpf.ErrNotFound) || errors.Is(errB, bpf.ErrNotFound) {
@@ -931,6 +999,7 @@ func (e *Engine) reuse(c *conn, seg *packet.Segment) bool {
 	if errA != nil || errB != nil {
 		return false // cannot tell: keep the connection, the client retries
 	}
+	b = c.backendState(b)
 	if a.RST || b.RST || (closed(a, b) && (!a.Tracked || newIncarnation(seg, a))) {
 		e.endFlow(c, "reused")
 		return true
@@ -990,8 +1059,8 @@ func (e *Engine) challengeACK(c *conn, st bpf.FlowState, toClient bool) {
 		// client's sequence numbers go into the leg's space (its acks are
 		// already in the backend's).
 		f.Window = c.toBackendWindow(uint16(min(win>>st.Track.WScale, 65535)))
-		f.Src, f.Dst = c.source, s.Backend
-		f.Seq, f.Ack = st.Track.SeqEnd+c.seqDelta, st.Track.AckMax
+		f.Src, f.Dst = c.source, c.be.addr
+		f.Seq, f.Ack = st.Track.SeqEnd+c.seqDelta+uint32(len(c.header)), st.Track.AckMax
 	}
 	e.send(s, packet.Build, &f)
 	s.st.challengeSent.Add(1)

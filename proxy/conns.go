@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 )
 
@@ -62,6 +63,10 @@ type conn struct {
 	clientMAC, ourMAC [6]byte
 	clientIfindex     int
 
+	// be is the pool member of the backend leg, picked when the leg
+	// opens; tried are the members that refused it before (redispatch).
+	be       *member
+	tried    []*member
 	source   netip.AddrPort // our backend-side address and port
 	pool     *portPool      // where source's port goes back
 	portWait bool           // waiting for a free source port
@@ -75,7 +80,8 @@ type conn struct {
 	firstSyn          time.Time // the first backend SYN, for the connect time
 	nextSyn           time.Time // next backend SYN retransmission
 	synTries          int
-	twResets          int // TIME_WAIT ACKs answered with a RST
+	twResets          int  // TIME_WAIT ACKs answered with a RST
+	failRecorded      bool // the leg's failure is already on be (redispatch)
 	held              []heldSegment
 	heldBytes         int
 
@@ -87,6 +93,34 @@ type conn struct {
 	// splice ends (with slowSent): XDP's sequence state does not know it.
 	slowEnd  uint32
 	slowSent bool
+
+	// PROXY protocol: header is what the backend stream starts with.
+	// While headerPending the backend has not acknowledged it: only the
+	// client-to-backend flow is installed, the backend's segments come to
+	// the engine (which installs toClient, its tracked state from
+	// trBackend and what the backend sent since, once one acknowledges
+	// the header) and the header is retransmitted at headerNext.
+	header        []byte
+	headerPending bool
+	headerNext    time.Time
+	headerTries   int
+	toClient      bpf.FlowNAT
+	trBackend     bpf.FlowTrack
+	backendNxt    uint32 // the backend's next sequence number, from what it sent so far
+	// backendFIN: the backend's FIN went to the client through the engine
+	// (before its flow was installed), so the flow's state lacks it;
+	// backendFinEnd is the FIN's sequence number plus one.
+	backendFIN    bool
+	backendFinEnd uint32
+}
+
+// backendState completes b, the backend direction's state as the data
+// plane holds it, with a FIN the engine forwarded before the flow existed.
+func (c *conn) backendState(b bpf.FlowState) bpf.FlowState {
+	if c.backendFIN && !b.FIN {
+		b.FIN, b.FinEnd = true, c.backendFinEnd
+	}
+	return b
 }
 
 // connShards spreads the tables over independent locks so receive loops
@@ -218,6 +252,17 @@ func (t *connTable) remove(c *conn, leg legKey) {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// removeSource drops c's backend-leg index entry (its leg moves to
+// another backend).
+func (t *connTable) removeSource(c *conn, leg legKey) {
+	s := &t.shards[t.shardOf(leg.source)]
+	s.mu.Lock()
+	if s.bySource[leg] == c {
+		delete(s.bySource, leg)
+	}
+	s.mu.Unlock()
 }
 
 // opened takes c off the opening set once it is spliced.

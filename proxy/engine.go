@@ -22,7 +22,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,13 +36,25 @@ import (
 
 // Service is one protected listener as the engine runs it.
 type Service struct {
-	Name    string
-	Listen  netip.AddrPort
-	Backend netip.AddrPort
+	Name   string
+	Listen netip.AddrPort
+	// Backends is the pool; a new connection picks a member by Maglev
+	// consistent hashing over the client's address and port (only the
+	// address with HashAddress). Backend alone is shorthand for a pool of
+	// one of weight 1.
+	Backends    []Backend
+	Backend     netip.AddrPort
+	HashAddress bool
+	// ProxyProtocol is 0 (off), 1 or 2: the PROXY protocol header the
+	// backend stream starts with.
+	ProxyProtocol int
+	// DropNoBackend makes SYNs that find no usable backend go unanswered
+	// instead of reset.
+	DropNoBackend bool
 	// Sources are the addresses the backend legs come from, at least one;
-	// each has its own source ports toward Backend (the caller resolves
-	// "from the route" before New). They must be the gateway's: the
-	// backend answers them.
+	// each has its own source ports toward every backend (the caller
+	// resolves "from the route" before New). They must be the gateway's:
+	// the backend answers them.
 	Sources []netip.Addr
 	Queue   queue.Config
 	// Announce holds what the SYN-ACK offers. Fields left nil are taken
@@ -121,7 +132,9 @@ type Engine struct {
 	reconfMu sync.Mutex
 	// pools holds the source ports of each source address toward each
 	// backend; services sharing both share the pool, across reloads too.
-	pools map[poolKey]*portPool
+	// poolsMu guards it against SetBackends and Reconfigure.
+	poolsMu sync.Mutex
+	pools   map[poolKey]*portPool
 	// timeouts are the expiry and connect timeouts, swapped whole by
 	// Reconfigure.
 	timeouts atomic.Pointer[Timeouts]
@@ -153,20 +166,18 @@ type service struct {
 	Service
 	l     *queue.Listener
 	offer atomic.Pointer[Offer]
-	// backendOpts is what offer was merged from: the backend's options as
-	// last learned (defaults until then), kept for a reload.
-	backendOpts atomic.Pointer[flow.SynOptions]
-	st          serviceCounters
+	st    serviceCounters
 	// slots bounds the backend handshakes in flight; while they are all
 	// taken, validated connections wait in the accept queue.
 	slots      chan struct{}
 	maxPending int
 	maxMSS     uint16 // from Config.LinkMTU; 0: no clamp
-	// pools are the service's source ports, one pool per source address;
-	// rr spreads new connections over them.
-	pools    []*portPool
-	poolKeys []poolKey // pools[i]'s source and backend
-	rr       atomic.Uint32
+	// pool is the backends and their lookup table, swapped whole under
+	// poolMu; builtWeights is what the table was built from.
+	pool         atomic.Pointer[pool]
+	poolMu       sync.Mutex
+	builtWeights []maglevEntry
+	noBackend    atomic.Uint64 // SYNs and connections that found no usable backend
 	// Cookie offload state: offloaded is what the data plane does now,
 	// wantOffload a receive loop's request, offloadedOffer what it
 	// announces (only Run touches it).
@@ -247,7 +258,9 @@ func New(cfg Config) (*Engine, error) {
 		if _, dup := set.services[s.Listen]; dup {
 			return nil, fmt.Errorf("%w: service %s: listener %v used twice", ErrConfig, s.Name, s.Listen)
 		}
+		e.poolsMu.Lock()
 		svc, err := e.newService(s)
+		e.poolsMu.Unlock()
 		if err != nil {
 			return nil, err
 		}
@@ -257,18 +270,23 @@ func New(cfg Config) (*Engine, error) {
 	return e, nil
 }
 
-// newService checks s and builds its engine state, taking its source
-// ports from the engine's pools (shared with any service, earlier or
-// retired, of the same source address and backend).
+// newService checks s and builds its engine state, its pool members taking
+// their source ports from the engine's pools (shared with any service,
+// earlier or retired, of the same source address and backend). e.poolsMu
+// is held.
 func (e *Engine) newService(s Service) (*service, error) {
 	cfg := e.cfg
 	if len(s.Sources) == 0 {
 		return nil, fmt.Errorf("%w: service %s: no source address", ErrConfig, s.Name)
 	}
-	for _, a := range s.Sources {
-		if !a.IsValid() || a.Is4() != s.Backend.Addr().Is4() {
-			return nil, fmt.Errorf("%w: service %s: source %v does not fit backend %v", ErrConfig, s.Name, a, s.Backend)
-		}
+	if len(s.Backends) == 0 {
+		s.Backends = []Backend{{Addr: s.Backend, Weight: 1}}
+	}
+	if len(s.Backends) > maxMembers {
+		return nil, fmt.Errorf("%w: service %s: %d backends, at most %d", ErrConfig, s.Name, len(s.Backends), maxMembers)
+	}
+	if s.ProxyProtocol < 0 || s.ProxyProtocol > 2 {
+		return nil, fmt.Errorf("%w: service %s: PROXY protocol version %d", ErrConfig, s.Name, s.ProxyProtocol)
 	}
 	l, err := queue.NewListener(s.Queue)
 	if err != nil {
@@ -277,21 +295,12 @@ func (e *Engine) newService(s Service) (*service, error) {
 	svc := &service{Service: s, l: l, slots: make(chan struct{}, l.AcceptQueueCap()), maxPending: cfg.MaxPending, offloadReqs: e.offloadReqs}
 	svc.maxMSS = linkMSS(cfg.LinkMTU, s.Listen.Addr().Is6() && !s.Listen.Addr().Is4In6())
 	svc.st.init()
-	svc.setBackendOptions(defaultBackendOptions(s.Backend.Addr().Is6()))
-	for _, a := range s.Sources {
-		k := poolKey{source: a, backend: s.Backend}
-		p := e.pools[k]
-		if p == nil {
-			if p, err = newPortPool(cfg.PortMin, cfg.PortMax, cfg.PortQuiet, cfg.Now()); err != nil {
-				return nil, fmt.Errorf("%w: %v", ErrConfig, err)
-			}
-			e.pools[k] = p
-		}
-		if !slices.Contains(svc.pools, p) {
-			svc.pools = append(svc.pools, p)
-			svc.poolKeys = append(svc.poolKeys, k)
-		}
+	svc.offer.Store(svc.mergeOffer(defaultBackendOptions(s.Backends[0].Addr.Addr().Is6())))
+	members, err := e.newMembers(svc, nil, s.Backends)
+	if err != nil {
+		return nil, err
 	}
+	svc.storePool(members, e.now(), true)
 	return svc, nil
 }
 
@@ -350,21 +359,19 @@ func (s *service) mergeOffer(b flow.SynOptions) *Offer {
 	return o
 }
 
-func (s *service) setBackendOptions(b flow.SynOptions) {
-	s.backendOpts.Store(&b)
-	s.offer.Store(s.mergeOffer(b))
-}
-
-// SetBackendOptions records what the named service's backend offers (from
-// ProbeBackend); configured announce values still win.
+// SetBackendOptions records what every backend of the named service
+// offers (from ProbeBackend); configured announce values still win. See
+// SetMemberOptions for one backend of a pool.
 func (e *Engine) SetBackendOptions(name string, b flow.SynOptions) error {
-	for _, s := range e.set.Load().order {
-		if s.Name == name {
-			s.setBackendOptions(b)
-			return nil
-		}
+	s := e.service(name)
+	if s == nil {
+		return fmt.Errorf("no service %q", name)
 	}
-	return fmt.Errorf("no service %q", name)
+	for _, m := range s.pool.Load().members {
+		m.opts.Store(&b)
+	}
+	s.refreshOffer()
+	return nil
 }
 
 // Services lists the services in configuration order, as metrics sources.
@@ -500,11 +507,19 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 		now := e.now()
+		set := e.set.Load()
+		for _, s := range set.order {
+			s.refreshPool(now) // passive ejections end
+		}
+		for _, rs := range set.retiring {
+			for _, s := range rs {
+				s.refreshPool(now) // their accepted connections still open legs
+			}
+		}
 		e.expireOpening(now)
 		if now.Sub(lastSecond) >= time.Second {
 			lastSecond = now
 			e.cfg.Jar.Rotate(now)
-			set := e.set.Load()
 			for _, s := range set.order {
 				e.expireHalfOpen(s, now)
 				e.manageOffload(s, now)

@@ -41,6 +41,21 @@ func (f *fakeFlows) InstallFlow(k bpf.FlowKey, n bpf.FlowNAT) error {
 	return nil
 }
 
+// RaiseSeqEnd raises a tracked entry's seq_end, as the data plane does.
+func (f *fakeFlows) RaiseSeqEnd(k bpf.FlowKey, seqEnd uint32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.flows[k]
+	if !ok {
+		return bpf.ErrNotFound
+	}
+	if s.Tracked && int32(seqEnd-s.Track.SeqEnd) > 0 {
+		s.Track.SeqEnd = seqEnd
+		f.flows[k] = s
+	}
+	return nil
+}
+
 func (f *fakeFlows) DeleteFlow(k bpf.FlowKey) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -114,6 +114,15 @@ func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 		s.st.synDropped.Add(1)
 		return w.reset(p)
 	}
+	if !s.hasBackend() {
+		// Every backend is down or drained: answering would only make
+		// the client wait for a reset after its ACK.
+		s.noBackend.Add(1)
+		if s.DropNoBackend {
+			return false
+		}
+		return w.reset(p)
+	}
 	now := w.e.now()
 	o := s.offer.Load()
 	if len(seg.Payload) > 0 {

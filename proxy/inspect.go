@@ -13,11 +13,12 @@ import (
 // its addresses, its cookie policy and whether cookies are being sent, and
 // what its SYN-ACKs announce now.
 type ServiceState struct {
-	Name    string
-	Listen  netip.AddrPort
-	Backend netip.AddrPort
-	Sources []netip.Addr // the backend legs' source addresses
-	Policy  string       // cookie policy: never, auto, always
+	Name   string
+	Listen netip.AddrPort
+	// Backends are the pool's members in order, with their health.
+	Backends []BackendHealth
+	Sources  []netip.Addr // the backend legs' source addresses
+	Policy   string       // cookie policy: never, auto, always
 	// XDPCookies: the data plane answers the service's SYNs with cookies
 	// (always, or auto after the half-open queue overflowed).
 	XDPCookies bool
@@ -30,9 +31,10 @@ type ServiceState struct {
 func (e *Engine) ServiceStates() []ServiceState {
 	order := e.set.Load().order
 	out := make([]ServiceState, len(order))
+	health := e.health(order)
 	for i, s := range order {
 		out[i] = ServiceState{
-			Name: s.Name, Listen: s.Listen, Backend: s.Backend, Sources: s.Sources,
+			Name: s.Name, Listen: s.Listen, Backends: health[i].Backends, Sources: s.Sources,
 			Policy: s.Queue.Cookies.String(), XDPCookies: s.offloaded.Load(), Offer: *s.offer.Load(),
 			LastFailure: s.st.lastFailure.Load(),
 		}
@@ -79,7 +81,7 @@ func (e *Engine) Conns(want func(*ConnInfo) bool, fn func(ConnInfo) bool) {
 		}
 		c.mu.Lock()
 		ci := ConnInfo{
-			Service: c.svc.Name, Client: c.client, Source: c.source, Backend: c.svc.Backend,
+			Service: c.svc.Name, Client: c.client, Source: c.source, Backend: c.backendAddr(),
 			Created: c.created,
 		}
 		state := c.state

@@ -53,6 +53,11 @@ func (e *Engine) manageOffload(s *service, now time.Time) {
 	case on && float64(s.l.SynQueueLen()) < offloadOffAt*float64(s.l.SynQueueCap()):
 		want = false
 	}
+	if !s.hasBackend() {
+		// SYN-ACKs minted in XDP would only lead to a reset after the
+		// ACK: SYNs go to the engine, which applies on_no_backend.
+		want = false
+	}
 	o := s.offer.Load()
 	if want != on || (want && (s.offloadedOffer == nil || *o != *s.offloadedOffer)) {
 		if err := e.cfg.Offload.OffloadCookies(s.Service, want, *o, e.window()); err != nil {

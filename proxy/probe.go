@@ -35,7 +35,10 @@ const tsOptionLen = 12
 // The kernel reports the options it negotiated, which are the backend's
 // when our own stack offers everything, as Linux does by default. The MSS
 // is the one the path allows: the backend's or less.
-func ProbeBackend(ctx context.Context, backend netip.AddrPort, source netip.Addr) (flow.SynOptions, error) {
+//
+// preamble, if any, is sent before the close: the PROXY protocol header of
+// a local connection for a backend that expects one (see package health).
+func ProbeBackend(ctx context.Context, backend netip.AddrPort, source netip.Addr, preamble []byte) (flow.SynOptions, error) {
 	d := net.Dialer{}
 	if source.IsValid() {
 		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(source, 0))
@@ -64,6 +67,12 @@ func ProbeBackend(ctx context.Context, backend netip.AddrPort, source netip.Addr
 	}
 	if err != nil {
 		return flow.SynOptions{}, fmt.Errorf("probe backend %s: tcp_info: %w", backend, err)
+	}
+	if len(preamble) > 0 {
+		if dl, ok := ctx.Deadline(); ok {
+			c.SetWriteDeadline(dl)
+		}
+		c.Write(preamble) // a courtesy to the backend's log: the options are known
 	}
 	return parseTCPInfo(info[:]), nil
 }

@@ -38,7 +38,7 @@ func TestProbeBackendLoopback(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	got, err := ProbeBackend(ctx, netip.MustParseAddrPort(ln.Addr().String()), netip.MustParseAddr("127.0.0.1"))
+	got, err := ProbeBackend(ctx, netip.MustParseAddrPort(ln.Addr().String()), netip.MustParseAddr("127.0.0.1"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestProbeBackendRefused(t *testing.T) {
 	ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := ProbeBackend(ctx, addr, netip.Addr{}); err == nil || !strings.Contains(err.Error(), "probe backend") {
+	if _, err := ProbeBackend(ctx, addr, netip.Addr{}, nil); err == nil || !strings.Contains(err.Error(), "probe backend") {
 		t.Errorf("err = %v, want a wrapped connection error", err)
 	}
 }

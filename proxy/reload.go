@@ -51,36 +51,42 @@ type Timeouts struct {
 
 // ReconfigureStats says what Reconfigure did.
 type ReconfigureStats struct {
-	// Added, Changed and Removed name the services by name.
-	Added, Changed, Removed []string
+	// Added, Changed and Removed name the services by name; Repooled
+	// those kept whose pool was swapped (see SetBackends).
+	Added, Changed, Removed, Repooled []string
 	// Unchanged services keep their state (queues, counters, offer).
 	Unchanged int
 }
 
 // Reconfigure makes svcs the engine's services, atomically for the
 // receive loops: a service whose listener and settings are as before keeps
-// its state; a changed one (another backend, source addresses, queue
-// bounds, cookie policy, overflow policy or announce values) is replaced
-// by a new one; a removed one is gone. Replaced and removed services are
-// retired: they take no new connection, but the handshakes they hold end
-// with them as they began (half-open entries complete into their accept
-// queue, accepted connections open their backend leg to the backend they
-// were accepted for), and their spliced connections run on until they
-// end, like the draining connections Adopt finds. A retired service's
+// its state; one whose only change is its pool (backends, weights) keeps
+// its state too and gets the new pool as SetBackends gives it (members
+// that stay keep their health and live connections their backend); a
+// changed one (source addresses, queue bounds, cookie policy, overflow
+// policy, announce values, hashing, PROXY protocol, no-backend policy) is
+// replaced by a new one; a removed one is gone. Replaced and removed
+// services are retired: they take no new connection, but the handshakes
+// they hold end with them as they began (half-open entries complete into
+// their accept queue, accepted connections open their backend leg in the
+// retired service's pool), and their spliced connections run on until
+// they end, like the draining connections Adopt finds. A retired service's
 // backend-leg loop stops once its queues are empty. Zero timeouts are left
-// as they are. learned holds, by service name, backend options already
-// probed for added and changed services: they announce them from their
-// first SYN-ACK (a changed service with the same backend keeps what was
-// learned; others announce defaults until SetBackendOptions).
+// as they are. learned holds, by service name and backend, backend options
+// already probed for the members of added, changed and repooled services:
+// they announce them from their first SYN-ACK (a member whose backend the
+// service had before keeps what was learned of it; others count for the
+// offer from their probe on, see SetMemberOptions).
 //
 // Nothing changes when it returns an error.
-func (e *Engine) Reconfigure(svcs []Service, t Timeouts, learned map[string]flow.SynOptions) (ReconfigureStats, error) {
+func (e *Engine) Reconfigure(svcs []Service, t Timeouts, learned map[string]map[netip.AddrPort]flow.SynOptions) (ReconfigureStats, error) {
 	var st ReconfigureStats
 	if len(svcs) == 0 {
 		return st, fmt.Errorf("%w: no services", ErrConfig)
 	}
 	e.reconfMu.Lock()
 	defer e.reconfMu.Unlock()
+	e.poolsMu.Lock() // released before the pools swap (SetBackends' order)
 	cur := e.set.Load()
 	next := &serviceSet{
 		services: make(map[netip.AddrPort]*service, len(svcs)),
@@ -91,21 +97,47 @@ func (e *Engine) Reconfigure(svcs []Service, t Timeouts, learned map[string]flow
 		next.retiring[l] = slices.Clone(rs)
 	}
 	pools := maps.Clone(e.pools) // restored on failure
-	var added []*service
+	fail := func(err error) (ReconfigureStats, error) {
+		e.pools = pools
+		e.poolsMu.Unlock()
+		return ReconfigureStats{}, err
+	}
+	type repool struct {
+		s       *service
+		members []Backend
+		next    []*member
+	}
+	var (
+		added    []*service
+		repooled []repool
+	)
 	for _, s := range svcs {
-		if _, dup := next.services[s.Listen]; dup {
-			e.pools = pools
-			return ReconfigureStats{}, fmt.Errorf("%w: service %s: listener %v used twice", ErrConfig, s.Name, s.Listen)
+		if len(s.Backends) == 0 {
+			s.Backends = []Backend{{Addr: s.Backend, Weight: 1}}
 		}
-		if old := cur.services[s.Listen]; old != nil && sameService(old.Service, s) {
+		if _, dup := next.services[s.Listen]; dup {
+			return fail(fmt.Errorf("%w: service %s: listener %v used twice", ErrConfig, s.Name, s.Listen))
+		}
+		if old := cur.services[s.Listen]; old != nil && samePoolless(old.Service, s) {
 			next.add(old)
-			st.Unchanged++
+			if old.samePool(s.Backends) {
+				st.Unchanged++
+				continue
+			}
+			if len(s.Backends) > maxMembers {
+				return fail(fmt.Errorf("%w: service %s: %d backends, at most %d", ErrConfig, s.Name, len(s.Backends), maxMembers))
+			}
+			members, err := e.newMembers(old, old.pool.Load().members, s.Backends)
+			if err != nil {
+				return fail(err)
+			}
+			repooled = append(repooled, repool{old, s.Backends, members})
+			st.Repooled = append(st.Repooled, s.Name)
 			continue
 		}
 		svc, err := e.newService(s)
 		if err != nil {
-			e.pools = pools
-			return ReconfigureStats{}, err
+			return fail(err)
 		}
 		next.add(svc)
 		added = append(added, svc)
@@ -124,15 +156,46 @@ func (e *Engine) Reconfigure(svcs []Service, t Timeouts, learned map[string]flow
 			}
 		}
 	}
+	e.poolsMu.Unlock()
 	// From here on nothing fails.
 	for _, s := range added {
-		// Until its probe answers, a replaced service announces what its
-		// predecessor learned of the backend when the backend is the same.
-		if o, ok := learned[s.Name]; ok {
-			s.setBackendOptions(o)
-		} else if old := cur.services[s.Listen]; old != nil && old.Backend == s.Backend {
-			s.setBackendOptions(*old.backendOpts.Load())
+		// Until its probe answers, a member announces what was learned of
+		// its backend, or what the service's predecessor learned of it.
+		var prev map[netip.AddrPort]*member
+		if old := cur.services[s.Listen]; old != nil {
+			prev = make(map[netip.AddrPort]*member)
+			for _, m := range old.pool.Load().members {
+				prev[m.addr] = m
+			}
 		}
+		members := s.pool.Load().members
+		for _, m := range members {
+			p := prev[m.addr]
+			if o, ok := learned[s.Name][m.addr]; ok {
+				m.opts.Store(&o)
+			} else if p != nil && p.opts.Load() != nil {
+				m.opts.Store(p.opts.Load())
+			}
+			if p != nil {
+				// The backend's check runs on (it is the service's by
+				// name): the replacement starts from its verdict.
+				m.activeUp.Store(p.activeUp.Load())
+			}
+		}
+		s.poolMu.Lock()
+		s.storePool(members, e.now(), true)
+		s.poolMu.Unlock()
+		s.refreshOffer()
+	}
+	for _, r := range repooled {
+		for _, m := range r.next {
+			if o, ok := learned[r.s.Name][m.addr]; ok && m.opts.Load() == nil {
+				m.opts.Store(&o)
+			}
+		}
+		r.s.poolMu.Lock()
+		r.s.commitPool(r.next, r.members, e.now())
+		r.s.poolMu.Unlock()
 	}
 	for _, s := range retired {
 		s.retired.Store(true)
@@ -140,7 +203,9 @@ func (e *Engine) Reconfigure(svcs []Service, t Timeouts, learned map[string]flow
 		if e.draining == nil {
 			e.draining = make(map[drainKey]*service)
 		}
-		e.draining[drainKey{s.Listen, s.Backend, s.Sources[0]}] = s
+		for _, m := range s.pool.Load().members {
+			e.draining[drainKey{s.Listen, m.addr, s.Sources[0]}] = s
+		}
 	}
 	if t.Connect > 0 || t.Established > 0 || t.Close > 0 || t.Reset > 0 {
 		nt := *e.timeouts.Load()
@@ -160,6 +225,10 @@ func (e *Engine) Reconfigure(svcs []Service, t Timeouts, learned map[string]flow
 		e.log.Info("service retired by a reload: its handshakes finish, its connections run until they end",
 			"service", s.Name, "listen", s.Listen, "half_open", s.l.SynQueueLen(), "accept_queue", s.l.AcceptQueueLen())
 	}
+	for _, r := range repooled {
+		e.log.Info("service pool swapped by a reload: live connections keep their backend",
+			"service", r.s.Name, "backends", len(r.members))
+	}
 	return st, nil
 }
 
@@ -169,9 +238,12 @@ func setNonZero(p *time.Duration, v time.Duration) {
 	}
 }
 
-// sameService reports whether a and b run the same way: then a reload
-// keeps the running service.
-func sameService(a, b Service) bool {
+// samePoolless reports whether a and b run the same way but for their
+// pools (Backend, Backends): then a reload keeps the running service, and
+// swaps its pool if that changed.
+func samePoolless(a, b Service) bool {
+	a.Backend, a.Backends = netip.AddrPort{}, nil
+	b.Backend, b.Backends = netip.AddrPort{}, nil
 	return reflect.DeepEqual(a, b)
 }
 

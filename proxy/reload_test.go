@@ -65,8 +65,11 @@ func TestReconfigure(t *testing.T) {
 		t.Fatalf("SYN-ACK = %v", saA.Flags)
 	}
 
+	// Another backend and another hashing: more than the pool changed,
+	// so the service is replaced (a pool-only change is
+	// TestReconfigurePoolOnly's).
 	web := r.svc
-	web.Backend = backend2
+	web.Backend, web.Backends, web.HashAddress = backend2, nil, true
 	api := r.svc
 	api.Name, api.Listen = "api", vip2
 	st, err := r.e.Reconfigure([]Service{web, api}, Timeouts{Established: time.Hour}, nil)
@@ -128,6 +131,69 @@ func TestReconfigure(t *testing.T) {
 	}
 	if !r.e.owned(r.e.conns.byClient(flow.Tuple{Client: a, Service: vip}).backendKey()) {
 		t.Error("the retired service's connection is not owned: the orphan scan would delete its flows")
+	}
+}
+
+// TestReconfigurePoolOnly: a service whose only change is its pool keeps
+// its state and gets the new pool as SetBackends gives it: the member that
+// stays keeps its health, a connection keeps its backend, and new
+// handshakes go to the new pool.
+func TestReconfigurePoolOnly(t *testing.T) {
+	r := reloadRig(t)
+	old := r.e.set.Load().services[vip]
+	gone := r.e.set.Load().services[vip3].Service
+
+	// A connection to the first backend, before the reload.
+	a := netip.MustParseAddrPort("198.51.100.7:40001")
+	r.syn(a, vip, 1000)
+	saA := r.reply()
+	r.ack(a, vip, 1000, saA)
+	if syn := r.sentIP(); syn.Flags != packet.SYN || syn.Dst != backend {
+		t.Fatalf("backend SYN = %v to %v; want to %v", syn.Flags, syn.Dst, backend)
+	}
+	c := r.e.conns.byClient(flow.Tuple{Client: a, Service: vip})
+	if c == nil || c.be == nil || c.be.addr != backend {
+		t.Fatal("no connection to the first backend")
+	}
+	first := c.be
+	if err := r.e.SetBackendUp("web", backend, false); err != nil {
+		t.Fatal(err)
+	}
+
+	web := r.svc
+	web.Backend, web.Backends = netip.AddrPort{}, []Backend{{Addr: backend, Weight: 3}, {Addr: backend2, Weight: 1}}
+	st, err := r.e.Reconfigure([]Service{web, gone}, Timeouts{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(st.Repooled, []string{"web"}) || len(st.Changed) != 0 || len(st.Added) != 0 || len(st.Removed) != 0 || st.Unchanged != 1 {
+		t.Fatalf("stats = %+v", st)
+	}
+	s := r.e.set.Load().services[vip]
+	if s != old || s.retired.Load() || len(r.e.set.Load().retiring) != 0 {
+		t.Fatal("a pool-only change replaced or retired the service")
+	}
+	if s.memberAt(backend) != first || c.be != first || c.svc != old {
+		t.Error("the member that stays, or the connection's backend, was replaced")
+	}
+	h := r.e.Health()[0]
+	if len(h.Backends) != 2 || h.Backends[0].Up || h.Backends[0].Weight != 3 || !h.Backends[1].Up || h.Usable != 1 {
+		t.Errorf("health after the reload: %+v; want the first backend still down (weight 3), the new one up", h)
+	}
+
+	// A new handshake goes to the one usable member: the new backend.
+	b := netip.MustParseAddrPort("198.51.100.7:40002")
+	r.syn(b, vip, 2000)
+	saB := r.reply()
+	r.ack(b, vip, 2000, saB)
+	if syn := r.sentIP(); syn.Flags != packet.SYN || syn.Dst != backend2 {
+		t.Fatalf("backend SYN of a new handshake = %v to %v; want to %v", syn.Flags, syn.Dst, backend2)
+	}
+
+	// The same config again changes nothing.
+	st, err = r.e.Reconfigure([]Service{web, gone}, Timeouts{}, nil)
+	if err != nil || len(st.Repooled) != 0 || st.Unchanged != 2 {
+		t.Fatalf("same config again: %+v, %v", st, err)
 	}
 }
 

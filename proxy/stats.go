@@ -22,7 +22,9 @@ var rejectReasons = func() []string {
 }()
 
 // backendReasons are every label value of backend_failures_total.
-var backendReasons = []string{"refused", "timeout", "no_port", "conn_table_full", "flow_table_full", "flow_install", "stale", "replaced"}
+// no_backend: the pool had no usable member; reset: the backend reset the
+// leg before it acknowledged the PROXY header.
+var backendReasons = []string{"refused", "timeout", "no_port", "conn_table_full", "flow_table_full", "flow_install", "stale", "replaced", "no_backend", "reset"}
 
 // ecnResults are the label values of ecn_total: what became of a client's
 // ECN request, decided at the splice.
@@ -61,6 +63,8 @@ type serviceCounters struct {
 	// Connections that found no free source port: portWaits got one
 	// later, portFails gave up at the connect timeout.
 	portWaits, portFails atomic.Uint64
+	headerRetrans        atomic.Uint64 // PROXY headers sent again
+	redispatched         atomic.Uint64 // legs opened again toward another backend
 	rejectedBy           map[string]*atomic.Uint64
 	failedBy             map[string]*atomic.Uint64
 	// lastFailure is the latest backend-leg failure, for `syngate status`.
@@ -157,6 +161,10 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		HalfOpenLimit:       s.Queue.MaxSynBacklog,
 		Accept:              q.AcceptQueueLen,
 		AcceptLimit:         s.l.AcceptQueueCap(),
+		NoBackend:           s.noBackend.Load(),
+		Redispatched:        s.st.redispatched.Load(),
+		HeaderRetransmits:   s.st.headerRetrans.Load(),
+		Backends:            s.backendStats(),
 		BackendConnect:      s.connectTime.Snapshot(),
 	}
 }

@@ -70,7 +70,7 @@ func printPlan(w io.Writer, cfg *config.Config) {
 	if cfg.Metrics.Listen == "off" {
 		fmt.Fprintf(w, "metrics: off\n")
 	} else {
-		fmt.Fprintf(w, "metrics and health on http://%s/metrics, /healthz\n", cfg.Metrics.Listen)
+		fmt.Fprintf(w, "metrics and health on http://%s/metrics, /healthz, /readyz\n", cfg.Metrics.Listen)
 	}
 	fmt.Fprintf(w, "SYN-ACK retries %d (backoff 1s doubling), backend connect timeout %v, source ports %d-%d per source address and backend\n",
 		cfg.SYN.SynAckRetries, cfg.Backend.ConnectTimeout, cfg.Backend.PortMin, cfg.Backend.PortMax)
@@ -105,7 +105,17 @@ func printPlan(w io.Writer, cfg *config.Config) {
 				src = fmt.Sprintf("%d addresses, %s to %s", len(s.Sources), s.Sources[0], s.Sources[len(s.Sources)-1])
 			}
 		}
-		fmt.Fprintf(w, "service %s: %s -> %s (source %s)\n", s.Name, s.Listen, s.Backend, src)
+		var pool []string
+		for _, m := range s.Backends {
+			if len(s.Backends) == 1 && m.Weight == 1 {
+				pool = append(pool, m.Addr.String())
+				continue
+			}
+			pool = append(pool, fmt.Sprintf("%s (weight %d)", m.Addr, m.Weight))
+		}
+		fmt.Fprintf(w, "service %s: %s -> %s (source %s)\n", s.Name, s.Listen, strings.Join(pool, ", "), src)
+		fmt.Fprintf(w, "  hash %s, proxy_protocol %s, on_no_backend %s; health check %s every %v (timeout %v, rise %d, fall %d)\n",
+			s.Hash, s.ProxyProtocol, s.OnNoBackend, s.HealthCheck.Type, s.HealthCheck.Interval, s.HealthCheck.Timeout, s.HealthCheck.Rise, s.HealthCheck.Fall)
 		fmt.Fprintf(w, "  SYN queue %d, cookies %s; accept queue %d = min(backlog %d, somaxconn %d), on overflow %s\n",
 			cfg.SYN.MaxSynBacklog, s.Cookies, cfg.EffectiveBacklog(s), s.Backlog, cfg.SYN.Somaxconn, s.OnOverflow)
 		a := s.Announce

@@ -65,6 +65,7 @@ func summary(r *control.ReloadResult) string {
 	}
 	list("services added:", r.Added)
 	list("changed:", r.Changed)
+	list("pools swapped:", r.Repooled)
 	list("removed:", r.Removed)
 	parts = append(parts, fmt.Sprintf("%d unchanged", r.Unchanged))
 	list("also applied:", r.Applied)
