@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +25,7 @@ type Health interface {
 // least one service on it is healthy, none while draining.
 type announcer struct {
 	sp       *bgp.Speaker
+	mu       sync.Mutex // guards services, which a reload replaces
 	services []config.Service
 	health   Health
 	log      *slog.Logger
@@ -40,9 +42,12 @@ func (a *announcer) want() []netip.Prefix {
 	if a.draining.Load() {
 		return nil
 	}
+	a.mu.Lock()
+	services := a.services
+	a.mu.Unlock()
 	seen := map[netip.Prefix]bool{}
 	var out []netip.Prefix
-	for _, s := range a.services {
+	for _, s := range services {
 		p := netip.PrefixFrom(s.Listen.Addr(), s.Listen.Addr().BitLen())
 		if seen[p] || !a.health.Healthy(s.Name) {
 			continue
@@ -51,6 +56,18 @@ func (a *announcer) want() []netip.Prefix {
 		out = append(out, p)
 	}
 	return out
+}
+
+// setServices replaces the services whose VIPs are announced (a reload)
+// and announces the new set at once.
+func (a *announcer) setServices(svcs []config.Service) {
+	a.mu.Lock()
+	a.services = svcs
+	a.mu.Unlock()
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
 }
 
 // drain withdraws every VIP from now on.

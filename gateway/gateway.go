@@ -29,6 +29,7 @@ import (
 	"github.com/syngate/syngate/bgp"
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/config"
+	"github.com/syngate/syngate/control"
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/health"
@@ -65,10 +66,20 @@ type Options struct {
 	// announced; nil means the pools decide (a service is healthy while
 	// one of its backends can take new connections).
 	Health Health
-	// Reload delivers new configs (cmd/syngate sends one on SIGHUP). Only
-	// the services' pools are applied: backends and weights, swapped
-	// whole, live connections kept on their backends.
-	Reload <-chan *config.Config
+	// ConfigPath is the file cfg came from: a reload re-reads it. Empty
+	// disables reloads.
+	ConfigPath string
+	// Reload carries reload requests (cmd/syngate sends one on SIGHUP);
+	// each gets the outcome on its channel. Reloads also come over the
+	// control socket (POST /v1/reload).
+	Reload <-chan ReloadRequest
+}
+
+// ReloadRequest asks a running gateway to re-read its config file and
+// apply it; Done, if set, gets the outcome (nil: applied).
+type ReloadRequest struct {
+	Trigger string
+	Done    chan<- error
 }
 
 // Run runs the gateway until ctx ends.
@@ -180,7 +191,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		// maxProbeWait.
 		probeBackends(ctx, engine, cfg, unknownServices(services, known), log, health)
 	}
-	if err := reconcileServices(dp, engine, offload, services, pinned, log); err != nil {
+	removed, err := reconcileServices(engine, offload, services, pinned)
+	if err != nil {
 		return err
 	}
 	if pin != "" {
@@ -199,9 +211,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 
 	hs := &healthServer{e: engine}
 	reg := metrics.New(opts.Version, opts.Revision)
-	for _, s := range engine.Services() {
-		reg.AddService(s)
-	}
+	reg.SetServices(engine.Services())
 	reg.SetDataplane(&dataplaneMetrics{dp: dp, e: engine, limit: cfg.Flows.Max})
 	sockStats := &socketStats{}
 	if err := reg.Register(metrics.NewSocketCollector(sockStats)); err != nil {
@@ -254,6 +264,13 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	ectx, stopEngine := context.WithCancel(context.Background())
 	defer stopEngine()
 	errc := make(chan error, 64)
+	rl := &reloader{
+		path: opts.ConfigPath, cfg: cfg, svcs: services, dp: dp, e: engine, off: offload, reg: reg,
+		health: health, ann: drain.ann, log: log, ctx: ectx, wg: &wg,
+	}
+	if err := retirePinned(rl, removed); err != nil {
+		return err
+	}
 
 	// Sockets first, then the program: a SYN steered before its socket is
 	// registered would be dropped.
@@ -373,6 +390,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	// and Run's exit waits for every goroutine on wg.
 	hc := &checks{ctx: ectx, wg: &wg, e: engine, log: log, running: map[checkKey]runningCheck{}}
 	hc.sync(cfg, services)
+	rl.checks = hc // before anything can ask for a reload
 	go func() {
 		defer wg.Done()
 		if len(known) > 0 {
@@ -382,12 +400,16 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 			offload.refreshStandby(engine, log)
 		}
 		for {
+			// The running config's interval and services: a reload
+			// changes them.
+			cur, svcs := rl.current()
 			select {
 			case <-ectx.Done():
 				return
-			case <-time.After(cfg.Backend.ProbeInterval):
+			case <-time.After(cur.Backend.ProbeInterval):
 			}
-			probeBackends(ectx, engine, cfg, services, log, health)
+			cur, svcs = rl.current()
+			probeBackends(ectx, engine, cur, svcs, log, health)
 			offload.refreshStandby(engine, log)
 		}
 	}()
@@ -415,6 +437,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	if srv := serveControl(cfg, &controlSource{
 		version: opts.Version, started: time.Now(), cfg: cfg, dp: dp, e: engine, socks: sockStats, health: health,
 	}, log); srv != nil {
+		if opts.ConfigPath != "" {
+			srv.Handle("POST "+control.ReloadPath, http.HandlerFunc(rl.serveReload))
+		}
 		defer srv.Close()
 		handleDrain(srv, drainReq, &drain.on, engine)
 	}
@@ -445,8 +470,17 @@ wait:
 			drain.report(engine, log)
 		case err := <-errc:
 			return err
-		case next := <-opts.Reload:
-			cfg = reloadPools(engine, hc, cfg, next, services, log)
+		case req := <-opts.Reload:
+			var err error
+			if opts.ConfigPath == "" {
+				err = errors.New("reload: no config file to re-read")
+				log.Error("reload refused", "trigger", req.Trigger, "err", err)
+			} else {
+				_, err = rl.reload(req.Trigger)
+			}
+			if req.Done != nil {
+				req.Done <- err
+			}
 		}
 	}
 	stopAnnouncing()
@@ -520,31 +554,43 @@ func unknownServices(svcs []proxy.Service, known map[string]flow.SynOptions) []p
 	return out
 }
 
-// reconcileServices makes the services map hold exactly the configured
-// services: removed ones are deleted (their SYNs pass to the kernel again;
-// their spliced connections drain), the others written with their standby
-// cookies and announce values.
-func reconcileServices(dp *bpf.Dataplane, e *proxy.Engine, off *cookieOffload, svcs []proxy.Service, pinned []bpf.Service, log *slog.Logger) error {
+// reconcileServices writes the configured services into the services map
+// with their standby cookies and announce values, and returns the pinned
+// listeners no longer configured: see retirePinned.
+func reconcileServices(e *proxy.Engine, off *cookieOffload, svcs []proxy.Service, pinned []bpf.Service) ([]netip.AddrPort, error) {
 	want := make(map[netip.AddrPort]bool, len(svcs))
 	for i, s := range svcs {
 		want[s.Listen] = true
-		o, window, _ := e.OfferAt(s.Listen)
-		bs := &bpf.Service{Addr: s.Listen, ID: uint32(i)}
-		if s.Queue.Cookies != queue.CookiesNever {
-			bs.StandbyCookies = true
-			bs.Announce = standbyAnnounce(o, window)
-		}
-		if err := off.set(bs); err != nil {
-			return err
+		if err := off.set(serviceEntry(e, s, i)); err != nil {
+			return nil, err
 		}
 	}
+	var removed []netip.AddrPort
 	for _, p := range pinned {
 		if !want[p.Addr] {
-			if err := dp.DeleteService(p.Addr); err != nil && !errors.Is(err, bpf.ErrNotFound) {
-				return err
-			}
-			log.Info("service removed from the data plane", "listen", p.Addr)
+			removed = append(removed, p.Addr)
 		}
+	}
+	return removed, nil
+}
+
+// retirePinned takes the listeners of services no longer configured out of
+// the services map: at once when none of their connections was adopted
+// (their SYNs pass to the kernel again), else once the last one ended, as
+// a reload does (see reloader.retireEntry): the client segments of a
+// spliced connection that XDP does not forward itself must reach the
+// engine, not the kernel.
+func retirePinned(rl *reloader, removed []netip.AddrPort) error {
+	for _, a := range removed {
+		if n := rl.e.RetiredLive(a); n > 0 {
+			rl.log.Info("service removed from the config: kept in the data plane until its adopted connections end", "listen", a, "connections", n)
+			rl.retireEntry(a)
+			continue
+		}
+		if err := rl.off.remove(a); err != nil {
+			return err
+		}
+		rl.log.Info("service removed from the data plane", "listen", a)
 	}
 	return nil
 }
@@ -742,28 +788,36 @@ func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svc
 		go func() {
 			defer wg.Done()
 			for _, m := range pools[s.Name] {
-				pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
-				o, err := proxy.ProbeBackend(pctx, m.Addr, s.Sources[0], health.LocalProxyHeader(s.ProxyProtocol))
-				cancel()
-				bh.record(s.Name, m.Addr, time.Now(), o, err)
-				if err != nil {
-					log.Warn("backend probe failed; announcing what was known", "service", s.Name, "backend", m.Addr, "err", err)
-					continue
+				if o, ok := probeMember(ctx, cfg, s, m.Addr, log, bh); ok {
+					e.SetMemberOptions(s.Name, m.Addr, o)
 				}
-				// ECN is offered to clients only when the backends are
-				// known to agree: a failed probe means no ECN.
-				pctx, cancel = context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
-				o.ECN, err = proxy.ProbeECN(pctx, m.Addr, s.Sources[0])
-				cancel()
-				if err != nil {
-					log.Warn("backend ECN probe failed; not offering ECN", "service", s.Name, "backend", m.Addr, "err", err)
-				}
-				e.SetMemberOptions(s.Name, m.Addr, o)
-				log.Info("backend options", "service", s.Name, "backend", m.Addr, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps, "ecn", o.ECN)
 			}
 		}()
 	}
 	wg.Wait()
+}
+
+// probeMember learns one backend's options, ECN included, and records
+// the outcome in bh; false when the backend did not answer.
+func probeMember(ctx context.Context, cfg *config.Config, s proxy.Service, addr netip.AddrPort, log *slog.Logger, bh *backendHealth) (flow.SynOptions, bool) {
+	pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
+	o, err := proxy.ProbeBackend(pctx, addr, s.Sources[0], health.LocalProxyHeader(s.ProxyProtocol))
+	cancel()
+	bh.record(s.Name, addr, time.Now(), o, err)
+	if err != nil {
+		log.Warn("backend probe failed; announcing what was known", "service", s.Name, "backend", addr, "err", err)
+		return o, false
+	}
+	// ECN is offered to clients only when the backends are known to
+	// agree: a failed probe means no ECN.
+	pctx, cancel = context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
+	o.ECN, err = proxy.ProbeECN(pctx, addr, s.Sources[0])
+	cancel()
+	if err != nil {
+		log.Warn("backend ECN probe failed; not offering ECN", "service", s.Name, "backend", addr, "err", err)
+	}
+	log.Info("backend options", "service", s.Name, "backend", addr, "mss", o.MSS, "wscale", o.WScale, "sack", o.SACK, "timestamps", o.Timestamps, "ecn", o.ECN)
+	return o, true
 }
 
 func serveHTTP(addr string, reg *metrics.Registry, hs *healthServer) (*http.Server, error) {
@@ -831,6 +885,11 @@ type cookieOffload struct {
 func (c *cookieOffload) set(s *bpf.Service) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.setLocked(s)
+}
+
+// setLocked is set with c.mu held.
+func (c *cookieOffload) setLocked(s *bpf.Service) error {
 	if err := c.dp.SetService(*s); err != nil {
 		return err
 	}
@@ -854,6 +913,17 @@ func (c *cookieOffload) OffloadCookies(s proxy.Service, on bool, o proxy.Offer, 
 		return err
 	}
 	*cur = next
+	return nil
+}
+
+// remove deletes a service's entry from the data plane.
+func (c *cookieOffload) remove(listen netip.AddrPort) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.dp.DeleteService(listen); err != nil && !errors.Is(err, bpf.ErrNotFound) {
+		return err
+	}
+	delete(c.svcs, listen)
 	return nil
 }
 

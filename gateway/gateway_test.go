@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"net/netip"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -78,5 +80,55 @@ func TestSourcesMustBeLocal(t *testing.T) {
 	err := checkLocal([]netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("192.0.2.123")})
 	if err == nil || !strings.Contains(err.Error(), "source 192.0.2.123 is not an address of this gateway") {
 		t.Errorf("a foreign source address: %v, want it named as not the gateway's", err)
+	}
+}
+
+func TestChangedRestartKeys(t *testing.T) {
+	parse := func(extra string) *config.Config {
+		t.Helper()
+		cfg, err := config.Parse(strings.NewReader(`
+interfaces: [{name: eth0}]
+secret_file: /nonexistent/secret
+` + extra + `
+services:
+  - name: a
+    listen: 192.0.2.10:80
+    backend: 127.0.0.1:8080
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	base := parse("")
+	for _, tc := range []struct {
+		extra string
+		want  []string
+	}{
+		{"", nil},
+		// Live: filters, timeouts, queue settings (services are rebuilt).
+		{"filters: {drop_bad_flags: false, rate_limit: 100}\nflows: {established_timeout: 1h, close_timeout: 5s}\nbackend: {connect_timeout: 1s, probe_interval: 5s}\nsyn: {cookies: always, somaxconn: 10}", nil},
+		{"backend: {ports: 20000-29999}", []string{"backend.ports"}},
+		{"flows: {max: 1024}\nmetrics: {listen: off}", []string{"metrics.listen", "flows.max"}},
+		{"bpffs: off\ncontrol: {socket: /tmp/x.sock, mode: \"0660\"}", []string{"bpffs", "control.socket", "control.mode"}},
+		{"syn: {key_rotation: 30s}\nbackend: {max_pending: 1000, port_quiet_time: 1s}", []string{"syn.key_rotation", "backend.port_quiet_time", "backend.max_pending"}},
+		{"peers: [198.51.100.66]", []string{"peers"}},
+	} {
+		next := parse(tc.extra)
+		got := changedRestartKeys(base, next)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%q: restart keys %v, want %v", tc.extra, got, tc.want)
+		}
+		// What is neither applied nor named differs exactly when a named
+		// key does: the catch-all refuses nothing a reload applies.
+		if same := reflect.DeepEqual(reloadable(base), reloadable(next)); same != (len(tc.want) == 0) {
+			t.Errorf("%q: reloadable parts equal %v, restart keys %v", tc.extra, same, got)
+		}
+	}
+	other := parse("")
+	other.Interfaces = append(other.Interfaces, config.Interface{Name: "eth1", Mode: config.XDPAuto})
+	other.SecretFile = "/elsewhere"
+	if got := changedRestartKeys(base, other); !slices.Equal(got, []string{"interfaces", "secret_file"}) {
+		t.Errorf("interfaces and secret: %v", got)
 	}
 }

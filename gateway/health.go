@@ -114,38 +114,6 @@ func (c *checks) start(ctx context.Context, s proxy.Service, addr netip.AddrPort
 	}()
 }
 
-// reloadPools applies the pools of a reloaded config: each service's
-// backends and weights are swapped in whole (live connections keep their
-// backend), and the checks follow. Nothing else of the new config is
-// applied; a changed listener or source needs a restart.
-func reloadPools(e *proxy.Engine, c *checks, cur *config.Config, next *config.Config, svcs []proxy.Service, log *slog.Logger) *config.Config {
-	if len(next.Services) != len(cur.Services) {
-		log.Error("reload: services added or removed; restart to apply", "was", len(cur.Services), "now", len(next.Services))
-		return cur
-	}
-	for i, s := range next.Services {
-		if s.Name != cur.Services[i].Name || s.Listen != cur.Services[i].Listen {
-			log.Error("reload: service renamed or moved; restart to apply", "service", cur.Services[i].Name)
-			return cur
-		}
-	}
-	for i, s := range next.Services {
-		var members []proxy.Backend
-		for _, m := range s.Backends {
-			members = append(members, proxy.Backend{Addr: m.Addr, Weight: m.Weight})
-		}
-		if err := e.SetBackends(s.Name, members); err != nil {
-			log.Error("reload: pool not applied", "service", s.Name, "err", err)
-			next.Services[i].Backends = cur.Services[i].Backends
-			members = svcs[i].Backends
-		}
-		svcs[i].Backends = members
-		log.Info("reload: pool applied", "service", s.Name, "backends", len(members))
-	}
-	c.sync(next, svcs)
-	return next
-}
-
 // healthServer answers /healthz and /readyz from the engine's pools.
 type healthServer struct {
 	e       *proxy.Engine

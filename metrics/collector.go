@@ -65,20 +65,24 @@ var (
 	dQueueLimit     = desc("queue_limit", "Bound of a service's queue: syn (max_syn_backlog) or accept (min(backlog, somaxconn)).", "service", "queue")
 	dBackendConnect = desc("backend_connect_seconds", "Time from the backend SYN to the backend's SYN-ACK, of the backend legs that opened.", "service")
 
-	dXDPPackets    = desc("xdp_packets_total", "Packets seen by the XDP program, by verdict and reason.", "verdict", "reason")
-	dFlows         = desc("flows", "Entries in the XDP flow table (one per direction).")
-	dFlowsLimit    = desc("flows_limit", "Size of the XDP flow table.")
-	dFlowsExpired  = desc("flows_expired_total", "Flows removed from the XDP flow table, by reason.", "reason")
-	dFastPackets   = desc("fastpath_packets_total", "Data packets of spliced flows forwarded by the XDP or TC program without reaching user space (a GRO aggregate counts its segments).")
-	dFastBytes     = desc("fastpath_bytes_total", "Bytes of spliced flows forwarded by the XDP or TC program.")
-	dHandedOff     = desc("handed_off_total", "Segments of connections this gateway does not know, passed to the peer gateways on the link (a drain moved them here).", "service")
-	dScrapeErrors  = desc("dataplane_read_errors", "Data plane reads that failed during this scrape, by source (1: the series of that source are missing).", "source")
-	allDescriptors = []*prometheus.Desc{
+	dXDPPackets      = desc("xdp_packets_total", "Packets seen by the XDP program, by verdict and reason.", "verdict", "reason")
+	dFlows           = desc("flows", "Entries in the XDP flow table (one per direction).")
+	dFlowsLimit      = desc("flows_limit", "Size of the XDP flow table.")
+	dFlowsExpired    = desc("flows_expired_total", "Flows removed from the XDP flow table, by reason.", "reason")
+	dFastPackets     = desc("fastpath_packets_total", "Data packets of spliced flows forwarded by the XDP or TC program without reaching user space (a GRO aggregate counts its segments).")
+	dFastBytes       = desc("fastpath_bytes_total", "Bytes of spliced flows forwarded by the XDP or TC program.")
+	dHandedOff       = desc("handed_off_total", "Segments of connections this gateway does not know, passed to the peer gateways on the link (a drain moved them here).", "service")
+	dScrapeErrors    = desc("dataplane_read_errors", "Data plane reads that failed during this scrape, by source (1: the series of that source are missing).", "source")
+	dReloadSuccesses = desc("reload_successes_total", "Configuration reloads (SIGHUP, syngate reload) applied.")
+	dReloadFailures  = desc("reload_failures_total", "Configuration reloads refused (an invalid file, a key only a restart changes, a failed apply): nothing of the file was applied.")
+	dReloadLastOK    = desc("reload_last_success_timestamp_seconds", "When the running configuration was last loaded successfully (at start, then at each applied reload), in seconds since the epoch.")
+	allDescriptors   = []*prometheus.Desc{
 		dSynReceived, dSynAckSent, dSynQueueFull, dSynDropped, dHalfOpenTimeout, dAckValidated, dAckRejected,
 		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dChallengeACK, dRSTInWindow, dResetsSent, dBackendFailures, dPortWaits,
 		dSynData, dECN, dMSSClamped, dQueueDepth, dQueueLimit, dBackendConnect,
 		dNoBackend, dRedispatch, dHeaderRetx, dBackendUp, dBackendHC, dBackendW, dBackendAct, dBackendTot, dBackendErr, dChecks, dCheckLat,
 		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors, dHandedOff,
+		dReloadSuccesses, dReloadFailures, dReloadLastOK,
 	}
 )
 
@@ -103,6 +107,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if dp != nil {
 		collectDataplane(ch, dp)
 	}
+	counter(ch, dReloadSuccesses, c.reloadOK.Load())
+	counter(ch, dReloadFailures, c.reloadFailed.Load())
+	ch <- prometheus.MustNewConstMetric(dReloadLastOK, prometheus.GaugeValue, float64(c.lastLoad.Load())/1e9)
 }
 
 func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -142,12 +143,17 @@ type Registry struct {
 	mu        sync.Mutex
 	services  []ServiceSource
 	dataplane DataplaneSource
+
+	// Reloads: counts, and the last successful load in Unix nanoseconds.
+	reloadOK, reloadFailed atomic.Uint64
+	lastLoad               atomic.Int64
 }
 
 // New returns a registry with the build info (version, VCS revision and Go
 // version of the binary), Go runtime and process collectors registered.
 func New(version, revision string) *Registry {
 	r := &Registry{reg: prometheus.NewRegistry()}
+	r.lastLoad.Store(time.Now().UnixNano()) // the configuration of the start
 	bi := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: ns, Name: "build_info",
 		Help:        "Build information; the value is always 1.",
@@ -168,6 +174,23 @@ func (r *Registry) AddService(s ServiceSource) {
 	defer r.mu.Unlock()
 	r.services = append(r.services, s)
 }
+
+// SetServices replaces the exported services (after a reload): a removed
+// service's series end, an added one's begin.
+func (r *Registry) SetServices(ss []ServiceSource) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.services = append([]ServiceSource(nil), ss...)
+}
+
+// ReloadSucceeded counts an applied reload at t.
+func (r *Registry) ReloadSucceeded(t time.Time) {
+	r.reloadOK.Add(1)
+	r.lastLoad.Store(t.UnixNano())
+}
+
+// ReloadFailed counts a refused reload.
+func (r *Registry) ReloadFailed() { r.reloadFailed.Add(1) }
 
 // SetDataplane sets the source of XDP counters; nil removes it.
 func (r *Registry) SetDataplane(d DataplaneSource) {

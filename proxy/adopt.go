@@ -77,7 +77,7 @@ func (e *Engine) Adopt(flows FlowLister) (AdoptStats, error) {
 			k, a, pk, b = pk, b, k, a
 		}
 		c, pool := e.adoptConn(k, a, b, now)
-		if c.svc != e.services[c.client.Service] {
+		if c.svc != e.set.Load().services[c.client.Service] {
 			st.Draining++
 		}
 		if p := c.source.Port(); p < e.cfg.PortMin || p > e.cfg.PortMax {
@@ -92,6 +92,21 @@ func (e *Engine) Adopt(flows FlowLister) (AdoptStats, error) {
 	for p, inUse := range ports {
 		p.adopt(inUse, now)
 	}
+	// Stand-ins of services no longer configured at their listener retire
+	// as a reload retires a removed service: the caller keeps the
+	// listener in the data plane while RetiredLive counts connections,
+	// and their SYNs are refused meanwhile.
+	set := e.set.Load()
+	for _, s := range e.draining {
+		if set.services[s.Listen] != nil || slices.Contains(set.retiring[s.Listen], s) {
+			continue
+		}
+		s.retired.Store(true)
+		if set.retiring == nil {
+			set.retiring = make(map[netip.AddrPort][]*service)
+		}
+		set.retiring[s.Listen] = append(set.retiring[s.Listen], s) // before Run: the set is not shared yet
+	}
 	return st, nil
 }
 
@@ -100,10 +115,11 @@ func (e *Engine) Adopt(flows FlowLister) (AdoptStats, error) {
 // or, for a service no longer configured, its translation leaves from a
 // port in the source port range while the other's does not.
 func (e *Engine) clientSide(k bpf.FlowKey, a bpf.FlowState, pk bpf.FlowKey, b bpf.FlowState) bool {
-	if e.services[k.Dst] != nil {
+	services := e.set.Load().services
+	if services[k.Dst] != nil {
 		return true
 	}
-	if e.services[pk.Dst] != nil {
+	if services[pk.Dst] != nil {
 		return false
 	}
 	inRange := func(p uint16) bool { return p >= e.cfg.PortMin && p <= e.cfg.PortMax }
@@ -114,14 +130,17 @@ func (e *Engine) clientSide(k bpf.FlowKey, a bpf.FlowState, pk bpf.FlowKey, b bp
 // client direction's state (key kc), toClient the backend direction's.
 func (e *Engine) adoptConn(kc bpf.FlowKey, toBackend, toClient bpf.FlowState, now time.Time) (*conn, *portPool) {
 	source, backend := toBackend.NAT.Src, toBackend.NAT.Dst
-	svc := e.services[kc.Dst]
+	set := e.set.Load()
+	svc := set.services[kc.Dst]
 	var be *member
 	if svc != nil && slices.Contains(svc.Sources, source.Addr()) {
-		_, be = e.member(svc.Name, backend)
+		be = svc.memberAt(backend)
 	}
 	if be == nil {
 		svc = e.drainService(kc.Dst, backend, source.Addr())
-		be = svc.pool.Load().members[0]
+		if be = svc.memberAt(backend); be == nil {
+			be = svc.pool.Load().members[0]
+		}
 	}
 	be.active.Add(1)
 	pk := poolKey{source: source.Addr(), backend: backend}
@@ -132,7 +151,7 @@ func (e *Engine) adoptConn(kc bpf.FlowKey, toBackend, toClient bpf.FlowState, no
 		pool, _ = newPortPool(e.cfg.PortMin, e.cfg.PortMax, e.cfg.PortQuiet, now)
 		e.pools[pk] = pool
 	}
-	e.locals[source.Addr()] = true
+	set.locals[source.Addr()] = true // before Run: the set is not shared yet
 	nb, nc := toBackend.NAT, toClient.NAT
 	c := &conn{
 		svc: svc, be: be, client: flow.Tuple{Client: kc.Src, Service: kc.Dst}, created: now,
@@ -161,6 +180,7 @@ func (e *Engine) adoptConn(kc bpf.FlowKey, toBackend, toClient bpf.FlowState, no
 	sh.byClient[c.client] = c
 	sh.mu.Unlock()
 	e.conns.n.Add(1)
+	svc.live.Add(1)
 	e.conns.setSource(c, legKey{source: source, backend: backend})
 	e.conns.spliced.Add(1)
 	return c, pool
@@ -174,7 +194,8 @@ type drainKey struct {
 
 // drainService returns the stand-in service of adopted connections whose
 // service is gone or changed: it carries their addresses for the slow path
-// and expiry, and takes no new connection (it is not in e.services).
+// and expiry, and takes no new connection (it is not in the service set).
+// A reload retires services into the same map (see Reconfigure).
 func (e *Engine) drainService(listen, backend netip.AddrPort, source netip.Addr) *service {
 	k := drainKey{listen, backend, source}
 	if s := e.draining[k]; s != nil {
@@ -239,7 +260,7 @@ func (p *portPool) adopt(inUse []uint16, now time.Time) {
 // cookies `never` stay closed.
 func (e *Engine) CookiesSentElsewhere() {
 	now := e.now()
-	for _, s := range e.order {
+	for _, s := range e.set.Load().order {
 		s.l.CookiesSentElsewhere(now)
 	}
 }
@@ -262,7 +283,7 @@ func (e *Engine) ReplayACKs(acks []bpf.StandbyACK) int {
 
 func (e *Engine) acceptedCookies() uint64 {
 	var n uint64
-	for _, s := range e.order {
+	for _, s := range e.set.Load().order {
 		n += s.st.ackCookie.Load()
 	}
 	return n

@@ -60,6 +60,15 @@ func TestAdopt(t *testing.T) {
 	if !found {
 		t.Errorf("sources %v lack the draining connection's %v", r2.e.Sources(), oldSrc.Addr())
 	}
+	// The removed service's listener must stay in the data plane while
+	// its connection lives; its SYNs are refused meanwhile.
+	if n := r2.e.RetiredLive(oldVIP); n != 1 {
+		t.Errorf("RetiredLive(removed service) = %d, want its one connection", n)
+	}
+	r2.inject(packet.BuildSyn, packet.Fields{Src: netip.MustParseAddrPort("198.51.100.9:5556"), Dst: oldVIP, Seq: 1, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
+	if rst := r2.reply(); rst.Flags&packet.RST == 0 {
+		t.Errorf("SYN to the removed service: %v, want a RST", rst.Flags)
+	}
 
 	// The slow path translates as the first engine would have.
 	seg := packet.Fields{
@@ -102,6 +111,13 @@ func TestAdopt(t *testing.T) {
 	if ex := r2.e.Stats().Expired; ex["reset"] != 1 || ex["idle"] < 1 {
 		t.Errorf("expired %v", ex)
 	}
+	if n := r2.e.RetiredLive(oldVIP); n != 0 {
+		t.Errorf("RetiredLive(removed service) = %d after its connection expired", n)
+	}
+	r2.e.tendRetired(r2.e.set.Load(), r2.advance(time.Second))
+	if rs := r2.e.set.Load().retiring[oldVIP]; len(rs) != 0 {
+		t.Errorf("the removed service's stand-in still retiring after its last connection ended")
+	}
 }
 
 // TestQueuedHandshakeSurvivesRestart: the ACK of a SYN-ACK sent from the
@@ -113,7 +129,7 @@ func TestQueuedHandshakeSurvivesRestart(t *testing.T) {
 	const isn = 3_000_000
 	r1.inject(packet.BuildSyn, packet.Fields{Src: r1.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
 	sa := r1.reply()
-	if st := r1.e.order[0].ServiceStats(); st.SynAckQueued != 1 {
+	if st := r1.e.set.Load().order[0].ServiceStats(); st.SynAckQueued != 1 {
 		t.Fatalf("SYN-ACK not from the queue: %+v", st)
 	}
 

@@ -156,7 +156,7 @@ func (e *Engine) startBackend(c *conn, now time.Time) {
 	if err != nil {
 		if !c.portWait {
 			c.portWait = true
-			c.deadline = now.Add(e.cfg.ConnectTimeout)
+			c.deadline = now.Add(e.timeouts.Load().Connect)
 		}
 		return
 	}
@@ -178,7 +178,8 @@ func (e *Engine) startBackend(c *conn, now time.Time) {
 	// RFC 7323), so the backend's PAWS check never rejects a reused port.
 	c.tsDelta = tsClock(now) - c.clientTSval
 	c.synSent = true
-	c.deadline = now.Add(e.cfg.ConnectTimeout)
+	c.firstSyn = now
+	c.deadline = now.Add(e.timeouts.Load().Connect)
 	c.nextSyn = now.Add(backendSynRTO)
 	e.sendBackendSyn(c)
 }
@@ -488,7 +489,7 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	s.st.spliced.Add(1) // before any packet can make the connection visible
 	c.be.legOK()
 	c.splicedAt = e.now()
-	s.connectTime.Observe(c.splicedAt.Sub(c.deadline.Add(-e.cfg.ConnectTimeout))) // the first backend SYN
+	s.connectTime.Observe(c.splicedAt.Sub(c.firstSyn)) // the first backend SYN
 	f := packet.Fields{
 		Src: c.source, Dst: c.be.addr, Seq: c.legISN() + 1, Ack: c.backendISN + 1,
 		Flags: packet.ACK, Window: c.toBackendWindow(c.window),
@@ -821,7 +822,7 @@ func (e *Engine) expireOpening(now time.Time) {
 			c.synTries++
 			c.nextSyn = now.Add(backendSynRTO << min(c.synTries, 6))
 			e.sendBackendSyn(c)
-		case !c.synSent && now.Sub(c.created) > 2*e.cfg.ConnectTimeout+time.Minute:
+		case !c.synSent && now.Sub(c.created) > 2*e.timeouts.Load().Connect+time.Minute:
 			// Still in the accept queue this long, or its other half was
 			// lost: the client has long given up.
 			e.abortLocked(c, "stale", false)
@@ -879,6 +880,7 @@ func (e *Engine) expireFlows(now time.Time) {
 // connections it looked at.
 func (e *Engine) expireShard(shard int, now time.Time) int {
 	mono := e.cfg.Monotonic()
+	to := e.timeouts.Load()
 	return e.conns.eachIn(shard, false, func(c *conn) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -902,14 +904,14 @@ func (e *Engine) expireShard(shard int, now time.Time) int {
 		b = c.backendState(b)
 		idle := c.idle(a, b, now, mono)
 		switch {
-		case (a.RST || b.RST) && idle >= e.cfg.ResetTimeout:
+		case (a.RST || b.RST) && idle >= to.Reset:
 			e.endFlow(c, "reset")
-		case closed(a, b) && idle >= e.cfg.CloseTimeout:
+		case closed(a, b) && idle >= to.Close:
 			e.endFlow(c, "closed")
-		case a.FIN && b.FIN && idle >= max(e.cfg.CloseTimeout, lastAckTimeout):
+		case a.FIN && b.FIN && idle >= max(to.Close, lastAckTimeout):
 			// Both FINs sent, the last ACK lost (conntrack's LAST_ACK).
 			e.endFlow(c, "closed")
-		case idle >= e.cfg.EstablishedTimeout:
+		case idle >= to.Established:
 			e.resetEnds(c, a, true, b, true)
 			e.endFlow(c, "idle")
 		}
@@ -1102,6 +1104,7 @@ const orphanCloseTimeout = 2 * time.Minute
 // fill with them over restarts.
 func (e *Engine) expireOrphans() {
 	mono := e.cfg.Monotonic()
+	to := e.timeouts.Load()
 	var stale []bpf.FlowKey
 	err := e.cfg.Flows.IterateFlows(func(k bpf.FlowKey, st bpf.FlowState) bool {
 		if e.owned(k) {
@@ -1112,7 +1115,7 @@ func (e *Engine) expireOrphans() {
 			last = e.startMono // no packet since it was installed: count from our start
 		}
 		idle := mono - last
-		if idle >= e.cfg.EstablishedTimeout || st.RST && idle >= e.cfg.ResetTimeout || st.FIN && idle >= orphanCloseTimeout {
+		if idle >= to.Established || st.RST && idle >= to.Reset || st.FIN && idle >= orphanCloseTimeout {
 			stale = append(stale, k)
 		}
 		return true
@@ -1135,8 +1138,10 @@ func (e *Engine) expireOrphans() {
 // owned reports whether a connection of this engine has the flow key k,
 // as its client direction or its backend leg.
 func (e *Engine) owned(k bpf.FlowKey) bool {
-	if e.services[k.Dst] != nil {
-		return e.conns.byClient(flow.Tuple{Client: k.Src, Service: k.Dst}) != nil
+	// A client direction's destination is a service, possibly one a
+	// reload removed since: look it up both ways.
+	if e.conns.byClient(flow.Tuple{Client: k.Src, Service: k.Dst}) != nil {
+		return true
 	}
 	return e.conns.bySource(legKey{source: k.Dst, backend: k.Src}) != nil
 }

@@ -20,7 +20,7 @@ func benchSYN(b *testing.B, policy queue.CookiePolicy, is6 bool) {
 	client, dst := r.client, vip
 	if is6 {
 		client, dst = netip.MustParseAddrPort("[2001:db8::7]:40000"), netip.MustParseAddrPort("[2001:db8::10]:80")
-		r.e.services[dst] = r.e.order[0]
+		r.e.set.Load().services[dst] = r.e.set.Load().order[0]
 	}
 	tmpl := make([]byte, 2048)
 	n, err := packet.BuildSyn(tmpl, &packet.Fields{Src: client, Dst: dst, Seq: 1, Flags: packet.SYN, Window: 64240,

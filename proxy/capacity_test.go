@@ -59,7 +59,7 @@ func TestPortReuseAboveFloor(t *testing.T) {
 		}
 		prev = syn
 	}
-	st := r.e.order[0].ServiceStats()
+	st := r.e.set.Load().order[0].ServiceStats()
 	if st.BackendTimeWait != 0 || st.SourcePortWaited != 0 || st.SourcePortFailed != 0 {
 		t.Errorf("timewait resets %d, port waits %d/%d; want none", st.BackendTimeWait, st.SourcePortWaited, st.SourcePortFailed)
 	}
@@ -130,7 +130,7 @@ func TestSourcesAndPortWait(t *testing.T) {
 	if rst.Flags&packet.RST == 0 || rst.Dst != r.client {
 		t.Fatalf("after the connect timeout without a port: %v to %v, want a RST to the client", rst.Flags, rst.Dst)
 	}
-	st := r.e.order[0].ServiceStats()
+	st := r.e.set.Load().order[0].ServiceStats()
 	if st.SourcePortWaited != 1 || st.SourcePortFailed != 1 || st.BackendFailures["no_port"] != 1 {
 		t.Errorf("port waits: waited %d failed %d no_port %d; want 1, 1, 1", st.SourcePortWaited, st.SourcePortFailed, st.BackendFailures["no_port"])
 	}
@@ -163,7 +163,7 @@ func TestReclaimClosedFlow(t *testing.T) {
 	if got := r.e.Stats().Expired["reclaimed"]; got != 1 {
 		t.Errorf("expired{reclaimed} = %d, want 1", got)
 	}
-	if st := r.e.order[0].ServiceStats(); st.SourcePortWaited != 1 {
+	if st := r.e.set.Load().order[0].ServiceStats(); st.SourcePortWaited != 1 {
 		t.Errorf("port waits = %d, want 1", st.SourcePortWaited)
 	}
 }
@@ -180,7 +180,7 @@ func TestConnTableFullResets(t *testing.T) {
 		t.Fatalf("second connection: %v to %v seq %d, want RST|ACK seq %d to %v", rst.Flags, rst.Dst, rst.Seq, sa.Seq+1, r.client)
 	}
 	r.noSentIP()
-	if got := r.e.order[0].ServiceStats().BackendFailures["conn_table_full"]; got != 1 {
+	if got := r.e.set.Load().order[0].ServiceStats().BackendFailures["conn_table_full"]; got != 1 {
 		t.Errorf("conn_table_full = %d, want 1", got)
 	}
 }
@@ -202,7 +202,7 @@ func TestFlowTableFullResets(t *testing.T) {
 	if !sawClientRST {
 		t.Error("client not reset")
 	}
-	if got := r.e.order[0].ServiceStats().BackendFailures["flow_table_full"]; got != 1 {
+	if got := r.e.set.Load().order[0].ServiceStats().BackendFailures["flow_table_full"]; got != 1 {
 		t.Errorf("flow_table_full = %d, want 1", got)
 	}
 }
@@ -217,7 +217,7 @@ func TestTimeWaitResetSparesLiveFlow(t *testing.T) {
 	r.flows.InstallFlow(kb, bpf.FlowNAT{Src: vip, Dst: r.client})
 	r.inject(packet.Build, packet.Fields{Src: backend, Dst: syn.Src, Seq: 777, Ack: 123456, Flags: packet.ACK, Window: 100})
 	r.noSentIP()
-	if got := r.e.order[0].ServiceStats().BackendTimeWait; got != 0 {
+	if got := r.e.set.Load().order[0].ServiceStats().BackendTimeWait; got != 0 {
 		t.Errorf("timewait resets = %d, want 0", got)
 	}
 }

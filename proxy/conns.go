@@ -77,6 +77,7 @@ type conn struct {
 	seqDelta, tsDelta uint32
 	sentBytes         uint64    // client payload the engine itself sent to the backend
 	deadline          time.Time // backend handshake deadline
+	firstSyn          time.Time // the first backend SYN, for the connect time
 	nextSyn           time.Time // next backend SYN retransmission
 	synTries          int
 	twResets          int  // TIME_WAIT ACKs answered with a RST
@@ -213,6 +214,7 @@ func (t *connTable) getOrCreate(svc *service, ft flow.Tuple, now time.Time) (c *
 		return nil, false
 	}
 	t.n.Add(1)
+	svc.live.Add(1)
 	c = &conn{svc: svc, client: ft, created: now}
 	s.byClient[ft] = c
 	s.opening[c] = struct{}{}
@@ -238,6 +240,7 @@ func (t *connTable) remove(c *conn, leg legKey) {
 	if s.byClient[c.client] == c {
 		delete(s.byClient, c.client)
 		t.n.Add(-1)
+		c.svc.live.Add(-1)
 	}
 	delete(s.opening, c)
 	s.mu.Unlock()

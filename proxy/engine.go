@@ -121,19 +121,27 @@ type Config struct {
 
 // Engine is the handshake engine. Create it with New.
 type Engine struct {
-	cfg      Config
-	now      func() time.Time
-	log      *slog.Logger
-	services map[netip.AddrPort]*service
-	order    []*service
-	// locals are the backend-side source addresses: a packet to one of
-	// them is a backend's.
-	locals map[netip.Addr]bool
+	cfg Config
+	now func() time.Time
+	log *slog.Logger
+	// set is the services the engine runs now; Reconfigure swaps it
+	// whole, and a receive loop reads it once per frame.
+	set atomic.Pointer[serviceSet]
+	// reconfMu serialises Reconfigure and the retirement of drained
+	// services (see reload.go); it guards pools after Run started.
+	reconfMu sync.Mutex
 	// pools holds the source ports of each source address toward each
-	// backend; services sharing both share the pool. poolsMu guards it
-	// and locals against SetBackends.
+	// backend; services sharing both share the pool, across reloads too.
+	// poolsMu guards it against SetBackends and Reconfigure.
 	poolsMu sync.Mutex
 	pools   map[poolKey]*portPool
+	// timeouts are the expiry and connect timeouts, swapped whole by
+	// Reconfigure.
+	timeouts atomic.Pointer[Timeouts]
+	// runCtx and legs let Reconfigure start the backend-leg loop of an
+	// added service once Run runs; set by Run under reconfMu.
+	runCtx  context.Context
+	legs    *sync.WaitGroup
 	conns   *connTable
 	scan    flowScan
 	started atomic.Bool
@@ -143,8 +151,9 @@ type Engine struct {
 	// offloadReqs carries receive loops' requests to turn on a service's
 	// cookie offload to Run.
 	offloadReqs chan *service
-	// draining holds the stand-in services of adopted connections whose
-	// service is gone or changed (see Adopt); set before Run.
+	// draining holds the stand-in services of connections whose service
+	// is gone or changed: adopted from an earlier engine (see Adopt) or
+	// retired by a reload (see Reconfigure). Guarded by reconfMu.
 	draining map[drainKey]*service
 	// stopping is set by HandOver (the stop procedure): SYNs go to the data plane's cookies.
 	stopping   atomic.Bool
@@ -177,6 +186,14 @@ type service struct {
 	offloadedOffer         *Offer
 	// connectTime is the backend handshake time of the legs that opened.
 	connectTime metrics.Histogram
+	// retired: a reload removed or changed the service; it takes no new
+	// connection and finishes the handshakes it holds (see reload.go).
+	retired atomic.Bool
+	// stopLegs ends the service's backend-leg loop.
+	stopLegs context.CancelFunc
+	// live counts the connections (opening or spliced) that have this
+	// service: a retired one leaves the data plane when none is left.
+	live atomic.Int64
 }
 
 // Offer is what a service's SYN-ACKs announce: the backend's options with
@@ -224,58 +241,67 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg: cfg, now: cfg.Now, log: cfg.Logger,
-		services: make(map[netip.AddrPort]*service),
-		locals:   make(map[netip.Addr]bool),
-		pools:    make(map[poolKey]*portPool),
-		conns:    newConnTable(cfg.MaxConns),
+		pools: make(map[poolKey]*portPool),
+		conns: newConnTable(cfg.MaxConns),
 		// One request per service can be pending: requestOffload sends
-		// only when it flipped wantOffload.
-		offloadReqs: make(chan *service, len(cfg.Services)),
+		// only when it flipped wantOffload. A reload may add services:
+		// the slack keeps a full channel unlikely, and Run polls anyway.
+		offloadReqs: make(chan *service, len(cfg.Services)+maxAddedServices),
 		challenges:  rateLimit{per: challengeRate},
 		startMono:   cfg.Monotonic(),
 	}
+	e.timeouts.Store(&Timeouts{
+		Connect: cfg.ConnectTimeout, Established: cfg.EstablishedTimeout, Close: cfg.CloseTimeout, Reset: cfg.ResetTimeout,
+	})
+	set := &serviceSet{services: make(map[netip.AddrPort]*service), locals: make(map[netip.Addr]bool)}
 	for _, s := range cfg.Services {
-		if len(s.Sources) == 0 {
-			return nil, fmt.Errorf("%w: service %s: no source address", ErrConfig, s.Name)
-		}
-		if len(s.Backends) == 0 {
-			s.Backends = []Backend{{Addr: s.Backend, Weight: 1}}
-		}
-		if len(s.Backends) > maxMembers {
-			return nil, fmt.Errorf("%w: service %s: %d backends, at most %d", ErrConfig, s.Name, len(s.Backends), maxMembers)
-		}
-		if s.ProxyProtocol < 0 || s.ProxyProtocol > 2 {
-			return nil, fmt.Errorf("%w: service %s: PROXY protocol version %d", ErrConfig, s.Name, s.ProxyProtocol)
-		}
-		if _, dup := e.services[s.Listen]; dup {
+		if _, dup := set.services[s.Listen]; dup {
 			return nil, fmt.Errorf("%w: service %s: listener %v used twice", ErrConfig, s.Name, s.Listen)
 		}
-		l, err := queue.NewListener(s.Queue)
+		e.poolsMu.Lock()
+		svc, err := e.newService(s)
+		e.poolsMu.Unlock()
 		if err != nil {
-			return nil, fmt.Errorf("service %s: %w", s.Name, err)
+			return nil, err
 		}
-		svc := &service{Service: s, l: l, slots: make(chan struct{}, l.AcceptQueueCap()), maxPending: cfg.MaxPending, offloadReqs: e.offloadReqs}
-		svc.maxMSS = linkMSS(cfg.LinkMTU, s.Listen.Addr().Is6() && !s.Listen.Addr().Is4In6())
-		svc.st.init()
-		svc.offer.Store(svc.mergeOffer(defaultBackendOptions(s.Backends[0].Addr.Addr().Is6())))
-		e.services[s.Listen] = svc
-		e.order = append(e.order, svc)
-		var members []*member
-		seen := map[netip.AddrPort]bool{}
-		for _, m := range s.Backends {
-			if seen[m.Addr] {
-				return nil, fmt.Errorf("%w: service %s: backend %v listed twice", ErrConfig, s.Name, m.Addr)
-			}
-			seen[m.Addr] = true
-			b, err := e.newBackend(svc, m)
-			if err != nil {
-				return nil, err
-			}
-			members = append(members, b)
-		}
-		svc.storePool(members, e.now(), true)
+		set.add(svc)
 	}
+	e.set.Store(set)
 	return e, nil
+}
+
+// newService checks s and builds its engine state, its pool members taking
+// their source ports from the engine's pools (shared with any service,
+// earlier or retired, of the same source address and backend). e.poolsMu
+// is held.
+func (e *Engine) newService(s Service) (*service, error) {
+	cfg := e.cfg
+	if len(s.Sources) == 0 {
+		return nil, fmt.Errorf("%w: service %s: no source address", ErrConfig, s.Name)
+	}
+	if len(s.Backends) == 0 {
+		s.Backends = []Backend{{Addr: s.Backend, Weight: 1}}
+	}
+	if len(s.Backends) > maxMembers {
+		return nil, fmt.Errorf("%w: service %s: %d backends, at most %d", ErrConfig, s.Name, len(s.Backends), maxMembers)
+	}
+	if s.ProxyProtocol < 0 || s.ProxyProtocol > 2 {
+		return nil, fmt.Errorf("%w: service %s: PROXY protocol version %d", ErrConfig, s.Name, s.ProxyProtocol)
+	}
+	l, err := queue.NewListener(s.Queue)
+	if err != nil {
+		return nil, fmt.Errorf("service %s: %w", s.Name, err)
+	}
+	svc := &service{Service: s, l: l, slots: make(chan struct{}, l.AcceptQueueCap()), maxPending: cfg.MaxPending, offloadReqs: e.offloadReqs}
+	svc.maxMSS = linkMSS(cfg.LinkMTU, s.Listen.Addr().Is6() && !s.Listen.Addr().Is4In6())
+	svc.st.init()
+	svc.offer.Store(svc.mergeOffer(defaultBackendOptions(s.Backends[0].Addr.Addr().Is6())))
+	members, err := e.newMembers(svc, nil, s.Backends)
+	if err != nil {
+		return nil, err
+	}
+	svc.storePool(members, e.now(), true)
+	return svc, nil
 }
 
 func setDefault[T comparable](p *T, def T) {
@@ -350,8 +376,9 @@ func (e *Engine) SetBackendOptions(name string, b flow.SynOptions) error {
 
 // Services lists the services in configuration order, as metrics sources.
 func (e *Engine) Services() []metrics.ServiceSource {
-	out := make([]metrics.ServiceSource, len(e.order))
-	for i, s := range e.order {
+	order := e.set.Load().order
+	out := make([]metrics.ServiceSource, len(order))
+	for i, s := range order {
 		out[i] = s
 	}
 	return out
@@ -360,8 +387,9 @@ func (e *Engine) Services() []metrics.ServiceSource {
 // Sources lists the backend-side source addresses of every service, for the
 // data plane's "locals" table.
 func (e *Engine) Sources() []netip.Addr {
-	out := make([]netip.Addr, 0, len(e.locals))
-	for a := range e.locals {
+	locals := e.set.Load().locals
+	out := make([]netip.Addr, 0, len(locals))
+	for a := range locals {
 		out = append(out, a)
 	}
 	return out
@@ -440,13 +468,12 @@ func (e *Engine) Run(ctx context.Context) error {
 		return errors.New("engine already running")
 	}
 	var wg sync.WaitGroup
-	for _, s := range e.order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			e.openBackendLegs(ctx, s)
-		}()
+	e.reconfMu.Lock()
+	e.runCtx, e.legs = ctx, &wg
+	for _, s := range e.set.Load().order {
+		e.startLegs(s)
 	}
+	e.reconfMu.Unlock()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -464,7 +491,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	var lastSecond time.Time
-	for _, s := range e.order {
+	for _, s := range e.set.Load().order {
 		e.manageOffload(s, e.now())
 	}
 	for {
@@ -473,22 +500,31 @@ func (e *Engine) Run(ctx context.Context) error {
 			wg.Wait()
 			return nil
 		case s := <-e.offloadReqs:
-			e.manageOffload(s, e.now())
+			if !s.retired.Load() {
+				e.manageOffload(s, e.now())
+			}
 			continue
 		case <-tick.C:
 		}
 		now := e.now()
-		for _, s := range e.order {
+		set := e.set.Load()
+		for _, s := range set.order {
 			s.refreshPool(now) // passive ejections end
+		}
+		for _, rs := range set.retiring {
+			for _, s := range rs {
+				s.refreshPool(now) // their accepted connections still open legs
+			}
 		}
 		e.expireOpening(now)
 		if now.Sub(lastSecond) >= time.Second {
 			lastSecond = now
 			e.cfg.Jar.Rotate(now)
-			for _, s := range e.order {
+			for _, s := range set.order {
 				e.expireHalfOpen(s, now)
 				e.manageOffload(s, now)
 			}
+			e.tendRetired(set, now)
 		}
 		e.scanFlows(now)
 	}

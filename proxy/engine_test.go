@@ -191,9 +191,10 @@ func newRig(t *testing.T, policy queue.CookiePolicy, mutate func(*Config)) *rig 
 	r.cancel = cancel
 	r.done.Add(2)
 	go func() { defer r.done.Done(); r.e.Serve(ctx, enginePort, 3) }()
+	order := r.e.set.Load().order // now: a test may Reconfigure before the goroutine runs
 	go func() {
 		defer r.done.Done()
-		for _, s := range r.e.order {
+		for _, s := range order {
 			go r.e.openBackendLegs(ctx, s)
 		}
 	}()
@@ -372,7 +373,7 @@ func testSplice(t *testing.T, policy queue.CookiePolicy) {
 	if n.InShift != 10 || n.OutShift != 7 {
 		t.Errorf("window shifts %d->%d, want backend's 10 -> announced 7", n.InShift, n.OutShift)
 	}
-	st := r.e.order[0].ServiceStats()
+	st := r.e.set.Load().order[0].ServiceStats()
 	if st.Spliced != 1 {
 		t.Errorf("spliced = %d", st.Spliced)
 	}
@@ -399,7 +400,7 @@ func testSplice(t *testing.T, policy queue.CookiePolicy) {
 		fwd.Options.TSval != sa.Options.TSval+10 || fwd.Options.TSecr != 5001 {
 		t.Errorf("slow-path forward = %v->%v seq %d ack %d win %d tsval %d tsecr %d", fwd.Src, fwd.Dst, fwd.Seq, fwd.Ack, fwd.Window, fwd.Options.TSval, fwd.Options.TSecr)
 	}
-	if got := r.e.order[0].ServiceStats().SlowPath; got != 1 {
+	if got := r.e.set.Load().order[0].ServiceStats().SlowPath; got != 1 {
 		t.Errorf("slowpath = %d, want 1", got)
 	}
 }
@@ -426,7 +427,7 @@ func TestForgedACKRejected(t *testing.T) {
 	r := newRig(t, queue.CookiesAlways, nil)
 	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 100, Ack: 12345, Flags: packet.ACK, Window: 100})
 	r.noSentIP()
-	st := r.e.order[0].ServiceStats()
+	st := r.e.set.Load().order[0].ServiceStats()
 	var rejected uint64
 	for _, n := range st.AckRejected {
 		rejected += n
@@ -438,7 +439,7 @@ func TestForgedACKRejected(t *testing.T) {
 	r2 := newRig(t, queue.CookiesNever, nil)
 	r2.inject(packet.Build, packet.Fields{Src: r2.client, Dst: vip, Seq: 100, Ack: 12345, Flags: packet.ACK, Window: 100})
 	r2.noSentIP()
-	if got := r2.e.order[0].ServiceStats().AckRejected["no_entry"]; got != 1 {
+	if got := r2.e.set.Load().order[0].ServiceStats().AckRejected["no_entry"]; got != 1 {
 		t.Errorf("no_entry = %d, want 1", got)
 	}
 }
@@ -452,7 +453,7 @@ func TestBackendRefusedResetsClient(t *testing.T) {
 	if rst.Flags&packet.RST == 0 || rst.Src != vip || rst.Dst != r.client || rst.Seq != sa.Seq+1 {
 		t.Errorf("client RST = %v %v->%v seq %d", rst.Flags, rst.Src, rst.Dst, rst.Seq)
 	}
-	if got := r.e.order[0].ServiceStats().BackendFailures["refused"]; got != 1 {
+	if got := r.e.set.Load().order[0].ServiceStats().BackendFailures["refused"]; got != 1 {
 		t.Errorf("refused = %d", got)
 	}
 	if r.e.conns.n.Load() != 0 {
@@ -476,7 +477,7 @@ func TestBackendTimeout(t *testing.T) {
 	if brst := r.sentIP(); brst.Flags&packet.RST == 0 || brst.Dst != backend {
 		t.Errorf("backend not told: %v to %v", brst.Flags, brst.Dst)
 	}
-	if got := r.e.order[0].ServiceStats().BackendFailures["timeout"]; got != 1 {
+	if got := r.e.set.Load().order[0].ServiceStats().BackendFailures["timeout"]; got != 1 {
 		t.Errorf("timeout = %d", got)
 	}
 }
@@ -485,7 +486,7 @@ func TestSynAckRetransmission(t *testing.T) {
 	r := newRig(t, queue.CookiesNever, nil)
 	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 7, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
 	sa := r.reply()
-	s := r.e.order[0]
+	s := r.e.set.Load().order[0]
 	r.e.expireHalfOpen(s, r.advance(999*time.Millisecond))
 	r.noSentIP()
 	r.e.expireHalfOpen(s, r.advance(time.Millisecond))
@@ -530,7 +531,7 @@ func TestOverflowReset(t *testing.T) {
 	r.client = netip.AddrPortFrom(r.client.Addr(), 41004)
 	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 5, Flags: packet.SYN, Window: 1000, Options: clientSynOpts})
 	r.noReply()
-	st := r.e.order[0].ServiceStats()
+	st := r.e.set.Load().order[0].ServiceStats()
 	if st.AcceptOverflowReset != 1 || st.SynDropAcceptFull != 1 || st.Accept != 1 {
 		t.Errorf("overflow resets %d, SYN drops %d, accept depth %d; want 1, 1, 1", st.AcceptOverflowReset, st.SynDropAcceptFull, st.Accept)
 	}
@@ -632,7 +633,7 @@ func TestTupleReuse(t *testing.T) {
 	}
 	synAgain(5001) // within 500 ms: rate-limited
 	r.noSentIP()
-	st := r.e.order[0].ServiceStats()
+	st := r.e.set.Load().order[0].ServiceStats()
 	if st.SynDropEstablished != 2 || st.ChallengeACKSent != 1 || st.ChallengeACKLimited != 1 {
 		t.Errorf("SYNs into a live connection: dropped %d, challenges %d sent %d limited; want 2, 1, 1",
 			st.SynDropEstablished, st.ChallengeACKSent, st.ChallengeACKLimited)
@@ -697,7 +698,7 @@ func TestSynFromBackendSide(t *testing.T) {
 		t.Errorf("challenge ACK = %v %v->%v seq %d ack %d win %d, want ACK seq %d ack 10 win 502", ch.Flags, ch.Src, ch.Dst, ch.Seq, ch.Ack, ch.Window, syn.Seq+1)
 	}
 	r.noSentIP()
-	if st := r.e.order[0].ServiceStats(); st.ChallengeACKSent != 1 {
+	if st := r.e.set.Load().order[0].ServiceStats(); st.ChallengeACKSent != 1 {
 		t.Errorf("challenge ACKs sent = %d", st.ChallengeACKSent)
 	}
 }
@@ -753,7 +754,7 @@ func TestInWindowRSTForwarded(t *testing.T) {
 	if _, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip}); !ok {
 		t.Fatal("an in-window RST removed the flow")
 	}
-	if st := r.e.order[0].ServiceStats(); st.RSTInWindow != 2 {
+	if st := r.e.set.Load().order[0].ServiceStats(); st.RSTInWindow != 2 {
 		t.Errorf("rst_in_window = %d, want 2", st.RSTInWindow)
 	}
 	r.e.expireFlows(r.advance(time.Minute))
@@ -817,7 +818,7 @@ func TestGivenUpFlowsResetBothEnds(t *testing.T) {
 		if _, ok := r.flows.get(kc); ok {
 			t.Errorf("evict %v: flow still installed", evict)
 		}
-		if got := r.e.order[0].ServiceStats().ResetsSent; got != 2 {
+		if got := r.e.set.Load().order[0].ServiceStats().ResetsSent; got != 2 {
 			t.Errorf("evict %v: resets sent = %d, want 2", evict, got)
 		}
 	}
@@ -887,7 +888,7 @@ func TestBackendTimeWait(t *testing.T) {
 	if ack := r.sentIP(); ack.Flags != packet.ACK || ack.Ack != 10 {
 		t.Errorf("after the TIME_WAIT was cleared: %v ack %d", ack.Flags, ack.Ack)
 	}
-	st := r.e.order[0].ServiceStats()
+	st := r.e.set.Load().order[0].ServiceStats()
 	if st.BackendTimeWait != 1 || st.Spliced != 1 {
 		t.Errorf("timewait resets %d, spliced %d; want 1, 1", st.BackendTimeWait, st.Spliced)
 	}
@@ -976,7 +977,7 @@ func TestECN(t *testing.T) {
 			}
 			r.inject(packet.BuildSynAck, f)
 			r.sentIP() // the ACK
-			got := r.e.order[0].ServiceStats().ECN
+			got := r.e.set.Load().order[0].ServiceStats().ECN
 			for _, k := range ecnResults {
 				want := uint64(0)
 				if k == tc.wantCountedAs {
@@ -1001,7 +1002,7 @@ func TestSYNWithData(t *testing.T) {
 		if sa.Flags&(packet.SYN|packet.ACK) != packet.SYN|packet.ACK || sa.Ack != isn+1 || len(sa.Payload) != 0 {
 			t.Errorf("policy %v: SYN-ACK %v ack %d payload %d; want the SYN alone acknowledged (%d)", policy, sa.Flags, sa.Ack, len(sa.Payload), isn+1)
 		}
-		if got := r.e.order[0].ServiceStats().SynData; got != 1 {
+		if got := r.e.set.Load().order[0].ServiceStats().SynData; got != 1 {
 			t.Errorf("policy %v: syn_data_total %d, want 1", policy, got)
 		}
 	}
@@ -1019,7 +1020,7 @@ func TestMSSClampedToLinkMTU(t *testing.T) {
 	if syn.Options.MSS != 1160 {
 		t.Errorf("backend SYN MSS %d, want 1200-40", syn.Options.MSS)
 	}
-	got := r.e.order[0].ServiceStats().MSSClamped
+	got := r.e.set.Load().order[0].ServiceStats().MSSClamped
 	if got[legClient] != 1 || got[legBackend] != 1 {
 		t.Errorf("mss_clamped_total %v, want one per leg", got)
 	}

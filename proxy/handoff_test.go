@@ -58,7 +58,7 @@ func TestHandoff(t *testing.T) {
 	r.inject(packet.Build, data)
 	r.peerMAC = saved
 	r.noReply()
-	st := r.e.order[0].ServiceStats()
+	st := r.e.set.Load().order[0].ServiceStats()
 	if st.HandedOff != 2 || st.AckRejected["no_entry"] != 1 {
 		t.Errorf("handed off %d, no_entry %d; want 2, 1", st.HandedOff, st.AckRejected["no_entry"])
 	}
@@ -87,7 +87,7 @@ func TestReplayNotHandedOff(t *testing.T) {
 	if got := r.e.ReplayACKs([]bpf.StandbyACK{{Frame: buf[:n], Ifindex: 3}}); got != 0 {
 		t.Fatalf("validated %d, want 0", got)
 	}
-	st := r.e.order[0].ServiceStats()
+	st := r.e.set.Load().order[0].ServiceStats()
 	if st.HandedOff != 0 || st.AckRejected["no_entry"]+st.AckRejected["bad_hash"] != 1 {
 		t.Errorf("handed off %d, rejected %v; want 0 and one rejection", st.HandedOff, st.AckRejected)
 	}

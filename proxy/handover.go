@@ -17,7 +17,7 @@ import (
 // Serve must still be running.
 func (e *Engine) HandOver(timeout time.Duration) (opening, halfOpen int) {
 	e.stopping.Store(true)
-	for _, s := range e.order {
+	for _, s := range e.set.Load().order {
 		s.requestOffload()
 	}
 	// A wait on the wall clock, not the engine's (tests drive that one).
@@ -25,8 +25,16 @@ func (e *Engine) HandOver(timeout time.Duration) (opening, halfOpen int) {
 	for {
 		opening, halfOpen = 0, 0
 		e.conns.each(true, func(*conn) { opening++ })
-		for _, s := range e.order {
+		set := e.set.Load()
+		for _, s := range set.order {
 			halfOpen += s.l.SynQueueLen()
+		}
+		for _, rs := range set.retiring {
+			for _, s := range rs {
+				if s.l != nil {
+					halfOpen += s.l.SynQueueLen()
+				}
+			}
 		}
 		if (opening == 0 && halfOpen == 0) || !time.Now().Before(deadline) {
 			return opening, halfOpen

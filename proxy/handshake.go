@@ -55,10 +55,15 @@ func (w *worker) handle(p *pktio.Packet) bool {
 		w.e.conns.malformed.Add(1)
 		return false
 	}
-	if s := w.e.services[seg.Dst]; s != nil {
+	set := w.e.set.Load()
+	if s := set.services[seg.Dst]; s != nil {
 		return w.fromClient(s, p)
 	}
-	if w.e.locals[seg.Dst.Addr()] {
+	if rs := set.retiring[seg.Dst]; len(rs) > 0 {
+		// A service a reload removed, still finishing its handshakes.
+		return w.fromClient(rs[len(rs)-1], p)
+	}
+	if set.locals[seg.Dst.Addr()] {
 		w.fromBackend(seg)
 		return false
 	}
@@ -98,6 +103,16 @@ func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 	if c := w.e.conns.byClient(seg.Tuple); c != nil && !w.e.reuse(c, seg) {
 		s.st.synDropped.Add(1)
 		return false
+	}
+	if s.retired.Load() {
+		// Removed by a reload (or from the config a restart adopted its
+		// connections under): its entry stays in the data plane while its
+		// connections live (their client segments must not reach the
+		// kernel, which has no socket for them), and its SYNs are refused
+		// as the kernel refuses them once it is gone. A SYN on a live
+		// connection's 4-tuple was handled above, as for any service.
+		s.st.synDropped.Add(1)
+		return w.reset(p)
 	}
 	if !s.hasBackend() {
 		// Every backend is down or drained: answering would only make
@@ -213,7 +228,25 @@ func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 	if len(seg.Payload) > 0 {
 		data = append([]byte(nil), seg.Payload[:min(len(seg.Payload), w.e.cfg.MaxPending)]...)
 	}
+	if s.l == nil {
+		// An adopted connection's stand-in: it has no queues.
+		s.st.rejected("no_entry")
+		return false
+	}
 	d := s.l.OnACK(seg.Tuple, seg.Seq, seg.Ack, data, now)
+	if d.Action == queue.AckNoEntry {
+		// The handshake may be a retired service's: a reload replaced or
+		// removed it after its SYN-ACK went out. It finishes there.
+		for _, r := range w.e.set.Load().retiring[seg.Dst] {
+			if r == s || r.l == nil || r.l.SynQueueLen() == 0 {
+				continue
+			}
+			if rd := r.l.OnACK(seg.Tuple, seg.Seq, seg.Ack, data, now); rd.Action != queue.AckNoEntry {
+				s, d = r, rd
+				break
+			}
+		}
+	}
 	switch d.Action {
 	case queue.AckQueued:
 		s.st.ackQueue.Add(1)
@@ -230,8 +263,9 @@ func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 	// and expired): it reaches the engine to be handed off, and must never
 	// open a connection as a cookie. The queue's ISNs are cookies too, so a
 	// retransmitted FIN of a connection that never got data back would
-	// validate and open a backend leg that nobody closes.
-	if !d.CookieCheckAllowed || seg.Flags&packet.FIN != 0 {
+	// validate and open a backend leg that nobody closes. A retired service
+	// accepts no new connection, cookies included.
+	if !d.CookieCheckAllowed || seg.Flags&packet.FIN != 0 || s.retired.Load() {
 		w.unknown(s, p, "no_entry")
 		return false
 	}

@@ -29,9 +29,10 @@ type ServiceState struct {
 
 // ServiceStates lists the services in configuration order.
 func (e *Engine) ServiceStates() []ServiceState {
-	out := make([]ServiceState, len(e.order))
-	health := e.Health()
-	for i, s := range e.order {
+	order := e.set.Load().order
+	out := make([]ServiceState, len(order))
+	health := e.health(order)
+	for i, s := range order {
 		out[i] = ServiceState{
 			Name: s.Name, Listen: s.Listen, Backends: health[i].Backends, Sources: s.Sources,
 			Policy: s.Queue.Cookies.String(), XDPCookies: s.offloaded.Load(), Offer: *s.offer.Load(),

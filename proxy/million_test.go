@@ -100,7 +100,7 @@ func TestFlowScanPaced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := e.order[0]
+	svc := e.set.Load().order[0]
 	for i := range n {
 		ft := flow.Tuple{Client: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 1024), Service: vip}
 		c, _ := e.conns.getOrCreate(svc, ft, now)

@@ -81,7 +81,7 @@ func (e *Engine) window() uint16 { return uint16(min(e.cfg.MaxPending, 65535)) }
 // offer now and the window they announce: what the data plane's standby
 // cookies must announce too.
 func (e *Engine) OfferAt(listen netip.AddrPort) (Offer, uint16, bool) {
-	s := e.services[listen]
+	s := e.set.Load().services[listen]
 	if s == nil {
 		return Offer{}, 0, false
 	}

@@ -41,7 +41,7 @@ func (f *fakeOffload) last() (offloadCall, int) {
 func TestOffloadAuto(t *testing.T) {
 	off := &fakeOffload{}
 	r := newRig(t, queue.CookiesAuto, func(c *Config) { c.Offload = off })
-	s := r.e.order[0]
+	s := r.e.set.Load().order[0]
 	r.e.manageOffload(s, r.now)
 	if _, n := off.last(); n != 0 {
 		t.Fatal("auto offloaded before any overflow")
@@ -87,7 +87,7 @@ func TestOffloadAuto(t *testing.T) {
 func TestOffloadAlwaysAndNever(t *testing.T) {
 	off := &fakeOffload{}
 	r := newRig(t, queue.CookiesAlways, func(c *Config) { c.Offload = off })
-	r.e.manageOffload(r.e.order[0], r.now)
+	r.e.manageOffload(r.e.set.Load().order[0], r.now)
 	if c, n := off.last(); n != 1 || !c.on {
 		t.Errorf("always: %+v (%d calls), want on at start", c, n)
 	}
@@ -95,14 +95,14 @@ func TestOffloadAlwaysAndNever(t *testing.T) {
 	if err := r.e.SetBackendOptions("web", flow.SynOptions{MSS: 1400, WScale: 9, SACK: true, Timestamps: true}); err != nil {
 		t.Fatal(err)
 	}
-	r.e.manageOffload(r.e.order[0], r.now)
-	r.e.manageOffload(r.e.order[0], r.now) // unchanged: not pushed again
+	r.e.manageOffload(r.e.set.Load().order[0], r.now)
+	r.e.manageOffload(r.e.set.Load().order[0], r.now) // unchanged: not pushed again
 	if c, n := off.last(); n != 2 || !c.on || c.o.WScale != 9 || c.o.MSS != 1400 {
 		t.Errorf("after a new backend offer: %+v (%d calls)", c, n)
 	}
 	off2 := &fakeOffload{}
 	r2 := newRig(t, queue.CookiesNever, func(c *Config) { c.Offload = off2 })
-	r2.e.manageOffload(r2.e.order[0], r2.now)
+	r2.e.manageOffload(r2.e.set.Load().order[0], r2.now)
 	if _, n := off2.last(); n != 0 {
 		t.Error("never: offloaded")
 	}

@@ -39,7 +39,7 @@ func TestPeerCookieAcrossGateways(t *testing.T) {
 		if o := syn.Options; o.WScale != 9 || !o.SACK || !o.Timestamps {
 			t.Errorf("backend SYN options %+v: the peer's cookie should carry wscale 9, SACK, TS", o)
 		}
-		st := b.e.order[0].ServiceStats()
+		st := b.e.set.Load().order[0].ServiceStats()
 		if st.AckPeerCookie != 1 || st.AckCookie != 0 {
 			t.Errorf("ack_validated peer_cookie %d cookie %d, want 1, 0", st.AckPeerCookie, st.AckCookie)
 		}
@@ -54,7 +54,7 @@ func TestPeerCookieAcrossGateways(t *testing.T) {
 		})
 		c.inject(packet.Build, ack)
 		c.noSentIP()
-		st := c.e.order[0].ServiceStats()
+		st := c.e.set.Load().order[0].ServiceStats()
 		if st.AckPeerCookie != 0 || st.AckRejected["no_entry"] != 1 {
 			t.Errorf("peer_cookie %d, no_entry %d; want 0, 1", st.AckPeerCookie, st.AckRejected["no_entry"])
 		}
@@ -84,10 +84,10 @@ func TestForgedACKsAtClosedGate(t *testing.T) {
 		if i%128 == 127 || i == n-1 {
 			// The in-memory link holds a few hundred frames: let the
 			// engine catch up.
-			waitUnmatched(t, r.e.order[0], uint64(i+1))
+			waitUnmatched(t, r.e.set.Load().order[0], uint64(i+1))
 		}
 	}
-	s := r.e.order[0]
+	s := r.e.set.Load().order[0]
 	q, st := s.l.Stats(), s.ServiceStats()
 	t.Logf("%d forged ACKs: %d checked as peer cookies, %d refused by the budget, %d accepted", n, q.AckPeerChecks, q.AckCookieDenied, st.AckPeerCookie)
 	if q.AckUnmatched != n || q.AckPeerChecks != queue.DefaultPeerCookieChecks || q.AckCookieDenied != n-queue.DefaultPeerCookieChecks {

@@ -179,7 +179,6 @@ func (e *Engine) newBackend(s *service, m Backend) (*member, error) {
 			b.pools = append(b.pools, p)
 			b.poolKeys = append(b.poolKeys, k)
 		}
-		e.locals[a] = true
 	}
 	return b, nil
 }
@@ -189,7 +188,8 @@ func (e *Engine) newBackend(s *service, m Backend) (*member, error) {
 // weight applies), new ones start up, and removed ones get no new
 // connections. Live connections keep the backend they have, removed or
 // not. New connections see either the old pool or the new one, never a
-// mix. This is the entry point for a live reload.
+// mix. A reload (Reconfigure) swaps the pool of a service whose only
+// change is its pool the same way.
 func (e *Engine) SetBackends(service string, members []Backend) error {
 	s := e.service(service)
 	if s == nil {
@@ -200,38 +200,71 @@ func (e *Engine) SetBackends(service string, members []Backend) error {
 	}
 	s.poolMu.Lock()
 	defer s.poolMu.Unlock()
-	old := map[netip.AddrPort]*member{}
-	for _, b := range s.pool.Load().members {
-		old[b.addr] = b
+	e.poolsMu.Lock()
+	next, err := e.newMembers(s, s.pool.Load().members, members)
+	e.poolsMu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.commitPool(next, members, e.now())
+	return nil
+}
+
+// newMembers makes the members of a pool of s: those of old whose address
+// stays are kept as they are (health, counters, source ports), others are
+// new. Nothing of s changes. e.poolsMu is held.
+func (e *Engine) newMembers(s *service, old []*member, members []Backend) ([]*member, error) {
+	byAddr := map[netip.AddrPort]*member{}
+	for _, b := range old {
+		byAddr[b.addr] = b
 	}
 	var next []*member
 	seen := map[netip.AddrPort]bool{}
-	e.poolsMu.Lock()
 	for _, m := range members {
 		if seen[m.Addr] {
-			e.poolsMu.Unlock()
-			return fmt.Errorf("%w: service %s: backend %v listed twice", ErrConfig, service, m.Addr)
+			return nil, fmt.Errorf("%w: service %s: backend %v listed twice", ErrConfig, s.Name, m.Addr)
 		}
 		seen[m.Addr] = true
-		if b := old[m.Addr]; b != nil {
+		if b := byAddr[m.Addr]; b != nil {
+			if m.Weight < 0 {
+				return nil, fmt.Errorf("%w: service %s: backend %v: negative weight", ErrConfig, s.Name, m.Addr)
+			}
 			next = append(next, b)
 			continue
 		}
 		b, err := e.newBackend(s, m)
 		if err != nil {
-			e.poolsMu.Unlock()
-			return err
+			return nil, err
 		}
 		next = append(next, b)
 	}
-	e.poolsMu.Unlock()
-	// Weights last, once nothing can fail: the pool changes whole.
+	return next, nil
+}
+
+// commitPool makes next (from newMembers for members) s's pool. Weights
+// are set last, once nothing can fail: the pool changes whole. s.poolMu is
+// held.
+func (s *service) commitPool(next []*member, members []Backend, now time.Time) {
 	for i, m := range members {
 		next[i].weight.Store(int32(m.Weight))
 	}
-	s.storePool(next, e.now(), true)
+	s.storePool(next, now, true)
 	s.refreshOffer()
-	return nil
+}
+
+// samePool reports whether s's pool has members, in this order and with
+// these weights.
+func (s *service) samePool(members []Backend) bool {
+	cur := s.pool.Load().members
+	if len(cur) != len(members) {
+		return false
+	}
+	for i, b := range cur {
+		if b.addr != members[i].Addr || int(b.weight.Load()) != members[i].Weight {
+			return false
+		}
+	}
+	return true
 }
 
 // SetBackendUp records an active check's verdict on one backend of a
@@ -343,9 +376,14 @@ type ServiceHealth struct {
 
 // Health reports every service's pool.
 func (e *Engine) Health() []ServiceHealth {
+	return e.health(e.set.Load().order)
+}
+
+// health is Health of the services in order.
+func (e *Engine) health(order []*service) []ServiceHealth {
 	now := e.now()
-	out := make([]ServiceHealth, 0, len(e.order))
-	for _, s := range e.order {
+	out := make([]ServiceHealth, 0, len(order))
+	for _, s := range order {
 		h := ServiceHealth{Name: s.Name}
 		for _, b := range s.pool.Load().members {
 			bh := BackendHealth{Addr: b.addr, Weight: int(b.weight.Load()), Up: b.activeUp.Load(), Ejected: now.UnixNano() < b.ejectedUntil.Load()}
@@ -379,9 +417,19 @@ func (s *service) backendStats() []metrics.BackendStats {
 
 // service returns the named service, nil if there is none.
 func (e *Engine) service(name string) *service {
-	for _, s := range e.order {
+	for _, s := range e.set.Load().order {
 		if s.Name == name {
 			return s
+		}
+	}
+	return nil
+}
+
+// memberAt returns s's member at addr, nil if it has none.
+func (s *service) memberAt(addr netip.AddrPort) *member {
+	for _, b := range s.pool.Load().members {
+		if b.addr == addr {
+			return b
 		}
 	}
 	return nil

@@ -165,7 +165,7 @@ func testProxyHeaderSplice(t *testing.T, policy queue.CookiePolicy) {
 	}
 	r.e.expireOpening(r.advance(10 * time.Second))
 	r.noSentIP()
-	if st := r.e.order[0].ServiceStats(); st.HeaderRetransmits != 1 || st.Spliced != 1 {
+	if st := r.e.set.Load().order[0].ServiceStats(); st.HeaderRetransmits != 1 || st.Spliced != 1 {
 		t.Errorf("header retransmits %d, spliced %d; want 1, 1", st.HeaderRetransmits, st.Spliced)
 	}
 }
@@ -193,7 +193,7 @@ func TestPoolRedispatch(t *testing.T) {
 	if ack := r.sentIP(); ack.Dst != syn2.Dst || ack.Flags != packet.ACK {
 		t.Fatalf("handshake ACK %v to %v", ack.Flags, ack.Dst)
 	}
-	st := r.e.order[0].ServiceStats()
+	st := r.e.set.Load().order[0].ServiceStats()
 	if st.Spliced != 1 || st.Redispatched != 1 {
 		t.Errorf("spliced %d, redispatched %d; want 1, 1", st.Spliced, st.Redispatched)
 	}
@@ -216,7 +216,7 @@ func TestPoolDrainAndDown(t *testing.T) {
 	r := newRig(t, queue.CookiesNever, func(c *Config) {
 		c.Services[0].Backends = []Backend{{Addr: backend, Weight: 1}, {Addr: b2, Weight: 1}}
 	})
-	s := r.e.order[0]
+	s := r.e.set.Load().order[0]
 	count := func() map[netip.AddrPort]int {
 		m := map[netip.AddrPort]int{}
 		for i := range 2000 {
@@ -264,7 +264,7 @@ func TestPoolDrainAndDown(t *testing.T) {
 	}
 	d.inject(packet.BuildSyn, packet.Fields{Src: d.client, Dst: vip, Seq: 7, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
 	d.noReply()
-	if st := d.e.order[0].ServiceStats(); st.NoBackend != 1 {
+	if st := d.e.set.Load().order[0].ServiceStats(); st.NoBackend != 1 {
 		t.Errorf("on_no_backend drop: no_backend = %d, want 1", st.NoBackend)
 	}
 }
@@ -332,7 +332,7 @@ func TestPoolRedispatchOnTimeout(t *testing.T) {
 	if rst.Dst != syn.Dst || rst.Seq != syn.Seq+1 || syn2.Flags != packet.SYN {
 		t.Fatalf("after the timeout: RST %v to %v seq %d, SYN to %v; want a RST to %v and a SYN to the other", rst.Flags, rst.Dst, rst.Seq, syn2.Dst, syn.Dst)
 	}
-	if st := r.e.order[0].ServiceStats(); st.Redispatched != 1 || st.BackendFailures["timeout"] != 1 {
+	if st := r.e.set.Load().order[0].ServiceStats(); st.Redispatched != 1 || st.BackendFailures["timeout"] != 1 {
 		t.Errorf("redispatched %d, timeouts %d; want 1, 1", st.Redispatched, st.BackendFailures["timeout"])
 	}
 }
@@ -413,7 +413,7 @@ func TestAdoptPoolMember(t *testing.T) {
 	if st, err := r2.e.Adopt(r2.flows); err != nil || st.Adopted != 1 || st.Draining != 0 {
 		t.Fatalf("adopt: %+v, %v", st, err)
 	}
-	for _, b := range r2.e.order[0].ServiceStats().Backends {
+	for _, b := range r2.e.set.Load().order[0].ServiceStats().Backends {
 		want := 0
 		if b.Addr == syn.Dst.String() {
 			want = 1

@@ -4,6 +4,7 @@
 //
 //	syngate check -c /etc/syngate/syngate.yaml   # validate, print the plan
 //	syngate run -c /etc/syngate/syngate.yaml     # run the gateway
+//	syngate reload                               # re-read and apply the config (SIGHUP)
 //	syngate reset -c /etc/syngate/syngate.yaml   # detach, remove the pins
 //	syngate version                              # version and VCS revision
 //
@@ -72,6 +73,7 @@ Usage:
   syngate drain            withdraw the running daemon's VIPs, wait for its connections to end
   syngate status           services, cookie mode, queues, rates, backends of the running daemon
   syngate flows [flags]    the running daemon's connections: both legs, state, packets and bytes
+  syngate reload           make the running daemon re-read and apply its config file (as SIGHUP does)
   syngate reset -c FILE    detach syngate and remove its pins (spliced connections break)
   syngate version          print the version and the VCS revision it was built from
 
@@ -95,6 +97,8 @@ func run(ctx context.Context, e env, args []string) error {
 		return cmdStatus(ctx, e, rest)
 	case "flows":
 		return cmdFlows(ctx, e, rest)
+	case "reload":
+		return cmdReload(ctx, e, rest)
 	case "reset":
 		return cmdReset(e, rest)
 	case "version", "--version":

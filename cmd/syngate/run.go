@@ -47,21 +47,20 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	log := slog.New(handler)
-	reload := watchHangup(ctx, *path, log)
+	reload := make(chan gateway.ReloadRequest)
+	reloadOnHangup(ctx, reload)
 	drain, restart := lifecycleSignals(ctx)
 	return gateway.Run(ctx, cfg, gateway.Options{
 		Version: build.Version, Revision: build.Revision, Logger: log, ReadyFile: *ready, Unpin: *unpin,
-		Drain: drain, Restart: restart, Reload: reload,
+		ConfigPath: *path, Reload: reload, Drain: drain, Restart: restart,
 	})
 }
 
-// watchHangup turns SIGHUP into reloads: the systemd unit's ExecReload
-// sends it, and Go's default action would end the process (which systemd
-// counts as a clean exit, so no restart either). Each SIGHUP re-reads the
-// config file; a valid one goes to gateway.Run, which applies what it can
-// live (the services' pools) and says what needs a restart.
-func watchHangup(ctx context.Context, path string, log *slog.Logger) <-chan *config.Config {
-	reload := make(chan *config.Config, 1)
+// reloadOnHangup turns SIGHUP into reload requests, as `syngate reload`
+// (the systemd unit's ExecReload) does over the control socket. The
+// gateway logs and counts the outcome. (Go's default action would end the
+// process.)
+func reloadOnHangup(ctx context.Context, reload chan<- gateway.ReloadRequest) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -72,17 +71,11 @@ func watchHangup(ctx context.Context, path string, log *slog.Logger) <-chan *con
 				return
 			case <-hup:
 			}
-			next, err := config.Load(path)
-			if err != nil {
-				log.Error("SIGHUP: config not reloaded", "err", err)
-				continue
-			}
 			select {
-			case reload <- next:
+			case reload <- gateway.ReloadRequest{Trigger: "SIGHUP"}:
 			case <-ctx.Done():
 				return
 			}
 		}
 	}()
-	return reload
 }

@@ -1,0 +1,356 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/syngate/syngate/bpf"
+	"github.com/syngate/syngate/config"
+	"github.com/syngate/syngate/control"
+	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/metrics"
+	"github.com/syngate/syngate/proxy"
+	"github.com/syngate/syngate/queue"
+)
+
+// restartKey is a config key a running syngate cannot change; a reload
+// that changes one is refused, naming it.
+type restartKey struct {
+	name string
+	get  func(*config.Config) any
+}
+
+// restartKeys are the keys only a restart applies, and why:
+//   - interfaces: the AF_XDP sockets, their receive loops and the XDP
+//     attachments are set up once, with the flow table's redirect ports;
+//   - secret_file, syn.key_rotation: the cookie keys; a new secret would
+//     invalidate the cookies in flight;
+//   - bpffs: where the data path is pinned and locked;
+//   - metrics.listen, control.*: the listeners (a reload request itself
+//     arrives on the control socket);
+//   - backend.ports, backend.port_quiet_time: the source port pools that
+//     live connections hold ports of, and the XDP program's local range;
+//   - backend.max_pending: the window every SYN-ACK announces and the
+//     bound of data held per connection, shared by every service;
+//   - flows.max: the flow table's size (a restart migrates the table);
+//   - bgp, peers: the BGP speaker and the peer links.
+var restartKeys = []restartKey{
+	{"interfaces", func(c *config.Config) any { return c.Interfaces }},
+	{"secret_file", func(c *config.Config) any { return c.SecretFile }},
+	{"bpffs", func(c *config.Config) any { return c.BPFFS }},
+	{"metrics.listen", func(c *config.Config) any { return c.Metrics.Listen }},
+	{"control.socket", func(c *config.Config) any { return c.Control.Socket }},
+	{"control.mode", func(c *config.Config) any { return c.Control.Mode }},
+	{"syn.key_rotation", func(c *config.Config) any { return c.SYN.KeyRotation }},
+	{"backend.ports", func(c *config.Config) any { return [2]uint16{c.Backend.PortMin, c.Backend.PortMax} }},
+	{"backend.port_quiet_time", func(c *config.Config) any { return c.Backend.PortQuietTime }},
+	{"backend.max_pending", func(c *config.Config) any { return c.Backend.MaxPending }},
+	{"flows.max", func(c *config.Config) any { return c.Flows.Max }},
+	// The BGP speaker and the peer links are set up once at start.
+	{"bgp", func(c *config.Config) any { return c.BGP }},
+	{"peers", func(c *config.Config) any { return c.Peers }},
+}
+
+// reloadable is c without what a reload applies (the services and the
+// syn.* values they are built from, filters, timeouts, probe interval):
+// what is left must not differ between two configs, or the reload is
+// refused. It catches keys neither applied nor listed in restartKeys.
+func reloadable(c *config.Config) config.Config {
+	x := *c
+	x.Services = nil
+	x.SYN = config.SYN{KeyRotation: c.SYN.KeyRotation}
+	x.Filters = config.Filters{}
+	x.Flows = config.Flows{Max: c.Flows.Max}
+	x.Backend.ConnectTimeout, x.Backend.ProbeInterval = 0, 0
+	return x
+}
+
+// changedRestartKeys names the restart-only keys whose values differ.
+func changedRestartKeys(cur, next *config.Config) []string {
+	var out []string
+	for _, k := range restartKeys {
+		if !reflect.DeepEqual(k.get(cur), k.get(next)) {
+			out = append(out, k.name)
+		}
+	}
+	return out
+}
+
+// ErrRestartRequired is wrapped by a reload refused for a key only a
+// restart applies.
+var ErrRestartRequired = errors.New("restart required")
+
+// liveKeys are the other top-level values a reload applies, besides the
+// services and the syn.* settings they are built from; reported by name.
+var liveKeys = []restartKey{
+	{"filters", func(c *config.Config) any { return c.Filters }},
+	{"flows.established_timeout", func(c *config.Config) any { return c.Flows.EstablishedTimeout }},
+	{"flows.close_timeout", func(c *config.Config) any { return c.Flows.CloseTimeout }},
+	{"flows.reset_timeout", func(c *config.Config) any { return c.Flows.ResetTimeout }},
+	{"backend.connect_timeout", func(c *config.Config) any { return c.Backend.ConnectTimeout }},
+	{"backend.probe_interval", func(c *config.Config) any { return c.Backend.ProbeInterval }},
+}
+
+// reloader applies config files to the running gateway, one at a time.
+// It owns the running config and service list after start.
+type reloader struct {
+	mu     sync.Mutex
+	path   string
+	cfg    *config.Config
+	svcs   []proxy.Service
+	dp     *bpf.Dataplane
+	e      *proxy.Engine
+	off    *cookieOffload
+	reg    *metrics.Registry
+	health *backendHealth
+	// checks runs the backends' active checks; a reload syncs them to
+	// the new pools.
+	checks *checks
+	// ann, with BGP, announces the services' VIPs.
+	ann *announcer
+	log *slog.Logger
+	// ctx and wg bound the background removal of retired services' data
+	// plane entries.
+	ctx context.Context
+	wg  *sync.WaitGroup
+}
+
+// current returns the running config and services.
+func (r *reloader) current() (*config.Config, []proxy.Service) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cfg, r.svcs
+}
+
+// reload re-reads the config file and applies it, or nothing of it.
+// trigger names what asked (SIGHUP, the control socket) for the log.
+func (r *reloader) reload(trigger string) (control.ReloadResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var res control.ReloadResult
+	next, err := config.Load(r.path)
+	if err == nil {
+		res, err = r.apply(next)
+	}
+	if err != nil {
+		r.reg.ReloadFailed()
+		r.log.Error("reload refused: the running configuration stays", "trigger", trigger, "file", r.path, "err", err)
+		res.Error = err.Error()
+		return res, err
+	}
+	r.reg.ReloadSucceeded(time.Now())
+	r.log.Info("configuration reloaded", "trigger", trigger, "file", r.path,
+		"added", res.Added, "changed", res.Changed, "repooled", res.Repooled, "removed", res.Removed, "unchanged", res.Unchanged, "applied", res.Applied)
+	return res, nil
+}
+
+// apply makes next the running config. Everything that can refuse it is
+// checked, and the backends of added and changed services probed, before
+// anything changes; the only steps that can still fail (a new XDP program,
+// the engine's own checks) are undone if a later one fails. r.mu is held.
+func (r *reloader) apply(next *config.Config) (control.ReloadResult, error) {
+	var res control.ReloadResult
+	if keys := changedRestartKeys(r.cfg, next); len(keys) > 0 {
+		return res, fmt.Errorf("%w: %s cannot change while syngate runs (the running values stay); restart syngate to apply %s (a restart is hitless: spliced connections survive it and new ones are answered throughout)",
+			ErrRestartRequired, strings.Join(keys, ", "), pronoun(len(keys)))
+	}
+	if !reflect.DeepEqual(reloadable(r.cfg), reloadable(next)) {
+		return res, fmt.Errorf("%w: a key this syngate cannot reload changed; restart syngate to apply it", ErrRestartRequired)
+	}
+	svcs, err := engineServices(next)
+	if err != nil {
+		return res, err
+	}
+	learned := r.probeNew(next, svcs)
+
+	oldFilters := r.dp.Filters()
+	filters := dataplaneFilters(next)
+	if filters != oldFilters {
+		if err := r.dp.SetFilters(filters); err != nil {
+			return res, err
+		}
+	}
+	// The offload's lock across the swap and the new entries: the engine
+	// may turn a new service's XDP cookies on as soon as it runs it, and
+	// that must land on top of the fresh entry, not under it.
+	r.off.mu.Lock()
+	st, err := r.e.Reconfigure(svcs, proxy.Timeouts{
+		Connect: next.Backend.ConnectTimeout, Established: next.Flows.EstablishedTimeout,
+		Close: next.Flows.CloseTimeout, Reset: next.Flows.ResetTimeout,
+	}, learned)
+	if err != nil {
+		r.off.mu.Unlock()
+		if filters != oldFilters {
+			if ferr := r.dp.SetFilters(oldFilters); ferr != nil {
+				err = errors.Join(err, fmt.Errorf("restore the filters: %w", ferr))
+			}
+		}
+		return res, err
+	}
+	// The engine runs the new services: the data plane follows. These
+	// writes do not fail on a working map; a failure is logged, and the
+	// next reload or restart writes the entry again.
+	changed := append(slices.Clone(st.Added), st.Changed...)
+	for i, s := range svcs {
+		if slices.Contains(changed, s.Name) {
+			if err := r.off.setLocked(serviceEntry(r.e, s, i)); err != nil {
+				r.log.Warn("reload: write the service to the data plane", "service", s.Name, "err", err)
+			}
+		}
+	}
+	r.off.mu.Unlock()
+	for _, a := range r.e.Sources() {
+		if err := r.dp.AddLocal(a); err != nil {
+			r.log.Warn("reload: add a source address to the data plane", "addr", a, "err", err)
+		}
+	}
+	for _, old := range r.svcs {
+		if slices.Contains(st.Removed, old.Name) && !slices.ContainsFunc(svcs, func(s proxy.Service) bool { return s.Listen == old.Listen }) {
+			r.retireEntry(old.Listen)
+		}
+	}
+	r.reg.SetServices(r.e.Services())
+	if r.ann != nil {
+		r.ann.setServices(next.Services) // the VIPs announced follow
+	}
+	for _, k := range liveKeys {
+		if !reflect.DeepEqual(k.get(r.cfg), k.get(next)) {
+			res.Applied = append(res.Applied, k.name)
+		}
+	}
+	if r.checks != nil {
+		// Checks of new members start, those of members gone stop, those
+		// whose check changed restart from the engine's verdict.
+		r.checks.sync(next, svcs)
+	}
+	r.cfg, r.svcs = next, svcs
+	res.Added, res.Changed, res.Repooled, res.Removed, res.Unchanged = st.Added, st.Changed, st.Repooled, st.Removed, st.Unchanged
+	return res, nil
+}
+
+func pronoun(n int) string {
+	if n == 1 {
+		return "it"
+	}
+	return "them"
+}
+
+// dataplaneFilters is the config's XDP filters.
+func dataplaneFilters(cfg *config.Config) bpf.Filters {
+	return bpf.Filters{
+		DropSYNPayload: cfg.Filters.DropSynPayload, DropBadFlags: cfg.Filters.DropBadFlags,
+		SYNRateLimit: bpf.RateLimit{
+			PerSecond: uint64(cfg.Filters.RateLimit), Burst: uint64(cfg.Filters.RateBurst),
+			Prefix4: cfg.Filters.PrefixLenV4, Prefix6: cfg.Filters.PrefixLenV6,
+		},
+	}
+}
+
+// serviceEntry is a service's data-plane entry as the engine starts it:
+// no XDP cookies yet (the engine turns them on), standby cookies unless
+// the service never takes cookies.
+func serviceEntry(e *proxy.Engine, s proxy.Service, id int) *bpf.Service {
+	bs := &bpf.Service{Addr: s.Listen, ID: uint32(id)}
+	if s.Queue.Cookies != queue.CookiesNever {
+		o, window, _ := e.OfferAt(s.Listen)
+		bs.StandbyCookies = true
+		bs.Announce = standbyAnnounce(o, window)
+	}
+	return bs
+}
+
+// retireEntry takes a removed service's listener out of the data plane:
+// at once out of the cookie answers (its SYNs reach the engine, which
+// refuses them with a RST, as the kernel would), and out of the services
+// map once the retired service's handshakes and connections are all done:
+// until then the XDP program must keep the listener, or the client
+// segments of its spliced connections would meet the kernel, which has no
+// socket for them and resets them. Then its SYNs pass to the kernel
+// again, as after a restart without it. r.mu is held.
+func (r *reloader) retireEntry(listen netip.AddrPort) {
+	if err := r.off.set(&bpf.Service{Addr: listen}); err != nil {
+		r.log.Warn("reload: stop the cookies of a removed service", "listen", listen, "err", err)
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for r.e.RetiredLive(listen) > 0 {
+			select {
+			case <-r.ctx.Done():
+				return
+			case <-time.After(retiredPoll):
+			}
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if slices.ContainsFunc(r.svcs, func(s proxy.Service) bool { return s.Listen == listen }) {
+			return // configured again meanwhile
+		}
+		if err := r.off.remove(listen); err != nil {
+			r.log.Warn("reload: remove a service from the data plane", "listen", listen, "err", err)
+			return
+		}
+		r.log.Info("removed service's connections ended: listener removed from the data plane", "listen", listen)
+	}()
+}
+
+// retiredPoll is how often a removed service's connections are counted.
+const retiredPoll = 500 * time.Millisecond
+
+// probeNew learns the options of the backends next adds to a service
+// (new services, new members of a pool, a service moved to other
+// backends), all at once, before they take a connection: a connection's
+// announced window scale must not change under it. A failed probe leaves
+// a member to the defaults (or, for a backend the service had before, to
+// what was learned of it) until the next probe.
+func (r *reloader) probeNew(next *config.Config, svcs []proxy.Service) map[string]map[netip.AddrPort]flow.SynOptions {
+	type target struct {
+		s    proxy.Service
+		addr netip.AddrPort
+	}
+	var probe []target
+	for _, s := range svcs {
+		i := slices.IndexFunc(r.svcs, func(o proxy.Service) bool { return o.Listen == s.Listen })
+		for _, m := range s.Backends {
+			if i < 0 || !slices.ContainsFunc(r.svcs[i].Backends, func(o proxy.Backend) bool { return o.Addr == m.Addr }) {
+				probe = append(probe, target{s, m.Addr})
+			}
+		}
+	}
+	var (
+		mu  sync.Mutex
+		out = make(map[string]map[netip.AddrPort]flow.SynOptions)
+		wg  sync.WaitGroup
+	)
+	for _, t := range probe {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if o, ok := probeMember(r.ctx, next, t.s, t.addr, r.log, r.health); ok {
+				mu.Lock()
+				if out[t.s.Name] == nil {
+					out[t.s.Name] = make(map[netip.AddrPort]flow.SynOptions)
+				}
+				out[t.s.Name][t.addr] = o
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// serveReload answers POST /v1/reload on the control socket.
+func (r *reloader) serveReload(w http.ResponseWriter, _ *http.Request) {
+	res, _ := r.reload("control socket")
+	control.ServeReload(w, res)
+}
