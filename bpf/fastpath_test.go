@@ -236,25 +236,8 @@ func TestFastPathRewrite(t *testing.T) {
 	inNewNetns(t) // no routes: the learned MACs and ifindex (1, lo) are used
 	d := testDataplane(t, Config{})
 
-	for _, fam := range []struct {
-		name                 string
-		client, svc, backend netip.AddrPort
-		local                netip.Addr
-	}{
-		{"ipv4", client4, svc4, back4, local4},
-		{"ipv6", client6, svc6, back6, local6},
-	} {
-		localAP := netip.AddrPortFrom(fam.local, 40001)
-		toBackend := FlowNAT{
-			Src: localAP, Dst: fam.backend,
-			SeqDelta: 0x10, AckDelta: 0x9000_0000, TSvalDelta: 7, TSecrDelta: 0xffff_fff0,
-			InShift: 7, OutShift: 2, Ifindex: 1, SrcMAC: learnedSrc, DstMAC: learnedDst,
-		}
-		toClient := FlowNAT{
-			Src: fam.svc, Dst: fam.client,
-			SeqDelta: 0x7000_0000, AckDelta: 0xffff_fff0, TSvalDelta: 0xffff_fff9, TSecrDelta: 0x10,
-			InShift: 2, OutShift: 7, Ifindex: 1, SrcMAC: learnedDst, DstMAC: learnedSrc,
-		}
+	for _, fam := range rewriteFamilies() {
+		localAP, toBackend, toClient := fam.localAP, fam.toBackend, fam.toClient
 		t.Run(fam.name+"/client to backend", func(t *testing.T) {
 			runFast(t, d, FlowKey{Src: fam.client, Dst: fam.svc}, toBackend, pkt{
 				src: fam.client, dst: fam.svc, flags: "PA", seq: 0xffff_fff8, ack: 0x7000_0001, window: 1000,
@@ -429,4 +412,43 @@ func TestFlowStateCounts(t *testing.T) {
 	if st.LastSeen < start || st.LastSeen > Monotonic() {
 		t.Errorf("last seen %v outside [%v, now]", st.LastSeen, start)
 	}
+}
+
+// rewriteFamily is one address family's spliced connection, with
+// translations whose deltas and shifts exercise wraparound both ways.
+type rewriteFamily struct {
+	name                 string
+	client, svc, backend netip.AddrPort
+	localAP              netip.AddrPort
+	toBackend, toClient  FlowNAT
+}
+
+// rewriteFamilies are the IPv4 and IPv6 connections the rewrite tests of
+// the XDP fast path and the TC program share.
+func rewriteFamilies() []rewriteFamily {
+	var out []rewriteFamily
+	for _, f := range []struct {
+		name                 string
+		client, svc, backend netip.AddrPort
+		local                netip.Addr
+	}{
+		{"ipv4", client4, svc4, back4, local4},
+		{"ipv6", client6, svc6, back6, local6},
+	} {
+		localAP := netip.AddrPortFrom(f.local, 40001)
+		out = append(out, rewriteFamily{
+			name: f.name, client: f.client, svc: f.svc, backend: f.backend, localAP: localAP,
+			toBackend: FlowNAT{
+				Src: localAP, Dst: f.backend,
+				SeqDelta: 0x10, AckDelta: 0x9000_0000, TSvalDelta: 7, TSecrDelta: 0xffff_fff0,
+				InShift: 7, OutShift: 2, Ifindex: 1, SrcMAC: learnedSrc, DstMAC: learnedDst,
+			},
+			toClient: FlowNAT{
+				Src: f.svc, Dst: f.client,
+				SeqDelta: 0x7000_0000, AckDelta: 0xffff_fff0, TSvalDelta: 0xffff_fff9, TSecrDelta: 0x10,
+				InShift: 2, OutShift: 7, Ifindex: 1, SrcMAC: learnedDst, DstMAC: learnedSrc,
+			},
+		})
+	}
+	return out
 }

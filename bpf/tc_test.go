@@ -78,25 +78,8 @@ func TestTCRewrite(t *testing.T) {
 	inNewNetns(t) // no routes: the learned MACs and ifindex (1, lo) are used
 	d := testDataplane(t, Config{})
 
-	for _, fam := range []struct {
-		name                 string
-		client, svc, backend netip.AddrPort
-		local                netip.Addr
-	}{
-		{"ipv4", client4, svc4, back4, local4},
-		{"ipv6", client6, svc6, back6, local6},
-	} {
-		localAP := netip.AddrPortFrom(fam.local, 40001)
-		toBackend := FlowNAT{
-			Src: localAP, Dst: fam.backend,
-			SeqDelta: 0x10, AckDelta: 0x9000_0000, TSvalDelta: 7, TSecrDelta: 0xffff_fff0,
-			InShift: 7, OutShift: 2, Ifindex: 1, SrcMAC: learnedSrc, DstMAC: learnedDst,
-		}
-		toClient := FlowNAT{
-			Src: fam.svc, Dst: fam.client,
-			SeqDelta: 0x7000_0000, AckDelta: 0xffff_fff0, TSvalDelta: 0xffff_fff9, TSecrDelta: 0x10,
-			InShift: 2, OutShift: 7, Ifindex: 1, SrcMAC: learnedDst, DstMAC: learnedSrc,
-		}
+	for _, fam := range rewriteFamilies() {
+		localAP, toBackend, toClient := fam.localAP, fam.toBackend, fam.toClient
 		for _, tc := range []struct {
 			name string
 			key  FlowKey
