@@ -38,28 +38,9 @@ const downloadHead = 1 << 20
 func startAttackBackend(t *testing.T, top *lab.Topology) *attackBackend {
 	t.Helper()
 	b := &attackBackend{gates: map[uint64]chan struct{}{}, resets: make(chan error, 4)}
-	ln, err := listen(top.Backend, netip.AddrPortFrom(netip.IPv6Unspecified(), backendPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				b.serve(c)
-			}()
-		}
-	}()
+	serveConns(t, top.Backend, netip.AddrPortFrom(netip.IPv6Unspecified(), backendPort), func(c net.Conn) {
+		b.serve(c)
+	})
 	return b
 }
 

@@ -11,11 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/syngate/syngate/lab"
 	"github.com/syngate/syngate/metrics"
+	"golang.org/x/sys/unix"
 )
 
 // syngateBin is the binary under test, built once by TestMain.
@@ -311,4 +313,50 @@ func listen(ns *lab.NS, addr netip.AddrPort) (net.Listener, error) {
 		return err
 	})
 	return l, err
+}
+
+// privateBPFFS mounts a bpffs of the test's own under dir, so its pins are
+// in no other test's way and go with it, and returns the pin directory
+// syngate uses there.
+func privateBPFFS(t *testing.T, dir string) string {
+	t.Helper()
+	mnt := filepath.Join(dir, "bpffs")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpffs", mnt, "bpf", 0, "mode=0700"); err != nil {
+		t.Fatalf("mount a bpffs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	return filepath.Join(mnt, "syngate")
+}
+
+// serveConns listens on addr in ns and runs handle for every connection on
+// its own goroutine, closing the connection when handle returns. The
+// listener closes, and every handler is waited for, at the test's end.
+func serveConns(t *testing.T, ns *lab.NS, addr netip.AddrPort, handle func(c net.Conn)) net.Listener {
+	t.Helper()
+	ln, err := listen(ns, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return ln
 }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/syngate/syngate/lab"
 )
@@ -33,15 +32,7 @@ func TestSecondInstanceAndReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	mnt := filepath.Join(dir, "bpffs")
-	if err := os.Mkdir(mnt, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("bpffs", mnt, "bpf", 0, "mode=0700"); err != nil {
-		t.Skipf("skipping: mount bpffs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
-	pins := filepath.Join(mnt, "syngate")
+	pins := privateBPFFS(t, dir)
 	newRecordingEcho(t, top)
 
 	r := &restarter{t: t, root: t, top: top, dir: dir}
@@ -142,15 +133,7 @@ func TestServerFirstAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	mnt := filepath.Join(dir, "bpffs")
-	if err := os.Mkdir(mnt, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("bpffs", mnt, "bpf", 0, "mode=0700"); err != nil {
-		t.Skipf("skipping: mount bpffs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
-	pins := filepath.Join(mnt, "syngate")
+	pins := privateBPFFS(t, dir)
 
 	ln, err := listen(top.Backend, netip.AddrPortFrom(netip.IPv6Unspecified(), backendPort))
 	if err != nil {

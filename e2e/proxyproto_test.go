@@ -69,28 +69,9 @@ func readProxyHeader(r *bufio.Reader) (netip.AddrPort, error) {
 // PROXY header of each connection and hands the rest to serve.
 func proxyServer(t *testing.T, top *lab.Topology, serve func(c net.Conn, r *bufio.Reader, client netip.AddrPort)) {
 	t.Helper()
-	ln, err := listen(top.Backend, netip.AddrPortFrom(netip.IPv6Unspecified(), backendPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				serve(c, bufio.NewReader(c), netip.AddrPort{})
-			}()
-		}
-	}()
+	serveConns(t, top.Backend, netip.AddrPortFrom(netip.IPv6Unspecified(), backendPort), func(c net.Conn) {
+		serve(c, bufio.NewReader(c), netip.AddrPort{})
+	})
 }
 
 // proxyConfig runs syngate with the lab's two services (web on IPv4, web6

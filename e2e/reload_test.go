@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/syngate/syngate/lab"
 )
 
@@ -142,15 +140,7 @@ func testReload(t *testing.T, mode linkMode) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	mnt := filepath.Join(dir, "bpffs")
-	if err := os.Mkdir(mnt, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("bpffs", mnt, "bpf", 0, "mode=0700"); err != nil {
-		t.Skipf("skipping: mount bpffs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
-	pins := filepath.Join(mnt, "syngate")
+	pins := privateBPFFS(t, dir)
 	socket := filepath.Join(dir, "control.sock")
 
 	old := newRecordingEcho(t, top) // :8080, IPv4 and IPv6
@@ -409,15 +399,7 @@ func TestRestartRemovedServiceKeepsConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	mnt := filepath.Join(dir, "bpffs")
-	if err := os.Mkdir(mnt, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("bpffs", mnt, "bpf", 0, "mode=0700"); err != nil {
-		t.Skipf("skipping: mount bpffs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
-	pins := filepath.Join(mnt, "syngate")
+	pins := privateBPFFS(t, dir)
 	newRecordingEcho(t, top)
 	withGone := filepath.Join(dir, "with-gone.yaml")
 	without := filepath.Join(dir, "without.yaml")

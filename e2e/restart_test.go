@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/lab"
@@ -65,16 +64,7 @@ func testRestartKeepsConnections(t *testing.T, mode linkMode) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	// A private bpffs: pins of this test, in no other's way, gone with it.
-	mnt := filepath.Join(dir, "bpffs")
-	if err := os.Mkdir(mnt, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("bpffs", mnt, "bpf", 0, "mode=0700"); err != nil {
-		t.Skipf("skipping: mount bpffs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
-	pins := filepath.Join(mnt, "syngate")
+	pins := privateBPFFS(t, dir)
 
 	upgraded := filepath.Join(dir, "syngate-upgraded")
 	if out, err := exec.Command("go", "build", "-ldflags", "-X main.version=e2e-upgraded", "-o", upgraded, "../cmd/syngate").CombinedOutput(); err != nil {
