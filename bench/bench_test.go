@@ -139,10 +139,10 @@ func sampleResults() *Results {
 		Date:     "2026-11-25T00:00:00Z",
 		Syngate:  "abc",
 		Machine:  Machine{CPU: "Test <CPU> & co", Cores: 2, Kernel: "6.0"},
-		Ceilings: Ceilings{FloodMaxPPS: 1e6, XDPTXSynAckPPS: 8e5},
+		Ceilings: Ceilings{FloodMaxPPS: 1e6, XDPTXSynAckPPS: 8e5, XDPTXCPUPerMSYN: 1.5},
 		Defenses: []DefenseResult{
 			{Key: "syngate", Name: "syngate", BulkMBps: 500, MaxConnsPerSec: 2000, PeakRSSBytes: 40 << 20, RSSBytes: 30 << 20,
-				Steps: []Step{{Fraction: 0, SuccessRate: 1}, {Fraction: 1, FloodPPS: 6e5, FloodSent: 6e6, SuccessRate: 0.9, SynAcksPerSec: 2e5}}},
+				Steps: []Step{{Fraction: 0, SuccessRate: 1}, {Fraction: 1, FloodPPS: 6e5, FloodSent: 6e6, SuccessRate: 0.9, SynAcksPerSec: 2e5, CPUPerMSYN: 3}}},
 			{Key: "synproxy", Name: "nftables synproxy", MaxConnsPerSec: 1000,
 				Steps: []Step{{Fraction: 0, SuccessRate: 1}, {Fraction: 1, FloodPPS: 3e5, FloodSent: 3e6, SuccessRate: 1, SynAcksPerSec: 4e5}}},
 			{Key: "none", Name: "no defense", BulkMBps: 600, Error: "setup: boom\nmore"},
@@ -157,11 +157,16 @@ func TestRatios(t *testing.T) {
 		got[r.Name] = r.Value
 	}
 	want := map[string]float64{
-		"syngate / nftables synproxy, peak SYN-ACKs/s":   0.5,
-		"syngate / kernel SYN cookies, peak SYN-ACKs/s":  0, // no kernel row
-		"syngate peak SYN-ACKs/s / XDP_TX ceiling":       0.25,
-		"syngate / no defense, bulk throughput":          0, // "none" failed without steps
-		"syngate / nftables synproxy, new connections/s": 2,
+		"syngate / nftables synproxy, peak SYN-ACKs/s":    0.5,
+		"syngate / kernel SYN cookies, peak SYN-ACKs/s":   0, // no kernel row
+		"syngate peak SYN-ACKs/s / XDP_TX ceiling":        0.25,
+		"syngate / no defense, bulk throughput":           0, // "none" failed without steps
+		"syngate / nftables synproxy, new connections/s":  2,
+		"syngate CPU per flood SYN / XDP_TX ceiling's":    2,
+		"syngate / kernel SYN cookies, new connections/s": 0, // no kernel row
+	}
+	if _, ok := got["syngate connect p50 added, no flood"]; ok {
+		t.Error("the added latency needs a kernel row")
 	}
 	for k, v := range want {
 		if g, ok := got[k]; !ok || math.Abs(g-v) > 1e-9 {

@@ -231,6 +231,8 @@ func setupSyngate(ctx context.Context, b *bench, s *scenario) error {
   - name: %s
 secret_file: %s
 bpffs: "off"
+control:
+  socket: %s
 metrics:
   listen: 127.0.0.1:9420
 syn:
@@ -241,7 +243,7 @@ services:
   - name: web
     listen: %s
     backend: %s
-`, s.top.GatewayClient.Name, s.top.GatewayBackend.Name, filepath.Join(s.dir, "secret"),
+`, s.top.GatewayClient.Name, s.top.GatewayBackend.Name, filepath.Join(s.dir, "secret"), filepath.Join(s.dir, "control.sock"),
 		s.target, netip.AddrPortFrom(s.top.BackendIf.V4.Addr(), backendPort))
 	path := filepath.Join(s.dir, "syngate.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {

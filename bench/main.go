@@ -67,6 +67,13 @@ func run() int {
 	head := flag.Bool("head", false, "build syngate from the last commit (git archive HEAD) instead of the working tree")
 	render := flag.String("render", "", "only re-render latest.md and success.svg from this results `file` (JSON)")
 	hold := flag.String("hold", "", "set up one `defense` in a lab, print its namespaces and keep it until Ctrl-C (for looking at it by hand)")
+	prof := profileOpts{}
+	flag.StringVar(&prof.key, "profile", "", "set up one `defense` and profile it: CPU per connection and per flood SYN, BPF programs' run time, perf and pprof profiles (see bench/PROFILE.md)")
+	flag.DurationVar(&prof.dur, "profile-time", 10*time.Second, "length of each -profile phase")
+	flag.IntVar(&prof.rate, "profile-rate", 0, "flood `pps` of the -profile flood phase (0: as fast as the generator goes)")
+	flag.StringVar(&prof.phases, "profile-phases", "conn,flood", "the -profile phases to run, in order: conn (new connections, no flood), calm (the legitimate clients alone), flood (with them)")
+	flag.BoolVar(&prof.perf, "profile-perf", true, "record system-wide stacks with perf(1) in each -profile phase")
+	flag.BoolVar(&prof.pprof, "profile-pprof", true, "fetch a Go CPU profile of syngate in each -profile phase")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -127,6 +134,10 @@ func run() int {
 
 	if *hold != "" {
 		return b.holdDefense(ctx, *hold)
+	}
+	if prof.key != "" {
+		prof.outDir, prof.workers = filepath.Join(*out, "profile"), b.connWorkers
+		return b.profileDefense(ctx, prof)
 	}
 
 	res := &Results{

@@ -83,6 +83,7 @@ func (b *bench) ceilings(ctx context.Context, withTX bool) (c Ceilings) {
 	}
 	c.XDPTXPPS = bounce.progPPS
 	c.XDPTXSynAckPPS = bounce.synackPPS
+	c.XDPTXCPUPerMSYN = bounce.cpu.softirq.Seconds() / float64(bounce.res.Sent) * 1e6
 	b.log.Info("ceiling: XDP_TX", "flood_pps", int(bounce.res.PPS), "bounced_pps", int(c.XDPTXPPS), "synacks_at_client_pps", int(c.XDPTXSynAckPPS))
 	return c
 }

@@ -54,13 +54,35 @@ func ratios(res *Results) []Ratio {
 	}
 	bulk := func(d *DefenseResult) float64 { return d.BulkMBps }
 	conns := func(d *DefenseResult) float64 { return d.MaxConnsPerSec }
-	return []Ratio{
+	cpu := func(d *DefenseResult) float64 {
+		if st := d.maxStep(); st != nil {
+			return st.CPUPerMSYN
+		}
+		return 0
+	}
+	calmP50 := func(d *DefenseResult) float64 {
+		for _, st := range d.Steps {
+			if st.Fraction == 0 {
+				return st.ConnectP50Ms
+			}
+		}
+		return 0
+	}
+	out := []Ratio{
+		{Name: "syngate / kernel SYN cookies, new connections/s", Value: div(get("syngate", conns), get("kernel", conns)), Note: "target >= 1.0x"},
+		{Name: "syngate CPU per flood SYN / XDP_TX ceiling's", Value: div(get("syngate", cpu), res.Ceilings.XDPTXCPUPerMSYN), Note: "top step; target <= 1.3x"},
+		{Name: "syngate / kernel SYN cookies, CPU per flood SYN", Value: div(get("syngate", cpu), get("kernel", cpu)), Note: "top step; target <= 0.5x"},
 		{Name: "syngate / nftables synproxy, peak SYN-ACKs/s", Value: div(synacks("syngate"), synacks("synproxy"))},
 		{Name: "syngate / kernel SYN cookies, peak SYN-ACKs/s", Value: div(synacks("syngate"), synacks("kernel"))},
 		{Name: "syngate peak SYN-ACKs/s / XDP_TX ceiling", Value: div(synacks("syngate"), res.Ceilings.XDPTXSynAckPPS), Note: "XDP_TX bounce seen at the client"},
 		{Name: "syngate / no defense, bulk throughput", Value: div(get("syngate", bulk), get("none", bulk)), Note: "no defense = plain routing"},
 		{Name: "syngate / nftables synproxy, new connections/s", Value: div(get("syngate", conns), get("synproxy", conns))},
 	}
+	if by["syngate"] != nil && by["kernel"] != nil {
+		out = append(out, Ratio{Name: "syngate connect p50 added, no flood", Value: calmP50(by["syngate"]) - calmP50(by["kernel"]),
+			Unit: "ms", Note: "against kernel SYN cookies direct; target < 0.3 ms"})
+	}
+	return out
 }
 
 // writeResults writes latest.json, latest.md and success.svg into dir.
@@ -177,8 +199,8 @@ func firstLine(s string) string {
 }
 
 func ceilingLine(c Ceilings) string {
-	s := fmt.Sprintf("flood generator max %s pps; XDP_DROP %s pps (floor %.2f busy CPU s/M SYN, %.2f softirq); XDP_TX %s pps, %s SYN-ACK/s seen at the client",
-		fmtRate(c.FloodMaxPPS), fmtRate(c.XDPDropPPS), c.XDPDropCPUPerMSYN, c.XDPDropSoftirqPerMSYN, fmtRate(c.XDPTXPPS), fmtRate(c.XDPTXSynAckPPS))
+	s := fmt.Sprintf("flood generator max %s pps; XDP_DROP %s pps (floor %.2f busy CPU s/M SYN, %.2f softirq); XDP_TX %s pps, %s SYN-ACK/s seen at the client, %.2f CPU s/M SYN",
+		fmtRate(c.FloodMaxPPS), fmtRate(c.XDPDropPPS), c.XDPDropCPUPerMSYN, c.XDPDropSoftirqPerMSYN, fmtRate(c.XDPTXPPS), fmtRate(c.XDPTXSynAckPPS), c.XDPTXCPUPerMSYN)
 	if c.Error != "" {
 		s += " (error: " + firstLine(c.Error) + ")"
 	}
@@ -220,7 +242,7 @@ func printTable(w io.Writer, res *Results) {
 	text(stepRows(res))
 	fmt.Fprintln(w)
 	for _, r := range res.Ratios {
-		fmt.Fprintf(w, "%-58s %s\n", r.Name, fmtRatio(r.Value))
+		fmt.Fprintf(w, "%-58s %s\n", r.Name, fmtRatio(r))
 	}
 	for _, d := range res.Defenses {
 		if d.Error != "" {
@@ -232,11 +254,14 @@ func printTable(w io.Writer, res *Results) {
 	}
 }
 
-func fmtRatio(v float64) string {
-	if v == 0 {
+func fmtRatio(r Ratio) string {
+	if r.Unit != "" {
+		return fmt.Sprintf("%.2f %s", r.Value, r.Unit)
+	}
+	if r.Value == 0 {
 		return "n/a"
 	}
-	return fmt.Sprintf("%.2fx", v)
+	return fmt.Sprintf("%.2fx", r.Value)
 }
 
 // writeMarkdown renders the results for the README.
@@ -266,7 +291,7 @@ func writeMarkdown(w io.Writer, res *Results) {
 	fmt.Fprintln(w, "| target | ratio |")
 	fmt.Fprintln(w, "| --- | --- |")
 	for _, r := range res.Ratios {
-		fmt.Fprintf(w, "| %s | %s |\n", r.Name, fmtRatio(r.Value))
+		fmt.Fprintf(w, "| %s | %s |\n", r.Name, fmtRatio(r))
 	}
 	fmt.Fprintln(w)
 	if dist := disturbed(res); len(dist) > 0 {

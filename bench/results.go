@@ -54,7 +54,11 @@ type Ceilings struct {
 	XDPTXPPS              float64 `json:"xdp_tx_pps"`
 	// XDPTXSynAckPPS is the XDP_TX bounce as the client side saw it.
 	XDPTXSynAckPPS float64 `json:"xdp_tx_synacks_at_client_pps"`
-	Error          string  `json:"error,omitempty"`
+	// XDPTXCPUPerMSYN is the site CPU of the bounce in the defenses'
+	// measure (softirq seconds per million SYNs; no process): the least a
+	// defense answering every SYN in XDP can cost on this path.
+	XDPTXCPUPerMSYN float64 `json:"xdp_tx_cpu_s_per_msyn"`
+	Error           string  `json:"error,omitempty"`
 }
 
 // DefenseResult is one defense's figures.
@@ -114,6 +118,8 @@ type Ratio struct {
 	Name  string  `json:"name"`
 	Value float64 `json:"value"` // NaN-free: 0 when a side is missing
 	Note  string  `json:"note,omitempty"`
+	// Unit is empty for a ratio, else the unit of an absolute Value.
+	Unit string `json:"unit,omitempty"`
 }
 
 // maxStep is the step with the highest offered flood rate.

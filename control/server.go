@@ -109,6 +109,7 @@ func Serve(opts Options, src Source, log *slog.Logger) (*Server, error) {
 		})
 		writeJSON(w, resp)
 	})
+	s.servePprof()
 	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second}
 	go s.srv.Serve(ln)
 	return s, nil
