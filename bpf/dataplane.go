@@ -203,6 +203,10 @@ type Dataplane struct {
 	lockFD   int
 	meta     *ebpf.Map
 	oldFlows *ebpf.Map
+
+	// hint counts the flow entries for the program's flow_hint (see
+	// flowhint.go); nil when unavailable.
+	hint *flowHint
 }
 
 // Limits of the AF_XDP socket map, mirrors of MAX_QUEUES and MAX_IFACES in
@@ -275,6 +279,11 @@ func Load(cfg Config) (*Dataplane, error) {
 	if err := spec.LoadAndAssign(&d.objs, &opts); err != nil {
 		d.closePins()
 		return nil, fmt.Errorf("load dataplane: %w", classify(err))
+	}
+	if d.hint, err = openFlowHint(d.objs.FlowHint, d.objs.Flows); err != nil {
+		// Only slower: every SYN the program answers looks the flow
+		// table up.
+		d.log.Warn("flow hint unavailable", "err", err)
 	}
 	return d, nil
 }
@@ -558,6 +567,7 @@ func (d *Dataplane) Close() error {
 		errs = append(errs, a.link.Close()) // the pin keeps it attached
 	}
 	errs = append(errs, d.closeTC()...)
+	errs = append(errs, d.hint.close())
 	errs = append(errs, d.objs.Close())
 	d.closePins()
 	return errors.Join(errs...)

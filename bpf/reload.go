@@ -113,7 +113,7 @@ func (d *Dataplane) SetFilters(f Filters) error {
 func (d *Dataplane) mapsByName() map[string]*ebpf.Map {
 	m := d.objs.syngateMaps
 	return map[string]*ebpf.Map{
-		syngateMapCookieKeys: m.CookieKeys, syngateMapCounters: m.Counters, syngateMapFlows: m.Flows,
+		syngateMapCookieKeys: m.CookieKeys, syngateMapCounters: m.Counters, syngateMapFlows: m.Flows, syngateMapFlowHint: m.FlowHint,
 		syngateMapIcmpBucket: m.IcmpBucket, syngateMapIcmpScratch: m.IcmpScratch, syngateMapIfslots: m.Ifslots,
 		syngateMapLocals: m.Locals, syngateMapRatelimit: m.Ratelimit, syngateMapServices: m.Services,
 		syngateMapStandbyAcks: m.StandbyAcks, syngateMapStandbyScratch: m.StandbyScratch,

@@ -301,6 +301,26 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } flows SEC(".maps");
 
+/* flow_hint counts flow entries by a hash of their source address and
+ * ports (flow_hint_index): a SYN whose slot holds zero has no flow entry
+ * and skips the flow table. Under a flood of random sources that lookup
+ * misses the CPU caches on every SYN (the table's 2M buckets are 32 MiB);
+ * the counts (512 KiB) mostly stay cached. 64-bit counts: an mmapable
+ * array lays its values out 8 bytes apart anyway. The Go side keeps them, in the
+ * mmapped array with atomics: up before an entry is added, down after one
+ * is removed, so a zero is never wrong. Slot FLOW_HINT_ON turns the hint
+ * on once the counts were built from the table; zero (a fresh map) means
+ * every SYN looks the table up. */
+#define FLOW_HINT_BITS 16
+#define FLOW_HINT_ON (1u << FLOW_HINT_BITS)
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, FLOW_HINT_ON + 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} flow_hint SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct rl_key);
@@ -499,6 +519,27 @@ static __always_inline void csum_apply(__sum16 *field, __u32 acc)
 static __always_inline __u32 ld32(__u8 *p)
 {
 	return ((__u32)p[0] << 24) | ((__u32)p[1] << 16) | ((__u32)p[2] << 8) | p[3];
+}
+
+/* flow_hint_index is the flow_hint slot of a flow key; bpf.flowHintIndex
+ * computes the same. */
+static __always_inline __u32 flow_hint_index(struct flow_key *fk)
+{
+	__u32 h = ld32(fk->saddr) ^ ld32(fk->saddr + 4) ^ ld32(fk->saddr + 8) ^ ld32(fk->saddr + 12) ^
+		  ((__u32)fk->sport | (__u32)fk->dport << 16);
+	return (h * 0x9e3779b1u) >> (32 - FLOW_HINT_BITS);
+}
+
+/* may_have_flow is false only when fk surely has no flow entry. */
+static __always_inline int may_have_flow(struct flow_key *fk)
+{
+	__u32 slot = FLOW_HINT_ON;
+	__u64 *on = bpf_map_lookup_elem(&flow_hint, &slot);
+	if (!on || !*on)
+		return 1;
+	slot = flow_hint_index(fk);
+	__u64 *n = bpf_map_lookup_elem(&flow_hint, &slot);
+	return !n || *n;
 }
 
 static __always_inline void st32(__u8 *p, __u32 v)
@@ -1032,7 +1073,11 @@ __attribute__((noinline)) int synack_cookie(struct xdp_md *ctx, __u64 ann)
 	if (!cs || !b)
 		return 0;
 	struct cookie_slot *ck = &cs->slot[cs->active & 1];
-	__u64 now = bpf_ktime_get_ns();
+	/* The coarse clock (the last tick's time) reads no clock source,
+	 * which in a VM (kvm-clock) costs tens of ns per flood SYN. It lags by
+	 * at most a tick: the key's validity has seconds of grace, and the
+	 * timestamp below may only lag the engine's clock, never lead it. */
+	__u64 now = bpf_ktime_get_coarse_ns();
 	if (now >= ck->valid_until_ns)
 		return 0;
 
@@ -1801,7 +1846,7 @@ int syngate_xdp(struct xdp_md *ctx)
 		/* A SYN for a spliced 4-tuple is the engine's to judge. */
 		int mint = (svc->flags & SVC_F_XDP_COOKIES) ||
 			   ((svc->flags & SVC_F_STANDBY_COOKIES) && xsk_index(ctx) < 0);
-		if (mint && !bpf_map_lookup_elem(&flows, &fk)) {
+		if (mint && !(may_have_flow(&fk) && bpf_map_lookup_elem(&flows, &fk))) {
 			__u64 ann = svc->ann_window | (__u64)svc->ann_mss << 16 |
 				    (__u64)svc->ann_wscale << 32 | (__u64)svc->ann_flags << 40;
 			int rc = synack_cookie(ctx, ann);

@@ -237,6 +237,7 @@ type syngateSynackBuf struct {
 const (
 	syngateMapCookieKeys     = "cookie_keys"
 	syngateMapCounters       = "counters"
+	syngateMapFlowHint       = "flow_hint"
 	syngateMapFlows          = "flows"
 	syngateMapIcmpBucket     = "icmp_bucket"
 	syngateMapIcmpScratch    = "icmp_scratch"
@@ -307,6 +308,7 @@ type syngateProgramSpecs struct {
 type syngateMapSpecs struct {
 	CookieKeys     *ebpf.MapSpec `ebpf:"cookie_keys"`
 	Counters       *ebpf.MapSpec `ebpf:"counters"`
+	FlowHint       *ebpf.MapSpec `ebpf:"flow_hint"`
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
 	IcmpBucket     *ebpf.MapSpec `ebpf:"icmp_bucket"`
 	IcmpScratch    *ebpf.MapSpec `ebpf:"icmp_scratch"`
@@ -351,6 +353,7 @@ func (o *syngateObjects) Close() error {
 type syngateMaps struct {
 	CookieKeys     *ebpf.Map `ebpf:"cookie_keys"`
 	Counters       *ebpf.Map `ebpf:"counters"`
+	FlowHint       *ebpf.Map `ebpf:"flow_hint"`
 	Flows          *ebpf.Map `ebpf:"flows"`
 	IcmpBucket     *ebpf.Map `ebpf:"icmp_bucket"`
 	IcmpScratch    *ebpf.Map `ebpf:"icmp_scratch"`
@@ -370,6 +373,7 @@ func (m *syngateMaps) Close() error {
 	return _SyngateClose(
 		m.CookieKeys,
 		m.Counters,
+		m.FlowHint,
 		m.Flows,
 		m.IcmpBucket,
 		m.IcmpScratch,

@@ -561,7 +561,7 @@ func (d *Dataplane) installFlow(key FlowKey, nat FlowNAT, tr *FlowTrack) error {
 		v.Flags |= flowTracked
 		v.SeqEnd, v.AckMax, v.WinEnd, v.WinMax, v.Wscale = tr.SeqEnd, tr.AckMax, tr.WinEnd, tr.WinMax, tr.WScale
 	}
-	if err := d.objs.Flows.Put(&k, &v); err != nil {
+	if err := d.putFlow(&k, &v); err != nil {
 		if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) {
 			// A hash map at max_entries refuses with E2BIG (or ENOMEM
 			// when an on-demand entry cannot be allocated).
@@ -581,7 +581,28 @@ func (d *Dataplane) DeleteFlow(key FlowKey) error {
 	if err := d.objs.Flows.Delete(&k); err != nil {
 		return fmt.Errorf("delete flow %v: %w", key, notFound(err))
 	}
+	d.hint.sub(flowHintIndex(&k))
 	return nil
+}
+
+// putFlow adds or replaces a flow entry, counted in the flow hint: a new
+// entry's count goes up before it exists; a replaced one was counted.
+func (d *Dataplane) putFlow(k *syngateFlowKey, v *syngateFlowVal) error {
+	for {
+		i := d.hint.add(k)
+		err := d.objs.Flows.Update(k, v, ebpf.UpdateNoExist)
+		if err == nil {
+			return nil
+		}
+		d.hint.sub(i)
+		if !errors.Is(err, ebpf.ErrKeyExist) {
+			return err
+		}
+		// Replaced in place; if it was deleted meanwhile, add it anew.
+		if err := d.objs.Flows.Update(k, v, ebpf.UpdateExist); !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
 }
 
 // RaiseSeqEnd moves a tracked flow's seq_end (its sender's SND.NXT as

@@ -42,6 +42,7 @@ typedef __u16 __sum16;
 
 /* map_flags */
 #define BPF_F_NO_PREALLOC 1
+#define BPF_F_MMAPABLE (1U << 10)
 
 /* enum xdp_action */
 #define XDP_ABORTED 0
@@ -122,6 +123,7 @@ _Static_assert(sizeof(struct bpf_fib_lookup) == 64, "bpf_fib_lookup size");
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
+static __u64 (*bpf_ktime_get_coarse_ns)(void) = (void *)160;
 static __s64 (*bpf_csum_diff)(__be32 *from, __u32 from_size, __be32 *to, __u32 to_size, __u32 seed) = (void *)28;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 static long (*bpf_xdp_adjust_tail)(struct xdp_md *ctx, int delta) = (void *)65;
