@@ -122,6 +122,8 @@
 //	xsks            slot*MaxQueues + rx queue -> AF_XDP    RegisterSocket/UnregisterSocket
 //	tx_ports        ifindex -> ifindex (DEVMAP_HASH)       Attach
 //	cookie_keys     cookie key, tick, TSval clock offset   SetCookieKey
+//	flow_hint       flow entries per hash of source address and ports (mmapped counts) so a flood SYN
+//	                whose count is zero skips the flow table; Load rebuilds it from flows   Go (atomics)
 //	synack_scratch  room to build a SYN-ACK (per CPU)      XDP only
 //	icmp_bucket     ICMP translation token bucket (per CPU) XDP only
 //	icmp_scratch    room for the ICMP path's key and FIB query (per CPU) XDP only
