@@ -61,6 +61,9 @@ func fillFlows(tb testing.TB, d *Dataplane, from, to int) {
 		if len(keys) == 0 {
 			return
 		}
+		for i := range keys {
+			d.hint.add(&keys[i]) // as installFlow counts them
+		}
 		if n, err := d.objs.Flows.BatchUpdate(keys, vals, nil); err != nil || n != len(keys) {
 			tb.Fatalf("batch update of %d entries: %d, %v", len(keys), n, err)
 		}

@@ -102,6 +102,19 @@ func (h *flowHint) sub(i uint32) {
 	h.mu.RUnlock()
 }
 
+// mayHave is false only when k surely has no flow entry. An entry being
+// added counts before it exists, so a false is never contradicted by an
+// install that began before it.
+func (h *flowHint) mayHave(k *syngateFlowKey) bool {
+	if h == nil {
+		return true
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.counts == nil || atomic.LoadUint64(&h.counts[flowHintOn]) == 0 ||
+		atomic.LoadUint64(&h.counts[flowHintIndex(k)]) != 0
+}
+
 // close unmaps the counts; later adds and subs do nothing.
 func (h *flowHint) close() error {
 	if h == nil {

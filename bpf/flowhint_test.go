@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"errors"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -41,6 +42,9 @@ func TestFlowHint(t *testing.T) {
 	}
 	if count() != 1 {
 		t.Fatalf("after install: count %d, want 1", count())
+	}
+	if _, err := d.LookupFlow(key); err != nil {
+		t.Fatalf("lookup of the installed flow: %v", err)
 	}
 	if v := verdict(); v != VerdictXSKSyn {
 		t.Fatalf("spliced 4-tuple: verdict %v, want the engine's", v)
@@ -85,5 +89,9 @@ func TestFlowHint(t *testing.T) {
 	}
 	if v := verdict(); v != VerdictTXSynAckCookie {
 		t.Fatalf("flow removed: verdict %v, want a cookie", v)
+	}
+	// A lookup the hint answers says "not found" as the table would.
+	if _, err := d.LookupFlow(key); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("lookup of the removed flow: %v, want ErrNotFound", err)
 	}
 }

@@ -638,6 +638,11 @@ func (d *Dataplane) LookupFlow(key FlowKey) (FlowState, error) {
 	if err != nil {
 		return FlowState{}, fmt.Errorf("lookup flow: %w", err)
 	}
+	if !d.hint.mayHave(&k) {
+		// No system call for what the engine asks most: a port's or a
+		// reused 4-tuple's entry that is not there.
+		return FlowState{}, fmt.Errorf("lookup flow %v: %w: %w", key, ErrNotFound, ebpf.ErrKeyNotExist)
+	}
 	var v syngateFlowVal
 	if err := d.objs.Flows.Lookup(&k, &v); err != nil {
 		return FlowState{}, fmt.Errorf("lookup flow %v: %w", key, notFound(err))
