@@ -18,6 +18,11 @@ import (
 // frame builds an Ethernet/IPv4/TCP header (no payload) with the given TCP
 // flags; checksums are left zero, the programs do not look at them.
 func frame(flags byte) []byte {
+	return frameAddrs(flags, [4]byte{203, 0, 113, 1}, [4]byte{198, 18, 0, 1})
+}
+
+// frameAddrs is frame with the given IPv4 source and destination.
+func frameAddrs(flags byte, src, dst [4]byte) []byte {
 	f := make([]byte, 14+20+20)
 	copy(f[0:6], []byte{2, 0, 0, 0, 0, 1})  // dst
 	copy(f[6:12], []byte{2, 0, 0, 0, 0, 2}) // src
@@ -27,8 +32,8 @@ func frame(flags byte) []byte {
 	binary.BigEndian.PutUint16(ip[2:], 40)
 	ip[8] = 64
 	ip[9] = 6
-	copy(ip[12:16], []byte{203, 0, 113, 1})
-	copy(ip[16:20], []byte{198, 18, 0, 1})
+	copy(ip[12:16], src[:])
+	copy(ip[16:20], dst[:])
 	tcp := ip[20:]
 	binary.BigEndian.PutUint16(tcp[0:], 80)
 	binary.BigEndian.PutUint16(tcp[2:], 40000)
@@ -51,7 +56,11 @@ func TestCounterPrograms(t *testing.T) {
 		wantOutFlag byte
 		swapped     bool
 	}{
-		{"pass counts SYN-ACK", progCountPass, frame(syn | ack), xdpPass, 1, syn | ack, false},
+		{"pass counts SYN-ACK", progCountPass, frameAddrs(syn|ack, [4]byte{203, 0, 113, 1}, [4]byte{192, 0, 2, 2}), xdpPass, 1, syn | ack, false},
+		{"pass counts and drops a SYN-ACK to a spoofed source", progCountPass, frame(syn | ack), xdpDrop, 1, syn | ack, false},
+		{"pass counts and drops one to the /15's upper half", progCountPass, frameAddrs(syn|ack, [4]byte{203, 0, 113, 1}, [4]byte{198, 19, 7, 1}), xdpDrop, 1, syn | ack, false},
+		{"pass counts and drops a bounce from a spoofed source", progCountPass, frameAddrs(syn|ack, [4]byte{198, 18, 3, 4}, [4]byte{203, 0, 113, 1}), xdpDrop, 1, syn | ack, false},
+		{"pass passes 198.20/16 (outside the range)", progCountPass, frameAddrs(syn|ack, [4]byte{203, 0, 113, 1}, [4]byte{198, 20, 0, 1}), xdpPass, 1, syn | ack, false},
 		{"pass ignores SYN", progCountPass, frame(syn), xdpPass, 0, syn, false},
 		{"pass ignores RST-ACK", progCountPass, frame(rst | ack), xdpPass, 0, rst | ack, false},
 		{"pass ignores a short frame", progCountPass, frame(syn | ack)[:40], xdpPass, 0, 0, false},
