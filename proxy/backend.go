@@ -497,7 +497,9 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	if ts {
 		f.Options = flow.SynOptions{Timestamps: true, TSval: c.clientTSval + c.tsDelta, TSecr: c.backendTS0}
 	}
-	e.send(s, packet.BuildAck, &f)
+	if !c.heldAcks(ts) {
+		e.send(s, packet.BuildAck, &f)
+	}
 	if hl > 0 {
 		e.sendHeader(c)
 	}
