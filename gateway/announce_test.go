@@ -5,18 +5,18 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/syngate/syngate/config"
+	"github.com/syngate/syngate/spec"
 )
 
 // TestAnnounceWant: a VIP is announced while any service on it is healthy,
 // once, and nothing while draining.
 func TestAnnounceWant(t *testing.T) {
-	svc := func(name, listen string) config.Service {
-		return config.Service{Name: name, Listen: netip.MustParseAddrPort(listen)}
+	svc := func(name, listen string) spec.Service {
+		return spec.Service{Name: name, Listen: netip.MustParseAddrPort(listen)}
 	}
 	h := fakeHealth{}
 	up := func(name string, ok bool) { h[name] = ok }
-	a := newAnnouncer(nil, []config.Service{
+	a := newAnnouncer(nil, []spec.Service{
 		svc("web", "192.0.2.10:80"), svc("tls", "192.0.2.10:443"),
 		svc("web6", "[2001:db8::10]:80"), svc("other", "192.0.2.11:80"),
 	}, h, nil)

@@ -7,8 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/config"
-	"github.com/syngate/syngate/queue"
 )
 
 func TestPortRangeConflict(t *testing.T) {
@@ -31,7 +32,10 @@ func TestPortRangeConflict(t *testing.T) {
 	}
 }
 
-func TestEngineServices(t *testing.T) {
+// TestResolveSources: the config's services reach the engine as config
+// made them (syn.* copied into each one's limits), with "source from the
+// route" resolved, and the config left as it was.
+func TestResolveSources(t *testing.T) {
 	cfg, err := config.Parse(strings.NewReader(`
 interfaces: [{name: eth0}]
 secret_file: /nonexistent/secret
@@ -52,7 +56,7 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	svcs, err := engineServices(cfg)
+	svcs, err := resolveSources(cfg.Services)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,13 +64,17 @@ services:
 	if len(a.Sources) != 1 || a.Sources[0] != netip.MustParseAddr("127.0.0.1") {
 		t.Errorf("source from the route to 127.0.0.1 = %v", a.Sources)
 	}
-	if a.Queue.Cookies != queue.CookiesNever || a.Queue.Overflow != queue.OverflowReset || a.Queue.Backlog != 70 || a.Queue.Somaxconn != 50 || a.Queue.MaxSynBacklog != 100 {
-		t.Errorf("service a queue config = %+v", a.Queue)
+	if len(cfg.Services[0].Sources) != 0 {
+		t.Errorf("the config's service changed: sources %v", cfg.Services[0].Sources)
+	}
+	want := spec.Limits{Backlog: 70, Somaxconn: 50, MaxSynBacklog: 100, SynAckRetries: spec.DefaultSynAckRetries, PeerCookieChecks: spec.DefaultPeerCookieChecks}
+	if a.Cookies != spec.CookiesNever || a.OnOverflow != spec.OverflowReset || a.Limits != want {
+		t.Errorf("service a: cookies %s, overflow %s, limits %+v; want never, reset, %+v", a.Cookies, a.OnOverflow, a.Limits, want)
 	}
 	if a.Announce.MSS == nil || *a.Announce.MSS != 1400 || a.Announce.WindowScale != nil {
 		t.Errorf("service a announce = %+v", a.Announce)
 	}
-	if len(b.Sources) != 1 || b.Sources[0] != netip.MustParseAddr("127.0.0.2") || b.Queue.Cookies != queue.CookiesAlways {
+	if len(b.Sources) != 1 || b.Sources[0] != netip.MustParseAddr("127.0.0.2") || b.Cookies != spec.CookiesAlways {
 		t.Errorf("service b = %+v", b)
 	}
 }

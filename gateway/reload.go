@@ -13,13 +13,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/syngate/syngate/bgp"
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/config"
 	"github.com/syngate/syngate/control"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/metrics"
 	"github.com/syngate/syngate/proxy"
-	"github.com/syngate/syngate/queue"
 )
 
 // restartKey is a config key a running syngate cannot change; a reload
@@ -106,26 +108,25 @@ type reloader struct {
 	mu     sync.Mutex
 	path   string
 	cfg    *config.Config
-	svcs   []proxy.Service
+	svcs   []spec.Service
 	dp     *bpf.Dataplane
 	e      *proxy.Engine
-	off    *cookieOffload
 	reg    *metrics.Registry
 	health *backendHealth
 	// checks runs the backends' active checks; a reload syncs them to
 	// the new pools.
 	checks *checks
-	// ann, with BGP, announces the services' VIPs.
-	ann *announcer
-	log *slog.Logger
-	// ctx and wg bound the background removal of retired services' data
-	// plane entries.
+	// ann, with BGP, announces the services' VIPs; speaker is the BGP
+	// speaker (nil without peers).
+	ann     *announcer
+	speaker *bgp.Speaker
+	log     *slog.Logger
+	// ctx bounds the probes of a reload.
 	ctx context.Context
-	wg  *sync.WaitGroup
 }
 
 // current returns the running config and services.
-func (r *reloader) current() (*config.Config, []proxy.Service) {
+func (r *reloader) current() (*config.Config, []spec.Service) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.cfg, r.svcs
@@ -166,7 +167,7 @@ func (r *reloader) apply(next *config.Config) (control.ReloadResult, error) {
 	if !reflect.DeepEqual(reloadable(r.cfg), reloadable(next)) {
 		return res, fmt.Errorf("%w: a key this syngate cannot reload changed; restart syngate to apply it", ErrRestartRequired)
 	}
-	svcs, err := engineServices(next)
+	svcs, err := resolveSources(next.Services)
 	if err != nil {
 		return res, err
 	}
@@ -179,44 +180,19 @@ func (r *reloader) apply(next *config.Config) (control.ReloadResult, error) {
 			return res, err
 		}
 	}
-	// The offload's lock across the swap and the new entries: the engine
-	// may turn a new service's XDP cookies on as soon as it runs it, and
-	// that must land on top of the fresh entry, not under it.
-	r.off.mu.Lock()
+	// The engine writes the data path's side of its services (entries,
+	// source addresses, removed listeners once their connections end).
 	st, err := r.e.Reconfigure(svcs, proxy.Timeouts{
 		Connect: next.Backend.ConnectTimeout, Established: next.Flows.EstablishedTimeout,
 		Close: next.Flows.CloseTimeout, Reset: next.Flows.ResetTimeout,
 	}, learned)
 	if err != nil {
-		r.off.mu.Unlock()
 		if filters != oldFilters {
 			if ferr := r.dp.SetFilters(oldFilters); ferr != nil {
 				err = errors.Join(err, fmt.Errorf("restore the filters: %w", ferr))
 			}
 		}
 		return res, err
-	}
-	// The engine runs the new services: the data plane follows. These
-	// writes do not fail on a working map; a failure is logged, and the
-	// next reload or restart writes the entry again.
-	changed := append(slices.Clone(st.Added), st.Changed...)
-	for i, s := range svcs {
-		if slices.Contains(changed, s.Name) {
-			if err := r.off.setLocked(serviceEntry(r.e, s, i)); err != nil {
-				r.log.Warn("reload: write the service to the data plane", "service", s.Name, "err", err)
-			}
-		}
-	}
-	r.off.mu.Unlock()
-	for _, a := range r.e.Sources() {
-		if err := r.dp.AddLocal(a); err != nil {
-			r.log.Warn("reload: add a source address to the data plane", "addr", a, "err", err)
-		}
-	}
-	for _, old := range r.svcs {
-		if slices.Contains(st.Removed, old.Name) && !slices.ContainsFunc(svcs, func(s proxy.Service) bool { return s.Listen == old.Listen }) {
-			r.retireEntry(old.Listen)
-		}
 	}
 	r.reg.SetServices(r.e.Services())
 	if r.ann != nil {
@@ -255,73 +231,22 @@ func dataplaneFilters(cfg *config.Config) bpf.Filters {
 	}
 }
 
-// serviceEntry is a service's data-plane entry as the engine starts it:
-// no XDP cookies yet (the engine turns them on), standby cookies unless
-// the service never takes cookies.
-func serviceEntry(e *proxy.Engine, s proxy.Service, id int) *bpf.Service {
-	bs := &bpf.Service{Addr: s.Listen, ID: uint32(id)}
-	if s.Queue.Cookies != queue.CookiesNever {
-		o, window, _ := e.OfferAt(s.Listen)
-		bs.StandbyCookies = true
-		bs.Announce = standbyAnnounce(o, window)
-	}
-	return bs
-}
-
-// retireEntry takes a removed service's listener out of the data plane:
-// at once out of the cookie answers (its SYNs reach the engine, which
-// refuses them with a RST, as the kernel would), and out of the services
-// map once the retired service's handshakes and connections are all done:
-// until then the XDP program must keep the listener, or the client
-// segments of its spliced connections would meet the kernel, which has no
-// socket for them and resets them. Then its SYNs pass to the kernel
-// again, as after a restart without it. r.mu is held.
-func (r *reloader) retireEntry(listen netip.AddrPort) {
-	if err := r.off.set(&bpf.Service{Addr: listen}); err != nil {
-		r.log.Warn("reload: stop the cookies of a removed service", "listen", listen, "err", err)
-	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		for r.e.RetiredLive(listen) > 0 {
-			select {
-			case <-r.ctx.Done():
-				return
-			case <-time.After(retiredPoll):
-			}
-		}
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if slices.ContainsFunc(r.svcs, func(s proxy.Service) bool { return s.Listen == listen }) {
-			return // configured again meanwhile
-		}
-		if err := r.off.remove(listen); err != nil {
-			r.log.Warn("reload: remove a service from the data plane", "listen", listen, "err", err)
-			return
-		}
-		r.log.Info("removed service's connections ended: listener removed from the data plane", "listen", listen)
-	}()
-}
-
-// retiredPoll is how often a removed service's connections are counted.
-const retiredPoll = 500 * time.Millisecond
-
 // probeNew learns the options of the backends next adds to a service
 // (new services, new members of a pool, a service moved to other
 // backends), all at once, before they take a connection: a connection's
 // announced window scale must not change under it. A failed probe leaves
 // a member to the defaults (or, for a backend the service had before, to
 // what was learned of it) until the next probe.
-func (r *reloader) probeNew(next *config.Config, svcs []proxy.Service) map[string]map[netip.AddrPort]flow.SynOptions {
+func (r *reloader) probeNew(next *config.Config, svcs []spec.Service) map[string]map[netip.AddrPort]flow.SynOptions {
 	type target struct {
-		s    proxy.Service
+		s    spec.Service
 		addr netip.AddrPort
 	}
 	var probe []target
 	for _, s := range svcs {
-		i := slices.IndexFunc(r.svcs, func(o proxy.Service) bool { return o.Listen == s.Listen })
+		i := slices.IndexFunc(r.svcs, func(o spec.Service) bool { return o.Listen == s.Listen })
 		for _, m := range s.Backends {
-			if i < 0 || !slices.ContainsFunc(r.svcs[i].Backends, func(o proxy.Backend) bool { return o.Addr == m.Addr }) {
+			if i < 0 || !slices.ContainsFunc(r.svcs[i].Backends, func(o spec.Backend) bool { return o.Addr == m.Addr }) {
 				probe = append(probe, target{s, m.Addr})
 			}
 		}
