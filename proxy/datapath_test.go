@@ -15,7 +15,7 @@ import (
 // a removed service whose connection it adopted (without cookies), deletes
 // that of one without, and leaves only its own source addresses.
 func TestReconcile(t *testing.T) {
-	stale := netip.MustParseAddrPort("192.0.2.10:81")   // removed, nothing live
+	stale := netip.MustParseAddrPort("192.0.2.10:81")    // removed, nothing live
 	draining := netip.MustParseAddrPort("192.0.2.10:82") // removed, one connection live
 	oldSource := netip.MustParseAddr("10.0.0.99")
 	flows := newFakeFlows()
