@@ -113,9 +113,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) 
 
 // Update applies a new config atomically with respect to Announce: peers
 // that are new are added, peers that are gone are removed, peers whose
-// settings changed are re-created (their session restarts); untouched peers
-// keep their sessions. Changes to the global settings return
-// ErrRestartNeeded and change nothing. Reload calls this.
+// settings changed (ASN, port, password, timers) are re-created: their
+// session restarts, and the router withdraws this speaker's routes until
+// it is up again (a NOTIFICATION ends it; graceful restart does not keep
+// them). Untouched peers keep their sessions. Changes to the global
+// settings (GoBGP takes them once, at StartBgp) return ErrRestartNeeded
+// and change nothing. A reload calls this.
 func (sp *Speaker) Update(cfg Config) error {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()

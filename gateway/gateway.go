@@ -258,7 +258,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	errc := make(chan error, 64)
 	rl := &reloader{
 		path: opts.ConfigPath, cfg: cfg, svcs: services, dp: dp, e: engine, reg: reg,
-		health: health, ann: drain.ann, speaker: speaker, log: log, ctx: ectx,
+		health: health, ann: drain.ann, log: log, ctx: ectx,
+	}
+	if speaker != nil {
+		rl.speaker = speaker // an interface: never a nil *bgp.Speaker
 	}
 
 	// Sockets first, then the program: a SYN steered before its socket is
@@ -370,7 +373,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	// On the engine's context: a restart request (SIGUSR2) leaves ctx running,
 	// and Run's exit waits for every goroutine on wg.
 	hc := &checks{ctx: ectx, wg: &wg, e: engine, log: log, running: map[checkKey]runningCheck{}}
-	hc.sync(cfg, services)
+	hc.sync(services)
 	rl.checks = hc // before anything can ask for a reload
 	go func() {
 		defer wg.Done()

@@ -13,7 +13,6 @@ import (
 
 	"github.com/syngate/syngate/spec"
 
-	"github.com/syngate/syngate/config"
 	"github.com/syngate/syngate/health"
 	"github.com/syngate/syngate/proxy"
 )
@@ -43,7 +42,7 @@ type checkKey struct {
 
 // sync starts the checks of members that have none, restarts those whose
 // check changed and stops those of members no longer in any pool.
-func (c *checks) sync(cfg *config.Config, svcs []spec.Service) {
+func (c *checks) sync(svcs []spec.Service) {
 	want := map[checkKey]bool{}
 	down := map[checkKey]bool{} // a restarted check goes on from the engine's verdict
 	for _, sh := range c.e.Health() {
@@ -51,19 +50,11 @@ func (c *checks) sync(cfg *config.Config, svcs []spec.Service) {
 			down[checkKey{sh.Name, b.Addr}] = !b.Up
 		}
 	}
-	for i, s := range svcs {
-		hc := cfg.Services[i].HealthCheck
-		if hc.Type == spec.CheckOff {
+	for _, s := range svcs {
+		if s.HealthCheck.Type == spec.CheckOff {
 			continue
 		}
-		hcfg := health.Config{
-			Type: health.TCP, Interval: hc.Interval, Timeout: hc.Timeout, Rise: hc.Rise, Fall: hc.Fall,
-			Path: hc.Path, Host: hc.Host, Status: hc.Status,
-		}
-		if hc.Type == spec.CheckHTTP {
-			hcfg.Type = health.HTTP
-		}
-		hcfg.Preamble = health.LocalProxyHeader(s.ProxyProtocol.Version())
+		hcfg := health.Config{HealthCheck: s.HealthCheck, Preamble: health.LocalProxyHeader(s.ProxyProtocol.Version())}
 		for _, m := range s.Backends {
 			k := checkKey{s.Name, m.Addr}
 			want[k] = true

@@ -44,7 +44,12 @@ type restartKey struct {
 //   - backend.max_pending: the window every SYN-ACK announces and the
 //     bound of data held per connection, shared by every service;
 //   - flows.max: the flow table's size (a restart migrates the table);
-//   - bgp, peers: the BGP speaker and the peer links.
+//   - bgp.local_asn, bgp.router_id, bgp.listen_port, bgp.restart_time:
+//     GoBGP takes its global settings once (StartBgp), and the restart
+//     time is announced in every session's OPEN; with peers only;
+//   - bgp.peers from none to some or back: the speaker (and the VIPs'
+//     announcer) starts once, at start, when there are peers;
+//   - peers: the peer links of the hand-off.
 var restartKeys = []restartKey{
 	{"interfaces", func(c *config.Config) any { return c.Interfaces }},
 	{"secret_file", func(c *config.Config) any { return c.SecretFile }},
@@ -57,13 +62,33 @@ var restartKeys = []restartKey{
 	{"backend.port_quiet_time", func(c *config.Config) any { return c.Backend.PortQuietTime }},
 	{"backend.max_pending", func(c *config.Config) any { return c.Backend.MaxPending }},
 	{"flows.max", func(c *config.Config) any { return c.Flows.Max }},
-	// The BGP speaker and the peer links are set up once at start.
-	{"bgp", func(c *config.Config) any { return c.BGP }},
+	// The BGP speaker's globals and the peer links are set up once at
+	// start; its peers are reloaded (see reloadBGP).
+	{"bgp.local_asn", bgpGlobal(func(b config.BGP) any { return b.LocalASN })},
+	{"bgp.router_id", bgpGlobal(func(b config.BGP) any { return b.RouterID })},
+	{"bgp.listen_port", bgpGlobal(func(b config.BGP) any { return b.ListenPort })},
+	{"bgp.restart_time", bgpGlobal(func(b config.BGP) any { return b.RestartTime })},
+	{bgpOnOff, func(c *config.Config) any { return len(c.BGP.Peers) > 0 }},
 	{"peers", func(c *config.Config) any { return c.Peers }},
 }
 
+// bgpOnOff names the restart key of turning BGP on or off.
+const bgpOnOff = "bgp.peers (turning BGP on or off)"
+
+// bgpGlobal reads a bgp global setting, which matters only with peers
+// (no peers, no speaker).
+func bgpGlobal(get func(config.BGP) any) func(*config.Config) any {
+	return func(c *config.Config) any {
+		if len(c.BGP.Peers) == 0 {
+			return nil
+		}
+		return get(c.BGP)
+	}
+}
+
 // reloadable is c without what a reload applies (the services and the
-// syn.* values they are built from, filters, timeouts, probe interval):
+// syn.* values they are built from, filters, timeouts, probe interval,
+// the bgp peers; the bgp globals are restart keys, compared there):
 // what is left must not differ between two configs, or the reload is
 // refused. It catches keys neither applied nor listed in restartKeys.
 func reloadable(c *config.Config) config.Config {
@@ -73,13 +98,20 @@ func reloadable(c *config.Config) config.Config {
 	x.Filters = config.Filters{}
 	x.Flows = config.Flows{Max: c.Flows.Max}
 	x.Backend.ConnectTimeout, x.Backend.ProbeInterval = 0, 0
+	x.BGP = config.BGP{}
 	return x
 }
 
 // changedRestartKeys names the restart-only keys whose values differ.
 func changedRestartKeys(cur, next *config.Config) []string {
+	// Turning BGP on or off names only that: the globals matter only to a
+	// running speaker.
+	onOff := (len(cur.BGP.Peers) > 0) != (len(next.BGP.Peers) > 0)
 	var out []string
 	for _, k := range restartKeys {
+		if onOff && strings.HasPrefix(k.name, "bgp.") && k.name != bgpOnOff {
+			continue
+		}
 		if !reflect.DeepEqual(k.get(cur), k.get(next)) {
 			out = append(out, k.name)
 		}
@@ -100,6 +132,7 @@ var liveKeys = []restartKey{
 	{"flows.reset_timeout", func(c *config.Config) any { return c.Flows.ResetTimeout }},
 	{"backend.connect_timeout", func(c *config.Config) any { return c.Backend.ConnectTimeout }},
 	{"backend.probe_interval", func(c *config.Config) any { return c.Backend.ProbeInterval }},
+	{"bgp.peers", func(c *config.Config) any { return c.BGP.Peers }},
 }
 
 // reloader applies config files to the running gateway, one at a time.
@@ -119,7 +152,7 @@ type reloader struct {
 	// ann, with BGP, announces the services' VIPs; speaker is the BGP
 	// speaker (nil without peers).
 	ann     *announcer
-	speaker *bgp.Speaker
+	speaker bgpUpdater
 	log     *slog.Logger
 	// ctx bounds the probes of a reload.
 	ctx context.Context
@@ -161,8 +194,12 @@ func (r *reloader) reload(trigger string) (control.ReloadResult, error) {
 func (r *reloader) apply(next *config.Config) (control.ReloadResult, error) {
 	var res control.ReloadResult
 	if keys := changedRestartKeys(r.cfg, next); len(keys) > 0 {
-		return res, fmt.Errorf("%w: %s cannot change while syngate runs (the running values stay); restart syngate to apply %s (a restart is hitless: spliced connections survive it and new ones are answered throughout)",
-			ErrRestartRequired, strings.Join(keys, ", "), pronoun(len(keys)))
+		why := ""
+		if slices.ContainsFunc(keys, func(k string) bool { return strings.HasPrefix(k, "bgp.") }) {
+			why = " (the BGP speaker takes its local ASN, router ID, listen port and restart time only when it starts, and starts only with peers; its peers reload)"
+		}
+		return res, fmt.Errorf("%w: %s cannot change while syngate runs%s (the running values stay); restart syngate to apply %s (a restart is hitless: spliced connections survive it and new ones are answered throughout)",
+			ErrRestartRequired, strings.Join(keys, ", "), why, pronoun(len(keys)))
 	}
 	if !reflect.DeepEqual(reloadable(r.cfg), reloadable(next)) {
 		return res, fmt.Errorf("%w: a key this syngate cannot reload changed; restart syngate to apply it", ErrRestartRequired)
@@ -173,11 +210,17 @@ func (r *reloader) apply(next *config.Config) (control.ReloadResult, error) {
 	}
 	learned := r.probeNew(next, svcs)
 
+	if err := reloadBGP(r.speaker, r.cfg.BGP, next.BGP); err != nil {
+		return res, err
+	}
+	undoBGP := func(err error) error {
+		return errors.Join(err, reloadBGP(r.speaker, next.BGP, r.cfg.BGP))
+	}
 	oldFilters := r.dp.Filters()
 	filters := dataplaneFilters(next)
 	if filters != oldFilters {
 		if err := r.dp.SetFilters(filters); err != nil {
-			return res, err
+			return res, undoBGP(err)
 		}
 	}
 	// The engine writes the data path's side of its services (entries,
@@ -192,7 +235,7 @@ func (r *reloader) apply(next *config.Config) (control.ReloadResult, error) {
 				err = errors.Join(err, fmt.Errorf("restore the filters: %w", ferr))
 			}
 		}
-		return res, err
+		return res, undoBGP(err)
 	}
 	r.reg.SetServices(r.e.Services())
 	if r.ann != nil {
@@ -206,11 +249,34 @@ func (r *reloader) apply(next *config.Config) (control.ReloadResult, error) {
 	if r.checks != nil {
 		// Checks of new members start, those of members gone stop, those
 		// whose check changed restart from the engine's verdict.
-		r.checks.sync(next, svcs)
+		r.checks.sync(svcs)
 	}
 	r.cfg, r.svcs = next, svcs
 	res.Added, res.Changed, res.Repooled, res.Removed, res.Unchanged = st.Added, st.Changed, st.Repooled, st.Removed, st.Unchanged
 	return res, nil
+}
+
+// bgpUpdater is what a reload needs of the BGP speaker (*bgp.Speaker).
+type bgpUpdater interface {
+	Update(bgp.Config) error
+}
+
+// reloadBGP gives the speaker the bgp section's peers (added, removed,
+// changed: timers, password, port, ASN; an unchanged peer keeps its
+// session). The globals and turning BGP on or off are restart keys,
+// refused before. If the speaker cannot take the new peers, it is given
+// the old ones back and the reload is refused.
+func reloadBGP(sp bgpUpdater, cur, next config.BGP) error {
+	if sp == nil || reflect.DeepEqual(cur, next) {
+		return nil
+	}
+	if err := sp.Update(bgpConfig(next)); err != nil {
+		if rerr := sp.Update(bgpConfig(cur)); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("restore the running peers: %w", rerr))
+		}
+		return fmt.Errorf("reload the bgp peers: %w", err)
+	}
+	return nil
 }
 
 func pronoun(n int) string {

@@ -44,10 +44,15 @@ func (f *fakeFlows) SetService(e spec.Entry) error {
 func (f *fakeFlows) DeleteService(l netip.AddrPort) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, ok := f.services[l]; !ok {
+	return deleteKey(f.services, l)
+}
+
+// deleteKey deletes k from m; bpf.ErrNotFound when absent, as a map does.
+func deleteKey[K comparable, V any](m map[K]V, k K) error {
+	if _, ok := m[k]; !ok {
 		return bpf.ErrNotFound
 	}
-	delete(f.services, l)
+	delete(m, k)
 	return nil
 }
 
@@ -146,11 +151,7 @@ func (f *fakeFlows) RaiseSeqEnd(k bpf.FlowKey, seqEnd uint32) error {
 func (f *fakeFlows) DeleteFlow(k bpf.FlowKey) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, ok := f.flows[k]; !ok {
-		return bpf.ErrNotFound
-	}
-	delete(f.flows, k)
-	return nil
+	return deleteKey(f.flows, k)
 }
 
 func (f *fakeFlows) LookupFlow(k bpf.FlowKey) (bpf.FlowState, error) {
