@@ -30,7 +30,7 @@ import (
 // keep the three switches of one run near a minute on a shared 2-core CI
 // machine; each transfer is checked end to end by SHA-256.
 const (
-	restartTransfers = 8
+	restartTransfers = 20
 	restartBytes     = 64 << 20
 	restartRate      = 6 << 20 // bytes per second per direction per transfer
 	newConnEvery     = 10 * time.Millisecond
