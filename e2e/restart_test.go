@@ -26,16 +26,16 @@ import (
 )
 
 // Restart test sizes: restartTransfers connections each move
-// restartBytes each way, paced at restartRate so that each lasts about 33
-// s and spans every switch of a run (the phases take about 25 s; the test
-// fails if a transfer ended before the last one). Twenty at 2.4 MiB/s
+// restartBytes each way, paced at restartRate so that each lasts about 27
+// s and spans every switch of a run (the last one serves about 14 s after
+// the transfers start; the test fails if a transfer ended before). Twenty at 2.4 MiB/s
 // carry what eight at 6 MiB/s did, about 48 MiB/s each way through the
 // gateway: twenty at 6 MiB/s overran the veths of a shared 2-core machine
 // (hundreds of thousands of interface drops a phase, new connections
 // failing). Each transfer is checked end to end by SHA-256.
 const (
 	restartTransfers = 20
-	restartBytes     = 80 << 20
+	restartBytes     = 64 << 20
 	restartRate      = 2400 << 10 // bytes per second per direction per transfer
 	newConnEvery     = 10 * time.Millisecond
 )
