@@ -94,19 +94,9 @@ const (
 	DefaultMetricsListen = "127.0.0.1:9420"
 	DefaultControlSocket = "/run/syngate/control.sock"
 	DefaultKeyRotation   = 60 * time.Second
-	// DefaultFlowsMax sizes the flow table for a million connections
-	// (two entries each), allocated on demand.
-	DefaultFlowsMax = 2 << 20
-	// DefaultEstablishedTimeout is conntrack's established timeout.
-	DefaultEstablishedTimeout = 5 * 24 * time.Hour
 	// MaxSources bounds a gateway's source addresses (the XDP program's
 	// table of local addresses).
 	MaxSources = 256
-	// DefaultPortMin and DefaultPortMax bound the backend-leg source ports:
-	// just below Linux's ephemeral range (32768-60999), which the gateway's
-	// own kernel connections (backend probes among them) use.
-	DefaultPortMin = 16384
-	DefaultPortMax = 32767
 )
 
 // hardMaxEntries bounds every preallocated table, so a typo cannot ask for
@@ -287,11 +277,11 @@ func (v *validator) syn(f *file, c *Config) {
 
 func (v *validator) backend(f *file, c *Config) {
 	b := &c.Backend
-	b.ConnectTimeout = v.duration("backend.connect_timeout", f.Backend.ConnectTimeout, 3*time.Second, 10*time.Millisecond, 5*time.Minute)
+	b.ConnectTimeout = v.duration("backend.connect_timeout", f.Backend.ConnectTimeout, spec.DefaultConnectTimeout, 10*time.Millisecond, 5*time.Minute)
 	b.ProbeInterval = v.duration("backend.probe_interval", f.Backend.ProbeInterval, 60*time.Second, time.Second, 7*24*time.Hour)
 	b.PortQuietTime = v.duration("backend.port_quiet_time", f.Backend.PortQuietTime, 0, 0, time.Hour)
-	b.MaxPending = v.intRange("backend.max_pending", f.Backend.MaxPending, 64<<10, 0, 16<<20)
-	b.PortMin, b.PortMax = DefaultPortMin, DefaultPortMax
+	b.MaxPending = v.intRange("backend.max_pending", f.Backend.MaxPending, spec.DefaultMaxPending, 0, 16<<20)
+	b.PortMin, b.PortMax = spec.DefaultPortMin, spec.DefaultPortMax
 	if f.Backend.Ports != "" {
 		lo, hi, ok := parsePortRange(f.Backend.Ports)
 		if !ok {
@@ -316,10 +306,10 @@ func parsePortRange(s string) (lo, hi uint16, ok bool) {
 }
 
 func (v *validator) flows(f *file, c *Config) {
-	c.Flows.Max = v.intRange("flows.max", f.Flows.Max, DefaultFlowsMax, 16, hardMaxEntries)
-	c.Flows.EstablishedTimeout = v.duration("flows.established_timeout", f.Flows.EstablishedTimeout, DefaultEstablishedTimeout, time.Second, 30*24*time.Hour)
-	c.Flows.CloseTimeout = v.duration("flows.close_timeout", f.Flows.CloseTimeout, 10*time.Second, time.Second, time.Hour)
-	c.Flows.ResetTimeout = v.duration("flows.reset_timeout", f.Flows.ResetTimeout, 10*time.Second, time.Second, time.Hour)
+	c.Flows.Max = v.intRange("flows.max", f.Flows.Max, spec.DefaultFlowsMax, 16, hardMaxEntries)
+	c.Flows.EstablishedTimeout = v.duration("flows.established_timeout", f.Flows.EstablishedTimeout, spec.DefaultEstablishedTimeout, time.Second, 30*24*time.Hour)
+	c.Flows.CloseTimeout = v.duration("flows.close_timeout", f.Flows.CloseTimeout, spec.DefaultCloseTimeout, time.Second, time.Hour)
+	c.Flows.ResetTimeout = v.duration("flows.reset_timeout", f.Flows.ResetTimeout, spec.DefaultResetTimeout, time.Second, time.Hour)
 }
 
 func (v *validator) filters(f *file, c *Config) {

@@ -188,14 +188,14 @@ func New(cfg Config) (*Engine, error) {
 	if len(cfg.Services) == 0 {
 		return nil, fmt.Errorf("%w: no services", ErrConfig)
 	}
-	setDefault(&cfg.ConnectTimeout, 3*time.Second)
-	setDefault(&cfg.MaxPending, 64<<10)
-	setDefault(&cfg.MaxConns, 1<<20)
-	setDefault(&cfg.EstablishedTimeout, 5*24*time.Hour)
-	setDefault(&cfg.CloseTimeout, 10*time.Second)
-	setDefault(&cfg.ResetTimeout, 10*time.Second)
+	setDefault(&cfg.ConnectTimeout, spec.DefaultConnectTimeout)
+	setDefault(&cfg.MaxPending, spec.DefaultMaxPending)
+	setDefault(&cfg.MaxConns, spec.DefaultFlowsMax/2) // two flow entries per connection
+	setDefault(&cfg.EstablishedTimeout, spec.DefaultEstablishedTimeout)
+	setDefault(&cfg.CloseTimeout, spec.DefaultCloseTimeout)
+	setDefault(&cfg.ResetTimeout, spec.DefaultResetTimeout)
 	if cfg.PortMin == 0 {
-		cfg.PortMin, cfg.PortMax = 16384, 32767
+		cfg.PortMin, cfg.PortMax = spec.DefaultPortMin, spec.DefaultPortMax
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -257,3 +257,27 @@ type Entry struct {
 	// limit (filters.rate_limit). No config option sets it yet.
 	NoRateLimit bool
 }
+
+// Defaults of the settings every service shares, for config and for the
+// engine's zero values alike.
+const (
+	// DefaultConnectTimeout bounds a backend handshake.
+	DefaultConnectTimeout = 3 * time.Second
+	// DefaultMaxPending is the bytes held per connection before its splice,
+	// and so the window every SYN-ACK offers.
+	DefaultMaxPending = 64 << 10
+	// DefaultFlowsMax sizes the flow table for a million connections (two
+	// entries each), allocated on demand.
+	DefaultFlowsMax = 2 << 20
+	// DefaultEstablishedTimeout is conntrack's established timeout.
+	DefaultEstablishedTimeout = 5 * 24 * time.Hour
+	// DefaultCloseTimeout and DefaultResetTimeout expire flows after both
+	// FINs were acknowledged, or after an exact RST.
+	DefaultCloseTimeout = 10 * time.Second
+	DefaultResetTimeout = 10 * time.Second
+	// DefaultPortMin and DefaultPortMax bound the backend-leg source ports:
+	// just below Linux's ephemeral range (32768-60999), which the gateway's
+	// own kernel connections (backend probes among them) use.
+	DefaultPortMin = 16384
+	DefaultPortMax = 32767
+)
