@@ -39,11 +39,11 @@ type queueRun struct {
 	// SYN-ACKs/s answered by XDP (cookies: always) under an unpaced flood
 	// from one pinned sender per CPU, counted at the client.
 	SynAckPPS float64 `json:"synack_pps"`
-	// FloodPPS is what the senders handed to the veth per second, and
-	// FloodRefused what it refused (its peer's ring full): SYN-ACKs below
-	// the sent rate say the gateway's side limits, not the senders.
-	FloodPPS     float64 `json:"flood_pps"`
-	FloodRefused uint64  `json:"flood_refused"`
+	// FloodPPS is what the veth took from the senders per second, and
+	// FloodRefusedPPS what it refused (the gateway's receive ring full):
+	// refusals say the gateway's queues limit, none that the senders do.
+	FloodPPS        float64 `json:"flood_pps"`
+	FloodRefusedPPS float64 `json:"flood_refused_pps"`
 	// New connections/s (handshake through the engine with cookies: auto,
 	// a request and an answer through the splice), 64 closed-loop clients.
 	ConnPS   float64 `json:"conn_ps"`
@@ -152,7 +152,7 @@ func (b *bench) queueRun(ctx context.Context, q int, window time.Duration, round
 			return fmt.Errorf("the flood sent nothing (%v)", fr)
 		}
 		run.FloodPPS = fr.PPS
-		run.FloodRefused = fr.Errors
+		run.FloodRefusedPPS = float64(fr.Errors) / fr.Elapsed.Seconds()
 		run.SynAckPPS = float64(sa1-sa0) / fr.Elapsed.Seconds()
 		return nil
 	})
@@ -383,7 +383,7 @@ func setXPS(ns *lab.NS, ifname string, queues, n int) error {
 // and as ranges over the rounds.
 func printQueues(w io.Writer, res queueResults) {
 	fmt.Fprintf(w, "\nQueue scaling, %d rounds of %.0f s windows, %d CPUs (%s)\n\n", len(res.Rounds), res.Window, res.Machine.Cores, res.Machine.CPU)
-	fmt.Fprintln(w, "| round | queues | SYN-ACKs/s | flood sent/s (refused) | CPU ours/others/steal (flood) | softirq per CPU | SYN-ACKs per our CPU-s | new conn/s (failed) | CPU ours/others (conn) | conn per our CPU-s |")
+	fmt.Fprintln(w, "| round | queues | SYN-ACKs/s | flood taken/s (refused/s) | CPU ours/others/steal (flood) | softirq per CPU | SYN-ACKs per our CPU-s | new conn/s (failed) | CPU ours/others (conn) | conn per our CPU-s |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for r, row := range res.Rounds {
 		for _, run := range row {
@@ -395,8 +395,8 @@ func printQueues(w io.Writer, res queueResults) {
 			for _, v := range run.FloodCPU.SoftIRQ {
 				soft = append(soft, fmt.Sprintf("%.2f", v))
 			}
-			fmt.Fprintf(w, "| %d | %d | %.0f | %.0f (%d) | %.2f/%.2f/%.2f | %s | %.0f | %.0f (%d) | %.2f/%.2f | %.0f |\n",
-				r+1, run.Queues, run.SynAckPPS, run.FloodPPS, run.FloodRefused, run.FloodCPU.Ours, run.FloodCPU.Others, run.FloodCPU.Steal,
+			fmt.Fprintf(w, "| %d | %d | %.0f | %.0f (%.0f) | %.2f/%.2f/%.2f | %s | %.0f | %.0f (%d) | %.2f/%.2f | %.0f |\n",
+				r+1, run.Queues, run.SynAckPPS, run.FloodPPS, run.FloodRefusedPPS, run.FloodCPU.Ours, run.FloodCPU.Others, run.FloodCPU.Steal,
 				strings.Join(soft, " "), perCPUs(run.SynAckPPS, run.FloodCPU.Ours),
 				run.ConnPS, run.ConnFail, run.ConnCPU.Ours, run.ConnCPU.Others, perCPUs(run.ConnPS, run.ConnCPU.Ours))
 		}
