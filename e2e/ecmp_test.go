@@ -173,7 +173,7 @@ func newECMPLab(t *testing.T, o ecmpOptions) *ecmpLab {
 		}
 		var svc6, peer6 string
 		if o.ipv6 {
-			svc6 = fmt.Sprintf("  - name: web6\n    listen: \"%s\"\n    backend: \"%s\"\n",
+			svc6 = fmt.Sprintf("  - name: web6\n    listen: \"%s\"\n    backend: \"%s\"\n    health_check:\n      interval: 1s\n",
 				netip.AddrPortFrom(e.VIP6, servicePort), netip.AddrPortFrom(lab.ECMPBackendV6.Addr(), backendPort))
 			peer6 = fmt.Sprintf("    - address: %s\n      asn: %d\n      hold_time: %s\n      keepalive: 1s\n      connect_retry: 1s\n",
 				lab.ECMPRouterGwV6.Addr(), routerASN, bgpHold)
@@ -195,6 +195,8 @@ services:
   - name: web
     listen: %s
     backend: %s
+    health_check:
+      interval: 1s
 %sbgp:
   local_asn: %d
   router_id: %s
@@ -563,8 +565,10 @@ func TestECMPGateways(t *testing.T) {
 	})
 
 	t.Run("backend down withdraws", func(t *testing.T) {
-		// The backend refuses: every gateway's probe fails within a
-		// second and its VIP goes; it comes back when the backend does.
+		// The backend refuses: every gateway's health check (every
+		// second, down after 3 failures, up after 2 passes) takes the
+		// backend down and its VIP goes; it comes back when the backend
+		// does.
 		l.stopBackend()
 		start := time.Now()
 		l.waitNexthops(0, 15*time.Second)
@@ -572,7 +576,7 @@ func TestECMPGateways(t *testing.T) {
 		l.serveBackend()
 		start = time.Now()
 		l.waitNexthops(3, 15*time.Second)
-		t.Logf("backend down: VIP withdrawn by all gateways %v after the backend refused (probe_interval 1s); announced again %v after it came back",
+		t.Logf("backend down: VIP withdrawn by all gateways %v after the backend refused (health_check interval 1s, fall 3); announced again %v after it came back (rise 2)",
 			down.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	})
 
