@@ -332,6 +332,16 @@ func (l *ecmpLab) nexthops() []netip.Addr { return l.nexthopsOf(l.e.VIP4) }
 
 // nexthopsOf lists the router's next hops toward vip's host route.
 func (l *ecmpLab) nexthopsOf(vip netip.Addr) []netip.Addr {
+	out, err := l.routeVia(vip)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return out
+}
+
+// routeVia lists the router's next hops toward vip's host route; it does
+// not fail the test, so other goroutines may call it.
+func (l *ecmpLab) routeVia(vip netip.Addr) ([]netip.Addr, error) {
 	var out []netip.Addr
 	fam, bits := netlink.FAMILY_V4, 32
 	if vip.Is6() {
@@ -356,10 +366,7 @@ func (l *ecmpLab) nexthopsOf(vip netip.Addr) []netip.Addr {
 		}
 		return nil
 	})
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	return out
+	return out, err
 }
 
 // hasNexthop reports whether the router routes the VIP of a's family
