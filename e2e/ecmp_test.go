@@ -130,7 +130,7 @@ func newECMPLab(t *testing.T, o ecmpOptions) *ecmpLab {
 	lab.RequireRoot(t)
 	requireBird(t)
 	cookies := o.cookies
-	e, err := lab.NewECMP(t, lab.ECMPOptions{Gateways: len(cookies), Prefix: "sgs-", Queues: o.queues})
+	e, err := lab.NewECMP(t, lab.ECMPOptions{Gateways: len(cookies), Prefix: "sgs2-", Queues: o.queues})
 	if err != nil {
 		t.Fatal(err)
 	}
