@@ -290,3 +290,27 @@ protocol bgp gw1 {
 	waitRoutes("after Close(true)", map[netip.Prefix]bool{vipA: false})
 	next()
 }
+
+// TestAnyPeerOf: an IPv6 VIP reaches only IPv6 peers, an IPv4 VIP only
+// IPv4 ones (a mapped peer address was unmapped by the config).
+func TestAnyPeerOf(t *testing.T) {
+	v4 := Peer{Address: netip.MustParseAddr("198.51.100.65")}
+	v6 := Peer{Address: netip.MustParseAddr("2001:db8:4::1")}
+	a4, a6 := netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("2001:db8:3::1")
+	for _, tc := range []struct {
+		peers []Peer
+		a     netip.Addr
+		reach bool
+	}{
+		{nil, a4, false},
+		{[]Peer{v4}, a4, true},
+		{[]Peer{v4}, a6, false},
+		{[]Peer{v6}, a4, false},
+		{[]Peer{v6}, a6, true},
+		{[]Peer{v4, v6}, a6, true},
+	} {
+		if got := anyPeerOf(tc.a, tc.peers); got != tc.reach {
+			t.Errorf("anyPeerOf(%v, %v) = %v, want %v", tc.a, tc.peers, got, tc.reach)
+		}
+	}
+}

@@ -40,23 +40,6 @@ func TestAnnounceWant(t *testing.T) {
 	check("draining")
 }
 
-// TestWithdrawOnStop: the VIPs go only when nothing serves them after the
-// exit; a restart request or a data path left attached keeps them.
-func TestWithdrawOnStop(t *testing.T) {
-	for _, tc := range []struct {
-		restart, stays, withdraw bool
-	}{
-		{false, false, true}, // SIGTERM, bpffs off or -unpin: the data path ends
-		{false, true, false}, // SIGTERM, pinned: standby cookies and splices go on
-		{true, false, false}, // SIGUSR2: graceful restart
-		{true, true, false},
-	} {
-		if got := withdrawOnStop(tc.restart, tc.stays); got != tc.withdraw {
-			t.Errorf("withdrawOnStop(restart %v, data path stays %v) = %v, want %v", tc.restart, tc.stays, got, tc.withdraw)
-		}
-	}
-}
-
 // fakeHealth is a Health whose answers a test sets.
 type fakeHealth map[string]bool
 
