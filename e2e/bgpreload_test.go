@@ -15,7 +15,7 @@ import (
 // takes the route away and the right one brings it back, and a change of
 // the local ASN is refused, naming the key, with the route left as it was.
 func TestBGPReload(t *testing.T) {
-	l := newECMPLab(t, []string{"auto"}, "120s", 1)
+	l := newECMPLab(t, ecmpOptions{cookies: []string{"auto"}, restartTime: "120s", queues: 1})
 	g := l.gws[0]
 	orig, err := os.ReadFile(g.cfgPath)
 	if err != nil {
