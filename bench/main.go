@@ -74,6 +74,9 @@ func run() int {
 	flag.StringVar(&prof.phases, "profile-phases", "conn,flood", "the -profile phases to run, in order: conn (new connections, no flood), calm (the legitimate clients alone), flood (with them)")
 	flag.BoolVar(&prof.perf, "profile-perf", true, "record system-wide stacks with perf(1) in each -profile phase")
 	flag.BoolVar(&prof.pprof, "profile-pprof", true, "fetch a Go CPU profile of syngate in each -profile phase")
+	queues := flag.Bool("queues", false, "measure syngate's scaling with 1, 2 and 4 receive queues instead of the comparison (see README, \"All cores of one machine\")")
+	rounds := flag.Int("rounds", 5, "with -queues: interleaved `rounds` of 1, 2 and 4 queues")
+	window := flag.Duration("window", 3*time.Second, "with -queues: each measurement's `duration`")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -138,6 +141,10 @@ func run() int {
 	if prof.key != "" {
 		prof.outDir, prof.workers = filepath.Join(*out, "profile"), b.connWorkers
 		return b.profileDefense(ctx, prof)
+	}
+	if *queues {
+		b.quietWait = 10 * time.Second
+		return b.queueScaling(ctx, *rounds, *window, *out, syngateCommit(modDir, *head || *bin != ""))
 	}
 
 	res := &Results{
@@ -237,8 +244,12 @@ func (b *bench) cleanup() {
 }
 
 // enter builds a fresh scenario and registers it for cleanup on signals.
-func (b *bench) enter(name string) (*scenario, error) {
-	s, err := newScenario(b.workDir, name)
+func (b *bench) enter(name string) (*scenario, error) { return b.enterQueues(name, 0) }
+
+// enterQueues is enter with queues receive and transmit queues on every
+// link of the lab.
+func (b *bench) enterQueues(name string, queues int) (*scenario, error) {
+	s, err := newScenario(b.workDir, name, queues)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/spec"
+
 	"github.com/gopacket/gopacket/layers"
 )
 
@@ -36,7 +39,7 @@ func BenchmarkXDP(b *testing.B) {
 			inNewNetns(b)
 			d := testDataplane(b, Config{DropBadFlags: true})
 			withSocket(b, d)
-			for _, k := range []FlowKey{{client4, svc4}, {client6, svc6}} {
+			for _, k := range []flow.Key{{Src: client4, Dst: svc4}, {Src: client6, Dst: svc6}} {
 				local := netip.AddrPortFrom(local4, 40000)
 				if k.Src.Addr().Is6() {
 					local = netip.AddrPortFrom(local6, 40000)
@@ -45,7 +48,7 @@ func BenchmarkXDP(b *testing.B) {
 				if k.Src.Addr().Is6() {
 					back = back6
 				}
-				if err := d.InstallFlow(k, FlowNAT{Src: local, Dst: back, SeqDelta: 1, AckDelta: 2, TSvalDelta: 3, TSecrDelta: 4, InShift: 7, OutShift: 7, Ifindex: 1}); err != nil {
+				if err := d.InstallFlow(k, flow.NAT{Src: local, Dst: back, SeqDelta: 1, AckDelta: 2, TSvalDelta: 3, TSecrDelta: 4, InShift: 7, OutShift: 7, Ifindex: 1}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -79,7 +82,7 @@ func BenchmarkXDP(b *testing.B) {
 func BenchmarkXDPSynCookie(b *testing.B) {
 	requireRoot(b)
 	synOpts := []layers.TCPOption{optMSS, optNOP, optNOP, optTS(1, 0), optNOP, {OptionType: layers.TCPOptionKindWindowScale, OptionData: []byte{7}}}
-	ann := Announce{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
+	ann := spec.Offer{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
 	cases := []struct {
 		name    string
 		pkt     pkt
@@ -143,7 +146,7 @@ func benchFrame(b *testing.B, d *Dataplane, pkt pkt, want Verdict) []byte {
 func BenchmarkXDPSynCookieFlood(b *testing.B) {
 	requireRoot(b)
 	synOpts := []layers.TCPOption{optMSS, optNOP, optNOP, optTS(1, 0), optNOP, {OptionType: layers.TCPOptionKindWindowScale, OptionData: []byte{7}}}
-	ann := Announce{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
+	ann := spec.Offer{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
 	for _, bc := range []struct {
 		name     string
 		maxFlows int

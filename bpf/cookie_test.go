@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/syngate/syngate/cookie"
@@ -27,17 +29,17 @@ func testJar(tb testing.TB) *cookie.Jar {
 	return j
 }
 
-// setCookieServices turns XDP cookies on for svc4 and svc6 with ann.
 // coarseLagMs bounds how far the program's coarse clock
 // (bpf_ktime_get_coarse_ns, the time of the last timekeeping update) may
 // lag in a test: a tick at HZ=100, more when ticks come late (a VM, idle
 // CPUs). Only the engine's clock must never be behind the cookie's TSval.
 const coarseLagMs = 100
 
-func setCookieServices(tb testing.TB, d *Dataplane, ann Announce) {
+// setCookieServices turns XDP cookies on for svc4 and svc6 with ann.
+func setCookieServices(tb testing.TB, d *Dataplane, ann spec.Offer) {
 	tb.Helper()
 	for i, s := range []netip.AddrPort{svc4, svc6} {
-		if err := d.SetService(Service{Addr: s, ID: uint32(i + 1), XDPCookies: true, Announce: ann}); err != nil {
+		if err := d.SetService(spec.Entry{Listen: s, ID: uint32(i + 1), Offload: true, Offer: ann}); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -94,8 +96,8 @@ func randSYN(tb testing.TB, rng *rand.Rand, v6 bool) []byte {
 	return b
 }
 
-func randAnnounce(rng *rand.Rand) Announce {
-	a := Announce{
+func randAnnounce(rng *rand.Rand) spec.Offer {
+	a := spec.Offer{
 		Window:     uint16(1 + rng.IntN(65535)),
 		MSS:        []uint16{0, 536, 1000, 1400, 1440, 1460, 9000}[rng.IntN(7)],
 		WScale:     uint8(rng.IntN(15)),
@@ -183,9 +185,9 @@ func TestXDPCookieSynAck(t *testing.T) {
 		}
 
 		// Byte for byte what packet.ReplySynAck builds for the engine.
-		opts := packet.SynAckOptions{
+		opts := spec.Offer{
 			Window: ann.Window, MSS: tableMSS, WScale: ann.WScale, SACK: ann.SACK,
-			Timestamps: ann.Timestamps, TSval: sa.Options.TSval, ECN: ann.ECN && useTS,
+			Timestamps: ann.Timestamps, ECN: ann.ECN && useTS,
 		}
 		if ann.MSS != 0 {
 			opts.MSS = min(ann.MSS, tableMSS)
@@ -194,7 +196,7 @@ func TestXDPCookieSynAck(t *testing.T) {
 			opts.WScale, opts.SACK = flow.NoWScale, false
 		}
 		want := make([]byte, 256)
-		wn := packet.ReplySynAck(want, &syn, isn, opts)
+		wn := packet.ReplySynAck(want, &syn, isn, opts, sa.Options.TSval)
 		if !bytes.Equal(want[:wn], r.out) {
 			t.Fatalf("SYN %+v ann %+v:\nXDP         % x\nReplySynAck % x", syn.Options, ann, r.out, want[:wn])
 		}
@@ -236,7 +238,7 @@ func optsKey(bs ...bool) string {
 func TestXDPCookieFallbacks(t *testing.T) {
 	d := testDataplane(t, Config{})
 	withSocket(t, d)
-	ann := Announce{Window: 4096, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
+	ann := spec.Offer{Window: 4096, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
 	setCookieServices(t, d, ann)
 	jar := testJar(t)
 	synOpts := []layers.TCPOption{optMSS, {OptionType: layers.TCPOptionKindSACKPermitted}, optTS(1, 0), optNOP, {OptionType: layers.TCPOptionKindWindowScale, OptionData: []byte{7}}}
@@ -275,13 +277,13 @@ func TestXDPCookieFallbacks(t *testing.T) {
 	run("window scale option of length 4", frame(t, pkt{src: client4, dst: svc4, flags: "S", opts: bad}), VerdictXSKSyn)
 	run("syn-ack", frame(t, pkt{src: client4, dst: svc4, flags: "SA", opts: synOpts}), VerdictXSKHandshake)
 
-	if err := d.InstallFlow(FlowKey{client4, svc4}, FlowNAT{Src: svc4, Dst: client4, Ifindex: 1}); err != nil {
+	if err := d.InstallFlow(flow.Key{Src: client4, Dst: svc4}, flow.NAT{Src: svc4, Dst: client4, Ifindex: 1}); err != nil {
 		t.Fatal(err)
 	}
 	run("spliced 4-tuple", syn4, VerdictXSKSyn)
 	run("other 4-tuple", frame(t, pkt{src: netip.AddrPortFrom(client4.Addr(), 999), dst: svc4, flags: "S", opts: synOpts}), VerdictTXSynAckCookie)
 
-	if err := d.SetService(Service{Addr: svc4, ID: 1, Announce: ann}); err != nil {
+	if err := d.SetService(spec.Entry{Listen: svc4, ID: 1, Offer: ann}); err != nil {
 		t.Fatal(err)
 	}
 	run("cookies off for the service", frame(t, pkt{src: netip.AddrPortFrom(client4.Addr(), 999), dst: svc4, flags: "S", opts: synOpts}), VerdictXSKSyn)
@@ -296,7 +298,7 @@ func TestXDPCookieFallbacks(t *testing.T) {
 // Every SetCookieKey takes effect at once, whichever slot it lands in.
 func TestSetCookieKeySwitches(t *testing.T) {
 	d := testDataplane(t, Config{})
-	setCookieServices(t, d, Announce{Window: 1000})
+	setCookieServices(t, d, spec.Offer{Window: 1000})
 	syn := frame(t, pkt{src: client4, dst: svc4, flags: "S", seq: 77})
 	var s packet.Segment
 	if err := packet.Parse(syn, &s); err != nil {
@@ -326,8 +328,8 @@ func TestSetCookieKeySwitches(t *testing.T) {
 
 func TestServiceAnnounce(t *testing.T) {
 	d := testDataplane(t, Config{})
-	ok := Service{Addr: svc4, ID: 9, Flags: ServiceNoRateLimit, XDPCookies: true,
-		Announce: Announce{Window: 65535, MSS: 1400, WScale: flow.NoWScale, SACK: true}}
+	ok := spec.Entry{Listen: svc4, ID: 9, NoRateLimit: true, Offload: true,
+		Offer: spec.Offer{Window: 65535, MSS: 1400, WScale: flow.NoWScale, SACK: true}}
 	if err := d.SetService(ok); err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +339,7 @@ func TestServiceAnnounce(t *testing.T) {
 	}
 	found := false
 	for _, s := range svcs {
-		if s.Addr == svc4 {
+		if s.Listen == svc4 {
 			found = true
 			if s != ok {
 				t.Errorf("read back %+v, set %+v", s, ok)
@@ -347,11 +349,9 @@ func TestServiceAnnounce(t *testing.T) {
 	if !found {
 		t.Fatal("service missing")
 	}
-	for _, bad := range []Service{
-		{Addr: svc4, XDPCookies: true},                                             // zero window
-		{Addr: svc4, XDPCookies: true, Announce: Announce{Window: 1, WScale: 15}},  // shift above 14
-		{Addr: svc4, Flags: svcXDPCookies, Announce: Announce{Window: 1}},          // internal flag
-		{Addr: svc4, Flags: 0x80, XDPCookies: true, Announce: Announce{Window: 1}}, // unknown flag
+	for _, bad := range []spec.Entry{
+		{Listen: svc4, Offload: true},                                           // zero window
+		{Listen: svc4, Offload: true, Offer: spec.Offer{Window: 1, WScale: 15}}, // shift above 14
 	} {
 		if err := d.SetService(bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("SetService(%+v) = %v, want ErrInvalid", bad, err)

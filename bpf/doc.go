@@ -7,10 +7,10 @@
 //	defer dp.Close()
 //	err = dp.AttachTC("veth0")                            // only for the TC data path; before Attach
 //	err = dp.Attach("eth0", bpf.ModeAuto)
-//	err = dp.SetService(bpf.Service{Addr: netip.MustParseAddrPort("192.0.2.10:443"), ID: 1})
-//	err = dp.SetCookieKey(jar.DataplaneKey(time.Now()))   // every second, if any service has XDPCookies
+//	err = dp.SetService(spec.Entry{Listen: netip.MustParseAddrPort("192.0.2.10:443"), ID: 1})
+//	err = dp.SetCookieKey(jar.DataplaneKey(time.Now()))   // every second, if any entry has Offload or Standby
 //	err = dp.RegisterSocket(ifindex, queue, xskFD)        // one AF_XDP socket per interface rx queue
-//	err = dp.InstallTrackedFlow(bpf.ClientKey(tuple), clientToBackend, clientTrack) // and the reverse direction
+//	err = dp.InstallTrackedFlow(flow.ClientKey(tuple), clientToBackend, clientTrack) // and the reverse direction
 //	counters, err := dp.Counters()
 //
 // # What the program does
@@ -31,7 +31,7 @@
 // A flow installed with InstallTrackedFlow (both directions) is judged like
 // conntrack's tcp_in_window and RFC 5961 would: each entry keeps its
 // sender's next sequence number, highest acknowledgement, right window edge
-// and largest window (FlowTrack), and only segments inside the reverse
+// and largest window (flow.Track), and only segments inside the reverse
 // direction's window move them. A RST at exactly the expected sequence
 // number (the receiver's highest ack, or the sender's next sequence number
 // when the receiver has not acked yet) is forwarded and marks the flow; an
@@ -45,9 +45,9 @@
 // (VerdictFastTXOutOfWindow, VerdictFastRedirectOutOfWindow): the endpoint
 // judges them, and a blind attacker cannot shift what an exact RST is. A FIN
 // inside the window marks its direction with its sequence number
-// (FlowState.FinEnd), so the engine can tell a half-closed connection from a
-// closed one (FlowState.FINAcked). Each direction also keeps its sender's
-// latest timestamp from segments inside the window (FlowState.TSRecent), for
+// (flow.State.FinEnd), so the engine can tell a half-closed connection from a
+// closed one (flow.State.FINAcked). Each direction also keeps its sender's
+// latest timestamp from segments inside the window (flow.State.TSRecent), for
 // TIME_WAIT's rule on a new SYN. Flows installed with InstallFlow are not
 // judged: any FIN or RST marks them.
 //
@@ -75,7 +75,7 @@
 //
 // # Cookie SYN-ACKs in XDP
 //
-// For a service with Service.XDPCookies, SYNs are answered in the program
+// For a service entry with Offload, SYNs are answered in the program
 // itself: it mints the cookie cookie.Jar.Make would (SipHash-2-4 with the key
 // and tick of the last SetCookieKey, same ISN layout, MSS tables and TSval
 // option bits), turns the frame into the SYN-ACK packet.ReplySynAck would
@@ -135,7 +135,7 @@
 // dropped as VerdictDropNoSocket. AF_XDP sockets die with the process that
 // owns them, and the kernel takes them out of xsks then, however the
 // process ended: that is how the program knows no engine is there. A
-// service with Service.StandbyCookies then has its SYNs answered by the
+// service entry with Standby then has its SYNs answered by the
 // program's cookies (with the last key, as long as it is fresh: at least
 // CookieKeyGrace past the process's end). A handshake ACK to such a
 // service is kept (headers only) in the pinned standby_acks map and the

@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/spec"
 )
 
 // TestFlowHint: the hint counts every flow entry the Dataplane adds,
@@ -19,7 +22,7 @@ func TestFlowHint(t *testing.T) {
 	requireRoot(t)
 	d := testDataplane(t, Config{DropBadFlags: true})
 	withSocket(t, d)
-	setCookieServices(t, d, Announce{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true})
+	setCookieServices(t, d, spec.Offer{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true})
 	if err := d.SetCookieKey(testJar(t).DataplaneKey(time.Now())); err != nil {
 		t.Fatal(err)
 	}
@@ -27,8 +30,8 @@ func TestFlowHint(t *testing.T) {
 		t.Fatal("flow hint not on")
 	}
 	syn := pkt{src: client4, dst: svc4, flags: "S", opts: []layers.TCPOption{optMSS}}
-	key := FlowKey{Src: client4, Dst: svc4}
-	k, _ := key.bpf()
+	key := flow.Key{Src: client4, Dst: svc4}
+	k, _ := flowKey(key)
 	slot := flowHintIndex(&k)
 	count := func() uint64 { return atomic.LoadUint64(&d.hint.counts[slot]) }
 	verdict := func() Verdict { return mustRun(t, d, frame(t, syn)).verdict }
@@ -36,7 +39,7 @@ func TestFlowHint(t *testing.T) {
 	if v := verdict(); v != VerdictTXSynAckCookie {
 		t.Fatalf("no flow: verdict %v, want a cookie", v)
 	}
-	nat := FlowNAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4, Ifindex: 1}
+	nat := flow.NAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4, Ifindex: 1}
 	if err := d.InstallFlow(key, nat); err != nil {
 		t.Fatal(err)
 	}

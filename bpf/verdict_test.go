@@ -10,6 +10,9 @@ import (
 	"os"
 	"testing"
 
+	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/spec"
+
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/vishvananda/netlink"
@@ -39,7 +42,7 @@ func testDataplane(tb testing.TB, cfg Config) *Dataplane {
 	}
 	d := loadTest(tb, cfg)
 	for i, s := range []netip.AddrPort{svc4, svc6} {
-		if err := d.SetService(Service{Addr: s, ID: uint32(i + 1)}); err != nil {
+		if err := d.SetService(spec.Entry{Listen: s, ID: uint32(i + 1)}); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -474,7 +477,7 @@ func TestServiceDeletePasses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(svcs) != 1 || svcs[0] != (Service{Addr: svc6, ID: 2}) {
+	if len(svcs) != 1 || svcs[0] != (spec.Entry{Listen: svc6, ID: 2}) {
 		t.Fatalf("services after delete: %v", svcs)
 	}
 }
@@ -511,10 +514,10 @@ func TestDefenses(t *testing.T) {
 }
 
 func TestSYNRateLimit(t *testing.T) {
-	d := testDataplane(t, Config{SYNRateLimit: RateLimit{PerSecond: 1, Burst: 3, Prefix6: 48}})
+	d := testDataplane(t, Config{SYNRateLimit: RateLimit{PerSecond: 1, Burst: 3, Prefix4: 24, Prefix6: 48}})
 	withSocket(t, d)
 	exempt := netip.MustParseAddrPort("192.0.2.10:80")
-	if err := d.SetService(Service{Addr: exempt, ID: 9, Flags: ServiceNoRateLimit}); err != nil {
+	if err := d.SetService(spec.Entry{Listen: exempt, ID: 9, NoRateLimit: true}); err != nil {
 		t.Fatal(err)
 	}
 	syn := func(src string, dst netip.AddrPort) []byte {
@@ -559,7 +562,7 @@ func TestFastPathNextHop(t *testing.T) {
 	inNewNetns(t)
 	dummy, _ := addVeth(t, 0)
 	d := testDataplane(t, Config{})
-	key := FlowKey{Src: client4, Dst: svc4}
+	key := flow.Key{Src: client4, Dst: svc4}
 	data := frame(t, pkt{src: client4, dst: svc4, flags: "A", seq: 1, ack: 2, window: 100})
 	for _, tc := range []struct {
 		ifindex int
@@ -576,7 +579,7 @@ func TestFastPathNextHop(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := d.InstallFlow(key, FlowNAT{Src: netip.MustParseAddrPort("198.51.100.1:40000"), Dst: back4, Ifindex: tc.ifindex, SrcMAC: [6]byte{2, 0, 0, 0, 0, 1}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2}}); err != nil {
+		if err := d.InstallFlow(key, flow.NAT{Src: netip.MustParseAddrPort("198.51.100.1:40000"), Dst: back4, Ifindex: tc.ifindex, SrcMAC: [6]byte{2, 0, 0, 0, 0, 1}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2}}); err != nil {
 			t.Fatal(err)
 		}
 		if r := mustRun(t, d, append([]byte(nil), data...)); r.verdict != tc.want {
@@ -614,8 +617,8 @@ func TestFastPathFIB(t *testing.T) {
 	if err := d.objs.TxPorts.Put(uint32(dummy), uint32(dummy)); err != nil {
 		t.Fatal(err)
 	}
-	key := FlowKey{Src: client4, Dst: svc4}
-	nat := FlowNAT{Src: netip.MustParseAddrPort("198.51.100.1:40000"), Dst: back4, Ifindex: 1, SrcMAC: [6]byte{2, 0, 0, 0, 0, 1}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2}}
+	key := flow.Key{Src: client4, Dst: svc4}
+	nat := flow.NAT{Src: netip.MustParseAddrPort("198.51.100.1:40000"), Dst: back4, Ifindex: 1, SrcMAC: [6]byte{2, 0, 0, 0, 0, 1}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2}}
 	if err := d.InstallFlow(key, nat); err != nil {
 		t.Fatal(err)
 	}

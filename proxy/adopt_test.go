@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syngate/syngate/bpf"
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
-	"github.com/syngate/syngate/queue"
 )
 
 // TestAdopt: a second engine takes over the flow table the first one left:
@@ -18,7 +18,7 @@ import (
 // service's connection, deletes an entry without its other direction, and
 // expires what it adopted.
 func TestAdopt(t *testing.T) {
-	r1 := newRig(t, queue.CookiesNever, nil)
+	r1 := newRig(t, spec.CookiesNever, nil)
 	const isn, bisn = 1_000_000, 555_000
 	sa := r1.handshake(isn, nil)
 	syn := r1.sentIP()
@@ -26,7 +26,7 @@ func TestAdopt(t *testing.T) {
 	r1.sentIP() // the backend ACK
 	src := syn.Src
 
-	r2 := newRig(t, queue.CookiesNever, func(c *Config) { c.EstablishedTimeout = time.Hour; c.ResetTimeout = 10 * time.Second })
+	r2 := newRig(t, spec.CookiesNever, func(c *Config) { c.EstablishedTimeout = time.Hour; c.ResetTimeout = 10 * time.Second })
 	r1.flows.mu.Lock()
 	r2.flows.flows = maps.Clone(r1.flows.flows)
 	r1.flows.mu.Unlock()
@@ -35,12 +35,12 @@ func TestAdopt(t *testing.T) {
 	oldBackend := netip.MustParseAddrPort("10.0.0.6:9090")
 	oldSrc := netip.MustParseAddrPort("10.0.0.2:20007")
 	oldClient := netip.MustParseAddrPort("198.51.100.9:5555")
-	r2.flows.flows[bpf.FlowKey{Src: oldClient, Dst: oldVIP}] = bpf.FlowState{NAT: bpf.FlowNAT{Src: oldSrc, Dst: oldBackend}}
-	r2.flows.flows[bpf.FlowKey{Src: oldBackend, Dst: oldSrc}] = bpf.FlowState{NAT: bpf.FlowNAT{Src: oldVIP, Dst: oldClient}}
-	lone := bpf.FlowKey{Src: netip.MustParseAddrPort("198.51.100.10:6666"), Dst: vip}
-	r2.flows.flows[lone] = bpf.FlowState{NAT: bpf.FlowNAT{Src: netip.AddrPortFrom(source, 20001), Dst: backend}}
+	r2.flows.flows[flow.Key{Src: oldClient, Dst: oldVIP}] = flow.State{NAT: flow.NAT{Src: oldSrc, Dst: oldBackend}}
+	r2.flows.flows[flow.Key{Src: oldBackend, Dst: oldSrc}] = flow.State{NAT: flow.NAT{Src: oldVIP, Dst: oldClient}}
+	lone := flow.Key{Src: netip.MustParseAddrPort("198.51.100.10:6666"), Dst: vip}
+	r2.flows.flows[lone] = flow.State{NAT: flow.NAT{Src: netip.AddrPortFrom(source, 20001), Dst: backend}}
 
-	st, err := r2.e.Adopt(r2.flows)
+	st, err := r2.e.adopt()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,14 +98,14 @@ func TestAdopt(t *testing.T) {
 	}
 
 	// Adopted connections expire like the engine's own.
-	kc := bpf.FlowKey{Src: r1.client, Dst: vip}
-	r2.flows.update(kc, func(s *bpf.FlowState) { s.RST = true; s.LastSeen = r2.mono })
+	kc := flow.Key{Src: r1.client, Dst: vip}
+	r2.flows.update(kc, func(s *flow.State) { s.RST = true; s.LastSeen = r2.mono })
 	r2.e.expireFlows(r2.advance(11 * time.Second))
 	if _, ok := r2.flows.get(kc); ok {
 		t.Error("adopted flow not expired after RST + reset timeout")
 	}
 	r2.e.expireFlows(r2.advance(time.Hour))
-	if _, ok := r2.flows.get(bpf.FlowKey{Src: oldClient, Dst: oldVIP}); ok {
+	if _, ok := r2.flows.get(flow.Key{Src: oldClient, Dst: oldVIP}); ok {
 		t.Error("draining flow not expired after the idle timeout")
 	}
 	if ex := r2.e.Stats().Expired; ex["reset"] != 1 || ex["idle"] < 1 {
@@ -125,7 +125,7 @@ func TestAdopt(t *testing.T) {
 // next engine (same secret) as a cookie once it took over; it was never
 // in that engine's queue.
 func TestQueuedHandshakeSurvivesRestart(t *testing.T) {
-	r1 := newRig(t, queue.CookiesAuto, nil)
+	r1 := newRig(t, spec.CookiesAuto, nil)
 	const isn = 3_000_000
 	r1.inject(packet.BuildSyn, packet.Fields{Src: r1.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
 	sa := r1.reply()
@@ -133,7 +133,7 @@ func TestQueuedHandshakeSurvivesRestart(t *testing.T) {
 		t.Fatalf("SYN-ACK not from the queue: %+v", st)
 	}
 
-	r2 := newRig(t, queue.CookiesAuto, nil)
+	r2 := newRig(t, spec.CookiesAuto, nil)
 	r2.e.CookiesSentElsewhere()
 	r2.inject(packet.Build, packet.Fields{
 		Src: r2.client, Dst: vip, Seq: isn + 1, Ack: sa.Seq + 1, Flags: packet.ACK | packet.PSH, Window: 502,
@@ -152,7 +152,7 @@ func TestQueuedHandshakeSurvivesRestart(t *testing.T) {
 // (a pure ACK: the client, waiting for a server that speaks first, sends
 // nothing more) opens its connection once the next engine replays it.
 func TestReplayACKs(t *testing.T) {
-	r1 := newRig(t, queue.CookiesAuto, nil)
+	r1 := newRig(t, spec.CookiesAuto, nil)
 	const isn = 4_000_000
 	r1.inject(packet.BuildSyn, packet.Fields{Src: r1.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
 	sa := r1.reply()
@@ -166,9 +166,9 @@ func TestReplayACKs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2 := newRig(t, queue.CookiesAuto, nil)
+	r2 := newRig(t, spec.CookiesAuto, nil)
 	r2.e.CookiesSentElsewhere()
-	if got := r2.e.ReplayACKs([]bpf.StandbyACK{{Frame: buf[:n], Ifindex: 3}}); got != 1 {
+	if got := r2.e.ReplayACKs([]flow.StandbyACK{{Frame: buf[:n], Ifindex: 3}}); got != 1 {
 		t.Fatalf("replayed ACKs validated: %d, want 1", got)
 	}
 	syn := r2.sentIP()
@@ -180,8 +180,8 @@ func TestReplayACKs(t *testing.T) {
 // TestHandOver: on the way out the engine hands SYNs to the data plane's
 // cookies and waits for the connections it is opening, up to its timeout.
 func TestHandOver(t *testing.T) {
-	off := &fakeOffload{}
-	r := newRig(t, queue.CookiesAuto, func(c *Config) { c.Offload = off })
+	r := newRig(t, spec.CookiesAuto, nil)
+	off := r.flows
 	r.handshake(42, nil)
 	syn := r.sentIP() // the backend leg is opening
 	if opening, _ := r.e.HandOver(50 * time.Millisecond); opening != 1 {
@@ -205,7 +205,7 @@ func TestHandOver(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("drain did not ask for the cookie offload")
 	}
-	if c, n := off.last(); n != 1 || !c.on {
-		t.Errorf("offload while draining: %+v (%d calls), want on", c, n)
+	if c, n := off.lastWrite(); n != 1 || !c.Offload {
+		t.Errorf("offload while draining: %+v (%d writes), want on", c, n)
 	}
 }

@@ -8,46 +8,137 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syngate/syngate/bpf"
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
 	"github.com/syngate/syngate/pktio"
-	"github.com/syngate/syngate/queue"
 )
 
-// fakeFlows is an in-memory flow table.
+// fakeFlows is an in-memory data path: flow table, services map,
+// locals and cookie key.
 type fakeFlows struct {
-	mu    sync.Mutex
-	flows map[bpf.FlowKey]bpf.FlowState
-	fail  error
+	mu       sync.Mutex
+	flows    map[flow.Key]flow.State
+	fail     error
+	services map[netip.AddrPort]spec.Entry
+	writes   []spec.Entry // every SetService, in order
+	locals   map[netip.Addr]bool
+	keys     int // SetCookieKey calls
 }
 
-func (f *fakeFlows) InstallTrackedFlow(k bpf.FlowKey, n bpf.FlowNAT, tr bpf.FlowTrack) error {
+func newFakeFlows() *fakeFlows {
+	return &fakeFlows{flows: map[flow.Key]flow.State{}, services: map[netip.AddrPort]spec.Entry{}, locals: map[netip.Addr]bool{}}
+}
+
+func (f *fakeFlows) SetService(e spec.Entry) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.services[e.Listen] = e
+	f.writes = append(f.writes, e)
+	return nil
+}
+
+func (f *fakeFlows) DeleteService(l netip.AddrPort) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return deleteKey(f.services, l)
+}
+
+// deleteKey deletes k from m; flow.ErrNotFound when absent, as a map does.
+func deleteKey[K comparable, V any](m map[K]V, k K) error {
+	if _, ok := m[k]; !ok {
+		return flow.ErrNotFound
+	}
+	delete(m, k)
+	return nil
+}
+
+func (f *fakeFlows) Services() ([]spec.Entry, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []spec.Entry
+	for _, e := range f.services {
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// service returns the entry at l, if any.
+func (f *fakeFlows) service(l netip.AddrPort) (spec.Entry, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.services[l]
+	return e, ok
+}
+
+// lastWrite returns the latest SetService and how many there were.
+func (f *fakeFlows) lastWrite() (spec.Entry, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.writes) == 0 {
+		return spec.Entry{}, 0
+	}
+	return f.writes[len(f.writes)-1], len(f.writes)
+}
+
+func (f *fakeFlows) AddLocal(a netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.locals[a] = true
+	return nil
+}
+
+func (f *fakeFlows) DeleteLocal(a netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.locals, a)
+	return nil
+}
+
+func (f *fakeFlows) Locals() ([]netip.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []netip.Addr
+	for a := range f.locals {
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+func (f *fakeFlows) SetCookieKey(cookie.DataplaneKey) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.keys++
+	return nil
+}
+
+func (f *fakeFlows) InstallTrackedFlow(k flow.Key, n flow.NAT, tr flow.Track) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail != nil {
 		return f.fail
 	}
-	f.flows[k] = bpf.FlowState{NAT: n, Tracked: true, Track: tr}
+	f.flows[k] = flow.State{NAT: n, Tracked: true, Track: tr}
 	return nil
 }
 
 // InstallFlow installs an untracked entry, as an earlier version did.
-func (f *fakeFlows) InstallFlow(k bpf.FlowKey, n bpf.FlowNAT) error {
+func (f *fakeFlows) InstallFlow(k flow.Key, n flow.NAT) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.flows[k] = bpf.FlowState{NAT: n}
+	f.flows[k] = flow.State{NAT: n}
 	return nil
 }
 
 // RaiseSeqEnd raises a tracked entry's seq_end, as the data plane does.
-func (f *fakeFlows) RaiseSeqEnd(k bpf.FlowKey, seqEnd uint32) error {
+func (f *fakeFlows) RaiseSeqEnd(k flow.Key, seqEnd uint32) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, ok := f.flows[k]
 	if !ok {
-		return bpf.ErrNotFound
+		return flow.ErrNotFound
 	}
 	if s.Tracked && int32(seqEnd-s.Track.SeqEnd) > 0 {
 		s.Track.SeqEnd = seqEnd
@@ -56,29 +147,25 @@ func (f *fakeFlows) RaiseSeqEnd(k bpf.FlowKey, seqEnd uint32) error {
 	return nil
 }
 
-func (f *fakeFlows) DeleteFlow(k bpf.FlowKey) error {
+func (f *fakeFlows) DeleteFlow(k flow.Key) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, ok := f.flows[k]; !ok {
-		return bpf.ErrNotFound
-	}
-	delete(f.flows, k)
-	return nil
+	return deleteKey(f.flows, k)
 }
 
-func (f *fakeFlows) LookupFlow(k bpf.FlowKey) (bpf.FlowState, error) {
+func (f *fakeFlows) LookupFlow(k flow.Key) (flow.State, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, ok := f.flows[k]
 	if !ok {
-		return s, bpf.ErrNotFound
+		return s, flow.ErrNotFound
 	}
 	return s, nil
 }
 
-func (f *fakeFlows) IterateFlows(fn func(bpf.FlowKey, bpf.FlowState) bool) error {
+func (f *fakeFlows) IterateFlows(fn func(flow.Key, flow.State) bool) error {
 	f.mu.Lock()
-	all := make(map[bpf.FlowKey]bpf.FlowState, len(f.flows))
+	all := make(map[flow.Key]flow.State, len(f.flows))
 	for k, v := range f.flows {
 		all[k] = v
 	}
@@ -91,14 +178,14 @@ func (f *fakeFlows) IterateFlows(fn func(bpf.FlowKey, bpf.FlowState) bool) error
 	return nil
 }
 
-func (f *fakeFlows) get(k bpf.FlowKey) (bpf.FlowState, bool) {
+func (f *fakeFlows) get(k flow.Key) (flow.State, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, ok := f.flows[k]
 	return s, ok
 }
 
-func (f *fakeFlows) update(k bpf.FlowKey, fn func(*bpf.FlowState)) {
+func (f *fakeFlows) update(k flow.Key, fn func(*flow.State)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s := f.flows[k]
@@ -139,7 +226,7 @@ type rig struct {
 	now     time.Time
 	mono    time.Duration
 	mu      sync.Mutex
-	svc     Service
+	svc     spec.Service
 	cancel  context.CancelFunc
 	done    sync.WaitGroup
 	client  netip.AddrPort
@@ -153,11 +240,11 @@ var (
 	source  = netip.MustParseAddr("10.0.0.1")
 )
 
-func newRig(t *testing.T, policy queue.CookiePolicy, mutate func(*Config)) *rig {
+func newRig(t *testing.T, policy spec.CookiePolicy, mutate func(*Config)) *rig {
 	t.Helper()
 	r := &rig{
 		t: t, now: time.Unix(1_700_000_000, 0), mono: time.Hour,
-		flows:  &fakeFlows{flows: map[bpf.FlowKey]bpf.FlowState{}},
+		flows:  newFakeFlows(),
 		sent:   &fakeSender{ch: make(chan packet.Segment, 1024)},
 		client: netip.MustParseAddrPort("198.51.100.7:40000"),
 		ourMAC: [6]byte{2, 0, 0, 0, 0, 1}, peerMAC: [6]byte{2, 0, 0, 0, 0, 2},
@@ -166,12 +253,13 @@ func newRig(t *testing.T, policy queue.CookiePolicy, mutate func(*Config)) *rig 
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.svc = Service{
-		Name: "web", Listen: vip, Backend: backend, Sources: []netip.Addr{source},
-		Queue: queue.Config{MaxSynBacklog: 16, SynAckRetries: 5, Cookies: policy, Backlog: 8, Somaxconn: 128},
+	r.svc = spec.Service{
+		Name: "web", Listen: vip, Backends: []spec.Backend{{Addr: backend, Weight: 1}}, Sources: []netip.Addr{source},
+		Cookies: policy, OnOverflow: spec.OverflowDrop,
+		Limits: spec.Limits{MaxSynBacklog: 16, SynAckRetries: 5, Backlog: 8, Somaxconn: 128, PeerCookieChecks: spec.DefaultPeerCookieChecks},
 	}
 	cfg := Config{
-		Services: []Service{r.svc}, Jar: jar, Flows: r.flows, Sender: r.sent,
+		Services: []spec.Service{r.svc}, Jar: jar, Datapath: r.flows, Sender: r.sent,
 		PortMin: 20000, PortMax: 20009, ConnectTimeout: 3 * time.Second,
 		Now: r.clock, Monotonic: func() time.Duration { r.mu.Lock(); defer r.mu.Unlock(); return r.mono },
 	}
@@ -303,12 +391,12 @@ func (r *rig) backendSynAck(syn packet.Segment, isn uint32, wscale uint8) {
 	})
 }
 
-func testSplice(t *testing.T, policy queue.CookiePolicy) {
+func testSplice(t *testing.T, policy spec.CookiePolicy) {
 	r := newRig(t, policy, nil)
 	const isn = 1_000_000
 	sa := r.handshake(isn, []byte("GET / HTTP/1.0\r\n\r\n"))
 	wantMSS := uint16(1400)
-	if policy == queue.CookiesAlways {
+	if policy == spec.CookiesAlways {
 		wantMSS = 1300 // the cookie's MSS table rounds down
 	}
 	if sa.Options.MSS != wantMSS || sa.Options.WScale != 7 || !sa.Options.SACK || !sa.Options.Timestamps || sa.Options.TSecr != 5000 {
@@ -352,7 +440,7 @@ func testSplice(t *testing.T, policy queue.CookiePolicy) {
 		t.Errorf("held data timestamps = %+v, want TSval 5001 in the leg's clock and TSecr in the backend's (777000)", data.Options)
 	}
 
-	toBackend, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip})
+	toBackend, ok := r.flows.get(flow.Key{Src: r.client, Dst: vip})
 	if !ok {
 		t.Fatal("no client->backend flow installed")
 	}
@@ -363,7 +451,7 @@ func testSplice(t *testing.T, policy queue.CookiePolicy) {
 	if n.Ifindex != 3 || n.DstMAC != r.peerMAC || n.SrcMAC != r.ourMAC {
 		t.Errorf("client->backend egress = %d %x->%x", n.Ifindex, n.SrcMAC, n.DstMAC)
 	}
-	toClient, ok := r.flows.get(bpf.FlowKey{Src: backend, Dst: syn.Src})
+	toClient, ok := r.flows.get(flow.Key{Src: backend, Dst: syn.Src})
 	if !ok {
 		t.Fatal("no backend->client flow installed")
 	}
@@ -383,10 +471,10 @@ func testSplice(t *testing.T, policy queue.CookiePolicy) {
 	if opening != 0 || r.e.Stats().Spliced != 1 {
 		t.Errorf("after the splice: %d connections still opening, %d spliced; want 0, 1", opening, r.e.Stats().Spliced)
 	}
-	if policy == queue.CookiesAlways && (st.SynAckCookie != 1 || st.AckCookie != 1) {
+	if policy == spec.CookiesAlways && (st.SynAckCookie != 1 || st.AckCookie != 1) {
 		t.Errorf("cookie stats = %+v", st)
 	}
-	if policy == queue.CookiesNever && (st.SynAckQueued != 1 || st.AckQueue != 1) {
+	if policy == spec.CookiesNever && (st.SynAckQueued != 1 || st.AckQueue != 1) {
 		t.Errorf("queue stats = %+v", st)
 	}
 
@@ -406,11 +494,11 @@ func testSplice(t *testing.T, policy queue.CookiePolicy) {
 	}
 }
 
-func TestSpliceQueuePath(t *testing.T)  { testSplice(t, queue.CookiesNever) }
-func TestSpliceCookiePath(t *testing.T) { testSplice(t, queue.CookiesAlways) }
+func TestSpliceQueuePath(t *testing.T)  { testSplice(t, spec.CookiesNever) }
+func TestSpliceCookiePath(t *testing.T) { testSplice(t, spec.CookiesAlways) }
 
 func TestCookieWithoutTimestampsDropsOptions(t *testing.T) {
-	r := newRig(t, queue.CookiesAlways, nil)
+	r := newRig(t, spec.CookiesAlways, nil)
 	opts := flow.SynOptions{MSS: 1460, WScale: 9, SACK: true}
 	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 1, Flags: packet.SYN, Window: 64240, Options: opts})
 	sa := r.reply()
@@ -425,7 +513,7 @@ func TestCookieWithoutTimestampsDropsOptions(t *testing.T) {
 }
 
 func TestForgedACKRejected(t *testing.T) {
-	r := newRig(t, queue.CookiesAlways, nil)
+	r := newRig(t, spec.CookiesAlways, nil)
 	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 100, Ack: 12345, Flags: packet.ACK, Window: 100})
 	r.noSentIP()
 	st := r.e.set.Load().order[0].ServiceStats()
@@ -437,7 +525,7 @@ func TestForgedACKRejected(t *testing.T) {
 		t.Errorf("rejected %d (%v), spliced %d", rejected, st.AckRejected, st.Spliced)
 	}
 	// Without a recent cookie an unknown ACK is not even checked.
-	r2 := newRig(t, queue.CookiesNever, nil)
+	r2 := newRig(t, spec.CookiesNever, nil)
 	r2.inject(packet.Build, packet.Fields{Src: r2.client, Dst: vip, Seq: 100, Ack: 12345, Flags: packet.ACK, Window: 100})
 	r2.noSentIP()
 	if got := r2.e.set.Load().order[0].ServiceStats().AckRejected["no_entry"]; got != 1 {
@@ -446,7 +534,7 @@ func TestForgedACKRejected(t *testing.T) {
 }
 
 func TestBackendRefusedResetsClient(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	sa := r.handshake(42, nil)
 	syn := r.sentIP()
 	r.inject(packet.Build, packet.Fields{Src: backend, Dst: syn.Src, Seq: 0, Ack: syn.Seq + 1, Flags: packet.RST | packet.ACK})
@@ -463,7 +551,7 @@ func TestBackendRefusedResetsClient(t *testing.T) {
 }
 
 func TestBackendTimeout(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	r.handshake(42, nil)
 	syn := r.sentIP()
 	r.e.expireOpening(r.advance(time.Second))
@@ -484,7 +572,7 @@ func TestBackendTimeout(t *testing.T) {
 }
 
 func TestSynAckRetransmission(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 7, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
 	sa := r.reply()
 	s := r.e.set.Load().order[0]
@@ -502,9 +590,9 @@ func TestSynAckRetransmission(t *testing.T) {
 }
 
 func TestOverflowReset(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, func(c *Config) {
-		c.Services[0].Queue.Backlog = 1
-		c.Services[0].Queue.Overflow = queue.OverflowReset
+	r := newRig(t, spec.CookiesNever, func(c *Config) {
+		c.Services[0].Limits.Backlog = 1
+		c.Services[0].OnOverflow = spec.OverflowReset
 	})
 	// The first connection takes the only backend slot (the backend never
 	// answers), the second the only accept queue place.
@@ -539,17 +627,17 @@ func TestOverflowReset(t *testing.T) {
 }
 
 func TestFlowExpiry(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, func(c *Config) { c.ResetTimeout = 10 * time.Second; c.EstablishedTimeout = time.Hour })
+	r := newRig(t, spec.CookiesNever, func(c *Config) { c.ResetTimeout = 10 * time.Second; c.EstablishedTimeout = time.Hour })
 	r.handshake(42, nil)
 	syn := r.sentIP()
 	r.backendSynAck(syn, 9, 7)
 	r.sentIP()
-	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+	kc, kb := flow.Key{Src: r.client, Dst: vip}, flow.Key{Src: backend, Dst: syn.Src}
 	r.e.expireFlows(r.advance(30 * time.Minute))
 	if _, ok := r.flows.get(kc); !ok {
 		t.Fatal("flow expired before its idle timeout")
 	}
-	r.flows.update(kb, func(s *bpf.FlowState) { s.RST = true; s.LastSeen = r.mono })
+	r.flows.update(kb, func(s *flow.State) { s.RST = true; s.LastSeen = r.mono })
 	r.e.expireFlows(r.advance(9 * time.Second))
 	if _, ok := r.flows.get(kc); !ok {
 		t.Fatal("flow expired before the reset timeout")
@@ -571,7 +659,7 @@ func TestFlowExpiry(t *testing.T) {
 }
 
 func TestFlowInstallFailureResets(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	r.flows.fail = errors.New("map full")
 	r.handshake(42, nil)
 	syn := r.sentIP()
@@ -607,21 +695,21 @@ func (r *rig) spliceTracked() (syn, sa packet.Segment) {
 // it gets a challenge ACK. A client that reuses its port once both FINs are
 // acked, with a higher ISN, gets a new connection (the old flows go).
 func TestTupleReuse(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	syn, sa := r.spliceTracked()
-	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+	kc, kb := flow.Key{Src: r.client, Dst: vip}, flow.Key{Src: backend, Dst: syn.Src}
 	a, _ := r.flows.get(kc)
 	b, _ := r.flows.get(kb)
-	if a.Track != (bpf.FlowTrack{SeqEnd: 43, AckMax: 10, WinEnd: 10 + 502<<9, WinMax: 502 << 9, WScale: 9}) {
+	if a.Track != (flow.Track{SeqEnd: 43, AckMax: 10, WinEnd: 10 + 502<<9, WinMax: 502 << 9, WScale: 9}) {
 		t.Errorf("client track = %+v", a.Track)
 	}
 	// The backend offered 65160, our SYN-ACK 65535: the client may send that.
-	if b.Track != (bpf.FlowTrack{SeqEnd: 10, AckMax: 43, WinEnd: 43 + 65535, WinMax: 65535, WScale: 7}) {
+	if b.Track != (flow.Track{SeqEnd: 10, AckMax: 43, WinEnd: 43 + 65535, WinMax: 65535, WScale: 7}) {
 		t.Errorf("backend track = %+v", b.Track)
 	}
 	// The backend has sent 1000 bytes, the client acked them.
-	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.SeqEnd += 1000 })
-	r.flows.update(kc, func(s *bpf.FlowState) { s.Track.AckMax += 1000 })
+	r.flows.update(kb, func(s *flow.State) { s.Track.SeqEnd += 1000 })
+	r.flows.update(kc, func(s *flow.State) { s.Track.AckMax += 1000 })
 
 	synAgain := func(isn uint32) {
 		r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
@@ -644,24 +732,24 @@ func TestTupleReuse(t *testing.T) {
 	}
 
 	// Half-closed: the client's FIN is acked, the backend still sends.
-	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd = true, 44, 44 })
-	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.AckMax = 44 })
+	r.flows.update(kc, func(s *flow.State) { s.FIN, s.FinEnd, s.Track.SeqEnd = true, 44, 44 })
+	r.flows.update(kb, func(s *flow.State) { s.Track.AckMax = 44 })
 	r.advance(time.Second)
 	synAgain(6000)
 	if ch := r.sentIP(); ch.Flags != packet.ACK || ch.Ack != 44 {
 		t.Errorf("SYN into a half-closed connection: %v ack %d, want a challenge ACK", ch.Flags, ch.Ack)
 	}
 	// Both FINs sent, the backend's not yet acked.
-	r.flows.update(kb, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd = true, s.Track.SeqEnd+1, s.Track.SeqEnd+1 })
+	r.flows.update(kb, func(s *flow.State) { s.FIN, s.FinEnd, s.Track.SeqEnd = true, s.Track.SeqEnd+1, s.Track.SeqEnd+1 })
 	r.advance(time.Second)
 	synAgain(6001)
 	if ch := r.sentIP(); ch.Flags != packet.ACK {
 		t.Errorf("SYN before the last ACK: %v, want a challenge ACK", ch.Flags)
 	}
-	r.flows.update(kc, func(s *bpf.FlowState) { s.Track.AckMax++ })
+	r.flows.update(kc, func(s *flow.State) { s.Track.AckMax++ })
 	// Both FINs acked, but an ISN below the old connection's sequence
 	// numbers and a timestamp no newer than its last (5000).
-	r.flows.update(kc, func(s *bpf.FlowState) { s.HasTS, s.TSRecent = true, 5000 })
+	r.flows.update(kc, func(s *flow.State) { s.HasTS, s.TSRecent = true, 5000 })
 	r.advance(time.Second)
 	synAgain(40)
 	if ch := r.sentIP(); ch.Flags != packet.ACK {
@@ -689,7 +777,7 @@ func TestTupleReuse(t *testing.T) {
 // is answered with the client's challenge ACK, in the backend's spaces, and
 // never reaches the client.
 func TestSynFromBackendSide(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	syn, _ := r.spliceTracked()
 	r.inject(packet.BuildSyn, packet.Fields{Src: backend, Dst: syn.Src, Seq: 123, Flags: packet.SYN, Window: 1000})
 	ch := r.sentIP()
@@ -708,11 +796,11 @@ func TestSynFromBackendSide(t *testing.T) {
 // old connection's sequence numbers opens the new connection even without
 // timestamps.
 func TestTupleReuseHigherISN(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	syn, _ := r.spliceTracked()
-	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
-	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd, s.Track.AckMax = true, 44, 44, 11 })
-	r.flows.update(kb, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd, s.Track.AckMax = true, 11, 11, 44 })
+	kc, kb := flow.Key{Src: r.client, Dst: vip}, flow.Key{Src: backend, Dst: syn.Src}
+	r.flows.update(kc, func(s *flow.State) { s.FIN, s.FinEnd, s.Track.SeqEnd, s.Track.AckMax = true, 44, 44, 11 })
+	r.flows.update(kb, func(s *flow.State) { s.FIN, s.FinEnd, s.Track.SeqEnd, s.Track.AckMax = true, 11, 11, 44 })
 	opts := clientSynOpts
 	opts.Timestamps = false
 	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 44, Flags: packet.SYN, Window: 64240, Options: opts})
@@ -727,10 +815,10 @@ func TestTupleReuseHigherISN(t *testing.T) {
 // TestTupleReuseAfterExactRST: after a RST the data plane judged exact, a
 // SYN opens a new connection at once.
 func TestTupleReuseAfterExactRST(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	r.spliceTracked()
-	kc := bpf.FlowKey{Src: r.client, Dst: vip}
-	r.flows.update(kc, func(s *bpf.FlowState) { s.RST = true })
+	kc := flow.Key{Src: r.client, Dst: vip}
+	r.flows.update(kc, func(s *flow.State) { s.RST = true })
 	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 1, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
 	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK {
 		t.Fatalf("after an exact RST: %v, want a SYN-ACK", sa.Flags)
@@ -741,7 +829,7 @@ func TestTupleReuseAfterExactRST(t *testing.T) {
 // exact reaches the engine, which forwards it translated and keeps the
 // connection; the backend's challenge ACK decides.
 func TestInWindowRSTForwarded(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	syn, _ := r.spliceTracked()
 	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 43 + 1000, Flags: packet.RST})
 	fwd := r.sentIP()
@@ -752,7 +840,7 @@ func TestInWindowRSTForwarded(t *testing.T) {
 	if fwd := r.sentIP(); fwd.Flags != packet.RST || fwd.Dst != r.client {
 		t.Errorf("forwarded backend RST = %v to %v", fwd.Flags, fwd.Dst)
 	}
-	if _, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip}); !ok {
+	if _, ok := r.flows.get(flow.Key{Src: r.client, Dst: vip}); !ok {
 		t.Fatal("an in-window RST removed the flow")
 	}
 	if st := r.e.set.Load().order[0].ServiceStats(); st.RSTInWindow != 2 {
@@ -767,7 +855,7 @@ func TestInWindowRSTForwarded(t *testing.T) {
 // TestRSTAfterSlowPathData: client data that raced the flow's install went
 // to the backend through the engine; a RST right after it is exact.
 func TestRSTAfterSlowPathData(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	_, sa := r.spliceTracked()
 	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 43, Ack: sa.Seq + 1, Flags: packet.ACK, Payload: []byte("late")})
 	r.sentIP()
@@ -777,13 +865,13 @@ func TestRSTAfterSlowPathData(t *testing.T) {
 	}
 	// The engine forwards the RST before it ends the flow: wait for that.
 	gone := func() bool {
-		_, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip})
+		_, ok := r.flows.get(flow.Key{Src: r.client, Dst: vip})
 		return !ok && r.e.Stats().Expired["reset"] == 1
 	}
 	for end := time.Now().Add(5 * time.Second); !gone() && time.Now().Before(end); {
 		time.Sleep(time.Millisecond)
 	}
-	if _, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip}); ok {
+	if _, ok := r.flows.get(flow.Key{Src: r.client, Dst: vip}); ok {
 		t.Error("flow still installed after an exact RST")
 	}
 	if got := r.e.Stats().Expired["reset"]; got != 1 {
@@ -796,12 +884,12 @@ func TestRSTAfterSlowPathData(t *testing.T) {
 // sequence number.
 func TestGivenUpFlowsResetBothEnds(t *testing.T) {
 	for _, evict := range []bool{false, true} {
-		r := newRig(t, queue.CookiesNever, func(c *Config) { c.EstablishedTimeout = time.Hour })
+		r := newRig(t, spec.CookiesNever, func(c *Config) { c.EstablishedTimeout = time.Hour })
 		syn, sa := r.spliceTracked()
-		kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+		kc, kb := flow.Key{Src: r.client, Dst: vip}, flow.Key{Src: backend, Dst: syn.Src}
 		// 100 bytes from the client and 2000 from the backend went through, acked.
-		r.flows.update(kc, func(s *bpf.FlowState) { s.Track.SeqEnd, s.Track.AckMax = 143, 2010 })
-		r.flows.update(kb, func(s *bpf.FlowState) { s.Track.SeqEnd, s.Track.AckMax = 2010, 143 })
+		r.flows.update(kc, func(s *flow.State) { s.Track.SeqEnd, s.Track.AckMax = 143, 2010 })
+		r.flows.update(kb, func(s *flow.State) { s.Track.SeqEnd, s.Track.AckMax = 2010, 143 })
 		if evict {
 			r.flows.DeleteFlow(kb)
 			r.e.expireFlows(r.advance(time.Second))
@@ -828,17 +916,17 @@ func TestGivenUpFlowsResetBothEnds(t *testing.T) {
 // TestHalfClosedExpiry: one FIN keeps the connection; both FINs acked start
 // the close timeout.
 func TestHalfClosedExpiry(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, func(c *Config) { c.CloseTimeout = 10 * time.Second })
+	r := newRig(t, spec.CookiesNever, func(c *Config) { c.CloseTimeout = 10 * time.Second })
 	syn, _ := r.spliceTracked()
-	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
-	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.LastSeen = true, 44, r.mono })
-	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.AckMax = 44 })
+	kc, kb := flow.Key{Src: r.client, Dst: vip}, flow.Key{Src: backend, Dst: syn.Src}
+	r.flows.update(kc, func(s *flow.State) { s.FIN, s.FinEnd, s.LastSeen = true, 44, r.mono })
+	r.flows.update(kb, func(s *flow.State) { s.Track.AckMax = 44 })
 	r.e.expireFlows(r.advance(time.Minute))
 	if _, ok := r.flows.get(kc); !ok {
 		t.Fatal("a half-closed connection expired")
 	}
-	r.flows.update(kb, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.LastSeen = true, 11, r.mono })
-	r.flows.update(kc, func(s *bpf.FlowState) { s.Track.AckMax = 11 })
+	r.flows.update(kb, func(s *flow.State) { s.FIN, s.FinEnd, s.LastSeen = true, 11, r.mono })
+	r.flows.update(kc, func(s *flow.State) { s.Track.AckMax = 11 })
 	r.e.expireFlows(r.advance(5 * time.Second))
 	if _, ok := r.flows.get(kc); !ok {
 		t.Fatal("closed before the close timeout")
@@ -857,7 +945,7 @@ func TestHalfClosedExpiry(t *testing.T) {
 // (which then carries none) would not match.
 func TestCookieServiceWithoutTimestamps(t *testing.T) {
 	no := false
-	r := newRig(t, queue.CookiesAlways, func(c *Config) { c.Services[0].Announce.Timestamps = &no })
+	r := newRig(t, spec.CookiesAlways, func(c *Config) { c.Services[0].Announce.Timestamps = &no })
 	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 1, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
 	sa := r.reply()
 	if sa.Options.Timestamps || sa.Options.HasWScale() || sa.Options.SACK {
@@ -873,7 +961,7 @@ func TestCookieServiceWithoutTimestamps(t *testing.T) {
 // connection in TIME_WAIT answers the SYN with an ACK; the engine clears it
 // with a RST, asks again and splices.
 func TestBackendTimeWait(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	r.handshake(42, nil)
 	syn := r.sentIP()
 	r.inject(packet.Build, packet.Fields{Src: backend, Dst: syn.Src, Seq: 777, Ack: 123456, Flags: packet.ACK, Window: 100})
@@ -899,7 +987,7 @@ func TestBackendTimeWait(t *testing.T) {
 // promised scaling (our SYN-ACK announced 7) and reads every window with that
 // shift, while the backend sends and reads windows unscaled (RFC 7323 2.2).
 func TestSpliceBackendWithoutWindowScale(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	const isn, bisn = 1_000_000, 555_000
 	sa := r.handshake(isn, nil)
 	if sa.Options.WScale != 7 {
@@ -910,14 +998,14 @@ func TestSpliceBackendWithoutWindowScale(t *testing.T) {
 	if ack := r.sentIP(); ack.Window != min(502<<9, 65535) {
 		t.Errorf("backend ACK window %d, want the client's 502 read with its shift 9 (capped at 65535)", ack.Window)
 	}
-	toClient, ok := r.flows.get(bpf.FlowKey{Src: backend, Dst: syn.Src})
+	toClient, ok := r.flows.get(flow.Key{Src: backend, Dst: syn.Src})
 	if !ok {
 		t.Fatal("no backend->client flow installed")
 	}
 	if n := toClient.NAT; n.InShift != 0 || n.OutShift != 7 {
 		t.Errorf("backend->client shifts %d->%d, want 0 (unscaled backend) -> 7 (announced to the client)", n.InShift, n.OutShift)
 	}
-	toBackend, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip})
+	toBackend, ok := r.flows.get(flow.Key{Src: r.client, Dst: vip})
 	if !ok {
 		t.Fatal("no client->backend flow installed")
 	}
@@ -939,17 +1027,17 @@ func TestSpliceBackendWithoutWindowScale(t *testing.T) {
 func TestECN(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
-		policy        queue.CookiePolicy
+		policy        spec.CookiePolicy
 		backendECN    bool // what the probe learned
 		synAckECE     bool // the backend's SYN-ACK
 		wantECN       bool
 		wantCountedAs string
 	}{
-		{"queue, backend does ECN", queue.CookiesNever, true, true, true, ecnNegotiated},
-		{"cookie, backend does ECN", queue.CookiesAlways, true, true, true, ecnNegotiated},
-		{"queue, backend without ECN", queue.CookiesNever, false, false, false, ecnNotOffered},
-		{"cookie, backend without ECN", queue.CookiesAlways, false, false, false, ecnNotOffered},
-		{"queue, backend changed its mind", queue.CookiesNever, true, false, true, ecnBackendRefused},
+		{"queue, backend does ECN", spec.CookiesNever, true, true, true, ecnNegotiated},
+		{"cookie, backend does ECN", spec.CookiesAlways, true, true, true, ecnNegotiated},
+		{"queue, backend without ECN", spec.CookiesNever, false, false, false, ecnNotOffered},
+		{"cookie, backend without ECN", spec.CookiesAlways, false, false, false, ecnNotOffered},
+		{"queue, backend changed its mind", spec.CookiesNever, true, false, true, ecnBackendRefused},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, tc.policy, nil)
@@ -995,7 +1083,7 @@ func TestECN(t *testing.T) {
 // A SYN with data (TCP Fast Open) is answered at once with a SYN-ACK that
 // acknowledges only the SYN.
 func TestSYNWithData(t *testing.T) {
-	for _, policy := range []queue.CookiePolicy{queue.CookiesNever, queue.CookiesAlways} {
+	for _, policy := range []spec.CookiePolicy{spec.CookiesNever, spec.CookiesAlways} {
 		r := newRig(t, policy, nil)
 		const isn = 7_000
 		r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts, Payload: []byte("GET / HTTP/1.0\r\n\r\n")})
@@ -1012,7 +1100,7 @@ func TestSYNWithData(t *testing.T) {
 // The MSS announced to the client and sent to the backend fits the
 // gateway's smallest interface.
 func TestMSSClampedToLinkMTU(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, func(c *Config) { c.LinkMTU = 1200 })
+	r := newRig(t, spec.CookiesNever, func(c *Config) { c.LinkMTU = 1200 })
 	sa := r.handshake(1_000, nil)
 	if sa.Options.MSS != 1160 {
 		t.Errorf("SYN-ACK MSS %d, want 1200-40", sa.Options.MSS)

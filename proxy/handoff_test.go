@@ -3,10 +3,10 @@ package proxy
 import (
 	"testing"
 
-	"github.com/syngate/syngate/bpf"
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
-	"github.com/syngate/syngate/queue"
 )
 
 type fakeHandoff struct{ peers [][6]byte }
@@ -26,9 +26,9 @@ func (f *fakeHandoff) IsPeer(mac [6]byte) bool {
 // unchanged); one that came from a peer is not passed on again.
 func TestHandoff(t *testing.T) {
 	peerA, peerB := [6]byte{2, 0, 0, 0, 0, 0xa}, [6]byte{2, 0, 0, 0, 0, 0xb}
-	r := newRig(t, queue.CookiesAuto, func(c *Config) {
+	r := newRig(t, spec.CookiesAuto, func(c *Config) {
 		c.Handoff = &fakeHandoff{peers: [][6]byte{peerA, peerB}}
-		c.Services[0].Queue.PeerCookieChecks = -1
+		c.Services[0].Limits.PeerCookieChecks = 0
 	})
 	data := packet.Fields{
 		Src: r.client, Dst: vip, Seq: 1000, Ack: 2000, Flags: packet.ACK | packet.PSH, Window: 502,
@@ -71,7 +71,7 @@ func TestHandoff(t *testing.T) {
 // from, and the sender retransmits anyway.
 func TestReplayNotHandedOff(t *testing.T) {
 	peerA := [6]byte{2, 0, 0, 0, 0, 0xa}
-	r := newRig(t, queue.CookiesAuto, func(c *Config) {
+	r := newRig(t, spec.CookiesAuto, func(c *Config) {
 		c.Handoff = &fakeHandoff{peers: [][6]byte{peerA}}
 	})
 	r.e.CookiesSentElsewhere()
@@ -84,7 +84,7 @@ func TestReplayNotHandedOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := r.e.ReplayACKs([]bpf.StandbyACK{{Frame: buf[:n], Ifindex: 3}}); got != 0 {
+	if got := r.e.ReplayACKs([]flow.StandbyACK{{Frame: buf[:n], Ifindex: 3}}); got != 0 {
 		t.Fatalf("validated %d, want 0", got)
 	}
 	st := r.e.set.Load().order[0].ServiceStats()

@@ -5,7 +5,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/syngate/syngate/bpf"
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 )
 
@@ -22,7 +23,7 @@ type ServiceState struct {
 	// XDPCookies: the data plane answers the service's SYNs with cookies
 	// (always, or auto after the half-open queue overflowed).
 	XDPCookies bool
-	Offer      Offer
+	Offer      spec.Offer
 	// LastFailure is the latest failed backend leg; nil: none yet.
 	LastFailure *BackendFailure
 }
@@ -35,7 +36,7 @@ func (e *Engine) ServiceStates() []ServiceState {
 	for i, s := range order {
 		out[i] = ServiceState{
 			Name: s.Name, Listen: s.Listen, Backends: health[i].Backends, Sources: s.Sources,
-			Policy: s.Queue.Cookies.String(), XDPCookies: s.offloaded.Load(), Offer: *s.offer.Load(),
+			Policy: string(s.Cookies), XDPCookies: s.offloaded.Load(), Offer: s.offer.Load().Offer,
 			LastFailure: s.st.lastFailure.Load(),
 		}
 	}
@@ -93,17 +94,17 @@ func (e *Engine) Conns(want func(*ConnInfo) bool, fn func(ConnInfo) bool) {
 			return
 		}
 		if state == stateSpliced {
-			ci.ToBackend = e.flowCounters(bpf.ClientKey(ci.Client), mono, wall)
-			ci.ToClient = e.flowCounters(bpf.FlowKey{Src: ci.Backend, Dst: ci.Source}, mono, wall)
+			ci.ToBackend = e.flowCounters(flow.ClientKey(ci.Client), mono, wall)
+			ci.ToClient = e.flowCounters(flow.Key{Src: ci.Backend, Dst: ci.Source}, mono, wall)
 		}
 		stop = !fn(ci)
 	})
 }
 
-func (e *Engine) flowCounters(k bpf.FlowKey, mono time.Duration, wall time.Time) FlowCounters {
-	st, err := e.cfg.Flows.LookupFlow(k)
+func (e *Engine) flowCounters(k flow.Key, mono time.Duration, wall time.Time) FlowCounters {
+	st, err := e.cfg.Datapath.LookupFlow(k)
 	if err != nil {
-		if !errors.Is(err, bpf.ErrNotFound) {
+		if !errors.Is(err, flow.ErrNotFound) {
 			e.log.Debug("read flow", "flow", k, "err", err)
 		}
 		return FlowCounters{}
