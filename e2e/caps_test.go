@@ -128,11 +128,8 @@ func dropAndExec(keep, bin string, args []string) error {
 // to start. It is what the unit file's CapabilityBoundingSet rests on.
 func TestCapabilities(t *testing.T) {
 	lab.RequireRoot(t)
-	top, err := lab.NewTopology(t, lab.Options{NoOffloads: true, Prefix: "sgo-"})
+	top, err := lab.NewTopology(t, lab.Options{Prefix: "sgo-"})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := top.PrepareGatewayXDP(); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := listen(top.Backend, netip.AddrPortFrom(netip.IPv4Unspecified(), backendPort))

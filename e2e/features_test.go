@@ -22,11 +22,8 @@ const tcpiOptECN = 8
 func newFeatureLab(t *testing.T) *lab.Topology {
 	t.Helper()
 	lab.RequireRoot(t)
-	top, err := lab.NewTopology(t, lab.Options{NoOffloads: true, Prefix: "sgi-"})
+	top, err := lab.NewTopology(t, lab.Options{Prefix: "sgi-"})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := top.PrepareGatewayXDP(); err != nil {
 		t.Fatal(err)
 	}
 	return top

@@ -24,11 +24,8 @@ import (
 // VIP is the kernel's again.
 func TestSecondInstanceAndReset(t *testing.T) {
 	lab.RequireRoot(t)
-	top, err := lab.NewTopology(t, lab.Options{NoOffloads: true, Prefix: "sgl-"})
+	top, err := lab.NewTopology(t, lab.Options{Prefix: "sgl-"})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := top.PrepareGatewayXDP(); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
@@ -125,11 +122,8 @@ func pinnedEntries(t *testing.T, path string) int {
 // where the server speaks first (the client sends nothing) works too.
 func TestServerFirstAcrossRestart(t *testing.T) {
 	lab.RequireRoot(t)
-	top, err := lab.NewTopology(t, lab.Options{NoOffloads: true, Prefix: "sgl-"})
+	top, err := lab.NewTopology(t, lab.Options{Prefix: "sgl-"})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := top.PrepareGatewayXDP(); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()

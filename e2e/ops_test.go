@@ -60,11 +60,8 @@ func getFlows(t *testing.T, socket string, flows *[]control.Flow, args ...string
 // the state after a close, and the backend's health.
 func TestStatusAndFlows(t *testing.T) {
 	lab.RequireRoot(t)
-	top, err := lab.NewTopology(t, lab.Options{NoOffloads: true, Prefix: "sgo-"})
+	top, err := lab.NewTopology(t, lab.Options{Prefix: "sgo-"})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := top.PrepareGatewayXDP(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -280,11 +277,8 @@ func TestStatusAndFlows(t *testing.T) {
 func TestStatusUnderFlood(t *testing.T) {
 	lab.RequireRoot(t)
 	// The flood generator only runs from namespaces named "sg-...".
-	top, err := lab.NewTopology(t, lab.Options{NoOffloads: true, Prefix: "sg-ops-"})
+	top, err := lab.NewTopology(t, lab.Options{Prefix: "sg-ops-"})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := top.PrepareGatewayXDP(); err != nil {
 		t.Fatal(err)
 	}
 	srv, err := loadgen.Serve(top.Backend, netip.AddrPortFrom(backendAddr(top), backendPort), loadgen.HTTPishHandler)

@@ -97,7 +97,7 @@ func BenchmarkSpliceVsRouted(b *testing.B) {
 		{"offloads-off/tc", false, "tc"},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			o := labOptions{offloads: tc.offloads, datapath: tc.datapath}
+			o := labOptions{offloadsOff: !tc.offloads, datapath: tc.datapath}
 			top := newLab(b, o)
 			sinkServer(b, top)
 			routed := netip.AddrPortFrom(backendAddr(top), backendPort)
