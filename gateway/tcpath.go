@@ -2,11 +2,12 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
+	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/config"
@@ -20,7 +21,7 @@ import (
 type tcPorts struct {
 	dp    *bpf.Dataplane
 	log   *slog.Logger
-	mark  *net.UDPConn // in tc_engine while open
+	mark  *os.File // in tc_engine while open
 	ports []*ringport.Port
 	mu    sync.Mutex // ports, against close while a loop starts
 }
@@ -62,30 +63,20 @@ func (t *tcPorts) start(ctx context.Context, wg *sync.WaitGroup, e *proxy.Engine
 	return nil
 }
 
-// register opens the engine's mark: a UDP socket on the loopback, which a
-// sockmap takes and the kernel removes from it when the socket closes.
+// register opens the engine's mark: one end of a unix datagram
+// socketpair (nothing can reach it from the network), which a sockmap
+// takes and the kernel removes from it when it closes.
 func (t *tcPorts) register() error {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		c, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
-	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("engine mark for the tc program: %w", err)
 	}
-	raw, err := c.SyscallConn()
-	if err != nil {
-		c.Close()
-		return fmt.Errorf("engine mark for the tc program: %w", err)
+	unix.Close(fds[1])
+	if err := t.dp.RegisterEngine(fds[0]); err != nil {
+		unix.Close(fds[0])
+		return err
 	}
-	var rerr error
-	if err := raw.Control(func(fd uintptr) { rerr = t.dp.RegisterEngine(int(fd)) }); err != nil {
-		rerr = errors.Join(rerr, err)
-	}
-	if rerr != nil {
-		c.Close()
-		return rerr
-	}
-	t.mark = c
+	t.mark = os.NewFile(uintptr(fds[0]), "syngate-engine-mark")
 	return nil
 }
 
