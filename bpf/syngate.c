@@ -2,9 +2,10 @@
 
 /* syngate's XDP program: steer handshakes of protected services to AF_XDP,
  * splice established flows in place, pass everything else untouched; and
- * its TC program (syngate_tc, at the end), which splices the flows of
- * interfaces whose frames carry partial checksums or arrive as GRO
- * aggregates, with the same rewrite.
+ * its TC program (syngate_tc, in syngate_tc.h), which does the same alone
+ * on interfaces whose frames carry partial checksums or arrive as GRO
+ * aggregates (no XDP program runs there), with the same rewrite, cookies
+ * and ICMP translation.
  *
  * Decision table (mirrored by the Go reference classifier in the tests):
  *
@@ -31,8 +32,9 @@
  *     SYN (from the backend side; a service's go to the engine
  *     before the flow lookup)                               -> XSK (challenge ACK)
  *     other segment outside the window                      -> fast path, not learned from
- *     on a TC-datapath interface (tc_ifaces), judged the same,
- *     where the fast path would forward                     -> PASS untouched: syngate_tc,
+ *     on a TC-datapath interface (tc_ifaces: an earlier syngate's
+ *     XDP program, until the take-over detaches it), judged the
+ *     same, where the fast path would forward               -> PASS untouched: syngate_tc,
  *                                                              at tcx ingress after GRO,
  *                                                              rewrites and forwards it
  *   service: RST or FIN for an unknown flow                    -> DROP
