@@ -78,7 +78,7 @@ func TestSecondInstanceAndReset(t *testing.T) {
 	if err := r.cur.d.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(pins, "link_"+top.GatewayClient.Name)); err != nil {
+	if _, err := os.Stat(filepath.Join(pins, "tclink_"+top.GatewayClient.Name)); err != nil { // the TC data path (veth)
 		t.Fatalf("after SIGTERM the link is no longer pinned: %v", err)
 	}
 	out, err := exec.Command(syngateBin, "reset", "-bpffs", pins).CombinedOutput()

@@ -26,7 +26,7 @@ func BenchmarkQueues(b *testing.B) {
 			b.Run(fmt.Sprintf("queues=%d/%s", q, kind), func(b *testing.B) {
 				// Short close and quiet times, so the source ports toward
 				// the backend are not what limits the rate.
-				o := labOptions{queues: q, extra: "flows:\n  close_timeout: 1s\n"}
+				o := labOptions{queues: q, offloadsOff: true, extra: "flows:\n  close_timeout: 1s\n"}
 				top := newLab(b, o)
 				srv, err := loadgen.Serve(top.Backend, netip.AddrPortFrom(backendAddr(top), backendPort), loadgen.HTTPishHandler)
 				if err != nil {
@@ -60,12 +60,13 @@ func BenchmarkQueues(b *testing.B) {
 	}
 }
 
-// TestMultiQueue runs a gateway on veths with 4 queues: it opens one AF_XDP
-// socket per queue, pins each loop to a CPU, and 400 connections (spread
-// over the queues by the client's transmit-queue hash) all complete,
-// whichever queue their SYN, ACK and the backend's SYN-ACK arrive on.
+// TestMultiQueue runs a gateway on veths with 4 queues on the XDP data path
+// (the TC one has one ring per interface): it opens one AF_XDP socket per
+// queue, pins each loop to a CPU, and 400 connections (spread over the
+// queues by the client's transmit-queue hash) all complete, whichever
+// queue their SYN, ACK and the backend's SYN-ACK arrive on.
 func TestMultiQueue(t *testing.T) {
-	o := labOptions{queues: 4}
+	o := labOptions{queues: 4, offloadsOff: true}
 	top := newLab(t, o)
 	srv, err := loadgen.Serve(top.Backend, netip.AddrPortFrom(backendAddr(top), backendPort), loadgen.HTTPishHandler)
 	if err != nil {
