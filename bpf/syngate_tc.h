@@ -270,12 +270,58 @@ static __always_inline int tc_splice(struct __sk_buff *skb, struct iphdr *ip4, s
 	return tc_forward(skb, &fib, fv, segs, bytes, R_TC_REDIRECT, R_TC_REDIRECT_NEIGH);
 }
 
+/* Whether the skb's linear area lacks some of the headers syngate_tc reads:
+ * Ethernet, a VLAN tag, the IP header, the TCP header with its options (an
+ * ICMP error's quote, or IPv6 extension headers, count as lacking: they are
+ * not sized here). Pulling costs a copy, and for an aggregate from a local
+ * socket, whose headers are linear and payload in page fragments, often a
+ * new head: on every segment of every connection, spliced or routed, that
+ * is most of what the program would cost. So only when needed. */
+static __always_inline int tc_short_headers(void *data, void *data_end)
+{
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return 1;
+	__be16 proto = eth->proto;
+	void *l3 = eth + 1;
+	if (proto == bpf_htons(ETH_P_8021Q)) {
+		struct vlanhdr *vh = l3;
+		if ((void *)(vh + 1) > data_end)
+			return 1;
+		proto = vh->proto;
+		l3 = vh + 1;
+	}
+	struct tcphdr *tcp;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip4 = l3;
+		if ((void *)(ip4 + 1) > data_end)
+			return 1;
+		if (ip4->protocol == IPPROTO_ICMP)
+			return 1;
+		if (ip4->protocol != IPPROTO_TCP)
+			return 0;
+		tcp = l3 + (ip4->ver_ihl & 0x0f) * 4;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+		if ((void *)(ip6 + 1) > data_end)
+			return 1;
+		if (ip6->nexthdr != IPPROTO_TCP)
+			return 1;
+		tcp = (void *)(ip6 + 1);
+	} else {
+		return 0;
+	}
+	if ((void *)(tcp + 1) > data_end)
+		return 1;
+	return (void *)tcp + (tcp->doff_res >> 4) * 4 > data_end;
+}
+
 SEC("tc")
 int syngate_tc(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	if (data + TC_PULL_LEN > data_end && skb->len > data_end - data) {
+	if (skb->len > data_end - data && tc_short_headers(data, data_end)) {
 		bpf_skb_pull_data(skb, skb->len < TC_PULL_LEN ? skb->len : TC_PULL_LEN);
 		data = (void *)(long)skb->data;
 		data_end = (void *)(long)skb->data_end;
