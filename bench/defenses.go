@@ -218,6 +218,11 @@ func setupHAProxy(b *bench, s *scenario) error {
 // connection rate do not run out of ports, which would measure the port
 // range and not syngate.
 func setupSyngate(ctx context.Context, b *bench, s *scenario) error {
+	return startSyngate(b, s, "auto")
+}
+
+// startSyngate is setupSyngate with the given syn.cookies policy.
+func startSyngate(b *bench, s *scenario, cookies string) error {
 	if err := s.top.Gateway.Sysctl("net.ipv4.ip_local_port_range", "61000 65535"); err != nil {
 		return err
 	}
@@ -234,7 +239,7 @@ bpffs: "off"
 metrics:
   listen: 127.0.0.1:9420
 syn:
-  cookies: auto
+  cookies: %s
 backend:
   ports: 1024-60999
 services:
@@ -242,7 +247,7 @@ services:
     listen: %s
     backend: %s
 `, s.top.GatewayClient.Name, s.top.GatewayBackend.Name, filepath.Join(s.dir, "secret"),
-		s.target, netip.AddrPortFrom(s.top.BackendIf.V4.Addr(), backendPort))
+		cookies, s.target, netip.AddrPortFrom(s.top.BackendIf.V4.Addr(), backendPort))
 	path := filepath.Join(s.dir, "syngate.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return fmt.Errorf("write syngate config: %w", err)

@@ -67,6 +67,9 @@ func run() int {
 	head := flag.Bool("head", false, "build syngate from the last commit (git archive HEAD) instead of the working tree")
 	render := flag.String("render", "", "only re-render latest.md and success.svg from this results `file` (JSON)")
 	hold := flag.String("hold", "", "set up one `defense` in a lab, print its namespaces and keep it until Ctrl-C (for looking at it by hand)")
+	queues := flag.Bool("queues", false, "measure syngate's scaling with 1, 2 and 4 receive queues instead of the comparison (see README, \"All cores of one machine\")")
+	rounds := flag.Int("rounds", 5, "with -queues: interleaved `rounds` of 1, 2 and 4 queues")
+	window := flag.Duration("window", 3*time.Second, "with -queues: each measurement's `duration`")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -127,6 +130,10 @@ func run() int {
 
 	if *hold != "" {
 		return b.holdDefense(ctx, *hold)
+	}
+	if *queues {
+		b.quietWait = 10 * time.Second
+		return b.queueScaling(ctx, *rounds, *window, *out, syngateCommit(modDir, *head || *bin != ""))
 	}
 
 	res := &Results{
@@ -226,8 +233,12 @@ func (b *bench) cleanup() {
 }
 
 // enter builds a fresh scenario and registers it for cleanup on signals.
-func (b *bench) enter(name string) (*scenario, error) {
-	s, err := newScenario(b.workDir, name)
+func (b *bench) enter(name string) (*scenario, error) { return b.enterQueues(name, 0) }
+
+// enterQueues is enter with queues receive and transmit queues on every
+// link of the lab.
+func (b *bench) enterQueues(name string, queues int) (*scenario, error) {
+	s, err := newScenario(b.workDir, name, queues)
 	if err != nil {
 		return nil, err
 	}

@@ -35,8 +35,9 @@ type scenario struct {
 	closers []func()
 }
 
-// newScenario builds the lab. The caller must call close.
-func newScenario(workDir, name string) (_ *scenario, err error) {
+// newScenario builds the lab, its links with queues receive and transmit
+// queues (0: one). The caller must call close.
+func newScenario(workDir, name string, queues int) (_ *scenario, err error) {
 	s := &scenario{target: netip.AddrPortFrom(lab.VIP4, servicePort)}
 	defer func() {
 		if err != nil {
@@ -49,7 +50,7 @@ func newScenario(workDir, name string) (_ *scenario, err error) {
 	}
 	// The flood only sends from namespaces whose name starts with the
 	// lab's prefix.
-	top, err := lab.BuildTopology(lab.Options{Prefix: flood.LabPrefix + "bench-", NoOffloads: true})
+	top, err := lab.BuildTopology(lab.Options{Prefix: flood.LabPrefix + "bench-", NoOffloads: true, Queues: queues})
 	if err != nil {
 		return nil, fmt.Errorf("build lab: %w", err)
 	}

@@ -113,9 +113,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) 
 
 // Update applies a new config atomically with respect to Announce: peers
 // that are new are added, peers that are gone are removed, peers whose
-// settings changed are re-created (their session restarts); untouched peers
-// keep their sessions. Changes to the global settings return
-// ErrRestartNeeded and change nothing. Reload calls this.
+// settings changed (ASN, port, password, timers) are re-created: their
+// session restarts, and the router withdraws this speaker's routes until
+// it is up again (a NOTIFICATION ends it; graceful restart does not keep
+// them). Untouched peers keep their sessions. Changes to the global
+// settings (GoBGP takes them once, at StartBgp) return ErrRestartNeeded
+// and change nothing. A reload calls this.
 func (sp *Speaker) Update(cfg Config) error {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
@@ -184,6 +187,17 @@ func apiPeer(p Peer, restart time.Duration) *api.Peer {
 	return out
 }
 
+// anyPeerOf reports whether a route to a goes to any peer: a peer gets
+// only the routes of its own address family (apiPeer).
+func anyPeerOf(a netip.Addr, peers []Peer) bool {
+	for _, p := range peers {
+		if p.Address.Is4() == a.Is4() {
+			return true
+		}
+	}
+	return false
+}
+
 func familyOf(a netip.Addr) *api.Family {
 	if a.Is4() {
 		return &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
@@ -228,6 +242,9 @@ func (sp *Speaker) announceLocked(prefixes []netip.Prefix) error {
 		}
 		sp.announced[p] = r.Uuid
 		sp.log.Info("bgp: announce", "prefix", p)
+		if !anyPeerOf(p.Addr(), sp.cfg.Peers) {
+			sp.log.Warn("bgp: no peer of this prefix's address family, so no router learns it (an IPv6 VIP needs a peer with an IPv6 address)", "prefix", p)
+		}
 	}
 	for p, id := range sp.announced {
 		if want[p] {

@@ -108,6 +108,28 @@ func child(in io.Reader, out io.Writer) error {
 	if err := step("added peer"); err != nil {
 		return err
 	}
+	// Another password: the router drops the session's segments (TCP
+	// MD5), its hold timer ends the session and the route goes.
+	wrong := peer
+	wrong.Password = "not-the-routers"
+	cfg.Peers = []Peer{wrong}
+	if err := sp.Update(cfg); err != nil {
+		return err
+	}
+	if err := step("changed password"); err != nil {
+		return err
+	}
+	// The router's password again: the session and the route come back.
+	cfg.Peers = []Peer{peer}
+	if err := sp.Update(cfg); err != nil {
+		return err
+	}
+	if err := waitEstablished(sp, 15*time.Second); err != nil {
+		return err
+	}
+	if err := step("restored password"); err != nil {
+		return err
+	}
 	if st := sp.Status(context.Background()); len(st.Peers) != 1 || !st.Peers[0].Established || len(st.Announced) != 1 || st.Announced[0] != vipA {
 		return fmt.Errorf("status %+v", st)
 	}
@@ -117,6 +139,30 @@ func child(in io.Reader, out io.Writer) error {
 	return step("closed")
 }
 
+// waitEstablished waits for every peer's session to be up.
+func waitEstablished(sp *Speaker, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		st := sp.Status(context.Background())
+		up := len(st.Peers) > 0
+		for _, p := range st.Peers {
+			up = up && p.Established
+		}
+		if up {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sessions not established after %v: %+v", timeout, st.Peers)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestSpeakerAgainstBIRD runs the speaker against BIRD 2 and changes what a
+// reload can change while it runs: the announced set, a peer's timers
+// (the peer is re-created), the peers (removed, added again), a peer's
+// password (wrong: the session ends; right again: it comes back); a
+// change of the local ASN is refused.
 func TestSpeakerAgainstBIRD(t *testing.T) {
 	lab.RequireRoot(t)
 	for _, p := range []string{"bird", "birdc"} {
@@ -234,7 +280,37 @@ protocol bgp gw1 {
 	expect("added peer")
 	waitRoutes("after the peer was added again", map[netip.Prefix]bool{vipA: true})
 	next()
+	expect("changed password")
+	waitRoutes("after the password changed to one the router does not share", map[netip.Prefix]bool{vipA: false})
+	next()
+	expect("restored password")
+	waitRoutes("after the router's password was restored", map[netip.Prefix]bool{vipA: true})
+	next()
 	expect("closed")
 	waitRoutes("after Close(true)", map[netip.Prefix]bool{vipA: false})
 	next()
+}
+
+// TestAnyPeerOf: an IPv6 VIP reaches only IPv6 peers, an IPv4 VIP only
+// IPv4 ones (a mapped peer address was unmapped by the config).
+func TestAnyPeerOf(t *testing.T) {
+	v4 := Peer{Address: netip.MustParseAddr("198.51.100.65")}
+	v6 := Peer{Address: netip.MustParseAddr("2001:db8:4::1")}
+	a4, a6 := netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("2001:db8:3::1")
+	for _, tc := range []struct {
+		peers []Peer
+		a     netip.Addr
+		reach bool
+	}{
+		{nil, a4, false},
+		{[]Peer{v4}, a4, true},
+		{[]Peer{v4}, a6, false},
+		{[]Peer{v6}, a4, false},
+		{[]Peer{v6}, a6, true},
+		{[]Peer{v4, v6}, a6, true},
+	} {
+		if got := anyPeerOf(tc.a, tc.peers); got != tc.reach {
+			t.Errorf("anyPeerOf(%v, %v) = %v, want %v", tc.a, tc.peers, got, tc.reach)
+		}
+	}
 }

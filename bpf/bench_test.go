@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/gopacket/gopacket/layers"
 )
 
@@ -78,7 +80,7 @@ func BenchmarkXDP(b *testing.B) {
 func BenchmarkXDPSynCookie(b *testing.B) {
 	requireRoot(b)
 	synOpts := []layers.TCPOption{optMSS, optNOP, optNOP, optTS(1, 0), optNOP, {OptionType: layers.TCPOptionKindWindowScale, OptionData: []byte{7}}}
-	ann := Announce{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
+	ann := spec.Offer{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
 	cases := []struct {
 		name    string
 		pkt     pkt

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/syngate/syngate/cookie"
@@ -28,10 +30,10 @@ func testJar(tb testing.TB) *cookie.Jar {
 }
 
 // setCookieServices turns XDP cookies on for svc4 and svc6 with ann.
-func setCookieServices(tb testing.TB, d *Dataplane, ann Announce) {
+func setCookieServices(tb testing.TB, d *Dataplane, ann spec.Offer) {
 	tb.Helper()
 	for i, s := range []netip.AddrPort{svc4, svc6} {
-		if err := d.SetService(Service{Addr: s, ID: uint32(i + 1), XDPCookies: true, Announce: ann}); err != nil {
+		if err := d.SetService(spec.Entry{Listen: s, ID: uint32(i + 1), Offload: true, Offer: ann}); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -88,8 +90,8 @@ func randSYN(tb testing.TB, rng *rand.Rand, v6 bool) []byte {
 	return b
 }
 
-func randAnnounce(rng *rand.Rand) Announce {
-	a := Announce{
+func randAnnounce(rng *rand.Rand) spec.Offer {
+	a := spec.Offer{
 		Window:     uint16(1 + rng.IntN(65535)),
 		MSS:        []uint16{0, 536, 1000, 1400, 1440, 1460, 9000}[rng.IntN(7)],
 		WScale:     uint8(rng.IntN(15)),
@@ -142,7 +144,7 @@ func TestXDPCookieSynAck(t *testing.T) {
 // ann, against the engine's cookie and packet.ReplySynAck, and returns the
 // combination of options it covers. The reply was made between msBefore
 // and msAfter (wall clock, ms).
-func checkCookieReply(tb testing.TB, jar *cookie.Jar, ann Announce, syn *packet.Segment, out []byte, now time.Time, msBefore, msAfter uint32) string {
+func checkCookieReply(tb testing.TB, jar *cookie.Jar, ann spec.Offer, syn *packet.Segment, out []byte, now time.Time, msBefore, msAfter uint32) string {
 	tb.Helper()
 	var sa packet.Segment
 	if err := packet.Parse(out, &sa); err != nil {
@@ -189,9 +191,9 @@ func checkCookieReply(tb testing.TB, jar *cookie.Jar, ann Announce, syn *packet.
 	}
 
 	// Byte for byte what packet.ReplySynAck builds for the engine.
-	opts := packet.SynAckOptions{
+	opts := spec.Offer{
 		Window: ann.Window, MSS: tableMSS, WScale: ann.WScale, SACK: ann.SACK,
-		Timestamps: ann.Timestamps, TSval: sa.Options.TSval, ECN: ann.ECN && useTS,
+		Timestamps: ann.Timestamps, ECN: ann.ECN && useTS,
 	}
 	if ann.MSS != 0 {
 		opts.MSS = min(ann.MSS, tableMSS)
@@ -200,7 +202,7 @@ func checkCookieReply(tb testing.TB, jar *cookie.Jar, ann Announce, syn *packet.
 		opts.WScale, opts.SACK = flow.NoWScale, false
 	}
 	want := make([]byte, 256)
-	wn := packet.ReplySynAck(want, syn, isn, opts)
+	wn := packet.ReplySynAck(want, syn, isn, opts, sa.Options.TSval)
 	if !bytes.Equal(want[:wn], out) {
 		tb.Fatalf("SYN %+v ann %+v:\nXDP         % x\nReplySynAck % x", syn.Options, ann, out, want[:wn])
 	}
@@ -237,7 +239,7 @@ func optsKey(bs ...bool) string {
 func TestXDPCookieFallbacks(t *testing.T) {
 	d := testDataplane(t, Config{})
 	withSocket(t, d)
-	ann := Announce{Window: 4096, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
+	ann := spec.Offer{Window: 4096, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
 	setCookieServices(t, d, ann)
 	jar := testJar(t)
 	synOpts := []layers.TCPOption{optMSS, {OptionType: layers.TCPOptionKindSACKPermitted}, optTS(1, 0), optNOP, {OptionType: layers.TCPOptionKindWindowScale, OptionData: []byte{7}}}
@@ -282,7 +284,7 @@ func TestXDPCookieFallbacks(t *testing.T) {
 	run("spliced 4-tuple", syn4, VerdictXSKSyn)
 	run("other 4-tuple", frame(t, pkt{src: netip.AddrPortFrom(client4.Addr(), 999), dst: svc4, flags: "S", opts: synOpts}), VerdictTXSynAckCookie)
 
-	if err := d.SetService(Service{Addr: svc4, ID: 1, Announce: ann}); err != nil {
+	if err := d.SetService(spec.Entry{Listen: svc4, ID: 1, Offer: ann}); err != nil {
 		t.Fatal(err)
 	}
 	run("cookies off for the service", frame(t, pkt{src: netip.AddrPortFrom(client4.Addr(), 999), dst: svc4, flags: "S", opts: synOpts}), VerdictXSKSyn)
@@ -297,7 +299,7 @@ func TestXDPCookieFallbacks(t *testing.T) {
 // Every SetCookieKey takes effect at once, whichever slot it lands in.
 func TestSetCookieKeySwitches(t *testing.T) {
 	d := testDataplane(t, Config{})
-	setCookieServices(t, d, Announce{Window: 1000})
+	setCookieServices(t, d, spec.Offer{Window: 1000})
 	syn := frame(t, pkt{src: client4, dst: svc4, flags: "S", seq: 77})
 	var s packet.Segment
 	if err := packet.Parse(syn, &s); err != nil {
@@ -327,8 +329,8 @@ func TestSetCookieKeySwitches(t *testing.T) {
 
 func TestServiceAnnounce(t *testing.T) {
 	d := testDataplane(t, Config{})
-	ok := Service{Addr: svc4, ID: 9, Flags: ServiceNoRateLimit, XDPCookies: true,
-		Announce: Announce{Window: 65535, MSS: 1400, WScale: flow.NoWScale, SACK: true}}
+	ok := spec.Entry{Listen: svc4, ID: 9, NoRateLimit: true, Offload: true,
+		Offer: spec.Offer{Window: 65535, MSS: 1400, WScale: flow.NoWScale, SACK: true}}
 	if err := d.SetService(ok); err != nil {
 		t.Fatal(err)
 	}
@@ -338,7 +340,7 @@ func TestServiceAnnounce(t *testing.T) {
 	}
 	found := false
 	for _, s := range svcs {
-		if s.Addr == svc4 {
+		if s.Listen == svc4 {
 			found = true
 			if s != ok {
 				t.Errorf("read back %+v, set %+v", s, ok)
@@ -348,11 +350,9 @@ func TestServiceAnnounce(t *testing.T) {
 	if !found {
 		t.Fatal("service missing")
 	}
-	for _, bad := range []Service{
-		{Addr: svc4, XDPCookies: true},                                             // zero window
-		{Addr: svc4, XDPCookies: true, Announce: Announce{Window: 1, WScale: 15}},  // shift above 14
-		{Addr: svc4, Flags: svcXDPCookies, Announce: Announce{Window: 1}},          // internal flag
-		{Addr: svc4, Flags: 0x80, XDPCookies: true, Announce: Announce{Window: 1}}, // unknown flag
+	for _, bad := range []spec.Entry{
+		{Listen: svc4, Offload: true},                                           // zero window
+		{Listen: svc4, Offload: true, Offer: spec.Offer{Window: 1, WScale: 15}}, // shift above 14
 	} {
 		if err := d.SetService(bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("SetService(%+v) = %v, want ErrInvalid", bad, err)

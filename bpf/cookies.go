@@ -17,7 +17,7 @@ import (
 const CookieKeyGrace = 5 * time.Second
 
 // SetCookieKey gives the program the key and tick to mint cookies with for
-// services with Service.XDPCookies, and sets its timestamp clock. Call it
+// service entries with Offload or Standby, and sets its timestamp clock. Call it
 // with jar.DataplaneKey(time.Now()) every second (and at Expires): the
 // program mints with a key only until Expires + CookieKeyGrace, so it never
 // mints with a key Check no longer accepts. The zero DataplaneKey stops the

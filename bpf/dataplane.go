@@ -57,11 +57,12 @@ func ParseMode(s string) (Mode, error) {
 
 // RateLimit is the per-source-prefix SYN token bucket. A zero PerSecond
 // disables it.
+// The config package sets every default; here nothing is filled in.
 type RateLimit struct {
 	PerSecond uint64 // SYNs per second refilled per prefix; at most 1e9
-	Burst     uint64 // bucket size; zero means PerSecond; at most 1e9
-	Prefix4   int    // IPv4 source prefix length; zero means 24
-	Prefix6   int    // IPv6 source prefix length; zero means 64
+	Burst     uint64 // bucket size, 1..1e9
+	Prefix4   int    // IPv4 source prefix length, 1..32
+	Prefix6   int    // IPv6 source prefix length, 1..128
 }
 
 // PortRange is an inclusive range of local ports. The zero value is empty.
@@ -124,21 +125,12 @@ func (c Config) bpfConfig() (syngateConfig, error) {
 	if rl.PerSecond == 0 {
 		return bc, nil
 	}
-	if rl.Burst == 0 {
-		rl.Burst = rl.PerSecond
-	}
-	if rl.Prefix4 == 0 {
-		rl.Prefix4 = 24
-	}
-	if rl.Prefix6 == 0 {
-		rl.Prefix6 = 64
-	}
 	switch {
-	case rl.PerSecond > 1e9, rl.Burst > 1e9:
-		return bc, fmt.Errorf("syn rate limit %d/s burst %d: above 1e9: %w", rl.PerSecond, rl.Burst, ErrInvalid)
-	case rl.Prefix4 < 0 || rl.Prefix4 > 32:
+	case rl.PerSecond > 1e9, rl.Burst > 1e9, rl.Burst == 0:
+		return bc, fmt.Errorf("syn rate limit %d/s burst %d: want a burst of 1 to 1e9: %w", rl.PerSecond, rl.Burst, ErrInvalid)
+	case rl.Prefix4 < 1 || rl.Prefix4 > 32:
 		return bc, fmt.Errorf("syn rate limit ipv4 prefix /%d: %w", rl.Prefix4, ErrInvalid)
-	case rl.Prefix6 < 0 || rl.Prefix6 > 128:
+	case rl.Prefix6 < 1 || rl.Prefix6 > 128:
 		return bc, fmt.Errorf("syn rate limit ipv6 prefix /%d: %w", rl.Prefix6, ErrInvalid)
 	}
 	bc.Flags |= cfgSYNRateLimit

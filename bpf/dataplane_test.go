@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
@@ -111,8 +113,9 @@ func TestConfigValidation(t *testing.T) {
 		{Config{MaxFlows: -1}, false},
 		{Config{SYNRateLimit: RateLimit{PerSecond: 2e9}}, false},
 		{Config{SYNRateLimit: RateLimit{PerSecond: 1, Burst: 2e9}}, false},
-		{Config{SYNRateLimit: RateLimit{PerSecond: 1, Prefix4: 33}}, false},
-		{Config{SYNRateLimit: RateLimit{PerSecond: 1, Prefix6: 129}}, false},
+		{Config{SYNRateLimit: RateLimit{PerSecond: 1, Burst: 1, Prefix4: 33, Prefix6: 64}}, false},
+		{Config{SYNRateLimit: RateLimit{PerSecond: 1, Prefix4: 24, Prefix6: 64}}, false}, // no burst: no default here
+		{Config{SYNRateLimit: RateLimit{PerSecond: 1, Burst: 1, Prefix4: 24, Prefix6: 129}}, false},
 		{Config{SYNRateLimit: RateLimit{PerSecond: 1e9, Burst: 1e9, Prefix4: 32, Prefix6: 128}}, true},
 	} {
 		_, err := tc.cfg.bpfConfig()
@@ -123,7 +126,7 @@ func TestConfigValidation(t *testing.T) {
 			t.Errorf("%+v: %v does not wrap ErrInvalid", tc.cfg, err)
 		}
 	}
-	bc, err := Config{SYNRateLimit: RateLimit{PerSecond: 100, Burst: 50}, DropBadFlags: true}.bpfConfig()
+	bc, err := Config{SYNRateLimit: RateLimit{PerSecond: 100, Burst: 50, Prefix4: 24, Prefix6: 64}, DropBadFlags: true}.bpfConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +284,7 @@ func TestPinnedRestart(t *testing.T) {
 	}
 	key := FlowKey{Src: client4, Dst: svc4}
 	nat := FlowNAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4, SeqDelta: 42}
-	if err := errors.Join(d1.SetService(Service{Addr: svc4, ID: 7}), d1.AddLocal(local4), d1.InstallFlow(key, nat)); err != nil {
+	if err := errors.Join(d1.SetService(spec.Entry{Listen: svc4, ID: 7}), d1.AddLocal(local4), d1.InstallFlow(key, nat)); err != nil {
 		t.Fatal(err)
 	}
 	mustRun(t, d1, frame(t, pkt{src: client4, dst: other4, flags: "S"}))
@@ -296,7 +299,7 @@ func TestPinnedRestart(t *testing.T) {
 	}
 	defer d2.Close()
 	svcs, err := d2.Services()
-	if err != nil || len(svcs) != 1 || svcs[0] != (Service{Addr: svc4, ID: 7}) {
+	if err != nil || len(svcs) != 1 || svcs[0] != (spec.Entry{Listen: svc4, ID: 7}) {
 		t.Fatalf("services after restart: %v, %v", svcs, err)
 	}
 	if st, err := d2.LookupFlow(key); err != nil || st.NAT != nat {

@@ -7,8 +7,8 @@
 //	defer dp.Close()
 //	err = dp.AttachTC("veth0")                            // only for the TC data path; before Attach
 //	err = dp.Attach("eth0", bpf.ModeAuto)
-//	err = dp.SetService(bpf.Service{Addr: netip.MustParseAddrPort("192.0.2.10:443"), ID: 1})
-//	err = dp.SetCookieKey(jar.DataplaneKey(time.Now()))   // every second, if any service has XDPCookies
+//	err = dp.SetService(spec.Entry{Listen: netip.MustParseAddrPort("192.0.2.10:443"), ID: 1})
+//	err = dp.SetCookieKey(jar.DataplaneKey(time.Now()))   // every second, if any entry has Offload or Standby
 //	err = dp.RegisterSocket(ifindex, queue, xskFD)        // one AF_XDP socket per interface rx queue
 //	err = dp.InstallTrackedFlow(bpf.ClientKey(tuple), clientToBackend, clientTrack) // and the reverse direction
 //	counters, err := dp.Counters()
@@ -75,7 +75,7 @@
 //
 // # Cookie SYN-ACKs in XDP
 //
-// For a service with Service.XDPCookies, SYNs are answered in the program
+// For a service entry with Offload, SYNs are answered in the program
 // itself: it mints the cookie cookie.Jar.Make would (SipHash-2-4 with the key
 // and tick of the last SetCookieKey, same ISN layout, MSS tables and TSval
 // option bits), turns the frame into the SYN-ACK packet.ReplySynAck would
@@ -133,7 +133,7 @@
 // dropped as VerdictDropNoSocket. AF_XDP sockets die with the process that
 // owns them, and the kernel takes them out of xsks then, however the
 // process ended: that is how the program knows no engine is there. A
-// service with Service.StandbyCookies then has its SYNs answered by the
+// service entry with Standby then has its SYNs answered by the
 // program's cookies (with the last key, as long as it is fresh: at least
 // CookieKeyGrace past the process's end). A handshake ACK to such a
 // service is kept (headers only) in the pinned standby_acks map and the

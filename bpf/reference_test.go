@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -19,14 +21,14 @@ import (
 // header comment), written from the specification rather than the C, for
 // checking the program on packets no one wrote a test for.
 type refEnv struct {
-	services   map[refSvc]ServiceFlags
+	services   map[refSvc]bool
 	locals     map[refAddr]bool
 	ports      PortRange
 	flows      map[FlowKey]bool
 	socket     bool
 	badFlags   bool
 	synPayload bool
-	cookies    map[refSvc]bool // services with XDPCookies
+	cookies    map[refSvc]bool // services with Offload
 	cookieKey  bool            // a fresh key was set
 }
 
@@ -137,14 +139,13 @@ func (e *refEnv) classify(b []byte) Verdict {
 		return VerdictPassMalformedTCP
 	}
 	sport, dport := uint16(be16(b[l4:])), uint16(be16(b[l4+2:]))
-	svcFlags, isSvc := e.services[refSvc{refAddr{v6, dst}, dport}]
+	_, isSvc := e.services[refSvc{refAddr{v6, dst}, dport}]
 	if !isSvc && (dport < e.ports.First || dport > e.ports.Last || !e.locals[refAddr{v6, dst}]) {
 		if frag {
 			return VerdictPassFragment
 		}
 		return VerdictPassNotService
 	}
-	_ = svcFlags
 	if frag {
 		return VerdictDropFragment
 	}
@@ -449,9 +450,9 @@ func TestReferenceClassifier(t *testing.T) {
 	cfg := Config{DropBadFlags: true, DropSYNPayload: true}
 	d := testDataplane(t, cfg)
 	env := &refEnv{
-		services: map[refSvc]ServiceFlags{
-			{refAddr{false, svc4.Addr()}, svc4.Port()}: 0,
-			{refAddr{true, svc6.Addr()}, svc6.Port()}:  0,
+		services: map[refSvc]bool{
+			{refAddr{false, svc4.Addr()}, svc4.Port()}: true,
+			{refAddr{true, svc6.Addr()}, svc6.Port()}:  true,
 		},
 		locals:     map[refAddr]bool{{false, local4}: true, {true, local6}: true},
 		ports:      localPorts,
@@ -461,8 +462,8 @@ func TestReferenceClassifier(t *testing.T) {
 		cookies:    map[refSvc]bool{{refAddr{true, svc6.Addr()}, svc6.Port()}: true},
 	}
 	// svc6 answers SYNs in XDP, once the key is set (below).
-	ann := Announce{Window: 1000, MSS: 1400, WScale: 7, SACK: true, Timestamps: true}
-	if err := d.SetService(Service{Addr: svc6, ID: 2, XDPCookies: true, Announce: ann}); err != nil {
+	ann := spec.Offer{Window: 1000, MSS: 1400, WScale: 7, SACK: true, Timestamps: true}
+	if err := d.SetService(spec.Entry{Listen: svc6, ID: 2, Offload: true, Offer: ann}); err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range []FlowKey{

@@ -10,7 +10,7 @@ import (
 )
 
 // StandbyACK is a handshake ACK the program kept while no engine had a
-// socket for its queue (Service.StandbyCookies): most likely the ACK of a
+// socket for its queue (spec.Entry.Standby): most likely the ACK of a
 // standby cookie SYN-ACK, which the next engine validates as if it had
 // just arrived.
 type StandbyACK struct {

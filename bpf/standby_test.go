@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/syngate/syngate/cookie"
@@ -23,7 +25,7 @@ func TestStandbyCookies(t *testing.T) {
 	if err := d.SetCookieKey(jar.DataplaneKey(now)); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.SetService(Service{Addr: svc4, ID: 1, StandbyCookies: true, Announce: Announce{Window: 1000, WScale: 7}}); err != nil {
+	if err := d.SetService(spec.Entry{Listen: svc4, ID: 1, Standby: true, Offer: spec.Offer{Window: 1000, WScale: 7}}); err != nil {
 		t.Fatal(err)
 	}
 	syn := frame(t, pkt{src: client4, dst: svc4, flags: "S", seq: 77})

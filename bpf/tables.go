@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
@@ -60,87 +62,44 @@ func notFound(err error) error {
 	return err
 }
 
-// ServiceFlags change how the program treats one service.
-type ServiceFlags uint32
-
-// ServiceNoRateLimit exempts the service's SYNs from Config.SYNRateLimit.
-const ServiceNoRateLimit ServiceFlags = 0x1
-
-// svcXDPCookies and svcStandbyCookies mirror SVC_F_XDP_COOKIES and
-// SVC_F_STANDBY_COOKIES; Service.XDPCookies and StandbyCookies set them.
+// Mirrors of SVC_F_* in syngate.c.
 const (
+	svcNoRateLimit    = 0x1
 	svcXDPCookies     = 0x2
 	svcStandbyCookies = 0x4
 )
 
-// Mirrors of ANN_* and WSCALE_NONE in syngate.c.
+// Mirrors of ANN_* in syngate.c.
 const (
 	annSACK       = 0x1
 	annTimestamps = 0x2
 	annECN        = 0x4
 )
 
-// Service is one protected VIP:port. The ID is syngate's own handle; the
-// program does not interpret it.
-type Service struct {
-	Addr  netip.AddrPort
-	ID    uint32
-	Flags ServiceFlags
-	// XDPCookies makes the program answer the service's SYNs itself, with
-	// XDP_TX, by SYN-ACKs carrying the cookies cookie.Jar.Make would mint
-	// (VerdictTXSynAckCookie), instead of steering them to AF_XDP. The
-	// engine still gets the ACKs and validates them with Jar.Check. It
-	// needs a fresh key (SetCookieKey); without one, and for SYNs the
-	// program leaves to the engine (a spliced 4-tuple, IPv4 options, IPv6
-	// extension headers, malformed MSS/window scale/SACK-permitted
-	// options), SYNs go to AF_XDP as before.
-	XDPCookies bool
-	// StandbyCookies makes the program answer the service's SYNs as with
-	// XDPCookies, but only while no AF_XDP socket is registered for the
-	// interface and receive queue a SYN arrived on: while no engine runs
-	// (between a gateway's exit and the next one's takeover). A socket
-	// leaves the socket map when its process exits, even when killed, so
-	// nothing needs to clear it. The cookie key must still be fresh.
-	StandbyCookies bool
-	// Announce is what those SYN-ACKs offer; used with XDPCookies and
-	// StandbyCookies.
-	Announce Announce
-}
-
-// Announce is what a cookie SYN-ACK sent by the program offers, as the
-// engine's packet.SynAckOptions would: each option only if the SYN carried
-// it, and window scale and SACK-permitted only with timestamps, the only
-// place a cookie can keep them. Its MSS option is min(MSS, the cookie's
-// MSS table entry for the SYN's MSS).
-type Announce struct {
-	Window     uint16 // the SYN-ACK's window (a SYN-ACK's is never scaled); must be non-zero
-	MSS        uint16 // cap on the announced MSS; zero: the cookie's table entry alone
-	WScale     uint8  // window scale shift offered, at most 14; flow.NoWScale offers none
-	SACK       bool   // offer SACK-permitted
-	Timestamps bool   // offer timestamps (and so the options the cookie keeps in TSval)
-	// ECN answers an ECN-setup SYN (ECE and CWR) with ECE, keeping the
-	// request in the cookie; set it only when the backend does ECN. Like
-	// window scale and SACK it needs timestamps on both sides.
-	ECN bool
-}
-
-func (s Service) bpf() (syngateSvcVal, error) {
-	if s.Flags&^ServiceNoRateLimit != 0 {
-		return syngateSvcVal{}, fmt.Errorf("service flags %#x: %w", uint32(s.Flags), ErrInvalid)
-	}
-	a := s.Announce
-	if (s.XDPCookies || s.StandbyCookies) && a.Window == 0 {
+// serviceValue packs a service's data-path entry into the services map's
+// value: the one place that knows the C struct's layout. Offer is what
+// the program's cookie SYN-ACKs (Offload, Standby) offer, as the engine's
+// packet.ReplySynAck would: each option only if the SYN carried it, and
+// window scale and SACK-permitted only with timestamps, the only place a
+// cookie can keep them; its MSS is min(Offer.MSS, the cookie's MSS table
+// entry for the SYN's MSS), the table entry alone when zero.
+func serviceValue(e spec.Entry) (syngateSvcVal, error) {
+	a := e.Offer
+	if (e.Offload || e.Standby) && a.Window == 0 {
 		return syngateSvcVal{}, fmt.Errorf("xdp cookies with a zero window: %w", ErrInvalid)
 	}
 	if a.WScale > flow.MaxWScale && a.WScale != flow.NoWScale {
 		return syngateSvcVal{}, fmt.Errorf("window scale %d above %d: %w", a.WScale, flow.MaxWScale, ErrInvalid)
 	}
-	v := syngateSvcVal{Id: s.ID, Flags: uint32(s.Flags), AnnMss: a.MSS, AnnWindow: a.Window, AnnWscale: a.WScale}
-	if s.XDPCookies {
+	v := syngateSvcVal{Id: e.ID, AnnMss: a.MSS, AnnWindow: a.Window, AnnWscale: a.WScale}
+	if e.Offload {
 		v.Flags |= svcXDPCookies
 	}
-	if s.StandbyCookies {
+	if e.Standby {
 		v.Flags |= svcStandbyCookies
+	}
+	if e.NoRateLimit {
+		v.Flags |= svcNoRateLimit
 	}
 	if a.SACK {
 		v.AnnFlags |= annSACK
@@ -154,12 +113,14 @@ func (s Service) bpf() (syngateSvcVal, error) {
 	return v, nil
 }
 
-func serviceFrom(addr netip.AddrPort, v *syngateSvcVal) Service {
-	return Service{
-		Addr: addr, ID: v.Id, Flags: ServiceFlags(v.Flags &^ (svcXDPCookies | svcStandbyCookies)),
-		XDPCookies:     v.Flags&svcXDPCookies != 0,
-		StandbyCookies: v.Flags&svcStandbyCookies != 0,
-		Announce: Announce{
+// entryFrom unpacks a services map entry.
+func entryFrom(listen netip.AddrPort, v *syngateSvcVal) spec.Entry {
+	return spec.Entry{
+		Listen: listen, ID: v.Id,
+		Offload:     v.Flags&svcXDPCookies != 0,
+		Standby:     v.Flags&svcStandbyCookies != 0,
+		NoRateLimit: v.Flags&svcNoRateLimit != 0,
+		Offer: spec.Offer{
 			Window: v.AnnWindow, MSS: v.AnnMss, WScale: v.AnnWscale,
 			SACK: v.AnnFlags&annSACK != 0, Timestamps: v.AnnFlags&annTimestamps != 0,
 			ECN: v.AnnFlags&annECN != 0,
@@ -175,18 +136,24 @@ func serviceKey(ap netip.AddrPort) (syngateSvcKey, error) {
 	return syngateSvcKey{Addr: a, Port: hton16(ap.Port()), Family: uint8(fam)}, nil
 }
 
-// SetService adds or replaces a protected service.
-func (d *Dataplane) SetService(s Service) error {
-	k, err := serviceKey(s.Addr)
+// SetService adds or replaces a protected service's entry. The program
+// steers its SYNs and handshake ACKs to AF_XDP, or answers its SYNs with
+// cookies itself (spec.Entry.Offload, Standby; those need a fresh key, see
+// SetCookieKey, and leave to the engine the SYNs the program does not
+// parse: a spliced 4-tuple, IPv4 options, IPv6 extension headers,
+// malformed MSS, window scale or SACK-permitted options). The engine
+// still gets and validates the ACKs.
+func (d *Dataplane) SetService(e spec.Entry) error {
+	k, err := serviceKey(e.Listen)
 	if err != nil {
 		return fmt.Errorf("set service: %w", err)
 	}
-	v, err := s.bpf()
+	v, err := serviceValue(e)
 	if err != nil {
-		return fmt.Errorf("set service %v: %w", s.Addr, err)
+		return fmt.Errorf("set service %v: %w", e.Listen, err)
 	}
 	if err := d.objs.Services.Put(k, v); err != nil {
-		return fmt.Errorf("set service %v: %w", s.Addr, err)
+		return fmt.Errorf("set service %v: %w", e.Listen, err)
 	}
 	return nil
 }
@@ -206,16 +173,16 @@ func (d *Dataplane) DeleteService(addr netip.AddrPort) error {
 
 // Services lists the protected services (e.g. after a restart reusing
 // pinned maps).
-func (d *Dataplane) Services() ([]Service, error) {
+func (d *Dataplane) Services() ([]spec.Entry, error) {
 	var (
 		k   syngateSvcKey
 		v   syngateSvcVal
-		out []Service
+		out []spec.Entry
 	)
 	it := d.objs.Services.Iterate()
 	for it.Next(&k, &v) {
 		addr := netip.AddrPortFrom(fromAddr16(uint32(k.Family), k.Addr), ntoh16(k.Port))
-		out = append(out, serviceFrom(addr, &v))
+		out = append(out, entryFrom(addr, &v))
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("list services: %w", err)

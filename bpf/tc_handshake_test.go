@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/syngate/syngate/packet"
+	"github.com/syngate/syngate/spec"
 )
 
 const tcActShot = 2
@@ -113,8 +114,8 @@ func TestTCHandshake(t *testing.T) {
 	if err := d.SetCookieKey(jar.DataplaneKey(now)); err != nil {
 		t.Fatal(err)
 	}
-	ann := Announce{Window: 1000, WScale: 7, SACK: true, Timestamps: true, MSS: 1460}
-	if err := d.SetService(Service{Addr: svc4, ID: 1, StandbyCookies: true, Announce: ann}); err != nil {
+	ann := spec.Offer{Window: 1000, WScale: 7, SACK: true, Timestamps: true, MSS: 1460}
+	if err := d.SetService(spec.Entry{Listen: svc4, ID: 1, Standby: true, Offer: ann}); err != nil {
 		t.Fatal(err)
 	}
 	synOpts := []layers.TCPOption{optMSS, {OptionType: layers.TCPOptionKindSACKPermitted}, optTS(1, 0), optNOP, {OptionType: layers.TCPOptionKindWindowScale, OptionData: []byte{7}}}
@@ -185,11 +186,11 @@ func TestTCHandshake(t *testing.T) {
 	}
 
 	// Cookies in the data plane (a flood) go out with an engine too.
-	if err := d.SetService(Service{Addr: svc4, ID: 1, StandbyCookies: true, XDPCookies: true, Announce: ann}); err != nil {
+	if err := d.SetService(spec.Entry{Listen: svc4, ID: 1, Standby: true, Offload: true, Offer: ann}); err != nil {
 		t.Fatal(err)
 	}
 	cookieReply()
-	if err := d.SetService(Service{Addr: svc4, ID: 1, StandbyCookies: true, Announce: ann}); err != nil {
+	if err := d.SetService(spec.Entry{Listen: svc4, ID: 1, Standby: true, Offer: ann}); err != nil {
 		t.Fatal(err)
 	}
 

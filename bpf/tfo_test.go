@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/syngate/syngate/packet"
@@ -43,7 +45,7 @@ func TestTFOSynPassesPayloadFilter(t *testing.T) {
 	if err := d.SetCookieKey(jar.DataplaneKey(time.Now())); err != nil {
 		t.Fatal(err)
 	}
-	setCookieServices(t, d, Announce{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true})
+	setCookieServices(t, d, spec.Offer{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true})
 	in := frame(t, pkt{src: client4, dst: svc4, flags: "S", seq: 1000, opts: []layers.TCPOption{optMSS, optTS(5, 0), optTFO}, payload: []byte("GET / HTTP/1.1\r\n")})
 	r := mustRun(t, d, in)
 	if r.verdict != VerdictTXSynAckCookie {

@@ -33,7 +33,7 @@ const (
 	VerdictDropFastNoRoute                        // spliced, but the route blackholes/rejects it
 	VerdictDropFastNoNeigh                        // spliced, no neighbour and nothing learned
 	VerdictDropFastNoPort                         // spliced, egress interface not attached
-	VerdictTXSynAckCookie                         // SYN answered in XDP with a cookie SYN-ACK (Service.XDPCookies)
+	VerdictTXSynAckCookie                         // SYN answered in XDP with a cookie SYN-ACK (spec.Entry.Offload)
 	VerdictICMPTX                                 // ICMP error about a spliced flow, translated, sent back out the ingress interface
 	VerdictICMPRedirect                           // ICMP error about a spliced flow, translated, redirected to another interface
 	VerdictPassICMPNoFlow                         // ICMP error quoting a TCP packet of no spliced flow (the kernel's)

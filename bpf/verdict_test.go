@@ -10,6 +10,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/vishvananda/netlink"
@@ -39,7 +41,7 @@ func testDataplane(tb testing.TB, cfg Config) *Dataplane {
 	}
 	d := loadTest(tb, cfg)
 	for i, s := range []netip.AddrPort{svc4, svc6} {
-		if err := d.SetService(Service{Addr: s, ID: uint32(i + 1)}); err != nil {
+		if err := d.SetService(spec.Entry{Listen: s, ID: uint32(i + 1)}); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -474,7 +476,7 @@ func TestServiceDeletePasses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(svcs) != 1 || svcs[0] != (Service{Addr: svc6, ID: 2}) {
+	if len(svcs) != 1 || svcs[0] != (spec.Entry{Listen: svc6, ID: 2}) {
 		t.Fatalf("services after delete: %v", svcs)
 	}
 }
@@ -511,10 +513,10 @@ func TestDefenses(t *testing.T) {
 }
 
 func TestSYNRateLimit(t *testing.T) {
-	d := testDataplane(t, Config{SYNRateLimit: RateLimit{PerSecond: 1, Burst: 3, Prefix6: 48}})
+	d := testDataplane(t, Config{SYNRateLimit: RateLimit{PerSecond: 1, Burst: 3, Prefix4: 24, Prefix6: 48}})
 	withSocket(t, d)
 	exempt := netip.MustParseAddrPort("192.0.2.10:80")
-	if err := d.SetService(Service{Addr: exempt, ID: 9, Flags: ServiceNoRateLimit}); err != nil {
+	if err := d.SetService(spec.Entry{Listen: exempt, ID: 9, NoRateLimit: true}); err != nil {
 		t.Fatal(err)
 	}
 	syn := func(src string, dst netip.AddrPort) []byte {

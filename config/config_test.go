@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/syngate/syngate/spec"
 )
 
 func TestExampleFile(t *testing.T) {
@@ -23,22 +25,22 @@ func TestExampleFile(t *testing.T) {
 		t.Fatalf("services = %d, want 3", len(cfg.Services))
 	}
 	app := cfg.Services[2]
-	want := []Member{{netip.MustParseAddrPort("10.0.0.6:25"), 1}, {netip.MustParseAddrPort("10.0.0.7:25"), 2}}
-	if len(app.Backends) != 2 || app.Backends[0] != want[0] || app.Backends[1] != want[1] || app.Hash != HashTuple ||
-		app.ProxyProtocol != ProxyV2 || app.OnNoBackend != NoBackendReset {
+	want := []spec.Backend{{Addr: netip.MustParseAddrPort("10.0.0.6:25"), Weight: 1}, {Addr: netip.MustParseAddrPort("10.0.0.7:25"), Weight: 2}}
+	if len(app.Backends) != 2 || app.Backends[0] != want[0] || app.Backends[1] != want[1] || app.Hash != spec.HashTuple ||
+		app.ProxyProtocol != spec.ProxyV2 || app.OnNoBackend != spec.NoBackendReset {
 		t.Errorf("app = %+v", app)
 	}
-	if h := app.HealthCheck; h != (HealthCheck{Type: CheckTCP, Interval: 5 * time.Second, Timeout: 2 * time.Second, Rise: 2, Fall: 3, Path: "/", Status: 200}) {
+	if h := app.HealthCheck; h != (spec.HealthCheck{Type: spec.CheckTCP, Interval: 5 * time.Second, Timeout: 2 * time.Second, Rise: 2, Fall: 3, Path: "/", Status: 200}) {
 		t.Errorf("app health check = %+v", h)
 	}
-	if web := cfg.Services[0]; web.HealthCheck != app.HealthCheck || web.ProxyProtocol != ProxyOff || web.Hash != HashTuple {
+	if web := cfg.Services[0]; web.HealthCheck != app.HealthCheck || web.ProxyProtocol != spec.ProxyOff || web.Hash != spec.HashTuple {
 		t.Errorf("web's pool defaults = %+v", web)
 	}
 	web := cfg.Services[0]
 	if web.Listen != netip.MustParseAddrPort("192.0.2.10:80") || web.Backends[0].Addr != netip.MustParseAddrPort("10.0.0.5:8080") || len(web.Backends) != 1 || web.Backends[0].Weight != 1 {
 		t.Errorf("web addresses = %v -> %v", web.Listen, web.Backends)
 	}
-	if len(web.Sources) != 1 || web.Sources[0] != netip.MustParseAddr("10.0.0.1") || web.Backlog != 1024 || web.OnOverflow != OverflowDrop {
+	if len(web.Sources) != 1 || web.Sources[0] != netip.MustParseAddr("10.0.0.1") || web.Limits.Backlog != 1024 || web.OnOverflow != spec.OverflowDrop {
 		t.Errorf("web = %+v", web)
 	}
 	if web.Announce.MSS == nil || *web.Announce.MSS != 1460 || *web.Announce.WindowScale != 7 || !*web.Announce.SACK || !*web.Announce.Timestamps {
@@ -48,11 +50,11 @@ func TestExampleFile(t *testing.T) {
 	if web6.Listen != netip.MustParseAddrPort("[2001:db8::10]:443") || len(web6.Sources) != 0 || web6.Announce.MSS != nil {
 		t.Errorf("web6 = %+v", web6)
 	}
-	if web6.Cookies != CookiesAuto || web6.Backlog != DefaultBacklog {
+	if web6.Cookies != spec.CookiesAuto || web6.Limits.Backlog != spec.DefaultBacklog {
 		t.Errorf("web6 defaults = %+v", web6)
 	}
 	// The example documents every default: it must equal the defaults.
-	if cfg.SYN != (SYN{Cookies: CookiesAuto, MaxSynBacklog: 4096, SynAckRetries: 5, Somaxconn: 4096, KeyRotation: time.Minute, PeerCookieChecks: 10000}) {
+	if cfg.SYN != (SYN{Cookies: spec.CookiesAuto, MaxSynBacklog: 4096, SynAckRetries: 5, Somaxconn: 4096, KeyRotation: time.Minute, PeerCookieChecks: 10000}) {
 		t.Errorf("syn = %+v", cfg.SYN)
 	}
 	min := mustParse(t, minimal)
@@ -82,7 +84,7 @@ func mustParse(t *testing.T, s string) *Config {
 func TestDefaults(t *testing.T) {
 	cfg := mustParse(t, minimal)
 	s := cfg.Services[0]
-	if s.Backlog != 1024 || s.OnOverflow != OverflowDrop || s.Cookies != CookiesAuto || len(s.Sources) != 0 {
+	if s.Limits.Backlog != 1024 || s.OnOverflow != spec.OverflowDrop || s.Cookies != spec.CookiesAuto || len(s.Sources) != 0 {
 		t.Errorf("service defaults = %+v", s)
 	}
 	if cfg.Interfaces[0].Mode != XDPAuto || cfg.Interfaces[0].Datapath != DatapathAuto || cfg.Metrics.Listen != "127.0.0.1:9420" || cfg.BPFFS != DefaultBPFFS {
@@ -94,7 +96,7 @@ func TestDefaults(t *testing.T) {
 	if f := cfg.Filters; !f.DropSynPayload || !f.DropBadFlags || f.RateLimit != 0 || f.PrefixLenV4 != 24 || f.PrefixLenV6 != 64 {
 		t.Errorf("filter defaults = %+v", f)
 	}
-	if got := cfg.EffectiveBacklog(s); got != 1024 {
+	if got := s.Limits.AcceptQueue(); got != 1024 {
 		t.Errorf("effective backlog = %d", got)
 	}
 }
@@ -122,14 +124,14 @@ services:
 
 func TestSomaxconnCapsBacklog(t *testing.T) {
 	cfg := mustParse(t, minimal+"    backlog: 5000\nsyn: {somaxconn: 128}\n")
-	if got := cfg.EffectiveBacklog(cfg.Services[0]); got != 128 {
+	if got := cfg.Services[0].Limits.AcceptQueue(); got != 128 {
 		t.Errorf("effective backlog = %d, want min(5000, 128)", got)
 	}
 }
 
 func TestServiceCookieOverride(t *testing.T) {
 	cfg := mustParse(t, minimal+"    cookies: never\nsyn: {cookies: always}\n")
-	if cfg.SYN.Cookies != CookiesAlways || cfg.Services[0].Cookies != CookiesNever {
+	if cfg.SYN.Cookies != spec.CookiesAlways || cfg.Services[0].Cookies != spec.CookiesNever {
 		t.Errorf("cookies global %s service %s", cfg.SYN.Cookies, cfg.Services[0].Cookies)
 	}
 }

@@ -3,6 +3,8 @@ package config
 import (
 	"net/netip"
 	"time"
+
+	"github.com/syngate/syngate/spec"
 )
 
 // Config is a validated configuration. Zero values never reach callers:
@@ -24,8 +26,10 @@ type Config struct {
 	Backend Backend
 	Flows   Flows
 	Filters Filters
-	// Services are the protected listeners, in file order.
-	Services []Service
+	// Services are the protected listeners, in file order, every
+	// default applied (syn.* values are copied into each one's Limits and
+	// Cookies): what the engine runs.
+	Services []spec.Service
 	// BGP announces the services' VIPs to routers; no peers, no speaker.
 	BGP BGP
 	// Peers are the other gateways on the ingress link (their addresses
@@ -89,24 +93,13 @@ type Control struct {
 	Mode uint32
 }
 
-// CookiePolicy mirrors Linux's net.ipv4.tcp_syncookies.
-type CookiePolicy string
-
-// Cookie policies: never (0: drop SYNs when the SYN queue is full), auto (1:
-// queue until full, then cookies), always (2: cookies for every SYN).
-const (
-	CookiesNever  CookiePolicy = "never"
-	CookiesAuto   CookiePolicy = "auto"
-	CookiesAlways CookiePolicy = "always"
-)
-
 // SYN holds the global listen-path settings, Linux's net.ipv4.tcp_* knobs.
 type SYN struct {
-	Cookies       CookiePolicy  // tcp_syncookies; default auto
-	MaxSynBacklog int           // tcp_max_syn_backlog, per service; default 4096
-	SynAckRetries int           // tcp_synack_retries; default 5 (0..10)
-	Somaxconn     int           // net.core.somaxconn: caps every backlog; default 4096
-	KeyRotation   time.Duration // cookie key epoch length; default 60s
+	Cookies       spec.CookiePolicy // tcp_syncookies; default auto
+	MaxSynBacklog int               // tcp_max_syn_backlog, per service; default 4096
+	SynAckRetries int               // tcp_synack_retries; default 5 (0..10)
+	Somaxconn     int               // net.core.somaxconn: caps every backlog; default 4096
+	KeyRotation   time.Duration     // cookie key epoch length; default 60s
 	// PeerCookieChecks bounds, per second and service, the ACKs checked as
 	// cookies minted by a peer gateway sharing the secret while this
 	// gateway's own cookie gate is closed (an ECMP change moved a
@@ -174,134 +167,7 @@ type Filters struct {
 	DropBadFlags   bool // drop impossible flag combinations; default true
 	// RateLimit is SYNs per second per source prefix; 0 disables it (default).
 	RateLimit   uint32
-	RateBurst   uint32 // default 2*RateLimit
+	RateBurst   uint32 // default 2*RateLimit; at least 1 with a rate limit
 	PrefixLenV4 int    // default 24
 	PrefixLenV6 int    // default 64
-}
-
-// OverflowPolicy mirrors Linux's net.ipv4.tcp_abort_on_overflow.
-type OverflowPolicy string
-
-// Overflow policies: drop (0: ignore the ACK, the client retries) and reset
-// (1: answer with RST).
-const (
-	OverflowDrop  OverflowPolicy = "drop"
-	OverflowReset OverflowPolicy = "reset"
-)
-
-// Service is one protected listener.
-type Service struct {
-	Name   string
-	Listen netip.AddrPort // the VIP:port clients connect to
-	// Backends are where connections are spliced to (the file's
-	// "backends", or "backend" as shorthand for a pool of one), in file
-	// order, at least one. A new connection picks one by consistent
-	// hashing (see Hash); a live one keeps its backend.
-	Backends []Member
-	// Hash is what picks a new connection's backend. Default HashTuple.
-	Hash HashKey
-	// ProxyProtocol is the PROXY protocol header the backend leg starts
-	// with. Default ProxyOff.
-	ProxyProtocol ProxyProtocol
-	// OnNoBackend is what a new SYN gets while every backend is down or
-	// drained. Default NoBackendReset.
-	OnNoBackend NoBackendPolicy
-	// HealthCheck configures the active checks of every backend.
-	HealthCheck HealthCheck
-	// Sources are syngate's addresses toward the backend (the file's
-	// "source": one address, a list, or prefixes); empty means the one
-	// address "from the route to Backend", resolved at run time. Each
-	// address has its own source ports toward the backend, so N addresses
-	// carry N times the connections. They must be assigned to the gateway
-	// (run checks it): the backend answers them.
-	Sources    []netip.Addr
-	Backlog    int            // accept queue bound, capped by SYN.Somaxconn; default 1024
-	OnOverflow OverflowPolicy // default drop
-	Cookies    CookiePolicy   // default SYN.Cookies
-	Announce   Announce
-}
-
-// Member is one backend of a service's pool.
-type Member struct {
-	Addr netip.AddrPort
-	// Weight is the backend's share of new connections relative to the
-	// others. Default 1; 0 drains it: no new connections, the live ones
-	// continue.
-	Weight int
-}
-
-// MaxWeight bounds a backend's weight: the Maglev table gives each
-// backend turns in proportion to its weight, and a table of
-// DefaultMaglevSize entries resolves ratios this fine.
-const MaxWeight = 1000
-
-// MaxBackends bounds a service's pool: the Maglev table (65537 entries)
-// keeps every backend within about 1% of its share up to about 650
-// backends (the paper's M >= 100 N).
-const MaxBackends = 512
-
-// HashKey is what consistent hashing reads of a new connection.
-type HashKey string
-
-// Hash keys: the client's address (every connection of a client goes to
-// the same backend) or its address and port (connections spread).
-const (
-	HashAddress HashKey = "address"
-	HashTuple   HashKey = "tuple"
-)
-
-// ProxyProtocol selects the PROXY protocol header sent to the backend.
-type ProxyProtocol string
-
-// PROXY protocol versions: off, v1 (text), v2 (binary).
-const (
-	ProxyOff ProxyProtocol = "off"
-	ProxyV1  ProxyProtocol = "v1"
-	ProxyV2  ProxyProtocol = "v2"
-)
-
-// NoBackendPolicy is what a SYN gets when its service has no usable
-// backend.
-type NoBackendPolicy string
-
-// No-backend policies: reset (answer the SYN with a RST, as the backend's
-// own kernel would with nothing listening) or drop (no answer; the client
-// retries its SYN and gets through once a backend is back).
-const (
-	NoBackendReset NoBackendPolicy = "reset"
-	NoBackendDrop  NoBackendPolicy = "drop"
-)
-
-// HealthCheckType is how a backend is checked actively.
-type HealthCheckType string
-
-// Active check types: a TCP connect, an HTTP request whose response status
-// must match, or none (only the passive checks of the backend legs).
-const (
-	CheckTCP  HealthCheckType = "tcp"
-	CheckHTTP HealthCheckType = "http"
-	CheckOff  HealthCheckType = "off"
-)
-
-// HealthCheck configures active checks, run from the service's first
-// source address. Defaults: tcp, every 5s, timeout 2s, rise 2, fall 3
-// (HAProxy's rise and fall), HTTP "GET /" expecting 200.
-type HealthCheck struct {
-	Type     HealthCheckType
-	Interval time.Duration
-	Timeout  time.Duration
-	Rise     int // consecutive successes that bring a down backend up
-	Fall     int // consecutive failures that take an up backend down
-	Path     string
-	Host     string // HTTP Host header; default the backend's address
-	Status   int
-}
-
-// Announce is what the SYN-ACK offers. Each field is optional: an unset one
-// is learned from the backend's own SYN-ACK by the probe handshake.
-type Announce struct {
-	MSS         *uint16
-	WindowScale *uint8
-	SACK        *bool
-	Timestamps  *bool
 }

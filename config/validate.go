@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/syngate/syngate/spec"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -92,31 +93,11 @@ const (
 	DefaultBPFFS         = "/sys/fs/bpf/syngate"
 	DefaultMetricsListen = "127.0.0.1:9420"
 	DefaultControlSocket = "/run/syngate/control.sock"
-	DefaultMaxSynBacklog = 4096
-	DefaultSynAckRetries = 5
-	DefaultSomaxconn     = 4096
-	DefaultBacklog       = 1024
 	DefaultKeyRotation   = 60 * time.Second
-	// DefaultPeerCookieChecks matches queue.DefaultPeerCookieChecks.
-	DefaultPeerCookieChecks = 10000
-	// DefaultFlowsMax sizes the flow table for a million connections
-	// (two entries each), allocated on demand.
-	DefaultFlowsMax = 2 << 20
-	// DefaultEstablishedTimeout is conntrack's established timeout.
-	DefaultEstablishedTimeout = 5 * 24 * time.Hour
 	// MaxSources bounds a gateway's source addresses (the XDP program's
 	// table of local addresses).
 	MaxSources = 256
-	// DefaultPortMin and DefaultPortMax bound the backend-leg source ports:
-	// just below Linux's ephemeral range (32768-60999), which the gateway's
-	// own kernel connections (backend probes among them) use.
-	DefaultPortMin = 16384
-	DefaultPortMax = 32767
 )
-
-// maxSynAckRetries matches the largest sane tcp_synack_retries: with the
-// backoff doubling from 1 s, 10 retries already hold an entry for 34 minutes.
-const maxSynAckRetries = 10
 
 // hardMaxEntries bounds every preallocated table, so a typo cannot ask for
 // gigabytes of memory at start.
@@ -286,21 +267,21 @@ func (v *validator) secret(path string) {
 }
 
 func (v *validator) syn(f *file, c *Config) {
-	c.SYN.Cookies = v.cookiePolicy("syn.cookies", f.SYN.Cookies, CookiesAuto)
-	c.SYN.MaxSynBacklog = v.intRange("syn.max_syn_backlog", f.SYN.MaxSynBacklog, DefaultMaxSynBacklog, 1, hardMaxEntries)
-	c.SYN.SynAckRetries = v.intRange("syn.synack_retries", f.SYN.SynAckRetries, DefaultSynAckRetries, 0, maxSynAckRetries)
-	c.SYN.Somaxconn = v.intRange("syn.somaxconn", f.SYN.Somaxconn, DefaultSomaxconn, 1, hardMaxEntries)
+	c.SYN.Cookies = v.cookiePolicy("syn.cookies", f.SYN.Cookies, spec.CookiesAuto)
+	c.SYN.MaxSynBacklog = v.intRange("syn.max_syn_backlog", f.SYN.MaxSynBacklog, spec.DefaultMaxSynBacklog, 1, hardMaxEntries)
+	c.SYN.SynAckRetries = v.intRange("syn.synack_retries", f.SYN.SynAckRetries, spec.DefaultSynAckRetries, 0, spec.MaxSynAckRetries)
+	c.SYN.Somaxconn = v.intRange("syn.somaxconn", f.SYN.Somaxconn, spec.DefaultSomaxconn, 1, hardMaxEntries)
 	c.SYN.KeyRotation = v.duration("syn.key_rotation", f.SYN.KeyRotation, DefaultKeyRotation, time.Second, 24*time.Hour)
-	c.SYN.PeerCookieChecks = v.intRange("syn.peer_cookie_checks", f.SYN.PeerCookies, DefaultPeerCookieChecks, 0, 1<<20)
+	c.SYN.PeerCookieChecks = v.intRange("syn.peer_cookie_checks", f.SYN.PeerCookies, spec.DefaultPeerCookieChecks, 0, 1<<20)
 }
 
 func (v *validator) backend(f *file, c *Config) {
 	b := &c.Backend
-	b.ConnectTimeout = v.duration("backend.connect_timeout", f.Backend.ConnectTimeout, 3*time.Second, 10*time.Millisecond, 5*time.Minute)
+	b.ConnectTimeout = v.duration("backend.connect_timeout", f.Backend.ConnectTimeout, spec.DefaultConnectTimeout, 10*time.Millisecond, 5*time.Minute)
 	b.ProbeInterval = v.duration("backend.probe_interval", f.Backend.ProbeInterval, 60*time.Second, time.Second, 7*24*time.Hour)
 	b.PortQuietTime = v.duration("backend.port_quiet_time", f.Backend.PortQuietTime, 0, 0, time.Hour)
-	b.MaxPending = v.intRange("backend.max_pending", f.Backend.MaxPending, 64<<10, 0, 16<<20)
-	b.PortMin, b.PortMax = DefaultPortMin, DefaultPortMax
+	b.MaxPending = v.intRange("backend.max_pending", f.Backend.MaxPending, spec.DefaultMaxPending, 0, 16<<20)
+	b.PortMin, b.PortMax = spec.DefaultPortMin, spec.DefaultPortMax
 	if f.Backend.Ports != "" {
 		lo, hi, ok := parsePortRange(f.Backend.Ports)
 		if !ok {
@@ -325,10 +306,10 @@ func parsePortRange(s string) (lo, hi uint16, ok bool) {
 }
 
 func (v *validator) flows(f *file, c *Config) {
-	c.Flows.Max = v.intRange("flows.max", f.Flows.Max, DefaultFlowsMax, 16, hardMaxEntries)
-	c.Flows.EstablishedTimeout = v.duration("flows.established_timeout", f.Flows.EstablishedTimeout, DefaultEstablishedTimeout, time.Second, 30*24*time.Hour)
-	c.Flows.CloseTimeout = v.duration("flows.close_timeout", f.Flows.CloseTimeout, 10*time.Second, time.Second, time.Hour)
-	c.Flows.ResetTimeout = v.duration("flows.reset_timeout", f.Flows.ResetTimeout, 10*time.Second, time.Second, time.Hour)
+	c.Flows.Max = v.intRange("flows.max", f.Flows.Max, spec.DefaultFlowsMax, 16, hardMaxEntries)
+	c.Flows.EstablishedTimeout = v.duration("flows.established_timeout", f.Flows.EstablishedTimeout, spec.DefaultEstablishedTimeout, time.Second, 30*24*time.Hour)
+	c.Flows.CloseTimeout = v.duration("flows.close_timeout", f.Flows.CloseTimeout, spec.DefaultCloseTimeout, time.Second, time.Hour)
+	c.Flows.ResetTimeout = v.duration("flows.reset_timeout", f.Flows.ResetTimeout, spec.DefaultResetTimeout, time.Second, time.Hour)
 }
 
 func (v *validator) filters(f *file, c *Config) {
@@ -357,7 +338,7 @@ func (v *validator) services(f *file, c *Config) {
 	allSources := map[netip.Addr]bool{}
 	for i, sf := range f.Services {
 		p := fmt.Sprintf("services.%d", i)
-		s := Service{Name: sf.Name}
+		s := spec.Service{Name: sf.Name}
 		if !namePattern.MatchString(sf.Name) {
 			v.errorf(p+".name", "%q: want 1-64 letters, digits, '_', '.', '-'", sf.Name)
 		} else if j, dup := names[sf.Name]; dup {
@@ -381,11 +362,12 @@ func (v *validator) services(f *file, c *Config) {
 		for _, a := range s.Sources {
 			allSources[a] = true
 		}
-		s.Backlog = v.intRange(p+".backlog", sf.Backlog, DefaultBacklog, 1, hardMaxEntries)
-		switch OverflowPolicy(or(sf.OnOverflow, string(OverflowDrop))) {
-		case OverflowDrop, OverflowReset:
-			s.OnOverflow = OverflowPolicy(or(sf.OnOverflow, string(OverflowDrop)))
-		default:
+		s.Limits = spec.Limits{
+			Backlog:   v.intRange(p+".backlog", sf.Backlog, spec.DefaultBacklog, 1, hardMaxEntries),
+			Somaxconn: c.SYN.Somaxconn, MaxSynBacklog: c.SYN.MaxSynBacklog,
+			SynAckRetries: c.SYN.SynAckRetries, PeerCookieChecks: c.SYN.PeerCookieChecks,
+		}
+		if s.OnOverflow = spec.OverflowPolicy(or(sf.OnOverflow, string(spec.OverflowDrop))); !s.OnOverflow.Valid() {
 			v.errorf(p+".on_overflow", "%q: want drop or reset", sf.OnOverflow)
 		}
 		s.Cookies = v.cookiePolicy(p+".cookies", sf.Cookies, c.SYN.Cookies)
@@ -436,8 +418,8 @@ const (
 )
 
 // backends reads "backend" (a pool of one) or "backends".
-func (v *validator) backends(p string, sf serviceFile, listen netip.AddrPort) []Member {
-	var out []Member
+func (v *validator) backends(p string, sf serviceFile, listen netip.AddrPort) []spec.Backend {
+	var out []spec.Backend
 	switch {
 	case sf.Backend != "" && len(sf.Backends) > 0:
 		v.errorf(p+".backends", "set backend or backends, not both")
@@ -447,7 +429,7 @@ func (v *validator) backends(p string, sf serviceFile, listen netip.AddrPort) []
 		if !a.IsValid() {
 			return nil
 		}
-		out = []Member{{Addr: a, Weight: 1}}
+		out = []spec.Backend{{Addr: a, Weight: 1}}
 	case len(sf.Backends) == 0:
 		v.errorf(p+".backend", "required: backend, or a list of backends")
 		return nil
@@ -464,10 +446,10 @@ func (v *validator) backends(p string, sf serviceFile, listen netip.AddrPort) []
 			continue
 		}
 		seen[a] = true
-		out = append(out, Member{Addr: a, Weight: v.intRange(bp+".weight", bf.Weight, 1, 0, MaxWeight)})
+		out = append(out, spec.Backend{Addr: a, Weight: v.intRange(bp+".weight", bf.Weight, 1, 0, spec.MaxWeight)})
 	}
-	if len(out) > MaxBackends {
-		v.errorf(p+".backends", "%d backends; at most %d", len(out), MaxBackends)
+	if len(out) > spec.MaxBackends {
+		v.errorf(p+".backends", "%d backends; at most %d", len(out), spec.MaxBackends)
 	}
 	for _, b := range out {
 		if listen.IsValid() && listen.Addr().Is4() != b.Addr.Addr().Is4() {
@@ -479,24 +461,24 @@ func (v *validator) backends(p string, sf serviceFile, listen netip.AddrPort) []
 
 // balancing reads the pool's hashing, PROXY protocol, no-backend policy
 // and health checks.
-func (v *validator) balancing(p string, sf serviceFile, s *Service) {
-	s.Hash = HashKey(or(sf.Hash, string(HashTuple)))
-	if s.Hash != HashTuple && s.Hash != HashAddress {
+func (v *validator) balancing(p string, sf serviceFile, s *spec.Service) {
+	s.Hash = spec.HashKey(or(sf.Hash, string(spec.HashTuple)))
+	if s.Hash != spec.HashTuple && s.Hash != spec.HashAddress {
 		v.errorf(p+".hash", "%q: want tuple or address", sf.Hash)
 	}
-	s.ProxyProtocol = ProxyProtocol(or(sf.ProxyProtocol, string(ProxyOff)))
+	s.ProxyProtocol = spec.ProxyProtocol(or(sf.ProxyProtocol, string(spec.ProxyOff)))
 	switch s.ProxyProtocol {
-	case ProxyOff, ProxyV1, ProxyV2:
+	case spec.ProxyOff, spec.ProxyV1, spec.ProxyV2:
 	default:
 		v.errorf(p+".proxy_protocol", "%q: want off, v1 or v2", sf.ProxyProtocol)
 	}
-	s.OnNoBackend = NoBackendPolicy(or(sf.OnNoBackend, string(NoBackendReset)))
-	if s.OnNoBackend != NoBackendReset && s.OnNoBackend != NoBackendDrop {
+	s.OnNoBackend = spec.NoBackendPolicy(or(sf.OnNoBackend, string(spec.NoBackendReset)))
+	if s.OnNoBackend != spec.NoBackendReset && s.OnNoBackend != spec.NoBackendDrop {
 		v.errorf(p+".on_no_backend", "%q: want reset or drop", sf.OnNoBackend)
 	}
 	hf, hp := sf.HealthCheck, p+".health_check"
-	h := HealthCheck{
-		Type:     HealthCheckType(or(hf.Type, string(CheckTCP))),
+	h := spec.HealthCheck{
+		Type:     spec.HealthCheckType(or(hf.Type, string(spec.CheckTCP))),
 		Interval: v.duration(hp+".interval", hf.Interval, DefaultCheckInterval, 100*time.Millisecond, time.Hour),
 		Rise:     v.intRange(hp+".rise", hf.Rise, DefaultCheckRise, 1, 100),
 		Fall:     v.intRange(hp+".fall", hf.Fall, DefaultCheckFall, 1, 100),
@@ -506,7 +488,7 @@ func (v *validator) balancing(p string, sf serviceFile, s *Service) {
 	}
 	h.Timeout = v.duration(hp+".timeout", hf.Timeout, min(DefaultCheckTimeout, h.Interval), 10*time.Millisecond, time.Hour)
 	switch h.Type {
-	case CheckTCP, CheckHTTP, CheckOff:
+	case spec.CheckTCP, spec.CheckHTTP, spec.CheckOff:
 	default:
 		v.errorf(hp+".type", "%q: want tcp, http or off", hf.Type)
 	}
@@ -603,7 +585,7 @@ func (v *validator) sources(path string, l addrList, backend netip.AddrPort) []n
 	return out
 }
 
-func (v *validator) announce(p string, sf serviceFile, s *Service) {
+func (v *validator) announce(p string, sf serviceFile, s *spec.Service) {
 	a := sf.Announce
 	if a.MSS != nil && (*a.MSS < 536 || *a.MSS > 65495) {
 		v.errorf(p+".mss", "%d out of range 536-65495", *a.MSS)
@@ -611,12 +593,8 @@ func (v *validator) announce(p string, sf serviceFile, s *Service) {
 	if a.WindowScale != nil && *a.WindowScale > 14 {
 		v.errorf(p+".window_scale", "%d out of range 0-14 (RFC 7323)", *a.WindowScale)
 	}
-	s.Announce = Announce{MSS: a.MSS, WindowScale: a.WindowScale, SACK: a.SACK, Timestamps: a.Timestamps}
+	s.Announce = spec.Announce{MSS: a.MSS, WindowScale: a.WindowScale, SACK: a.SACK, Timestamps: a.Timestamps}
 }
-
-// EffectiveBacklog is the accept queue bound: min(backlog, somaxconn), as
-// Linux caps listen()'s backlog.
-func (c *Config) EffectiveBacklog(s Service) int { return min(s.Backlog, c.SYN.Somaxconn) }
 
 func (v *validator) addrPort(path, s string) netip.AddrPort {
 	if s == "" {
@@ -662,12 +640,11 @@ func cutPort(s string) (host, port string, ok bool) {
 	return s[:i], s[i+1:], true
 }
 
-func (v *validator) cookiePolicy(path, s string, def CookiePolicy) CookiePolicy {
+func (v *validator) cookiePolicy(path, s string, def spec.CookiePolicy) spec.CookiePolicy {
 	if s == "" {
 		return def
 	}
-	switch p := CookiePolicy(s); p {
-	case CookiesNever, CookiesAuto, CookiesAlways:
+	if p := spec.CookiePolicy(s); p.Valid() {
 		return p
 	}
 	v.errorf(path, "%q: want never, auto or always", s)

@@ -38,7 +38,7 @@ func echoOverFrom(c net.Conn, n int64, seed uint64, timeout time.Duration, send 
 		src := io.LimitReader(rand.NewChaCha8(seedBytes(seed)), n)
 		_, err := send(c, io.TeeReader(src, sent))
 		if err == nil {
-			err = c.(*net.TCPConn).CloseWrite()
+			err = c.(interface{ CloseWrite() error }).CloseWrite()
 		}
 		werr <- err
 	}()

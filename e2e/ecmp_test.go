@@ -45,6 +45,8 @@ type ecmpLab struct {
 	bird     *lab.Daemon
 	gws      []*ecmpGateway
 
+	ipv6 bool // IPv6 sessions and service too
+
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	ln    net.Listener // the backend's echo server
@@ -92,7 +94,8 @@ func (l *ecmpLab) stopBackend() {
 type ecmpGateway struct {
 	i       int // from 1
 	ns      *lab.NS
-	addr    netip.Addr
+	addr    netip.Addr // on the router's link
+	addr6   netip.Addr
 	d       *lab.Daemon
 	cfgPath string
 	ready   string
@@ -105,18 +108,33 @@ const (
 	bgpHold    = 3 * time.Second
 )
 
-// newECMPLab builds the topology, starts BIRD and one syngate per gateway
-// (cookies[i] is gateway i+1's cookie policy), and waits until the router
-// has a route to the VIP through every gateway.
-func newECMPLab(t *testing.T, cookies []string, restartTime string, queues int) *ecmpLab {
+// ecmpOptions shape an ECMP lab.
+type ecmpOptions struct {
+	// cookies[i] is gateway i+1's cookie policy; one gateway per entry.
+	cookies     []string
+	restartTime string // bgp.restart_time
+	queues      int
+	// ipv6 adds a service on VIP6 (backend over IPv6) and an IPv6 BGP
+	// session from every gateway to the router, which carries the /128.
+	ipv6 bool
+	// pinned runs every gateway with a bpffs of its own (the data path
+	// outlives syngate), instead of bpffs off.
+	pinned bool
+}
+
+// newECMPLab builds the topology, starts BIRD and one syngate per gateway,
+// and waits until the router has a route to the VIP (and VIP6) through
+// every gateway.
+func newECMPLab(t *testing.T, o ecmpOptions) *ecmpLab {
 	t.Helper()
 	lab.RequireRoot(t)
 	requireBird(t)
-	e, err := lab.NewECMP(t, lab.ECMPOptions{Gateways: len(cookies), Prefix: "sgs-", Queues: queues})
+	cookies := o.cookies
+	e, err := lab.NewECMP(t, lab.ECMPOptions{Gateways: len(cookies), Prefix: "sgs2-", Queues: o.queues})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &ecmpLab{t: t, e: e, dir: t.TempDir()}
+	l := &ecmpLab{t: t, e: e, dir: t.TempDir(), ipv6: o.ipv6}
 	l.startBird()
 	l.serveBackend()
 	t.Cleanup(func() {
@@ -140,15 +158,30 @@ func newECMPLab(t *testing.T, cookies []string, restartTime string, queues int) 
 	if err := os.WriteFile(secretPath, secret, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	var pins string
+	if o.pinned {
+		pins = filepath.Dir(privateBPFFS(t, l.dir))
+	}
 	for i, policy := range cookies {
-		g := &ecmpGateway{i: i + 1, ns: e.Gateways[i], addr: lab.ECMPGatewayV4(i + 1).Addr()}
+		g := &ecmpGateway{i: i + 1, ns: e.Gateways[i], addr: lab.ECMPGatewayV4(i + 1).Addr(), addr6: lab.ECMPGatewayV6(i + 1).Addr()}
 		gdir := filepath.Join(l.dir, fmt.Sprintf("gw%d", g.i))
 		os.Mkdir(gdir, 0o700)
 		g.cfgPath, g.ready, g.log = filepath.Join(gdir, "syngate.yaml"), filepath.Join(gdir, "ready"), filepath.Join(gdir, "syngate.log")
+		bpffs := `"off"`
+		if o.pinned {
+			bpffs = filepath.Join(pins, fmt.Sprintf("gw%d", g.i))
+		}
+		var svc6, peer6 string
+		if o.ipv6 {
+			svc6 = fmt.Sprintf("  - name: web6\n    listen: \"%s\"\n    backend: \"%s\"\n    health_check:\n      interval: 1s\n",
+				netip.AddrPortFrom(e.VIP6, servicePort), netip.AddrPortFrom(lab.ECMPBackendV6.Addr(), backendPort))
+			peer6 = fmt.Sprintf("    - address: %s\n      asn: %d\n      hold_time: %s\n      keepalive: 1s\n      connect_retry: 1s\n",
+				lab.ECMPRouterGwV6.Addr(), routerASN, bgpHold)
+		}
 		cfg := fmt.Sprintf(`interfaces:
   - name: %s
 secret_file: %s
-bpffs: "off"
+bpffs: %s
 control:
   socket: %s
 metrics:
@@ -162,7 +195,9 @@ services:
   - name: web
     listen: %s
     backend: %s
-bgp:
+    health_check:
+      interval: 1s
+%sbgp:
   local_asn: %d
   router_id: %s
   restart_time: %s
@@ -172,9 +207,9 @@ bgp:
       hold_time: %s
       keepalive: 1s
       connect_retry: 1s
-peers: [%s]
-`, e.GatewayIf, secretPath, filepath.Join(gdir, "control.sock"), policy, netip.AddrPortFrom(e.VIP4, servicePort), netip.AddrPortFrom(lab.ECMPBackendV4.Addr(), backendPort),
-			gatewayASN, g.addr, restartTime, lab.ECMPRouterGwV4.Addr(), routerASN, bgpHold, peerList(len(cookies), g.i))
+%speers: [%s]
+`, e.GatewayIf, secretPath, bpffs, filepath.Join(gdir, "control.sock"), policy, netip.AddrPortFrom(e.VIP4, servicePort), netip.AddrPortFrom(lab.ECMPBackendV4.Addr(), backendPort),
+			svc6, gatewayASN, g.addr, o.restartTime, lab.ECMPRouterGwV4.Addr(), routerASN, bgpHold, peer6, peerList(len(cookies), g.i))
 		if err := os.WriteFile(g.cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -182,6 +217,9 @@ peers: [%s]
 		l.start(g)
 	}
 	l.waitNexthops(len(cookies), 30*time.Second)
+	if o.ipv6 {
+		l.waitNexthopsOf(e.VIP6, len(cookies), 30*time.Second)
+	}
 	return l
 }
 
@@ -198,26 +236,45 @@ func peerList(n, self int) string {
 
 func (l *ecmpLab) startBird() {
 	t := l.t
+	// One IPv4 session per gateway (protocol gw<i>) and, with ipv6, one
+	// IPv6 session (gw<i>v6) carrying the /128: GoBGP sets the next hop of
+	// a route to the session's local address, which for IPv6 routes over
+	// an IPv4 session would be an IPv4 address.
 	var peers strings.Builder
 	for i := range l.e.Gateways {
 		fmt.Fprintf(&peers, "protocol bgp gw%d from peers { neighbor %s as %d; }\n", i+1, lab.ECMPGatewayV4(i+1).Addr(), gatewayASN)
+		if l.ipv6 {
+			fmt.Fprintf(&peers, "protocol bgp gw%dv6 from peers6 { neighbor %s as %d; }\n", i+1, lab.ECMPGatewayV6(i+1).Addr(), gatewayASN)
+		}
 	}
-	conf := fmt.Sprintf(`log "%s" all;
-router id %s;
+	conf := fmt.Sprintf(`log "%[1]s" all;
+router id %[2]s;
 protocol device { scan time 1; }
 protocol kernel {
 	ipv4 { import none; export all; };
 	merge paths on;
 }
+protocol kernel {
+	ipv6 { import none; export all; };
+	merge paths on;
+}
 template bgp peers {
-	local as %d;
+	local as %[3]d;
 	passive on;
-	hold time %d;
+	hold time %[4]d;
 	keepalive time 1;
 	graceful restart on;
 	ipv4 { import all; export none; };
 }
-%s`, filepath.Join(l.dir, "bird.log"), lab.ECMPRouterV4.Addr(), routerASN, int(bgpHold.Seconds()), peers.String())
+template bgp peers6 {
+	local as %[3]d;
+	passive on;
+	hold time %[4]d;
+	keepalive time 1;
+	graceful restart on;
+	ipv6 { import all; export none; };
+}
+%[5]s`, filepath.Join(l.dir, "bird.log"), lab.ECMPRouterV4.Addr(), routerASN, int(bgpHold.Seconds()), peers.String())
 	confPath := filepath.Join(l.dir, "bird.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -271,11 +328,28 @@ func (l *ecmpLab) start(g *ecmpGateway) {
 }
 
 // nexthops lists the router's next hops toward the VIP.
-func (l *ecmpLab) nexthops() []netip.Addr {
+func (l *ecmpLab) nexthops() []netip.Addr { return l.nexthopsOf(l.e.VIP4) }
+
+// nexthopsOf lists the router's next hops toward vip's host route.
+func (l *ecmpLab) nexthopsOf(vip netip.Addr) []netip.Addr {
+	out, err := l.routeVia(vip)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return out
+}
+
+// routeVia lists the router's next hops toward vip's host route; it does
+// not fail the test, so other goroutines may call it.
+func (l *ecmpLab) routeVia(vip netip.Addr) ([]netip.Addr, error) {
 	var out []netip.Addr
+	fam, bits := netlink.FAMILY_V4, 32
+	if vip.Is6() {
+		fam, bits = netlink.FAMILY_V6, 128
+	}
 	err := l.e.Router.Netlink(func(h *netlink.Handle) error {
-		rs, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{
-			Dst: &net.IPNet{IP: l.e.VIP4.AsSlice(), Mask: net.CIDRMask(32, 32)},
+		rs, err := h.RouteListFiltered(fam, &netlink.Route{
+			Dst: &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(bits, bits)},
 		}, netlink.RT_FILTER_DST)
 		if err != nil {
 			return err
@@ -292,14 +366,17 @@ func (l *ecmpLab) nexthops() []netip.Addr {
 		}
 		return nil
 	})
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	return out
+	return out, err
 }
 
+// hasNexthop reports whether the router routes the VIP of a's family
+// through a.
 func (l *ecmpLab) hasNexthop(a netip.Addr) bool {
-	for _, n := range l.nexthops() {
+	vip := l.e.VIP4
+	if a.Is6() {
+		vip = l.e.VIP6
+	}
+	for _, n := range l.nexthopsOf(vip) {
 		if n == a {
 			return true
 		}
@@ -310,10 +387,16 @@ func (l *ecmpLab) hasNexthop(a netip.Addr) bool {
 // waitNexthops waits until the VIP route has n next hops.
 func (l *ecmpLab) waitNexthops(n int, timeout time.Duration) time.Duration {
 	l.t.Helper()
+	return l.waitNexthopsOf(l.e.VIP4, n, timeout)
+}
+
+// waitNexthopsOf waits until vip's route has n next hops.
+func (l *ecmpLab) waitNexthopsOf(vip netip.Addr, n int, timeout time.Duration) time.Duration {
+	l.t.Helper()
 	start := time.Now()
-	for len(l.nexthops()) != n {
+	for len(l.nexthopsOf(vip)) != n {
 		if time.Since(start) > timeout {
-			l.t.Fatalf("VIP route has next hops %v after %v, want %d\n%s", l.nexthops(), timeout, n, l.birdc("show", "protocols"))
+			l.t.Fatalf("%v route has next hops %v after %v, want %d\n%s", vip, l.nexthopsOf(vip), timeout, n, l.birdc("show", "protocols"))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -361,8 +444,11 @@ func (l *ecmpLab) sum(name string, gws ...*ecmpGateway) float64 {
 }
 
 // echoOnce round-trips a short message over a new connection.
-func (l *ecmpLab) echoOnce(timeout time.Duration) error {
-	c, err := dial(l.e.Client, netip.AddrPortFrom(l.e.VIP4, servicePort), timeout)
+func (l *ecmpLab) echoOnce(timeout time.Duration) error { return l.echoOnceTo(l.e.VIP4, timeout) }
+
+// echoOnceTo round-trips a short message over a new connection to vip.
+func (l *ecmpLab) echoOnceTo(vip netip.Addr, timeout time.Duration) error {
+	c, err := dial(l.e.Client, netip.AddrPortFrom(vip, servicePort), timeout)
 	if err != nil {
 		return err
 	}
@@ -389,10 +475,15 @@ type transfer struct {
 	done chan error
 }
 
-// startTransfer opens a connection and sends chunk bytes every gap for
-// dur, reading the echo back.
+// startTransfer opens a connection and sends 16 KiB every 20 ms for dur,
+// reading the echo back.
 func (l *ecmpLab) startTransfer(dur time.Duration) (*transfer, error) {
-	c, err := dial(l.e.Client, netip.AddrPortFrom(l.e.VIP4, servicePort), 3*time.Second)
+	return l.startTransferTo(l.e.VIP4, dur)
+}
+
+// startTransferTo is startTransfer to vip.
+func (l *ecmpLab) startTransferTo(vip netip.Addr, dur time.Duration) (*transfer, error) {
+	c, err := dial(l.e.Client, netip.AddrPortFrom(vip, servicePort), 3*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -444,7 +535,7 @@ func (l *ecmpLab) startTransfer(dur time.Duration) (*transfer, error) {
 func TestECMPGateways(t *testing.T) {
 	// Gateway 1 answers every SYN with a cookie (what a flooded gateway
 	// does): the handshakes it starts are the ones that can move.
-	l := newECMPLab(t, []string{"always", "auto", "auto"}, "120s", 0)
+	l := newECMPLab(t, ecmpOptions{cookies: []string{"always", "auto", "auto"}, restartTime: "120s"})
 	g1, g2, g3 := l.gws[0], l.gws[1], l.gws[2]
 	t.Logf("router: VIP via %v", l.nexthops())
 
@@ -481,8 +572,10 @@ func TestECMPGateways(t *testing.T) {
 	})
 
 	t.Run("backend down withdraws", func(t *testing.T) {
-		// The backend refuses: every gateway's probe fails within a
-		// second and its VIP goes; it comes back when the backend does.
+		// The backend refuses: every gateway's health check (every
+		// second, down after 3 failures, up after 2 passes) takes the
+		// backend down and its VIP goes; it comes back when the backend
+		// does.
 		l.stopBackend()
 		start := time.Now()
 		l.waitNexthops(0, 15*time.Second)
@@ -490,7 +583,7 @@ func TestECMPGateways(t *testing.T) {
 		l.serveBackend()
 		start = time.Now()
 		l.waitNexthops(3, 15*time.Second)
-		t.Logf("backend down: VIP withdrawn by all gateways %v after the backend refused (probe_interval 1s); announced again %v after it came back",
+		t.Logf("backend down: VIP withdrawn by all gateways %v after the backend refused (health_check interval 1s, fall 3); announced again %v after it came back (rise 2)",
 			down.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	})
 

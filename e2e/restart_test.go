@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -25,22 +26,25 @@ import (
 )
 
 // Restart test sizes: restartTransfers connections each move
-// restartBytes each way, paced at restartRate so that each lasts about
-// eleven seconds and spans the switch. Eight, not the twenty, to
-// keep the three switches of one run near a minute on a shared 2-core CI
-// machine; each transfer is checked end to end by SHA-256.
+// restartBytes each way, paced at restartRate so that each lasts about 27
+// s and spans every switch of a run (the last one serves about 14 s after
+// the transfers start; the test fails if a transfer ended before). Twenty at 2.4 MiB/s
+// carry what eight at 6 MiB/s did, about 48 MiB/s each way through the
+// gateway: twenty at 6 MiB/s overran the veths of a shared 2-core machine
+// (hundreds of thousands of interface drops a phase, new connections
+// failing). Each transfer is checked end to end by SHA-256.
 const (
-	restartTransfers = 8
+	restartTransfers = 20
 	restartBytes     = 64 << 20
-	restartRate      = 6 << 20 // bytes per second per direction per transfer
+	restartRate      = 2400 << 10 // bytes per second per direction per transfer
 	newConnEvery     = 10 * time.Millisecond
 )
 
-// TestRestartKeepsConnections switches syngate three ways while
-// transfers run through it and new connections keep arriving: SIGTERM and
-// a new start, SIGKILL and a new start, and an upgrade to a differently
-// built binary; half the transfers over IPv6. No transfer may break or
-// lose a byte; every new
+// TestRestartKeepsConnections switches syngate three ways, one after
+// another, while twenty transfers run through it across all three and new
+// connections keep arriving: SIGTERM and a new start, SIGKILL and a new
+// start, and an upgrade to a differently built binary; half the transfers
+// over IPv6. No transfer may break or lose a byte; every new
 // connection must succeed (a retransmission is allowed); after each
 // switch no stale service is left, no new backend leg takes a live flow's
 // port, the flows gauge matches the pinned flow table, and adopted flows
@@ -106,16 +110,29 @@ func testRestartKeepsConnections(t *testing.T, mode linkMode) {
 			r.start(upgraded, cfgResized)
 		}},
 	}
+	// One set of transfers spans every switch, one after another.
+	tr := r.startTransfers(t)
+	var lastSwitch time.Time
 	for i, sw := range switches {
 		ok := t.Run(sw.name, func(st *testing.T) {
 			r.t = st
 			defer func() { r.t = t }()
-			r.runSwitch(st, srv, uint64(i), i > 0, sw.do)
+			lastSwitch = r.runSwitch(st, srv, tr, i > 0, sw.do)
 		})
 		if !ok {
+			tr.wait()
 			return
 		}
 	}
+	broken := tr.wait()
+	for _, err := range broken {
+		t.Error(err)
+	}
+	if first := tr.firstEnd(); first.Before(lastSwitch) {
+		t.Errorf("a transfer ended %v before the last switch: the transfers no longer span every switch (raise restartBytes)", lastSwitch.Sub(first).Round(time.Millisecond))
+	}
+	t.Logf("%d transfers of %d MiB each way across every switch: %d broken; the first ended %v after the last switch served",
+		restartTransfers, restartBytes>>20, len(broken), tr.firstEnd().Sub(lastSwitch).Round(time.Millisecond))
 	if m, err := ebpf.LoadPinnedMap(filepath.Join(pins, "flows"), nil); err != nil {
 		t.Error(err)
 	} else {
@@ -235,11 +252,119 @@ func (r *restarter) start(bin, cfg string) {
 	}
 }
 
-// runSwitch runs the transfers and the stream of new connections across
-// one switch and checks and reports what happened.
-func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web81Removed bool, do func()) {
+// transfers are the long connections that run across every switch of a
+// run, each echoing restartBytes at restartRate.
+type transfers struct {
+	wg     sync.WaitGroup
+	errs   chan error
+	echoed []atomic.Int64 // bytes read back so far, by transfer
+	mu     sync.Mutex
+	ended  []time.Time
+}
+
+// startTransfers connects every transfer (half of them over IPv6) and
+// starts them.
+func (r *restarter) startTransfers(t *testing.T) *transfers {
 	vip := netip.AddrPortFrom(r.top.VIP4, servicePort)
 	vip6 := netip.AddrPortFrom(r.top.VIP6, servicePort)
+	tr := &transfers{errs: make(chan error, restartTransfers), echoed: make([]atomic.Int64, restartTransfers)}
+	conns := make([]*net.TCPConn, restartTransfers)
+	for i := range conns {
+		to := vip
+		if i%2 == 1 {
+			to = vip6
+		}
+		c, err := dial(r.top.Client, to, 5*time.Second)
+		if err != nil {
+			t.Fatalf("transfer %d: connect: %v", i, err)
+		}
+		conns[i] = c.(*net.TCPConn)
+	}
+	for i, c := range conns {
+		tr.wg.Add(1)
+		go func() {
+			defer tr.wg.Done()
+			defer c.Close()
+			cc := &countingConn{TCPConn: c, n: &tr.echoed[i]}
+			if err := pacedEcho(cc, restartBytes, uint64(i), restartRate, 3*time.Minute); err != nil {
+				tr.errs <- fmt.Errorf("transfer %d: %w", i, err)
+			}
+			tr.mu.Lock()
+			tr.ended = append(tr.ended, time.Now())
+			tr.mu.Unlock()
+		}()
+	}
+	return tr
+}
+
+// progress is how many bytes each transfer has read back.
+func (tr *transfers) progress() []int64 {
+	out := make([]int64, len(tr.echoed))
+	for i := range tr.echoed {
+		out[i] = tr.echoed[i].Load()
+	}
+	return out
+}
+
+// stalled counts the transfers that read nothing back since before and
+// have not finished.
+func (tr *transfers) stalled(before []int64) int {
+	n := 0
+	for i, b := range tr.progress() {
+		if b == before[i] && b < restartBytes {
+			n++
+		}
+	}
+	return n
+}
+
+// wait waits for every transfer and returns the broken ones' errors.
+func (tr *transfers) wait() []error {
+	tr.wg.Wait()
+	close(tr.errs)
+	var out []error
+	for err := range tr.errs {
+		out = append(out, err)
+	}
+	return out
+}
+
+// firstEnd is when the first transfer ended.
+func (tr *transfers) firstEnd() time.Time {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	first := time.Now()
+	for _, e := range tr.ended {
+		if e.Before(first) {
+			first = e
+		}
+	}
+	return first
+}
+
+// countingConn counts the bytes read from a connection.
+type countingConn struct {
+	*net.TCPConn
+	n *atomic.Int64
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	m, err := c.TCPConn.Read(b)
+	c.n.Add(int64(m))
+	return m, err
+}
+
+// WriteTo hides the TCP connection's own, which io.Copy would use to read
+// past Read.
+func (c *countingConn) WriteTo(w io.Writer) (int64, error) {
+	return io.Copy(w, struct{ io.Reader }{c})
+}
+
+// runSwitch runs a stream of new connections across one switch while the
+// transfers run, checks and reports what happened, and returns when the
+// new syngate served.
+func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, tr *transfers, web81Removed bool, do func()) time.Time {
+	vip := netip.AddrPortFrom(r.top.VIP4, servicePort)
 	before := r.cur.g.metrics()
 	retrans0 := [2]int{tcpStat(t, r.top.Client, "RetransSegs"), tcpStat(t, r.top.Backend, "RetransSegs")}
 	// The gateway's kernel resets what reaches it for a spliced flow (it
@@ -251,31 +376,6 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web
 		drops0[i] = linkDrops(t, ns)
 	}
 
-	var wg sync.WaitGroup
-	errs := make(chan error, restartTransfers)
-	conns := make([]net.Conn, restartTransfers)
-	for i := range conns {
-		to := vip
-		if i%2 == 1 {
-			to = vip6 // half the transfers over IPv6
-		}
-		c, err := dial(r.top.Client, to, 5*time.Second)
-		if err != nil {
-			t.Fatalf("transfer %d: connect: %v", i, err)
-		}
-		conns[i] = c
-	}
-	for i, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.Close()
-			if err := pacedEcho(c, restartBytes, seed*100+uint64(i), restartRate, 2*time.Minute); err != nil {
-				errs <- fmt.Errorf("transfer %d: %w", i, err)
-			}
-		}()
-	}
-
 	// New connections every 10 ms from just before the switch until a
 	// few seconds after it.
 	nc := &newConns{}
@@ -284,13 +384,16 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web
 	ncWG.Add(1)
 	go func() { defer ncWG.Done(); nc.run(ncCtx, r.top.Client, vip) }()
 
-	time.Sleep(2 * time.Second)
+	time.Sleep(time.Second)
+	progress0 := tr.progress()
 	switchAt := time.Now()
 	do()
 	served := time.Since(switchAt)
+	servedAt := time.Now()
 	time.Sleep(3 * time.Second)
 	stopNew()
 	ncWG.Wait()
+	stalled := tr.stalled(progress0)
 
 	// The flows gauge matches the pinned table (transfers still running,
 	// the short connections closed but not yet expired).
@@ -305,14 +408,6 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web
 	}
 	if int(gauge) != entries {
 		t.Errorf("flows gauge %v, %d entries in the pinned table", gauge, entries)
-	}
-
-	wg.Wait()
-	close(errs)
-	broken := 0
-	for err := range errs {
-		t.Error(err)
-		broken++
 	}
 
 	// The removed IPv6 service's SYNs reach the kernel again, which
@@ -342,8 +437,8 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web
 	}
 	nc.mu.Lock()
 	defer nc.mu.Unlock()
-	t.Logf("%d transfers of %d MiB each way: %d broken; new connections: %d ok, %d failed, %d after a retransmission (>900 ms), slowest %v",
-		restartTransfers, restartBytes>>20, broken, nc.ok, len(nc.failed), nc.retried, nc.slowest.Round(time.Millisecond))
+	t.Logf("%d transfers running: %d read nothing back from just before the switch to 3 s after it; new connections: %d ok, %d failed, %d after a retransmission (>900 ms), slowest %v",
+		restartTransfers, stalled, nc.ok, len(nc.failed), nc.retried, nc.slowest.Round(time.Millisecond))
 	t.Logf("switch: new syngate serving %v after the old one was signalled (its own start %v); TCP retransmissions client %d, backend %d; "+
 		"interface drops client %d, gateway %d, backend %d; RSTs from the gateway's kernel %d (a new syngate's ECN probes, one raw SYN per service, are answered by it); "+
 		"XDP during the phase: drop_no_socket %v, cookie SYN-ACKs (standby or offload) %v",
@@ -369,6 +464,7 @@ func (r *restarter) runSwitch(t *testing.T, srv *recordingEcho, seed uint64, web
 	if len(nc.failed) > 5 {
 		t.Errorf("... %d new connections failed in all", len(nc.failed))
 	}
+	return servedAt
 }
 
 // pacedEcho is echoOver with the writer held to rate bytes per second.

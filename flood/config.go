@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -88,6 +89,12 @@ type Config struct {
 	// Workers is the number of sending goroutines, each with its own
 	// socket; zero means one per CPU.
 	Workers int
+	// CPUs, if set, pins worker i to CPU CPUs[i mod len(CPUs)]. A packet
+	// socket's frames take a transmit queue chosen by the sending CPU
+	// (XPS, else the CPU's index), and a veth runs its peer's receive
+	// processing on the sending CPU: pinned senders say which CPU drives
+	// which receive queue of the gateway.
+	CPUs []int
 }
 
 // maxWorkers bounds Config.Workers: past the CPU count more senders only
@@ -104,6 +111,11 @@ func (cfg *Config) check() error {
 	}
 	if cfg.Rate < 0 || cfg.Workers < 0 || cfg.Workers > maxWorkers {
 		return fmt.Errorf("flood: rate %d or workers %d out of range (workers at most %d)", cfg.Rate, cfg.Workers, maxWorkers)
+	}
+	for _, c := range cfg.CPUs {
+		if c < 0 || c >= runtime.NumCPU() {
+			return fmt.Errorf("flood: CPU %d out of range (%d CPUs)", c, runtime.NumCPU())
+		}
 	}
 	if err := checkTarget(cfg.Target); err != nil {
 		return err

@@ -111,6 +111,17 @@ func Start(ctx context.Context, cfg Config) (*Flood, error) {
 	for i, w := range ws {
 		wg.Go(func() {
 			defer unix.Close(w.fd)
+			if len(cfg.CPUs) > 0 {
+				// The thread stays locked: it ends with the goroutine and
+				// its affinity with it.
+				runtime.LockOSThread()
+				var set unix.CPUSet
+				set.Set(cfg.CPUs[i%len(cfg.CPUs)])
+				if err := unix.SchedSetaffinity(0, &set); err != nil {
+					errs[i] = fmt.Errorf("pin worker %d to CPU %d: %w", i, cfg.CPUs[i%len(cfg.CPUs)], err)
+					return
+				}
+			}
 			errs[i] = w.run(ctx, f, p)
 		})
 	}

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/bgp"
 	"github.com/syngate/syngate/config"
 	"github.com/syngate/syngate/metrics"
@@ -26,14 +28,14 @@ type Health interface {
 type announcer struct {
 	sp       *bgp.Speaker
 	mu       sync.Mutex // guards services, which a reload replaces
-	services []config.Service
+	services []spec.Service
 	health   Health
 	log      *slog.Logger
 	draining atomic.Bool
 	kick     chan struct{}
 }
 
-func newAnnouncer(sp *bgp.Speaker, services []config.Service, h Health, log *slog.Logger) *announcer {
+func newAnnouncer(sp *bgp.Speaker, services []spec.Service, h Health, log *slog.Logger) *announcer {
 	return &announcer{sp: sp, services: services, health: h, log: log, kick: make(chan struct{}, 1)}
 }
 
@@ -60,7 +62,7 @@ func (a *announcer) want() []netip.Prefix {
 
 // setServices replaces the services whose VIPs are announced (a reload)
 // and announces the new set at once.
-func (a *announcer) setServices(svcs []config.Service) {
+func (a *announcer) setServices(svcs []spec.Service) {
 	a.mu.Lock()
 	a.services = svcs
 	a.mu.Unlock()

@@ -5,18 +5,18 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/syngate/syngate/config"
+	"github.com/syngate/syngate/spec"
 )
 
 // TestAnnounceWant: a VIP is announced while any service on it is healthy,
 // once, and nothing while draining.
 func TestAnnounceWant(t *testing.T) {
-	svc := func(name, listen string) config.Service {
-		return config.Service{Name: name, Listen: netip.MustParseAddrPort(listen)}
+	svc := func(name, listen string) spec.Service {
+		return spec.Service{Name: name, Listen: netip.MustParseAddrPort(listen)}
 	}
 	h := fakeHealth{}
 	up := func(name string, ok bool) { h[name] = ok }
-	a := newAnnouncer(nil, []config.Service{
+	a := newAnnouncer(nil, []spec.Service{
 		svc("web", "192.0.2.10:80"), svc("tls", "192.0.2.10:443"),
 		svc("web6", "[2001:db8::10]:80"), svc("other", "192.0.2.11:80"),
 	}, h, nil)
@@ -38,23 +38,6 @@ func TestAnnounceWant(t *testing.T) {
 	check("tls carries the shared VIP", p("192.0.2.10/32"), p("2001:db8::10/128"), p("192.0.2.11/32"))
 	a.drain()
 	check("draining")
-}
-
-// TestWithdrawOnStop: the VIPs go only when nothing serves them after the
-// exit; a restart request or a data path left attached keeps them.
-func TestWithdrawOnStop(t *testing.T) {
-	for _, tc := range []struct {
-		restart, stays, withdraw bool
-	}{
-		{false, false, true}, // SIGTERM, bpffs off or -unpin: the data path ends
-		{false, true, false}, // SIGTERM, pinned: standby cookies and splices go on
-		{true, false, false}, // SIGUSR2: graceful restart
-		{true, true, false},
-	} {
-		if got := withdrawOnStop(tc.restart, tc.stays); got != tc.withdraw {
-			t.Errorf("withdrawOnStop(restart %v, data path stays %v) = %v, want %v", tc.restart, tc.stays, got, tc.withdraw)
-		}
-	}
 }
 
 // fakeHealth is a Health whose answers a test sets.

@@ -25,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/afxdp"
 	"github.com/syngate/syngate/bgp"
 	"github.com/syngate/syngate/bpf"
@@ -35,7 +37,6 @@ import (
 	"github.com/syngate/syngate/health"
 	"github.com/syngate/syngate/metrics"
 	"github.com/syngate/syngate/proxy"
-	"github.com/syngate/syngate/queue"
 )
 
 // Options are Run's knobs that are not part of the config file.
@@ -109,7 +110,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	services, err := engineServices(cfg)
+	services, err := resolveSources(cfg.Services)
 	if err != nil {
 		return err
 	}
@@ -158,9 +159,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		peers.refresh(log)
 		handoff = peers
 	}
-	offload := &cookieOffload{dp: dp, svcs: map[netip.AddrPort]*bpf.Service{}}
 	engine, err := proxy.New(proxy.Config{
-		Services: services, Jar: jar, Flows: dp, Sender: sender, Offload: offload, Handoff: handoff,
+		Services: services, Jar: jar, Datapath: dp, Sender: sender, Handoff: handoff,
 		PortMin: cfg.Backend.PortMin, PortMax: cfg.Backend.PortMax, PortQuiet: cfg.Backend.PortQuietTime,
 		ConnectTimeout: cfg.Backend.ConnectTimeout, MaxPending: cfg.Backend.MaxPending,
 		LinkMTU:            linkMTU(cfg, log),
@@ -176,37 +176,29 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	// What an earlier syngate left: its services' announced options stand
 	// in for the backends' until the probes answer, so taking over waits
 	// for no probe.
-	pinned, err := dp.Services()
+	unknown, err := engine.RestoreOffers()
 	if err != nil {
 		return err
 	}
-	known := knownOptions(services, pinned)
-	for name, o := range known {
-		engine.SetBackendOptions(name, o)
-	}
-	if len(known) < len(services) {
+	if len(unknown) > 0 {
 		// Learn the backends' options before the first SYN-ACK goes out:
 		// a connection's announced window scale must not change under it.
 		// All at once: the wait is the slowest backend's, at most
 		// maxProbeWait.
-		probeBackends(ctx, engine, cfg, unknownServices(services, known), log, health)
+		probeBackends(ctx, engine, cfg, unknown, log, health)
 	}
-	removed, err := reconcileServices(engine, offload, services, pinned)
+	// The engine makes the data path its own: services, cookie key,
+	// adopted connections, source addresses, stale listeners.
+	rec, err := engine.Reconcile()
 	if err != nil {
 		return err
 	}
-	if pin != "" {
-		st, err := engine.Adopt(dp)
-		if err != nil {
-			return err
-		}
-		if st != (proxy.AdoptStats{}) {
-			log.Info("adopted spliced connections", "connections", st.Adopted, "draining", st.Draining,
-				"orphans_deleted", st.Orphans, "outside_port_range", st.OutOfRange)
-		}
+	if rec.AdoptStats != (proxy.AdoptStats{}) {
+		log.Info("adopted spliced connections", "connections", rec.Adopted, "draining", rec.Draining,
+			"orphans_deleted", rec.Orphans, "outside_port_range", rec.OutOfRange)
 	}
-	if err := reconcileLocals(dp, engine.Sources(), log); err != nil {
-		return err
+	for _, a := range rec.Retiring {
+		log.Info("service removed from the config: kept in the data path until its adopted connections end", "listen", a)
 	}
 
 	hs := &healthServer{e: engine}
@@ -267,11 +259,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	defer stopEngine()
 	errc := make(chan error, 64)
 	rl := &reloader{
-		path: opts.ConfigPath, cfg: cfg, svcs: services, dp: dp, e: engine, off: offload, reg: reg,
-		health: health, ann: drain.ann, log: log, ctx: ectx, wg: &wg,
+		path: opts.ConfigPath, cfg: cfg, svcs: services, dp: dp, e: engine, reg: reg,
+		health: health, ann: drain.ann, log: log, ctx: ectx,
 	}
-	if err := retirePinned(rl, removed); err != nil {
-		return err
+	if speaker != nil {
+		rl.speaker = speaker // an interface: never a nil *bgp.Speaker
 	}
 
 	// Sockets first, then the program: a SYN steered before its socket is
@@ -323,10 +315,6 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		if err := openXSK(in); err != nil {
 			return err
 		}
-	}
-	// The key before the program runs: it may mint cookies at once.
-	if err := dp.SetCookieKey(jar.DataplaneKey(time.Now())); err != nil {
-		return err
 	}
 	// Every interface's redirect port before the first attach: during a
 	// take-over the new program runs on the first interface while the
@@ -400,11 +388,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		}()
 	}
 
-	wg.Add(3)
-	go func() {
-		defer wg.Done()
-		refreshCookieKey(ectx, dp, jar, log)
-	}()
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		engine.Run(ectx)
@@ -412,15 +396,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	// On the engine's context: a restart request (SIGUSR2) leaves ctx running,
 	// and Run's exit waits for every goroutine on wg.
 	hc := &checks{ctx: ectx, wg: &wg, e: engine, log: log, running: map[checkKey]runningCheck{}}
-	hc.sync(cfg, services)
+	hc.sync(services)
 	rl.checks = hc // before anything can ask for a reload
 	go func() {
 		defer wg.Done()
-		if len(known) > 0 {
+		if len(unknown) < len(services) {
 			// Taken over with the options known before: check them now,
 			// in the background.
 			probeBackends(ectx, engine, cfg, services, log, health)
-			offload.refreshStandby(engine, log)
 		}
 		for {
 			// The running config's interval and services: a reload
@@ -433,7 +416,6 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 			}
 			cur, svcs = rl.current()
 			probeBackends(ectx, engine, cur, svcs, log, health)
-			offload.refreshStandby(engine, log)
 		}
 	}()
 	if tookOver {
@@ -551,98 +533,6 @@ func withdrawOnStop(restart, dataPathStays bool) bool {
 // maxHandOver bounds the wait for handshakes in flight on the way out.
 const maxHandOver = 2 * time.Second
 
-// knownOptions returns, by service name, the backend options an earlier
-// syngate announced for the services still configured at the same
-// address, from the pinned services map.
-func knownOptions(svcs []proxy.Service, pinned []bpf.Service) map[string]flow.SynOptions {
-	out := make(map[string]flow.SynOptions)
-	for _, s := range svcs {
-		for _, p := range pinned {
-			if p.Addr == s.Listen && p.Announce.Window != 0 {
-				a := p.Announce
-				out[s.Name] = flow.SynOptions{MSS: a.MSS, WScale: a.WScale, SACK: a.SACK, Timestamps: a.Timestamps, ECN: a.ECN}
-			}
-		}
-	}
-	return out
-}
-
-func unknownServices(svcs []proxy.Service, known map[string]flow.SynOptions) []proxy.Service {
-	var out []proxy.Service
-	for _, s := range svcs {
-		if _, ok := known[s.Name]; !ok {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-// reconcileServices writes the configured services into the services map
-// with their standby cookies and announce values, and returns the pinned
-// listeners no longer configured: see retirePinned.
-func reconcileServices(e *proxy.Engine, off *cookieOffload, svcs []proxy.Service, pinned []bpf.Service) ([]netip.AddrPort, error) {
-	want := make(map[netip.AddrPort]bool, len(svcs))
-	for i, s := range svcs {
-		want[s.Listen] = true
-		if err := off.set(serviceEntry(e, s, i)); err != nil {
-			return nil, err
-		}
-	}
-	var removed []netip.AddrPort
-	for _, p := range pinned {
-		if !want[p.Addr] {
-			removed = append(removed, p.Addr)
-		}
-	}
-	return removed, nil
-}
-
-// retirePinned takes the listeners of services no longer configured out of
-// the services map: at once when none of their connections was adopted
-// (their SYNs pass to the kernel again), else once the last one ended, as
-// a reload does (see reloader.retireEntry): the client segments of a
-// spliced connection that XDP does not forward itself must reach the
-// engine, not the kernel.
-func retirePinned(rl *reloader, removed []netip.AddrPort) error {
-	for _, a := range removed {
-		if n := rl.e.RetiredLive(a); n > 0 {
-			rl.log.Info("service removed from the config: kept in the data plane until its adopted connections end", "listen", a, "connections", n)
-			rl.retireEntry(a)
-			continue
-		}
-		if err := rl.off.remove(a); err != nil {
-			return err
-		}
-		rl.log.Info("service removed from the data plane", "listen", a)
-	}
-	return nil
-}
-
-// reconcileLocals makes the locals map hold exactly the engine's source
-// addresses (those of draining connections included).
-func reconcileLocals(dp *bpf.Dataplane, sources []netip.Addr, log *slog.Logger) error {
-	have, err := dp.Locals()
-	if err != nil {
-		return err
-	}
-	want := make(map[netip.Addr]bool, len(sources))
-	for _, a := range sources {
-		want[a] = true
-		if err := dp.AddLocal(a); err != nil {
-			return err
-		}
-	}
-	for _, a := range have {
-		if !want[a] {
-			if err := dp.DeleteLocal(a); err != nil && !errors.Is(err, bpf.ErrNotFound) {
-				return err
-			}
-			log.Info("source address removed from the data plane", "addr", a)
-		}
-	}
-	return nil
-}
-
 // detachRemovedInterfaces detaches from the interfaces an earlier syngate
 // left attached that the config no longer names, and the TC program from
 // those no longer on the TC data path.
@@ -686,11 +576,6 @@ func detachRemovedInterfaces(dp *bpf.Dataplane, cfg *config.Config, log *slog.Lo
 	return nil
 }
 
-// standbyAnnounce is what the data plane's cookie SYN-ACKs offer for an offer.
-func standbyAnnounce(o proxy.Offer, window uint16) bpf.Announce {
-	return bpf.Announce{Window: window, MSS: o.MSS, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps, ECN: o.ECN}
-}
-
 // socketConfig sizes each AF_XDP socket: 8192 frames of 2 KiB (16 MiB of
 // UMEM) with a 4096-frame receive ring. Under a flood the softirq work can
 // keep the engine off the CPU for milliseconds: in the lab demo at ~500k
@@ -699,49 +584,23 @@ func standbyAnnounce(o proxy.Offer, window uint16) bpf.Announce {
 // handles); with these sizes a run dropped none.
 var socketConfig = afxdp.Config{Frames: 8192, RxSize: 4096, FillSize: 4096}
 
-// engineServices turns config services into engine services, resolving
-// "source from the route".
-func engineServices(cfg *config.Config) ([]proxy.Service, error) {
-	var out []proxy.Service
-	for _, s := range cfg.Services {
-		srcs := s.Sources
-		if len(srcs) == 0 {
-			src, err := routeSource(s.Backends[0].Addr)
-			if err != nil {
+// resolveSources returns the services with their source addresses
+// checked, "from the route" (none configured) resolved to the kernel's
+// choice toward the first backend.
+func resolveSources(svcs []spec.Service) ([]spec.Service, error) {
+	out := slices.Clone(svcs)
+	for i, s := range out {
+		if len(s.Sources) > 0 {
+			if err := checkLocal(s.Sources); err != nil {
 				return nil, fmt.Errorf("service %s: %w", s.Name, err)
 			}
-			srcs = []netip.Addr{src}
-		} else if err := checkLocal(srcs); err != nil {
+			continue
+		}
+		src, err := routeSource(s.Backends[0].Addr)
+		if err != nil {
 			return nil, fmt.Errorf("service %s: %w", s.Name, err)
 		}
-		cookies, err := queue.ParseCookiePolicy(string(s.Cookies))
-		if err != nil {
-			return nil, err
-		}
-		overflow, err := queue.ParseOverflowPolicy(string(s.OnOverflow))
-		if err != nil {
-			return nil, err
-		}
-		peerChecks := cfg.SYN.PeerCookieChecks
-		if peerChecks == 0 {
-			peerChecks = -1 // the file's "none" is the queue's negative
-		}
-		var members []proxy.Backend
-		for _, m := range s.Backends {
-			members = append(members, proxy.Backend{Addr: m.Addr, Weight: m.Weight})
-		}
-		out = append(out, proxy.Service{
-			Name: s.Name, Listen: s.Listen, Backends: members, Sources: srcs,
-			HashAddress:   s.Hash == config.HashAddress,
-			ProxyProtocol: proxyVersion(s.ProxyProtocol),
-			DropNoBackend: s.OnNoBackend == config.NoBackendDrop,
-			Queue: queue.Config{
-				MaxSynBacklog: cfg.SYN.MaxSynBacklog, SynAckRetries: cfg.SYN.SynAckRetries, Cookies: cookies,
-				Backlog: s.Backlog, Somaxconn: cfg.SYN.Somaxconn, Overflow: overflow,
-				PeerCookieChecks: peerChecks,
-			},
-			Announce: proxy.Announce{MSS: s.Announce.MSS, WindowScale: s.Announce.WindowScale, SACK: s.Announce.SACK, Timestamps: s.Announce.Timestamps},
-		})
+		out[i].Sources = []netip.Addr{src}
 	}
 	return out, nil
 }
@@ -808,7 +667,7 @@ const maxProbeWait = 3 * time.Second
 // probeBackends learns every backend's options (each service's pool from
 // the engine: a reload may change it), a service at a time in parallel; a
 // failed probe keeps what was known (the defaults, at start).
-func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []proxy.Service, log *slog.Logger, bh *backendHealth) {
+func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svcs []spec.Service, log *slog.Logger, bh *backendHealth) {
 	pools := map[string][]proxy.BackendHealth{}
 	for _, p := range e.Health() {
 		pools[p.Name] = p.Backends
@@ -830,9 +689,9 @@ func probeBackends(ctx context.Context, e *proxy.Engine, cfg *config.Config, svc
 
 // probeMember learns one backend's options, ECN included, and records
 // the outcome in bh; false when the backend did not answer.
-func probeMember(ctx context.Context, cfg *config.Config, s proxy.Service, addr netip.AddrPort, log *slog.Logger, bh *backendHealth) (flow.SynOptions, bool) {
+func probeMember(ctx context.Context, cfg *config.Config, s spec.Service, addr netip.AddrPort, log *slog.Logger, bh *backendHealth) (flow.SynOptions, bool) {
 	pctx, cancel := context.WithTimeout(ctx, min(cfg.Backend.ConnectTimeout, maxProbeWait))
-	o, err := proxy.ProbeBackend(pctx, addr, s.Sources[0], health.LocalProxyHeader(s.ProxyProtocol))
+	o, err := proxy.ProbeBackend(pctx, addr, s.Sources[0], health.LocalProxyHeader(s.ProxyProtocol.Version()))
 	cancel()
 	bh.record(s.Name, addr, time.Now(), o, err)
 	if err != nil {
@@ -901,104 +760,6 @@ func (d *dataplaneMetrics) Flows() (metrics.FlowStats, error) {
 		Active: 2 * st.Spliced, Limit: d.limit, Expired: st.Expired,
 		FastPackets: fast.Packets, FastBytes: fast.Bytes,
 	}, nil
-}
-
-// cookieOffload implements proxy.CookieOffload on the data plane's service
-// map. It owns the services' entries there: the offload flag and the
-// standby cookies share one entry per service.
-type cookieOffload struct {
-	dp   *bpf.Dataplane
-	mu   sync.Mutex
-	svcs map[netip.AddrPort]*bpf.Service
-}
-
-// set writes a service's entry and keeps it as the base of later changes.
-func (c *cookieOffload) set(s *bpf.Service) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.setLocked(s)
-}
-
-// setLocked is set with c.mu held.
-func (c *cookieOffload) setLocked(s *bpf.Service) error {
-	if err := c.dp.SetService(*s); err != nil {
-		return err
-	}
-	c.svcs[s.Addr] = s
-	return nil
-}
-
-func (c *cookieOffload) OffloadCookies(s proxy.Service, on bool, o proxy.Offer, window uint16) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cur := c.svcs[s.Listen]
-	if cur == nil {
-		return fmt.Errorf("cookie offload: unknown service %v", s.Listen)
-	}
-	next := *cur
-	next.XDPCookies = on
-	if on || next.StandbyCookies {
-		next.Announce = standbyAnnounce(o, window)
-	}
-	if err := c.dp.SetService(next); err != nil {
-		return err
-	}
-	*cur = next
-	return nil
-}
-
-// remove deletes a service's entry from the data plane.
-func (c *cookieOffload) remove(listen netip.AddrPort) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.dp.DeleteService(listen); err != nil && !errors.Is(err, bpf.ErrNotFound) {
-		return err
-	}
-	delete(c.svcs, listen)
-	return nil
-}
-
-// refreshStandby brings the standby cookies' announce values up to the
-// engine's current offers (after a probe).
-func (c *cookieOffload) refreshStandby(e *proxy.Engine, log *slog.Logger) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for addr, cur := range c.svcs {
-		if !cur.StandbyCookies {
-			continue
-		}
-		o, window, ok := e.OfferAt(addr)
-		if !ok {
-			continue
-		}
-		next := *cur
-		next.Announce = standbyAnnounce(o, window)
-		if next == *cur {
-			continue
-		}
-		if err := c.dp.SetService(next); err != nil {
-			log.Warn("standby cookies: update announce", "listen", addr, "err", err)
-			continue
-		}
-		*cur = next
-	}
-}
-
-// refreshCookieKey keeps the XDP program's cookie key and tick current: it
-// mints only with a key the engine's Check still accepts.
-func refreshCookieKey(ctx context.Context, dp *bpf.Dataplane, jar *cookie.Jar, log *slog.Logger) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := dp.SetCookieKey(jar.DataplaneKey(time.Now())); err != nil {
-				log.Warn("refresh the XDP cookie key", "err", err)
-			}
-		}
-	}
 }
 
 // linkMTU is the smallest MTU of the interfaces syngate attaches to: the

@@ -11,21 +11,11 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/syngate/syngate/config"
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/health"
 	"github.com/syngate/syngate/proxy"
 )
-
-// proxyVersion maps the config's PROXY protocol setting onto the engine's.
-func proxyVersion(p config.ProxyProtocol) int {
-	switch p {
-	case config.ProxyV1:
-		return 1
-	case config.ProxyV2:
-		return 2
-	}
-	return 0
-}
 
 // checks runs the active checks of every backend of every service, from
 // the service's first source address. A check result is counted; a change
@@ -52,7 +42,7 @@ type checkKey struct {
 
 // sync starts the checks of members that have none, restarts those whose
 // check changed and stops those of members no longer in any pool.
-func (c *checks) sync(cfg *config.Config, svcs []proxy.Service) {
+func (c *checks) sync(svcs []spec.Service) {
 	want := map[checkKey]bool{}
 	down := map[checkKey]bool{} // a restarted check goes on from the engine's verdict
 	for _, sh := range c.e.Health() {
@@ -60,19 +50,11 @@ func (c *checks) sync(cfg *config.Config, svcs []proxy.Service) {
 			down[checkKey{sh.Name, b.Addr}] = !b.Up
 		}
 	}
-	for i, s := range svcs {
-		hc := cfg.Services[i].HealthCheck
-		if hc.Type == config.CheckOff {
+	for _, s := range svcs {
+		if s.HealthCheck.Type == spec.CheckOff {
 			continue
 		}
-		hcfg := health.Config{
-			Type: health.TCP, Interval: hc.Interval, Timeout: hc.Timeout, Rise: hc.Rise, Fall: hc.Fall,
-			Path: hc.Path, Host: hc.Host, Status: hc.Status,
-		}
-		if hc.Type == config.CheckHTTP {
-			hcfg.Type = health.HTTP
-		}
-		hcfg.Preamble = health.LocalProxyHeader(s.ProxyProtocol)
+		hcfg := health.Config{HealthCheck: s.HealthCheck, Preamble: health.LocalProxyHeader(s.ProxyProtocol.Version())}
 		for _, m := range s.Backends {
 			k := checkKey{s.Name, m.Addr}
 			want[k] = true
@@ -95,7 +77,7 @@ func (c *checks) sync(cfg *config.Config, svcs []proxy.Service) {
 	}
 }
 
-func (c *checks) start(ctx context.Context, s proxy.Service, addr netip.AddrPort, hcfg health.Config, down bool) {
+func (c *checks) start(ctx context.Context, s spec.Service, addr netip.AddrPort, hcfg health.Config, down bool) {
 	e, log := c.e, c.log
 	ch := &health.Checker{Target: addr, Source: s.Sources[0], Config: hcfg, StartDown: down}
 	ch.Report = func(r health.Result) {

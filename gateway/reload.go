@@ -13,13 +13,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/syngate/syngate/bgp"
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/config"
 	"github.com/syngate/syngate/control"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/metrics"
 	"github.com/syngate/syngate/proxy"
-	"github.com/syngate/syngate/queue"
 )
 
 // restartKey is a config key a running syngate cannot change; a reload
@@ -42,7 +44,12 @@ type restartKey struct {
 //   - backend.max_pending: the window every SYN-ACK announces and the
 //     bound of data held per connection, shared by every service;
 //   - flows.max: the flow table's size (a restart migrates the table);
-//   - bgp, peers: the BGP speaker and the peer links.
+//   - bgp.local_asn, bgp.router_id, bgp.listen_port, bgp.restart_time:
+//     GoBGP takes its global settings once (StartBgp), and the restart
+//     time is announced in every session's OPEN; with peers only;
+//   - bgp.peers from none to some or back: the speaker (and the VIPs'
+//     announcer) starts once, at start, when there are peers;
+//   - peers: the peer links of the hand-off.
 var restartKeys = []restartKey{
 	{"interfaces", func(c *config.Config) any { return c.Interfaces }},
 	{"secret_file", func(c *config.Config) any { return c.SecretFile }},
@@ -55,13 +62,33 @@ var restartKeys = []restartKey{
 	{"backend.port_quiet_time", func(c *config.Config) any { return c.Backend.PortQuietTime }},
 	{"backend.max_pending", func(c *config.Config) any { return c.Backend.MaxPending }},
 	{"flows.max", func(c *config.Config) any { return c.Flows.Max }},
-	// The BGP speaker and the peer links are set up once at start.
-	{"bgp", func(c *config.Config) any { return c.BGP }},
+	// The BGP speaker's globals and the peer links are set up once at
+	// start; its peers are reloaded (see reloadBGP).
+	{"bgp.local_asn", bgpGlobal(func(b config.BGP) any { return b.LocalASN })},
+	{"bgp.router_id", bgpGlobal(func(b config.BGP) any { return b.RouterID })},
+	{"bgp.listen_port", bgpGlobal(func(b config.BGP) any { return b.ListenPort })},
+	{"bgp.restart_time", bgpGlobal(func(b config.BGP) any { return b.RestartTime })},
+	{bgpOnOff, func(c *config.Config) any { return len(c.BGP.Peers) > 0 }},
 	{"peers", func(c *config.Config) any { return c.Peers }},
 }
 
+// bgpOnOff names the restart key of turning BGP on or off.
+const bgpOnOff = "bgp.peers (turning BGP on or off)"
+
+// bgpGlobal reads a bgp global setting, which matters only with peers
+// (no peers, no speaker).
+func bgpGlobal(get func(config.BGP) any) func(*config.Config) any {
+	return func(c *config.Config) any {
+		if len(c.BGP.Peers) == 0 {
+			return nil
+		}
+		return get(c.BGP)
+	}
+}
+
 // reloadable is c without what a reload applies (the services and the
-// syn.* values they are built from, filters, timeouts, probe interval):
+// syn.* values they are built from, filters, timeouts, probe interval,
+// the bgp peers; the bgp globals are restart keys, compared there):
 // what is left must not differ between two configs, or the reload is
 // refused. It catches keys neither applied nor listed in restartKeys.
 func reloadable(c *config.Config) config.Config {
@@ -71,13 +98,20 @@ func reloadable(c *config.Config) config.Config {
 	x.Filters = config.Filters{}
 	x.Flows = config.Flows{Max: c.Flows.Max}
 	x.Backend.ConnectTimeout, x.Backend.ProbeInterval = 0, 0
+	x.BGP = config.BGP{}
 	return x
 }
 
 // changedRestartKeys names the restart-only keys whose values differ.
 func changedRestartKeys(cur, next *config.Config) []string {
+	// Turning BGP on or off names only that: the globals matter only to a
+	// running speaker.
+	onOff := (len(cur.BGP.Peers) > 0) != (len(next.BGP.Peers) > 0)
 	var out []string
 	for _, k := range restartKeys {
+		if onOff && strings.HasPrefix(k.name, "bgp.") && k.name != bgpOnOff {
+			continue
+		}
 		if !reflect.DeepEqual(k.get(cur), k.get(next)) {
 			out = append(out, k.name)
 		}
@@ -98,6 +132,7 @@ var liveKeys = []restartKey{
 	{"flows.reset_timeout", func(c *config.Config) any { return c.Flows.ResetTimeout }},
 	{"backend.connect_timeout", func(c *config.Config) any { return c.Backend.ConnectTimeout }},
 	{"backend.probe_interval", func(c *config.Config) any { return c.Backend.ProbeInterval }},
+	{"bgp.peers", func(c *config.Config) any { return c.BGP.Peers }},
 }
 
 // reloader applies config files to the running gateway, one at a time.
@@ -106,26 +141,25 @@ type reloader struct {
 	mu     sync.Mutex
 	path   string
 	cfg    *config.Config
-	svcs   []proxy.Service
+	svcs   []spec.Service
 	dp     *bpf.Dataplane
 	e      *proxy.Engine
-	off    *cookieOffload
 	reg    *metrics.Registry
 	health *backendHealth
 	// checks runs the backends' active checks; a reload syncs them to
 	// the new pools.
 	checks *checks
-	// ann, with BGP, announces the services' VIPs.
-	ann *announcer
-	log *slog.Logger
-	// ctx and wg bound the background removal of retired services' data
-	// plane entries.
+	// ann, with BGP, announces the services' VIPs; speaker is the BGP
+	// speaker (nil without peers).
+	ann     *announcer
+	speaker bgpUpdater
+	log     *slog.Logger
+	// ctx bounds the probes of a reload.
 	ctx context.Context
-	wg  *sync.WaitGroup
 }
 
 // current returns the running config and services.
-func (r *reloader) current() (*config.Config, []proxy.Service) {
+func (r *reloader) current() (*config.Config, []spec.Service) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.cfg, r.svcs
@@ -160,63 +194,48 @@ func (r *reloader) reload(trigger string) (control.ReloadResult, error) {
 func (r *reloader) apply(next *config.Config) (control.ReloadResult, error) {
 	var res control.ReloadResult
 	if keys := changedRestartKeys(r.cfg, next); len(keys) > 0 {
-		return res, fmt.Errorf("%w: %s cannot change while syngate runs (the running values stay); restart syngate to apply %s (a restart is hitless: spliced connections survive it and new ones are answered throughout)",
-			ErrRestartRequired, strings.Join(keys, ", "), pronoun(len(keys)))
+		why := ""
+		if slices.ContainsFunc(keys, func(k string) bool { return strings.HasPrefix(k, "bgp.") }) {
+			why = " (the BGP speaker takes its local ASN, router ID, listen port and restart time only when it starts, and starts only with peers; its peers reload)"
+		}
+		return res, fmt.Errorf("%w: %s cannot change while syngate runs%s (the running values stay); restart syngate to apply %s (a restart is hitless: spliced connections survive it and new ones are answered throughout)",
+			ErrRestartRequired, strings.Join(keys, ", "), why, pronoun(len(keys)))
 	}
 	if !reflect.DeepEqual(reloadable(r.cfg), reloadable(next)) {
 		return res, fmt.Errorf("%w: a key this syngate cannot reload changed; restart syngate to apply it", ErrRestartRequired)
 	}
-	svcs, err := engineServices(next)
+	svcs, err := resolveSources(next.Services)
 	if err != nil {
 		return res, err
 	}
 	learned := r.probeNew(next, svcs)
 
+	if err := reloadBGP(r.speaker, r.cfg.BGP, next.BGP); err != nil {
+		return res, err
+	}
+	undoBGP := func(err error) error {
+		return errors.Join(err, reloadBGP(r.speaker, next.BGP, r.cfg.BGP))
+	}
 	oldFilters := r.dp.Filters()
 	filters := dataplaneFilters(next)
 	if filters != oldFilters {
 		if err := r.dp.SetFilters(filters); err != nil {
-			return res, err
+			return res, undoBGP(err)
 		}
 	}
-	// The offload's lock across the swap and the new entries: the engine
-	// may turn a new service's XDP cookies on as soon as it runs it, and
-	// that must land on top of the fresh entry, not under it.
-	r.off.mu.Lock()
+	// The engine writes the data path's side of its services (entries,
+	// source addresses, removed listeners once their connections end).
 	st, err := r.e.Reconfigure(svcs, proxy.Timeouts{
 		Connect: next.Backend.ConnectTimeout, Established: next.Flows.EstablishedTimeout,
 		Close: next.Flows.CloseTimeout, Reset: next.Flows.ResetTimeout,
 	}, learned)
 	if err != nil {
-		r.off.mu.Unlock()
 		if filters != oldFilters {
 			if ferr := r.dp.SetFilters(oldFilters); ferr != nil {
 				err = errors.Join(err, fmt.Errorf("restore the filters: %w", ferr))
 			}
 		}
-		return res, err
-	}
-	// The engine runs the new services: the data plane follows. These
-	// writes do not fail on a working map; a failure is logged, and the
-	// next reload or restart writes the entry again.
-	changed := append(slices.Clone(st.Added), st.Changed...)
-	for i, s := range svcs {
-		if slices.Contains(changed, s.Name) {
-			if err := r.off.setLocked(serviceEntry(r.e, s, i)); err != nil {
-				r.log.Warn("reload: write the service to the data plane", "service", s.Name, "err", err)
-			}
-		}
-	}
-	r.off.mu.Unlock()
-	for _, a := range r.e.Sources() {
-		if err := r.dp.AddLocal(a); err != nil {
-			r.log.Warn("reload: add a source address to the data plane", "addr", a, "err", err)
-		}
-	}
-	for _, old := range r.svcs {
-		if slices.Contains(st.Removed, old.Name) && !slices.ContainsFunc(svcs, func(s proxy.Service) bool { return s.Listen == old.Listen }) {
-			r.retireEntry(old.Listen)
-		}
+		return res, undoBGP(err)
 	}
 	r.reg.SetServices(r.e.Services())
 	if r.ann != nil {
@@ -230,11 +249,34 @@ func (r *reloader) apply(next *config.Config) (control.ReloadResult, error) {
 	if r.checks != nil {
 		// Checks of new members start, those of members gone stop, those
 		// whose check changed restart from the engine's verdict.
-		r.checks.sync(next, svcs)
+		r.checks.sync(svcs)
 	}
 	r.cfg, r.svcs = next, svcs
 	res.Added, res.Changed, res.Repooled, res.Removed, res.Unchanged = st.Added, st.Changed, st.Repooled, st.Removed, st.Unchanged
 	return res, nil
+}
+
+// bgpUpdater is what a reload needs of the BGP speaker (*bgp.Speaker).
+type bgpUpdater interface {
+	Update(bgp.Config) error
+}
+
+// reloadBGP gives the speaker the bgp section's peers (added, removed,
+// changed: timers, password, port, ASN; an unchanged peer keeps its
+// session). The globals and turning BGP on or off are restart keys,
+// refused before. If the speaker cannot take the new peers, it is given
+// the old ones back and the reload is refused.
+func reloadBGP(sp bgpUpdater, cur, next config.BGP) error {
+	if sp == nil || reflect.DeepEqual(cur, next) {
+		return nil
+	}
+	if err := sp.Update(bgpConfig(next)); err != nil {
+		if rerr := sp.Update(bgpConfig(cur)); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("restore the running peers: %w", rerr))
+		}
+		return fmt.Errorf("reload the bgp peers: %w", err)
+	}
+	return nil
 }
 
 func pronoun(n int) string {
@@ -255,73 +297,22 @@ func dataplaneFilters(cfg *config.Config) bpf.Filters {
 	}
 }
 
-// serviceEntry is a service's data-plane entry as the engine starts it:
-// no XDP cookies yet (the engine turns them on), standby cookies unless
-// the service never takes cookies.
-func serviceEntry(e *proxy.Engine, s proxy.Service, id int) *bpf.Service {
-	bs := &bpf.Service{Addr: s.Listen, ID: uint32(id)}
-	if s.Queue.Cookies != queue.CookiesNever {
-		o, window, _ := e.OfferAt(s.Listen)
-		bs.StandbyCookies = true
-		bs.Announce = standbyAnnounce(o, window)
-	}
-	return bs
-}
-
-// retireEntry takes a removed service's listener out of the data plane:
-// at once out of the cookie answers (its SYNs reach the engine, which
-// refuses them with a RST, as the kernel would), and out of the services
-// map once the retired service's handshakes and connections are all done:
-// until then the XDP program must keep the listener, or the client
-// segments of its spliced connections would meet the kernel, which has no
-// socket for them and resets them. Then its SYNs pass to the kernel
-// again, as after a restart without it. r.mu is held.
-func (r *reloader) retireEntry(listen netip.AddrPort) {
-	if err := r.off.set(&bpf.Service{Addr: listen}); err != nil {
-		r.log.Warn("reload: stop the cookies of a removed service", "listen", listen, "err", err)
-	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		for r.e.RetiredLive(listen) > 0 {
-			select {
-			case <-r.ctx.Done():
-				return
-			case <-time.After(retiredPoll):
-			}
-		}
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if slices.ContainsFunc(r.svcs, func(s proxy.Service) bool { return s.Listen == listen }) {
-			return // configured again meanwhile
-		}
-		if err := r.off.remove(listen); err != nil {
-			r.log.Warn("reload: remove a service from the data plane", "listen", listen, "err", err)
-			return
-		}
-		r.log.Info("removed service's connections ended: listener removed from the data plane", "listen", listen)
-	}()
-}
-
-// retiredPoll is how often a removed service's connections are counted.
-const retiredPoll = 500 * time.Millisecond
-
 // probeNew learns the options of the backends next adds to a service
 // (new services, new members of a pool, a service moved to other
 // backends), all at once, before they take a connection: a connection's
 // announced window scale must not change under it. A failed probe leaves
 // a member to the defaults (or, for a backend the service had before, to
 // what was learned of it) until the next probe.
-func (r *reloader) probeNew(next *config.Config, svcs []proxy.Service) map[string]map[netip.AddrPort]flow.SynOptions {
+func (r *reloader) probeNew(next *config.Config, svcs []spec.Service) map[string]map[netip.AddrPort]flow.SynOptions {
 	type target struct {
-		s    proxy.Service
+		s    spec.Service
 		addr netip.AddrPort
 	}
 	var probe []target
 	for _, s := range svcs {
-		i := slices.IndexFunc(r.svcs, func(o proxy.Service) bool { return o.Listen == s.Listen })
+		i := slices.IndexFunc(r.svcs, func(o spec.Service) bool { return o.Listen == s.Listen })
 		for _, m := range s.Backends {
-			if i < 0 || !slices.ContainsFunc(r.svcs[i].Backends, func(o proxy.Backend) bool { return o.Addr == m.Addr }) {
+			if i < 0 || !slices.ContainsFunc(r.svcs[i].Backends, func(o spec.Backend) bool { return o.Addr == m.Addr }) {
 				probe = append(probe, target{s, m.Addr})
 			}
 		}

@@ -20,27 +20,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/syngate/syngate/spec"
 )
 
-// Type is how a backend is checked.
-type Type int
-
-// Check types.
-const (
-	TCP  Type = iota // the backend accepts a TCP connection
-	HTTP             // and answers GET Path with Status
-)
-
-// Config is one backend's check.
+// Config is one backend's check: the service's (spec.HealthCheck; a
+// Type other than spec.CheckHTTP checks a TCP connect, an empty Host means
+// the target's address) and what goes first on its connections.
 type Config struct {
-	Type     Type
-	Interval time.Duration
-	Timeout  time.Duration
-	Rise     int // consecutive passes that bring a down backend up
-	Fall     int // consecutive failures that take an up backend down
-	Path     string
-	Host     string // default: the target's address
-	Status   int
+	spec.HealthCheck
 	// Preamble is sent first on every check connection: the PROXY
 	// protocol header of a local connection ("PROXY UNKNOWN" in v1, the
 	// LOCAL command in v2) when the backend expects one, so a backend
@@ -140,7 +128,7 @@ func (c *Checker) Check(ctx context.Context) error {
 			return fmt.Errorf("send PROXY header: %w", err)
 		}
 	}
-	if c.Config.Type != HTTP {
+	if c.Config.Type != spec.CheckHTTP {
 		return nil
 	}
 	host := c.Config.Host

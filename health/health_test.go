@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/lab"
 )
 
@@ -82,13 +84,13 @@ func TestCheckTCPAndHTTP(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\n\r\n")
 		}
 	})
-	base := Config{Timeout: time.Second, Rise: 1, Fall: 1, Status: 200}
+	base := Config{HealthCheck: spec.HealthCheck{Timeout: time.Second, Rise: 1, Fall: 1, Status: 200}}
 	tcp := &Checker{Target: addr, Config: base}
 	if err := check(ns, tcp); err != nil {
 		t.Errorf("tcp check of a listening server: %v", err)
 	}
 	h := base
-	h.Type, h.Path = HTTP, "/ok"
+	h.Type, h.Path = spec.CheckHTTP, "/ok"
 	if err := check(ns, &Checker{Target: addr, Config: h}); err != nil {
 		t.Errorf("http check expecting 200 from /ok: %v", err)
 	}
@@ -129,7 +131,7 @@ func TestRiseFall(t *testing.T) {
 		io.WriteString(c, "HTTP/1.0 200 OK\r\n\r\n")
 	})
 	results := make(chan Result, 100)
-	c := &Checker{Target: addr, Config: Config{Type: HTTP, Path: "/", Status: 200, Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 2, Fall: 3},
+	c := &Checker{Target: addr, Config: Config{HealthCheck: spec.HealthCheck{Type: spec.CheckHTTP, Path: "/", Status: 200, Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 2, Fall: 3}},
 		Report: func(r Result) { results <- r }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -193,7 +195,7 @@ func TestStartDown(t *testing.T) {
 	ns := newNS(t)
 	addr, _ := server(t, ns, func(net.Conn) {})
 	results := make(chan Result, 10)
-	c := &Checker{Target: addr, StartDown: true, Config: Config{Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 2, Fall: 1},
+	c := &Checker{Target: addr, StartDown: true, Config: Config{HealthCheck: spec.HealthCheck{Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 2, Fall: 1}},
 		Report: func(r Result) { results <- r }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -14,14 +14,14 @@ import (
 // router (one-arm: a gateway's only interface carries client, backend and
 // BGP traffic).
 //
-//	namespace  interface  IPv4                  notes
-//	client     eth0       192.0.2.2/24          default via 192.0.2.1
-//	router     client     192.0.2.1/24          ip_forward, L4 multipath hash
-//	router     backend    198.51.100.1/29
-//	router     gateways   198.51.100.65/27      port "router" of br0
-//	backend    eth0       198.51.100.2/29       default via 198.51.100.1
-//	gateway i  eth0       198.51.100.65+i/27    port "gw<i>" of br0, default via .65
-//	gateway i  lo         203.0.113.1/32        the service VIP (VIP4)
+//	namespace  interface  IPv4                IPv6                 notes
+//	client     eth0       192.0.2.2/24        2001:db8:1::2/64     default via the router
+//	router     client     192.0.2.1/24        2001:db8:1::1/64     forwarding, L4 multipath hash (both families)
+//	router     backend    198.51.100.1/29     2001:db8:2::1/64
+//	router     gateways   198.51.100.65/27    2001:db8:4::1/64     port "router" of br0
+//	backend    eth0       198.51.100.2/29     2001:db8:2::2/64     default via the router
+//	gateway i  eth0       198.51.100.65+i/27  2001:db8:4::1+i/64   port "gw<i>" of br0, default via the router
+//	gateway i  lo         203.0.113.1/32      2001:db8:3::1/128    the service VIPs (VIP4, VIP6)
 var (
 	ECMPClientV4  = netip.MustParsePrefix("192.0.2.2/24")
 	ECMPRouterV4  = netip.MustParsePrefix("192.0.2.1/24")
@@ -29,11 +29,25 @@ var (
 	ecmpRouterBk  = netip.MustParsePrefix("198.51.100.1/29")
 	// ECMPRouterGwV4 is the router's address on the gateways' link.
 	ECMPRouterGwV4 = netip.MustParsePrefix("198.51.100.65/27")
+
+	ECMPClientV6  = netip.MustParsePrefix("2001:db8:1::2/64")
+	ECMPRouterV6  = netip.MustParsePrefix("2001:db8:1::1/64")
+	ECMPBackendV6 = netip.MustParsePrefix("2001:db8:2::2/64")
+	ecmpRouterBk6 = netip.MustParsePrefix("2001:db8:2::1/64")
+	// ECMPRouterGwV6 is the router's IPv6 address on the gateways' link.
+	ECMPRouterGwV6 = netip.MustParsePrefix("2001:db8:4::1/64")
 )
 
 // ECMPGatewayV4 is gateway i's address (i from 1).
 func ECMPGatewayV4(i int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(65 + i)}), 27)
+}
+
+// ECMPGatewayV6 is gateway i's IPv6 address (i from 1).
+func ECMPGatewayV6(i int) netip.Prefix {
+	a := ECMPRouterGwV6.Addr().As16()
+	a[15] += byte(i)
+	return netip.PrefixFrom(netip.AddrFrom16(a), 64)
 }
 
 // ECMPOptions shape an ECMP topology.
@@ -51,7 +65,7 @@ type ECMP struct {
 	Gateways                        []*NS
 	// GatewayIf is each gateway's interface name (HostIf).
 	GatewayIf  string
-	VIP4       netip.Addr
+	VIP4, VIP6 netip.Addr
 	namespaces []*NS
 }
 
@@ -82,7 +96,7 @@ func BuildECMP(o ECMPOptions) (_ *ECMP, err error) {
 	if o.Prefix == "" {
 		o.Prefix = "sg-"
 	}
-	e := &ECMP{GatewayIf: HostIf, VIP4: VIP4}
+	e := &ECMP{GatewayIf: HostIf, VIP4: VIP4, VIP6: VIP6}
 	defer func() {
 		if err != nil {
 			e.Close()
@@ -113,14 +127,17 @@ func BuildECMP(o ECMPOptions) (_ *ECMP, err error) {
 	type link struct {
 		a, b         *NS
 		aIf, bIf     string
-		aAddr, bAddr netip.Prefix // bAddr invalid: b is a bridge port
-		via          netip.Addr
+		aAddr, bAddr []netip.Prefix // no bAddr: b is a bridge port
+		via          []netip.Addr   // a's default routes
 		queues       int
 	}
+	both := func(p ...netip.Prefix) []netip.Prefix { return p }
 	links := []link{
-		{e.Client, e.Router, HostIf, "client", ECMPClientV4, ECMPRouterV4, ECMPRouterV4.Addr(), 0},
-		{e.Backend, e.Router, HostIf, "backend", ECMPBackendV4, ecmpRouterBk, ecmpRouterBk.Addr(), 0},
-		{e.Router, e.Switch, "gateways", "router", ECMPRouterGwV4, netip.Prefix{}, netip.Addr{}, 0},
+		{e.Client, e.Router, HostIf, "client", both(ECMPClientV4, ECMPClientV6), both(ECMPRouterV4, ECMPRouterV6),
+			[]netip.Addr{ECMPRouterV4.Addr(), ECMPRouterV6.Addr()}, 0},
+		{e.Backend, e.Router, HostIf, "backend", both(ECMPBackendV4, ECMPBackendV6), both(ecmpRouterBk, ecmpRouterBk6),
+			[]netip.Addr{ecmpRouterBk.Addr(), ecmpRouterBk6.Addr()}, 0},
+		{e.Router, e.Switch, "gateways", "router", both(ECMPRouterGwV4, ECMPRouterGwV6), nil, nil, 0},
 	}
 	for i := 1; i <= o.Gateways; i++ {
 		g, err := ns(fmt.Sprintf("gw%d", i))
@@ -128,24 +145,34 @@ func BuildECMP(o ECMPOptions) (_ *ECMP, err error) {
 			return nil, err
 		}
 		e.Gateways = append(e.Gateways, g)
-		links = append(links, link{g, e.Switch, HostIf, e.SwitchPort(i), ECMPGatewayV4(i), netip.Prefix{}, ECMPRouterGwV4.Addr(), o.Queues})
+		links = append(links, link{g, e.Switch, HostIf, e.SwitchPort(i), both(ECMPGatewayV4(i), ECMPGatewayV6(i)), nil,
+			[]netip.Addr{ECMPRouterGwV4.Addr(), ECMPRouterGwV6.Addr()}, o.Queues})
 	}
 	for _, l := range links {
 		if err := VethWith(l.a, l.aIf, l.b, l.bIf, VethOptions{Queues: l.queues}); err != nil {
 			return nil, err
 		}
-		if err := l.a.AddAddr(l.aIf, l.aAddr); err != nil {
-			return nil, err
-		}
-		if l.bAddr.IsValid() {
-			if err := l.b.AddAddr(l.bIf, l.bAddr); err != nil {
+		for _, p := range l.aAddr {
+			if err := l.a.AddAddr(l.aIf, p); err != nil {
 				return nil, err
 			}
-		} else if err := l.b.SetMaster(l.bIf, BridgeIf); err != nil {
-			return nil, err
 		}
-		if l.via.IsValid() {
-			if err := l.a.AddRoute(netip.PrefixFrom(netip.IPv4Unspecified(), 0), l.via); err != nil {
+		for _, p := range l.bAddr {
+			if err := l.b.AddAddr(l.bIf, p); err != nil {
+				return nil, err
+			}
+		}
+		if l.bAddr == nil {
+			if err := l.b.SetMaster(l.bIf, BridgeIf); err != nil {
+				return nil, err
+			}
+		}
+		for _, via := range l.via {
+			def := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+			if via.Is6() {
+				def = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+			}
+			if err := l.a.AddRoute(def, via); err != nil {
 				return nil, err
 			}
 		}
@@ -167,15 +194,20 @@ func BuildECMP(o ECMPOptions) (_ *ECMP, err error) {
 		}
 	}
 	for _, g := range e.Gateways {
-		if err := g.AddAddr("lo", netip.PrefixFrom(VIP4, 32)); err != nil {
-			return nil, err
+		for _, p := range []netip.Prefix{netip.PrefixFrom(VIP4, 32), netip.PrefixFrom(VIP6, 128)} {
+			if err := g.AddAddr("lo", p); err != nil {
+				return nil, err
+			}
 		}
 	}
 	// Forward, and hash multipath routes on the 4-tuple (policy 1), as
 	// routers in front of anycast gateways do: one connection, one gateway.
+	// IPv6 has its own switch for each.
 	for k, v := range map[string]string{
 		"net.ipv4.ip_forward":                "1",
 		"net.ipv4.fib_multipath_hash_policy": "1",
+		"net.ipv6.conf.all.forwarding":       "1",
+		"net.ipv6.fib_multipath_hash_policy": "1",
 	} {
 		if err := e.Router.Sysctl(k, v); err != nil {
 			return nil, err

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/rulefmt"
@@ -25,7 +27,6 @@ import (
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/metrics"
 	"github.com/syngate/syngate/proxy"
-	"github.com/syngate/syngate/queue"
 )
 
 // exposition builds syngate's metrics the way the daemon does: the real
@@ -40,12 +41,13 @@ func exposition(t *testing.T) map[string]*dto.MetricFamily {
 		t.Fatal(err)
 	}
 	e, err := proxy.New(proxy.Config{
-		Services: []proxy.Service{{
-			Name: "web", Listen: netip.MustParseAddrPort("192.0.2.10:80"), Backend: netip.MustParseAddrPort("10.0.0.5:8080"),
+		Services: []spec.Service{{
+			Name: "web", Listen: netip.MustParseAddrPort("192.0.2.10:80"), Backends: []spec.Backend{{Addr: netip.MustParseAddrPort("10.0.0.5:8080"), Weight: 1}},
 			Sources: []netip.Addr{netip.MustParseAddr("10.0.0.1")},
-			Queue:   queue.Config{MaxSynBacklog: 16, SynAckRetries: 5, Cookies: queue.CookiesAuto, Backlog: 8, Somaxconn: 128},
+			Cookies: spec.CookiesAuto, OnOverflow: spec.OverflowDrop,
+			Limits: spec.Limits{MaxSynBacklog: 16, SynAckRetries: 5, Backlog: 8, Somaxconn: 128},
 		}},
-		Jar: jar, Flows: noFlows{}, Sender: noSender{},
+		Jar: jar, Datapath: noFlows{}, Sender: noSender{},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -86,6 +88,13 @@ func (noFlows) IterateFlows(func(bpf.FlowKey, bpf.FlowState) bool) error {
 func (noFlows) LookupFlow(bpf.FlowKey) (bpf.FlowState, error) {
 	return bpf.FlowState{}, bpf.ErrNotFound
 }
+func (noFlows) SetService(spec.Entry) error            { return nil }
+func (noFlows) DeleteService(netip.AddrPort) error     { return nil }
+func (noFlows) Services() ([]spec.Entry, error)        { return nil, nil }
+func (noFlows) AddLocal(netip.Addr) error              { return nil }
+func (noFlows) DeleteLocal(netip.Addr) error           { return nil }
+func (noFlows) Locals() ([]netip.Addr, error)          { return nil, nil }
+func (noFlows) SetCookieKey(cookie.DataplaneKey) error { return nil }
 
 type noSender struct{}
 

@@ -4,6 +4,8 @@ import (
 	"net"
 	"testing"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
@@ -94,13 +96,13 @@ func BenchmarkReplySynAck(b *testing.B) {
 			b.ReportAllocs()
 			umem := make([]byte, 2048)
 			var s Segment
-			opts := SynAckOptions{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true, TSval: 0x12345678}
+			opts := spec.Offer{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
 			for b.Loop() {
 				copy(umem, bf.frame)
 				if err := Parse(umem[:len(bf.frame)], &s); err != nil {
 					b.Fatal(err)
 				}
-				if ReplySynAck(umem[:len(bf.frame)], &s, 0xabcdef01, opts) == 0 {
+				if ReplySynAck(umem[:len(bf.frame)], &s, 0xabcdef01, opts, 0x12345678) == 0 {
 					b.Fatal("no reply")
 				}
 			}

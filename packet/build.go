@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"net/netip"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 )
 
@@ -247,29 +249,19 @@ func BuildRST(dst []byte, seg *Segment) (int, error) {
 	return Build(dst, &f)
 }
 
-// SynAckOptions is what the gateway offers in a SYN-ACK. ReplySynAck sends
-// each option only where RFC 7323 and RFC 2018 allow it: window scale,
-// SACK-permitted and timestamps only if the SYN carried them too, ECN only
-// in answer to an ECN-setup SYN. MSS is always sent when non-zero.
-type SynAckOptions struct {
-	Window     uint16 // unscaled: a SYN-ACK's window is never scaled
-	MSS        uint16 // zero omits the option
-	WScale     uint8  // flow.NoWScale omits the option
-	SACK       bool
-	Timestamps bool
-	TSval      uint32 // our timestamp; TSecr echoes the SYN's TSval
-	ECN        bool
-}
-
 // ReplySynAck writes into dst[:cap(dst)] the SYN-ACK answering syn, with
 // sequence number ourISN, and returns the frame length, or 0 when dst is
 // too small. MACs, addresses and ports are swapped, the VLAN tag is kept,
-// and the SYN's payload (TCP Fast Open data) is not acknowledged.
+// and the SYN's payload (TCP Fast Open data) is not acknowledged. It
+// sends each option of o only where RFC 7323 and RFC 2018 allow it: window
+// scale, SACK-permitted and timestamps (with tsval, echoing the SYN's) only
+// if the SYN carried them too, ECN only in answer to an ECN-setup SYN; MSS
+// whenever non-zero.
 //
 // dst may be the very frame syn was parsed from: everything needed is read
 // from syn before writing, so an AF_XDP receive frame can be turned around
 // in place.
-func ReplySynAck(dst []byte, syn *Segment, ourISN uint32, opts SynAckOptions) int {
+func ReplySynAck(dst []byte, syn *Segment, ourISN uint32, opts spec.Offer, tsval uint32) int {
 	in := &syn.Options
 	f := Fields{
 		SrcMAC:  syn.DstMAC,
@@ -293,7 +285,7 @@ func ReplySynAck(dst []byte, syn *Segment, ourISN uint32, opts SynAckOptions) in
 	}
 	if opts.Timestamps && in.Timestamps {
 		f.Options.Timestamps = true
-		f.Options.TSval = opts.TSval
+		f.Options.TSval = tsval
 		f.Options.TSecr = in.TSval
 	}
 	if opts.ECN && in.ECN && syn.Flags&ACK == 0 {

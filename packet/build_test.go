@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 )
 
@@ -167,11 +169,11 @@ func TestBuildRST(t *testing.T) {
 }
 
 func TestReplySynAck(t *testing.T) {
-	all := SynAckOptions{Window: 65535, MSS: 1400, WScale: 9, SACK: true, Timestamps: true, TSval: 0xc0ffee, ECN: true}
+	all := spec.Offer{Window: 65535, MSS: 1400, WScale: 9, SACK: true, Timestamps: true, ECN: true}
 	tests := []struct {
 		name  string
 		syn   []byte
-		opts  SynAckOptions
+		opts  spec.Offer
 		want  flow.SynOptions
 		flags Flags
 	}{
@@ -179,13 +181,13 @@ func TestReplySynAck(t *testing.T) {
 			flow.SynOptions{MSS: 1400, WScale: 9, SACK: true, Timestamps: true, TSval: 0xc0ffee, TSecr: 1000000}, SYN | ACK},
 		{"ecn syn, offer all", goldenSyn6ECN, all,
 			flow.SynOptions{MSS: 1400, WScale: 9, SACK: true, Timestamps: true, TSval: 0xc0ffee, TSecr: 1000000, ECN: true}, SYN | ACK | ECE},
-		{"ecn syn, no ecn offered", goldenSyn6ECN, SynAckOptions{Window: 1000, MSS: 1400, WScale: flow.NoWScale},
+		{"ecn syn, no ecn offered", goldenSyn6ECN, spec.Offer{Window: 1000, MSS: 1400, WScale: flow.NoWScale},
 			flow.SynOptions{MSS: 1400, WScale: flow.NoWScale}, SYN | ACK},
 		{"mss-only syn gets no wscale, sack, ts", goldenSyn6Ext, all,
 			flow.SynOptions{MSS: 1400, WScale: flow.NoWScale}, SYN | ACK},
 		{"no timestamps in syn", goldenSynAckVLAN /* parsed as a SYN would be; has MSS, SACK, WS */, all,
 			flow.SynOptions{MSS: 1400, WScale: 9, SACK: true}, SYN | ACK},
-		{"zero mss omitted", goldenSyn4, SynAckOptions{WScale: 0},
+		{"zero mss omitted", goldenSyn4, spec.Offer{WScale: 0},
 			flow.SynOptions{WScale: 0}, SYN | ACK},
 	}
 	for _, tt := range tests {
@@ -195,7 +197,7 @@ func TestReplySynAck(t *testing.T) {
 				t.Fatal(err)
 			}
 			buf := make([]byte, 0, 128)
-			n := ReplySynAck(buf, &syn, 0x11223344, tt.opts)
+			n := ReplySynAck(buf, &syn, 0x11223344, tt.opts, 0xc0ffee)
 			if n == 0 {
 				t.Fatal("ReplySynAck wrote nothing")
 			}
@@ -222,14 +224,14 @@ func TestReplySynAck(t *testing.T) {
 // TestReplySynAckInPlace turns received frames around in their own buffer
 // and compares with a reply written to a separate buffer.
 func TestReplySynAckInPlace(t *testing.T) {
-	opts := SynAckOptions{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true, TSval: 42, ECN: true}
+	opts := spec.Offer{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true, ECN: true}
 	for _, frame := range [][]byte{goldenSyn4, goldenSyn6ECN, goldenSyn6Ext, goldenSynAckVLAN, extChain(MaxExtHeaders)} {
 		var syn Segment
 		if err := Parse(frame, &syn); err != nil {
 			t.Fatal(err)
 		}
 		sep := make([]byte, 0, 256)
-		n1 := ReplySynAck(sep, &syn, 7, opts)
+		n1 := ReplySynAck(sep, &syn, 7, opts, 42)
 
 		// An AF_XDP frame: the received bytes at the start of a 2 KiB chunk.
 		umem := make([]byte, 2048)
@@ -238,7 +240,7 @@ func TestReplySynAckInPlace(t *testing.T) {
 		if err := Parse(umem[:len(frame)], &inPlace); err != nil {
 			t.Fatal(err)
 		}
-		n2 := ReplySynAck(umem[:len(frame)], &inPlace, 7, opts)
+		n2 := ReplySynAck(umem[:len(frame)], &inPlace, 7, opts, 42)
 		if n1 == 0 || n1 != n2 || !bytes.Equal(sep[:n1], umem[:n2]) {
 			t.Errorf("in-place reply differs:\n sep: %x\n in:  %x", sep[:n1], umem[:n2])
 		}
@@ -292,7 +294,7 @@ func TestBuildErrors(t *testing.T) {
 		if err := Parse(goldenSyn4, &syn); err != nil {
 			t.Fatal(err)
 		}
-		if n := ReplySynAck(make([]byte, 0, 60), &syn, 1, SynAckOptions{MSS: 1460, WScale: 7, SACK: true, Timestamps: true}); n != 0 {
+		if n := ReplySynAck(make([]byte, 0, 60), &syn, 1, spec.Offer{MSS: 1460, WScale: 7, SACK: true, Timestamps: true}, 0); n != 0 {
 			t.Errorf("ReplySynAck = %d, want 0", n)
 		}
 	})
@@ -307,7 +309,7 @@ func TestBuildAllocs(t *testing.T) {
 	f := Fields{Src: netip.AddrPortFrom(client6, 1), Dst: netip.AddrPortFrom(service6, 2),
 		Options: flow.SynOptions{MSS: 1460, WScale: 7, SACK: true, Timestamps: true}, Payload: []byte("data")}
 	for name, fn := range map[string]func(){
-		"ReplySynAck": func() { ReplySynAck(buf, &syn, 1, SynAckOptions{MSS: 1460, WScale: 7, SACK: true, Timestamps: true}) },
+		"ReplySynAck": func() { ReplySynAck(buf, &syn, 1, spec.Offer{MSS: 1460, WScale: 7, SACK: true, Timestamps: true}, 0) },
 		"BuildSyn":    func() { _, _ = BuildSyn(buf, &f) },
 		"BuildSynAck": func() { _, _ = BuildSynAck(buf, &f) },
 		"BuildAck":    func() { _, _ = BuildAck(buf, &f) },

@@ -9,10 +9,9 @@
 //	if seg.Flags&(packet.SYN|packet.ACK) == packet.SYN {
 //		// Answer in place: the SYN's frame becomes our SYN-ACK, which
 //		// may be longer, so pass the chunk's full capacity.
-//		n := packet.ReplySynAck(chunk[:0], &seg, isn, packet.SynAckOptions{
-//			Window: 65535, MSS: 1460, WScale: 7, SACK: true,
-//			Timestamps: true, TSval: cookieTS,
-//		})
+//		n := packet.ReplySynAck(chunk[:0], &seg, isn, spec.Offer{
+//			Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true,
+//		}, cookieTS)
 //		tx(chunk[:n]) // n == 0: chunk too small
 //	}
 //

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
 )
@@ -29,9 +31,9 @@ func ExampleReplySynAck() {
 	fmt.Println(syn.Tuple, syn.Flags, syn.Options.MSS, syn.Options.WScale)
 
 	// The reply overwrites the SYN; the chunk's capacity bounds it.
-	n = packet.ReplySynAck(chunk[:0], &syn, 0xc0ffee, packet.SynAckOptions{
-		Window: 65535, MSS: 1400, WScale: flow.NoWScale, SACK: true, Timestamps: true, TSval: 777,
-	})
+	n = packet.ReplySynAck(chunk[:0], &syn, 0xc0ffee, spec.Offer{
+		Window: 65535, MSS: 1400, WScale: flow.NoWScale, SACK: true, Timestamps: true,
+	}, 777)
 
 	var synack packet.Segment
 	_ = packet.Parse(chunk[:n], &synack)

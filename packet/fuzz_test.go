@@ -6,6 +6,8 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 )
 
@@ -69,7 +71,7 @@ func FuzzParse(f *testing.F) {
 		// Whatever parsed can be answered, in place, and the answer parses.
 		buf := make([]byte, len(frame), len(frame)+128)
 		copy(buf, frame)
-		if n := ReplySynAck(buf, &s, 1, SynAckOptions{Window: 1, MSS: 1460, WScale: 7, SACK: true, Timestamps: true, TSval: 2, ECN: true}); n > 0 {
+		if n := ReplySynAck(buf, &s, 1, spec.Offer{Window: 1, MSS: 1460, WScale: 7, SACK: true, Timestamps: true, ECN: true}, 2); n > 0 {
 			var r Segment
 			if err := Parse(buf[:n], &r); err != nil {
 				t.Fatalf("Parse(ReplySynAck) = %v", err)

@@ -8,15 +8,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/pktio"
 )
-
-// FlowLister lists the flow table's entries; *bpf.Dataplane implements it.
-type FlowLister interface {
-	IterateFlows(func(bpf.FlowKey, bpf.FlowState) bool) error
-}
 
 // AdoptStats says what Adopt found in the flow table.
 type AdoptStats struct {
@@ -36,19 +33,19 @@ type AdoptStats struct {
 	OutOfRange int
 }
 
-// Adopt takes over the spliced connections an earlier engine left in the
+// adopt takes over the spliced connections an earlier engine left in the
 // flow table (pinned maps survive a restart): each pair of entries becomes a
 // spliced connection of this engine, expired like its own, its source port
 // held so that no new backend leg takes it, and counted in Stats. Source
-// addresses of draining connections are added to Sources, so the caller
-// keeps them in the data plane's locals. Call it before Run and Serve.
-func (e *Engine) Adopt(flows FlowLister) (AdoptStats, error) {
+// addresses of draining connections are added to Sources, so Reconcile
+// keeps them in the data path's locals. Before Run and Serve (Reconcile).
+func (e *Engine) adopt() (AdoptStats, error) {
 	var st AdoptStats
 	if e.started.Load() {
 		return st, fmt.Errorf("adopt flows: engine already running")
 	}
 	all := make(map[bpf.FlowKey]bpf.FlowState)
-	if err := flows.IterateFlows(func(k bpf.FlowKey, s bpf.FlowState) bool {
+	if err := e.cfg.Datapath.IterateFlows(func(k bpf.FlowKey, s bpf.FlowState) bool {
 		all[k] = s
 		return true
 	}); err != nil {
@@ -66,7 +63,7 @@ func (e *Engine) Adopt(flows FlowLister) (AdoptStats, error) {
 		b, ok := all[pk]
 		if !ok || done[pk] || b.NAT.Src != k.Dst || b.NAT.Dst != k.Src {
 			// Alone, or paired with something that does not point back.
-			e.cfg.Flows.DeleteFlow(k)
+			e.cfg.Datapath.DeleteFlow(k)
 			e.conns.expired("evicted")
 			st.Orphans++
 			continue
@@ -202,7 +199,7 @@ func (e *Engine) drainService(listen, backend netip.AddrPort, source netip.Addr)
 		return s
 	}
 	s := &service{
-		Service:    Service{Name: "draining " + listen.String(), Listen: listen, Backends: []Backend{{Addr: backend}}, Sources: []netip.Addr{source}},
+		Service:    spec.Service{Name: "draining " + listen.String(), Listen: listen, Backends: []spec.Backend{{Addr: backend}}, Sources: []netip.Addr{source}},
 		slots:      make(chan struct{}),
 		maxPending: e.cfg.MaxPending,
 	}

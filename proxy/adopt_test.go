@@ -6,10 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
-	"github.com/syngate/syngate/queue"
 )
 
 // TestAdopt: a second engine takes over the flow table the first one left:
@@ -18,7 +19,7 @@ import (
 // service's connection, deletes an entry without its other direction, and
 // expires what it adopted.
 func TestAdopt(t *testing.T) {
-	r1 := newRig(t, queue.CookiesNever, nil)
+	r1 := newRig(t, spec.CookiesNever, nil)
 	const isn, bisn = 1_000_000, 555_000
 	sa := r1.handshake(isn, nil)
 	syn := r1.sentIP()
@@ -26,7 +27,7 @@ func TestAdopt(t *testing.T) {
 	r1.sentIP() // the backend ACK
 	src := syn.Src
 
-	r2 := newRig(t, queue.CookiesNever, func(c *Config) { c.EstablishedTimeout = time.Hour; c.ResetTimeout = 10 * time.Second })
+	r2 := newRig(t, spec.CookiesNever, func(c *Config) { c.EstablishedTimeout = time.Hour; c.ResetTimeout = 10 * time.Second })
 	r1.flows.mu.Lock()
 	r2.flows.flows = maps.Clone(r1.flows.flows)
 	r1.flows.mu.Unlock()
@@ -40,7 +41,7 @@ func TestAdopt(t *testing.T) {
 	lone := bpf.FlowKey{Src: netip.MustParseAddrPort("198.51.100.10:6666"), Dst: vip}
 	r2.flows.flows[lone] = bpf.FlowState{NAT: bpf.FlowNAT{Src: netip.AddrPortFrom(source, 20001), Dst: backend}}
 
-	st, err := r2.e.Adopt(r2.flows)
+	st, err := r2.e.adopt()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +126,7 @@ func TestAdopt(t *testing.T) {
 // next engine (same secret) as a cookie once it took over; it was never
 // in that engine's queue.
 func TestQueuedHandshakeSurvivesRestart(t *testing.T) {
-	r1 := newRig(t, queue.CookiesAuto, nil)
+	r1 := newRig(t, spec.CookiesAuto, nil)
 	const isn = 3_000_000
 	r1.inject(packet.BuildSyn, packet.Fields{Src: r1.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
 	sa := r1.reply()
@@ -133,7 +134,7 @@ func TestQueuedHandshakeSurvivesRestart(t *testing.T) {
 		t.Fatalf("SYN-ACK not from the queue: %+v", st)
 	}
 
-	r2 := newRig(t, queue.CookiesAuto, nil)
+	r2 := newRig(t, spec.CookiesAuto, nil)
 	r2.e.CookiesSentElsewhere()
 	r2.inject(packet.Build, packet.Fields{
 		Src: r2.client, Dst: vip, Seq: isn + 1, Ack: sa.Seq + 1, Flags: packet.ACK | packet.PSH, Window: 502,
@@ -152,7 +153,7 @@ func TestQueuedHandshakeSurvivesRestart(t *testing.T) {
 // (a pure ACK: the client, waiting for a server that speaks first, sends
 // nothing more) opens its connection once the next engine replays it.
 func TestReplayACKs(t *testing.T) {
-	r1 := newRig(t, queue.CookiesAuto, nil)
+	r1 := newRig(t, spec.CookiesAuto, nil)
 	const isn = 4_000_000
 	r1.inject(packet.BuildSyn, packet.Fields{Src: r1.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
 	sa := r1.reply()
@@ -166,7 +167,7 @@ func TestReplayACKs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2 := newRig(t, queue.CookiesAuto, nil)
+	r2 := newRig(t, spec.CookiesAuto, nil)
 	r2.e.CookiesSentElsewhere()
 	if got := r2.e.ReplayACKs([]bpf.StandbyACK{{Frame: buf[:n], Ifindex: 3}}); got != 1 {
 		t.Fatalf("replayed ACKs validated: %d, want 1", got)
@@ -180,8 +181,8 @@ func TestReplayACKs(t *testing.T) {
 // TestHandOver: on the way out the engine hands SYNs to the data plane's
 // cookies and waits for the connections it is opening, up to its timeout.
 func TestHandOver(t *testing.T) {
-	off := &fakeOffload{}
-	r := newRig(t, queue.CookiesAuto, func(c *Config) { c.Offload = off })
+	r := newRig(t, spec.CookiesAuto, nil)
+	off := r.flows
 	r.handshake(42, nil)
 	syn := r.sentIP() // the backend leg is opening
 	if opening, _ := r.e.HandOver(50 * time.Millisecond); opening != 1 {
@@ -205,7 +206,7 @@ func TestHandOver(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("drain did not ask for the cookie offload")
 	}
-	if c, n := off.last(); n != 1 || !c.on {
-		t.Errorf("offload while draining: %+v (%d calls), want on", c, n)
+	if c, n := off.lastWrite(); n != 1 || !c.Offload {
+		t.Errorf("offload while draining: %+v (%d writes), want on", c, n)
 	}
 }

@@ -14,16 +14,6 @@ import (
 	"github.com/syngate/syngate/queue"
 )
 
-// FlowTable is what the engine needs of the XDP flow table;
-// *bpf.Dataplane implements it.
-type FlowTable interface {
-	InstallTrackedFlow(bpf.FlowKey, bpf.FlowNAT, bpf.FlowTrack) error
-	RaiseSeqEnd(bpf.FlowKey, uint32) error
-	DeleteFlow(bpf.FlowKey) error
-	LookupFlow(bpf.FlowKey) (bpf.FlowState, error)
-	IterateFlows(func(bpf.FlowKey, bpf.FlowState) bool) error
-}
-
 // backendSynRTO is the backend SYN retransmission timeout; it doubles like
 // the kernel's until the connect timeout runs out.
 const backendSynRTO = time.Second
@@ -231,7 +221,7 @@ func (e *Engine) takePort(k poolKey, pool *portPool, now time.Time) (lease, bool
 		if err != nil {
 			return lease{}, false
 		}
-		_, err = e.cfg.Flows.LookupFlow(bpf.FlowKey{Src: k.backend, Dst: netip.AddrPortFrom(k.source, l.port)})
+		_, err = e.cfg.Datapath.LookupFlow(bpf.FlowKey{Src: k.backend, Dst: netip.AddrPortFrom(k.source, l.port)})
 		if errors.Is(err, bpf.ErrNotFound) {
 			return l, true
 		}
@@ -263,8 +253,8 @@ func (e *Engine) reclaim(k poolKey, pool *portPool) bool {
 		}
 		done := false
 		if c.state == stateSpliced {
-			a, errA := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client))
-			b, errB := e.cfg.Flows.LookupFlow(c.backendKey())
+			a, errA := e.cfg.Datapath.LookupFlow(bpf.ClientKey(c.client))
+			b, errB := e.cfg.Datapath.LookupFlow(c.backendKey())
 			b = c.backendState(b)
 			// Over as expireFlows judges it: an exact RST, or both FINs
 			// acknowledged (a half-closed connection still carries data).
@@ -373,7 +363,7 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 	case c.state == stateSpliced && seg.Flags&(packet.SYN|packet.ACK) == packet.SYN:
 		// A SYN into the connection from the backend's side (XDP never
 		// forwards one): the client would answer with a challenge ACK.
-		if a, err := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client)); err == nil {
+		if a, err := e.cfg.Datapath.LookupFlow(bpf.ClientKey(c.client)); err == nil {
 			e.challengeACK(c, a, false)
 		}
 	case c.state == stateSpliced:
@@ -399,7 +389,7 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 		// reusing a port, clear it with a RST (accepted in TIME_WAIT
 		// unless the backend sets tcp_rfc1337) and ask again; never
 		// while a spliced flow holds the 4-tuple.
-		if _, err := e.cfg.Flows.LookupFlow(c.backendKey()); !errors.Is(err, bpf.ErrNotFound) {
+		if _, err := e.cfg.Datapath.LookupFlow(c.backendKey()); !errors.Is(err, bpf.ErrNotFound) {
 			return
 		}
 		c.twResets++
@@ -464,13 +454,13 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	// below the client's first byte (a client's TCP drops such a segment
 	// while nothing of its own is acknowledged).
 	if hl == 0 {
-		if err := e.cfg.Flows.InstallTrackedFlow(kb, toClient, trBackend); err != nil {
+		if err := e.cfg.Datapath.InstallTrackedFlow(kb, toClient, trBackend); err != nil {
 			e.abortLocked(c, installFailure(err), true)
 			return
 		}
 	}
-	if err := e.cfg.Flows.InstallTrackedFlow(kc, toBackend, trClient); err != nil {
-		e.cfg.Flows.DeleteFlow(kb)
+	if err := e.cfg.Datapath.InstallTrackedFlow(kc, toBackend, trClient); err != nil {
+		e.cfg.Datapath.DeleteFlow(kb)
 		e.abortLocked(c, installFailure(err), true)
 		return
 	}
@@ -748,9 +738,9 @@ func (e *Engine) abortLocked(c *conn, reason string, resetClient bool) {
 // of its port's next ISN. c.mu is held.
 func (e *Engine) dropFlows(c *conn) {
 	kc := bpf.ClientKey(c.client)
-	a, err := e.cfg.Flows.LookupFlow(kc)
-	e.cfg.Flows.DeleteFlow(kc)
-	e.cfg.Flows.DeleteFlow(c.backendKey())
+	a, err := e.cfg.Datapath.LookupFlow(kc)
+	e.cfg.Datapath.DeleteFlow(kc)
+	e.cfg.Datapath.DeleteFlow(c.backendKey())
 	c.be.active.Add(-1)
 	e.release(c, a.Bytes, err == nil)
 }
@@ -888,8 +878,8 @@ func (e *Engine) expireShard(shard int, now time.Time) int {
 			return // a pending header has its own timeout
 		}
 		kc, kb := bpf.ClientKey(c.client), c.backendKey()
-		a, errA := e.cfg.Flows.LookupFlow(kc)
-		b, errB := e.cfg.Flows.LookupFlow(kb)
+		a, errA := e.cfg.Datapath.LookupFlow(kc)
+		b, errB := e.cfg.Datapath.LookupFlow(kb)
 		if errors.Is(errA, bpf.ErrNotFound) || errors.Is(errB, bpf.ErrNotFound) {
 			// One direction is gone from the table (the plain hash evicts
 			// nothing, so it was deleted from outside): the connection
@@ -989,8 +979,8 @@ func (e *Engine) reuse(c *conn, seg *packet.Segment) bool {
 	if c.headerPending {
 		return false // its backend direction is not installed yet
 	}
-	a, errA := e.cfg.Flows.LookupFlow(bpf.ClientKey(c.client))
-	b, errB := e.cfg.Flows.LookupFlow(c.backendKey())
+	a, errA := e.cfg.Datapath.LookupFlow(bpf.ClientKey(c.client))
+	b, errB := e.cfg.Datapath.LookupFlow(c.backendKey())
 	if errors.Is(errA, bpf.ErrNotFound) || errors.Is(errB, bpf.ErrNotFound) {
 		// Gone from the table (deleted): nothing left to protect.
 		e.endFlow(c, "reused")
@@ -1106,7 +1096,7 @@ func (e *Engine) expireOrphans() {
 	mono := e.cfg.Monotonic()
 	to := e.timeouts.Load()
 	var stale []bpf.FlowKey
-	err := e.cfg.Flows.IterateFlows(func(k bpf.FlowKey, st bpf.FlowState) bool {
+	err := e.cfg.Datapath.IterateFlows(func(k bpf.FlowKey, st bpf.FlowState) bool {
 		if e.owned(k) {
 			return true
 		}
@@ -1129,7 +1119,7 @@ func (e *Engine) expireOrphans() {
 		if e.owned(k) {
 			continue
 		}
-		if err := e.cfg.Flows.DeleteFlow(k); err == nil {
+		if err := e.cfg.Datapath.DeleteFlow(k); err == nil {
 			e.conns.expired("orphaned")
 		}
 	}

@@ -5,17 +5,18 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
 	"github.com/syngate/syngate/pktio"
-	"github.com/syngate/syngate/queue"
 )
 
 // benchSYN measures one SYN through the receive path: parse, listen-path
 // decision, cookie or queue entry, SYN-ACK written in place. Each iteration
 // restores the SYN into the frame first (a copy of ~80 bytes).
-func benchSYN(b *testing.B, policy queue.CookiePolicy, is6 bool) {
-	r := newRig(&testing.T{}, policy, func(c *Config) { c.Services[0].Queue.MaxSynBacklog = 65536 })
+func benchSYN(b *testing.B, policy spec.CookiePolicy, is6 bool) {
+	r := newRig(&testing.T{}, policy, func(c *Config) { c.Services[0].Limits.MaxSynBacklog = 65536 })
 	b.Cleanup(r.cancel)
 	client, dst := r.client, vip
 	if is6 {
@@ -51,6 +52,6 @@ func benchSYN(b *testing.B, policy queue.CookiePolicy, is6 bool) {
 	}
 }
 
-func BenchmarkSYNCookieV4(b *testing.B) { benchSYN(b, queue.CookiesAlways, false) }
-func BenchmarkSYNCookieV6(b *testing.B) { benchSYN(b, queue.CookiesAlways, true) }
-func BenchmarkSYNQueueV4(b *testing.B)  { benchSYN(b, queue.CookiesAuto, false) }
+func BenchmarkSYNCookieV4(b *testing.B) { benchSYN(b, spec.CookiesAlways, false) }
+func BenchmarkSYNCookieV6(b *testing.B) { benchSYN(b, spec.CookiesAlways, true) }
+func BenchmarkSYNQueueV4(b *testing.B)  { benchSYN(b, spec.CookiesAuto, false) }

@@ -5,9 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/packet"
-	"github.com/syngate/syngate/queue"
 )
 
 // spliceOne opens a connection from client port cport up to the splice and
@@ -40,7 +41,7 @@ func (r *rig) closeFlows(client netip.AddrPort, leg netip.AddrPort, bytes uint64
 // path counted) and timestamps no older, so a backend in TIME_WAIT takes
 // the SYN as a new connection (RFC 6191) and no RST is needed.
 func TestPortReuseAboveFloor(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, func(c *Config) { c.PortMin, c.PortMax = 20000, 20000 })
+	r := newRig(t, spec.CookiesNever, func(c *Config) { c.PortMin, c.PortMax = 20000, 20000 })
 	prev := r.spliceOne(40000, 1000)
 	for i := 1; i <= 20; i++ {
 		bytes := uint64(i) * 1_000_003
@@ -69,10 +70,10 @@ func TestPortReuseAboveFloor(t *testing.T) {
 // two services with different backends use the same single port at once.
 func TestPortPerBackend(t *testing.T) {
 	other := netip.MustParseAddrPort("10.0.0.6:8080")
-	r := newRig(t, queue.CookiesNever, func(c *Config) {
+	r := newRig(t, spec.CookiesNever, func(c *Config) {
 		c.PortMin, c.PortMax = 20000, 20000
 		s := c.Services[0]
-		s.Name, s.Listen, s.Backend = "web2", netip.MustParseAddrPort("192.0.2.10:81"), other
+		s.Name, s.Listen, s.Backends = "web2", netip.MustParseAddrPort("192.0.2.10:81"), []spec.Backend{{Addr: other, Weight: 1}}
 		c.Services = append(c.Services, s)
 	})
 	r.handshake(1, nil)
@@ -93,7 +94,7 @@ func TestPortPerBackend(t *testing.T) {
 // connect timeout (counted too).
 func TestSourcesAndPortWait(t *testing.T) {
 	src2 := netip.MustParseAddr("10.0.0.2")
-	r := newRig(t, queue.CookiesNever, func(c *Config) {
+	r := newRig(t, spec.CookiesNever, func(c *Config) {
 		c.PortMin, c.PortMax = 20000, 20000
 		c.ConnectTimeout = 30 * time.Second
 		c.Services[0].Sources = []netip.Addr{source, src2}
@@ -140,7 +141,7 @@ func TestSourcesAndPortWait(t *testing.T) {
 // both ways) and has been quiet for reclaimIdle gives its port up before
 // its close timeout; a live flow is never taken.
 func TestReclaimClosedFlow(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, func(c *Config) { c.PortMin, c.PortMax = 20000, 20000 })
+	r := newRig(t, spec.CookiesNever, func(c *Config) { c.PortMin, c.PortMax = 20000, 20000 })
 	s1 := r.spliceOne(40000, 1)
 	c1 := r.client
 	r.client = netip.AddrPortFrom(r.client.Addr(), 40001)
@@ -171,7 +172,7 @@ func TestReclaimClosedFlow(t *testing.T) {
 // TestConnTableFullResets: a connection past MaxConns is refused at once
 // with a RST, and counted, instead of hanging after its handshake.
 func TestConnTableFullResets(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, func(c *Config) { c.MaxConns = 1 })
+	r := newRig(t, spec.CookiesNever, func(c *Config) { c.MaxConns = 1 })
 	r.spliceOne(40000, 1)
 	r.client = netip.AddrPortFrom(r.client.Addr(), 40001)
 	sa := r.handshake(2, nil)
@@ -188,7 +189,7 @@ func TestConnTableFullResets(t *testing.T) {
 // TestFlowTableFullResets: a flow table at its bound refuses the install;
 // the client gets a RST and the failure its own reason.
 func TestFlowTableFullResets(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	r.flows.fail = bpf.ErrFlowTableFull
 	r.handshake(42, nil)
 	syn := r.sentIP()
@@ -210,7 +211,7 @@ func TestFlowTableFullResets(t *testing.T) {
 // TestTimeWaitResetSparesLiveFlow: the TIME_WAIT clearing RST is never sent
 // for a 4-tuple that has a flow entry.
 func TestTimeWaitResetSparesLiveFlow(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	r.handshake(42, nil)
 	syn := r.sentIP()
 	kb := bpf.FlowKey{Src: backend, Dst: syn.Src}
@@ -252,7 +253,7 @@ func TestPortFloor(t *testing.T) {
 // ResetTimeout, an idle one after EstablishedTimeout, never one still
 // active; the engine's own flows are not touched.
 func TestOrphanFlows(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, func(c *Config) { c.EstablishedTimeout = time.Hour })
+	r := newRig(t, spec.CookiesNever, func(c *Config) { c.EstablishedTimeout = time.Hour })
 	oldClient := netip.MustParseAddrPort("198.51.100.9:5555")
 	oldLeg := netip.AddrPortFrom(source, 20000)
 	active := bpf.FlowKey{Src: netip.MustParseAddrPort("198.51.100.9:6666"), Dst: vip}

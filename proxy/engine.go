@@ -26,6 +26,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
@@ -33,42 +35,6 @@ import (
 	"github.com/syngate/syngate/pktio"
 	"github.com/syngate/syngate/queue"
 )
-
-// Service is one protected listener as the engine runs it.
-type Service struct {
-	Name   string
-	Listen netip.AddrPort
-	// Backends is the pool; a new connection picks a member by Maglev
-	// consistent hashing over the client's address and port (only the
-	// address with HashAddress). Backend alone is shorthand for a pool of
-	// one of weight 1.
-	Backends    []Backend
-	Backend     netip.AddrPort
-	HashAddress bool
-	// ProxyProtocol is 0 (off), 1 or 2: the PROXY protocol header the
-	// backend stream starts with.
-	ProxyProtocol int
-	// DropNoBackend makes SYNs that find no usable backend go unanswered
-	// instead of reset.
-	DropNoBackend bool
-	// Sources are the addresses the backend legs come from, at least one;
-	// each has its own source ports toward every backend (the caller
-	// resolves "from the route" before New). They must be the gateway's:
-	// the backend answers them.
-	Sources []netip.Addr
-	Queue   queue.Config
-	// Announce holds what the SYN-ACK offers. Fields left nil are taken
-	// from the backend's options, set with SetBackendOptions.
-	Announce Announce
-}
-
-// Announce is a service's configured SYN-ACK options; nil means learned.
-type Announce struct {
-	MSS         *uint16
-	WindowScale *uint8
-	SACK        *bool
-	Timestamps  *bool
-}
 
 // Sender sends IP packets (no link-layer header) that the engine originates
 // outside a receive loop. The kernel routes them.
@@ -78,9 +44,11 @@ type Sender interface {
 
 // Config configures an Engine.
 type Config struct {
-	Services []Service
+	// Services are what the engine runs, each with its Sources resolved.
+	Services []spec.Service
 	Jar      *cookie.Jar
-	Flows    FlowTable
+	// Datapath is the data path's state; the engine is its only writer.
+	Datapath Datapath
 	Sender   Sender
 	// PortMin-PortMax are the backend-leg source ports of each source
 	// address toward each backend. PortQuiet is an extra rest between two
@@ -105,9 +73,6 @@ type Config struct {
 	// clamped to what fits in it, since the fast path forwards frames
 	// between them as they are and cannot fragment.
 	LinkMTU int
-	// Offload, if set, lets the data plane answer SYNs with cookies (see
-	// CookieOffload); nil keeps every SYN in the engine.
-	Offload CookieOffload
 	// Handoff, if set, passes segments of connections the engine does not
 	// know to peer gateways on the same link (see Handoff); nil drops them.
 	Handoff Handoff
@@ -159,13 +124,24 @@ type Engine struct {
 	stopping   atomic.Bool
 	challenges rateLimit // challenge ACKs over all connections
 	handoffs   handoffBudget
+	// entries are the service entries the engine wrote to the data path,
+	// by listener (see datapath.go); dpMu guards them and orders the
+	// writes.
+	dpMu    sync.Mutex
+	entries map[netip.AddrPort]spec.Entry
+	// nextID is the data-path handle of the next service set up; guarded
+	// by reconfMu after New.
+	nextID uint32
 }
 
-// service is the engine's state of one Service.
+// service is the engine's state of one spec.Service.
 type service struct {
-	Service
+	spec.Service
+	// id is the service's handle in the data path: its place in the
+	// configuration when it was set up.
+	id    uint32
 	l     *queue.Listener
-	offer atomic.Pointer[Offer]
+	offer atomic.Pointer[offer]
 	st    serviceCounters
 	// slots bounds the backend handshakes in flight; while they are all
 	// taken, validated connections wait in the accept queue.
@@ -178,12 +154,10 @@ type service struct {
 	poolMu       sync.Mutex
 	builtWeights []maglevEntry
 	noBackend    atomic.Uint64 // SYNs and connections that found no usable backend
-	// Cookie offload state: offloaded is what the data plane does now,
-	// wantOffload a receive loop's request, offloadedOffer what it
-	// announces (only Run touches it).
+	// Cookie offload state: offloaded is what the data path does now
+	// (see Engine.entry), wantOffload a receive loop's request.
 	offloaded, wantOffload atomic.Bool
 	offloadReqs            chan<- *service // the engine's, shared
-	offloadedOffer         *Offer
 	// connectTime is the backend handshake time of the legs that opened.
 	connectTime metrics.Histogram
 	// retired: a reload removed or changed the service; it takes no new
@@ -196,18 +170,11 @@ type service struct {
 	live atomic.Int64
 }
 
-// Offer is what a service's SYN-ACKs announce: the backend's options with
-// the configured announce values laid over them.
-type Offer struct {
-	MSS        uint16
-	WScale     uint8 // flow.NoWScale: no window scaling
-	SACK       bool
-	Timestamps bool
-	// ECN: the backend answers an ECN-setup SYN with ECE (learned by
-	// ProbeECN), so a client asking for ECN gets it.
-	ECN bool
-	// Clamped: MSS was lowered to Config.LinkMTU.
-	Clamped bool
+// offer is what a service's SYN-ACKs announce now (see mergeOffer).
+type offer struct {
+	spec.Offer
+	// clamped: MSS was lowered to Config.LinkMTU.
+	clamped bool
 }
 
 // ErrConfig wraps every configuration error of New.
@@ -215,20 +182,20 @@ var ErrConfig = errors.New("invalid engine config")
 
 // New checks cfg and builds an engine; nothing runs until Run and Serve.
 func New(cfg Config) (*Engine, error) {
-	if cfg.Jar == nil || cfg.Flows == nil || cfg.Sender == nil {
-		return nil, fmt.Errorf("%w: Jar, Flows and Sender are required", ErrConfig)
+	if cfg.Jar == nil || cfg.Datapath == nil || cfg.Sender == nil {
+		return nil, fmt.Errorf("%w: Jar, Datapath and Sender are required", ErrConfig)
 	}
 	if len(cfg.Services) == 0 {
 		return nil, fmt.Errorf("%w: no services", ErrConfig)
 	}
-	setDefault(&cfg.ConnectTimeout, 3*time.Second)
-	setDefault(&cfg.MaxPending, 64<<10)
-	setDefault(&cfg.MaxConns, 1<<20)
-	setDefault(&cfg.EstablishedTimeout, 5*24*time.Hour)
-	setDefault(&cfg.CloseTimeout, 10*time.Second)
-	setDefault(&cfg.ResetTimeout, 10*time.Second)
+	setDefault(&cfg.ConnectTimeout, spec.DefaultConnectTimeout)
+	setDefault(&cfg.MaxPending, spec.DefaultMaxPending)
+	setDefault(&cfg.MaxConns, spec.DefaultFlowsMax/2) // two flow entries per connection
+	setDefault(&cfg.EstablishedTimeout, spec.DefaultEstablishedTimeout)
+	setDefault(&cfg.CloseTimeout, spec.DefaultCloseTimeout)
+	setDefault(&cfg.ResetTimeout, spec.DefaultResetTimeout)
 	if cfg.PortMin == 0 {
-		cfg.PortMin, cfg.PortMax = 16384, 32767
+		cfg.PortMin, cfg.PortMax = spec.DefaultPortMin, spec.DefaultPortMax
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -248,24 +215,26 @@ func New(cfg Config) (*Engine, error) {
 		// the slack keeps a full channel unlikely, and Run polls anyway.
 		offloadReqs: make(chan *service, len(cfg.Services)+maxAddedServices),
 		challenges:  rateLimit{per: challengeRate},
+		entries:     make(map[netip.AddrPort]spec.Entry),
 		startMono:   cfg.Monotonic(),
 	}
 	e.timeouts.Store(&Timeouts{
 		Connect: cfg.ConnectTimeout, Established: cfg.EstablishedTimeout, Close: cfg.CloseTimeout, Reset: cfg.ResetTimeout,
 	})
 	set := &serviceSet{services: make(map[netip.AddrPort]*service), locals: make(map[netip.Addr]bool)}
-	for _, s := range cfg.Services {
+	for i, s := range cfg.Services {
 		if _, dup := set.services[s.Listen]; dup {
 			return nil, fmt.Errorf("%w: service %s: listener %v used twice", ErrConfig, s.Name, s.Listen)
 		}
 		e.poolsMu.Lock()
-		svc, err := e.newService(s)
+		svc, err := e.newService(s, uint32(i))
 		e.poolsMu.Unlock()
 		if err != nil {
 			return nil, err
 		}
 		set.add(svc)
 	}
+	e.nextID = uint32(len(cfg.Services))
 	e.set.Store(set)
 	return e, nil
 }
@@ -273,26 +242,28 @@ func New(cfg Config) (*Engine, error) {
 // newService checks s and builds its engine state, its pool members taking
 // their source ports from the engine's pools (shared with any service,
 // earlier or retired, of the same source address and backend). e.poolsMu
-// is held.
-func (e *Engine) newService(s Service) (*service, error) {
+// is held. id is its handle in the data path.
+func (e *Engine) newService(s spec.Service, id uint32) (*service, error) {
 	cfg := e.cfg
 	if len(s.Sources) == 0 {
 		return nil, fmt.Errorf("%w: service %s: no source address", ErrConfig, s.Name)
 	}
 	if len(s.Backends) == 0 {
-		s.Backends = []Backend{{Addr: s.Backend, Weight: 1}}
+		return nil, fmt.Errorf("%w: service %s: no backend", ErrConfig, s.Name)
 	}
 	if len(s.Backends) > maxMembers {
 		return nil, fmt.Errorf("%w: service %s: %d backends, at most %d", ErrConfig, s.Name, len(s.Backends), maxMembers)
 	}
-	if s.ProxyProtocol < 0 || s.ProxyProtocol > 2 {
-		return nil, fmt.Errorf("%w: service %s: PROXY protocol version %d", ErrConfig, s.Name, s.ProxyProtocol)
+	switch s.ProxyProtocol {
+	case "", spec.ProxyOff, spec.ProxyV1, spec.ProxyV2:
+	default:
+		return nil, fmt.Errorf("%w: service %s: PROXY protocol %q", ErrConfig, s.Name, s.ProxyProtocol)
 	}
-	l, err := queue.NewListener(s.Queue)
+	l, err := queue.NewListener(queue.Config{Limits: s.Limits, Cookies: s.Cookies, Overflow: s.OnOverflow})
 	if err != nil {
 		return nil, fmt.Errorf("service %s: %w", s.Name, err)
 	}
-	svc := &service{Service: s, l: l, slots: make(chan struct{}, l.AcceptQueueCap()), maxPending: cfg.MaxPending, offloadReqs: e.offloadReqs}
+	svc := &service{Service: s, id: id, l: l, slots: make(chan struct{}, l.AcceptQueueCap()), maxPending: cfg.MaxPending, offloadReqs: e.offloadReqs}
 	svc.maxMSS = linkMSS(cfg.LinkMTU, s.Listen.Addr().Is6() && !s.Listen.Addr().Is4In6())
 	svc.st.init()
 	svc.offer.Store(svc.mergeOffer(defaultBackendOptions(s.Backends[0].Addr.Addr().Is6())))
@@ -335,9 +306,14 @@ func linkMSS(mtu int, is6 bool) uint16 {
 }
 
 // mergeOffer lays the configured announce values over the backend's, and
-// clamps the MSS to the gateway's interfaces.
-func (s *service) mergeOffer(b flow.SynOptions) *Offer {
-	o := &Offer{MSS: b.MSS, WScale: b.WScale, SACK: b.SACK, Timestamps: b.Timestamps, ECN: b.ECN}
+// clamps the MSS to the gateway's interfaces. The window is what the
+// engine holds for a connection before the splice: the client cannot send
+// more until the backend's ACKs open the window further.
+func (s *service) mergeOffer(b flow.SynOptions) *offer {
+	o := &offer{Offer: spec.Offer{
+		Window: uint16(min(s.maxPending, 65535)),
+		MSS:    b.MSS, WScale: b.WScale, SACK: b.SACK, Timestamps: b.Timestamps, ECN: b.ECN,
+	}}
 	if a := s.Announce; a.MSS != nil {
 		o.MSS = *a.MSS
 	}
@@ -354,7 +330,7 @@ func (s *service) mergeOffer(b flow.SynOptions) *Offer {
 		o.MSS = 536
 	}
 	if s.maxMSS != 0 && o.MSS > s.maxMSS {
-		o.MSS, o.Clamped = s.maxMSS, true
+		o.MSS, o.clamped = s.maxMSS, true
 	}
 	return o
 }
@@ -520,6 +496,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		if now.Sub(lastSecond) >= time.Second {
 			lastSecond = now
 			e.cfg.Jar.Rotate(now)
+			e.refreshCookieKey(now)
 			for _, s := range set.order {
 				e.expireHalfOpen(s, now)
 				e.manageOffload(s, now)

@@ -8,19 +8,111 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
 	"github.com/syngate/syngate/pktio"
-	"github.com/syngate/syngate/queue"
 )
 
-// fakeFlows is an in-memory flow table.
+// fakeFlows is an in-memory data path: flow table, services map,
+// locals and cookie key.
 type fakeFlows struct {
-	mu    sync.Mutex
-	flows map[bpf.FlowKey]bpf.FlowState
-	fail  error
+	mu       sync.Mutex
+	flows    map[bpf.FlowKey]bpf.FlowState
+	fail     error
+	services map[netip.AddrPort]spec.Entry
+	writes   []spec.Entry // every SetService, in order
+	locals   map[netip.Addr]bool
+	keys     int // SetCookieKey calls
+}
+
+func newFakeFlows() *fakeFlows {
+	return &fakeFlows{flows: map[bpf.FlowKey]bpf.FlowState{}, services: map[netip.AddrPort]spec.Entry{}, locals: map[netip.Addr]bool{}}
+}
+
+func (f *fakeFlows) SetService(e spec.Entry) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.services[e.Listen] = e
+	f.writes = append(f.writes, e)
+	return nil
+}
+
+func (f *fakeFlows) DeleteService(l netip.AddrPort) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return deleteKey(f.services, l)
+}
+
+// deleteKey deletes k from m; bpf.ErrNotFound when absent, as a map does.
+func deleteKey[K comparable, V any](m map[K]V, k K) error {
+	if _, ok := m[k]; !ok {
+		return bpf.ErrNotFound
+	}
+	delete(m, k)
+	return nil
+}
+
+func (f *fakeFlows) Services() ([]spec.Entry, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []spec.Entry
+	for _, e := range f.services {
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// service returns the entry at l, if any.
+func (f *fakeFlows) service(l netip.AddrPort) (spec.Entry, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.services[l]
+	return e, ok
+}
+
+// lastWrite returns the latest SetService and how many there were.
+func (f *fakeFlows) lastWrite() (spec.Entry, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.writes) == 0 {
+		return spec.Entry{}, 0
+	}
+	return f.writes[len(f.writes)-1], len(f.writes)
+}
+
+func (f *fakeFlows) AddLocal(a netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.locals[a] = true
+	return nil
+}
+
+func (f *fakeFlows) DeleteLocal(a netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.locals, a)
+	return nil
+}
+
+func (f *fakeFlows) Locals() ([]netip.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []netip.Addr
+	for a := range f.locals {
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+func (f *fakeFlows) SetCookieKey(cookie.DataplaneKey) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.keys++
+	return nil
 }
 
 func (f *fakeFlows) InstallTrackedFlow(k bpf.FlowKey, n bpf.FlowNAT, tr bpf.FlowTrack) error {
@@ -59,11 +151,7 @@ func (f *fakeFlows) RaiseSeqEnd(k bpf.FlowKey, seqEnd uint32) error {
 func (f *fakeFlows) DeleteFlow(k bpf.FlowKey) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, ok := f.flows[k]; !ok {
-		return bpf.ErrNotFound
-	}
-	delete(f.flows, k)
-	return nil
+	return deleteKey(f.flows, k)
 }
 
 func (f *fakeFlows) LookupFlow(k bpf.FlowKey) (bpf.FlowState, error) {
@@ -139,7 +227,7 @@ type rig struct {
 	now     time.Time
 	mono    time.Duration
 	mu      sync.Mutex
-	svc     Service
+	svc     spec.Service
 	cancel  context.CancelFunc
 	done    sync.WaitGroup
 	client  netip.AddrPort
@@ -153,11 +241,11 @@ var (
 	source  = netip.MustParseAddr("10.0.0.1")
 )
 
-func newRig(t *testing.T, policy queue.CookiePolicy, mutate func(*Config)) *rig {
+func newRig(t *testing.T, policy spec.CookiePolicy, mutate func(*Config)) *rig {
 	t.Helper()
 	r := &rig{
 		t: t, now: time.Unix(1_700_000_000, 0), mono: time.Hour,
-		flows:  &fakeFlows{flows: map[bpf.FlowKey]bpf.FlowState{}},
+		flows:  newFakeFlows(),
 		sent:   &fakeSender{ch: make(chan packet.Segment, 1024)},
 		client: netip.MustParseAddrPort("198.51.100.7:40000"),
 		ourMAC: [6]byte{2, 0, 0, 0, 0, 1}, peerMAC: [6]byte{2, 0, 0, 0, 0, 2},
@@ -166,12 +254,13 @@ func newRig(t *testing.T, policy queue.CookiePolicy, mutate func(*Config)) *rig 
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.svc = Service{
-		Name: "web", Listen: vip, Backend: backend, Sources: []netip.Addr{source},
-		Queue: queue.Config{MaxSynBacklog: 16, SynAckRetries: 5, Cookies: policy, Backlog: 8, Somaxconn: 128},
+	r.svc = spec.Service{
+		Name: "web", Listen: vip, Backends: []spec.Backend{{Addr: backend, Weight: 1}}, Sources: []netip.Addr{source},
+		Cookies: policy, OnOverflow: spec.OverflowDrop,
+		Limits: spec.Limits{MaxSynBacklog: 16, SynAckRetries: 5, Backlog: 8, Somaxconn: 128, PeerCookieChecks: spec.DefaultPeerCookieChecks},
 	}
 	cfg := Config{
-		Services: []Service{r.svc}, Jar: jar, Flows: r.flows, Sender: r.sent,
+		Services: []spec.Service{r.svc}, Jar: jar, Datapath: r.flows, Sender: r.sent,
 		PortMin: 20000, PortMax: 20009, ConnectTimeout: 3 * time.Second,
 		Now: r.clock, Monotonic: func() time.Duration { r.mu.Lock(); defer r.mu.Unlock(); return r.mono },
 	}
@@ -303,12 +392,12 @@ func (r *rig) backendSynAck(syn packet.Segment, isn uint32, wscale uint8) {
 	})
 }
 
-func testSplice(t *testing.T, policy queue.CookiePolicy) {
+func testSplice(t *testing.T, policy spec.CookiePolicy) {
 	r := newRig(t, policy, nil)
 	const isn = 1_000_000
 	sa := r.handshake(isn, []byte("GET / HTTP/1.0\r\n\r\n"))
 	wantMSS := uint16(1400)
-	if policy == queue.CookiesAlways {
+	if policy == spec.CookiesAlways {
 		wantMSS = 1300 // the cookie's MSS table rounds down
 	}
 	if sa.Options.MSS != wantMSS || sa.Options.WScale != 7 || !sa.Options.SACK || !sa.Options.Timestamps || sa.Options.TSecr != 5000 {
@@ -382,10 +471,10 @@ func testSplice(t *testing.T, policy queue.CookiePolicy) {
 	if opening != 0 || r.e.Stats().Spliced != 1 {
 		t.Errorf("after the splice: %d connections still opening, %d spliced; want 0, 1", opening, r.e.Stats().Spliced)
 	}
-	if policy == queue.CookiesAlways && (st.SynAckCookie != 1 || st.AckCookie != 1) {
+	if policy == spec.CookiesAlways && (st.SynAckCookie != 1 || st.AckCookie != 1) {
 		t.Errorf("cookie stats = %+v", st)
 	}
-	if policy == queue.CookiesNever && (st.SynAckQueued != 1 || st.AckQueue != 1) {
+	if policy == spec.CookiesNever && (st.SynAckQueued != 1 || st.AckQueue != 1) {
 		t.Errorf("queue stats = %+v", st)
 	}
 
@@ -405,11 +494,11 @@ func testSplice(t *testing.T, policy queue.CookiePolicy) {
 	}
 }
 
-func TestSpliceQueuePath(t *testing.T)  { testSplice(t, queue.CookiesNever) }
-func TestSpliceCookiePath(t *testing.T) { testSplice(t, queue.CookiesAlways) }
+func TestSpliceQueuePath(t *testing.T)  { testSplice(t, spec.CookiesNever) }
+func TestSpliceCookiePath(t *testing.T) { testSplice(t, spec.CookiesAlways) }
 
 func TestCookieWithoutTimestampsDropsOptions(t *testing.T) {
-	r := newRig(t, queue.CookiesAlways, nil)
+	r := newRig(t, spec.CookiesAlways, nil)
 	opts := flow.SynOptions{MSS: 1460, WScale: 9, SACK: true}
 	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 1, Flags: packet.SYN, Window: 64240, Options: opts})
 	sa := r.reply()
@@ -424,7 +513,7 @@ func TestCookieWithoutTimestampsDropsOptions(t *testing.T) {
 }
 
 func TestForgedACKRejected(t *testing.T) {
-	r := newRig(t, queue.CookiesAlways, nil)
+	r := newRig(t, spec.CookiesAlways, nil)
 	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 100, Ack: 12345, Flags: packet.ACK, Window: 100})
 	r.noSentIP()
 	st := r.e.set.Load().order[0].ServiceStats()
@@ -436,7 +525,7 @@ func TestForgedACKRejected(t *testing.T) {
 		t.Errorf("rejected %d (%v), spliced %d", rejected, st.AckRejected, st.Spliced)
 	}
 	// Without a recent cookie an unknown ACK is not even checked.
-	r2 := newRig(t, queue.CookiesNever, nil)
+	r2 := newRig(t, spec.CookiesNever, nil)
 	r2.inject(packet.Build, packet.Fields{Src: r2.client, Dst: vip, Seq: 100, Ack: 12345, Flags: packet.ACK, Window: 100})
 	r2.noSentIP()
 	if got := r2.e.set.Load().order[0].ServiceStats().AckRejected["no_entry"]; got != 1 {
@@ -445,7 +534,7 @@ func TestForgedACKRejected(t *testing.T) {
 }
 
 func TestBackendRefusedResetsClient(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	sa := r.handshake(42, nil)
 	syn := r.sentIP()
 	r.inject(packet.Build, packet.Fields{Src: backend, Dst: syn.Src, Seq: 0, Ack: syn.Seq + 1, Flags: packet.RST | packet.ACK})
@@ -462,7 +551,7 @@ func TestBackendRefusedResetsClient(t *testing.T) {
 }
 
 func TestBackendTimeout(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	r.handshake(42, nil)
 	syn := r.sentIP()
 	r.e.expireOpening(r.advance(time.Second))
@@ -483,7 +572,7 @@ func TestBackendTimeout(t *testing.T) {
 }
 
 func TestSynAckRetransmission(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 7, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
 	sa := r.reply()
 	s := r.e.set.Load().order[0]
@@ -501,9 +590,9 @@ func TestSynAckRetransmission(t *testing.T) {
 }
 
 func TestOverflowReset(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, func(c *Config) {
-		c.Services[0].Queue.Backlog = 1
-		c.Services[0].Queue.Overflow = queue.OverflowReset
+	r := newRig(t, spec.CookiesNever, func(c *Config) {
+		c.Services[0].Limits.Backlog = 1
+		c.Services[0].OnOverflow = spec.OverflowReset
 	})
 	// The first connection takes the only backend slot (the backend never
 	// answers), the second the only accept queue place.
@@ -538,7 +627,7 @@ func TestOverflowReset(t *testing.T) {
 }
 
 func TestFlowExpiry(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, func(c *Config) { c.ResetTimeout = 10 * time.Second; c.EstablishedTimeout = time.Hour })
+	r := newRig(t, spec.CookiesNever, func(c *Config) { c.ResetTimeout = 10 * time.Second; c.EstablishedTimeout = time.Hour })
 	r.handshake(42, nil)
 	syn := r.sentIP()
 	r.backendSynAck(syn, 9, 7)
@@ -570,7 +659,7 @@ func TestFlowExpiry(t *testing.T) {
 }
 
 func TestFlowInstallFailureResets(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	r.flows.fail = errors.New("map full")
 	r.handshake(42, nil)
 	syn := r.sentIP()
@@ -606,7 +695,7 @@ func (r *rig) spliceTracked() (syn, sa packet.Segment) {
 // it gets a challenge ACK. A client that reuses its port once both FINs are
 // acked, with a higher ISN, gets a new connection (the old flows go).
 func TestTupleReuse(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	syn, sa := r.spliceTracked()
 	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
 	a, _ := r.flows.get(kc)
@@ -688,7 +777,7 @@ func TestTupleReuse(t *testing.T) {
 // is answered with the client's challenge ACK, in the backend's spaces, and
 // never reaches the client.
 func TestSynFromBackendSide(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	syn, _ := r.spliceTracked()
 	r.inject(packet.BuildSyn, packet.Fields{Src: backend, Dst: syn.Src, Seq: 123, Flags: packet.SYN, Window: 1000})
 	ch := r.sentIP()
@@ -707,7 +796,7 @@ func TestSynFromBackendSide(t *testing.T) {
 // old connection's sequence numbers opens the new connection even without
 // timestamps.
 func TestTupleReuseHigherISN(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	syn, _ := r.spliceTracked()
 	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
 	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd, s.Track.AckMax = true, 44, 44, 11 })
@@ -726,7 +815,7 @@ func TestTupleReuseHigherISN(t *testing.T) {
 // TestTupleReuseAfterExactRST: after a RST the data plane judged exact, a
 // SYN opens a new connection at once.
 func TestTupleReuseAfterExactRST(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	r.spliceTracked()
 	kc := bpf.FlowKey{Src: r.client, Dst: vip}
 	r.flows.update(kc, func(s *bpf.FlowState) { s.RST = true })
@@ -740,7 +829,7 @@ func TestTupleReuseAfterExactRST(t *testing.T) {
 // exact reaches the engine, which forwards it translated and keeps the
 // connection; the backend's challenge ACK decides.
 func TestInWindowRSTForwarded(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	syn, _ := r.spliceTracked()
 	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 43 + 1000, Flags: packet.RST})
 	fwd := r.sentIP()
@@ -766,7 +855,7 @@ func TestInWindowRSTForwarded(t *testing.T) {
 // TestRSTAfterSlowPathData: client data that raced the flow's install went
 // to the backend through the engine; a RST right after it is exact.
 func TestRSTAfterSlowPathData(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	_, sa := r.spliceTracked()
 	r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: 43, Ack: sa.Seq + 1, Flags: packet.ACK, Payload: []byte("late")})
 	r.sentIP()
@@ -795,7 +884,7 @@ func TestRSTAfterSlowPathData(t *testing.T) {
 // sequence number.
 func TestGivenUpFlowsResetBothEnds(t *testing.T) {
 	for _, evict := range []bool{false, true} {
-		r := newRig(t, queue.CookiesNever, func(c *Config) { c.EstablishedTimeout = time.Hour })
+		r := newRig(t, spec.CookiesNever, func(c *Config) { c.EstablishedTimeout = time.Hour })
 		syn, sa := r.spliceTracked()
 		kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
 		// 100 bytes from the client and 2000 from the backend went through, acked.
@@ -827,7 +916,7 @@ func TestGivenUpFlowsResetBothEnds(t *testing.T) {
 // TestHalfClosedExpiry: one FIN keeps the connection; both FINs acked start
 // the close timeout.
 func TestHalfClosedExpiry(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, func(c *Config) { c.CloseTimeout = 10 * time.Second })
+	r := newRig(t, spec.CookiesNever, func(c *Config) { c.CloseTimeout = 10 * time.Second })
 	syn, _ := r.spliceTracked()
 	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
 	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.LastSeen = true, 44, r.mono })
@@ -856,7 +945,7 @@ func TestHalfClosedExpiry(t *testing.T) {
 // (which then carries none) would not match.
 func TestCookieServiceWithoutTimestamps(t *testing.T) {
 	no := false
-	r := newRig(t, queue.CookiesAlways, func(c *Config) { c.Services[0].Announce.Timestamps = &no })
+	r := newRig(t, spec.CookiesAlways, func(c *Config) { c.Services[0].Announce.Timestamps = &no })
 	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 1, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
 	sa := r.reply()
 	if sa.Options.Timestamps || sa.Options.HasWScale() || sa.Options.SACK {
@@ -872,7 +961,7 @@ func TestCookieServiceWithoutTimestamps(t *testing.T) {
 // connection in TIME_WAIT answers the SYN with an ACK; the engine clears it
 // with a RST, asks again and splices.
 func TestBackendTimeWait(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	r.handshake(42, nil)
 	syn := r.sentIP()
 	r.inject(packet.Build, packet.Fields{Src: backend, Dst: syn.Src, Seq: 777, Ack: 123456, Flags: packet.ACK, Window: 100})
@@ -898,7 +987,7 @@ func TestBackendTimeWait(t *testing.T) {
 // promised scaling (our SYN-ACK announced 7) and reads every window with that
 // shift, while the backend sends and reads windows unscaled (RFC 7323 2.2).
 func TestSpliceBackendWithoutWindowScale(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, nil)
+	r := newRig(t, spec.CookiesNever, nil)
 	const isn, bisn = 1_000_000, 555_000
 	sa := r.handshake(isn, nil)
 	if sa.Options.WScale != 7 {
@@ -938,17 +1027,17 @@ func TestSpliceBackendWithoutWindowScale(t *testing.T) {
 func TestECN(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
-		policy        queue.CookiePolicy
+		policy        spec.CookiePolicy
 		backendECN    bool // what the probe learned
 		synAckECE     bool // the backend's SYN-ACK
 		wantECN       bool
 		wantCountedAs string
 	}{
-		{"queue, backend does ECN", queue.CookiesNever, true, true, true, ecnNegotiated},
-		{"cookie, backend does ECN", queue.CookiesAlways, true, true, true, ecnNegotiated},
-		{"queue, backend without ECN", queue.CookiesNever, false, false, false, ecnNotOffered},
-		{"cookie, backend without ECN", queue.CookiesAlways, false, false, false, ecnNotOffered},
-		{"queue, backend changed its mind", queue.CookiesNever, true, false, true, ecnBackendRefused},
+		{"queue, backend does ECN", spec.CookiesNever, true, true, true, ecnNegotiated},
+		{"cookie, backend does ECN", spec.CookiesAlways, true, true, true, ecnNegotiated},
+		{"queue, backend without ECN", spec.CookiesNever, false, false, false, ecnNotOffered},
+		{"cookie, backend without ECN", spec.CookiesAlways, false, false, false, ecnNotOffered},
+		{"queue, backend changed its mind", spec.CookiesNever, true, false, true, ecnBackendRefused},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, tc.policy, nil)
@@ -994,7 +1083,7 @@ func TestECN(t *testing.T) {
 // A SYN with data (TCP Fast Open) is answered at once with a SYN-ACK that
 // acknowledges only the SYN.
 func TestSYNWithData(t *testing.T) {
-	for _, policy := range []queue.CookiePolicy{queue.CookiesNever, queue.CookiesAlways} {
+	for _, policy := range []spec.CookiePolicy{spec.CookiesNever, spec.CookiesAlways} {
 		r := newRig(t, policy, nil)
 		const isn = 7_000
 		r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts, Payload: []byte("GET / HTTP/1.0\r\n\r\n")})
@@ -1011,7 +1100,7 @@ func TestSYNWithData(t *testing.T) {
 // The MSS announced to the client and sent to the backend fits the
 // gateway's smallest interface.
 func TestMSSClampedToLinkMTU(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, func(c *Config) { c.LinkMTU = 1200 })
+	r := newRig(t, spec.CookiesNever, func(c *Config) { c.LinkMTU = 1200 })
 	sa := r.handshake(1_000, nil)
 	if sa.Options.MSS != 1160 {
 		t.Errorf("SYN-ACK MSS %d, want 1200-40", sa.Options.MSS)

@@ -3,10 +3,11 @@ package proxy
 import (
 	"testing"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
-	"github.com/syngate/syngate/queue"
 )
 
 type fakeHandoff struct{ peers [][6]byte }
@@ -26,9 +27,9 @@ func (f *fakeHandoff) IsPeer(mac [6]byte) bool {
 // unchanged); one that came from a peer is not passed on again.
 func TestHandoff(t *testing.T) {
 	peerA, peerB := [6]byte{2, 0, 0, 0, 0, 0xa}, [6]byte{2, 0, 0, 0, 0, 0xb}
-	r := newRig(t, queue.CookiesAuto, func(c *Config) {
+	r := newRig(t, spec.CookiesAuto, func(c *Config) {
 		c.Handoff = &fakeHandoff{peers: [][6]byte{peerA, peerB}}
-		c.Services[0].Queue.PeerCookieChecks = -1
+		c.Services[0].Limits.PeerCookieChecks = 0
 	})
 	data := packet.Fields{
 		Src: r.client, Dst: vip, Seq: 1000, Ack: 2000, Flags: packet.ACK | packet.PSH, Window: 502,
@@ -71,7 +72,7 @@ func TestHandoff(t *testing.T) {
 // from, and the sender retransmits anyway.
 func TestReplayNotHandedOff(t *testing.T) {
 	peerA := [6]byte{2, 0, 0, 0, 0, 0xa}
-	r := newRig(t, queue.CookiesAuto, func(c *Config) {
+	r := newRig(t, spec.CookiesAuto, func(c *Config) {
 		c.Handoff = &fakeHandoff{peers: [][6]byte{peerA}}
 	})
 	r.e.CookiesSentElsewhere()

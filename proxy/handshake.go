@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
@@ -118,7 +120,7 @@ func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 		// Every backend is down or drained: answering would only make
 		// the client wait for a reset after its ACK.
 		s.noBackend.Add(1)
-		if s.DropNoBackend {
+		if s.OnNoBackend == spec.NoBackendDrop {
 			return false
 		}
 		return w.reset(p)
@@ -131,7 +133,7 @@ func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 		// at once, as when a Linux server refuses a TFO cookie.
 		s.st.synData.Add(1)
 	}
-	if o.Clamped && clientMSS(seg.Options, seg.Is6()) > o.MSS {
+	if o.clamped && clientMSS(seg.Options, seg.Is6()) > o.MSS {
 		s.st.mssClamped(legClient)
 	}
 	mss := min(o.MSS, clientMSS(seg.Options, seg.Is6()))
@@ -144,7 +146,7 @@ func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 	// MSS and options.
 	newISN := w.rng.Uint32
 	var cookieTS uint32
-	if s.Queue.Cookies != queue.CookiesNever {
+	if s.Cookies != spec.CookiesNever {
 		newISN = func() uint32 {
 			syn := seg.Options
 			syn.Timestamps = syn.Timestamps && o.Timestamps
@@ -166,7 +168,7 @@ func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 		isn, mss = d.OurISN, d.MSS
 		s.st.synAckResent.Add(1)
 	case queue.SynCookie:
-		if d.Reason == queue.ReasonSynQueueFull && w.e.cfg.Offload != nil {
+		if d.Reason == queue.ReasonSynQueueFull {
 			s.requestOffload()
 		}
 		// The cookie may keep options in the timestamp only if our
@@ -182,14 +184,16 @@ func (w *worker) onSYN(s *service, p *pktio.Packet) bool {
 	default:
 		return false
 	}
-	opts := w.e.synAckOptions(o, mss, tsval)
+	// The MSS is this SYN's: no more than the client and the backend take.
+	opts := o.Offer
+	opts.MSS = mss
 	if d.Action == queue.SynCookie && !(seg.Options.Timestamps && o.Timestamps) {
 		// Window scale and SACK-permitted live in the cookie's timestamp:
 		// without one they cannot be recovered, so they are not offered
 		// (Linux does the same).
 		opts.WScale, opts.SACK, opts.ECN = flow.NoWScale, false, false
 	}
-	n := packet.ReplySynAck(p.Data[:cap(p.Data)], seg, isn, opts)
+	n := packet.ReplySynAck(p.Data[:cap(p.Data)], seg, isn, opts, tsval)
 	if n == 0 {
 		return false
 	}
@@ -207,16 +211,6 @@ func clientMSS(o flow.SynOptions, is6 bool) uint16 {
 		return 1220
 	}
 	return 536
-}
-
-// synAckOptions is what a SYN-ACK offers. Its window is what the engine will
-// hold for the connection before the splice: the client cannot send more
-// until the backend's ACKs open the window further.
-func (e *Engine) synAckOptions(o *Offer, mss uint16, tsval uint32) packet.SynAckOptions {
-	return packet.SynAckOptions{
-		Window: e.window(),
-		MSS:    mss, WScale: o.WScale, SACK: o.SACK, Timestamps: o.Timestamps, TSval: tsval, ECN: o.ECN,
-	}
 }
 
 // onACK validates an ACK for which the engine has no connection: it may

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 )
@@ -22,7 +24,7 @@ type ServiceState struct {
 	// XDPCookies: the data plane answers the service's SYNs with cookies
 	// (always, or auto after the half-open queue overflowed).
 	XDPCookies bool
-	Offer      Offer
+	Offer      spec.Offer
 	// LastFailure is the latest failed backend leg; nil: none yet.
 	LastFailure *BackendFailure
 }
@@ -35,7 +37,7 @@ func (e *Engine) ServiceStates() []ServiceState {
 	for i, s := range order {
 		out[i] = ServiceState{
 			Name: s.Name, Listen: s.Listen, Backends: health[i].Backends, Sources: s.Sources,
-			Policy: s.Queue.Cookies.String(), XDPCookies: s.offloaded.Load(), Offer: *s.offer.Load(),
+			Policy: string(s.Cookies), XDPCookies: s.offloaded.Load(), Offer: s.offer.Load().Offer,
 			LastFailure: s.st.lastFailure.Load(),
 		}
 	}
@@ -101,7 +103,7 @@ func (e *Engine) Conns(want func(*ConnInfo) bool, fn func(ConnInfo) bool) {
 }
 
 func (e *Engine) flowCounters(k bpf.FlowKey, mono time.Duration, wall time.Time) FlowCounters {
-	st, err := e.cfg.Flows.LookupFlow(k)
+	st, err := e.cfg.Datapath.LookupFlow(k)
 	if err != nil {
 		if !errors.Is(err, bpf.ErrNotFound) {
 			e.log.Debug("read flow", "flow", k, "err", err)

@@ -8,11 +8,12 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
-	"github.com/syngate/syngate/queue"
 )
 
 // TestMillionConns tracks a million spliced connections in the engine's
@@ -24,7 +25,7 @@ func TestMillionConns(t *testing.T) {
 	if testing.Short() {
 		n /= 10
 	}
-	svc := &service{Service: Service{Backend: backend}}
+	svc := &service{Service: spec.Service{Backends: []spec.Backend{{Addr: backend, Weight: 1}}}}
 	tab := newConnTable(n)
 	now := time.Unix(0, 0)
 	heap := func() uint64 {
@@ -92,9 +93,9 @@ func TestFlowScanPaced(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	jar, _ := cookie.NewJar([]byte("0123456789abcdef0123456789abcdef"), cookie.Config{})
 	e, err := New(Config{
-		Services: []Service{{Name: "web", Listen: vip, Backend: backend, Sources: []netip.Addr{source},
-			Queue: queue.Config{MaxSynBacklog: 16, SynAckRetries: 5, Backlog: 8, Somaxconn: 128}}},
-		Jar: jar, Flows: flows, Sender: &fakeSender{ch: make(chan packet.Segment, 1)},
+		Services: []spec.Service{{Name: "web", Listen: vip, Backends: []spec.Backend{{Addr: backend, Weight: 1}}, Sources: []netip.Addr{source},
+			Cookies: spec.CookiesAuto, OnOverflow: spec.OverflowDrop, Limits: spec.Limits{MaxSynBacklog: 16, SynAckRetries: 5, Backlog: 8, Somaxconn: 128}}},
+		Jar: jar, Datapath: flows, Sender: &fakeSender{ch: make(chan packet.Segment, 1)},
 		Now: func() time.Time { return now }, Monotonic: func() time.Duration { return flows.mono },
 	})
 	if err != nil {

@@ -1,22 +1,16 @@
 package proxy
 
 import (
-	"net/netip"
 	"time"
 
-	"github.com/syngate/syngate/queue"
+	"github.com/syngate/syngate/spec"
 )
 
-// CookieOffload lets the data plane answer a service's SYNs with cookies
+// Cookie offload: the data path answers a service's SYNs with cookies
 // itself (XDP_TX), minted with the same keys, so that a flood no longer has
-// to cross AF_XDP. The engine still validates the ACKs. *bpf.Dataplane does
-// it through an adapter in the gateway.
-type CookieOffload interface {
-	// OffloadCookies turns the data plane's cookie answers for s on or off,
-	// with what its SYN-ACKs must announce and the window they offer.
-	OffloadCookies(s Service, on bool, o Offer, window uint16) error
-}
-
+// to cross AF_XDP. The engine still validates the ACKs. It is a flag of the
+// service's data-path entry (spec.Entry.Offload), written by syncEntry.
+//
 // Offload policy, per service:
 //   - cookies always: on from the start, for good;
 //   - cookies auto: on when the half-open queue overflows (the receive loop
@@ -37,16 +31,16 @@ func (s *service) requestOffload() {
 	}
 }
 
-// manageOffload applies the policy once; Run calls it every second and
-// whenever a receive loop asked.
+// manageOffload applies the policy once and brings the service's entry
+// in the data path up to date (its offer follows the probes); Run calls it
+// every second and whenever a receive loop asked.
 func (e *Engine) manageOffload(s *service, now time.Time) {
-	if e.cfg.Offload == nil || s.Queue.Cookies == queue.CookiesNever {
-		return
-	}
 	on := s.offloaded.Load()
 	want := on
 	switch {
-	case s.Queue.Cookies == queue.CookiesAlways, e.stopping.Load():
+	case s.Cookies == spec.CookiesNever:
+		want = false
+	case s.Cookies == spec.CookiesAlways, e.stopping.Load():
 		want = true
 	case s.wantOffload.Swap(false):
 		want = true
@@ -58,14 +52,13 @@ func (e *Engine) manageOffload(s *service, now time.Time) {
 		// ACK: SYNs go to the engine, which applies on_no_backend.
 		want = false
 	}
-	o := s.offer.Load()
-	if want != on || (want && (s.offloadedOffer == nil || *o != *s.offloadedOffer)) {
-		if err := e.cfg.Offload.OffloadCookies(s.Service, want, *o, e.window()); err != nil {
-			e.log.Warn("cookie offload", "service", s.Name, "on", want, "err", err)
-			return
-		}
-		s.offloaded.Store(want)
-		s.offloadedOffer = o
+	s.offloaded.Store(want)
+	if err := e.syncEntry(s); err != nil {
+		s.offloaded.Store(on)
+		e.log.Warn("cookie offload: write the service's entry", "service", s.Name, "on", want, "err", err)
+		return
+	}
+	if want != on {
 		e.log.Info("cookie offload", "service", s.Name, "on", want)
 	}
 	if want {
@@ -73,17 +66,6 @@ func (e *Engine) manageOffload(s *service, now time.Time) {
 	}
 }
 
-// window is what SYN-ACKs offer: what the engine holds per connection
-// before the splice.
+// window is what SYN-ACKs offer (spec.Offer.Window): what the engine holds
+// per connection before the splice.
 func (e *Engine) window() uint16 { return uint16(min(e.cfg.MaxPending, 65535)) }
-
-// OfferAt returns what the SYN-ACKs of the service listening at listen
-// offer now and the window they announce: what the data plane's standby
-// cookies must announce too.
-func (e *Engine) OfferAt(listen netip.AddrPort) (Offer, uint16, bool) {
-	s := e.set.Load().services[listen]
-	if s == nil {
-		return Offer{}, 0, false
-	}
-	return *s.offer.Load(), e.window(), true
-}

@@ -2,49 +2,22 @@ package proxy
 
 import (
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
-	"github.com/syngate/syngate/queue"
 )
 
-type offloadCall struct {
-	on     bool
-	o      Offer
-	window uint16
-}
-
-type fakeOffload struct {
-	mu    sync.Mutex
-	calls []offloadCall
-}
-
-func (f *fakeOffload) OffloadCookies(s Service, on bool, o Offer, window uint16) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls = append(f.calls, offloadCall{on, o, window})
-	return nil
-}
-
-func (f *fakeOffload) last() (offloadCall, int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.calls) == 0 {
-		return offloadCall{}, 0
-	}
-	return f.calls[len(f.calls)-1], len(f.calls)
-}
-
 func TestOffloadAuto(t *testing.T) {
-	off := &fakeOffload{}
-	r := newRig(t, queue.CookiesAuto, func(c *Config) { c.Offload = off })
+	r := newRig(t, spec.CookiesAuto, nil)
+	off := r.flows
 	s := r.e.set.Load().order[0]
 	r.e.manageOffload(s, r.now)
-	if _, n := off.last(); n != 0 {
-		t.Fatal("auto offloaded before any overflow")
+	if c, n := off.lastWrite(); n != 1 || c.Offload || !c.Standby || c.Offer.Window == 0 {
+		t.Fatalf("auto before any overflow: entry %+v (%d writes), want standby cookies only", c, n)
 	}
 	// Fill the 16-entry SYN queue; the 17th SYN gets a cookie and asks for
 	// the offload.
@@ -59,9 +32,9 @@ func TestOffloadAuto(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("no offload request after the queue overflowed")
 	}
-	c, n := off.last()
-	if n != 1 || !c.on || c.o.MSS != 1460 || c.o.WScale != 7 || c.window == 0 {
-		t.Fatalf("offload call %+v (%d calls)", c, n)
+	c, n := off.lastWrite()
+	if n != 2 || !c.Offload || c.Offer.MSS != 1460 || c.Offer.WScale != 7 || c.Offer.Window == 0 || c.ID != s.id || c.Listen != vip {
+		t.Fatalf("offload entry %+v (%d writes)", c, n)
 	}
 	// While the data plane sends the cookies, the ACK gate stays open
 	// long after the last overflow the listener saw itself.
@@ -70,8 +43,8 @@ func TestOffloadAuto(t *testing.T) {
 	if d := s.l.OnACK(flowTuple(r.client, stray), 1, 1, nil, r.now); !d.CookieCheckAllowed {
 		t.Error("ACK cookie gate closed while the data plane answers with cookies")
 	}
-	if _, n := off.last(); n != 1 {
-		t.Errorf("offload re-set without a change (%d calls)", n)
+	if _, n := off.lastWrite(); n != 2 {
+		t.Errorf("offload re-set without a change (%d writes)", n)
 	}
 	// The flood is over: the half-open entries time out, the queue
 	// drains, and the engine takes the SYNs back.
@@ -79,17 +52,17 @@ func TestOffloadAuto(t *testing.T) {
 		r.e.expireHalfOpen(s, r.advance(time.Second))
 	}
 	r.e.manageOffload(s, r.now)
-	if c, n := off.last(); n != 2 || c.on {
-		t.Errorf("after the queue drained: %+v (%d calls), want off", c, n)
+	if c, n := off.lastWrite(); n != 3 || c.Offload || !c.Standby {
+		t.Errorf("after the queue drained: %+v (%d writes), want off", c, n)
 	}
 }
 
 func TestOffloadAlwaysAndNever(t *testing.T) {
-	off := &fakeOffload{}
-	r := newRig(t, queue.CookiesAlways, func(c *Config) { c.Offload = off })
+	r := newRig(t, spec.CookiesAlways, nil)
+	off := r.flows
 	r.e.manageOffload(r.e.set.Load().order[0], r.now)
-	if c, n := off.last(); n != 1 || !c.on {
-		t.Errorf("always: %+v (%d calls), want on at start", c, n)
+	if c, n := off.lastWrite(); n != 1 || !c.Offload {
+		t.Errorf("always: %+v (%d writes), want on at start", c, n)
 	}
 	// A new backend offer is pushed to the data plane.
 	if err := r.e.SetBackendOptions("web", flow.SynOptions{MSS: 1400, WScale: 9, SACK: true, Timestamps: true}); err != nil {
@@ -97,14 +70,13 @@ func TestOffloadAlwaysAndNever(t *testing.T) {
 	}
 	r.e.manageOffload(r.e.set.Load().order[0], r.now)
 	r.e.manageOffload(r.e.set.Load().order[0], r.now) // unchanged: not pushed again
-	if c, n := off.last(); n != 2 || !c.on || c.o.WScale != 9 || c.o.MSS != 1400 {
-		t.Errorf("after a new backend offer: %+v (%d calls)", c, n)
+	if c, n := off.lastWrite(); n != 2 || !c.Offload || c.Offer.WScale != 9 || c.Offer.MSS != 1400 {
+		t.Errorf("after a new backend offer: %+v (%d writes)", c, n)
 	}
-	off2 := &fakeOffload{}
-	r2 := newRig(t, queue.CookiesNever, func(c *Config) { c.Offload = off2 })
+	r2 := newRig(t, spec.CookiesNever, nil)
 	r2.e.manageOffload(r2.e.set.Load().order[0], r2.now)
-	if _, n := off2.last(); n != 0 {
-		t.Error("never: offloaded")
+	if c, _ := r2.flows.lastWrite(); c.Offload || c.Standby || c.Offer != (spec.Offer{}) {
+		t.Errorf("never: entry %+v, want no cookies in the data path", c)
 	}
 }
 

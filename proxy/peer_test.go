@@ -6,10 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
-	"github.com/syngate/syngate/queue"
 )
 
 // TestPeerCookieAcrossGateways: gateway A answers a SYN with a cookie (its
@@ -18,7 +19,7 @@ import (
 // closed). B validates the peer's cookie and opens the backend leg. A
 // gateway with another secret, or with peer checks off, does not.
 func TestPeerCookieAcrossGateways(t *testing.T) {
-	a := newRig(t, queue.CookiesAlways, nil)
+	a := newRig(t, spec.CookiesAlways, nil)
 	const isn = 4_000_000
 	a.inject(packet.BuildSyn, packet.Fields{Src: a.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
 	sa := a.reply()
@@ -28,7 +29,7 @@ func TestPeerCookieAcrossGateways(t *testing.T) {
 	}
 
 	t.Run("shared secret", func(t *testing.T) {
-		b := newRig(t, queue.CookiesAuto, nil)
+		b := newRig(t, spec.CookiesAuto, nil)
 		b.inject(packet.Build, ack)
 		syn := b.sentIP()
 		// The backend leg's ISN is the gateway's own (per-leg ISNs), so
@@ -45,7 +46,7 @@ func TestPeerCookieAcrossGateways(t *testing.T) {
 		}
 	})
 	t.Run("other secret", func(t *testing.T) {
-		c := newRig(t, queue.CookiesAuto, func(cfg *Config) {
+		c := newRig(t, spec.CookiesAuto, func(cfg *Config) {
 			jar, err := cookie.NewJar([]byte("another secret, another cluster."), cookie.Config{})
 			if err != nil {
 				t.Fatal(err)
@@ -60,7 +61,7 @@ func TestPeerCookieAcrossGateways(t *testing.T) {
 		}
 	})
 	t.Run("peer checks off", func(t *testing.T) {
-		d := newRig(t, queue.CookiesAuto, func(cfg *Config) { cfg.Services[0].Queue.PeerCookieChecks = -1 })
+		d := newRig(t, spec.CookiesAuto, func(cfg *Config) { cfg.Services[0].Limits.PeerCookieChecks = 0 })
 		d.inject(packet.Build, ack)
 		d.noSentIP()
 	})
@@ -72,8 +73,8 @@ func TestPeerCookieAcrossGateways(t *testing.T) {
 // DefaultPeerCookieChecks of them in the second, none is accepted
 // (expected accepts 10^4 * 2^-26 = 1.5e-4), and none reaches the backend.
 func TestForgedACKsAtClosedGate(t *testing.T) {
-	r := newRig(t, queue.CookiesAuto, nil)
-	const n = 3 * queue.DefaultPeerCookieChecks / 2
+	r := newRig(t, spec.CookiesAuto, nil)
+	const n = 3 * spec.DefaultPeerCookieChecks / 2
 	rng := rand.New(rand.NewPCG(7, 8))
 	for i := range n {
 		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), uint16(1024+rng.IntN(60000)))
@@ -90,8 +91,8 @@ func TestForgedACKsAtClosedGate(t *testing.T) {
 	s := r.e.set.Load().order[0]
 	q, st := s.l.Stats(), s.ServiceStats()
 	t.Logf("%d forged ACKs: %d checked as peer cookies, %d refused by the budget, %d accepted", n, q.AckPeerChecks, q.AckCookieDenied, st.AckPeerCookie)
-	if q.AckUnmatched != n || q.AckPeerChecks != queue.DefaultPeerCookieChecks || q.AckCookieDenied != n-queue.DefaultPeerCookieChecks {
-		t.Errorf("unmatched %d, peer checks %d, denied %d; want %d, %d, %d", q.AckUnmatched, q.AckPeerChecks, q.AckCookieDenied, n, queue.DefaultPeerCookieChecks, n-queue.DefaultPeerCookieChecks)
+	if q.AckUnmatched != n || q.AckPeerChecks != spec.DefaultPeerCookieChecks || q.AckCookieDenied != n-spec.DefaultPeerCookieChecks {
+		t.Errorf("unmatched %d, peer checks %d, denied %d; want %d, %d, %d", q.AckUnmatched, q.AckPeerChecks, q.AckCookieDenied, n, spec.DefaultPeerCookieChecks, n-spec.DefaultPeerCookieChecks)
 	}
 	if st.AckPeerCookie != 0 || st.AckCookie != 0 {
 		t.Errorf("forged ACKs accepted: peer %d, cookie %d", st.AckPeerCookie, st.AckCookie)

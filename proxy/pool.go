@@ -8,17 +8,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/metrics"
 )
-
-// Backend is one member of a service's pool.
-type Backend struct {
-	Addr netip.AddrPort
-	// Weight is the backend's share of new connections; 0 drains it (no
-	// new connections, the live ones continue).
-	Weight int
-}
 
 // member is the engine's state of one backend of a pool. It outlives pool
 // swaps that keep its address: health, counters and source ports stay.
@@ -112,7 +106,7 @@ func (s *service) pick(client netip.AddrPort) *member {
 	if p.table == nil {
 		return nil
 	}
-	return p.usable[p.table.lookup(clientHash(client, !s.HashAddress))]
+	return p.usable[p.table.lookup(clientHash(client, s.Hash != spec.HashAddress))]
 }
 
 // hasBackend reports whether s has a usable backend.
@@ -152,7 +146,7 @@ func (s *service) storePool(members []*member, now time.Time, force bool) {
 // newBackend makes the state of a pool member of s, its source ports
 // shared with every service that has the same source and backend.
 // e.poolsMu is held.
-func (e *Engine) newBackend(s *service, m Backend) (*member, error) {
+func (e *Engine) newBackend(s *service, m spec.Backend) (*member, error) {
 	if m.Weight < 0 {
 		return nil, fmt.Errorf("%w: service %s: backend %v: negative weight", ErrConfig, s.Name, m.Addr)
 	}
@@ -190,7 +184,7 @@ func (e *Engine) newBackend(s *service, m Backend) (*member, error) {
 // not. New connections see either the old pool or the new one, never a
 // mix. A reload (Reconfigure) swaps the pool of a service whose only
 // change is its pool the same way.
-func (e *Engine) SetBackends(service string, members []Backend) error {
+func (e *Engine) SetBackends(service string, members []spec.Backend) error {
 	s := e.service(service)
 	if s == nil {
 		return fmt.Errorf("no service %q", service)
@@ -213,7 +207,7 @@ func (e *Engine) SetBackends(service string, members []Backend) error {
 // newMembers makes the members of a pool of s: those of old whose address
 // stays are kept as they are (health, counters, source ports), others are
 // new. Nothing of s changes. e.poolsMu is held.
-func (e *Engine) newMembers(s *service, old []*member, members []Backend) ([]*member, error) {
+func (e *Engine) newMembers(s *service, old []*member, members []spec.Backend) ([]*member, error) {
 	byAddr := map[netip.AddrPort]*member{}
 	for _, b := range old {
 		byAddr[b.addr] = b
@@ -244,7 +238,7 @@ func (e *Engine) newMembers(s *service, old []*member, members []Backend) ([]*me
 // commitPool makes next (from newMembers for members) s's pool. Weights
 // are set last, once nothing can fail: the pool changes whole. s.poolMu is
 // held.
-func (s *service) commitPool(next []*member, members []Backend, now time.Time) {
+func (s *service) commitPool(next []*member, members []spec.Backend, now time.Time) {
 	for i, m := range members {
 		next[i].weight.Store(int32(m.Weight))
 	}
@@ -254,7 +248,7 @@ func (s *service) commitPool(next []*member, members []Backend, now time.Time) {
 
 // samePool reports whether s's pool has members, in this order and with
 // these weights.
-func (s *service) samePool(members []Backend) bool {
+func (s *service) samePool(members []spec.Backend) bool {
 	cur := s.pool.Load().members
 	if len(cur) != len(members) {
 		return false

@@ -9,10 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
-	"github.com/syngate/syngate/queue"
 )
 
 // parseV2 is an independent reading of a PROXY v2 header (the spec's
@@ -78,11 +79,11 @@ func TestProxyHeaderFormats(t *testing.T) {
 // backend acknowledges it; backend segments meanwhile reach the client
 // through the engine, acknowledging nothing of the client's; the ACK that
 // covers the header installs the backend's flow with the shift.
-func TestProxyHeaderSpliceQueuePath(t *testing.T)  { testProxyHeaderSplice(t, queue.CookiesNever) }
-func TestProxyHeaderSpliceCookiePath(t *testing.T) { testProxyHeaderSplice(t, queue.CookiesAlways) }
+func TestProxyHeaderSpliceQueuePath(t *testing.T)  { testProxyHeaderSplice(t, spec.CookiesNever) }
+func TestProxyHeaderSpliceCookiePath(t *testing.T) { testProxyHeaderSplice(t, spec.CookiesAlways) }
 
-func testProxyHeaderSplice(t *testing.T, policy queue.CookiePolicy) {
-	r := newRig(t, policy, func(c *Config) { c.Services[0].ProxyProtocol = 2 })
+func testProxyHeaderSplice(t *testing.T, policy spec.CookiePolicy) {
+	r := newRig(t, policy, func(c *Config) { c.Services[0].ProxyProtocol = spec.ProxyV2 })
 	const isn = 2_000_000
 	sa := r.handshake(isn, []byte("hello"))
 	syn := r.sentIP()
@@ -175,8 +176,8 @@ func testProxyHeaderSplice(t *testing.T, policy queue.CookiePolicy) {
 // against the first (passive check).
 func TestPoolRedispatch(t *testing.T) {
 	b2 := netip.MustParseAddrPort("10.0.0.6:8080")
-	r := newRig(t, queue.CookiesNever, func(c *Config) {
-		c.Services[0].Backends = []Backend{{Addr: backend, Weight: 1}, {Addr: b2, Weight: 1}}
+	r := newRig(t, spec.CookiesNever, func(c *Config) {
+		c.Services[0].Backends = []spec.Backend{{Addr: backend, Weight: 1}, {Addr: b2, Weight: 1}}
 	})
 	r.handshake(3_000_000, nil)
 	syn := r.sentIP()
@@ -213,8 +214,8 @@ func TestPoolRedispatch(t *testing.T) {
 // usable member a SYN gets a RST (or nothing with DropNoBackend).
 func TestPoolDrainAndDown(t *testing.T) {
 	b2 := netip.MustParseAddrPort("10.0.0.6:8080")
-	r := newRig(t, queue.CookiesNever, func(c *Config) {
-		c.Services[0].Backends = []Backend{{Addr: backend, Weight: 1}, {Addr: b2, Weight: 1}}
+	r := newRig(t, spec.CookiesNever, func(c *Config) {
+		c.Services[0].Backends = []spec.Backend{{Addr: backend, Weight: 1}, {Addr: b2, Weight: 1}}
 	})
 	s := r.e.set.Load().order[0]
 	count := func() map[netip.AddrPort]int {
@@ -229,7 +230,7 @@ func TestPoolDrainAndDown(t *testing.T) {
 	if c := count(); c[backend] < 800 || c[b2] < 800 {
 		t.Fatalf("two equal backends got %v of 2000 clients", c)
 	}
-	if err := r.e.SetBackends("web", []Backend{{Addr: backend, Weight: 1}, {Addr: b2, Weight: 0}}); err != nil {
+	if err := r.e.SetBackends("web", []spec.Backend{{Addr: backend, Weight: 1}, {Addr: b2, Weight: 0}}); err != nil {
 		t.Fatal(err)
 	}
 	if c := count(); c[b2] != 0 || c[backend] != 2000 {
@@ -258,7 +259,7 @@ func TestPoolDrainAndDown(t *testing.T) {
 		t.Fatalf("back up: %v", c)
 	}
 
-	d := newRig(t, queue.CookiesNever, func(c *Config) { c.Services[0].DropNoBackend = true })
+	d := newRig(t, spec.CookiesNever, func(c *Config) { c.Services[0].OnNoBackend = spec.NoBackendDrop })
 	if err := d.e.SetBackendUp("web", backend, false); err != nil {
 		t.Fatal(err)
 	}
@@ -310,8 +311,8 @@ func TestPassiveEjection(t *testing.T) {
 // another member.
 func TestPoolRedispatchOnTimeout(t *testing.T) {
 	b2 := netip.MustParseAddrPort("10.0.0.6:8080")
-	r := newRig(t, queue.CookiesNever, func(c *Config) {
-		c.Services[0].Backends = []Backend{{Addr: backend, Weight: 1}, {Addr: b2, Weight: 1}}
+	r := newRig(t, spec.CookiesNever, func(c *Config) {
+		c.Services[0].Backends = []spec.Backend{{Addr: backend, Weight: 1}, {Addr: b2, Weight: 1}}
 	})
 	r.handshake(4_000_000, nil)
 	syn := r.sentIP()
@@ -342,7 +343,7 @@ func TestPoolRedispatchOnTimeout(t *testing.T) {
 // engine, not the fast path: the flow still expires as closed once the
 // client's FIN is through too.
 func TestProxyHeaderBackendFIN(t *testing.T) {
-	r := newRig(t, queue.CookiesNever, func(c *Config) { c.Services[0].ProxyProtocol = 1 })
+	r := newRig(t, spec.CookiesNever, func(c *Config) { c.Services[0].ProxyProtocol = spec.ProxyV1 })
 	const isn = 5_000_000
 	r.handshake(isn, nil)
 	syn := r.sentIP()
@@ -390,10 +391,10 @@ func TestProxyHeaderBackendFIN(t *testing.T) {
 func TestAdoptPoolMember(t *testing.T) {
 	b2 := netip.MustParseAddrPort("10.0.0.6:8080")
 	pool := func(c *Config) {
-		c.Services[0].Backends = []Backend{{Addr: backend, Weight: 1}, {Addr: b2, Weight: 1}}
-		c.Services[0].ProxyProtocol = 2
+		c.Services[0].Backends = []spec.Backend{{Addr: backend, Weight: 1}, {Addr: b2, Weight: 1}}
+		c.Services[0].ProxyProtocol = spec.ProxyV2
 	}
-	r1 := newRig(t, queue.CookiesNever, pool)
+	r1 := newRig(t, spec.CookiesNever, pool)
 	const isn = 6_000_000
 	r1.handshake(isn, nil)
 	syn := r1.sentIP()
@@ -406,11 +407,11 @@ func TestAdoptPoolMember(t *testing.T) {
 	r1.inject(packet.Build, packet.Fields{Src: syn.Dst, Dst: syn.Src, Seq: 701, Ack: syn.Seq + 1 + uint32(len(hdr.Payload)), Flags: packet.ACK, Window: 500})
 	r1.sentIP() // the ACK, forwarded to the client
 
-	r2 := newRig(t, queue.CookiesNever, pool)
+	r2 := newRig(t, spec.CookiesNever, pool)
 	r1.flows.mu.Lock()
 	r2.flows.flows = maps.Clone(r1.flows.flows)
 	r1.flows.mu.Unlock()
-	if st, err := r2.e.Adopt(r2.flows); err != nil || st.Adopted != 1 || st.Draining != 0 {
+	if st, err := r2.e.adopt(); err != nil || st.Adopted != 1 || st.Draining != 0 {
 		t.Fatalf("adopt: %+v, %v", st, err)
 	}
 	for _, b := range r2.e.set.Load().order[0].ServiceStats().Backends {

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
@@ -62,7 +64,7 @@ func proxyHeader(version int, client, dst netip.AddrPort, id []byte) []byte {
 
 // newHeader builds c's header for its service's version; nil when off.
 func (c *conn) newHeader() []byte {
-	v := c.svc.ProxyProtocol
+	v := c.svc.ProxyProtocol.Version()
 	if v == 0 {
 		return nil
 	}
@@ -150,7 +152,7 @@ func (e *Engine) headerSegment(c *conn, seg *packet.Segment) {
 		win := uint32(seg.Window) << tr.WScale
 		tr.WinEnd, tr.WinMax = tr.AckMax+win, max(tr.WinMax, win)
 		e.catchUpClient(c, tr.AckMax)
-		if err := e.cfg.Flows.InstallTrackedFlow(c.backendKey(), c.toClient, tr); err != nil {
+		if err := e.cfg.Datapath.InstallTrackedFlow(c.backendKey(), c.toClient, tr); err != nil {
 			e.abortLocked(c, installFailure(err), true)
 			return
 		}
@@ -178,7 +180,7 @@ func (e *Engine) catchUpClient(c *conn, acked uint32) {
 	if c.slowSent && seqBefore(nxt, c.slowEnd) {
 		nxt = c.slowEnd
 	}
-	if err := e.cfg.Flows.RaiseSeqEnd(bpf.ClientKey(c.client), nxt); err != nil {
+	if err := e.cfg.Datapath.RaiseSeqEnd(bpf.ClientKey(c.client), nxt); err != nil {
 		// Not fatal: the segments are forwarded all the same.
 		e.log.Debug("raise the client direction's seq_end", "client", c.client.Client, "err", err)
 	}
@@ -230,7 +232,7 @@ func (s *service) pickOther(client netip.AddrPort, tried []*member) *member {
 	if p.table == nil {
 		return nil
 	}
-	h := clientHash(client, !s.HashAddress)
+	h := clientHash(client, s.Hash != spec.HashAddress)
 	for i := range uint64(256) {
 		b := p.usable[p.table.lookup(h+i)]
 		if !containsBackend(tried, b) {

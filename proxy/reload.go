@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 )
 
@@ -79,7 +81,7 @@ type ReconfigureStats struct {
 // offer from their probe on, see SetMemberOptions).
 //
 // Nothing changes when it returns an error.
-func (e *Engine) Reconfigure(svcs []Service, t Timeouts, learned map[string]map[netip.AddrPort]flow.SynOptions) (ReconfigureStats, error) {
+func (e *Engine) Reconfigure(svcs []spec.Service, t Timeouts, learned map[string]map[netip.AddrPort]flow.SynOptions) (ReconfigureStats, error) {
 	var st ReconfigureStats
 	if len(svcs) == 0 {
 		return st, fmt.Errorf("%w: no services", ErrConfig)
@@ -104,7 +106,7 @@ func (e *Engine) Reconfigure(svcs []Service, t Timeouts, learned map[string]map[
 	}
 	type repool struct {
 		s       *service
-		members []Backend
+		members []spec.Backend
 		next    []*member
 	}
 	var (
@@ -112,9 +114,6 @@ func (e *Engine) Reconfigure(svcs []Service, t Timeouts, learned map[string]map[
 		repooled []repool
 	)
 	for _, s := range svcs {
-		if len(s.Backends) == 0 {
-			s.Backends = []Backend{{Addr: s.Backend, Weight: 1}}
-		}
 		if _, dup := next.services[s.Listen]; dup {
 			return fail(fmt.Errorf("%w: service %s: listener %v used twice", ErrConfig, s.Name, s.Listen))
 		}
@@ -135,7 +134,7 @@ func (e *Engine) Reconfigure(svcs []Service, t Timeouts, learned map[string]map[
 			st.Repooled = append(st.Repooled, s.Name)
 			continue
 		}
-		svc, err := e.newService(s)
+		svc, err := e.newService(s, e.nextID+uint32(len(added)))
 		if err != nil {
 			return fail(err)
 		}
@@ -157,6 +156,7 @@ func (e *Engine) Reconfigure(svcs []Service, t Timeouts, learned map[string]map[
 		}
 	}
 	e.poolsMu.Unlock()
+	e.nextID += uint32(len(added))
 	// From here on nothing fails.
 	for _, s := range added {
 		// Until its probe answers, a member announces what was learned of
@@ -216,6 +216,25 @@ func (e *Engine) Reconfigure(svcs []Service, t Timeouts, learned map[string]map[
 		e.timeouts.Store(&nt)
 	}
 	e.set.Store(next)
+	// The data path follows. These writes do not fail on a working map; a
+	// failed one is logged, and Run's next pass writes it again.
+	for _, s := range added {
+		if err := e.syncEntry(s); err != nil {
+			e.log.Warn("reload: write the service to the data path", "service", s.Name, "err", err)
+		}
+		for _, a := range s.Sources {
+			if err := e.cfg.Datapath.AddLocal(a); err != nil {
+				e.log.Warn("reload: add a source address to the data path", "addr", a, "err", err)
+			}
+		}
+	}
+	for _, name := range st.Removed {
+		for _, s := range retired {
+			if s.Name == name && next.services[s.Listen] == nil {
+				e.quietEntry(s.Listen)
+			}
+		}
+	}
 	if e.runCtx != nil {
 		for _, s := range added {
 			e.startLegs(s)
@@ -239,11 +258,11 @@ func setNonZero(p *time.Duration, v time.Duration) {
 }
 
 // samePoolless reports whether a and b run the same way but for their
-// pools (Backend, Backends): then a reload keeps the running service, and
-// swaps its pool if that changed.
-func samePoolless(a, b Service) bool {
-	a.Backend, a.Backends = netip.AddrPort{}, nil
-	b.Backend, b.Backends = netip.AddrPort{}, nil
+// pools (Backends) and health checks (the gateway runs those): then a
+// reload keeps the running service, and swaps its pool if that changed.
+func samePoolless(a, b spec.Service) bool {
+	a.Backends, b.Backends = nil, nil
+	a.HealthCheck, b.HealthCheck = spec.HealthCheck{}, spec.HealthCheck{}
 	return reflect.DeepEqual(a, b)
 }
 
@@ -311,12 +330,17 @@ func (e *Engine) tendRetired(set *serviceSet, now time.Time) {
 	e.set.Store(&next)
 	for _, s := range done {
 		e.log.Info("retired service done: its handshakes and connections ended", "service", s.Name, "listen", s.Listen)
+		// The last of a listener no service runs any more leaves the
+		// data path (removeEntry checks).
+		if err := e.removeEntry(s.Listen); err != nil {
+			e.log.Warn("remove a retired service from the data path", "listen", s.Listen, "err", err)
+		}
 	}
 }
 
 // RetiredLive is how many half-open entries, accepted and live
-// connections the retired services at listen still hold. The gateway
-// keeps a removed service's data-plane entry until none is left: the
+// connections the retired services at listen still hold. The engine
+// keeps a removed service's data-path entry until none is left: the
 // client segments of its spliced connections that XDP does not forward
 // itself, and the ACKs of its half-open entries, still reach the engine
 // instead of the kernel.

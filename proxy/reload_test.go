@@ -8,9 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
-	"github.com/syngate/syngate/queue"
 )
 
 var (
@@ -22,7 +23,7 @@ var (
 // reloadRig is a rig with a second service ("gone" at vip3) whose engine
 // lets Reconfigure start the backend-leg loops of added services.
 func reloadRig(t *testing.T) *rig {
-	r := newRig(t, queue.CookiesNever, func(c *Config) {
+	r := newRig(t, spec.CookiesNever, func(c *Config) {
 		gone := c.Services[0]
 		gone.Name, gone.Listen = "gone", vip3
 		c.Services = append(c.Services, gone)
@@ -69,10 +70,10 @@ func TestReconfigure(t *testing.T) {
 	// so the service is replaced (a pool-only change is
 	// TestReconfigurePoolOnly's).
 	web := r.svc
-	web.Backend, web.Backends, web.HashAddress = backend2, nil, true
+	web.Backends, web.Hash = []spec.Backend{{Addr: backend2, Weight: 1}}, spec.HashAddress
 	api := r.svc
 	api.Name, api.Listen = "api", vip2
-	st, err := r.e.Reconfigure([]Service{web, api}, Timeouts{Established: time.Hour}, nil)
+	st, err := r.e.Reconfigure([]spec.Service{web, api}, Timeouts{Established: time.Hour}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,8 +162,8 @@ func TestReconfigurePoolOnly(t *testing.T) {
 	}
 
 	web := r.svc
-	web.Backend, web.Backends = netip.AddrPort{}, []Backend{{Addr: backend, Weight: 3}, {Addr: backend2, Weight: 1}}
-	st, err := r.e.Reconfigure([]Service{web, gone}, Timeouts{}, nil)
+	web.Backends = []spec.Backend{{Addr: backend, Weight: 3}, {Addr: backend2, Weight: 1}}
+	st, err := r.e.Reconfigure([]spec.Service{web, gone}, Timeouts{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +192,7 @@ func TestReconfigurePoolOnly(t *testing.T) {
 	}
 
 	// The same config again changes nothing.
-	st, err = r.e.Reconfigure([]Service{web, gone}, Timeouts{}, nil)
+	st, err = r.e.Reconfigure([]spec.Service{web, gone}, Timeouts{}, nil)
 	if err != nil || len(st.Repooled) != 0 || st.Unchanged != 2 {
 		t.Fatalf("same config again: %+v, %v", st, err)
 	}
@@ -202,7 +203,7 @@ func TestReconfigurePoolOnly(t *testing.T) {
 func TestReconfigureKeepsUnchanged(t *testing.T) {
 	r := reloadRig(t)
 	web := r.e.set.Load().services[vip]
-	st, err := r.e.Reconfigure([]Service{r.svc}, Timeouts{}, nil)
+	st, err := r.e.Reconfigure([]spec.Service{r.svc}, Timeouts{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +231,7 @@ func TestReconfigureInvalid(t *testing.T) {
 	dup.Name = "dup"
 	bad := r.svc
 	bad.Name, bad.Listen, bad.Sources = "bad", vip2, []netip.Addr{netip.MustParseAddr("2001:db8::1")}
-	for _, svcs := range [][]Service{nil, {r.svc, dup}, {r.svc, bad}} {
+	for _, svcs := range [][]spec.Service{nil, {r.svc, dup}, {r.svc, bad}} {
 		if _, err := r.e.Reconfigure(svcs, Timeouts{Established: time.Minute}, nil); err == nil {
 			t.Errorf("Reconfigure(%d services) accepted", len(svcs))
 		}

@@ -158,7 +158,7 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		ECN:                 snapshot(s.st.ecnBy),
 		MSSClamped:          snapshot(s.st.mssClampedBy),
 		HalfOpen:            q.SynQueueLen,
-		HalfOpenLimit:       s.Queue.MaxSynBacklog,
+		HalfOpenLimit:       s.Limits.MaxSynBacklog,
 		Accept:              q.AcceptQueueLen,
 		AcceptLimit:         s.l.AcceptQueueCap(),
 		NoBackend:           s.noBackend.Load(),

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 )
 
@@ -33,10 +35,10 @@ type AcceptResult int
 const (
 	// AcceptQueued: the connection is queued for a consumer.
 	AcceptQueued AcceptResult = iota
-	// AcceptDropped: the queue is full and the policy is OverflowDrop;
+	// AcceptDropped: the queue is full and the policy is spec.OverflowDrop;
 	// ignore the segment and let the client retry.
 	AcceptDropped
-	// AcceptReset: the queue is full and the policy is OverflowReset; send
+	// AcceptReset: the queue is full and the policy is spec.OverflowReset; send
 	// the client a RST.
 	AcceptReset
 )
@@ -53,7 +55,7 @@ type acceptQueue struct {
 	buf      []Conn
 	head     int
 	n        int
-	overflow OverflowPolicy
+	overflow spec.OverflowPolicy
 	len      atomic.Int64
 	ready    chan struct{}
 
@@ -62,7 +64,7 @@ type acceptQueue struct {
 	overflowResets atomic.Uint64
 }
 
-func (q *acceptQueue) init(capacity int, p OverflowPolicy) {
+func (q *acceptQueue) init(capacity int, p spec.OverflowPolicy) {
 	q.buf = make([]Conn, capacity)
 	q.overflow = p
 	q.ready = make(chan struct{}, 1)
@@ -75,7 +77,7 @@ func (q *acceptQueue) push(c *Conn) AcceptResult {
 	q.mu.Lock()
 	if q.n == len(q.buf) {
 		q.mu.Unlock()
-		if q.overflow == OverflowReset {
+		if q.overflow == spec.OverflowReset {
 			q.overflowResets.Add(1)
 			return AcceptReset
 		}

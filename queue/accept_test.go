@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/syngate/syngate/spec"
 )
 
 func cookieConn(i int) Conn {
@@ -50,16 +52,16 @@ func TestAcceptFIFO(t *testing.T) {
 
 func TestAcceptOverflow(t *testing.T) {
 	tests := []struct {
-		policy     OverflowPolicy
+		policy     spec.OverflowPolicy
 		accept     AcceptResult
 		ack        AckDecision
 		keepsEntry bool
 	}{
-		{OverflowDrop, AcceptDropped, AckDecision{Action: AckDrop, Reason: ReasonAcceptQueueFull}, true},
-		{OverflowReset, AcceptReset, AckDecision{Action: AckReset, Reason: ReasonAcceptQueueFull}, false},
+		{spec.OverflowDrop, AcceptDropped, AckDecision{Action: AckDrop, Reason: ReasonAcceptQueueFull}, true},
+		{spec.OverflowReset, AcceptReset, AckDecision{Action: AckReset, Reason: ReasonAcceptQueueFull}, false},
 	}
 	for _, tt := range tests {
-		t.Run(tt.policy.String(), func(t *testing.T) {
+		t.Run(string(tt.policy), func(t *testing.T) {
 			l := newTestListener(t, func(c *Config) { c.Backlog, c.Overflow = 2, tt.policy })
 			var isn isnCounter
 			l.OnSYN(syn(1, 10), at(0), isn.get) // before the queue fills
@@ -96,8 +98,8 @@ func TestAcceptOverflow(t *testing.T) {
 }
 
 func TestSynDroppedWhileAcceptQueueFull(t *testing.T) {
-	for _, policy := range []CookiePolicy{CookiesNever, CookiesAuto, CookiesAlways} {
-		t.Run(policy.String(), func(t *testing.T) {
+	for _, policy := range []spec.CookiePolicy{spec.CookiesNever, spec.CookiesAuto, spec.CookiesAlways} {
+		t.Run(string(policy), func(t *testing.T) {
 			l := newTestListener(t, func(c *Config) { c.Backlog, c.Cookies = 1, policy })
 			var isn isnCounter
 			if d := l.OnSYN(syn(5, 1), at(0), isn.get); d.Action == SynDrop {

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 )
 
@@ -21,8 +23,8 @@ var benchTuples = func() []flow.Tuple {
 func benchListener(b *testing.B, mut func(*Config)) *Listener {
 	b.Helper()
 	c := Config{
-		MaxSynBacklog: benchQueue, SynAckRetries: 5, Cookies: CookiesAuto,
-		Backlog: benchQueue, Somaxconn: benchQueue, Overflow: OverflowDrop,
+		Limits:  spec.Limits{MaxSynBacklog: benchQueue, SynAckRetries: 5, Backlog: benchQueue, Somaxconn: benchQueue},
+		Cookies: spec.CookiesAuto, Overflow: spec.OverflowDrop,
 	}
 	if mut != nil {
 		c = testConfig(nil)
@@ -82,7 +84,7 @@ func BenchmarkOnSYN(b *testing.B) {
 	}
 }
 
-// BenchmarkOnSYNFlood measures a SYN into a full queue under CookiesAuto:
+// BenchmarkOnSYNFlood measures a SYN into a full queue under spec.CookiesAuto:
 // the lookup miss and the cookie decision, the path a flood takes.
 func BenchmarkOnSYNFlood(b *testing.B) {
 	b.ReportAllocs()
@@ -234,7 +236,7 @@ func BenchmarkHandshakeParallel(b *testing.B) {
 	})
 }
 
-// fullListener is a CookiesAuto listener whose SYN queue is full.
+// fullListener is a spec.CookiesAuto listener whose SYN queue is full.
 func fullListener(b *testing.B) *Listener {
 	l := benchListener(b, nil)
 	for i := range benchQueue {

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 )
 
@@ -55,11 +57,11 @@ func TestShardIndexCollisions(t *testing.T) {
 func TestFloodBounded(t *testing.T) {
 	for _, tt := range []struct {
 		backlog, shards int
-		policy          CookiePolicy
+		policy          spec.CookiePolicy
 	}{
-		{1024, 0, CookiesAuto},  // 4 shards
-		{1024, 1, CookiesNever}, // one exact shard
-		{1000, 16, CookiesAuto}, // uneven split
+		{1024, 0, spec.CookiesAuto},  // 4 shards
+		{1024, 1, spec.CookiesNever}, // one exact shard
+		{1000, 16, spec.CookiesAuto}, // uneven split
 	} {
 		l := newTestListener(t, func(c *Config) {
 			c.MaxSynBacklog, c.Shards, c.Cookies = tt.backlog, tt.shards, tt.policy

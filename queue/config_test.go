@@ -4,36 +4,9 @@ import (
 	"errors"
 	"testing"
 	"time"
-)
 
-func TestParsePolicies(t *testing.T) {
-	for _, p := range []CookiePolicy{CookiesNever, CookiesAuto, CookiesAlways} {
-		got, err := ParseCookiePolicy(p.String())
-		if err != nil || got != p {
-			t.Errorf("ParseCookiePolicy(%q) = %v, %v", p.String(), got, err)
-		}
-	}
-	if got, err := ParseCookiePolicy("ALWAYS"); err != nil || got != CookiesAlways {
-		t.Errorf("ParseCookiePolicy(ALWAYS) = %v, %v", got, err)
-	}
-	for _, p := range []OverflowPolicy{OverflowDrop, OverflowReset} {
-		got, err := ParseOverflowPolicy(p.String())
-		if err != nil || got != p {
-			t.Errorf("ParseOverflowPolicy(%q) = %v, %v", p.String(), got, err)
-		}
-	}
-	for _, s := range []string{"", "1", "sometimes", "never "} {
-		if _, err := ParseCookiePolicy(s); !errors.Is(err, ErrUnknownPolicy) {
-			t.Errorf("ParseCookiePolicy(%q) error %v, want ErrUnknownPolicy", s, err)
-		}
-		if _, err := ParseOverflowPolicy(s); !errors.Is(err, ErrUnknownPolicy) {
-			t.Errorf("ParseOverflowPolicy(%q) error %v, want ErrUnknownPolicy", s, err)
-		}
-	}
-	if s := CookiePolicy(7).String(); s != "CookiePolicy(7)" {
-		t.Errorf("unknown policy String = %q", s)
-	}
-}
+	"github.com/syngate/syngate/spec"
+)
 
 func TestConfigValidation(t *testing.T) {
 	tests := []struct {
@@ -42,16 +15,17 @@ func TestConfigValidation(t *testing.T) {
 		ok   bool
 	}{
 		{"test default", nil, true},
-		{"zero backlog with always", func(c *Config) { c.MaxSynBacklog, c.Cookies = 0, CookiesAlways }, true},
+		{"zero backlog with always", func(c *Config) { c.MaxSynBacklog, c.Cookies = 0, spec.CookiesAlways }, true},
 		{"zero backlog with auto", func(c *Config) { c.MaxSynBacklog = 0 }, false},
 		{"negative syn backlog", func(c *Config) { c.MaxSynBacklog = -1 }, false},
 		{"huge syn backlog", func(c *Config) { c.MaxSynBacklog = MaxQueueLen + 1 }, false},
 		{"retries 0", func(c *Config) { c.SynAckRetries = 0 }, true},
-		{"retries 255", func(c *Config) { c.SynAckRetries = 255 }, true},
-		{"retries 256", func(c *Config) { c.SynAckRetries = 256 }, false},
+		{"retries 10", func(c *Config) { c.SynAckRetries = spec.MaxSynAckRetries }, true},
+		{"retries 11", func(c *Config) { c.SynAckRetries = spec.MaxSynAckRetries + 1 }, false},
+		{"negative peer checks", func(c *Config) { c.PeerCookieChecks = -1 }, false},
 		{"negative retries", func(c *Config) { c.SynAckRetries = -1 }, false},
-		{"bad cookie policy", func(c *Config) { c.Cookies = 3 }, false},
-		{"bad overflow policy", func(c *Config) { c.Overflow = -1 }, false},
+		{"bad cookie policy", func(c *Config) { c.Cookies = "sometimes" }, false},
+		{"bad overflow policy", func(c *Config) { c.Overflow = "" }, false},
 		{"zero backlog", func(c *Config) { c.Backlog = 0 }, false},
 		{"zero somaxconn", func(c *Config) { c.Somaxconn = 0 }, false},
 		{"huge accept queue", func(c *Config) { c.Backlog, c.Somaxconn = MaxQueueLen+1, MaxQueueLen+1 }, false},

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 )
 
@@ -12,9 +14,9 @@ func TestCookiesSentElsewhereOpensGate(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	tup := flow.Tuple{Client: netip.MustParseAddrPort("192.0.2.1:1000"), Service: netip.MustParseAddrPort("203.0.113.1:80")}
 	for _, tc := range []struct {
-		policy CookiePolicy
+		policy spec.CookiePolicy
 		want   bool
-	}{{CookiesAuto, true}, {CookiesNever, false}} {
+	}{{spec.CookiesAuto, true}, {spec.CookiesNever, false}} {
 		cfg := DefaultConfig()
 		cfg.Cookies = tc.policy
 		l, err := NewListener(cfg)

@@ -3,6 +3,8 @@ package queue
 import (
 	"testing"
 	"time"
+
+	"github.com/syngate/syngate/spec"
 )
 
 // FuzzListener applies an arbitrary sequence of SYNs, ACKs, cookie
@@ -22,8 +24,8 @@ func FuzzListener(f *testing.F) {
 		}
 		l := newTestListener(t, func(c *Config) {
 			c.MaxSynBacklog, c.Backlog, c.SynAckRetries, c.Shards = 5, 3, 2, shards
-			c.Cookies = CookiePolicy(len(ops) % 3)
-			c.Overflow = OverflowPolicy(len(ops) / 3 % 2)
+			c.Cookies = []spec.CookiePolicy{spec.CookiesNever, spec.CookiesAuto, spec.CookiesAlways}[len(ops)%3]
+			c.Overflow = []spec.OverflowPolicy{spec.OverflowDrop, spec.OverflowReset}[len(ops)/3%2]
 		})
 		now := time.Duration(0)
 		ours := map[int]uint32{}

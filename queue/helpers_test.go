@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 )
 
@@ -39,12 +41,9 @@ func (c *isnCounter) get() uint32 {
 
 func testConfig(mut func(*Config)) Config {
 	c := Config{
-		MaxSynBacklog: 8,
-		SynAckRetries: 5,
-		Cookies:       CookiesAuto,
-		Backlog:       4,
-		Somaxconn:     128,
-		Overflow:      OverflowDrop,
+		Limits:   spec.Limits{MaxSynBacklog: 8, SynAckRetries: 5, Backlog: 4, Somaxconn: 128, PeerCookieChecks: spec.DefaultPeerCookieChecks},
+		Cookies:  spec.CookiesAuto,
+		Overflow: spec.OverflowDrop,
 	}
 	if mut != nil {
 		mut(&c)

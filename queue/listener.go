@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 )
 
@@ -100,7 +102,7 @@ const (
 	// entry stays, so the client's next segment is validated again.
 	AckDrop
 	// AckReset: answer with a RST (ReasonBadAck, or ReasonAcceptQueueFull
-	// under OverflowReset, which also removed the entry).
+	// under spec.OverflowReset, which also removed the entry).
 	AckReset
 )
 
@@ -116,10 +118,10 @@ type AckDecision struct {
 	// Reason says why an ACK was dropped or reset.
 	Reason Reason
 	// CookieCheckAllowed is set with AckNoEntry when the service sent
-	// cookies recently: always under CookiesAlways, under CookiesAuto for two
+	// cookies recently: always under spec.CookiesAlways, under spec.CookiesAuto for two
 	// cookie ticks after the half-open queue last overflowed, never under
-	// CookiesNever. Checking every stray ACK would let blind guessing in.
-	// Under CookiesAuto with the gate closed it is also set, with
+	// spec.CookiesNever. Checking every stray ACK would let blind guessing in.
+	// Under spec.CookiesAuto with the gate closed it is also set, with
 	// PeerCookie, for up to Config.PeerCookieChecks ACKs a second.
 	CookieCheckAllowed bool
 	// PeerCookie is set with CookieCheckAllowed when the local gate is
@@ -151,7 +153,7 @@ type Timeout struct {
 // accept queue, its cookie gate and its counters. Create it with
 // NewListener; all methods are safe for concurrent use.
 type Listener struct {
-	cookies        CookiePolicy
+	cookies        spec.CookiePolicy
 	retries        int
 	resendInterval int64 // ns; negative disables
 	cookieWindow   int64 // ns an ACK may be checked as a cookie after an overflow
@@ -204,7 +206,7 @@ func NewListener(cfg Config) (*Listener, error) {
 	}
 	l.lastOverflow.Store(noTime)
 	perShard := 0
-	if c.Cookies != CookiesAlways {
+	if c.Cookies != spec.CookiesAlways {
 		perShard = c.MaxSynBacklog
 		if c.Shards > 1 {
 			// Room for a fair share plus headroom of many standard
@@ -259,11 +261,11 @@ func (l *Listener) reserve() bool {
 }
 
 // OnSYN decides what to do with a SYN, checking in Linux's order: a full
-// accept queue drops it (even with cookies); CookiesAlways answers with a
+// accept queue drops it (even with cookies); spec.CookiesAlways answers with a
 // cookie; a retransmission of a queued SYN (same ISN) resends its SYN-ACK;
 // a SYN with a new ISN replaces the entry; otherwise it is queued if there
-// is room, else answered with a cookie (CookiesAuto, which also opens the
-// ACK cookie gate) or dropped (CookiesNever).
+// is room, else answered with a cookie (spec.CookiesAuto, which also opens the
+// ACK cookie gate) or dropped (spec.CookiesNever).
 //
 // newISN (not nil) is called, once, only when an entry is created or
 // replaced. Entries are keyed by address and port; IPv6 zones, which no SYN
@@ -279,7 +281,7 @@ func (l *Listener) OnSYN(s SYN, now time.Time, newISN func() uint32) SynDecision
 		sh.stats.synAcceptFullDrops.Add(1)
 		return SynDecision{Action: SynDrop, Reason: ReasonAcceptQueueFull}
 	}
-	if l.cookies == CookiesAlways {
+	if l.cookies == spec.CookiesAlways {
 		sh.stats.cookiesSent.Add(1)
 		return SynDecision{Action: SynCookie, Reason: ReasonCookiesAlways}
 	}
@@ -318,7 +320,7 @@ func (l *Listener) OnSYN(s SYN, now time.Time, newISN func() uint32) SynDecision
 	}
 	sh.mu.Unlock()
 
-	if l.cookies == CookiesAuto {
+	if l.cookies == spec.CookiesAuto {
 		l.noteOverflow(t)
 		sh.stats.cookiesSent.Add(1)
 		sh.stats.cookiesOverflow.Add(1)
@@ -354,9 +356,9 @@ func (l *Listener) noteOverflow(t int64) {
 
 func (l *Listener) cookieCheckAllowed(t int64) bool {
 	switch l.cookies {
-	case CookiesAlways:
+	case spec.CookiesAlways:
 		return true
-	case CookiesAuto:
+	case spec.CookiesAuto:
 		last := l.lastOverflow.Load()
 		return last != noTime && t-last <= l.cookieWindow
 	}
@@ -375,7 +377,7 @@ func (l *Listener) OnACK(t flow.Tuple, seq, ack uint32, data []byte, now time.Ti
 	h := l.key.sum(&k)
 	sh := l.shard(h)
 	tm := l.now(now)
-	if l.cookies != CookiesAlways {
+	if l.cookies != spec.CookiesAlways {
 		sh.mu.Lock()
 		pos, i := sh.lookup(h, &k)
 		if i != nilIdx {
@@ -402,7 +404,7 @@ func (l *Listener) OnACK(t flow.Tuple, seq, ack uint32, data []byte, now time.Ti
 // crossing a second together may spend a few extra, which the bound
 // tolerates (it is a rate, not a secret).
 func (l *Listener) peerCheckAllowed(t int64) bool {
-	if l.cookies != CookiesAuto || l.peerChecks < 0 {
+	if l.cookies != spec.CookiesAuto || l.peerChecks == 0 {
 		return false
 	}
 	sec := t / int64(time.Second)
@@ -512,10 +514,10 @@ func name(names []string, i int, typ string) string {
 // CookiesSentElsewhere tells the listener that SYNs of its service are being
 // answered with cookies outside OnSYN (by the XDP program), so the ACK
 // cookie gate stays open as if the queue had just overflowed. Call it at
-// least once a second while that lasts. Under CookiesNever it does nothing:
+// least once a second while that lasts. Under spec.CookiesNever it does nothing:
 // such a service must not be answered with cookies at all.
 func (l *Listener) CookiesSentElsewhere(now time.Time) {
-	if l.cookies == CookiesNever {
+	if l.cookies == spec.CookiesNever {
 		return
 	}
 	l.noteOverflow(l.now(now))

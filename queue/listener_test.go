@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/syngate/syngate/spec"
 )
 
 func TestSynResend(t *testing.T) {
@@ -98,7 +100,7 @@ func TestSynReplace(t *testing.T) {
 
 func TestCookiePolicies(t *testing.T) {
 	tests := []struct {
-		policy    CookiePolicy
+		policy    spec.CookiePolicy
 		queued    int // SYNs of the 10 that get a half-open entry
 		overflow  SynDecision
 		firstSyn  SynAction
@@ -106,13 +108,13 @@ func TestCookiePolicies(t *testing.T) {
 		statsWant string
 	}{
 		{
-			policy: CookiesNever, queued: 8, firstSyn: SynQueued,
+			policy: spec.CookiesNever, queued: 8, firstSyn: SynQueued,
 			overflow:  SynDecision{Action: SynDrop, Reason: ReasonSynQueueFull},
 			stats:     func(s Stats) bool { return s.SynDropsQueueFull == 2 && s.CookiesSent == 0 && s.SynQueued == 8 },
 			statsWant: "2 queue-full drops, 8 queued",
 		},
 		{
-			policy: CookiesAuto, queued: 8, firstSyn: SynQueued,
+			policy: spec.CookiesAuto, queued: 8, firstSyn: SynQueued,
 			overflow: SynDecision{Action: SynCookie, Reason: ReasonSynQueueFull},
 			stats: func(s Stats) bool {
 				return s.CookiesSent == 2 && s.CookiesOverflow == 2 && s.SynDropsQueueFull == 0 && s.SynQueued == 8
@@ -120,7 +122,7 @@ func TestCookiePolicies(t *testing.T) {
 			statsWant: "2 overflow cookies, 8 queued",
 		},
 		{
-			policy: CookiesAlways, queued: 0, firstSyn: SynCookie,
+			policy: spec.CookiesAlways, queued: 0, firstSyn: SynCookie,
 			overflow: SynDecision{Action: SynCookie, Reason: ReasonCookiesAlways},
 			stats: func(s Stats) bool {
 				return s.CookiesSent == 10 && s.CookiesOverflow == 0 && s.SynQueued == 0
@@ -129,7 +131,7 @@ func TestCookiePolicies(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.policy.String(), func(t *testing.T) {
+		t.Run(string(tt.policy), func(t *testing.T) {
 			l := newTestListener(t, func(c *Config) { c.Cookies = tt.policy })
 			var isn isnCounter
 			if d := l.OnSYN(syn(0, 1), at(0), isn.get); d.Action != tt.firstSyn {
@@ -172,20 +174,20 @@ func TestCookieGate(t *testing.T) {
 		for i := range 9 {
 			l.OnSYN(syn(i, 1), at(now), isn.get)
 		}
-		if l.Stats().CookiesOverflow+l.Stats().SynDropsQueueFull == 0 && l.cookies != CookiesAlways {
+		if l.Stats().CookiesOverflow+l.Stats().SynDropsQueueFull == 0 && l.cookies != spec.CookiesAlways {
 			t.Fatal("the queue did not overflow")
 		}
 	}
 
 	t.Run("never", func(t *testing.T) {
-		l := newTestListener(t, func(c *Config) { c.Cookies, c.CookieTick = CookiesNever, tick })
+		l := newTestListener(t, func(c *Config) { c.Cookies, c.CookieTick = spec.CookiesNever, tick })
 		overflow(t, l, 0)
 		if a := unmatched(l, time.Second); a.Action != AckNoEntry || localGate(a) {
 			t.Errorf("%+v, want no entry, no cookie check", a)
 		}
 	})
 	t.Run("always", func(t *testing.T) {
-		l := newTestListener(t, func(c *Config) { c.Cookies, c.CookieTick = CookiesAlways, tick })
+		l := newTestListener(t, func(c *Config) { c.Cookies, c.CookieTick = spec.CookiesAlways, tick })
 		for _, now := range []time.Duration{0, time.Hour} {
 			if a := unmatched(l, now); a.Action != AckNoEntry || !localGate(a) {
 				t.Errorf("at %s: %+v, want a cookie check", now, a)
@@ -302,7 +304,7 @@ func TestStringers(t *testing.T) {
 		{ReasonBadSeq.String(), "bad sequence number"},
 		{Reason(-1).String(), "Reason(-1)"},
 		{AcceptReset.String(), "reset"},
-		{OverflowReset.String(), "reset"},
+		{string(spec.OverflowReset), "reset"},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("got %q, want %q", tt.got, tt.want)

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/spec"
+
 	"github.com/syngate/syngate/flow"
 )
 
@@ -12,22 +14,22 @@ import (
 // checked (not the peer-cookie budget).
 func localGate(a AckDecision) bool { return a.CookieCheckAllowed && !a.PeerCookie }
 
-// TestPeerCookieBudget: under CookiesAuto with the gate closed, up to
+// TestPeerCookieBudget: under spec.CookiesAuto with the gate closed, up to
 // PeerCookieChecks ACKs a second are checked as a peer's cookies, and no
-// more; a negative budget is Linux's closed gate; CookiesNever never checks.
+// more; a negative budget is Linux's closed gate; spec.CookiesNever never checks.
 func TestPeerCookieBudget(t *testing.T) {
 	t0 := time.Unix(5000, 0)
 	tup := flow.Tuple{Client: netip.MustParseAddrPort("192.0.2.1:1000"), Service: netip.MustParseAddrPort("203.0.113.1:80")}
 	for _, tc := range []struct {
 		name   string
-		policy CookiePolicy
+		policy spec.CookiePolicy
 		budget int
 		want   int
 	}{
-		{"auto budget 5", CookiesAuto, 5, 5},
-		{"auto default", CookiesAuto, 0, DefaultPeerCookieChecks},
-		{"auto off", CookiesAuto, -1, 0},
-		{"never", CookiesNever, 5, 0},
+		{"auto budget 5", spec.CookiesAuto, 5, 5},
+		{"auto default", spec.CookiesAuto, spec.DefaultPeerCookieChecks, spec.DefaultPeerCookieChecks},
+		{"auto off", spec.CookiesAuto, 0, 0},
+		{"never", spec.CookiesNever, 5, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
@@ -39,7 +41,7 @@ func TestPeerCookieBudget(t *testing.T) {
 			for sec := range 3 {
 				now := t0.Add(time.Duration(sec) * time.Second)
 				got := 0
-				for range DefaultPeerCookieChecks + 100 {
+				for range spec.DefaultPeerCookieChecks + 100 {
 					d := l.OnACK(tup, 1, 1, nil, now)
 					if d.CookieCheckAllowed {
 						if !d.PeerCookie {

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/syngate/syngate/spec"
 )
 
 type event struct {
@@ -139,7 +141,7 @@ func TestExpireSkewedClock(t *testing.T) {
 }
 
 func TestExpireNilCallbackAndEmpty(t *testing.T) {
-	l := newTestListener(t, func(c *Config) { c.MaxSynBacklog, c.Cookies = 0, CookiesAlways })
+	l := newTestListener(t, func(c *Config) { c.MaxSynBacklog, c.Cookies = 0, spec.CookiesAlways })
 	if n, d := l.Expire(at(time.Hour), nil); n != 0 || d != 0 {
 		t.Errorf("Expire on a cookie-only listener = %d, %d", n, d)
 	}

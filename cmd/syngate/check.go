@@ -117,7 +117,7 @@ func printPlan(w io.Writer, cfg *config.Config) {
 		fmt.Fprintf(w, "  hash %s, proxy_protocol %s, on_no_backend %s; health check %s every %v (timeout %v, rise %d, fall %d)\n",
 			s.Hash, s.ProxyProtocol, s.OnNoBackend, s.HealthCheck.Type, s.HealthCheck.Interval, s.HealthCheck.Timeout, s.HealthCheck.Rise, s.HealthCheck.Fall)
 		fmt.Fprintf(w, "  SYN queue %d, cookies %s; accept queue %d = min(backlog %d, somaxconn %d), on overflow %s\n",
-			cfg.SYN.MaxSynBacklog, s.Cookies, cfg.EffectiveBacklog(s), s.Backlog, cfg.SYN.Somaxconn, s.OnOverflow)
+			s.Limits.MaxSynBacklog, s.Cookies, s.Limits.AcceptQueue(), s.Limits.Backlog, s.Limits.Somaxconn, s.OnOverflow)
 		a := s.Announce
 		fmt.Fprintf(w, "  announce: mss %s, window scale %s, sack %s, timestamps %s\n",
 			opt(a.MSS, func(v uint16) string { return strconv.Itoa(int(v)) }),
