@@ -40,6 +40,7 @@ const (
 	ModeZeroCopy
 )
 
+// String names the mode as logs and metrics spell it.
 func (m Mode) String() string {
 	switch m {
 	case ModeAuto:

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/spec"
 
 	"github.com/gopacket/gopacket/layers"
@@ -37,7 +38,7 @@ func BenchmarkXDP(b *testing.B) {
 			inNewNetns(b)
 			d := testDataplane(b, Config{DropBadFlags: true})
 			withSocket(b, d)
-			for _, k := range []FlowKey{{client4, svc4}, {client6, svc6}} {
+			for _, k := range []flow.Key{{Src: client4, Dst: svc4}, {Src: client6, Dst: svc6}} {
 				local := netip.AddrPortFrom(local4, 40000)
 				if k.Src.Addr().Is6() {
 					local = netip.AddrPortFrom(local6, 40000)
@@ -46,7 +47,7 @@ func BenchmarkXDP(b *testing.B) {
 				if k.Src.Addr().Is6() {
 					back = back6
 				}
-				if err := d.InstallFlow(k, FlowNAT{Src: local, Dst: back, SeqDelta: 1, AckDelta: 2, TSvalDelta: 3, TSecrDelta: 4, InShift: 7, OutShift: 7, Ifindex: 1}); err != nil {
+				if err := d.InstallFlow(k, flow.NAT{Src: local, Dst: back, SeqDelta: 1, AckDelta: 2, TSvalDelta: 3, TSecrDelta: 4, InShift: 7, OutShift: 7, Ifindex: 1}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/syngate/syngate/flow"
 )
 
 // millionConns is the capacity the defaults are sized for.
@@ -31,17 +33,17 @@ func flowPair(tb testing.TB, i int) (keys [2]syngateFlowKey, vals [2]syngateFlow
 	// 16384 source ports per source address, as the engine's defaults.
 	leg := netip.AddrPortFrom(netip.AddrFrom4([4]byte{100, 64, byte(i >> 22), byte(i >> 14)}), uint16(16384+i%16384))
 	for d, kn := range []struct {
-		k FlowKey
-		n FlowNAT
+		k flow.Key
+		n flow.NAT
 	}{
-		{FlowKey{client, svc4}, FlowNAT{Src: leg, Dst: back4, SeqDelta: 1, AckDelta: 2, TSvalDelta: 3, TSecrDelta: 4, InShift: 7, OutShift: 7, Ifindex: 1}},
-		{FlowKey{back4, leg}, FlowNAT{Src: svc4, Dst: client, SeqDelta: 5, AckDelta: 6, TSvalDelta: 7, TSecrDelta: 8, InShift: 7, OutShift: 7, Ifindex: 1}},
+		{flow.Key{Src: client, Dst: svc4}, flow.NAT{Src: leg, Dst: back4, SeqDelta: 1, AckDelta: 2, TSvalDelta: 3, TSecrDelta: 4, InShift: 7, OutShift: 7, Ifindex: 1}},
+		{flow.Key{Src: back4, Dst: leg}, flow.NAT{Src: svc4, Dst: client, SeqDelta: 5, AckDelta: 6, TSvalDelta: 7, TSecrDelta: 8, InShift: 7, OutShift: 7, Ifindex: 1}},
 	} {
-		k, err := kn.k.bpf()
+		k, err := flowKey(kn.k)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		v, err := kn.n.bpf(k.Family)
+		v, err := flowValue(kn.n, k.Family)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -160,7 +162,7 @@ func TestMillionFlows(t *testing.T) {
 	for j := range lookups {
 		i := j * (conns / lookups)
 		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), uint16(1024+i%50000))
-		if _, err := d.LookupFlow(FlowKey{client, svc4}); err != nil {
+		if _, err := d.LookupFlow(flow.Key{Src: client, Dst: svc4}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -170,7 +172,7 @@ func TestMillionFlows(t *testing.T) {
 	// What the engine's orphan scan pays: the whole table, in batches.
 	start = time.Now()
 	entries := 0
-	if err := d.IterateFlows(func(FlowKey, FlowState) bool { entries++; return true }); err != nil {
+	if err := d.IterateFlows(func(flow.Key, flow.State) bool { entries++; return true }); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("IterateFlows over %d entries: %v", entries, time.Since(start).Round(time.Millisecond))
@@ -182,8 +184,8 @@ func TestMillionFlows(t *testing.T) {
 	}
 
 	// Full: the next insert is refused, nothing is evicted.
-	extra := FlowKey{Src: netip.MustParseAddrPort("10.255.255.255:1"), Dst: svc4}
-	err := d.InstallFlow(extra, FlowNAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4})
+	extra := flow.Key{Src: netip.MustParseAddrPort("10.255.255.255:1"), Dst: svc4}
+	err := d.InstallFlow(extra, flow.NAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4})
 	if !errors.Is(err, ErrFlowTableFull) {
 		t.Fatalf("insert into a full table: %v, want ErrFlowTableFull", err)
 	}

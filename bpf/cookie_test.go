@@ -278,7 +278,7 @@ func TestXDPCookieFallbacks(t *testing.T) {
 	run("window scale option of length 4", frame(t, pkt{src: client4, dst: svc4, flags: "S", opts: bad}), VerdictXSKSyn)
 	run("syn-ack", frame(t, pkt{src: client4, dst: svc4, flags: "SA", opts: synOpts}), VerdictXSKHandshake)
 
-	if err := d.InstallFlow(FlowKey{client4, svc4}, FlowNAT{Src: svc4, Dst: client4, Ifindex: 1}); err != nil {
+	if err := d.InstallFlow(flow.Key{Src: client4, Dst: svc4}, flow.NAT{Src: svc4, Dst: client4, Ifindex: 1}); err != nil {
 		t.Fatal(err)
 	}
 	run("spliced 4-tuple", syn4, VerdictXSKSyn)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/spec"
 
 	"github.com/cilium/ebpf"
@@ -282,8 +283,8 @@ func TestPinnedRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := FlowKey{Src: client4, Dst: svc4}
-	nat := FlowNAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4, SeqDelta: 42}
+	key := flow.Key{Src: client4, Dst: svc4}
+	nat := flow.NAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4, SeqDelta: 42}
 	if err := errors.Join(d1.SetService(spec.Entry{Listen: svc4, ID: 7}), d1.AddLocal(local4), d1.InstallFlow(key, nat)); err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +367,7 @@ func TestPinnedRestart(t *testing.T) {
 	}
 	// The running program records a FIN in the old table after the copy;
 	// the merge after the link update carries it over.
-	fk, err := key.bpf()
+	fk, err := flowKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}

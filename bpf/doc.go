@@ -11,7 +11,7 @@
 //	err = dp.SetService(spec.Entry{Listen: netip.MustParseAddrPort("192.0.2.10:443"), ID: 1})
 //	err = dp.SetCookieKey(jar.DataplaneKey(time.Now()))   // every second, if any entry has Offload or Standby
 //	err = dp.RegisterSocket(ifindex, queue, xskFD)        // one AF_XDP socket per interface rx queue
-//	err = dp.InstallTrackedFlow(bpf.ClientKey(tuple), clientToBackend, clientTrack) // and the reverse direction
+//	err = dp.InstallTrackedFlow(flow.ClientKey(tuple), clientToBackend, clientTrack) // and the reverse direction
 //	counters, err := dp.Counters()
 //
 // # What the program does
@@ -32,7 +32,7 @@
 // A flow installed with InstallTrackedFlow (both directions) is judged like
 // conntrack's tcp_in_window and RFC 5961 would: each entry keeps its
 // sender's next sequence number, highest acknowledgement, right window edge
-// and largest window (FlowTrack), and only segments inside the reverse
+// and largest window (flow.Track), and only segments inside the reverse
 // direction's window move them. A RST at exactly the expected sequence
 // number (the receiver's highest ack, or the sender's next sequence number
 // when the receiver has not acked yet) is forwarded and marks the flow; an
@@ -46,9 +46,9 @@
 // (VerdictFastTXOutOfWindow, VerdictFastRedirectOutOfWindow): the endpoint
 // judges them, and a blind attacker cannot shift what an exact RST is. A FIN
 // inside the window marks its direction with its sequence number
-// (FlowState.FinEnd), so the engine can tell a half-closed connection from a
-// closed one (FlowState.FINAcked). Each direction also keeps its sender's
-// latest timestamp from segments inside the window (FlowState.TSRecent), for
+// (flow.State.FinEnd), so the engine can tell a half-closed connection from a
+// closed one (flow.State.FINAcked). Each direction also keeps its sender's
+// latest timestamp from segments inside the window (flow.State.TSRecent), for
 // TIME_WAIT's rule on a new SYN. Flows installed with InstallFlow are not
 // judged: any FIN or RST marks them.
 //

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/syngate/syngate/flow"
 )
 
 // Sentinel errors callers branch on; returned errors wrap them with context.
@@ -32,14 +34,16 @@ var (
 	// ErrPinnedIncompatible: a pinned map from an earlier run has another
 	// layout (type, key, value or size); remove the pins to start fresh.
 	ErrPinnedIncompatible = errors.New("pinned map incompatible with this program")
-	// ErrNotFound: no such service, local address, socket or flow.
-	ErrNotFound = errors.New("not found")
+	// ErrNotFound: no such service, local address, socket or flow. It is
+	// flow.ErrNotFound (as os.ErrNotExist is fs.ErrNotExist), so the engine
+	// branches on it without importing this package.
+	ErrNotFound = flow.ErrNotFound
 	// ErrTooManyInterfaces: RegisterSocket for a new interface while
 	// sockets of MaxInterfaces others are registered.
 	ErrTooManyInterfaces = errors.New("too many interfaces with AF_XDP sockets")
 	// ErrFlowTableFull: InstallFlow found the flow table at its
-	// MaxFlows; nothing was evicted.
-	ErrFlowTableFull = errors.New("flow table full")
+	// MaxFlows; nothing was evicted. It is flow.ErrTableFull.
+	ErrFlowTableFull = flow.ErrTableFull
 	// ErrInvalid: an argument (address, port, config value) is unusable.
 	ErrInvalid = errors.New("invalid argument")
 )

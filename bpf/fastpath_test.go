@@ -9,6 +9,8 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/syngate/syngate/flow"
 )
 
 var (
@@ -139,7 +141,7 @@ func sameChecksum(a, b uint16) bool {
 
 // checkRewrite asserts that out is in rewritten exactly as nat says, with
 // nothing else changed and checksums that verify.
-func checkRewrite(tb testing.TB, in, out []byte, nat FlowNAT) {
+func checkRewrite(tb testing.TB, in, out []byte, nat flow.NAT) {
 	tb.Helper()
 	a, b := decode(tb, in), decode(tb, out)
 	if got := [6]byte(b.eth.SrcMAC); got != nat.SrcMAC {
@@ -217,7 +219,7 @@ func checkRewrite(tb testing.TB, in, out []byte, nat FlowNAT) {
 }
 
 // runFast installs nat under key, runs in and checks the rewrite.
-func runFast(tb testing.TB, d *Dataplane, key FlowKey, nat FlowNAT, in pkt) []byte {
+func runFast(tb testing.TB, d *Dataplane, key flow.Key, nat flow.NAT, in pkt) []byte {
 	tb.Helper()
 	if err := d.InstallFlow(key, nat); err != nil {
 		tb.Fatal(err)
@@ -239,27 +241,27 @@ func TestFastPathRewrite(t *testing.T) {
 	for _, fam := range rewriteFamilies() {
 		localAP, toBackend, toClient := fam.localAP, fam.toBackend, fam.toClient
 		t.Run(fam.name+"/client to backend", func(t *testing.T) {
-			runFast(t, d, FlowKey{Src: fam.client, Dst: fam.svc}, toBackend, pkt{
+			runFast(t, d, flow.Key{Src: fam.client, Dst: fam.svc}, toBackend, pkt{
 				src: fam.client, dst: fam.svc, flags: "PA", seq: 0xffff_fff8, ack: 0x7000_0001, window: 1000,
 				opts:    []layers.TCPOption{optNOP, optNOP, optTS(0xffff_fffe, 12345), optNOP, optNOP, optSACK(0x7000_1000, 0x7000_2000, 0x7000_3000, 0x7000_4000)},
 				payload: []byte("GET / HTTP/1.1\r\nHost: example\r\n\r\n"),
 			})
 		})
 		t.Run(fam.name+"/backend to client", func(t *testing.T) {
-			runFast(t, d, FlowKey{Src: fam.backend, Dst: localAP}, toClient, pkt{
+			runFast(t, d, flow.Key{Src: fam.backend, Dst: localAP}, toClient, pkt{
 				src: fam.backend, dst: localAP, flags: "A", seq: 0x9000_0010, ack: 8, window: 60000,
 				opts:    []layers.TCPOption{optNOP, optTS(99, 0xffff_ffff), optSACK(1, 2, 3, 4, 5, 6), optNOP},
 				payload: bytes.Repeat([]byte{0xab}, 1001),
 			})
 		})
 		t.Run(fam.name+"/backend syn-ack keeps window", func(t *testing.T) {
-			runFast(t, d, FlowKey{Src: fam.backend, Dst: localAP}, toClient, pkt{
+			runFast(t, d, flow.Key{Src: fam.backend, Dst: localAP}, toClient, pkt{
 				src: fam.backend, dst: localAP, flags: "SA", seq: 5, ack: 6, window: 64240,
 				opts: []layers.TCPOption{optMSS, optNOP, optNOP, optTS(1, 2)},
 			})
 		})
 		t.Run(fam.name+"/vlan fin", func(t *testing.T) {
-			key := FlowKey{Src: fam.client, Dst: fam.svc}
+			key := flow.Key{Src: fam.client, Dst: fam.svc}
 			runFast(t, d, key, toBackend, pkt{src: fam.client, dst: fam.svc, vlan: true, flags: "FA", seq: 1, ack: 2, window: 3})
 			st, err := d.LookupFlow(key)
 			if err != nil {
@@ -289,7 +291,7 @@ func TestFastPathRewriteRandom(t *testing.T) {
 		if v6 {
 			client, svc, backend, local = client6, svc6, back6, local6
 		}
-		nat := FlowNAT{
+		nat := flow.NAT{
 			Src: netip.AddrPortFrom(local, uint16(40000+rng.IntN(10000))), Dst: backend,
 			SeqDelta: rng.Uint32(), AckDelta: rng.Uint32(), TSvalDelta: rng.Uint32(), TSecrDelta: rng.Uint32(),
 			InShift: uint8(rng.IntN(15)), OutShift: uint8(rng.IntN(15)), Ifindex: 1, SrcMAC: learnedSrc, DstMAC: learnedDst,
@@ -335,7 +337,7 @@ func TestFastPathRewriteRandom(t *testing.T) {
 		if opts > 40 {
 			t.Fatalf("test bug: %d bytes of options", opts)
 		}
-		key := FlowKey{Src: client, Dst: svc}
+		key := flow.Key{Src: client, Dst: svc}
 		runFast(t, d, key, nat, p)
 		if t.Failed() {
 			t.Fatalf("packet %d failed: %+v nat %+v", i, p, nat)
@@ -345,17 +347,17 @@ func TestFastPathRewriteRandom(t *testing.T) {
 
 func TestFlowTable(t *testing.T) {
 	d := testDataplane(t, Config{})
-	k4 := FlowKey{Src: client4, Dst: svc4}
-	k6 := FlowKey{Src: back6, Dst: netip.AddrPortFrom(local6, 40000)}
-	n4 := FlowNAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4, SeqDelta: 1, InShift: 14, Ifindex: 3, DstMAC: learnedDst}
-	n6 := FlowNAT{Src: svc6, Dst: client6, AckDelta: 2, OutShift: 3}
-	for k, n := range map[FlowKey]FlowNAT{k4: n4, k6: n6} {
+	k4 := flow.Key{Src: client4, Dst: svc4}
+	k6 := flow.Key{Src: back6, Dst: netip.AddrPortFrom(local6, 40000)}
+	n4 := flow.NAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4, SeqDelta: 1, InShift: 14, Ifindex: 3, DstMAC: learnedDst}
+	n6 := flow.NAT{Src: svc6, Dst: client6, AckDelta: 2, OutShift: 3}
+	for k, n := range map[flow.Key]flow.NAT{k4: n4, k6: n6} {
 		if err := d.InstallFlow(k, n); err != nil {
 			t.Fatal(err)
 		}
 	}
-	seen := map[FlowKey]FlowNAT{}
-	if err := d.IterateFlows(func(k FlowKey, s FlowState) bool { seen[k] = s.NAT; return true }); err != nil {
+	seen := map[flow.Key]flow.NAT{}
+	if err := d.IterateFlows(func(k flow.Key, s flow.State) bool { seen[k] = s.NAT; return true }); err != nil {
 		t.Fatal(err)
 	}
 	if len(seen) != 2 || seen[k4] != n4 || seen[k6] != n6 {
@@ -372,13 +374,13 @@ func TestFlowTable(t *testing.T) {
 		t.Fatal("lookup after delete succeeded")
 	}
 	for _, tc := range []struct {
-		k FlowKey
-		n FlowNAT
+		k flow.Key
+		n flow.NAT
 	}{
-		{FlowKey{Src: client4, Dst: svc6}, n6}, // mixed key
-		{k6, n4},                               // family change
-		{k6, FlowNAT{Src: svc6, Dst: client6, InShift: 15}}, // shift too large
-		{FlowKey{Dst: svc4}, n4},                            // invalid address
+		{flow.Key{Src: client4, Dst: svc6}, n6}, // mixed key
+		{k6, n4},                                // family change
+		{k6, flow.NAT{Src: svc6, Dst: client6, InShift: 15}}, // shift too large
+		{flow.Key{Dst: svc4}, n4},                            // invalid address
 	} {
 		if err := d.InstallFlow(tc.k, tc.n); err == nil {
 			t.Errorf("InstallFlow(%v, %+v) succeeded", tc.k, tc.n)
@@ -390,12 +392,12 @@ func TestFlowStateCounts(t *testing.T) {
 	requireRoot(t)
 	inNewNetns(t)
 	d := testDataplane(t, Config{})
-	key := FlowKey{Src: client4, Dst: svc4}
-	nat := FlowNAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4, Ifindex: 1}
+	key := flow.Key{Src: client4, Dst: svc4}
+	nat := flow.NAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4, Ifindex: 1}
 	if err := d.InstallFlow(key, nat); err != nil {
 		t.Fatal(err)
 	}
-	start := Monotonic()
+	start := flow.Monotonic()
 	var total uint64
 	for _, f := range []string{"A", "PA", "RA"} {
 		data := frame(t, pkt{src: client4, dst: svc4, flags: f, payload: []byte("abc")})
@@ -409,7 +411,7 @@ func TestFlowStateCounts(t *testing.T) {
 	if st.Packets != 3 || st.Bytes != total || !st.RST || st.FIN {
 		t.Errorf("state %+v, want 3 packets, %d bytes, RST only", st, total)
 	}
-	if st.LastSeen < start || st.LastSeen > Monotonic() {
+	if st.LastSeen < start || st.LastSeen > flow.Monotonic() {
 		t.Errorf("last seen %v outside [%v, now]", st.LastSeen, start)
 	}
 }
@@ -420,7 +422,7 @@ type rewriteFamily struct {
 	name                 string
 	client, svc, backend netip.AddrPort
 	localAP              netip.AddrPort
-	toBackend, toClient  FlowNAT
+	toBackend, toClient  flow.NAT
 }
 
 // rewriteFamilies are the IPv4 and IPv6 connections the rewrite tests of
@@ -438,12 +440,12 @@ func rewriteFamilies() []rewriteFamily {
 		localAP := netip.AddrPortFrom(f.local, 40001)
 		out = append(out, rewriteFamily{
 			name: f.name, client: f.client, svc: f.svc, backend: f.backend, localAP: localAP,
-			toBackend: FlowNAT{
+			toBackend: flow.NAT{
 				Src: localAP, Dst: f.backend,
 				SeqDelta: 0x10, AckDelta: 0x9000_0000, TSvalDelta: 7, TSecrDelta: 0xffff_fff0,
 				InShift: 7, OutShift: 2, Ifindex: 1, SrcMAC: learnedSrc, DstMAC: learnedDst,
 			},
-			toClient: FlowNAT{
+			toClient: flow.NAT{
 				Src: f.svc, Dst: f.client,
 				SeqDelta: 0x7000_0000, AckDelta: 0xffff_fff0, TSvalDelta: 0xffff_fff9, TSecrDelta: 0x10,
 				InShift: 2, OutShift: 7, Ifindex: 1, SrcMAC: learnedDst, DstMAC: learnedSrc,

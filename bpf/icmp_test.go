@@ -8,13 +8,15 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/syngate/syngate/flow"
 )
 
 // icmpConn is one spliced connection as the engine installs it: the client
 // talks to the VIP, syngate to the backend from its source address.
 type icmpConn struct {
 	client, vip, source, backend, router netip.AddrPort
-	toBackend, toClient                  FlowNAT
+	toBackend, toClient                  flow.NAT
 }
 
 func newICMPConn(v6 bool) icmpConn {
@@ -33,19 +35,19 @@ func newICMPConn(v6 bool) icmpConn {
 		c.router = netip.MustParseAddrPort("[2001:db8:ffff::1]:0")
 	}
 	var ourISN, backendISN uint32 = 3_000_000_000, 123_456
-	c.toBackend = FlowNAT{Src: c.source, Dst: c.backend, AckDelta: backendISN - ourISN,
+	c.toBackend = flow.NAT{Src: c.source, Dst: c.backend, AckDelta: backendISN - ourISN,
 		Ifindex: loIfindex, SrcMAC: learnedSrc, DstMAC: learnedDst}
-	c.toClient = FlowNAT{Src: c.vip, Dst: c.client, SeqDelta: ourISN - backendISN,
+	c.toClient = flow.NAT{Src: c.vip, Dst: c.client, SeqDelta: ourISN - backendISN,
 		Ifindex: loIfindex, SrcMAC: learnedDst, DstMAC: learnedSrc}
 	return c
 }
 
 func (c icmpConn) install(tb testing.TB, d *Dataplane) {
 	tb.Helper()
-	if err := d.InstallFlow(FlowKey{Src: c.client, Dst: c.vip}, c.toBackend); err != nil {
+	if err := d.InstallFlow(flow.Key{Src: c.client, Dst: c.vip}, c.toBackend); err != nil {
 		tb.Fatal(err)
 	}
-	if err := d.InstallFlow(FlowKey{Src: c.backend, Dst: c.source}, c.toClient); err != nil {
+	if err := d.InstallFlow(flow.Key{Src: c.backend, Dst: c.source}, c.toClient); err != nil {
 		tb.Fatal(err)
 	}
 }

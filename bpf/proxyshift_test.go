@@ -7,15 +7,17 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/syngate/syngate/flow"
 )
 
 // spliceNAT builds a connection's two flow entries the way the engine's
 // splice does when the backend stream starts with a header of hl bytes
 // (PROXY protocol): client ISN c0, the SYN-ACK's o0, the backend leg's l0,
 // the backend's b0.
-func spliceNAT(c0, o0, l0, b0, hl uint32, local, back, svc, client netip.AddrPort) (toBackend, toClient FlowNAT) {
-	toBackend = FlowNAT{Src: local, Dst: back, SeqDelta: l0 - c0 + hl, AckDelta: b0 - o0, Ifindex: 1, SrcMAC: learnedSrc, DstMAC: learnedDst}
-	toClient = FlowNAT{Src: svc, Dst: client, SeqDelta: o0 - b0, AckDelta: -(l0 - c0 + hl), Ifindex: 1, SrcMAC: learnedDst, DstMAC: learnedSrc}
+func spliceNAT(c0, o0, l0, b0, hl uint32, local, back, svc, client netip.AddrPort) (toBackend, toClient flow.NAT) {
+	toBackend = flow.NAT{Src: local, Dst: back, SeqDelta: l0 - c0 + hl, AckDelta: b0 - o0, Ifindex: 1, SrcMAC: learnedSrc, DstMAC: learnedDst}
+	toClient = flow.NAT{Src: svc, Dst: client, SeqDelta: o0 - b0, AckDelta: -(l0 - c0 + hl), Ifindex: 1, SrcMAC: learnedDst, DstMAC: learnedSrc}
 	return toBackend, toClient
 }
 
@@ -69,7 +71,7 @@ func TestProxyHeaderShift(t *testing.T) {
 		t.Run(fam.name+"/client to backend", func(t *testing.T) {
 			// Client byte 1000 onward; it acknowledges backend byte 500
 			// and SACKs backend bytes 700-900 and 1000-1100.
-			out := runFast(t, d, FlowKey{Src: fam.client, Dst: fam.svc}, toBackend, pkt{
+			out := runFast(t, d, flow.Key{Src: fam.client, Dst: fam.svc}, toBackend, pkt{
 				src: fam.client, dst: fam.svc, flags: "PA", seq: c0 + 1 + 1000, ack: o0 + 1 + 500, window: 1000,
 				opts:    []layers.TCPOption{optNOP, optNOP, optSACK(o0+1+700, o0+1+900, o0+1+1000, o0+1+1100)},
 				payload: []byte("data"),
@@ -90,7 +92,7 @@ func TestProxyHeaderShift(t *testing.T) {
 			// The backend sends its byte 500 and acknowledges leg byte
 			// hl+1000 (the header and client bytes 0-999), SACKing leg
 			// bytes hl+1200 to hl+1300.
-			out := runFast(t, d, FlowKey{Src: fam.backend, Dst: local}, toClient, pkt{
+			out := runFast(t, d, flow.Key{Src: fam.backend, Dst: local}, toClient, pkt{
 				src: fam.backend, dst: local, flags: "PA", seq: b0 + 1 + 500, ack: l0 + 1 + fam.hl + 1000, window: 1000,
 				opts:    []layers.TCPOption{optNOP, optNOP, optSACK(l0+1+fam.hl+1200, l0+1+fam.hl+1300)},
 				payload: []byte("banner"),
@@ -139,7 +141,7 @@ func TestProxyHeaderShiftCost(t *testing.T) {
 	for round := range 3 {
 		for _, hl := range []uint32{0, 47} {
 			_, toClient := spliceNAT(100, 200, 300, 400, hl, local, back4, svc4, client4)
-			if err := d.InstallFlow(FlowKey{Src: back4, Dst: local}, toClient); err != nil {
+			if err := d.InstallFlow(flow.Key{Src: back4, Dst: local}, toClient); err != nil {
 				t.Fatal(err)
 			}
 			var best time.Duration

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/spec"
 
 	"github.com/cilium/ebpf"
@@ -24,7 +25,7 @@ type refEnv struct {
 	services   map[refSvc]bool
 	locals     map[refAddr]bool
 	ports      PortRange
-	flows      map[FlowKey]bool
+	flows      map[flow.Key]bool
 	socket     bool
 	badFlags   bool
 	synPayload bool
@@ -176,7 +177,7 @@ func (e *refEnv) classify(b []byte) Verdict {
 		if e.synPayload && l4+doff < l4end && !refTFO(b[l4:l4+doff]) {
 			return VerdictDropSynPayload
 		}
-		key := FlowKey{netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport)}
+		key := flow.Key{Src: netip.AddrPortFrom(src, sport), Dst: netip.AddrPortFrom(dst, dport)}
 		plainIP := (!v6 && l4 == off+20) || (v6 && l4 == off+40 && !src.Is4In6())
 		if e.cookies[refSvc{refAddr{v6, dst}, dport}] && e.cookieKey && !e.flows[key] && plainIP &&
 			refSynOptionsOK(b[l4:l4+doff]) {
@@ -184,7 +185,7 @@ func (e *refEnv) classify(b []byte) Verdict {
 		}
 		return xsk(VerdictXSKSyn)
 	}
-	if e.flows[FlowKey{netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport)}] {
+	if e.flows[flow.Key{Src: netip.AddrPortFrom(src, sport), Dst: netip.AddrPortFrom(dst, dport)}] {
 		return VerdictFastTX
 	}
 	if !isSvc {
@@ -310,7 +311,7 @@ func (e *refEnv) icmp(b []byte, l3, l4, end int, v6 bool) Verdict {
 		return VerdictPassNotTCP
 	}
 	sport, dport := uint16(be16(b[itcp:])), uint16(be16(b[itcp+2:]))
-	if e.flows[FlowKey{netip.AddrPortFrom(dst, dport), netip.AddrPortFrom(src, sport)}] {
+	if e.flows[flow.Key{Src: netip.AddrPortFrom(dst, dport), Dst: netip.AddrPortFrom(src, sport)}] {
 		return VerdictICMPTX
 	}
 	return VerdictPassICMPNoFlow
@@ -456,7 +457,7 @@ func TestReferenceClassifier(t *testing.T) {
 		},
 		locals:     map[refAddr]bool{{false, local4}: true, {true, local6}: true},
 		ports:      localPorts,
-		flows:      map[FlowKey]bool{},
+		flows:      map[flow.Key]bool{},
 		badFlags:   cfg.DropBadFlags,
 		synPayload: cfg.DropSYNPayload,
 		cookies:    map[refSvc]bool{{refAddr{true, svc6.Addr()}, svc6.Port()}: true},
@@ -466,11 +467,11 @@ func TestReferenceClassifier(t *testing.T) {
 	if err := d.SetService(spec.Entry{Listen: svc6, ID: 2, Offload: true, Offer: ann}); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []FlowKey{
-		{client4, svc4}, {client6, svc6},
-		{back4, netip.AddrPortFrom(local4, 40001)}, {back6, netip.AddrPortFrom(local6, 40001)},
+	for _, k := range []flow.Key{
+		{Src: client4, Dst: svc4}, {Src: client6, Dst: svc6},
+		{Src: back4, Dst: netip.AddrPortFrom(local4, 40001)}, {Src: back6, Dst: netip.AddrPortFrom(local6, 40001)},
 	} {
-		nat := FlowNAT{Src: k.Dst, Dst: k.Src, Ifindex: 1}
+		nat := flow.NAT{Src: k.Dst, Dst: k.Src, Ifindex: 1}
 		if err := d.InstallFlow(k, nat); err != nil {
 			t.Fatal(err)
 		}

@@ -7,31 +7,19 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/syngate/syngate/flow"
 )
 
-// StandbyACK is a handshake ACK the program kept while no engine had a
-// socket for its queue (spec.Entry.Standby): most likely the ACK of a
-// standby cookie SYN-ACK, which the next engine validates as if it had
-// just arrived.
-type StandbyACK struct {
-	// Frame is the Ethernet frame up to the end of its TCP header (any
-	// payload is cut off, its IP length fixed to match: the client
-	// retransmits the data).
-	Frame []byte
-	// Ifindex is the interface it came in on; Age how long ago.
-	Ifindex int
-	Age     time.Duration
-}
-
 // TakeStandbyACKs returns the kept ACKs and removes them from the map.
-func (d *Dataplane) TakeStandbyACKs() ([]StandbyACK, error) {
+func (d *Dataplane) TakeStandbyACKs() ([]flow.StandbyACK, error) {
 	var (
 		k   syngateFlowKey
 		v   syngateStandbyAck
-		out []StandbyACK
+		out []flow.StandbyACK
 		ks  []syngateFlowKey
 	)
-	now := Monotonic()
+	now := flow.Monotonic()
 	it := d.objs.StandbyAcks.Iterate()
 	for it.Next(&k, &v) {
 		ks = append(ks, k)
@@ -42,7 +30,7 @@ func (d *Dataplane) TakeStandbyACKs() ([]StandbyACK, error) {
 		if err := trimToHeaders(f); err != nil {
 			continue
 		}
-		out = append(out, StandbyACK{Frame: f, Ifindex: int(v.Ifindex), Age: now - time.Duration(v.AtNs)})
+		out = append(out, flow.StandbyACK{Frame: f, Ifindex: int(v.Ifindex), Age: now - time.Duration(v.AtNs)})
 	}
 	if err := it.Err(); err != nil {
 		return out, fmt.Errorf("read standby acks: %w", err)

@@ -323,19 +323,8 @@ func (d *Dataplane) freeSlot() int {
 	return -1
 }
 
-// FlowKey is one direction of a spliced connection as its packets arrive:
-// Src is the sender, Dst the receiver (a service VIP or a local address).
-type FlowKey struct {
-	Src, Dst netip.AddrPort
-}
-
-// ClientKey is the client-to-service direction of a connection.
-func ClientKey(t flow.Tuple) FlowKey { return FlowKey{Src: t.Client, Dst: t.Service} }
-
-// String renders the key as "src -> dst".
-func (k FlowKey) String() string { return k.Src.String() + " -> " + k.Dst.String() }
-
-func (k FlowKey) bpf() (syngateFlowKey, error) {
+// flowKey encodes a flow key as the flows map holds it.
+func flowKey(k flow.Key) (syngateFlowKey, error) {
 	fs, s, err := addr16(k.Src.Addr())
 	if err != nil {
 		return syngateFlowKey{}, fmt.Errorf("flow %v: %w", k, err)
@@ -350,79 +339,11 @@ func (k FlowKey) bpf() (syngateFlowKey, error) {
 	return syngateFlowKey{Saddr: s, Daddr: dst, Sport: hton16(k.Src.Port()), Dport: hton16(k.Dst.Port()), Family: fs}, nil
 }
 
-func flowKeyFrom(k syngateFlowKey) FlowKey {
-	return FlowKey{
+func flowKeyFrom(k syngateFlowKey) flow.Key {
+	return flow.Key{
 		Src: netip.AddrPortFrom(fromAddr16(k.Family, k.Saddr), ntoh16(k.Sport)),
 		Dst: netip.AddrPortFrom(fromAddr16(k.Family, k.Daddr), ntoh16(k.Dport)),
 	}
-}
-
-// FlowNAT is how the fast path rewrites one direction's packets. The
-// deltas are added modulo 2^32: sequence numbers, acknowledgement numbers
-// and SACK block edges (AckDelta), TSval and TSecr. The window becomes
-// min(65535, (win << InShift) >> OutShift), except on SYNs.
-type FlowNAT struct {
-	Src, Dst   netip.AddrPort // the addresses and ports the packet leaves with
-	SeqDelta   uint32
-	AckDelta   uint32
-	TSvalDelta uint32
-	TSecrDelta uint32
-	InShift    uint8 // window scale the sender uses towards syngate
-	OutShift   uint8 // window scale the receiver expects from syngate
-	// Ifindex, SrcMAC and DstMAC are the egress learned from the handshake,
-	// used when the kernel's FIB has no neighbour for the next hop. Zero
-	// Ifindex: drop instead.
-	Ifindex int
-	SrcMAC  [6]byte
-	DstMAC  [6]byte
-}
-
-// FlowTrack is the sequence state of one direction's sender, as conntrack
-// tracks it: the program judges every segment of a tracked flow against the
-// reverse direction's state and moves the state on only with segments inside
-// the window, so an off-path attacker can neither end the flow with a RST
-// nor shift what an exact RST is. Sequence numbers are in the space the
-// sender's segments arrive in; AckMax and WinEnd in the space of the
-// receiver's segments (the sender's acknowledgements after AckDelta).
-type FlowTrack struct {
-	SeqEnd uint32 // highest seq + length the sender sent (its SND.NXT)
-	AckMax uint32 // highest ack the sender sent (the receiver's SND.UNA)
-	WinEnd uint32 // highest ack + window the sender announced: the right edge of what it accepts
-	WinMax uint32 // largest window the sender announced, in bytes
-	WScale uint8  // the sender's window scale shift, at most 14
-}
-
-// FlowState is a flow entry as the program last left it.
-type FlowState struct {
-	NAT FlowNAT
-	// LastSeen is the CLOCK_MONOTONIC time of the last packet; compare with
-	// Monotonic. Zero: no packet yet.
-	LastSeen time.Duration
-	// FIN: a FIN was seen in this direction (on a tracked flow, inside the
-	// window; FinEnd is then its sequence number plus one).
-	FIN bool
-	// RST: a RST was seen in this direction; on a tracked flow only one at
-	// exactly the expected sequence number.
-	RST     bool
-	Tracked bool      // installed with InstallTrackedFlow
-	Track   FlowTrack // the sender's state now (meaningful when Tracked)
-	FinEnd  uint32
-	// TSRecent is the sender's latest TSval, as it sent it, from a segment
-	// inside the window (with HasTS; tracked flows only).
-	TSRecent uint32
-	HasTS    bool
-	// Resync: the tracked state may lag behind the connection (written
-	// from a copy a migration took while the previous program ran); the
-	// program learns from this direction's next segment without judging it.
-	Resync  bool
-	Packets uint64
-	Bytes   uint64
-}
-
-// FINAcked reports whether this direction's FIN was sent and rev, the
-// reverse direction's state, acknowledged it.
-func (s FlowState) FINAcked(rev FlowState) bool {
-	return s.FIN && int32(rev.Track.AckMax-s.FinEnd) >= 0
 }
 
 // Flow flags, mirrors of FLOW_F_* in syngate.c.
@@ -434,14 +355,9 @@ const (
 	flowResync  = 0x10
 )
 
-// Monotonic returns CLOCK_MONOTONIC, the clock of FlowState.LastSeen.
-func Monotonic() time.Duration {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) // cannot fail for this clock
-	return time.Duration(ts.Nano())
-}
-
-func (n FlowNAT) bpf(family uint32) (syngateFlowVal, error) {
+// flowValue encodes a translation for a key of the given family as the
+// flows map holds it.
+func flowValue(n flow.NAT, family uint32) (syngateFlowVal, error) {
 	fs, s, err := addr16(n.Src.Addr())
 	if err != nil {
 		return syngateFlowVal{}, err
@@ -469,13 +385,13 @@ func (n FlowNAT) bpf(family uint32) (syngateFlowVal, error) {
 	}, nil
 }
 
-func flowStateFrom(v *syngateFlowVal) FlowState {
+func flowStateFrom(v *syngateFlowVal) flow.State {
 	fam := uint32(afInet6)
 	if netip.AddrFrom16(v.Saddr).Is4In6() {
 		fam = afInet
 	}
-	return FlowState{
-		NAT: FlowNAT{
+	return flow.State{
+		NAT: flow.NAT{
 			Src:      netip.AddrPortFrom(fromAddr16(fam, v.Saddr), ntoh16(v.Sport)),
 			Dst:      netip.AddrPortFrom(fromAddr16(fam, v.Daddr), ntoh16(v.Dport)),
 			SeqDelta: v.SeqDelta, AckDelta: v.AckDelta,
@@ -487,7 +403,7 @@ func flowStateFrom(v *syngateFlowVal) FlowState {
 		FIN:      v.Flags&flowFIN != 0,
 		RST:      v.Flags&flowRST != 0,
 		Tracked:  v.Flags&flowTracked != 0,
-		Track:    FlowTrack{SeqEnd: v.SeqEnd, AckMax: v.AckMax, WinEnd: v.WinEnd, WinMax: v.WinMax, WScale: v.Wscale},
+		Track:    flow.Track{SeqEnd: v.SeqEnd, AckMax: v.AckMax, WinEnd: v.WinEnd, WinMax: v.WinMax, WScale: v.Wscale},
 		FinEnd:   v.FinEnd,
 		TSRecent: v.TsRecent,
 		HasTS:    v.Flags&flowTS != 0,
@@ -501,23 +417,23 @@ func flowStateFrom(v *syngateFlowVal) FlowState {
 // entry (and its counters), without sequence tracking: any FIN or RST marks
 // the flow. Connections are installed with InstallTrackedFlow; this is for
 // tools and tests of the translation alone.
-func (d *Dataplane) InstallFlow(key FlowKey, nat FlowNAT) error {
+func (d *Dataplane) InstallFlow(key flow.Key, nat flow.NAT) error {
 	return d.installFlow(key, nat, nil)
 }
 
 // InstallTrackedFlow is InstallFlow with the sender's sequence state seeded
 // from the handshake. Segments are judged only when both directions of the
 // connection are tracked; install both.
-func (d *Dataplane) InstallTrackedFlow(key FlowKey, nat FlowNAT, tr FlowTrack) error {
+func (d *Dataplane) InstallTrackedFlow(key flow.Key, nat flow.NAT, tr flow.Track) error {
 	return d.installFlow(key, nat, &tr)
 }
 
-func (d *Dataplane) installFlow(key FlowKey, nat FlowNAT, tr *FlowTrack) error {
-	k, err := key.bpf()
+func (d *Dataplane) installFlow(key flow.Key, nat flow.NAT, tr *flow.Track) error {
+	k, err := flowKey(key)
 	if err != nil {
 		return fmt.Errorf("install flow: %w", err)
 	}
-	v, err := nat.bpf(k.Family)
+	v, err := flowValue(nat, k.Family)
 	if err != nil {
 		return fmt.Errorf("install flow %v: %w", key, err)
 	}
@@ -540,8 +456,8 @@ func (d *Dataplane) installFlow(key FlowKey, nat FlowNAT, tr *FlowTrack) error {
 }
 
 // DeleteFlow removes one direction of a spliced connection.
-func (d *Dataplane) DeleteFlow(key FlowKey) error {
-	k, err := key.bpf()
+func (d *Dataplane) DeleteFlow(key flow.Key) error {
+	k, err := flowKey(key)
 	if err != nil {
 		return fmt.Errorf("delete flow: %w", err)
 	}
@@ -559,8 +475,8 @@ func (d *Dataplane) DeleteFlow(key FlowKey) error {
 // is left alone. Read and written back whole, so the program's updates to
 // the entry in between (its counters, its flags) are lost: call it while
 // nothing learns from the entry, before the reverse direction exists.
-func (d *Dataplane) RaiseSeqEnd(key FlowKey, seqEnd uint32) error {
-	k, err := key.bpf()
+func (d *Dataplane) RaiseSeqEnd(key flow.Key, seqEnd uint32) error {
+	k, err := flowKey(key)
 	if err != nil {
 		return fmt.Errorf("raise seq_end: %w", err)
 	}
@@ -579,14 +495,14 @@ func (d *Dataplane) RaiseSeqEnd(key FlowKey, seqEnd uint32) error {
 }
 
 // LookupFlow returns one flow entry, for expiry decisions.
-func (d *Dataplane) LookupFlow(key FlowKey) (FlowState, error) {
-	k, err := key.bpf()
+func (d *Dataplane) LookupFlow(key flow.Key) (flow.State, error) {
+	k, err := flowKey(key)
 	if err != nil {
-		return FlowState{}, fmt.Errorf("lookup flow: %w", err)
+		return flow.State{}, fmt.Errorf("lookup flow: %w", err)
 	}
 	var v syngateFlowVal
 	if err := d.objs.Flows.Lookup(&k, &v); err != nil {
-		return FlowState{}, fmt.Errorf("lookup flow %v: %w", key, notFound(err))
+		return flow.State{}, fmt.Errorf("lookup flow %v: %w", key, notFound(err))
 	}
 	return flowStateFrom(&v), nil
 }
@@ -597,7 +513,7 @@ const flowBatch = 4096
 
 // IterateFlows calls fn for every flow entry until fn returns false. Entries
 // added or removed meanwhile may or may not be seen.
-func (d *Dataplane) IterateFlows(fn func(FlowKey, FlowState) bool) error {
+func (d *Dataplane) IterateFlows(fn func(flow.Key, flow.State) bool) error {
 	keys := make([]syngateFlowKey, flowBatch)
 	vals := make([]syngateFlowVal, flowBatch)
 	var cursor ebpf.MapBatchCursor
@@ -641,7 +557,7 @@ func (d *Dataplane) Counters() (Counters, error) {
 // (a pin directory's "flows") until fn returns false: for tools and tests
 // that look at a table no loaded Dataplane of theirs owns. Values are read
 // by their common leading bytes, as a migration copies them.
-func ReadPinnedFlows(path string, fn func(FlowKey, FlowState) bool) error {
+func ReadPinnedFlows(path string, fn func(flow.Key, flow.State) bool) error {
 	m, err := ebpf.LoadPinnedMap(path, nil)
 	if err != nil {
 		return fmt.Errorf("read pinned flows: %w", err)

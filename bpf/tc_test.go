@@ -8,6 +8,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/syngate/syngate/flow"
 )
 
 // skbMD mirrors struct __sk_buff (192 bytes), the context of a TC test run,
@@ -82,21 +84,21 @@ func TestTCRewrite(t *testing.T) {
 		localAP, toBackend, toClient := fam.localAP, fam.toBackend, fam.toClient
 		for _, tc := range []struct {
 			name string
-			key  FlowKey
-			nat  FlowNAT
+			key  flow.Key
+			nat  flow.NAT
 			in   pkt
 		}{
-			{"client to backend", FlowKey{Src: fam.client, Dst: fam.svc}, toBackend, pkt{
+			{"client to backend", flow.Key{Src: fam.client, Dst: fam.svc}, toBackend, pkt{
 				src: fam.client, dst: fam.svc, flags: "PA", seq: 0xffff_fff8, ack: 0x7000_0001, window: 1000,
 				opts:    []layers.TCPOption{optNOP, optNOP, optTS(0xffff_fffe, 12345), optNOP, optNOP, optSACK(0x7000_1000, 0x7000_2000, 0x7000_3000, 0x7000_4000)},
 				payload: []byte("GET / HTTP/1.1\r\nHost: example\r\n\r\n"),
 			}},
-			{"backend to client", FlowKey{Src: fam.backend, Dst: localAP}, toClient, pkt{
+			{"backend to client", flow.Key{Src: fam.backend, Dst: localAP}, toClient, pkt{
 				src: fam.backend, dst: localAP, flags: "A", seq: 0x9000_0010, ack: 8, window: 60000,
 				opts:    []layers.TCPOption{optNOP, optTS(99, 0xffff_ffff), optSACK(1, 2, 3, 4, 5, 6), optNOP},
 				payload: bytes.Repeat([]byte{0xab}, 1001),
 			}},
-			{"vlan fin", FlowKey{Src: fam.client, Dst: fam.svc}, toBackend, pkt{
+			{"vlan fin", flow.Key{Src: fam.client, Dst: fam.svc}, toBackend, pkt{
 				src: fam.client, dst: fam.svc, vlan: true, flags: "FA", seq: 1, ack: 2, window: 3,
 			}},
 		} {
@@ -150,8 +152,8 @@ func TestTCAggregate(t *testing.T) {
 	requireRoot(t)
 	inNewNetns(t)
 	d := testDataplane(t, Config{})
-	key := FlowKey{Src: client4, Dst: svc4}
-	nat := FlowNAT{
+	key := flow.Key{Src: client4, Dst: svc4}
+	nat := flow.NAT{
 		Src: netip.AddrPortFrom(local4, 40001), Dst: back4, SeqDelta: 12345, AckDelta: 99,
 		Ifindex: 1, SrcMAC: learnedSrc, DstMAC: learnedDst,
 	}

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/syngate/syngate/flow"
 )
 
 // trackFamily is the addresses of a tracked pair in one address family.
@@ -25,8 +27,8 @@ var trackFamilies = []trackFamily{
 // no data yet, 65535-byte windows without scaling.
 type trackedPair struct {
 	f                   trackFamily
-	kc, kb              FlowKey
-	toBackend, toClient FlowNAT
+	kc, kb              flow.Key
+	toBackend, toClient flow.NAT
 }
 
 const (
@@ -40,15 +42,15 @@ func installTrackedPair(t testing.TB, d *Dataplane, f trackFamily) trackedPair {
 	t.Helper()
 	p := trackedPair{
 		f:  f,
-		kc: FlowKey{Src: f.client, Dst: f.svc},
-		kb: FlowKey{Src: f.backend, Dst: f.local},
-		toBackend: FlowNAT{Src: f.local, Dst: f.backend, AckDelta: tBackendISN - tOurISN,
+		kc: flow.Key{Src: f.client, Dst: f.svc},
+		kb: flow.Key{Src: f.backend, Dst: f.local},
+		toBackend: flow.NAT{Src: f.local, Dst: f.backend, AckDelta: tBackendISN - tOurISN,
 			Ifindex: 1, SrcMAC: learnedSrc, DstMAC: learnedDst},
-		toClient: FlowNAT{Src: f.svc, Dst: f.client, SeqDelta: tOurISN + (1<<32 - tBackendISN),
+		toClient: flow.NAT{Src: f.svc, Dst: f.client, SeqDelta: tOurISN + (1<<32 - tBackendISN),
 			Ifindex: 1, SrcMAC: learnedDst, DstMAC: learnedSrc},
 	}
-	tc := FlowTrack{SeqEnd: tClientISN + 1, AckMax: tBackendISN + 1, WinEnd: tBackendISN + 1 + tWindow, WinMax: tWindow}
-	tb := FlowTrack{SeqEnd: tBackendISN + 1, AckMax: tClientISN + 1, WinEnd: tClientISN + 1 + tWindow, WinMax: tWindow}
+	tc := flow.Track{SeqEnd: tClientISN + 1, AckMax: tBackendISN + 1, WinEnd: tBackendISN + 1 + tWindow, WinMax: tWindow}
+	tb := flow.Track{SeqEnd: tBackendISN + 1, AckMax: tClientISN + 1, WinEnd: tClientISN + 1 + tWindow, WinMax: tWindow}
 	if err := d.InstallTrackedFlow(p.kb, p.toClient, tb); err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +70,7 @@ func (p trackedPair) fromBackend(flags string, seq, ack uint32, n int) pkt {
 	return pkt{src: p.f.backend, dst: p.f.local, flags: flags, seq: seq, ack: ack, window: tWindow, payload: make([]byte, n)}
 }
 
-func lookup(t *testing.T, d *Dataplane, k FlowKey) FlowState {
+func lookup(t *testing.T, d *Dataplane, k flow.Key) flow.State {
 	t.Helper()
 	st, err := d.LookupFlow(k)
 	if err != nil {
@@ -141,7 +143,7 @@ func testTracked(t *testing.T, d *Dataplane, f trackFamily, run func(*testing.T,
 		p := installTrackedPair(t, d, f)
 		run(t, p.fromClient("R", cNxt+1000, 0, 0), VerdictXSKRstInWindow)
 		run(t, p.fromBackend("R", bNxt+tWindow-1, 0, 0), VerdictXSKRstInWindow)
-		for _, k := range []FlowKey{p.kc, p.kb} {
+		for _, k := range []flow.Key{p.kc, p.kb} {
 			if st := lookup(t, d, k); st.RST || st.Packets != 0 || st.LastSeen != 0 {
 				t.Errorf("%v after an in-window RST: %+v", k, st)
 			}
@@ -153,7 +155,7 @@ func testTracked(t *testing.T, d *Dataplane, f trackFamily, run func(*testing.T,
 			run(t, p.fromClient("R", seq, 0, 0), VerdictDropRstOutOfWindow)
 		}
 		run(t, p.fromBackend("RA", bNxt+1<<31, cNxt, 0), VerdictDropRstOutOfWindow)
-		for _, k := range []FlowKey{p.kc, p.kb} {
+		for _, k := range []flow.Key{p.kc, p.kb} {
 			if st := lookup(t, d, k); st.RST || st.Packets != 0 {
 				t.Errorf("%v after out-of-window RSTs: %+v", k, st)
 			}
@@ -255,7 +257,7 @@ func testTracked(t *testing.T, d *Dataplane, f trackFamily, run func(*testing.T,
 	})
 	t.Run("window scale of the sender", func(t *testing.T) {
 		p := installTrackedPair(t, d, f)
-		tr := FlowTrack{SeqEnd: bNxt, AckMax: cNxt, WinEnd: cNxt + tWindow, WinMax: tWindow, WScale: 7}
+		tr := flow.Track{SeqEnd: bNxt, AckMax: cNxt, WinEnd: cNxt + tWindow, WinMax: tWindow, WScale: 7}
 		if err := d.InstallTrackedFlow(p.kb, p.toClient, tr); err != nil {
 			t.Fatal(err)
 		}
@@ -273,12 +275,12 @@ func testTracked(t *testing.T, d *Dataplane, f trackFamily, run func(*testing.T,
 
 func TestTrackedFlowInstall(t *testing.T) {
 	d := testDataplane(t, Config{})
-	k := FlowKey{Src: client4, Dst: svc4}
-	nat := FlowNAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4}
-	if err := d.InstallTrackedFlow(k, nat, FlowTrack{WScale: 15}); err == nil {
+	k := flow.Key{Src: client4, Dst: svc4}
+	nat := flow.NAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4}
+	if err := d.InstallTrackedFlow(k, nat, flow.Track{WScale: 15}); err == nil {
 		t.Error("window scale 15 accepted")
 	}
-	tr := FlowTrack{SeqEnd: 1, AckMax: 2, WinEnd: 3, WinMax: 4, WScale: 5}
+	tr := flow.Track{SeqEnd: 1, AckMax: 2, WinEnd: 3, WinMax: 4, WScale: 5}
 	if err := d.InstallTrackedFlow(k, nat, tr); err != nil {
 		t.Fatal(err)
 	}
@@ -295,12 +297,12 @@ func TestTrackedFlowInstall(t *testing.T) {
 
 func TestRaiseSeqEnd(t *testing.T) {
 	d := testDataplane(t, Config{})
-	k := FlowKey{Src: client4, Dst: svc4}
-	nat := FlowNAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4}
+	k := flow.Key{Src: client4, Dst: svc4}
+	nat := flow.NAT{Src: netip.AddrPortFrom(local4, 40000), Dst: back4}
 	if err := d.RaiseSeqEnd(k, 5); !errors.Is(err, ErrNotFound) {
 		t.Errorf("missing flow: %v, want ErrNotFound", err)
 	}
-	tr := FlowTrack{SeqEnd: 1000, AckMax: 2, WinEnd: 3, WinMax: 4, WScale: 5}
+	tr := flow.Track{SeqEnd: 1000, AckMax: 2, WinEnd: 3, WinMax: 4, WScale: 5}
 	if err := d.InstallTrackedFlow(k, nat, tr); err != nil {
 		t.Fatal(err)
 	}
@@ -354,9 +356,9 @@ func TestTrackedResync(t *testing.T) {
 			}
 		}
 	}
-	setResync := func(t *testing.T, k FlowKey) {
+	setResync := func(t *testing.T, k flow.Key) {
 		t.Helper()
-		bk, err := k.bpf()
+		bk, err := flowKey(k)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -407,7 +409,7 @@ func TestTrackedResyncRST(t *testing.T) {
 	for _, f := range trackFamilies {
 		t.Run(f.name, func(t *testing.T) {
 			p := installTrackedPair(t, d, f)
-			bk, _ := p.kc.bpf()
+			bk, _ := flowKey(p.kc)
 			var v syngateFlowVal
 			if err := d.objs.Flows.Lookup(&bk, &v); err != nil {
 				t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/spec"
 
 	"github.com/cilium/ebpf"
@@ -561,7 +562,7 @@ func TestFastPathNextHop(t *testing.T) {
 	inNewNetns(t)
 	dummy, _ := addVeth(t, 0)
 	d := testDataplane(t, Config{})
-	key := FlowKey{Src: client4, Dst: svc4}
+	key := flow.Key{Src: client4, Dst: svc4}
 	data := frame(t, pkt{src: client4, dst: svc4, flags: "A", seq: 1, ack: 2, window: 100})
 	for _, tc := range []struct {
 		ifindex int
@@ -578,7 +579,7 @@ func TestFastPathNextHop(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := d.InstallFlow(key, FlowNAT{Src: netip.MustParseAddrPort("198.51.100.1:40000"), Dst: back4, Ifindex: tc.ifindex, SrcMAC: [6]byte{2, 0, 0, 0, 0, 1}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2}}); err != nil {
+		if err := d.InstallFlow(key, flow.NAT{Src: netip.MustParseAddrPort("198.51.100.1:40000"), Dst: back4, Ifindex: tc.ifindex, SrcMAC: [6]byte{2, 0, 0, 0, 0, 1}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2}}); err != nil {
 			t.Fatal(err)
 		}
 		if r := mustRun(t, d, append([]byte(nil), data...)); r.verdict != tc.want {
@@ -616,8 +617,8 @@ func TestFastPathFIB(t *testing.T) {
 	if err := d.objs.TxPorts.Put(uint32(dummy), uint32(dummy)); err != nil {
 		t.Fatal(err)
 	}
-	key := FlowKey{Src: client4, Dst: svc4}
-	nat := FlowNAT{Src: netip.MustParseAddrPort("198.51.100.1:40000"), Dst: back4, Ifindex: 1, SrcMAC: [6]byte{2, 0, 0, 0, 0, 1}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2}}
+	key := flow.Key{Src: client4, Dst: svc4}
+	nat := flow.NAT{Src: netip.MustParseAddrPort("198.51.100.1:40000"), Dst: back4, Ifindex: 1, SrcMAC: [6]byte{2, 0, 0, 0, 0, 1}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2}}
 	if err := d.InstallFlow(key, nat); err != nil {
 		t.Fatal(err)
 	}

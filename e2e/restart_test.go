@@ -22,6 +22,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/syngate/syngate/bpf"
+	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/lab"
 )
 
@@ -709,15 +710,15 @@ func linkDrops(t *testing.T, ns *lab.NS) int {
 // or an entry without its other direction.
 func describeFlows(t *testing.T, pins string) string {
 	t.Helper()
-	all := make(map[bpf.FlowKey]bpf.FlowState)
-	if err := bpf.ReadPinnedFlows(filepath.Join(pins, "flows"), func(k bpf.FlowKey, s bpf.FlowState) bool {
+	all := make(map[flow.Key]flow.State)
+	if err := bpf.ReadPinnedFlows(filepath.Join(pins, "flows"), func(k flow.Key, s flow.State) bool {
 		all[k] = s
 		return true
 	}); err != nil {
 		return err.Error()
 	}
-	now := bpf.Monotonic()
-	dir := func(k bpf.FlowKey, s, rev bpf.FlowState, haveRev bool) string {
+	now := flow.Monotonic()
+	dir := func(k flow.Key, s, rev flow.State, haveRev bool) string {
 		return fmt.Sprintf("  %v (to %v): tracked %v resync %v fin %v (end %d, acked %v) rst %v; seq_end %d ack_max %d win_end %d win_max %d wscale %d; "+
 			"idle %v, %d packets, %d bytes",
 			k, s.NAT.Dst, s.Tracked, s.Resync, s.FIN, s.FinEnd, haveRev && s.FINAcked(rev), s.RST,
@@ -725,12 +726,12 @@ func describeFlows(t *testing.T, pins string) string {
 			(now - s.LastSeen).Round(time.Millisecond), s.Packets, s.Bytes)
 	}
 	var b strings.Builder
-	done := make(map[bpf.FlowKey]bool)
+	done := make(map[flow.Key]bool)
 	for k, s := range all {
 		if done[k] {
 			continue
 		}
-		pk := bpf.FlowKey{Src: s.NAT.Dst, Dst: s.NAT.Src}
+		pk := flow.Key{Src: s.NAT.Dst, Dst: s.NAT.Src}
 		rev, ok := all[pk]
 		done[k], done[pk] = true, true
 		fmt.Fprintf(&b, "connection:\n%s\n", dir(k, s, rev, ok))

@@ -1,8 +1,16 @@
 // Package flow names the few values that every stage of syngate talks about:
-// a TCP connection's 4-tuple and the options a client put in its SYN.
+// a TCP connection's 4-tuple, the options a client put in its SYN, and a
+// spliced connection's entries in the data path's flow table (Key, NAT,
+// Track, State, the table's sentinel errors and its clock).
 //
 // It has no logic beyond validation, so that cookie, queue, packet and proxy
-// can share these types without depending on each other.
+// can share these types without depending on each other. The flow table's
+// values live here rather than in package spec: spec says what is
+// protected and how (the configuration's intent), while a flow key and its
+// translation are one connection's runtime state, derived from the Tuple
+// defined here, written by the engine (proxy), encoded for the kernel by
+// the loader (bpf, which alone knows the C layout) and read back by the
+// tools. With them here the engine does not depend on the loader.
 package flow
 
 import (

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/spec"
 
 	"github.com/prometheus/common/model"
@@ -76,17 +77,17 @@ func exposition(t *testing.T) map[string]*dto.MetricFamily {
 
 type noFlows struct{}
 
-func (noFlows) InstallFlow(bpf.FlowKey, bpf.FlowNAT) error { return nil }
-func (noFlows) InstallTrackedFlow(bpf.FlowKey, bpf.FlowNAT, bpf.FlowTrack) error {
+func (noFlows) InstallFlow(flow.Key, flow.NAT) error { return nil }
+func (noFlows) InstallTrackedFlow(flow.Key, flow.NAT, flow.Track) error {
 	return nil
 }
-func (noFlows) RaiseSeqEnd(bpf.FlowKey, uint32) error { return bpf.ErrNotFound }
-func (noFlows) DeleteFlow(bpf.FlowKey) error          { return nil }
-func (noFlows) IterateFlows(func(bpf.FlowKey, bpf.FlowState) bool) error {
+func (noFlows) RaiseSeqEnd(flow.Key, uint32) error { return flow.ErrNotFound }
+func (noFlows) DeleteFlow(flow.Key) error          { return nil }
+func (noFlows) IterateFlows(func(flow.Key, flow.State) bool) error {
 	return nil
 }
-func (noFlows) LookupFlow(bpf.FlowKey) (bpf.FlowState, error) {
-	return bpf.FlowState{}, bpf.ErrNotFound
+func (noFlows) LookupFlow(flow.Key) (flow.State, error) {
+	return flow.State{}, flow.ErrNotFound
 }
 func (noFlows) SetService(spec.Entry) error            { return nil }
 func (noFlows) DeleteService(netip.AddrPort) error     { return nil }

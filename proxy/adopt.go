@@ -10,7 +10,6 @@ import (
 
 	"github.com/syngate/syngate/spec"
 
-	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/pktio"
 )
@@ -44,8 +43,8 @@ func (e *Engine) adopt() (AdoptStats, error) {
 	if e.started.Load() {
 		return st, fmt.Errorf("adopt flows: engine already running")
 	}
-	all := make(map[bpf.FlowKey]bpf.FlowState)
-	if err := e.cfg.Datapath.IterateFlows(func(k bpf.FlowKey, s bpf.FlowState) bool {
+	all := make(map[flow.Key]flow.State)
+	if err := e.cfg.Datapath.IterateFlows(func(k flow.Key, s flow.State) bool {
 		all[k] = s
 		return true
 	}); err != nil {
@@ -53,13 +52,13 @@ func (e *Engine) adopt() (AdoptStats, error) {
 	}
 	now := e.now()
 	ports := make(map[*portPool][]uint16)
-	done := make(map[bpf.FlowKey]bool, len(all))
+	done := make(map[flow.Key]bool, len(all))
 	for k, a := range all {
 		if done[k] {
 			continue
 		}
 		done[k] = true
-		pk := bpf.FlowKey{Src: a.NAT.Dst, Dst: a.NAT.Src}
+		pk := flow.Key{Src: a.NAT.Dst, Dst: a.NAT.Src}
 		b, ok := all[pk]
 		if !ok || done[pk] || b.NAT.Src != k.Dst || b.NAT.Dst != k.Src {
 			// Alone, or paired with something that does not point back.
@@ -111,7 +110,7 @@ func (e *Engine) adopt() (AdoptStats, error) {
 // direction of the pair (k, pk): its destination is a configured service,
 // or, for a service no longer configured, its translation leaves from a
 // port in the source port range while the other's does not.
-func (e *Engine) clientSide(k bpf.FlowKey, a bpf.FlowState, pk bpf.FlowKey, b bpf.FlowState) bool {
+func (e *Engine) clientSide(k flow.Key, a flow.State, pk flow.Key, b flow.State) bool {
 	services := e.set.Load().services
 	if services[k.Dst] != nil {
 		return true
@@ -125,7 +124,7 @@ func (e *Engine) clientSide(k bpf.FlowKey, a bpf.FlowState, pk bpf.FlowKey, b bp
 
 // adoptConn makes a spliced connection of the pair: toBackend is the
 // client direction's state (key kc), toClient the backend direction's.
-func (e *Engine) adoptConn(kc bpf.FlowKey, toBackend, toClient bpf.FlowState, now time.Time) (*conn, *portPool) {
+func (e *Engine) adoptConn(kc flow.Key, toBackend, toClient flow.State, now time.Time) (*conn, *portPool) {
 	source, backend := toBackend.NAT.Src, toBackend.NAT.Dst
 	set := e.set.Load()
 	svc := set.services[kc.Dst]
@@ -263,12 +262,12 @@ func (e *Engine) CookiesSentElsewhere() {
 }
 
 // ReplayACKs hands the engine the handshake ACKs the data plane kept while
-// no engine ran (bpf.StandbyACK): each is handled as if it had just
+// no engine ran (flow.StandbyACK): each is handled as if it had just
 // arrived on its interface, so the ACK of a standby cookie SYN-ACK opens
 // its connection now, even if the client has nothing to send (a protocol
 // where the server speaks first). Call it after CookiesSentElsewhere, with
 // Run and Serve running. It returns how many became connections.
-func (e *Engine) ReplayACKs(acks []bpf.StandbyACK) int {
+func (e *Engine) ReplayACKs(acks []flow.StandbyACK) int {
 	before := e.acceptedCookies()
 	for _, a := range acks {
 		w := &worker{e: e, ifindex: a.Ifindex, rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/syngate/syngate/spec"
 
-	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
 )
@@ -36,10 +35,10 @@ func TestAdopt(t *testing.T) {
 	oldBackend := netip.MustParseAddrPort("10.0.0.6:9090")
 	oldSrc := netip.MustParseAddrPort("10.0.0.2:20007")
 	oldClient := netip.MustParseAddrPort("198.51.100.9:5555")
-	r2.flows.flows[bpf.FlowKey{Src: oldClient, Dst: oldVIP}] = bpf.FlowState{NAT: bpf.FlowNAT{Src: oldSrc, Dst: oldBackend}}
-	r2.flows.flows[bpf.FlowKey{Src: oldBackend, Dst: oldSrc}] = bpf.FlowState{NAT: bpf.FlowNAT{Src: oldVIP, Dst: oldClient}}
-	lone := bpf.FlowKey{Src: netip.MustParseAddrPort("198.51.100.10:6666"), Dst: vip}
-	r2.flows.flows[lone] = bpf.FlowState{NAT: bpf.FlowNAT{Src: netip.AddrPortFrom(source, 20001), Dst: backend}}
+	r2.flows.flows[flow.Key{Src: oldClient, Dst: oldVIP}] = flow.State{NAT: flow.NAT{Src: oldSrc, Dst: oldBackend}}
+	r2.flows.flows[flow.Key{Src: oldBackend, Dst: oldSrc}] = flow.State{NAT: flow.NAT{Src: oldVIP, Dst: oldClient}}
+	lone := flow.Key{Src: netip.MustParseAddrPort("198.51.100.10:6666"), Dst: vip}
+	r2.flows.flows[lone] = flow.State{NAT: flow.NAT{Src: netip.AddrPortFrom(source, 20001), Dst: backend}}
 
 	st, err := r2.e.adopt()
 	if err != nil {
@@ -99,14 +98,14 @@ func TestAdopt(t *testing.T) {
 	}
 
 	// Adopted connections expire like the engine's own.
-	kc := bpf.FlowKey{Src: r1.client, Dst: vip}
-	r2.flows.update(kc, func(s *bpf.FlowState) { s.RST = true; s.LastSeen = r2.mono })
+	kc := flow.Key{Src: r1.client, Dst: vip}
+	r2.flows.update(kc, func(s *flow.State) { s.RST = true; s.LastSeen = r2.mono })
 	r2.e.expireFlows(r2.advance(11 * time.Second))
 	if _, ok := r2.flows.get(kc); ok {
 		t.Error("adopted flow not expired after RST + reset timeout")
 	}
 	r2.e.expireFlows(r2.advance(time.Hour))
-	if _, ok := r2.flows.get(bpf.FlowKey{Src: oldClient, Dst: oldVIP}); ok {
+	if _, ok := r2.flows.get(flow.Key{Src: oldClient, Dst: oldVIP}); ok {
 		t.Error("draining flow not expired after the idle timeout")
 	}
 	if ex := r2.e.Stats().Expired; ex["reset"] != 1 || ex["idle"] < 1 {
@@ -169,7 +168,7 @@ func TestReplayACKs(t *testing.T) {
 	}
 	r2 := newRig(t, spec.CookiesAuto, nil)
 	r2.e.CookiesSentElsewhere()
-	if got := r2.e.ReplayACKs([]bpf.StandbyACK{{Frame: buf[:n], Ifindex: 3}}); got != 1 {
+	if got := r2.e.ReplayACKs([]flow.StandbyACK{{Frame: buf[:n], Ifindex: 3}}); got != 1 {
 		t.Fatalf("replayed ACKs validated: %d, want 1", got)
 	}
 	syn := r2.sentIP()

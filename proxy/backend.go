@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
 	"github.com/syngate/syngate/queue"
@@ -221,8 +220,8 @@ func (e *Engine) takePort(k poolKey, pool *portPool, now time.Time) (lease, bool
 		if err != nil {
 			return lease{}, false
 		}
-		_, err = e.cfg.Datapath.LookupFlow(bpf.FlowKey{Src: k.backend, Dst: netip.AddrPortFrom(k.source, l.port)})
-		if errors.Is(err, bpf.ErrNotFound) {
+		_, err = e.cfg.Datapath.LookupFlow(flow.Key{Src: k.backend, Dst: netip.AddrPortFrom(k.source, l.port)})
+		if errors.Is(err, flow.ErrNotFound) {
 			return l, true
 		}
 		pool.put(l.port, now, l.floor, l.hasFloor) // to the back of the queue
@@ -253,7 +252,7 @@ func (e *Engine) reclaim(k poolKey, pool *portPool) bool {
 		}
 		done := false
 		if c.state == stateSpliced {
-			a, errA := e.cfg.Datapath.LookupFlow(bpf.ClientKey(c.client))
+			a, errA := e.cfg.Datapath.LookupFlow(flow.ClientKey(c.client))
 			b, errB := e.cfg.Datapath.LookupFlow(c.backendKey())
 			b = c.backendState(b)
 			// Over as expireFlows judges it: an exact RST, or both FINs
@@ -275,7 +274,7 @@ func (e *Engine) reclaim(k poolKey, pool *portPool) bool {
 
 // idle is how long c's flows (a and b, its two directions) have been
 // quiet: since their last packet, or since the splice if none came yet.
-func (c *conn) idle(a, b bpf.FlowState, now time.Time, mono time.Duration) time.Duration {
+func (c *conn) idle(a, b flow.State, now time.Time, mono time.Duration) time.Duration {
 	idle := now.Sub(c.splicedAt)
 	if last := max(a.LastSeen, b.LastSeen); last > 0 {
 		idle = min(idle, mono-last)
@@ -284,7 +283,7 @@ func (c *conn) idle(a, b bpf.FlowState, now time.Time, mono time.Duration) time.
 }
 
 // backendKey is the flow key of c's backend-to-client direction.
-func (c *conn) backendKey() bpf.FlowKey { return bpf.FlowKey{Src: c.backendAddr(), Dst: c.source} }
+func (c *conn) backendKey() flow.Key { return flow.Key{Src: c.backendAddr(), Dst: c.source} }
 
 // backendAddr is the address of c's backend; invalid before one is picked.
 func (c *conn) backendAddr() netip.AddrPort {
@@ -363,7 +362,7 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 	case c.state == stateSpliced && seg.Flags&(packet.SYN|packet.ACK) == packet.SYN:
 		// A SYN into the connection from the backend's side (XDP never
 		// forwards one): the client would answer with a challenge ACK.
-		if a, err := e.cfg.Datapath.LookupFlow(bpf.ClientKey(c.client)); err == nil {
+		if a, err := e.cfg.Datapath.LookupFlow(flow.ClientKey(c.client)); err == nil {
 			e.challengeACK(c, a, false)
 		}
 	case c.state == stateSpliced:
@@ -389,7 +388,7 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 		// reusing a port, clear it with a RST (accepted in TIME_WAIT
 		// unless the backend sets tcp_rfc1337) and ask again; never
 		// while a spliced flow holds the 4-tuple.
-		if _, err := e.cfg.Datapath.LookupFlow(c.backendKey()); !errors.Is(err, bpf.ErrNotFound) {
+		if _, err := e.cfg.Datapath.LookupFlow(c.backendKey()); !errors.Is(err, flow.ErrNotFound) {
 			return
 		}
 		c.twResets++
@@ -427,12 +426,12 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	// acknowledgements of them (its ACKs and SACK blocks, which the fast
 	// path shifts by the same AckDelta).
 	hl := uint32(len(c.header))
-	toBackend := bpf.FlowNAT{
+	toBackend := flow.NAT{
 		Src: c.source, Dst: c.be.addr,
 		SeqDelta: c.seqDelta + hl, AckDelta: c.backendISN - c.ourISN,
 		Ifindex: ifindex, SrcMAC: seg.DstMAC, DstMAC: seg.SrcMAC,
 	}
-	toClient := bpf.FlowNAT{
+	toClient := flow.NAT{
 		Src: c.client.Service, Dst: c.client.Client,
 		SeqDelta: c.ourISN - c.backendISN, AckDelta: -(c.seqDelta + hl),
 		Ifindex: c.clientIfindex, SrcMAC: c.ourMAC, DstMAC: c.clientMAC,
@@ -443,7 +442,7 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	}
 	toClient.InShift, toClient.OutShift, toBackend.InShift, toBackend.OutShift = c.windowShifts()
 	trClient, trBackend := c.tracks(seg, uint32(e.window()))
-	kc := bpf.ClientKey(c.client)
+	kc := flow.ClientKey(c.client)
 	kb := c.backendKey()
 	// The backend direction first: the backend sends nothing before our
 	// ACK, while a client segment that finds its own direction installed
@@ -509,7 +508,7 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 // own, the backend's own), acknowledgements after the direction's ack delta,
 // i.e. in the space of the other end's sequence numbers as they arrive.
 // c.mu is held.
-func (c *conn) tracks(seg *packet.Segment, announced uint32) (client, backend bpf.FlowTrack) {
+func (c *conn) tracks(seg *packet.Segment, announced uint32) (client, backend flow.Track) {
 	cNxt := c.clientISN + 1
 	for _, h := range c.held {
 		end := h.seq + uint32(len(h.data))
@@ -532,10 +531,10 @@ func (c *conn) tracks(seg *packet.Segment, announced uint32) (client, backend bp
 	}
 	cWin := uint32(c.window) << cShift
 	bWin := max(uint32(seg.Window), announced) // a SYN-ACK's window is never scaled
-	client = bpf.FlowTrack{
+	client = flow.Track{
 		SeqEnd: cNxt, AckMax: c.backendISN + 1, WinEnd: c.backendISN + 1 + cWin, WinMax: cWin, WScale: cShift,
 	}
-	backend = bpf.FlowTrack{
+	backend = flow.Track{
 		SeqEnd: c.backendISN + 1, AckMax: c.clientISN + 1, WinEnd: c.clientISN + 1 + bWin, WinMax: bWin, WScale: bShift,
 	}
 	return client, backend
@@ -737,7 +736,7 @@ func (e *Engine) abortLocked(c *conn, reason string, resetClient bool) {
 // reading first how much the client sent through the fast path: the floor
 // of its port's next ISN. c.mu is held.
 func (e *Engine) dropFlows(c *conn) {
-	kc := bpf.ClientKey(c.client)
+	kc := flow.ClientKey(c.client)
 	a, err := e.cfg.Datapath.LookupFlow(kc)
 	e.cfg.Datapath.DeleteFlow(kc)
 	e.cfg.Datapath.DeleteFlow(c.backendKey())
@@ -774,7 +773,7 @@ func (c *conn) portFloor(fastBytes uint64) (uint32, bool) {
 
 // installFailure names why a flow entry could not be installed.
 func installFailure(err error) string {
-	if errors.Is(err, bpf.ErrFlowTableFull) {
+	if errors.Is(err, flow.ErrTableFull) {
 		return "flow_table_full"
 	}
 	return "flow_install"
@@ -850,7 +849,7 @@ const lastAckTimeout = 30 * time.Second
 // closed reports whether both directions of a connection, a (client) and b
 // (backend), sent a FIN the other acknowledged: a half-closed connection
 // (one FIN) goes on carrying data until the other side is done.
-func closed(a, b bpf.FlowState) bool {
+func closed(a, b flow.State) bool {
 	if !a.Tracked || !b.Tracked {
 		return a.FIN && b.FIN
 	}
@@ -877,10 +876,10 @@ func (e *Engine) expireShard(shard int, now time.Time) int {
 		if c.state != stateSpliced || c.headerPending {
 			return // a pending header has its own timeout
 		}
-		kc, kb := bpf.ClientKey(c.client), c.backendKey()
+		kc, kb := flow.ClientKey(c.client), c.backendKey()
 		a, errA := e.cfg.Datapath.LookupFlow(kc)
 		b, errB := e.cfg.Datapath.LookupFlow(kb)
-		if errors.Is(errA, bpf.ErrNotFound) || errors.Is(errB, bpf.ErrNotFound) {
+		if errors.Is(errA, flow.ErrNotFound) || errors.Is(errB, flow.ErrNotFound) {
 			// One direction is gone from the table (the plain hash evicts
 			// nothing, so it was deleted from outside): the connection
 			// cannot go on, so both ends learn it now.
@@ -915,7 +914,7 @@ func (e *Engine) expireShard(shard int, now time.Time) int {
 // state, each valid only if found (a deleted direction is not); the
 // other's highest ack stands in for a missing one's next sequence number.
 // c.mu is held.
-func (e *Engine) resetEnds(c *conn, a bpf.FlowState, haveA bool, b bpf.FlowState, haveB bool) {
+func (e *Engine) resetEnds(c *conn, a flow.State, haveA bool, b flow.State, haveB bool) {
 	s := c.svc
 	if (haveA && !a.Tracked) || (haveB && !b.Tracked) {
 		return
@@ -979,9 +978,9 @@ func (e *Engine) reuse(c *conn, seg *packet.Segment) bool {
 	if c.headerPending {
 		return false // its backend direction is not installed yet
 	}
-	a, errA := e.cfg.Datapath.LookupFlow(bpf.ClientKey(c.client))
+	a, errA := e.cfg.Datapath.LookupFlow(flow.ClientKey(c.client))
 	b, errB := e.cfg.Datapath.LookupFlow(c.backendKey())
-	if errors.Is(errA, bpf.ErrNotFound) || errors.Is(errB, bpf.ErrNotFound) {
+	if errors.Is(errA, flow.ErrNotFound) || errors.Is(errB, flow.ErrNotFound) {
 		// Gone from the table (deleted): nothing left to protect.
 		e.endFlow(c, "reused")
 		return true
@@ -1002,7 +1001,7 @@ func (e *Engine) reuse(c *conn, seg *packet.Segment) bool {
 // 4-tuple of a closed one whose client direction's state is a, as Linux
 // lets a SYN into TIME_WAIT: its ISN is above the old connection's
 // sequence numbers, or its timestamp is newer than the last one seen.
-func newIncarnation(seg *packet.Segment, a bpf.FlowState) bool {
+func newIncarnation(seg *packet.Segment, a flow.State) bool {
 	if int32(seg.Seq-a.Track.SeqEnd) > 0 {
 		return true
 	}
@@ -1023,7 +1022,7 @@ const (
 // SYN sender's spaces. toClient: the SYN came from the client side and the
 // ACK is the backend's; otherwise it is the client's, to the backend.
 // Rate-limited per connection and overall. c.mu is held.
-func (e *Engine) challengeACK(c *conn, st bpf.FlowState, toClient bool) {
+func (e *Engine) challengeACK(c *conn, st flow.State, toClient bool) {
 	s := c.svc
 	if !st.Tracked {
 		return // no sequence numbers to answer with
@@ -1095,8 +1094,8 @@ const orphanCloseTimeout = 2 * time.Minute
 func (e *Engine) expireOrphans() {
 	mono := e.cfg.Monotonic()
 	to := e.timeouts.Load()
-	var stale []bpf.FlowKey
-	err := e.cfg.Datapath.IterateFlows(func(k bpf.FlowKey, st bpf.FlowState) bool {
+	var stale []flow.Key
+	err := e.cfg.Datapath.IterateFlows(func(k flow.Key, st flow.State) bool {
 		if e.owned(k) {
 			return true
 		}
@@ -1127,7 +1126,7 @@ func (e *Engine) expireOrphans() {
 
 // owned reports whether a connection of this engine has the flow key k,
 // as its client direction or its backend leg.
-func (e *Engine) owned(k bpf.FlowKey) bool {
+func (e *Engine) owned(k flow.Key) bool {
 	// A client direction's destination is a service, possibly one a
 	// reload removed since: look it up both ways.
 	if e.conns.byClient(flow.Tuple{Client: k.Src, Service: k.Dst}) != nil {

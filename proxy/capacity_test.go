@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/spec"
 
-	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/packet"
 )
 
@@ -31,8 +31,8 @@ func (r *rig) spliceOne(cport uint16, isn uint32) packet.Segment {
 // closeFlows marks both directions of the connection of client and leg as
 // closed (FINs both ways) with the given client->backend byte count.
 func (r *rig) closeFlows(client netip.AddrPort, leg netip.AddrPort, bytes uint64) {
-	r.flows.update(bpf.FlowKey{Src: client, Dst: vip}, func(s *bpf.FlowState) { s.FIN, s.LastSeen, s.Bytes = true, r.mono, bytes })
-	r.flows.update(bpf.FlowKey{Src: backend, Dst: leg}, func(s *bpf.FlowState) { s.FIN, s.LastSeen = true, r.mono })
+	r.flows.update(flow.Key{Src: client, Dst: vip}, func(s *flow.State) { s.FIN, s.LastSeen, s.Bytes = true, r.mono, bytes })
+	r.flows.update(flow.Key{Src: backend, Dst: leg}, func(s *flow.State) { s.FIN, s.LastSeen = true, r.mono })
 }
 
 // TestPortReuseAboveFloor: with one source port, each new connection
@@ -158,7 +158,7 @@ func TestReclaimClosedFlow(t *testing.T) {
 	if int32(syn.Seq-(s1.Seq+2+100)) <= 0 {
 		t.Errorf("ISN %d not after the reclaimed leg's floor %d", syn.Seq, s1.Seq+102)
 	}
-	if _, ok := r.flows.get(bpf.FlowKey{Src: c1, Dst: vip}); ok {
+	if _, ok := r.flows.get(flow.Key{Src: c1, Dst: vip}); ok {
 		t.Error("the reclaimed connection's flow is still installed")
 	}
 	if got := r.e.Stats().Expired["reclaimed"]; got != 1 {
@@ -190,7 +190,7 @@ func TestConnTableFullResets(t *testing.T) {
 // the client gets a RST and the failure its own reason.
 func TestFlowTableFullResets(t *testing.T) {
 	r := newRig(t, spec.CookiesNever, nil)
-	r.flows.fail = bpf.ErrFlowTableFull
+	r.flows.fail = flow.ErrTableFull
 	r.handshake(42, nil)
 	syn := r.sentIP()
 	r.backendSynAck(syn, 9, 7)
@@ -214,8 +214,8 @@ func TestTimeWaitResetSparesLiveFlow(t *testing.T) {
 	r := newRig(t, spec.CookiesNever, nil)
 	r.handshake(42, nil)
 	syn := r.sentIP()
-	kb := bpf.FlowKey{Src: backend, Dst: syn.Src}
-	r.flows.InstallFlow(kb, bpf.FlowNAT{Src: vip, Dst: r.client})
+	kb := flow.Key{Src: backend, Dst: syn.Src}
+	r.flows.InstallFlow(kb, flow.NAT{Src: vip, Dst: r.client})
 	r.inject(packet.Build, packet.Fields{Src: backend, Dst: syn.Src, Seq: 777, Ack: 123456, Flags: packet.ACK, Window: 100})
 	r.noSentIP()
 	if got := r.e.set.Load().order[0].ServiceStats().BackendTimeWait; got != 0 {
@@ -256,37 +256,37 @@ func TestOrphanFlows(t *testing.T) {
 	r := newRig(t, spec.CookiesNever, func(c *Config) { c.EstablishedTimeout = time.Hour })
 	oldClient := netip.MustParseAddrPort("198.51.100.9:5555")
 	oldLeg := netip.AddrPortFrom(source, 20000)
-	active := bpf.FlowKey{Src: netip.MustParseAddrPort("198.51.100.9:6666"), Dst: vip}
-	r.flows.InstallFlow(bpf.FlowKey{Src: oldClient, Dst: vip}, bpf.FlowNAT{Src: oldLeg, Dst: backend})
-	r.flows.InstallFlow(bpf.FlowKey{Src: backend, Dst: oldLeg}, bpf.FlowNAT{Src: vip, Dst: oldClient})
-	r.flows.InstallFlow(active, bpf.FlowNAT{Src: netip.AddrPortFrom(source, 20005), Dst: backend})
-	r.flows.update(bpf.FlowKey{Src: backend, Dst: oldLeg}, func(s *bpf.FlowState) { s.RST, s.LastSeen = true, r.mono })
+	active := flow.Key{Src: netip.MustParseAddrPort("198.51.100.9:6666"), Dst: vip}
+	r.flows.InstallFlow(flow.Key{Src: oldClient, Dst: vip}, flow.NAT{Src: oldLeg, Dst: backend})
+	r.flows.InstallFlow(flow.Key{Src: backend, Dst: oldLeg}, flow.NAT{Src: vip, Dst: oldClient})
+	r.flows.InstallFlow(active, flow.NAT{Src: netip.AddrPortFrom(source, 20005), Dst: backend})
+	r.flows.update(flow.Key{Src: backend, Dst: oldLeg}, func(s *flow.State) { s.RST, s.LastSeen = true, r.mono })
 
 	syn := r.spliceOne(40000, 1)
 	if syn.Src == oldLeg {
 		t.Fatalf("the new connection took %v, the port of a live flow of an earlier process", syn.Src)
 	}
-	own := []bpf.FlowKey{{Src: r.client, Dst: vip}, {Src: backend, Dst: syn.Src}}
+	own := []flow.Key{{Src: r.client, Dst: vip}, {Src: backend, Dst: syn.Src}}
 
 	r.advance(9 * time.Second)
-	r.flows.update(active, func(s *bpf.FlowState) { s.LastSeen = r.mono })
+	r.flows.update(active, func(s *flow.State) { s.LastSeen = r.mono })
 	r.e.expireOrphans()
-	if _, ok := r.flows.get(bpf.FlowKey{Src: backend, Dst: oldLeg}); !ok {
+	if _, ok := r.flows.get(flow.Key{Src: backend, Dst: oldLeg}); !ok {
 		t.Fatal("a reset orphan removed before the reset timeout")
 	}
 	r.advance(time.Second)
 	r.e.expireOrphans()
-	if _, ok := r.flows.get(bpf.FlowKey{Src: backend, Dst: oldLeg}); ok {
+	if _, ok := r.flows.get(flow.Key{Src: backend, Dst: oldLeg}); ok {
 		t.Error("a reset orphan still there after the reset timeout")
 	}
-	if _, ok := r.flows.get(bpf.FlowKey{Src: oldClient, Dst: vip}); !ok {
+	if _, ok := r.flows.get(flow.Key{Src: oldClient, Dst: vip}); !ok {
 		t.Error("an orphan without RST removed before the idle timeout")
 	}
 	r.advance(time.Hour - time.Minute)
-	r.flows.update(active, func(s *bpf.FlowState) { s.LastSeen = r.mono })
+	r.flows.update(active, func(s *flow.State) { s.LastSeen = r.mono })
 	r.advance(time.Minute)
 	r.e.expireOrphans()
-	if _, ok := r.flows.get(bpf.FlowKey{Src: oldClient, Dst: vip}); ok {
+	if _, ok := r.flows.get(flow.Key{Src: oldClient, Dst: vip}); ok {
 		t.Error("an idle orphan still there after the idle timeout")
 	}
 	if _, ok := r.flows.get(active); !ok {

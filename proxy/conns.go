@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 )
 
@@ -104,8 +103,8 @@ type conn struct {
 	headerPending bool
 	headerNext    time.Time
 	headerTries   int
-	toClient      bpf.FlowNAT
-	trBackend     bpf.FlowTrack
+	toClient      flow.NAT
+	trBackend     flow.Track
 	backendNxt    uint32 // the backend's next sequence number, from what it sent so far
 	// backendFIN: the backend's FIN went to the client through the engine
 	// (before its flow was installed), so the flow's state lacks it;
@@ -116,7 +115,7 @@ type conn struct {
 
 // backendState completes b, the backend direction's state as the data
 // plane holds it, with a FIN the engine forwarded before the flow existed.
-func (c *conn) backendState(b bpf.FlowState) bpf.FlowState {
+func (c *conn) backendState(b flow.State) flow.State {
 	if c.backendFIN && !b.FIN {
 		b.FIN, b.FinEnd = true, c.backendFinEnd
 	}

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/spec"
@@ -19,11 +18,11 @@ import (
 // offers), the cookie key, and the backend-side source addresses.
 type Datapath interface {
 	// The flow table.
-	InstallTrackedFlow(bpf.FlowKey, bpf.FlowNAT, bpf.FlowTrack) error
-	RaiseSeqEnd(bpf.FlowKey, uint32) error
-	DeleteFlow(bpf.FlowKey) error
-	LookupFlow(bpf.FlowKey) (bpf.FlowState, error)
-	IterateFlows(func(bpf.FlowKey, bpf.FlowState) bool) error
+	InstallTrackedFlow(flow.Key, flow.NAT, flow.Track) error
+	RaiseSeqEnd(flow.Key, uint32) error
+	DeleteFlow(flow.Key) error
+	LookupFlow(flow.Key) (flow.State, error)
+	IterateFlows(func(flow.Key, flow.State) bool) error
 	// The services map.
 	SetService(spec.Entry) error
 	DeleteService(netip.AddrPort) error
@@ -95,7 +94,7 @@ func (e *Engine) removeEntry(listen netip.AddrPort) error {
 	if set.services[listen] != nil || len(set.retiring[listen]) > 0 {
 		return nil
 	}
-	if err := e.cfg.Datapath.DeleteService(listen); err != nil && !errors.Is(err, bpf.ErrNotFound) {
+	if err := e.cfg.Datapath.DeleteService(listen); err != nil && !errors.Is(err, flow.ErrNotFound) {
 		return err
 	}
 	delete(e.entries, listen)
@@ -216,7 +215,7 @@ func (e *Engine) reconcileLocals() error {
 	}
 	for _, a := range have {
 		if !want[a] {
-			if err := e.cfg.Datapath.DeleteLocal(a); err != nil && !errors.Is(err, bpf.ErrNotFound) {
+			if err := e.cfg.Datapath.DeleteLocal(a); err != nil && !errors.Is(err, flow.ErrNotFound) {
 				return fmt.Errorf("reconcile source addresses: %w", err)
 			}
 			e.log.Info("source address removed from the data path", "addr", a)

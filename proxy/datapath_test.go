@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/spec"
 )
@@ -27,8 +26,8 @@ func TestReconcile(t *testing.T) {
 	// A spliced connection of the draining service, from oldSource.
 	client := netip.MustParseAddrPort("198.51.100.9:5000")
 	leg := netip.AddrPortFrom(oldSource, 20001)
-	flows.InstallTrackedFlow(bpf.FlowKey{Src: client, Dst: draining}, bpf.FlowNAT{Src: leg, Dst: backend}, bpf.FlowTrack{})
-	flows.InstallTrackedFlow(bpf.FlowKey{Src: backend, Dst: leg}, bpf.FlowNAT{Src: draining, Dst: client}, bpf.FlowTrack{})
+	flows.InstallTrackedFlow(flow.Key{Src: client, Dst: draining}, flow.NAT{Src: leg, Dst: backend}, flow.Track{})
+	flows.InstallTrackedFlow(flow.Key{Src: backend, Dst: leg}, flow.NAT{Src: draining, Dst: client}, flow.Track{})
 
 	r := newRig(t, spec.CookiesAuto, func(c *Config) { c.Datapath = flows })
 	r.flows = flows
@@ -61,7 +60,7 @@ func TestReconcile(t *testing.T) {
 	if r.e.conns.byClient(flow.Tuple{Client: client, Service: draining}) == nil {
 		t.Fatal("the draining connection was not adopted")
 	}
-	flows.DeleteFlow(bpf.FlowKey{Src: backend, Dst: leg}) // its end: the scan expires it
+	flows.DeleteFlow(flow.Key{Src: backend, Dst: leg}) // its end: the scan expires it
 	for sh := range connShards {
 		r.e.expireShard(sh, r.now)
 	}

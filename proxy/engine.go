@@ -28,7 +28,6 @@ import (
 
 	"github.com/syngate/syngate/spec"
 
-	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/metrics"
@@ -79,7 +78,7 @@ type Config struct {
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Monotonic is the clock of the flow table's last-seen times; default
-	// bpf.Monotonic.
+	// flow.Monotonic.
 	Monotonic func() time.Duration
 	Logger    *slog.Logger
 }
@@ -201,7 +200,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Monotonic == nil {
-		cfg.Monotonic = bpf.Monotonic
+		cfg.Monotonic = flow.Monotonic
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/syngate/syngate/spec"
 
-	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
@@ -21,7 +20,7 @@ import (
 // locals and cookie key.
 type fakeFlows struct {
 	mu       sync.Mutex
-	flows    map[bpf.FlowKey]bpf.FlowState
+	flows    map[flow.Key]flow.State
 	fail     error
 	services map[netip.AddrPort]spec.Entry
 	writes   []spec.Entry // every SetService, in order
@@ -30,7 +29,7 @@ type fakeFlows struct {
 }
 
 func newFakeFlows() *fakeFlows {
-	return &fakeFlows{flows: map[bpf.FlowKey]bpf.FlowState{}, services: map[netip.AddrPort]spec.Entry{}, locals: map[netip.Addr]bool{}}
+	return &fakeFlows{flows: map[flow.Key]flow.State{}, services: map[netip.AddrPort]spec.Entry{}, locals: map[netip.Addr]bool{}}
 }
 
 func (f *fakeFlows) SetService(e spec.Entry) error {
@@ -47,10 +46,10 @@ func (f *fakeFlows) DeleteService(l netip.AddrPort) error {
 	return deleteKey(f.services, l)
 }
 
-// deleteKey deletes k from m; bpf.ErrNotFound when absent, as a map does.
+// deleteKey deletes k from m; flow.ErrNotFound when absent, as a map does.
 func deleteKey[K comparable, V any](m map[K]V, k K) error {
 	if _, ok := m[k]; !ok {
-		return bpf.ErrNotFound
+		return flow.ErrNotFound
 	}
 	delete(m, k)
 	return nil
@@ -115,31 +114,31 @@ func (f *fakeFlows) SetCookieKey(cookie.DataplaneKey) error {
 	return nil
 }
 
-func (f *fakeFlows) InstallTrackedFlow(k bpf.FlowKey, n bpf.FlowNAT, tr bpf.FlowTrack) error {
+func (f *fakeFlows) InstallTrackedFlow(k flow.Key, n flow.NAT, tr flow.Track) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail != nil {
 		return f.fail
 	}
-	f.flows[k] = bpf.FlowState{NAT: n, Tracked: true, Track: tr}
+	f.flows[k] = flow.State{NAT: n, Tracked: true, Track: tr}
 	return nil
 }
 
 // InstallFlow installs an untracked entry, as an earlier version did.
-func (f *fakeFlows) InstallFlow(k bpf.FlowKey, n bpf.FlowNAT) error {
+func (f *fakeFlows) InstallFlow(k flow.Key, n flow.NAT) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.flows[k] = bpf.FlowState{NAT: n}
+	f.flows[k] = flow.State{NAT: n}
 	return nil
 }
 
 // RaiseSeqEnd raises a tracked entry's seq_end, as the data plane does.
-func (f *fakeFlows) RaiseSeqEnd(k bpf.FlowKey, seqEnd uint32) error {
+func (f *fakeFlows) RaiseSeqEnd(k flow.Key, seqEnd uint32) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, ok := f.flows[k]
 	if !ok {
-		return bpf.ErrNotFound
+		return flow.ErrNotFound
 	}
 	if s.Tracked && int32(seqEnd-s.Track.SeqEnd) > 0 {
 		s.Track.SeqEnd = seqEnd
@@ -148,25 +147,25 @@ func (f *fakeFlows) RaiseSeqEnd(k bpf.FlowKey, seqEnd uint32) error {
 	return nil
 }
 
-func (f *fakeFlows) DeleteFlow(k bpf.FlowKey) error {
+func (f *fakeFlows) DeleteFlow(k flow.Key) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return deleteKey(f.flows, k)
 }
 
-func (f *fakeFlows) LookupFlow(k bpf.FlowKey) (bpf.FlowState, error) {
+func (f *fakeFlows) LookupFlow(k flow.Key) (flow.State, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, ok := f.flows[k]
 	if !ok {
-		return s, bpf.ErrNotFound
+		return s, flow.ErrNotFound
 	}
 	return s, nil
 }
 
-func (f *fakeFlows) IterateFlows(fn func(bpf.FlowKey, bpf.FlowState) bool) error {
+func (f *fakeFlows) IterateFlows(fn func(flow.Key, flow.State) bool) error {
 	f.mu.Lock()
-	all := make(map[bpf.FlowKey]bpf.FlowState, len(f.flows))
+	all := make(map[flow.Key]flow.State, len(f.flows))
 	for k, v := range f.flows {
 		all[k] = v
 	}
@@ -179,14 +178,14 @@ func (f *fakeFlows) IterateFlows(fn func(bpf.FlowKey, bpf.FlowState) bool) error
 	return nil
 }
 
-func (f *fakeFlows) get(k bpf.FlowKey) (bpf.FlowState, bool) {
+func (f *fakeFlows) get(k flow.Key) (flow.State, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, ok := f.flows[k]
 	return s, ok
 }
 
-func (f *fakeFlows) update(k bpf.FlowKey, fn func(*bpf.FlowState)) {
+func (f *fakeFlows) update(k flow.Key, fn func(*flow.State)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s := f.flows[k]
@@ -440,7 +439,7 @@ func testSplice(t *testing.T, policy spec.CookiePolicy) {
 		t.Errorf("held data timestamps = %+v, want TSval 5001 in the leg's clock and TSecr in the backend's (777000)", data.Options)
 	}
 
-	toBackend, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip})
+	toBackend, ok := r.flows.get(flow.Key{Src: r.client, Dst: vip})
 	if !ok {
 		t.Fatal("no client->backend flow installed")
 	}
@@ -451,7 +450,7 @@ func testSplice(t *testing.T, policy spec.CookiePolicy) {
 	if n.Ifindex != 3 || n.DstMAC != r.peerMAC || n.SrcMAC != r.ourMAC {
 		t.Errorf("client->backend egress = %d %x->%x", n.Ifindex, n.SrcMAC, n.DstMAC)
 	}
-	toClient, ok := r.flows.get(bpf.FlowKey{Src: backend, Dst: syn.Src})
+	toClient, ok := r.flows.get(flow.Key{Src: backend, Dst: syn.Src})
 	if !ok {
 		t.Fatal("no backend->client flow installed")
 	}
@@ -632,12 +631,12 @@ func TestFlowExpiry(t *testing.T) {
 	syn := r.sentIP()
 	r.backendSynAck(syn, 9, 7)
 	r.sentIP()
-	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+	kc, kb := flow.Key{Src: r.client, Dst: vip}, flow.Key{Src: backend, Dst: syn.Src}
 	r.e.expireFlows(r.advance(30 * time.Minute))
 	if _, ok := r.flows.get(kc); !ok {
 		t.Fatal("flow expired before its idle timeout")
 	}
-	r.flows.update(kb, func(s *bpf.FlowState) { s.RST = true; s.LastSeen = r.mono })
+	r.flows.update(kb, func(s *flow.State) { s.RST = true; s.LastSeen = r.mono })
 	r.e.expireFlows(r.advance(9 * time.Second))
 	if _, ok := r.flows.get(kc); !ok {
 		t.Fatal("flow expired before the reset timeout")
@@ -697,19 +696,19 @@ func (r *rig) spliceTracked() (syn, sa packet.Segment) {
 func TestTupleReuse(t *testing.T) {
 	r := newRig(t, spec.CookiesNever, nil)
 	syn, sa := r.spliceTracked()
-	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+	kc, kb := flow.Key{Src: r.client, Dst: vip}, flow.Key{Src: backend, Dst: syn.Src}
 	a, _ := r.flows.get(kc)
 	b, _ := r.flows.get(kb)
-	if a.Track != (bpf.FlowTrack{SeqEnd: 43, AckMax: 10, WinEnd: 10 + 502<<9, WinMax: 502 << 9, WScale: 9}) {
+	if a.Track != (flow.Track{SeqEnd: 43, AckMax: 10, WinEnd: 10 + 502<<9, WinMax: 502 << 9, WScale: 9}) {
 		t.Errorf("client track = %+v", a.Track)
 	}
 	// The backend offered 65160, our SYN-ACK 65535: the client may send that.
-	if b.Track != (bpf.FlowTrack{SeqEnd: 10, AckMax: 43, WinEnd: 43 + 65535, WinMax: 65535, WScale: 7}) {
+	if b.Track != (flow.Track{SeqEnd: 10, AckMax: 43, WinEnd: 43 + 65535, WinMax: 65535, WScale: 7}) {
 		t.Errorf("backend track = %+v", b.Track)
 	}
 	// The backend has sent 1000 bytes, the client acked them.
-	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.SeqEnd += 1000 })
-	r.flows.update(kc, func(s *bpf.FlowState) { s.Track.AckMax += 1000 })
+	r.flows.update(kb, func(s *flow.State) { s.Track.SeqEnd += 1000 })
+	r.flows.update(kc, func(s *flow.State) { s.Track.AckMax += 1000 })
 
 	synAgain := func(isn uint32) {
 		r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
@@ -732,24 +731,24 @@ func TestTupleReuse(t *testing.T) {
 	}
 
 	// Half-closed: the client's FIN is acked, the backend still sends.
-	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd = true, 44, 44 })
-	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.AckMax = 44 })
+	r.flows.update(kc, func(s *flow.State) { s.FIN, s.FinEnd, s.Track.SeqEnd = true, 44, 44 })
+	r.flows.update(kb, func(s *flow.State) { s.Track.AckMax = 44 })
 	r.advance(time.Second)
 	synAgain(6000)
 	if ch := r.sentIP(); ch.Flags != packet.ACK || ch.Ack != 44 {
 		t.Errorf("SYN into a half-closed connection: %v ack %d, want a challenge ACK", ch.Flags, ch.Ack)
 	}
 	// Both FINs sent, the backend's not yet acked.
-	r.flows.update(kb, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd = true, s.Track.SeqEnd+1, s.Track.SeqEnd+1 })
+	r.flows.update(kb, func(s *flow.State) { s.FIN, s.FinEnd, s.Track.SeqEnd = true, s.Track.SeqEnd+1, s.Track.SeqEnd+1 })
 	r.advance(time.Second)
 	synAgain(6001)
 	if ch := r.sentIP(); ch.Flags != packet.ACK {
 		t.Errorf("SYN before the last ACK: %v, want a challenge ACK", ch.Flags)
 	}
-	r.flows.update(kc, func(s *bpf.FlowState) { s.Track.AckMax++ })
+	r.flows.update(kc, func(s *flow.State) { s.Track.AckMax++ })
 	// Both FINs acked, but an ISN below the old connection's sequence
 	// numbers and a timestamp no newer than its last (5000).
-	r.flows.update(kc, func(s *bpf.FlowState) { s.HasTS, s.TSRecent = true, 5000 })
+	r.flows.update(kc, func(s *flow.State) { s.HasTS, s.TSRecent = true, 5000 })
 	r.advance(time.Second)
 	synAgain(40)
 	if ch := r.sentIP(); ch.Flags != packet.ACK {
@@ -798,9 +797,9 @@ func TestSynFromBackendSide(t *testing.T) {
 func TestTupleReuseHigherISN(t *testing.T) {
 	r := newRig(t, spec.CookiesNever, nil)
 	syn, _ := r.spliceTracked()
-	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
-	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd, s.Track.AckMax = true, 44, 44, 11 })
-	r.flows.update(kb, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.Track.SeqEnd, s.Track.AckMax = true, 11, 11, 44 })
+	kc, kb := flow.Key{Src: r.client, Dst: vip}, flow.Key{Src: backend, Dst: syn.Src}
+	r.flows.update(kc, func(s *flow.State) { s.FIN, s.FinEnd, s.Track.SeqEnd, s.Track.AckMax = true, 44, 44, 11 })
+	r.flows.update(kb, func(s *flow.State) { s.FIN, s.FinEnd, s.Track.SeqEnd, s.Track.AckMax = true, 11, 11, 44 })
 	opts := clientSynOpts
 	opts.Timestamps = false
 	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 44, Flags: packet.SYN, Window: 64240, Options: opts})
@@ -817,8 +816,8 @@ func TestTupleReuseHigherISN(t *testing.T) {
 func TestTupleReuseAfterExactRST(t *testing.T) {
 	r := newRig(t, spec.CookiesNever, nil)
 	r.spliceTracked()
-	kc := bpf.FlowKey{Src: r.client, Dst: vip}
-	r.flows.update(kc, func(s *bpf.FlowState) { s.RST = true })
+	kc := flow.Key{Src: r.client, Dst: vip}
+	r.flows.update(kc, func(s *flow.State) { s.RST = true })
 	r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: 1, Flags: packet.SYN, Window: 64240, Options: clientSynOpts})
 	if sa := r.reply(); sa.Flags != packet.SYN|packet.ACK {
 		t.Fatalf("after an exact RST: %v, want a SYN-ACK", sa.Flags)
@@ -840,7 +839,7 @@ func TestInWindowRSTForwarded(t *testing.T) {
 	if fwd := r.sentIP(); fwd.Flags != packet.RST || fwd.Dst != r.client {
 		t.Errorf("forwarded backend RST = %v to %v", fwd.Flags, fwd.Dst)
 	}
-	if _, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip}); !ok {
+	if _, ok := r.flows.get(flow.Key{Src: r.client, Dst: vip}); !ok {
 		t.Fatal("an in-window RST removed the flow")
 	}
 	if st := r.e.set.Load().order[0].ServiceStats(); st.RSTInWindow != 2 {
@@ -865,13 +864,13 @@ func TestRSTAfterSlowPathData(t *testing.T) {
 	}
 	// The engine forwards the RST before it ends the flow: wait for that.
 	gone := func() bool {
-		_, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip})
+		_, ok := r.flows.get(flow.Key{Src: r.client, Dst: vip})
 		return !ok && r.e.Stats().Expired["reset"] == 1
 	}
 	for end := time.Now().Add(5 * time.Second); !gone() && time.Now().Before(end); {
 		time.Sleep(time.Millisecond)
 	}
-	if _, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip}); ok {
+	if _, ok := r.flows.get(flow.Key{Src: r.client, Dst: vip}); ok {
 		t.Error("flow still installed after an exact RST")
 	}
 	if got := r.e.Stats().Expired["reset"]; got != 1 {
@@ -886,10 +885,10 @@ func TestGivenUpFlowsResetBothEnds(t *testing.T) {
 	for _, evict := range []bool{false, true} {
 		r := newRig(t, spec.CookiesNever, func(c *Config) { c.EstablishedTimeout = time.Hour })
 		syn, sa := r.spliceTracked()
-		kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
+		kc, kb := flow.Key{Src: r.client, Dst: vip}, flow.Key{Src: backend, Dst: syn.Src}
 		// 100 bytes from the client and 2000 from the backend went through, acked.
-		r.flows.update(kc, func(s *bpf.FlowState) { s.Track.SeqEnd, s.Track.AckMax = 143, 2010 })
-		r.flows.update(kb, func(s *bpf.FlowState) { s.Track.SeqEnd, s.Track.AckMax = 2010, 143 })
+		r.flows.update(kc, func(s *flow.State) { s.Track.SeqEnd, s.Track.AckMax = 143, 2010 })
+		r.flows.update(kb, func(s *flow.State) { s.Track.SeqEnd, s.Track.AckMax = 2010, 143 })
 		if evict {
 			r.flows.DeleteFlow(kb)
 			r.e.expireFlows(r.advance(time.Second))
@@ -918,15 +917,15 @@ func TestGivenUpFlowsResetBothEnds(t *testing.T) {
 func TestHalfClosedExpiry(t *testing.T) {
 	r := newRig(t, spec.CookiesNever, func(c *Config) { c.CloseTimeout = 10 * time.Second })
 	syn, _ := r.spliceTracked()
-	kc, kb := bpf.FlowKey{Src: r.client, Dst: vip}, bpf.FlowKey{Src: backend, Dst: syn.Src}
-	r.flows.update(kc, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.LastSeen = true, 44, r.mono })
-	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.AckMax = 44 })
+	kc, kb := flow.Key{Src: r.client, Dst: vip}, flow.Key{Src: backend, Dst: syn.Src}
+	r.flows.update(kc, func(s *flow.State) { s.FIN, s.FinEnd, s.LastSeen = true, 44, r.mono })
+	r.flows.update(kb, func(s *flow.State) { s.Track.AckMax = 44 })
 	r.e.expireFlows(r.advance(time.Minute))
 	if _, ok := r.flows.get(kc); !ok {
 		t.Fatal("a half-closed connection expired")
 	}
-	r.flows.update(kb, func(s *bpf.FlowState) { s.FIN, s.FinEnd, s.LastSeen = true, 11, r.mono })
-	r.flows.update(kc, func(s *bpf.FlowState) { s.Track.AckMax = 11 })
+	r.flows.update(kb, func(s *flow.State) { s.FIN, s.FinEnd, s.LastSeen = true, 11, r.mono })
+	r.flows.update(kc, func(s *flow.State) { s.Track.AckMax = 11 })
 	r.e.expireFlows(r.advance(5 * time.Second))
 	if _, ok := r.flows.get(kc); !ok {
 		t.Fatal("closed before the close timeout")
@@ -998,14 +997,14 @@ func TestSpliceBackendWithoutWindowScale(t *testing.T) {
 	if ack := r.sentIP(); ack.Window != min(502<<9, 65535) {
 		t.Errorf("backend ACK window %d, want the client's 502 read with its shift 9 (capped at 65535)", ack.Window)
 	}
-	toClient, ok := r.flows.get(bpf.FlowKey{Src: backend, Dst: syn.Src})
+	toClient, ok := r.flows.get(flow.Key{Src: backend, Dst: syn.Src})
 	if !ok {
 		t.Fatal("no backend->client flow installed")
 	}
 	if n := toClient.NAT; n.InShift != 0 || n.OutShift != 7 {
 		t.Errorf("backend->client shifts %d->%d, want 0 (unscaled backend) -> 7 (announced to the client)", n.InShift, n.OutShift)
 	}
-	toBackend, ok := r.flows.get(bpf.FlowKey{Src: r.client, Dst: vip})
+	toBackend, ok := r.flows.get(flow.Key{Src: r.client, Dst: vip})
 	if !ok {
 		t.Fatal("no client->backend flow installed")
 	}

@@ -5,7 +5,6 @@ import (
 
 	"github.com/syngate/syngate/spec"
 
-	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
 )
@@ -85,7 +84,7 @@ func TestReplayNotHandedOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := r.e.ReplayACKs([]bpf.StandbyACK{{Frame: buf[:n], Ifindex: 3}}); got != 0 {
+	if got := r.e.ReplayACKs([]flow.StandbyACK{{Frame: buf[:n], Ifindex: 3}}); got != 0 {
 		t.Fatalf("validated %d, want 0", got)
 	}
 	st := r.e.set.Load().order[0].ServiceStats()

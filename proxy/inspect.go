@@ -7,7 +7,6 @@ import (
 
 	"github.com/syngate/syngate/spec"
 
-	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 )
 
@@ -95,17 +94,17 @@ func (e *Engine) Conns(want func(*ConnInfo) bool, fn func(ConnInfo) bool) {
 			return
 		}
 		if state == stateSpliced {
-			ci.ToBackend = e.flowCounters(bpf.ClientKey(ci.Client), mono, wall)
-			ci.ToClient = e.flowCounters(bpf.FlowKey{Src: ci.Backend, Dst: ci.Source}, mono, wall)
+			ci.ToBackend = e.flowCounters(flow.ClientKey(ci.Client), mono, wall)
+			ci.ToClient = e.flowCounters(flow.Key{Src: ci.Backend, Dst: ci.Source}, mono, wall)
 		}
 		stop = !fn(ci)
 	})
 }
 
-func (e *Engine) flowCounters(k bpf.FlowKey, mono time.Duration, wall time.Time) FlowCounters {
+func (e *Engine) flowCounters(k flow.Key, mono time.Duration, wall time.Time) FlowCounters {
 	st, err := e.cfg.Datapath.LookupFlow(k)
 	if err != nil {
-		if !errors.Is(err, bpf.ErrNotFound) {
+		if !errors.Is(err, flow.ErrNotFound) {
 			e.log.Debug("read flow", "flow", k, "err", err)
 		}
 		return FlowCounters{}

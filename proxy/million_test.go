@@ -10,7 +10,6 @@ import (
 
 	"github.com/syngate/syngate/spec"
 
-	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
@@ -78,9 +77,9 @@ type liveFlows struct {
 	lookups atomic.Int64
 }
 
-func (f *liveFlows) LookupFlow(bpf.FlowKey) (bpf.FlowState, error) {
+func (f *liveFlows) LookupFlow(flow.Key) (flow.State, error) {
 	f.lookups.Add(1)
-	return bpf.FlowState{LastSeen: f.mono}, nil
+	return flow.State{LastSeen: f.mono}, nil
 }
 
 // TestFlowScanPaced: the expiry scan of many connections is spread over

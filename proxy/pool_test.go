@@ -11,7 +11,6 @@ import (
 
 	"github.com/syngate/syngate/spec"
 
-	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
 )
@@ -102,8 +101,8 @@ func testProxyHeaderSplice(t *testing.T, policy spec.CookiePolicy) {
 	if string(data.Payload) != "hello" || data.Seq != leg+1+uint32(hl) {
 		t.Fatalf("held data %q at seq %d, want after the header at %d", data.Payload, data.Seq, leg+1+uint32(hl))
 	}
-	kc := bpf.FlowKey{Src: r.client, Dst: vip}
-	kb := bpf.FlowKey{Src: backend, Dst: syn.Src}
+	kc := flow.Key{Src: r.client, Dst: vip}
+	kb := flow.Key{Src: backend, Dst: syn.Src}
 	toBackend, ok := r.flows.get(kc)
 	if !ok || toBackend.NAT.SeqDelta != leg-isn+uint32(hl) {
 		t.Fatalf("client->backend flow %+v (installed %v), want SeqDelta leg-isn+%d", toBackend.NAT, ok, hl)
@@ -359,8 +358,8 @@ func TestProxyHeaderBackendFIN(t *testing.T) {
 	if fin := r.sentIP(); fin.Flags&packet.FIN == 0 || fin.Dst != r.client {
 		t.Fatalf("backend FIN to client: %v to %v", fin.Flags, fin.Dst)
 	}
-	kc := bpf.FlowKey{Src: r.client, Dst: vip}
-	kb := bpf.FlowKey{Src: backend, Dst: syn.Src}
+	kc := flow.Key{Src: r.client, Dst: vip}
+	kb := flow.Key{Src: backend, Dst: syn.Src}
 	if _, ok := r.flows.get(kb); !ok {
 		t.Fatal("the FIN that acknowledged the header did not install the backend's flow")
 	}
@@ -370,12 +369,12 @@ func TestProxyHeaderBackendFIN(t *testing.T) {
 	// The client's FIN, which acks the backend's, and the backend's ACK of
 	// it, both through XDP.
 	var clientFinEnd uint32
-	r.flows.update(kc, func(s *bpf.FlowState) {
+	r.flows.update(kc, func(s *flow.State) {
 		s.Track.SeqEnd++
 		s.FIN, s.FinEnd, s.Track.AckMax = true, s.Track.SeqEnd, 102
 		clientFinEnd = s.FinEnd
 	})
-	r.flows.update(kb, func(s *bpf.FlowState) { s.Track.AckMax = clientFinEnd })
+	r.flows.update(kb, func(s *flow.State) { s.Track.AckMax = clientFinEnd })
 	r.e.expireFlows(r.advance(11 * time.Second))
 	if _, ok := r.flows.get(kc); ok {
 		t.Error("flow not expired as closed after both FINs")

@@ -9,7 +9,6 @@ import (
 
 	"github.com/syngate/syngate/spec"
 
-	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
 )
@@ -180,7 +179,7 @@ func (e *Engine) catchUpClient(c *conn, acked uint32) {
 	if c.slowSent && seqBefore(nxt, c.slowEnd) {
 		nxt = c.slowEnd
 	}
-	if err := e.cfg.Datapath.RaiseSeqEnd(bpf.ClientKey(c.client), nxt); err != nil {
+	if err := e.cfg.Datapath.RaiseSeqEnd(flow.ClientKey(c.client), nxt); err != nil {
 		// Not fatal: the segments are forwarded all the same.
 		e.log.Debug("raise the client direction's seq_end", "client", c.client.Client, "err", err)
 	}
