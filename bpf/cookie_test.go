@@ -138,88 +138,97 @@ func TestXDPCookieSynAck(t *testing.T) {
 		if r.verdict != VerdictTXSynAckCookie || r.action != ActionTX {
 			t.Fatalf("SYN %+v: verdict %v action %v", syn.Options, r.verdict, r.action)
 		}
-		var sa packet.Segment
-		if err := packet.Parse(r.out, &sa); err != nil {
-			t.Fatalf("parse reply: %v\n% x", err, r.out)
-		}
-		if err := packet.VerifyChecksums(r.out, &sa); err != nil {
-			t.Fatalf("reply checksums: %v\n% x", err, r.out)
-		}
-		if sa.Src != syn.Dst || sa.Dst != syn.Src || sa.SrcMAC != syn.DstMAC || sa.DstMAC != syn.SrcMAC ||
-			sa.HasVLAN != syn.HasVLAN || sa.VLAN != syn.VLAN {
-			t.Fatalf("reply %v -> %v (%x -> %x), SYN %v -> %v (%x -> %x)", sa.Src, sa.Dst, sa.SrcMAC, sa.DstMAC, syn.Src, syn.Dst, syn.SrcMAC, syn.DstMAC)
-		}
-		wantFlags := packet.SYN | packet.ACK
-		if syn.Options.ECN && ann.ECN && syn.Options.Timestamps && ann.Timestamps {
-			wantFlags |= packet.ECE
-		}
-		if sa.Flags != wantFlags || sa.Ack != syn.Seq+1 || len(sa.Payload) != 0 || sa.Window != ann.Window {
-			t.Fatalf("reply flags %v ack %d (isn %d) payload %d window %d (want %d)", sa.Flags, sa.Ack, syn.Seq, len(sa.Payload), sa.Window, ann.Window)
-		}
-
-		// The engine's cookie for the same SYN: the options the cookie
-		// keeps count only with timestamps on both sides.
-		useTS := syn.Options.Timestamps && ann.Timestamps
-		synOpts := syn.Options
-		synOpts.Timestamps = useTS
-		isn, tsval, tableMSS := jar.Make(syn.Tuple, syn.Seq, synOpts, sa.Options.TSval, now)
-		if sa.Seq != isn {
-			t.Fatalf("SYN %+v ann %+v: XDP cookie %#x, Jar.Make %#x", syn.Options, ann, sa.Seq, isn)
-		}
-		if sa.Options.Timestamps != useTS {
-			t.Fatalf("reply timestamps %v, want %v", sa.Options.Timestamps, useTS)
-		}
-		if useTS {
-			// Make keeps a TSval whose option bits are right as it is.
-			if tsval != sa.Options.TSval {
-				t.Fatalf("TSval %#x carries other option bits than Make's %#x", sa.Options.TSval, tsval)
-			}
-			// The program reads the coarse clock, which lags (see
-			// coarseLagMs); the option bits take the low 6 bits.
-			if got := sa.Options.TSval; int32(got-(msBefore-64-coarseLagMs-1)) < 0 || int32(got-(msAfter+1)) > 0 {
-				t.Fatalf("TSval %d outside [%d-%d, %d+1]: not the wall clock in ms", got, msBefore, 64+coarseLagMs+1, msAfter)
-			}
-			if sa.Options.TSecr != syn.Options.TSval {
-				t.Fatalf("TSecr %d, SYN's TSval %d", sa.Options.TSecr, syn.Options.TSval)
-			}
-		}
-
-		// Byte for byte what packet.ReplySynAck builds for the engine.
-		opts := spec.Offer{
-			Window: ann.Window, MSS: tableMSS, WScale: ann.WScale, SACK: ann.SACK,
-			Timestamps: ann.Timestamps, ECN: ann.ECN && useTS,
-		}
-		if ann.MSS != 0 {
-			opts.MSS = min(ann.MSS, tableMSS)
-		}
-		if !useTS {
-			opts.WScale, opts.SACK = flow.NoWScale, false
-		}
-		want := make([]byte, 256)
-		wn := packet.ReplySynAck(want, &syn, isn, opts, sa.Options.TSval)
-		if !bytes.Equal(want[:wn], r.out) {
-			t.Fatalf("SYN %+v ann %+v:\nXDP         % x\nReplySynAck % x", syn.Options, ann, r.out, want[:wn])
-		}
-
-		// The engine's validator accepts the client's ACK.
-		got, reason := jar.Check(syn.Tuple, syn.Seq+1, sa.Seq+1, useTS, sa.Options.TSval, now)
-		if reason != cookie.ReasonOK {
-			t.Fatalf("SYN %+v ann %+v: Check says %v", syn.Options, ann, reason)
-		}
-		wantOpts := flow.SynOptions{MSS: tableMSS, WScale: flow.NoWScale}
-		if useTS {
-			wantOpts.WScale, wantOpts.SACK, wantOpts.ECN = syn.Options.WScale, syn.Options.SACK, syn.Options.ECN
-			wantOpts.Timestamps, wantOpts.TSecr = true, sa.Options.TSval
-		}
-		if got != wantOpts {
-			t.Fatalf("SYN %+v: Check recovered %+v, want %+v", syn.Options, got, wantOpts)
-		}
-		seen[optsKey(syn.Is6(), syn.HasVLAN, useTS, sa.Options.HasWScale(), sa.Options.SACK, syn.Options.ECN, len(syn.Payload) > 0)]++
+		seen[checkCookieReply(t, jar, ann, &syn, r.out, now, msBefore, msAfter)]++
 	}
 	t.Logf("%d SYNs, %d option/layout combinations", n, len(seen))
 	if minSeen := map[bool]int{false: 64, true: 40}[testing.Short()]; len(seen) < minSeen {
 		t.Errorf("only %d combinations covered", len(seen))
 	}
+}
+
+// checkCookieReply checks out, the program's reply to the SYN syn under
+// ann, against the engine's cookie and packet.ReplySynAck, and returns the
+// combination of options it covers. The reply was made between msBefore
+// and msAfter (wall clock, ms).
+func checkCookieReply(tb testing.TB, jar *cookie.Jar, ann spec.Offer, syn *packet.Segment, out []byte, now time.Time, msBefore, msAfter uint32) string {
+	tb.Helper()
+	var sa packet.Segment
+	if err := packet.Parse(out, &sa); err != nil {
+		tb.Fatalf("parse reply: %v\n% x", err, out)
+	}
+	if err := packet.VerifyChecksums(out, &sa); err != nil {
+		tb.Fatalf("reply checksums: %v\n% x", err, out)
+	}
+	if sa.Src != syn.Dst || sa.Dst != syn.Src || sa.SrcMAC != syn.DstMAC || sa.DstMAC != syn.SrcMAC ||
+		sa.HasVLAN != syn.HasVLAN || sa.VLAN != syn.VLAN {
+		tb.Fatalf("reply %v -> %v (%x -> %x), SYN %v -> %v (%x -> %x)", sa.Src, sa.Dst, sa.SrcMAC, sa.DstMAC, syn.Src, syn.Dst, syn.SrcMAC, syn.DstMAC)
+	}
+	wantFlags := packet.SYN | packet.ACK
+	if syn.Options.ECN && ann.ECN && syn.Options.Timestamps && ann.Timestamps {
+		wantFlags |= packet.ECE
+	}
+	if sa.Flags != wantFlags || sa.Ack != syn.Seq+1 || len(sa.Payload) != 0 || sa.Window != ann.Window {
+		tb.Fatalf("reply flags %v ack %d (isn %d) payload %d window %d (want %d)", sa.Flags, sa.Ack, syn.Seq, len(sa.Payload), sa.Window, ann.Window)
+	}
+
+	// The engine's cookie for the same SYN: the options the cookie
+	// keeps count only with timestamps on both sides.
+	useTS := syn.Options.Timestamps && ann.Timestamps
+	synOpts := syn.Options
+	synOpts.Timestamps = useTS
+	isn, tsval, tableMSS := jar.Make(syn.Tuple, syn.Seq, synOpts, sa.Options.TSval, now)
+	if sa.Seq != isn {
+		tb.Fatalf("SYN %+v ann %+v: XDP cookie %#x, Jar.Make %#x", syn.Options, ann, sa.Seq, isn)
+	}
+	if sa.Options.Timestamps != useTS {
+		tb.Fatalf("reply timestamps %v, want %v", sa.Options.Timestamps, useTS)
+	}
+	if useTS {
+		// Make keeps a TSval whose option bits are right as it is.
+		if tsval != sa.Options.TSval {
+			tb.Fatalf("TSval %#x carries other option bits than Make's %#x", sa.Options.TSval, tsval)
+		}
+		// The program reads the coarse clock, which lags (see
+		// coarseLagMs); the option bits take the low 6 bits.
+		if got := sa.Options.TSval; int32(got-(msBefore-64-coarseLagMs-1)) < 0 || int32(got-(msAfter+1)) > 0 {
+			tb.Fatalf("TSval %d outside [%d-%d, %d+1]: not the wall clock in ms", got, msBefore, 64+coarseLagMs+1, msAfter)
+		}
+		if sa.Options.TSecr != syn.Options.TSval {
+			tb.Fatalf("TSecr %d, SYN's TSval %d", sa.Options.TSecr, syn.Options.TSval)
+		}
+	}
+
+	// Byte for byte what packet.ReplySynAck builds for the engine.
+	opts := spec.Offer{
+		Window: ann.Window, MSS: tableMSS, WScale: ann.WScale, SACK: ann.SACK,
+		Timestamps: ann.Timestamps, ECN: ann.ECN && useTS,
+	}
+	if ann.MSS != 0 {
+		opts.MSS = min(ann.MSS, tableMSS)
+	}
+	if !useTS {
+		opts.WScale, opts.SACK = flow.NoWScale, false
+	}
+	want := make([]byte, 256)
+	wn := packet.ReplySynAck(want, syn, isn, opts, sa.Options.TSval)
+	if !bytes.Equal(want[:wn], out) {
+		tb.Fatalf("SYN %+v ann %+v:\nXDP         % x\nReplySynAck % x", syn.Options, ann, out, want[:wn])
+	}
+
+	// The engine's validator accepts the client's ACK.
+	got, reason := jar.Check(syn.Tuple, syn.Seq+1, sa.Seq+1, useTS, sa.Options.TSval, now)
+	if reason != cookie.ReasonOK {
+		tb.Fatalf("SYN %+v ann %+v: Check says %v", syn.Options, ann, reason)
+	}
+	wantOpts := flow.SynOptions{MSS: tableMSS, WScale: flow.NoWScale}
+	if useTS {
+		wantOpts.WScale, wantOpts.SACK, wantOpts.ECN = syn.Options.WScale, syn.Options.SACK, syn.Options.ECN
+		wantOpts.Timestamps, wantOpts.TSecr = true, sa.Options.TSval
+	}
+	if got != wantOpts {
+		tb.Fatalf("SYN %+v: Check recovered %+v, want %+v", syn.Options, got, wantOpts)
+	}
+	return optsKey(syn.Is6(), syn.HasVLAN, useTS, sa.Options.HasWScale(), sa.Options.SACK, syn.Options.ECN, len(syn.Payload) > 0)
 }
 
 func optsKey(bs ...bool) string {

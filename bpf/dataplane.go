@@ -167,12 +167,15 @@ var mapLayouts = map[string][2]any{
 	syngateMapIfslots:        {uint32(0), uint32(0)},
 	syngateMapTxPorts:        {uint32(0), uint32(0)},
 	syngateMapCookieKeys:     {uint32(0), syngateCookieState{}},
-	syngateMapSynackScratch:  {uint32(0), syngateSynackBuf{}},
+	syngateMapSynackScratch:  {uint32(0), syngateSynackWork{}},
 	syngateMapStandbyAcks:    {syngateFlowKey{}, syngateStandbyAck{}},
 	syngateMapStandbyScratch: {uint32(0), syngateStandbyBuf{}},
 	syngateMapIcmpBucket:     {uint32(0), syngateIcmpBucket{}},
 	syngateMapIcmpScratch:    {uint32(0), syngateIcmpScratch{}},
 	syngateMapTcIfaces:       {uint32(0), uint32(0)},
+	syngateMapTcRings:        {uint32(0), uint32(0)},
+	syngateMapTcEngine:       {uint32(0), uint64(0)},
+	syngateMapTcScratch:      {uint32(0), syngateTcRec{}},
 }
 
 // Dataplane is the loaded XDP program and its maps. Its methods are safe for
@@ -500,6 +503,11 @@ func (d *Dataplane) TookOver(ifname string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, a := range d.links {
+		if a.name == ifname {
+			return a.tookOver
+		}
+	}
+	for _, a := range d.tc {
 		if a.name == ifname {
 			return a.tookOver
 		}

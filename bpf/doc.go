@@ -5,7 +5,8 @@
 //	dp, err := bpf.Load(bpf.Config{PinPath: "/sys/fs/bpf/syngate", DropBadFlags: true})
 //	if err != nil { ... }
 //	defer dp.Close()
-//	err = dp.AttachTC("veth0")                            // only for the TC data path; before Attach
+//	err = dp.AttachTC("veth0")                            // the TC data path: no Attach there
+//	ring, err := dp.OpenTCRing("veth0")                   // the engine reads it (package ringport)
 //	err = dp.Attach("eth0", bpf.ModeAuto)
 //	err = dp.SetService(spec.Entry{Listen: netip.MustParseAddrPort("192.0.2.10:443"), ID: 1})
 //	err = dp.SetCookieKey(jar.DataplaneKey(time.Now()))   // every second, if any entry has Offload or Standby
@@ -59,15 +60,19 @@
 //
 // # The TC data path
 //
-// On an interface put on the TC data path (AttachTC, before or after
-// Attach), the XDP program passes a spliced flow's segments on untouched
-// (VerdictPassTCFlow) and a second program, at the head of the interface's
-// tcx ingress, splices them after GRO with the same rewrite: it sees the
-// skb's checksum state (partial checksums from a local sender over veth or
-// tun/tap are kept right by bpf_l4_csum_replace) and rewrites a GRO
-// aggregate once at its head, counting it as its segments. Everything else
-// it hands to the next tcx program untouched. Handshakes, cookies and the
-// filters stay in the XDP program.
+// On an interface put on the TC data path (AttachTC, and no Attach) a
+// second program, at the head of the interface's tcx ingress, does all of
+// the XDP program's work, after GRO: it sees the skb's checksum state
+// (partial checksums from a local sender over veth or tun/tap are kept
+// right by bpf_l4_csum_replace, for the splice and the cookie SYN-ACK
+// alike) and rewrites a GRO aggregate once at its head, counting it as its
+// segments. It sends cookie SYN-ACKs back out with bpf_redirect, and the
+// engine's packets into the interface's ring buffer (OpenTCRing; read with
+// ParseRingRecord) instead of AF_XDP; RegisterEngine tells it an engine
+// runs. Everything not for a service or a local port it hands to the next
+// tcx program untouched. An interface left with the XDP program too (an
+// earlier syngate's, until the take-over detaches it) gets its spliced
+// segments passed on by the XDP program (VerdictPassTCFlow).
 //
 // Addresses are stored 16 bytes wide, IPv4 as ::ffff:a.b.c.d (the form of
 // netip.Addr.As16), next to an address family; ports in network order.

@@ -545,6 +545,22 @@ func removeAll(dir string, log *slog.Logger) error {
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("reset: list %s: %w", dir, err))...)
 	}
+	// TC links the same way: closing the last descriptor detaches at once,
+	// where removing a pin alone leaves the detach to a work queue (the
+	// program would still answer for a moment after reset returns).
+	for _, e := range ents {
+		if name, ok := strings.CutPrefix(e.Name(), tcLinkPinPrefix); ok {
+			if err := removeLink(filepath.Join(dir, e.Name())); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			log.Info("tc detached", "interface", name)
+		}
+	}
+	ents, err = os.ReadDir(dir)
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("reset: list %s: %w", dir, err))...)
+	}
 	for _, e := range ents {
 		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("reset: %w", err))

@@ -117,6 +117,7 @@ func (d *Dataplane) mapsByName() map[string]*ebpf.Map {
 		syngateMapIcmpBucket: m.IcmpBucket, syngateMapIcmpScratch: m.IcmpScratch, syngateMapIfslots: m.Ifslots,
 		syngateMapLocals: m.Locals, syngateMapRatelimit: m.Ratelimit, syngateMapServices: m.Services,
 		syngateMapStandbyAcks: m.StandbyAcks, syngateMapStandbyScratch: m.StandbyScratch,
-		syngateMapSynackScratch: m.SynackScratch, syngateMapTcIfaces: m.TcIfaces, syngateMapTxPorts: m.TxPorts, syngateMapXsks: m.Xsks,
+		syngateMapSynackScratch: m.SynackScratch, syngateMapTcIfaces: m.TcIfaces, syngateMapTcRings: m.TcRings,
+		syngateMapTcEngine: m.TcEngine, syngateMapTcScratch: m.TcScratch, syngateMapTxPorts: m.TxPorts, syngateMapXsks: m.Xsks,
 	}
 }

@@ -2,9 +2,10 @@
 
 /* syngate's XDP program: steer handshakes of protected services to AF_XDP,
  * splice established flows in place, pass everything else untouched; and
- * its TC program (syngate_tc, at the end), which splices the flows of
- * interfaces whose frames carry partial checksums or arrive as GRO
- * aggregates, with the same rewrite.
+ * its TC program (syngate_tc, in syngate_tc.h), which does the same alone
+ * on interfaces whose frames carry partial checksums or arrive as GRO
+ * aggregates (no XDP program runs there), with the same rewrite, cookies
+ * and ICMP translation.
  *
  * Decision table (mirrored by the Go reference classifier in the tests):
  *
@@ -31,8 +32,9 @@
  *     SYN (from the backend side; a service's go to the engine
  *     before the flow lookup)                               -> XSK (challenge ACK)
  *     other segment outside the window                      -> fast path, not learned from
- *     on a TC-datapath interface (tc_ifaces), judged the same,
- *     where the fast path would forward                     -> PASS untouched: syngate_tc,
+ *     on a TC-datapath interface (tc_ifaces: an earlier syngate's
+ *     XDP program, until the take-over detaches it), judged the
+ *     same, where the fast path would forward               -> PASS untouched: syngate_tc,
  *                                                              at tcx ingress after GRO,
  *                                                              rewrites and forwards it
  *   service: RST or FIN for an unknown flow                    -> DROP
@@ -692,10 +694,8 @@ static __always_inline int keep_standby_ack(struct xdp_md *ctx, struct flow_key 
 
 /* Options must be well-formed TLVs inside the header; timestamps and SACK
  * must have their only valid lengths. */
-__attribute__((noinline)) int tcp_options_valid(struct xdp_md *ctx, __u32 tcp_off, __u32 doff)
+static __always_inline int options_valid(void *data, void *data_end, __u32 tcp_off, __u32 doff)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	if (tcp_off > TCP_OFF_MAX || doff > 60)
 		return 0;
 	__u8 *tcp = data + tcp_off;
@@ -725,6 +725,16 @@ __attribute__((noinline)) int tcp_options_valid(struct xdp_md *ctx, __u32 tcp_of
 		off += len;
 	}
 	return 1;
+}
+
+__attribute__((noinline)) int tcp_options_valid(struct xdp_md *ctx, __u32 tcp_off, __u32 doff)
+{
+	return options_valid((void *)(long)ctx->data, (void *)(long)ctx->data_end, tcp_off, doff);
+}
+
+__attribute__((noinline)) int tcp_options_valid_tc(struct __sk_buff *skb, __u32 tcp_off, __u32 doff)
+{
+	return options_valid((void *)(long)skb->data, (void *)(long)skb->data_end, tcp_off, doff);
 }
 
 /* Bit 16 of tcp_options_rewrite's result: the segment had a timestamp,
@@ -974,10 +984,8 @@ static __always_inline __u64 ld64be(const __u8 *p)
  * SO_OK. Without SO_OK the options
  * are not ones the engine's parser accepts. A global function, so that the
  * walk's state does not multiply with its caller's. */
-__attribute__((noinline)) __u64 syn_options(struct xdp_md *ctx, __u32 tcp_off, __u32 doff)
+static __always_inline __u64 syn_options_at(void *data, void *data_end, __u32 tcp_off, __u32 doff)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	if (tcp_off > TCP_OFF_MAX || doff > 60)
 		return 0;
 	__u8 *tcp = data + tcp_off;
@@ -1031,6 +1039,16 @@ __attribute__((noinline)) __u64 syn_options(struct xdp_md *ctx, __u32 tcp_off, _
 	return r | SO_OK;
 }
 
+__attribute__((noinline)) __u64 syn_options(struct xdp_md *ctx, __u32 tcp_off, __u32 doff)
+{
+	return syn_options_at((void *)(long)ctx->data, (void *)(long)ctx->data_end, tcp_off, doff);
+}
+
+__attribute__((noinline)) __u64 syn_options_tc(struct __sk_buff *skb, __u32 tcp_off, __u32 doff)
+{
+	return syn_options_at((void *)(long)skb->data, (void *)(long)skb->data_end, tcp_off, doff);
+}
+
 /* The reply's pseudo-header and TCP header with options, laid out for one
  * bpf_csum_diff: unused bytes stay zero and add nothing to the sum. */
 struct synack_buf {
@@ -1039,48 +1057,50 @@ struct synack_buf {
 	__u32 opt[5];
 } __attribute__((aligned(8)));
 
+/* The reply being built, and where it goes in the frame: what
+ * synack_locate finds and synack_build decides, for synack_write after the
+ * program resized the frame its own way. */
+struct synack_work {
+	struct synack_buf b;
+	__u32 l3off;
+	__u32 tcp_off;
+	__u32 tcplen;
+	__u32 is6;
+};
+
 /* Per-CPU room for the reply being built: the stack is nearly all taken
  * by syngate_xdp, whose frame counts against this function's. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
-	__type(value, struct synack_buf);
+	__type(value, struct synack_work);
 	__uint(max_entries, 1);
 } synack_scratch SEC(".maps");
 
-/* synack_cookie turns the SYN in the frame into the cookie SYN-ACK that
- * packet.ReplySynAck would build for it: MACs, addresses and ports
- * swapped, VLAN tag kept, TTL 64, IPv4 ID and TOS 0 with DF, IPv6 traffic
- * class and flow label 0, seq the cookie, ack the client's ISN+1, window
- * and options from ann, payload and other options dropped.
- *
- * ann packs the service's announce values: window (bits 0-15), MSS
- * (16-31), window scale (32-39), ANN_* flags (40-47).
- *
- * Returns 1 when the frame holds the reply, 0 when it is untouched and
- * the engine must answer (no fresh key, IPv4 options, IPv6 extension
- * headers, an MSS/window scale/SACK-permitted option of the wrong length,
- * which the engine's parser rejects), -1 when the frame is damaged (cannot
- * happen: the checks after resizing are for the verifier). A global
- * function, so the verifier checks it once. */
-__attribute__((noinline)) int synack_cookie(struct xdp_md *ctx, __u64 ann)
+/* The current cookie key slot while it may mint (now is set), else 0. */
+static __always_inline struct cookie_slot *cookie_fresh(__u64 *now)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	__u32 zero = 0;
 	struct cookie_state *cs = bpf_map_lookup_elem(&cookie_keys, &zero);
-	struct synack_buf *b = bpf_map_lookup_elem(&synack_scratch, &zero);
-	if (!cs || !b)
+	if (!cs)
 		return 0;
 	struct cookie_slot *ck = &cs->slot[cs->active & 1];
 	/* The coarse clock (the last tick's time) reads no clock source,
 	 * which in a VM (kvm-clock) costs tens of ns per flood SYN. It lags by
 	 * at most a tick: the key's validity has seconds of grace, and the
 	 * timestamp below may only lag the engine's clock, never lead it. */
-	__u64 now = bpf_ktime_get_coarse_ns();
-	if (now >= ck->valid_until_ns)
+	*now = bpf_ktime_get_coarse_ns();
+	if (*now >= ck->valid_until_ns)
 		return 0;
+	return ck;
+}
 
+/* synack_locate finds a SYN's headers for the cookie reply: it zeroes w,
+ * records the IP and TCP header offsets and puts the reply's addresses in
+ * the pseudo-header. Returns the TCP header length, 0 when the engine
+ * must answer (IPv4 options, IPv6 extension headers). */
+static __always_inline __u32 synack_locate(void *data, void *data_end, struct synack_work *w)
+{
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return 0;
@@ -1094,9 +1114,9 @@ __attribute__((noinline)) int synack_cookie(struct xdp_md *ctx, __u64 ann)
 		l3off += sizeof(*vh);
 	}
 
-	__builtin_memset(b, 0, sizeof(*b));
+	__builtin_memset(w, 0, sizeof(*w));
+	struct synack_buf *b = &w->b;
 	struct tcphdr *tcp;
-	__u16 t1, t2, t3; /* the MSS table above its first entry */
 	int is6 = proto == bpf_htons(ETH_P_IPV6);
 	if (is6) {
 		struct ipv6hdr *ip6 = data + l3off;
@@ -1105,7 +1125,6 @@ __attribute__((noinline)) int synack_cookie(struct xdp_md *ctx, __u64 ann)
 		__builtin_memcpy(b->ph, ip6->daddr, 16);
 		__builtin_memcpy(b->ph + 16, ip6->saddr, 16);
 		tcp = (void *)(ip6 + 1);
-		t1 = 1420, t2 = 1440, t3 = 8940;
 	} else {
 		struct iphdr *ip4 = data + l3off;
 		if ((void *)(ip4 + 1) > data_end || ip4->ver_ihl != 0x45)
@@ -1113,16 +1132,41 @@ __attribute__((noinline)) int synack_cookie(struct xdp_md *ctx, __u64 ann)
 		__builtin_memcpy(b->ph, &ip4->daddr, 4);
 		__builtin_memcpy(b->ph + 16, &ip4->saddr, 4);
 		tcp = (void *)(ip4 + 1);
-		t1 = 1300, t2 = 1440, t3 = 1460;
 	}
 	if ((void *)(tcp + 1) > data_end)
 		return 0;
 	__u32 doff = (tcp->doff_res >> 4) * 4;
-	if (doff > 60)
+	if (doff > 60 || doff < sizeof(*tcp))
 		return 0;
-	__u64 so = syn_options(ctx, (void *)tcp - data, doff);
+	w->l3off = l3off;
+	w->is6 = is6;
+	w->tcp_off = (void *)tcp - data;
+	return doff;
+}
+
+/* synack_build puts the cookie SYN-ACK that packet.ReplySynAck would build
+ * for the located SYN into w: TCP header and options, with a complete
+ * checksum. so is syn_options' reading of the SYN, ann the service's
+ * announce values (see synack_cookie). Returns 1 when w holds the reply, 0
+ * when the engine must answer. */
+static __always_inline int synack_build(void *data, void *data_end, __u64 so, __u64 ann, struct cookie_slot *ck,
+					__u64 now, struct synack_work *w)
+{
+	struct synack_buf *b = &w->b;
 	if (!(so & SO_OK))
 		return 0;
+	/* Masked, not compared: clang compares in 32 bits and adds in 64,
+	 * which leaves the verifier an unbounded offset. synack_locate's
+	 * offsets are below 256. */
+	struct tcphdr *tcp = data + (w->tcp_off & 0xff);
+	if ((void *)(tcp + 1) > data_end)
+		return 0;
+	int is6 = w->is6;
+	__u16 t1, t2, t3; /* the MSS table above its first entry */
+	if (is6)
+		t1 = 1420, t2 = 1440, t3 = 8940;
+	else
+		t1 = 1300, t2 = 1440, t3 = 1460;
 	__u16 c_mss = so;
 	__u8 c_ws = so >> 16;
 
@@ -1176,6 +1220,7 @@ __attribute__((noinline)) int synack_cookie(struct xdp_md *ctx, __u64 ann)
 	b->ph[34] = tcplen >> 8;
 	b->ph[35] = tcplen;
 	b->ph[39] = IPPROTO_TCP;
+	w->tcplen = tcplen;
 
 	/* The cookie: the hash sees IPv4 addresses as ::ffff:a.b.c.d. */
 	__u64 m0, m1, m2, m3;
@@ -1200,26 +1245,28 @@ __attribute__((noinline)) int synack_cookie(struct xdp_md *ctx, __u64 ann)
 	b->th.seq = bpf_htonl((__u32)(tick & 7) << 29 | idx << 27 | (__u32)(h & 0x7ffff) << 8 | tag);
 	__s64 sum = bpf_csum_diff(0, 0, (__be32 *)b, sizeof(*b), 0);
 	b->th.check = ~csum_fold((__u32)sum);
+	return 1;
+}
 
-	/* Resize: the headers stay where they are, the tail (options, payload,
-	 * Ethernet padding) goes or grows. Nothing is written before this
-	 * succeeds, so a failure leaves the SYN to the engine. */
-	__u32 tcp_off = (void *)tcp - data;
-	int delta = (int)(tcp_off + tcplen) - (int)(data_end - data);
-	if (delta && bpf_xdp_adjust_tail(ctx, delta))
-		return 0;
-
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	eth = data;
-	if ((void *)(eth + 1) > data_end)
+/* synack_write turns the frame, already resized to the reply's length,
+ * into the reply w holds: MACs, addresses and ports swapped, VLAN tag
+ * kept, TTL 64, IPv4 ID and TOS 0 with DF, IPv6 traffic class and flow
+ * label 0. Returns 1, or -1 when the frame is too short (cannot happen
+ * after the resize: the checks are for the verifier). */
+static __always_inline int synack_write(void *data, void *data_end, struct synack_work *w)
+{
+	struct synack_buf *b = &w->b;
+	__u32 tcplen = w->tcplen & 0x3f, l3off = w->l3off & 0x1f; /* masked: see synack_build */
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end || tcplen > 40)
 		return -1;
 	__u32 mac0 = *(__u32 *)eth->dst;
 	__u16 mac1 = *(__u16 *)(eth->dst + 4);
 	__builtin_memcpy(eth->dst, eth->src, 6);
 	*(__u32 *)eth->src = mac0;
 	*(__u16 *)(eth->src + 4) = mac1;
-	if (is6) {
+	struct tcphdr *tcp;
+	if (w->is6) {
 		struct ipv6hdr *ip6 = data + l3off;
 		if ((void *)(ip6 + 1) > data_end)
 			return -1;
@@ -1257,6 +1304,44 @@ __attribute__((noinline)) int synack_cookie(struct xdp_md *ctx, __u64 ann)
 		}
 	}
 	return 1;
+}
+
+/* synack_cookie turns the SYN in the frame into the cookie SYN-ACK that
+ * packet.ReplySynAck would build for it (see synack_build and
+ * synack_write): payload and other options dropped.
+ *
+ * ann packs the service's announce values: window (bits 0-15), MSS
+ * (16-31), window scale (32-39), ANN_* flags (40-47).
+ *
+ * Returns 1 when the frame holds the reply, 0 when it is untouched and
+ * the engine must answer (no fresh key, IPv4 options, IPv6 extension
+ * headers, an MSS/window scale/SACK-permitted option of the wrong length,
+ * which the engine's parser rejects), -1 when the frame is damaged (cannot
+ * happen). A global function, so the verifier checks it once. */
+__attribute__((noinline)) int synack_cookie(struct xdp_md *ctx, __u64 ann)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	__u64 now = 0;
+	struct cookie_slot *ck = cookie_fresh(&now);
+	struct synack_work *w = bpf_map_lookup_elem(&synack_scratch, &zero);
+	if (!ck || !w)
+		return 0;
+	__u32 doff = synack_locate(data, data_end, w);
+	if (!doff)
+		return 0;
+	__u64 so = syn_options(ctx, w->tcp_off, doff);
+	if (!synack_build(data, data_end, so, ann, ck, now, w))
+		return 0;
+
+	/* Resize: the headers stay where they are, the tail (options, payload,
+	 * Ethernet padding) goes or grows. Nothing is written before this
+	 * succeeds, so a failure leaves the SYN to the engine. */
+	int delta = (int)(w->tcp_off + w->tcplen) - (int)(data_end - data);
+	if (delta && bpf_xdp_adjust_tail(ctx, delta))
+		return 0;
+	return synack_write((void *)(long)ctx->data, (void *)(long)ctx->data_end, w);
 }
 
 /* --- sequence tracking of spliced flows --- */
@@ -1382,16 +1467,14 @@ static __always_inline int resync(struct flow_val *fv, struct flow_val *rv, stru
 }
 
 /* Judges a segment of the flow fv (whose key is *fk) against the reverse
- * direction, and marks FIN and RST. tf_doff packs the TCP flags and (<< 8)
- * the header length. Untracked entries (installed without sequence state)
+ * direction, and marks FIN and RST. tf holds the TCP flags, plen the
+ * payload length (an aggregate's whole payload on the TC path). Untracked entries (installed without sequence state)
  * keep the old rule: any FIN or RST marks the flow. fk is turned into the
  * reverse key: syngate_xdp's stack has no room for two. Not inlined, so
  * that its locals stay out of syngate_xdp's frame. */
 static __attribute__((noinline)) int judge(struct flow_val *fv, struct flow_key *fk, struct tcphdr *tcp,
-					   void *l4_end, __u32 tf_doff)
+					   __u32 plen, __u32 tf)
 {
-	__u8 tf = tf_doff;
-	__u32 doff = tf_doff >> 8; /* packed: BPF calls take five arguments */
 	struct flow_val *rv = 0;
 	if (fv->flags & FLOW_F_TRACKED) {
 		copy16(fk->saddr, fv->daddr);
@@ -1407,11 +1490,6 @@ static __attribute__((noinline)) int judge(struct flow_val *fv, struct flow_key 
 			fv->flags |= FLOW_F_RST;
 		return T_LEARN;
 	}
-	long l4len = (long)l4_end - (long)tcp;
-	/* Keep the pointer difference 64-bit: clang would narrow it to 32-bit
-	 * arithmetic, which the verifier refuses on pointers. */
-	asm volatile("" : "+r"(l4len));
-	__u32 plen = (__u32)l4len - doff;
 	int tk = track(fv, rv, tcp, tf, plen);
 	if ((fv->flags | rv->flags) & FLOW_F_RESYNC)
 		tk = resync(fv, rv, tcp, tf, plen, tk);
@@ -1512,6 +1590,12 @@ static __always_inline __u32 csum_addr16(__u32 acc, __u8 *old, const __u8 *new)
 	return acc;
 }
 
+/* icmp_translate's result: forward the translated error, or pass or drop
+ * it untouched with a reason. */
+#define ICMP_FORWARD 0
+#define ICMP_PASS(r) ((r) << 1)
+#define ICMP_DROP(r) ((r) << 1 | 1)
+
 /* icmp_error handles an ICMP (or ICMPv6) message to a service or local
  * address. An error (destination unreachable, fragmentation needed /
  * packet too big, time exceeded) quoting a packet of a spliced flow, as
@@ -1525,19 +1609,17 @@ static __always_inline __u32 csum_addr16(__u32 acc, __u8 *old, const __u8 *new)
  * as the flow's packets are. Anything else passes to the kernel.
  *
  * pos packs the ICMP header's offset (bits 0-15), the IP header's (16-23)
- * and ICMP_V6. Returns the XDP action, counted. A global function, so the
- * verifier checks it once. */
-__attribute__((noinline)) int icmp_error(struct xdp_md *ctx, __u32 pos)
+ * and ICMP_V6. icmp_translate does the translation, shared by both
+ * programs: it fills sc->fib for the next hop and returns ICMP_FORWARD
+ * with *fvp the flow, else ICMP_PASS or ICMP_DROP with the reason; the
+ * programs' wrappers forward (icmp_error, icmp_error_tc). */
+static __always_inline __u32 icmp_translate(void *data, void *data_end, __u32 pos, __u32 ifindex,
+					    struct icmp_scratch *sc, struct flow_val **fvp)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	__u64 bytes = data_end - data;
 	__u32 off = pos & 0xffff, l3off = (pos >> 16) & 0xff;
 	int is6 = !!(pos & ICMP_V6);
-	__u32 zero = 0;
-	struct icmp_scratch *sc = bpf_map_lookup_elem(&icmp_scratch, &zero);
-	if (!sc || off > ICMP_OFF_MAX || l3off > 32)
-		return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+	if (off > ICMP_OFF_MAX || l3off > 32)
+		return ICMP_PASS(R_PASS_NOT_TCP);
 	/* end: where the IP packet ends. The frame may go on with Ethernet
 	 * padding, which is no part of the quote nor of the checksum. */
 	struct iphdr *o4 = 0, *i4 = 0;
@@ -1546,21 +1628,21 @@ __attribute__((noinline)) int icmp_error(struct xdp_md *ctx, __u32 pos)
 	if (is6) {
 		o6 = data + l3off;
 		if ((void *)(o6 + 1) > data_end)
-			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+			return ICMP_PASS(R_PASS_NOT_TCP);
 		end = l3off + sizeof(*o6) + bpf_ntohs(o6->payload_len);
 	} else {
 		o4 = data + l3off;
 		if ((void *)(o4 + 1) > data_end)
-			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+			return ICMP_PASS(R_PASS_NOT_TCP);
 		end = l3off + bpf_ntohs(o4->tot_len);
 	}
 	struct icmphdr *ic = data + off;
 	if ((void *)(ic + 1) > data_end || off + sizeof(*ic) > end)
-		return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+		return ICMP_PASS(R_PASS_NOT_TCP);
 	if (is6 ? ic->type != ICMPV6_DEST_UNREACH && ic->type != ICMPV6_PKT_TOOBIG &&
 			  ic->type != ICMPV6_TIME_EXCEED
 		: ic->type != ICMP_DEST_UNREACH && ic->type != ICMP_TIME_EXCEEDED)
-		return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+		return ICMP_PASS(R_PASS_NOT_TCP);
 
 	/* The quoted packet went from the flow's translated source to its
 	 * translated destination: the reverse direction's key, which also
@@ -1574,10 +1656,10 @@ __attribute__((noinline)) int icmp_error(struct xdp_md *ctx, __u32 pos)
 		i6 = (void *)(ic + 1);
 		itcp_off = off + sizeof(*ic) + sizeof(*i6);
 		if ((void *)(i6 + 1) > data_end || itcp_off > end || i6->nexthdr != IPPROTO_TCP)
-			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+			return ICMP_PASS(R_PASS_NOT_TCP);
 		__u32 *a = (__u32 *)o6->daddr, *b = (__u32 *)i6->saddr;
 		if ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]))
-			return count(R_PASS_ICMP_NO_FLOW, bytes, XDP_PASS);
+			return ICMP_PASS(R_PASS_ICMP_NO_FLOW);
 		itcp = (void *)(i6 + 1);
 		fk->family = AF_INET6;
 		copy16(fk->saddr, i6->daddr);
@@ -1586,13 +1668,13 @@ __attribute__((noinline)) int icmp_error(struct xdp_md *ctx, __u32 pos)
 		i4 = (void *)(ic + 1);
 		if ((void *)(i4 + 1) > data_end || off + sizeof(*ic) + sizeof(*i4) > end ||
 		    (i4->ver_ihl >> 4) != 4 || i4->protocol != IPPROTO_TCP || (bpf_ntohs(i4->frag_off) & 0x1fff))
-			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+			return ICMP_PASS(R_PASS_NOT_TCP);
 		__u32 ihl = (i4->ver_ihl & 0x0f) * 4;
 		if (ihl < sizeof(*i4))
-			return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+			return ICMP_PASS(R_PASS_NOT_TCP);
 		itcp_off = off + sizeof(*ic) + ihl;
 		if (o4->daddr != i4->saddr)
-			return count(R_PASS_ICMP_NO_FLOW, bytes, XDP_PASS);
+			return ICMP_PASS(R_PASS_ICMP_NO_FLOW);
 		itcp = (void *)i4 + ihl;
 		fk->family = AF_INET;
 		set_mapped4(fk->saddr, i4->daddr);
@@ -1600,14 +1682,14 @@ __attribute__((noinline)) int icmp_error(struct xdp_md *ctx, __u32 pos)
 	}
 	/* RFC 792 quotes at least the first 8 bytes: ports and sequence. */
 	if ((void *)itcp + 8 > data_end || itcp_off + 8 > end)
-		return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+		return ICMP_PASS(R_PASS_NOT_TCP);
 	fk->sport = itcp->dest;
 	fk->dport = itcp->source;
 	struct flow_val *fv = bpf_map_lookup_elem(&flows, fk);
 	if (!fv)
-		return count(R_PASS_ICMP_NO_FLOW, bytes, XDP_PASS);
+		return ICMP_PASS(R_PASS_ICMP_NO_FLOW);
 	if (!icmp_allow())
-		return count(R_DROP_ICMP_RATELIMIT, bytes, XDP_DROP);
+		return ICMP_DROP(R_DROP_ICMP_RATELIMIT);
 
 	/* The sender's view: it sent from fv->daddr:dport to fv->saddr:sport,
 	 * its sequence numbers are ours minus the forward delta, which is the
@@ -1616,7 +1698,7 @@ __attribute__((noinline)) int icmp_error(struct xdp_md *ctx, __u32 pos)
 	__u32 cacc = 0; /* the ICMP checksum's delta */
 	__u32 tacc = 0; /* the quoted TCP checksum's delta */
 	__u32 ocs;
-	fib->ifindex = ctx->ingress_ifindex;
+	fib->ifindex = ifindex;
 	if (is6) {
 		/* Outer: the pseudo-header is in the ICMPv6 checksum. */
 		cacc = csum_addr16(cacc, o6->saddr, fv->saddr);
@@ -1669,7 +1751,26 @@ __attribute__((noinline)) int icmp_error(struct xdp_md *ctx, __u32 pos)
 	}
 	csum_apply(&ic->check, cacc + t);
 
-	/* Forward like the flow's packets. */
+	*fvp = fv;
+	return ICMP_FORWARD;
+}
+
+/* The XDP side of icmp_error: translate, then forward like the flow's
+ * packets. A global function, so the verifier checks it once. */
+__attribute__((noinline)) int icmp_error(struct xdp_md *ctx, __u32 pos)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 bytes = data_end - data;
+	__u32 zero = 0;
+	struct icmp_scratch *sc = bpf_map_lookup_elem(&icmp_scratch, &zero);
+	if (!sc)
+		return count(R_PASS_NOT_TCP, bytes, XDP_PASS);
+	struct flow_val *fv = 0;
+	__u32 v = icmp_translate(data, data_end, pos, ctx->ingress_ifindex, sc, &fv);
+	if (v != ICMP_FORWARD || !fv)
+		return count(v >> 1, bytes, (v & 1) ? XDP_DROP : XDP_PASS);
+	struct bpf_fib_lookup *fib = &sc->fib;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return count(R_PASS_NOT_TCP, bytes, XDP_PASS); /* cannot happen: l3off > 0 */
@@ -1874,7 +1975,11 @@ int syngate_xdp(struct xdp_md *ctx)
 		return to_xsk(ctx, R_XSK_HANDSHAKE, bytes);
 	}
 
-	int tk = judge(fv, &fk, tcp, l4_end, tf | doff << 8);
+	long l4len = (long)l4_end - (long)tcp;
+	/* Keep the pointer difference 64-bit: clang would narrow it to 32-bit
+	 * arithmetic, which the verifier refuses on pointers. */
+	asm volatile("" : "+r"(l4len));
+	int tk = judge(fv, &fk, tcp, (__u32)l4len - doff, tf);
 	if (tk == T_RST_DROP)
 		return count(R_DROP_RST_OUT_OF_WINDOW, bytes, XDP_DROP);
 	if (tk == T_RST_WINDOW)
@@ -1986,132 +2091,6 @@ static __always_inline long tc_set_macs(struct __sk_buff *skb, const __u8 *dmac,
 	return rc;
 }
 
-/* Splices a TC-datapath interface's segments (tcx ingress): after GRO, so a
- * segment may be an aggregate (rewriting its head is enough: segmentation
- * copies the head's addresses, ports, window and options and numbers each
- * segment from the head's sequence), and with the skb's checksum state, so
- * partial checksums stay correct. Everything that is not a spliced flow's
- * goes on untouched: the XDP program on the same interface has already
- * steered handshakes to AF_XDP, answered or dropped what it had to, and
- * judged every segment of a tracked flow against its window (one by one,
- * before GRO; the flow's FIN and RST marks and timestamps are its). */
-SEC("tc")
-int syngate_tc(struct __sk_buff *skb)
-{
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	if (data + TC_PULL_LEN > data_end && skb->len > data_end - data) {
-		bpf_skb_pull_data(skb, skb->len < TC_PULL_LEN ? skb->len : TC_PULL_LEN);
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
-	}
-
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > data_end)
-		return TC_ACT_UNSPEC;
-	__be16 proto = eth->proto;
-	void *l3 = eth + 1;
-	if (proto == bpf_htons(ETH_P_8021Q)) {
-		struct vlanhdr *vh = l3;
-		if ((void *)(vh + 1) > data_end)
-			return TC_ACT_UNSPEC;
-		proto = vh->proto;
-		l3 = vh + 1;
-	}
-
-	struct flow_key fk = {};
-	struct iphdr *ip4 = 0;
-	struct ipv6hdr *ip6 = 0;
-	struct tcphdr *tcp;
-	if (proto == bpf_htons(ETH_P_IP)) {
-		ip4 = l3;
-		if ((void *)(ip4 + 1) > data_end)
-			return TC_ACT_UNSPEC;
-		__u32 ihl = (ip4->ver_ihl & 0x0f) * 4;
-		if ((ip4->ver_ihl >> 4) != 4 || ihl < sizeof(*ip4) || ip4->protocol != IPPROTO_TCP ||
-		    (bpf_ntohs(ip4->frag_off) & 0x3fff))
-			return TC_ACT_UNSPEC;
-		tcp = l3 + ihl;
-		fk.family = AF_INET;
-		set_mapped4(fk.saddr, ip4->saddr);
-		set_mapped4(fk.daddr, ip4->daddr);
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		ip6 = l3;
-		if ((void *)(ip6 + 1) > data_end || (bpf_ntohl(ip6->vtc_flow) >> 28) != 6)
-			return TC_ACT_UNSPEC;
-		__u8 nh = ip6->nexthdr;
-		void *p = ip6 + 1;
-#pragma unroll
-		for (int i = 0; i < IPV6_EXT_MAX; i++) {
-			if (nh != 0 && nh != 43 && nh != 60)
-				break;
-			__u8 *h = p;
-			if ((void *)(h + 8) > data_end)
-				return TC_ACT_UNSPEC;
-			p = h + ((__u32)h[1] + 1) * 8;
-			nh = h[0];
-		}
-		if (nh != IPPROTO_TCP)
-			return TC_ACT_UNSPEC; /* fragments too: the XDP program never splices them */
-		tcp = p;
-		fk.family = AF_INET6;
-		copy16(fk.saddr, ip6->saddr);
-		copy16(fk.daddr, ip6->daddr);
-	} else {
-		return TC_ACT_UNSPEC;
-	}
-	if ((void *)(tcp + 1) > data_end)
-		return TC_ACT_UNSPEC;
-	__u32 doff = (tcp->doff_res >> 4) * 4;
-	__u32 tcp_off = (void *)tcp - data;
-	if (doff < sizeof(*tcp) || (void *)tcp + doff > data_end || tcp_off > TCP_OFF_MAX)
-		return TC_ACT_UNSPEC;
-	fk.sport = tcp->source;
-	fk.dport = tcp->dest;
-	struct flow_val *fv = bpf_map_lookup_elem(&flows, &fk);
-	if (!fv)
-		return TC_ACT_UNSPEC;
-
-	/* An aggregate stands for gso_segs segments, each with its own headers. */
-	__u8 tf = tcp->flags;
-	__u32 segs = skb->gso_segs ? skb->gso_segs : 1;
-	__u64 bytes = skb->len + (__u64)(segs - 1) * (tcp_off + doff);
-	flow_account(fv, segs, bytes);
-
-	struct bpf_fib_lookup fib = {};
-	fib.ifindex = skb->ingress_ifindex;
-	/* tot_len 0: the helper checks the egress MTU against the skb, which
-	 * lets an aggregate through (segmentation makes it fit). */
-	fib.tot_len = 0;
-	__u64 deltas = splice_rewrite(ip4, ip6, tcp, fv, &fib);
-	__u32 pseudo = deltas >> 32, l4 = (__u32)deltas;
-	__u32 check_off = (void *)&tcp->check - data;
-	int is6 = ip6 != 0;
-	l4 += (__u16)tcp_options_rewrite_tc(skb, tcp_off | (doff << 16) | ((__u32)tf << 24), fv->ack_delta,
-				     fv->tsval_delta, fv->tsecr_delta);
-	/* The helpers below may move the packet: no packet pointer after this. */
-	if (tc_csum(skb, check_off, pseudo, l4, is6))
-		return count_n(R_DROP_TC_CSUM, segs, bytes, TC_ACT_SHOT);
-
-	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		if (tc_set_macs(skb, fib.dmac, fib.smac))
-			return count_n(R_DROP_TC_CSUM, segs, bytes, TC_ACT_SHOT);
-		return count_n(R_TC_REDIRECT, segs, bytes, bpf_redirect(fib.ifindex, 0));
-	}
-	if (rc == BPF_FIB_LKUP_RET_BLACKHOLE || rc == BPF_FIB_LKUP_RET_UNREACHABLE ||
-	    rc == BPF_FIB_LKUP_RET_PROHIBIT || rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
-		return count_n(R_DROP_FAST_NO_ROUTE, segs, bytes, TC_ACT_SHOT);
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return count_n(R_TC_REDIRECT_NEIGH, segs, bytes, bpf_redirect_neigh(fib.ifindex, 0, 0, 0));
-	/* Forwarding disabled, or the lookup cannot decide: use what the
-	 * handshake taught us, as the XDP path does. */
-	if (!fv->ifindex)
-		return count_n(R_DROP_FAST_NO_NEIGH, segs, bytes, TC_ACT_SHOT);
-	__u32 oif = fv->ifindex;
-	if (tc_set_macs(skb, fv->dmac, fv->smac))
-		return count_n(R_DROP_TC_CSUM, segs, bytes, TC_ACT_SHOT);
-	return count_n(R_TC_REDIRECT, segs, bytes, bpf_redirect(oif, 0));
-}
+#include "syngate_tc.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";

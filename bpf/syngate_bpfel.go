@@ -213,22 +213,41 @@ type syngateSvcVal struct {
 	Pad       uint16
 }
 
-type syngateSynackBuf struct {
-	_  structs.HostLayout
-	Ph [40]uint8
-	Th struct {
-		_       structs.HostLayout
-		Source  uint16
-		Dest    uint16
-		Seq     uint32
-		AckSeq  uint32
-		DoffRes uint8
-		Flags   uint8
-		Window  uint16
-		Check   uint16
-		UrgPtr  uint16
+type syngateSynackWork struct {
+	_ structs.HostLayout
+	B struct {
+		_  structs.HostLayout
+		Ph [40]uint8
+		Th struct {
+			_       structs.HostLayout
+			Source  uint16
+			Dest    uint16
+			Seq     uint32
+			AckSeq  uint32
+			DoffRes uint8
+			Flags   uint8
+			Window  uint16
+			Check   uint16
+			UrgPtr  uint16
+		}
+		Opt [5]uint32
 	}
-	Opt [5]uint32
+	L3off  uint32
+	TcpOff uint32
+	Tcplen uint32
+	Is6    uint32
+}
+
+type syngateTcRec struct {
+	_   structs.HostLayout
+	Hdr struct {
+		_       structs.HostLayout
+		Ifindex uint32
+		Queue   uint32
+		Len     uint32
+		Flags   uint32
+	}
+	Frame [9216]uint8
 }
 
 // Names of all BPF objects in the ELF.
@@ -248,7 +267,10 @@ const (
 	syngateMapStandbyAcks    = "standby_acks"
 	syngateMapStandbyScratch = "standby_scratch"
 	syngateMapSynackScratch  = "synack_scratch"
+	syngateMapTcEngine       = "tc_engine"
 	syngateMapTcIfaces       = "tc_ifaces"
+	syngateMapTcRings        = "tc_rings"
+	syngateMapTcScratch      = "tc_scratch"
 	syngateMapTxPorts        = "tx_ports"
 	syngateMapXsks           = "xsks"
 	syngateProgSyngateTc     = "syngate_tc"
@@ -319,7 +341,10 @@ type syngateMapSpecs struct {
 	StandbyAcks    *ebpf.MapSpec `ebpf:"standby_acks"`
 	StandbyScratch *ebpf.MapSpec `ebpf:"standby_scratch"`
 	SynackScratch  *ebpf.MapSpec `ebpf:"synack_scratch"`
+	TcEngine       *ebpf.MapSpec `ebpf:"tc_engine"`
 	TcIfaces       *ebpf.MapSpec `ebpf:"tc_ifaces"`
+	TcRings        *ebpf.MapSpec `ebpf:"tc_rings"`
+	TcScratch      *ebpf.MapSpec `ebpf:"tc_scratch"`
 	TxPorts        *ebpf.MapSpec `ebpf:"tx_ports"`
 	Xsks           *ebpf.MapSpec `ebpf:"xsks"`
 }
@@ -364,7 +389,10 @@ type syngateMaps struct {
 	StandbyAcks    *ebpf.Map `ebpf:"standby_acks"`
 	StandbyScratch *ebpf.Map `ebpf:"standby_scratch"`
 	SynackScratch  *ebpf.Map `ebpf:"synack_scratch"`
+	TcEngine       *ebpf.Map `ebpf:"tc_engine"`
 	TcIfaces       *ebpf.Map `ebpf:"tc_ifaces"`
+	TcRings        *ebpf.Map `ebpf:"tc_rings"`
+	TcScratch      *ebpf.Map `ebpf:"tc_scratch"`
 	TxPorts        *ebpf.Map `ebpf:"tx_ports"`
 	Xsks           *ebpf.Map `ebpf:"xsks"`
 }
@@ -384,7 +412,10 @@ func (m *syngateMaps) Close() error {
 		m.StandbyAcks,
 		m.StandbyScratch,
 		m.SynackScratch,
+		m.TcEngine,
 		m.TcIfaces,
+		m.TcRings,
+		m.TcScratch,
 		m.TxPorts,
 		m.Xsks,
 	)

@@ -154,7 +154,7 @@ func TestLoss(t *testing.T) {
 }
 
 func testLoss(t *testing.T, mode linkMode) {
-	o := labOptions{offloads: mode.offloads}
+	o := labOptions{offloadsOff: !mode.offloads}
 	top := newLab(t, o)
 	echoServer(t, top)
 	g := startSyngate(t, top, o)

@@ -75,7 +75,7 @@ func testBulk64MiB(t *testing.T, mode linkMode) {
 	for _, oneArm := range []bool{false, true} {
 		name := map[bool]string{false: "routed", true: "one-arm"}[oneArm]
 		t.Run(name, func(t *testing.T) {
-			o := labOptions{oneArm: oneArm, offloads: mode.offloads}
+			o := labOptions{oneArm: oneArm, offloadsOff: !mode.offloads}
 			top := newLab(t, o)
 			echoServer(t, top)
 			g := startSyngate(t, top, o)

@@ -125,7 +125,9 @@ func dropAndExec(keep, bin string, args []string) error {
 
 // TestCapabilities runs syngate with exactly the unit's capabilities and
 // spliced traffic flows; then without each one in turn, and syngate refuses
-// to start. It is what the unit file's CapabilityBoundingSet rests on.
+// to start. It is what the unit file's CapabilityBoundingSet rests on. It
+// runs the XDP data path, the one that needs every capability of the unit
+// (AF_XDP's locked memory needs CAP_IPC_LOCK; the TC data path does not).
 func TestCapabilities(t *testing.T) {
 	lab.RequireRoot(t)
 	top, err := lab.NewTopology(t, lab.Options{NoOffloads: true, Prefix: "sgo-"})
@@ -170,8 +172,8 @@ func TestCapabilities(t *testing.T) {
 	t.Cleanup(func() { unix.Unmount(pins, unix.MNT_DETACH) })
 	cfg := filepath.Join(dir, "syngate.yaml")
 	err = os.WriteFile(cfg, []byte(fmt.Sprintf(`interfaces:
-  - name: %s
-  - name: %s
+  - {name: %s, datapath: xdp}
+  - {name: %s, datapath: xdp}
 secret_file: %s
 bpffs: %s
 control: {socket: %s}

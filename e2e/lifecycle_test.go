@@ -24,11 +24,8 @@ import (
 // VIP is the kernel's again.
 func TestSecondInstanceAndReset(t *testing.T) {
 	lab.RequireRoot(t)
-	top, err := lab.NewTopology(t, lab.Options{NoOffloads: true, Prefix: "sgl-"})
+	top, err := lab.NewTopology(t, lab.Options{Prefix: "sgl-"})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := top.PrepareGatewayXDP(); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
@@ -81,7 +78,7 @@ func TestSecondInstanceAndReset(t *testing.T) {
 	if err := r.cur.d.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(pins, "link_"+top.GatewayClient.Name)); err != nil {
+	if _, err := os.Stat(filepath.Join(pins, "tclink_"+top.GatewayClient.Name)); err != nil { // the TC data path (veth)
 		t.Fatalf("after SIGTERM the link is no longer pinned: %v", err)
 	}
 	out, err := exec.Command(syngateBin, "reset", "-bpffs", pins).CombinedOutput()
@@ -125,11 +122,8 @@ func pinnedEntries(t *testing.T, path string) int {
 // where the server speaks first (the client sends nothing) works too.
 func TestServerFirstAcrossRestart(t *testing.T) {
 	lab.RequireRoot(t)
-	top, err := lab.NewTopology(t, lab.Options{NoOffloads: true, Prefix: "sgl-"})
+	top, err := lab.NewTopology(t, lab.Options{Prefix: "sgl-"})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := top.PrepareGatewayXDP(); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()

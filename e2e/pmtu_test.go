@@ -80,11 +80,8 @@ func TestPMTU(t *testing.T) {
 	for _, side := range []lab.PMTUSide{lab.NarrowClientSide, lab.NarrowBackendSide} {
 		name := map[lab.PMTUSide]string{lab.NarrowClientSide: "client side", lab.NarrowBackendSide: "backend side"}[side]
 		t.Run(name, func(t *testing.T) {
-			top, err := lab.NewPMTUTopology(t, lab.PMTUOptions{Side: side, MTU: mtu, NoOffloads: true})
+			top, err := lab.NewPMTUTopology(t, lab.PMTUOptions{Side: side, MTU: mtu})
 			if err != nil {
-				t.Fatal(err)
-			}
-			if err := top.PrepareGatewayXDP(); err != nil {
 				t.Fatal(err)
 			}
 			infos := infoEchoServer(t, top.Backend, 64<<20)

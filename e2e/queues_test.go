@@ -11,12 +11,13 @@ import (
 	"github.com/syngate/syngate/loadgen"
 )
 
-// TestMultiQueue runs a gateway on veths with 4 queues: it opens one AF_XDP
-// socket per queue, pins each loop to a CPU, and 400 connections (spread
-// over the queues by the client's transmit-queue hash) all complete,
-// whichever queue their SYN, ACK and the backend's SYN-ACK arrive on.
+// TestMultiQueue runs a gateway on veths with 4 queues on the XDP data path
+// (the TC one has one ring per interface): it opens one AF_XDP socket per
+// queue, pins each loop to a CPU, and 400 connections (spread over the
+// queues by the client's transmit-queue hash) all complete, whichever
+// queue their SYN, ACK and the backend's SYN-ACK arrive on.
 func TestMultiQueue(t *testing.T) {
-	o := labOptions{queues: 4}
+	o := labOptions{queues: 4, offloadsOff: true}
 	top := newLab(t, o)
 	srv, err := loadgen.Serve(top.Backend, netip.AddrPortFrom(backendAddr(top), backendPort), loadgen.HTTPishHandler)
 	if err != nil {

@@ -98,7 +98,7 @@ func testEcho(t *testing.T, mode linkMode) {
 		{"routed/never", labOptions{cookies: "never"}},
 		{"one-arm/always", labOptions{oneArm: true, cookies: "always"}},
 	} {
-		tc.o.offloads = mode.offloads
+		tc.o.offloadsOff = !mode.offloads
 		t.Run(tc.name, func(t *testing.T) {
 			top := newLab(t, tc.o)
 			echoServer(t, top)
@@ -135,7 +135,7 @@ func TestEchoIPv6(t *testing.T) {
 func testEchoIPv6(t *testing.T, mode linkMode) {
 	for _, cookies := range []string{"never", "always"} {
 		t.Run(cookies, func(t *testing.T) {
-			o := labOptions{cookies: cookies, offloads: mode.offloads}
+			o := labOptions{cookies: cookies, offloadsOff: !mode.offloads}
 			top := newLab(t, o)
 			echoServer(t, top)
 			g := startSyngate(t, top, o)
@@ -169,7 +169,7 @@ func TestMixedDatapaths(t *testing.T) {
 		{"client-xdp/backend-tc", "client", "xdp", "tc"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o := labOptions{offloads: true, datapath: tc.client, backendDatapath: tc.backend}
+			o := labOptions{datapath: tc.client, backendDatapath: tc.backend}
 			lab.RequireRoot(t)
 			top, err := lab.NewTopology(t, lab.Options{Prefix: "sg-e2e-"})
 			if err != nil {

@@ -246,10 +246,12 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	// keep running while the engine hands over, then stop, then the sockets
 	// they drive close (defers run in reverse).
 	var sockets []*afxdp.Socket
+	tcp := &tcPorts{dp: dp, log: log}
 	defer func() {
 		for _, s := range sockets {
 			s.Close()
 		}
+		tcp.close()
 	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -265,10 +267,17 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}
 
 	// Sockets first, then the program: a SYN steered before its socket is
-	// registered would be dropped.
+	// registered would be dropped. On the TC data path the engine's
+	// packets come through a ring buffer instead (see startTCPorts).
 	interrupts, _ := os.ReadFile("/proc/interrupts")
 	allowed := allowedCPUs()
+	paths := map[string]bpf.Datapath{}
 	for _, in := range cfg.Interfaces {
+		path, why := chooseDatapath(in)
+		log.Info("datapath", "interface", in.Name, "datapath", path.String(), "why", why)
+		paths[in.Name] = path
+	}
+	openXSK := func(in config.Interface) error {
 		socks, err := afxdp.OpenAll(in.Name, socketConfig)
 		if err != nil {
 			return fmt.Errorf("open af_xdp sockets on %s: %w%s", in.Name, err, memlockHint(err))
@@ -294,6 +303,18 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 				}
 			}()
 		}
+		return nil
+	}
+	for _, in := range cfg.Interfaces {
+		if paths[in.Name] == bpf.DatapathTC {
+			if err := tcp.start(ectx, &wg, engine, in, allowed, errc); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := openXSK(in); err != nil {
+			return err
+		}
 	}
 	// Every interface's redirect port before the first attach: during a
 	// take-over the new program runs on the first interface while the
@@ -309,20 +330,22 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		if err != nil {
 			return err
 		}
-		// TC first: once the interface is marked, the XDP program
-		// leaves its spliced segments to the TC program (see AttachTC).
-		path, why := chooseDatapath(in)
-		log.Info("datapath", "interface", in.Name, "datapath", path.String(), "why", why)
-		if path == bpf.DatapathTC {
+		if paths[in.Name] == bpf.DatapathTC {
+			// The TC program alone: no XDP program on the interface (see
+			// detachRemovedInterfaces for one an earlier syngate left).
 			err := dp.AttachTC(in.Name)
-			if err != nil && in.Datapath == config.DatapathAuto && errors.Is(err, bpf.ErrNotSupported) {
-				// A kernel without tcx (before 6.6): auto keeps the XDP
-				// data path, which works where checksums are complete.
-				log.Warn("tc data path not supported here; splicing in XDP, which breaks on partial checksums (turn tx checksum offload off on the peer)",
-					"interface", in.Name, "err", err)
-				err = nil
+			if err == nil {
+				tookOver = tookOver || dp.TookOver(in.Name)
+				continue
 			}
-			if err != nil {
+			if in.Datapath != config.DatapathAuto || !errors.Is(err, bpf.ErrNotSupported) {
+				return err
+			}
+			// A kernel without tcx (before 6.6): auto keeps the XDP
+			// data path, which works where checksums are complete.
+			log.Warn("tc data path not supported here; splicing in XDP, which breaks on partial checksums (turn tx checksum offload off on the peer)",
+				"interface", in.Name, "err", err)
+			if err := openXSK(in); err != nil {
 				return err
 			}
 		}
@@ -518,12 +541,21 @@ func detachRemovedInterfaces(dp *bpf.Dataplane, cfg *config.Config, log *slog.Lo
 	if err != nil {
 		return err
 	}
+	onTC := dp.AttachedTC()
 	for _, name := range pinned {
 		if !slices.ContainsFunc(cfg.Interfaces, func(in config.Interface) bool { return in.Name == name }) {
 			if err := dp.DetachPinned(name); err != nil {
 				return err
 			}
 			log.Info("interface removed from the config: detached", "interface", name)
+		} else if slices.Contains(onTC, name) {
+			// An earlier syngate's XDP program (an earlier version, or
+			// datapath xdp before): the TC program, attached first, does
+			// all of its work there now.
+			if err := dp.DetachPinned(name); err != nil {
+				return err
+			}
+			log.Info("interface on the tc data path: xdp detached", "interface", name)
 		}
 	}
 	// TC links an earlier syngate pinned on interfaces no longer on the
@@ -533,7 +565,6 @@ func detachRemovedInterfaces(dp *bpf.Dataplane, cfg *config.Config, log *slog.Lo
 	if err != nil {
 		return err
 	}
-	onTC := dp.AttachedTC()
 	for _, name := range pinnedTC {
 		if !slices.Contains(onTC, name) {
 			if err := dp.DetachPinnedTC(name); err != nil {

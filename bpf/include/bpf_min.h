@@ -22,6 +22,7 @@ typedef __u16 __sum16;
 #define __always_inline inline __attribute__((always_inline))
 #define __uint(name, val) int (*name)[val]
 #define __type(name, val) typeof(val) *name
+#define __array(name, val) typeof(val) *name[]
 
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
@@ -37,8 +38,11 @@ typedef __u16 __sum16;
 #define BPF_MAP_TYPE_ARRAY 2
 #define BPF_MAP_TYPE_PERCPU_ARRAY 6
 #define BPF_MAP_TYPE_LRU_HASH 9
+#define BPF_MAP_TYPE_HASH_OF_MAPS 13
+#define BPF_MAP_TYPE_SOCKMAP 15
 #define BPF_MAP_TYPE_XSKMAP 17
 #define BPF_MAP_TYPE_DEVMAP_HASH 25
+#define BPF_MAP_TYPE_RINGBUF 27
 
 /* map_flags */
 #define BPF_F_NO_PREALLOC 1
@@ -64,7 +68,9 @@ struct xdp_md {
  * the UAPI's (checked below), the members it skips are padding. */
 struct __sk_buff {
 	__u32 len;
-	__u32 pad0[8];
+	__u32 pad0[2];
+	__u32 queue_mapping;   /* offset 12 */
+	__u32 pad0b[5];
 	__u32 ingress_ifindex; /* offset 36 */
 	__u32 pad1[9];
 	__u32 data;            /* offset 76 */
@@ -75,6 +81,7 @@ struct __sk_buff {
 	__u32 gso_size;        /* offset 176 */
 	__u32 pad4[3];
 };
+_Static_assert(__builtin_offsetof(struct __sk_buff, queue_mapping) == 12, "__sk_buff.queue_mapping");
 _Static_assert(__builtin_offsetof(struct __sk_buff, ingress_ifindex) == 36, "__sk_buff.ingress_ifindex");
 _Static_assert(__builtin_offsetof(struct __sk_buff, data) == 76, "__sk_buff.data");
 _Static_assert(__builtin_offsetof(struct __sk_buff, gso_segs) == 164, "__sk_buff.gso_segs");
@@ -132,6 +139,10 @@ static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 offset, const vo
 static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to, __u64 flags) = (void *)11;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
 static long (*bpf_skb_pull_data)(struct __sk_buff *skb, __u32 len) = (void *)39;
+static long (*bpf_skb_load_bytes)(const struct __sk_buff *skb, __u32 offset, void *to, __u32 len) = (void *)26;
+static long (*bpf_skb_change_tail)(struct __sk_buff *skb, __u32 len, __u64 flags) = (void *)38;
+static long (*bpf_sk_release)(void *sk) = (void *)86;
+static long (*bpf_ringbuf_output)(void *ringbuf, void *data, __u64 size, __u64 flags) = (void *)130;
 static long (*bpf_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) = (void *)152;
 
 #define BPF_ANY 0

@@ -61,6 +61,12 @@ func printStatus(w io.Writer, st *control.Status) {
 			full += s.RxRingFull
 			empty += s.FillRingEmpty
 		}
+		if in.Datapath == "tc" && len(in.Sockets) == 0 {
+			// The TC program alone: the engine's packets come through a
+			// ring buffer, not AF_XDP.
+			fmt.Fprintf(w, "interface %s: datapath tc (tcx ingress, xdp %s), ring buffer to the engine\n", in.Name, in.XDPMode)
+			continue
+		}
 		fmt.Fprintf(w, "interface %s: xdp %s, datapath %s, %d af_xdp sockets, drops: rx %d, rx ring full %d, fill ring empty %d\n",
 			in.Name, in.XDPMode, in.Datapath, len(in.Sockets), drop, full, empty)
 	}
