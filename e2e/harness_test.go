@@ -129,6 +129,17 @@ func checkDatapath(t *testing.T, m metrics.Samples, mode linkMode) {
 	case !mode.offloads && (xdp == 0 || tc != 0):
 		t.Errorf("offloads off: %v segments spliced by XDP, %v by TC; want XDP only", xdp, tc)
 	}
+	// The handshakes reached the engine through the TC ring ports exactly
+	// when the TC data path ran, and the ports lost nothing. (They send
+	// only the engine's own SYN-ACKs: with cookies always, nothing.)
+	rx, tx := m.Sum("syngate_tc_ring_frames_total", `direction="rx"`), m.Sum("syngate_tc_ring_frames_total", `direction="tx"`)
+	lost := m.Sum("syngate_tc_ring_dropped_total") + m.Sum("syngate_tc_ring_tx_errors_total")
+	switch {
+	case mode.offloads && (rx == 0 || lost != 0):
+		t.Errorf("veth defaults: TC ring ports read %v frames, sent %v, lost %v; want handshake packets read, none lost", rx, tx, lost)
+	case !mode.offloads && rx+tx != 0:
+		t.Errorf("offloads off: TC ring ports read %v frames, sent %v; want none", rx, tx)
+	}
 }
 
 // newLab builds a topology, with the veth defaults unless o.offloadsOff.

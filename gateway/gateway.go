@@ -247,6 +247,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	// they drive close (defers run in reverse).
 	var sockets []*afxdp.Socket
 	tcp := &tcPorts{dp: dp, log: log}
+	if err := reg.Register(metrics.NewRingCollector(tcp)); err != nil {
+		return err
+	}
 	defer func() {
 		for _, s := range sockets {
 			s.Close()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/config"
+	"github.com/syngate/syngate/metrics"
 	"github.com/syngate/syngate/proxy"
 	"github.com/syngate/syngate/ringport"
 )
@@ -23,7 +24,8 @@ type tcPorts struct {
 	log   *slog.Logger
 	mark  *os.File // in tc_engine while open
 	ports []*ringport.Port
-	mu    sync.Mutex // ports, against close while a loop starts
+	names []string   // ports[i] serves the interface names[i]
+	mu    sync.Mutex // ports and names, against close while a loop starts
 }
 
 // start opens in's ring and its port and serves it on ctx. The first call
@@ -45,6 +47,7 @@ func (t *tcPorts) start(ctx context.Context, wg *sync.WaitGroup, e *proxy.Engine
 	}
 	t.mu.Lock()
 	t.ports = append(t.ports, p)
+	t.names = append(t.names, in.Name)
 	t.mu.Unlock()
 	cpu, how := queueCPU(in.Name, 0, in.CPUs, allowed, "", irqAffinity)
 	t.log.Info("tc ring port", "interface", in.Name, "cpu", cpu, "cpu_from", how)
@@ -90,9 +93,24 @@ func (t *tcPorts) close() {
 			t.log.Warn("close tc ring port", "err", err)
 		}
 	}
-	t.ports = nil
+	t.ports, t.names = nil, nil
 	if t.mark != nil {
 		t.mark.Close()
 		t.mark = nil
 	}
+}
+
+// RingStats implements metrics.RingSource.
+func (t *tcPorts) RingStats() []metrics.RingStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]metrics.RingStats, len(t.ports))
+	for i, p := range t.ports {
+		st := p.Stats()
+		out[i] = metrics.RingStats{
+			Interface: t.names[i], Received: st.Received, Transmitted: st.Transmitted,
+			Dropped: st.Dropped, TxErrors: st.TxErrors,
+		}
+	}
+	return out
 }

@@ -61,6 +61,9 @@ func exposition(t *testing.T) map[string]*dto.MetricFamily {
 	if err := reg.Register(metrics.NewSocketCollector(sockets{})); err != nil {
 		t.Fatal(err)
 	}
+	if err := reg.Register(metrics.NewRingCollector(rings{})); err != nil {
+		t.Fatal(err)
+	}
 	if err := reg.Register(metrics.NewScaleoutCollector(scaleout{e})); err != nil {
 		t.Fatal(err)
 	}
@@ -131,6 +134,10 @@ type sockets struct{}
 func (sockets) SocketStats() ([]metrics.SocketStats, error) {
 	return []metrics.SocketStats{{Interface: "eth0", Queue: 0}}, nil
 }
+
+type rings struct{}
+
+func (rings) RingStats() []metrics.RingStats { return []metrics.RingStats{{Interface: "veth0"}} }
 
 // series are the label sets of one metric name as a query sees it: a
 // histogram's _bucket, _sum and _count are series of their own.

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -65,7 +66,8 @@ type Port struct {
 	rec    ringbuf.Record
 	queued bool // rec holds a record Wait read and Receive has not taken
 	closed bool
-	stats  Stats
+	// The counters are read by scrapes on other goroutines.
+	received, transmitted, dropped, txErrors atomic.Uint64
 }
 
 var _ pktio.Port = (*Port)(nil)
@@ -112,8 +114,13 @@ func Open(ring *ebpf.Map, ifname string, cfg Config) (*Port, error) {
 // Ifindex is the interface the port receives from and sends on.
 func (p *Port) Ifindex() int { return p.ifindex }
 
-// Stats returns the port's counters.
-func (p *Port) Stats() Stats { return p.stats }
+// Stats returns the port's counters; safe from any goroutine.
+func (p *Port) Stats() Stats {
+	return Stats{
+		Received: p.received.Load(), Transmitted: p.transmitted.Load(),
+		Dropped: p.dropped.Load(), TxErrors: p.txErrors.Load(),
+	}
+}
 
 func (p *Port) frame(h uint64) []byte {
 	off := int(h) * p.size
@@ -125,18 +132,18 @@ func (p *Port) take(pkt *pktio.Packet) bool {
 	p.queued = false
 	_, f, err := bpf.ParseRingRecord(p.rec.RawSample)
 	if err != nil {
-		p.stats.Dropped++
+		p.dropped.Add(1)
 		p.log.Warn("ring record dropped", "ifindex", p.ifindex, "err", err)
 		return false
 	}
 	if len(p.free) == 0 || len(f) > p.size {
-		p.stats.Dropped++
+		p.dropped.Add(1)
 		return false
 	}
 	h := p.free[len(p.free)-1]
 	p.free = p.free[:len(p.free)-1]
 	*pkt = pktio.Packet{Data: append(p.frame(h), f...), Handle: h}
-	p.stats.Received++
+	p.received.Add(1)
 	return true
 }
 
@@ -233,9 +240,9 @@ func (p *Port) Transmit(pkts []pktio.Packet) (int, error) {
 			return i, pktio.ErrFrame
 		}
 		if _, err := unix.Write(p.fd, pkt.Data); err != nil {
-			p.stats.TxErrors++
+			p.txErrors.Add(1)
 		} else {
-			p.stats.Transmitted++
+			p.transmitted.Add(1)
 		}
 		p.free = append(p.free, pkt.Handle)
 	}
