@@ -31,6 +31,7 @@
  *     RST outside the window                                -> DROP
  *     SYN (from the backend side; a service's go to the engine
  *     before the flow lookup)                               -> XSK (challenge ACK)
+ *     old duplicate (all its data acked, below the window)  -> fast path, not learned from
  *     other segment outside the window                      -> fast path, not learned from
  *     on a TC-datapath interface (tc_ifaces: an earlier syngate's
  *     XDP program, until the take-over detaches it), judged the
@@ -1361,12 +1362,15 @@ static __always_inline int seq_after(__u32 a, __u32 b)
 #define ACK_WINDOW_MIN 66000
 
 /* Above the TCP flags in syngate_xdp's tf: the segment was outside the
- * window. */
+ * window; or an old duplicate, forwarded as in the window but not learned
+ * from (its timestamp neither). */
 #define TF_OUT_OF_WIN 0x100
+#define TF_OLD 0x200
 
 enum track {
 	T_LEARN,       /* in the window: forwarded, the state moves on */
 	T_OUT_OF_WIN,  /* not a RST, outside the window: forwarded, not learned */
+	T_OLD,         /* an old duplicate below the window: forwarded, not learned */
 	T_RST_EXACT,   /* RST at the expected sequence number: forwarded, flow ends */
 	T_RST_WINDOW,  /* RST inside the window, not exact: to the engine */
 	T_RST_DROP,    /* RST outside the window: dropped */
@@ -1420,6 +1424,20 @@ static __always_inline int track(struct flow_val *fv, struct flow_val *rv, struc
 	__u32 end = seq + plen + ((tf & TCP_FIN) ? 1 : 0);
 	__u32 ack = bpf_ntohl(tcp->ack_seq) + fv->ack_delta;
 	__u32 ackwin = fv->win_max > ACK_WINDOW_MIN ? fv->win_max : ACK_WINDOW_MIN;
+	/* Below the window, but every byte of it acknowledged by the receiver
+	 * within its largest window (RFC 5961's bound for ACKs, on the data)
+	 * and acking nothing unseen: an old duplicate, a retransmission that
+	 * reordering on the way here delivered after newer segments (its ack
+	 * is as old as its send time). A sender has at most the receiver's
+	 * window in flight, but a late copy can trail the newest segment by
+	 * more. Like conntrack since Linux 5.19 ("SEQ is under lower bound
+	 * (already ACKed data retransmitted)": ignored, not INVALID) it is
+	 * forwarded and says nothing about the connection now, so nothing is
+	 * learned from it. Data not yet acknowledged below the window still
+	 * means the tracking lost step. */
+	if (seq_before(end, fv->seq_end - rv->win_max) && !seq_after(end, rv->ack_max) &&
+	    !seq_before(end, rv->ack_max - rv->win_max) && !seq_after(ack, rv->seq_end))
+		return T_OLD;
 	if (seq_after(seq, rv->win_end) || seq_before(end, fv->seq_end - rv->win_max) ||
 	    seq_before(ack, rv->seq_end - ackwin))
 		return T_OUT_OF_WIN;
@@ -1991,6 +2009,8 @@ int syngate_xdp(struct xdp_md *ctx)
 	 * synack_cookie's frame. */
 	if (tk == T_OUT_OF_WIN)
 		tf |= TF_OUT_OF_WIN;
+	if (tk == T_OLD)
+		tf |= TF_OLD;
 
 	struct bpf_fib_lookup fib = {};
 	fib.ifindex = ctx->ingress_ifindex;
@@ -2001,7 +2021,7 @@ int syngate_xdp(struct xdp_md *ctx)
 	 * known: the options walk with zero deltas reads it and changes
 	 * nothing. fib.ifindex doubles as the key: the stack is at its limit. */
 	if (bpf_map_lookup_elem(&tc_ifaces, &fib.ifindex)) {
-		if (!(tf & TF_OUT_OF_WIN) && (fv->flags & FLOW_F_TRACKED))
+		if (!(tf & (TF_OUT_OF_WIN | TF_OLD)) && (fv->flags & FLOW_F_TRACKED))
 			learn_ts(fv, tcp_options_rewrite(ctx, ((void *)tcp - data) | (doff << 16) |
 								  ((__u32)tf << 24), 0, 0, 0));
 		return count((tf & TF_OUT_OF_WIN) ? R_PASS_TC_OUT_OF_WINDOW : R_PASS_TC_FLOW, bytes, XDP_PASS);
@@ -2019,7 +2039,7 @@ int syngate_xdp(struct xdp_md *ctx)
 	__u64 opt = tcp_options_rewrite(ctx, ((void *)tcp - data) | (doff << 16) | ((__u32)tf << 24),
 					fv->ack_delta, fv->tsval_delta, fv->tsecr_delta);
 	acc += (__u16)opt;
-	if (!(tf & TF_OUT_OF_WIN))
+	if (!(tf & (TF_OUT_OF_WIN | TF_OLD)))
 		learn_ts(fv, opt);
 	csum_apply(&tcp->check, acc);
 

@@ -233,6 +233,30 @@ func testTracked(t *testing.T, d *Dataplane, f trackFamily, run func(*testing.T,
 			t.Errorf("TSRecent %d, want 7000", st.TSRecent)
 		}
 	})
+	t.Run("an old duplicate delayed past the window is forwarded in window, not learned", func(t *testing.T) {
+		// The backend's first segment, retransmitted, reaches the gateway
+		// after the client acknowledged 30000 bytes and the backend sent
+		// on to 91000: reordering on the way (per-CPU queues under load)
+		// delivers it more than the client's window below the newest.
+		p := installTrackedPair(t, d, f)
+		run(t, p.fromBackend("PA", bNxt, cNxt, 1000), VerdictFastTX)
+		run(t, p.fromClient("A", cNxt, tOurISN+1+30000, 0), VerdictFastTX)
+		run(t, p.fromBackend("PA", bNxt+90000, cNxt, 1000), VerdictFastTX)
+		before := lookup(t, d, p.kb)
+		old := p.fromBackend("FPA", bNxt, cNxt, 1000)
+		old.window = 1
+		old.opts = []layers.TCPOption{optNOP, optNOP, optTS(9000, 1)}
+		run(t, old, VerdictFastTX)
+		after := lookup(t, d, p.kb)
+		if after.Track != before.Track || after.FIN || after.TSRecent != before.TSRecent {
+			t.Errorf("an old duplicate moved the state: %+v, was %+v", after, before)
+		}
+		// An old segment that acks client data XDP never saw is no
+		// duplicate, nor is one further below the client's ack than its
+		// largest window.
+		run(t, p.fromBackend("PA", bNxt+1000, cNxt+1<<20, 1000), VerdictFastTXOutOfWindow)
+		run(t, p.fromBackend("PA", bNxt+1<<32-40000, cNxt, 1000), VerdictFastTXOutOfWindow)
+	})
 	t.Run("out-of-window FIN does not half-close", func(t *testing.T) {
 		p := installTrackedPair(t, d, f)
 		run(t, p.fromClient("FA", cNxt+1<<30, tOurISN+1, 0), VerdictFastTXOutOfWindow)

@@ -31,6 +31,7 @@ func (e *Engine) opening(s *service, qc queue.Conn, seg *packet.Segment, ifindex
 		// the client wait on a handshake that completed for nothing.
 		// (Counted here only: this runs once for every accepted one.)
 		s.st.backendFailure("conn_table_full")
+		e.resets.add(qc.Tuple, qc.OurISN, now)
 		e.send(s, packet.Build, &packet.Fields{
 			Src: qc.Tuple.Service, Dst: qc.Tuple.Client, Seq: qc.OurISN + 1, Ack: qc.ClientISN + 1,
 			Flags: packet.RST | packet.ACK,
@@ -718,6 +719,7 @@ func (e *Engine) abortLocked(c *conn, reason string, resetClient bool) {
 		}
 	}
 	if resetClient && c.haveClient {
+		e.resets.add(c.client, c.ourISN, e.now())
 		e.send(s, packet.Build, &packet.Fields{
 			Src: c.client.Service, Dst: c.client.Client, Seq: c.ourISN + 1, Ack: c.clientISN + 1,
 			Flags: packet.RST | packet.ACK,

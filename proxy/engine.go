@@ -122,6 +122,7 @@ type Engine struct {
 	// stopping is set by HandOver (the stop procedure): SYNs go to the data plane's cookies.
 	stopping   atomic.Bool
 	challenges rateLimit // challenge ACKs over all connections
+	resets     recentResets
 	handoffs   handoffBudget
 	// entries are the service entries the engine wrote to the data path,
 	// by listener (see datapath.go); dpMu guards them and orders the

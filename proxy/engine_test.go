@@ -1114,3 +1114,46 @@ func TestMSSClampedToLinkMTU(t *testing.T) {
 		t.Errorf("mss_clamped_total %v, want one per leg", got)
 	}
 }
+
+// TestBackendRefusedLateSegment: the client's data, sent right after its
+// handshake ACK, reaches the engine after the backend refused the leg and
+// the client was reset. Its ACK still carries the SYN-ACK's ISN, a cookie
+// (queued handshakes get cookie ISNs too), so it would validate as a new
+// handshake and open a second backend leg for a connection the client no
+// longer has. It gets a RST instead, as a TCP stack answers a segment of a
+// connection it reset.
+func TestBackendRefusedLateSegment(t *testing.T) {
+	r := newRig(t, spec.CookiesAuto, nil)
+	sa := r.handshake(42, nil)
+	syn := r.sentIP()
+	r.inject(packet.Build, packet.Fields{Src: backend, Dst: syn.Src, Seq: 0, Ack: syn.Seq + 1, Flags: packet.RST | packet.ACK})
+	if rst := r.sentIP(); rst.Flags&packet.RST == 0 || rst.Dst != r.client {
+		t.Fatalf("client RST = %v to %v", rst.Flags, rst.Dst)
+	}
+	late := packet.Fields{
+		Src: r.client, Dst: vip, Seq: 43, Ack: sa.Seq + 1, Flags: packet.ACK | packet.PSH, Window: 502,
+		Options: flow.SynOptions{Timestamps: true, TSval: 5002, TSecr: sa.Options.TSval}, Payload: []byte("hello"),
+	}
+	r.inject(packet.Build, late)
+	if rst := r.reply(); rst.Flags&packet.RST == 0 || rst.Dst != r.client || rst.Seq != sa.Seq+1 {
+		t.Errorf("answer to the late segment = %v to %v seq %d, want a RST at %d", rst.Flags, rst.Dst, rst.Seq, sa.Seq+1)
+	}
+	r.noSentIP() // no second backend SYN
+	st := r.e.set.Load().order[0].ServiceStats()
+	if got := st.BackendFailures["refused"]; got != 1 {
+		t.Errorf("refused = %d, want 1", got)
+	}
+	if got := st.AckRejected["recently_reset"]; got != 1 {
+		t.Errorf("ack_rejected{recently_reset} = %d, want 1", got)
+	}
+	if r.e.conns.n.Load() != 0 {
+		t.Errorf("connection still tracked")
+	}
+	// A new connection on the same 4-tuple (a new SYN, a new ISN) opens as
+	// usual.
+	r.advance(time.Second)
+	r.handshake(5000, nil)
+	if syn2 := r.sentIP(); syn2.Flags != packet.SYN {
+		t.Errorf("new connection on the tuple: backend got %v, want a SYN", syn2.Flags)
+	}
+}

@@ -218,6 +218,12 @@ func clientMSS(o flow.SynOptions, is6 bool) uint16 {
 func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 	seg := &w.seg
 	now := w.e.now()
+	if w.e.resets.match(seg.Tuple, seg.Ack, now) {
+		// A late segment of a connection the engine reset: its ACK is a
+		// valid cookie, but the client's connection is gone.
+		s.st.rejected(rejectRecentlyReset)
+		return w.reset(p)
+	}
 	var data []byte
 	if len(seg.Payload) > 0 {
 		data = append([]byte(nil), seg.Payload[:min(len(seg.Payload), w.e.cfg.MaxPending)]...)

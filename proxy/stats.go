@@ -10,9 +10,11 @@ import (
 )
 
 // rejectReasons are every label value of ack_rejected_total: the cookie
-// reasons, the queue's, and no_entry for an ACK refused a cookie check.
+// reasons, the queue's, no_entry for an ACK refused a cookie check, and
+// recently_reset for a late segment of a connection the engine reset (see
+// recentResets).
 var rejectReasons = func() []string {
-	r := []string{"no_entry", queue.ReasonBadAck.String(), queue.ReasonBadSeq.String(), queue.ReasonAcceptQueueFull.String()}
+	r := []string{"no_entry", rejectRecentlyReset, queue.ReasonBadAck.String(), queue.ReasonBadSeq.String(), queue.ReasonAcceptQueueFull.String()}
 	for _, c := range cookie.Reasons() {
 		if c != cookie.ReasonOK {
 			r = append(r, c.String())
@@ -20,6 +22,10 @@ var rejectReasons = func() []string {
 	}
 	return r
 }()
+
+// rejectRecentlyReset is the ack_rejected_total reason of a late segment
+// of a connection the engine reset.
+const rejectRecentlyReset = "recently_reset"
 
 // backendReasons are every label value of backend_failures_total.
 // no_backend: the pool had no usable member; reset: the backend reset the
