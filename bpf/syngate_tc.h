@@ -522,5 +522,7 @@ int syngate_tc(struct __sk_buff *skb)
 		return tc_steer(skb, R_XSK_RST_IN_WINDOW, hdr_len, 1, bytes);
 	if (tk == T_SYN)
 		return tc_steer(skb, R_XSK_SYN_IN_FLOW, hdr_len, 1, bytes);
-	return tc_splice(skb, ip4, ip6, tcp, fv, tcp_off | doff << 16 | tf << 24, tk != T_OUT_OF_WIN);
+	/* Old duplicates are forwarded but, like segments outside the window,
+	 * teach nothing (see judge). */
+	return tc_splice(skb, ip4, ip6, tcp, fv, tcp_off | doff << 16 | tf << 24, tk != T_OUT_OF_WIN && tk != T_OLD);
 }
