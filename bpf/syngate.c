@@ -567,6 +567,29 @@ static __always_inline void copy16(__u8 *dst, const __u8 *src)
 	__builtin_memcpy(dst, src, 16);
 }
 
+/* dst_protected says whether a segment to fk's destination is syngate's:
+ * *svc is its service's entry, or NULL for one of syngate's source ports
+ * on a local address (a backend leg). 0: neither, leave it to the kernel.
+ * Both programs ask it before anything else: one hash lookup for
+ * everything that is not theirs. */
+static __always_inline int dst_protected(const struct flow_key *fk, struct svc_val **svc)
+{
+	struct svc_key sk = {};
+	copy16(sk.addr, fk->daddr);
+	sk.port = fk->dport;
+	sk.family = fk->family;
+	*svc = bpf_map_lookup_elem(&services, &sk);
+	if (*svc)
+		return 1;
+	__u16 dport = bpf_ntohs(fk->dport);
+	if (dport < cfg.local_port_min || dport > cfg.local_port_max)
+		return 0;
+	struct local_key lk = {};
+	copy16(lk.addr, fk->daddr);
+	lk.family = fk->family;
+	return bpf_map_lookup_elem(&locals, &lk) != 0;
+}
+
 /* Token bucket per source prefix; returns 1 when the SYN may pass. */
 static __always_inline int ratelimit_allow(const __u8 *saddr16, __u32 family)
 {
@@ -1915,22 +1938,10 @@ int syngate_xdp(struct xdp_md *ctx)
 	fk.sport = tcp->source;
 	fk.dport = tcp->dest;
 
-	/* Is it for us? One hash lookup for everything that is not. */
-	struct svc_key sk = {};
-	copy16(sk.addr, fk.daddr);
-	sk.port = fk.dport;
-	sk.family = fk.family;
-	struct svc_val *svc = bpf_map_lookup_elem(&services, &sk);
-	if (!svc) {
-		__u16 dport = bpf_ntohs(fk.dport);
-		if (dport < cfg.local_port_min || dport > cfg.local_port_max)
-			return count(frag ? R_PASS_FRAGMENT : R_PASS_NOT_SERVICE, bytes, XDP_PASS);
-		struct local_key lk = {};
-		copy16(lk.addr, fk.daddr);
-		lk.family = fk.family;
-		if (!bpf_map_lookup_elem(&locals, &lk))
-			return count(frag ? R_PASS_FRAGMENT : R_PASS_NOT_SERVICE, bytes, XDP_PASS);
-	}
+	/* Is it for us? */
+	struct svc_val *svc;
+	if (!dst_protected(&fk, &svc))
+		return count(frag ? R_PASS_FRAGMENT : R_PASS_NOT_SERVICE, bytes, XDP_PASS);
 
 	/* Protected from here on: malformed means drop. */
 	if (frag)

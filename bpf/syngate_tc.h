@@ -434,22 +434,10 @@ int syngate_tc(struct __sk_buff *skb)
 	fk.sport = tcp->source;
 	fk.dport = tcp->dest;
 
-	/* Is it for us? One hash lookup for everything that is not. */
-	struct svc_key sk = {};
-	copy16(sk.addr, fk.daddr);
-	sk.port = fk.dport;
-	sk.family = fk.family;
-	struct svc_val *svc = bpf_map_lookup_elem(&services, &sk);
-	if (!svc) {
-		__u16 dport = bpf_ntohs(fk.dport);
-		if (dport < cfg.local_port_min || dport > cfg.local_port_max)
-			return count(frag ? R_PASS_FRAGMENT : R_PASS_NOT_SERVICE, bytes, TC_ACT_UNSPEC);
-		struct local_key lk = {};
-		copy16(lk.addr, fk.daddr);
-		lk.family = fk.family;
-		if (!bpf_map_lookup_elem(&locals, &lk))
-			return count(frag ? R_PASS_FRAGMENT : R_PASS_NOT_SERVICE, bytes, TC_ACT_UNSPEC);
-	}
+	/* Is it for us? */
+	struct svc_val *svc;
+	if (!dst_protected(&fk, &svc))
+		return count(frag ? R_PASS_FRAGMENT : R_PASS_NOT_SERVICE, bytes, TC_ACT_UNSPEC);
 
 	/* Protected from here on: malformed means drop. */
 	if (frag)
