@@ -9,13 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
+	"github.com/syngate/syngate/spec"
 )
 
 var testSecret = []byte("0123456789abcdef0123456789abcdef")

@@ -8,14 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syngate/syngate/flow"
-	"github.com/syngate/syngate/spec"
-
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
+	"github.com/syngate/syngate/spec"
 )
 
 // refEnv is the Go reference of the program's decision table (syngate.c's

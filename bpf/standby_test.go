@@ -5,12 +5,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/packet"
+	"github.com/syngate/syngate/spec"
 )
 
 // TestStandbyCookies: a service with StandbyCookies is answered by the

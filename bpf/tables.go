@@ -7,12 +7,11 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/spec"
 )
 
 // Address families as the program stores them.

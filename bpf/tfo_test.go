@@ -4,11 +4,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/syngate/syngate/packet"
+	"github.com/syngate/syngate/spec"
 )
 
 // TCP Fast Open options: a cookie (RFC 7413) and the pre-RFC experimental

@@ -8,12 +8,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/bgp"
 	"github.com/syngate/syngate/config"
 	"github.com/syngate/syngate/metrics"
 	"github.com/syngate/syngate/proxy"
+	"github.com/syngate/syngate/spec"
 )
 
 // Health says whether a service can take new connections. Today the

@@ -25,8 +25,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/afxdp"
 	"github.com/syngate/syngate/bgp"
 	"github.com/syngate/syngate/bpf"
@@ -37,6 +35,7 @@ import (
 	"github.com/syngate/syngate/health"
 	"github.com/syngate/syngate/metrics"
 	"github.com/syngate/syngate/proxy"
+	"github.com/syngate/syngate/spec"
 )
 
 // Options are Run's knobs that are not part of the config file.

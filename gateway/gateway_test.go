@@ -10,9 +10,8 @@ import (
 	"time"
 
 	"github.com/syngate/syngate/bgp"
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/config"
+	"github.com/syngate/syngate/spec"
 )
 
 func TestPortRangeConflict(t *testing.T) {

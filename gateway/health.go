@@ -11,10 +11,9 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/health"
 	"github.com/syngate/syngate/proxy"
+	"github.com/syngate/syngate/spec"
 )
 
 // checks runs the active checks of every backend of every service, from

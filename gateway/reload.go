@@ -14,14 +14,13 @@ import (
 	"time"
 
 	"github.com/syngate/syngate/bgp"
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/config"
 	"github.com/syngate/syngate/control"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/metrics"
 	"github.com/syngate/syngate/proxy"
+	"github.com/syngate/syngate/spec"
 )
 
 // restartKey is a config key a running syngate cannot change; a reload

@@ -12,9 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/lab"
+	"github.com/syngate/syngate/spec"
 )
 
 // server listens in ns on 127.0.0.1 and answers each connection with

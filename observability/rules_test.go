@@ -14,20 +14,18 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/syngate/syngate/flow"
-	"github.com/syngate/syngate/spec"
-
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql/parser"
 
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/cookie"
+	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/metrics"
 	"github.com/syngate/syngate/proxy"
+	"github.com/syngate/syngate/spec"
 )
 
 // exposition builds syngate's metrics the way the daemon does: the real

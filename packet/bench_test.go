@@ -4,12 +4,11 @@ import (
 	"net"
 	"testing"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/spec"
 )
 
 var benchFrames = []struct {

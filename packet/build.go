@@ -4,9 +4,8 @@ import (
 	"encoding/binary"
 	"net/netip"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/spec"
 )
 
 // DefaultTTL is the IPv4 TTL and IPv6 hop limit of built frames, Linux's

@@ -6,9 +6,8 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/spec"
 )
 
 // TestBuildGolden rebuilds golden frames captured from gopacket (laid out

@@ -4,10 +4,9 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
+	"github.com/syngate/syngate/spec"
 )
 
 // A SYN arrives in a 2 KiB AF_XDP chunk and is answered in place.

@@ -6,9 +6,8 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/spec"
 )
 
 var sentinels = []error{ErrTruncated, ErrNotIP, ErrBadVersion, ErrBadIHL, ErrBadLength, ErrFragment,

@@ -8,10 +8,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/pktio"
+	"github.com/syngate/syngate/spec"
 )
 
 // AdoptStats says what Adopt found in the flow table.

@@ -5,11 +5,10 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
 	"github.com/syngate/syngate/pktio"
+	"github.com/syngate/syngate/spec"
 )
 
 // benchSYN measures one SYN through the receive path: parse, listen-path

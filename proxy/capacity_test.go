@@ -6,9 +6,8 @@ import (
 	"time"
 
 	"github.com/syngate/syngate/flow"
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/packet"
+	"github.com/syngate/syngate/spec"
 )
 
 // spliceOne opens a connection from client port cport up to the splice and

@@ -26,13 +26,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/metrics"
 	"github.com/syngate/syngate/pktio"
 	"github.com/syngate/syngate/queue"
+	"github.com/syngate/syngate/spec"
 )
 
 // Sender sends IP packets (no link-layer header) that the engine originates

@@ -8,12 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
 	"github.com/syngate/syngate/pktio"
+	"github.com/syngate/syngate/spec"
 )
 
 // fakeFlows is an in-memory data path: flow table, services map,

@@ -3,10 +3,9 @@ package proxy
 import (
 	"testing"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
+	"github.com/syngate/syngate/spec"
 )
 
 type fakeHandoff struct{ peers [][6]byte }

@@ -4,13 +4,12 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
 	"github.com/syngate/syngate/pktio"
 	"github.com/syngate/syngate/queue"
+	"github.com/syngate/syngate/spec"
 )
 
 // worker is one receive loop's state; nothing in it is shared.

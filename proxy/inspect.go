@@ -5,9 +5,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/spec"
 )
 
 // ServiceState is what an operator asks of a service besides its counters:

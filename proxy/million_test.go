@@ -8,11 +8,10 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
+	"github.com/syngate/syngate/spec"
 )
 
 // TestMillionConns tracks a million spliced connections in the engine's

@@ -6,11 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/cookie"
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
+	"github.com/syngate/syngate/spec"
 )
 
 // TestPeerCookieAcrossGateways: gateway A answers a SYN with a cookie (its

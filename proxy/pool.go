@@ -8,10 +8,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/metrics"
+	"github.com/syngate/syngate/spec"
 )
 
 // member is the engine's state of one backend of a pool. It outlives pool

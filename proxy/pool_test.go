@@ -9,10 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
+	"github.com/syngate/syngate/spec"
 )
 
 // parseV2 is an independent reading of a PROXY v2 header (the spec's

@@ -7,10 +7,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/flow"
 	"github.com/syngate/syngate/packet"
+	"github.com/syngate/syngate/spec"
 )
 
 // PROXY protocol (haproxy.org/download/2.9/doc/proxy-protocol.txt).

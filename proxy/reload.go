@@ -9,9 +9,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/spec"
 )
 
 // maxAddedServices is the room Reconfigure has for services beyond those

@@ -6,9 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/spec"
 )
 
 // TestShardIndexCollisions drives one shard's index with hashes chosen to

@@ -5,9 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syngate/syngate/spec"
-
 	"github.com/syngate/syngate/flow"
+	"github.com/syngate/syngate/spec"
 )
 
 // localGate reports whether the listener's own cookie gate let an ACK be
