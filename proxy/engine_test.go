@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -622,6 +623,62 @@ func TestOverflowReset(t *testing.T) {
 	st := r.e.set.Load().order[0].ServiceStats()
 	if st.AcceptOverflowReset != 1 || st.SynDropAcceptFull != 1 || st.Accept != 1 {
 		t.Errorf("overflow resets %d, SYN drops %d, accept depth %d; want 1, 1, 1", st.AcceptOverflowReset, st.SynDropAcceptFull, st.Accept)
+	}
+}
+
+// TestOverflowResetLateSegment: a connection reset because the accept
+// queue was full (on_overflow: reset) stays reset. Its late data segment
+// carries the same cookie ACK; once the queue has room again it must get a
+// RST, not validate as a new handshake and open a backend leg for a client
+// that no longer has the connection.
+func TestOverflowResetLateSegment(t *testing.T) {
+	for _, policy := range []spec.CookiePolicy{spec.CookiesAlways, spec.CookiesAuto} {
+		t.Run(fmt.Sprint(policy), func(t *testing.T) {
+			r := newRig(t, policy, func(c *Config) {
+				c.Services[0].Limits.Backlog = 1
+				c.Services[0].OnOverflow = spec.OverflowReset
+			})
+			// As in TestOverflowReset: the first connection takes the
+			// only backend slot, the second the only accept queue place.
+			r.handshake(1000, nil)
+			first := r.sentIP()
+			port := func(p uint16) netip.AddrPort { return netip.AddrPortFrom(r.client.Addr(), p) }
+			syn := func(p uint16, isn uint32) packet.Segment {
+				r.client = port(p)
+				r.inject(packet.BuildSyn, packet.Fields{Src: r.client, Dst: vip, Seq: isn, Flags: packet.SYN, Window: 1000, Options: clientSynOpts})
+				return r.reply()
+			}
+			ack := func(p uint16, isn uint32, sa packet.Segment, data string) {
+				r.client = port(p)
+				r.inject(packet.Build, packet.Fields{Src: r.client, Dst: vip, Seq: isn + 1, Ack: sa.Seq + 1, Flags: packet.ACK | packet.PSH, Window: 1000,
+					Options: flow.SynOptions{Timestamps: true, TSval: 1, TSecr: sa.Options.TSval}, Payload: []byte(data)})
+			}
+			sa2, sa3 := syn(41002, 2000), syn(41003, 3000)
+			ack(41002, 2000, sa2, "")
+			r.noReply()
+			ack(41003, 3000, sa3, "")
+			if rst := r.reply(); rst.Flags&packet.RST == 0 || rst.Dst != port(41003) {
+				t.Fatalf("overflow answer = %v to %v, want a RST", rst.Flags, rst.Dst)
+			}
+			// The first backend answers: its slot goes to the second
+			// connection, and the accept queue has room again.
+			r.backendSynAck(first, 9, 7)
+			if s := r.sentIP(); s.Flags&packet.ACK == 0 {
+				t.Fatalf("first leg: sent %v, want the ACK to the backend", s.Flags)
+			}
+			if s := r.sentIP(); s.Flags != packet.SYN {
+				t.Fatalf("second connection: sent %v, want its backend SYN", s.Flags)
+			}
+			// The reset connection's late data segment.
+			ack(41003, 3000, sa3, "hello")
+			if rst := r.reply(); rst.Flags&packet.RST == 0 || rst.Dst != port(41003) || rst.Seq != sa3.Seq+1 {
+				t.Errorf("answer to the late segment = %v to %v seq %d, want a RST at %d", rst.Flags, rst.Dst, rst.Seq, sa3.Seq+1)
+			}
+			r.noSentIP() // no backend SYN for it
+			if got := r.e.set.Load().order[0].ServiceStats().AckRejected["recently_reset"]; got != 1 {
+				t.Errorf("ack_rejected{recently_reset} = %d, want 1", got)
+			}
+		})
 	}
 }
 

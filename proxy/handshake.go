@@ -255,6 +255,10 @@ func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 		return false
 	case queue.AckReset:
 		s.st.rejected(d.Reason.String())
+		if d.Reason == queue.ReasonAcceptQueueFull {
+			// Its late segments carry the same cookie ACK (see resets).
+			w.e.resets.add(seg.Tuple, seg.Ack-1, now)
+		}
 		return w.reset(p)
 	}
 	// A FIN without a half-open entry ends a connection this gateway does
@@ -298,6 +302,7 @@ func (w *worker) onACK(s *service, p *pktio.Packet) bool {
 		}
 		w.e.opening(s, c, seg, w.ifindex)
 	case queue.AcceptReset:
+		w.e.resets.add(seg.Tuple, seg.Ack-1, now)
 		return w.reset(p)
 	}
 	return false

@@ -20,7 +20,9 @@ const (
 )
 
 // recentResets remembers the connections the engine reset before they
-// were spliced, by 4-tuple and the ISN of our SYN-ACK, as a TCP stack
+// were spliced (a backend leg that failed, a full connection table, an
+// accept queue overflow under on_overflow: reset), by 4-tuple and the ISN
+// of our SYN-ACK, as a TCP stack
 // remembers a connection it closed: a late segment of it (the client's
 // first data, sent before our RST arrived) carries the handshake's ACK,
 // whose ISN is a cookie, and must not validate as a new handshake and open
