@@ -172,6 +172,11 @@ func (e *Engine) Reconcile() (ReconcileStats, error) {
 	}
 	e.dpMu.Unlock()
 	for _, s := range e.set.Load().order {
+		// Cookies always: the data path mints from the first SYN after
+		// start, not from Run's first pass, which may come after it.
+		if s.Cookies == spec.CookiesAlways && s.hasBackend() {
+			s.offloaded.Store(true)
+		}
 		if err := e.syncEntry(s); err != nil {
 			return st, fmt.Errorf("reconcile: %w", err)
 		}

@@ -13,6 +13,19 @@ import (
 // writes the cookie key and its services' entries, keeps the listener of
 // a removed service whose connection it adopted (without cookies), deletes
 // that of one without, and leaves only its own source addresses.
+// TestReconcileOffloadsAlways: a service with cookies always has its
+// cookies minted in the data path as soon as Reconcile returns (the
+// gateway reports running then), not from Run's first pass.
+func TestReconcileOffloadsAlways(t *testing.T) {
+	r := newRig(t, spec.CookiesAlways, nil)
+	if _, err := r.e.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := r.flows.service(vip); !ok || !e.Offload {
+		t.Errorf("entry after Reconcile: %+v (%v), want the offload on", e, ok)
+	}
+}
+
 func TestReconcile(t *testing.T) {
 	stale := netip.MustParseAddrPort("192.0.2.10:81")    // removed, nothing live
 	draining := netip.MustParseAddrPort("192.0.2.10:82") // removed, one connection live
