@@ -417,11 +417,18 @@ func testBlindAttacks(t *testing.T, v6 bool) {
 		sample string
 		want   float64
 	}{
-		{"drop_rst_out_of_window", 2 * attacked}, {"xsk_rst_in_window", attacked}, {"xsk_syn_in_flow", float64(len(legs))},
+		{"drop_rst_out_of_window", 2 * attacked}, {"xsk_rst_in_window", attacked},
 	} {
 		if got := m.Sum("syngate_xdp_packets_total", `reason="`+c.sample+`"`); got != c.want {
 			t.Errorf("xdp_packets_total{reason=%q} = %v, want %v", c.sample, got, c.want)
 		}
+	}
+	// One per spoofed backend-side SYN, plus any genuine SYN-ACK a backend
+	// retransmitted into its spliced leg (the engine repeats its ACK; no
+	// challenge). A CI run under load counted 5 for 4 once; the challenge
+	// ACKs below stay exact, one per spoofed SYN.
+	if got := m.Sum("syngate_xdp_packets_total", `reason="xsk_syn_in_flow"`); got < float64(len(legs)) {
+		t.Errorf("xdp_packets_total{reason=\"xsk_syn_in_flow\"} = %v, want at least %v", got, len(legs))
 	}
 	if got := m.Sum("syngate_rst_in_window_total"); got != attacked {
 		t.Errorf("rst_in_window_total = %v, want %v (one per connection and side)", got, attacked)
