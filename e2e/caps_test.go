@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -137,24 +137,7 @@ func TestCapabilities(t *testing.T) {
 	if err := top.PrepareGatewayXDP(); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := listen(top.Backend, netip.AddrPortFrom(netip.IPv4Unspecified(), backendPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
+	serveConns(t, top.Backend, netip.AddrPortFrom(netip.IPv4Unspecified(), backendPort), func(c net.Conn) { io.Copy(c, c) })
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

@@ -356,7 +356,7 @@ func privateBPFFS(t *testing.T, dir string) string {
 // serveConns listens on addr in ns and runs handle for every connection on
 // its own goroutine, closing the connection when handle returns. The
 // listener closes, and every handler is waited for, at the test's end.
-func serveConns(t *testing.T, ns *lab.NS, addr netip.AddrPort, handle func(c net.Conn)) net.Listener {
+func serveConns(t testing.TB, ns *lab.NS, addr netip.AddrPort, handle func(c net.Conn)) net.Listener {
 	t.Helper()
 	ln, err := listen(ns, addr)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,36 +33,18 @@ func tcpInfo(c net.Conn) (*unix.TCPInfo, error) {
 // if it carried at least minBytes: syngate's backend probes connect too.
 func infoEchoServer(t *testing.T, ns *lab.NS, minBytes uint64) <-chan *unix.TCPInfo {
 	t.Helper()
-	ln, err := listen(ns, netip.AddrPortFrom(netip.IPv6Unspecified(), backendPort)) // v4 and v6
-	if err != nil {
-		t.Fatal(err)
-	}
 	infos := make(chan *unix.TCPInfo, 16)
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	// v4 and v6
+	serveConns(t, ns, netip.AddrPortFrom(netip.IPv6Unspecified(), backendPort), func(c net.Conn) {
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+		if info, err := tcpInfo(c); err == nil && info.Bytes_received >= minBytes {
+			select {
+			case infos <- info:
+			default:
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-				if info, err := tcpInfo(c); err == nil && info.Bytes_received >= minBytes {
-					select {
-					case infos <- info:
-					default:
-					}
-				}
-			}()
 		}
-	}()
+	})
 	return infos
 }
 

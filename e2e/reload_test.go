@@ -88,29 +88,10 @@ type countingEcho struct{ n atomic.Int64 }
 func newCountingEcho(t *testing.T, ns *lab.NS, addr netip.AddrPort) *countingEcho {
 	t.Helper()
 	s := &countingEcho{}
-	ln, err := listen(ns, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.n.Add(1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	serveConns(t, ns, addr, func(c net.Conn) {
+		s.n.Add(1)
+		io.Copy(c, c)
+	})
 	return s
 }
 

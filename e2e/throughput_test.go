@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,29 +17,10 @@ import (
 // connection to its end and answers with the byte count (8 bytes).
 func sinkServer(tb testing.TB, top *lab.Topology) {
 	tb.Helper()
-	ln, err := listen(top.Backend, netip.AddrPortFrom(netip.IPv6Unspecified(), backendPort))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	tb.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				n, _ := io.Copy(io.Discard, c)
-				c.Write(binary.BigEndian.AppendUint64(nil, uint64(n)))
-			}()
-		}
-	}()
+	serveConns(tb, top.Backend, netip.AddrPortFrom(netip.IPv6Unspecified(), backendPort), func(c net.Conn) {
+		n, _ := io.Copy(io.Discard, c)
+		c.Write(binary.BigEndian.AppendUint64(nil, uint64(n)))
+	})
 }
 
 // sendBulk sends n bytes from the client to addr and waits for the sink's
