@@ -567,6 +567,26 @@ static __always_inline void copy16(__u8 *dst, const __u8 *src)
 	__builtin_memcpy(dst, src, 16);
 }
 
+/* l2_skip returns where the IP header starts, past Ethernet and at most
+ * one 802.1Q tag, with its EtherType in *proto; 0 when the frame is too
+ * short for them. Both programs parse the link layer with it. */
+static __always_inline void *l2_skip(void *data, void *data_end, __be16 *proto)
+{
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return 0;
+	*proto = eth->proto;
+	void *l3 = eth + 1;
+	if (*proto == bpf_htons(ETH_P_8021Q)) {
+		struct vlanhdr *vh = l3;
+		if ((void *)(vh + 1) > data_end)
+			return 0;
+		*proto = vh->proto;
+		l3 = vh + 1;
+	}
+	return l3;
+}
+
 /* dst_protected says whether a segment to fk's destination is syngate's:
  * *svc is its service's entry, or NULL for one of syngate's source ports
  * on a local address (a backend leg). 0: neither, leave it to the kernel.
@@ -1122,7 +1142,10 @@ static __always_inline struct cookie_slot *cookie_fresh(__u64 *now)
 /* synack_locate finds a SYN's headers for the cookie reply: it zeroes w,
  * records the IP and TCP header offsets and puts the reply's addresses in
  * the pseudo-header. Returns the TCP header length, 0 when the engine
- * must answer (IPv4 options, IPv6 extension headers). */
+ * must answer (IPv4 options, IPv6 extension headers). It keeps the link
+ * layer's offset as a constant sum rather than use l2_skip: taken as a
+ * pointer difference, the offset loses its bounds and the verifier
+ * rejects syngate_tc's later header accesses through it. */
 static __always_inline __u32 synack_locate(void *data, void *data_end, struct synack_work *w)
 {
 	struct ethhdr *eth = data;
@@ -1842,18 +1865,11 @@ int syngate_xdp(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	__u64 bytes = data_end - data;
 
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > data_end)
+	__be16 proto;
+	void *l3 = l2_skip(data, data_end, &proto);
+	if (!l3)
 		return count(R_PASS_MALFORMED_ETH, bytes, XDP_PASS);
-	__be16 proto = eth->proto;
-	void *l3 = eth + 1;
-	if (proto == bpf_htons(ETH_P_8021Q)) {
-		struct vlanhdr *vh = l3;
-		if ((void *)(vh + 1) > data_end)
-			return count(R_PASS_MALFORMED_ETH, bytes, XDP_PASS);
-		proto = vh->proto;
-		l3 = vh + 1;
-	}
+	struct ethhdr *eth = data; /* in bounds: l2_skip checked it */
 
 	struct flow_key fk = {};
 	struct iphdr *ip4 = 0;

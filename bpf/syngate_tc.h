@@ -328,18 +328,10 @@ int syngate_tc(struct __sk_buff *skb)
 	}
 	__u64 bytes = skb->len;
 
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > data_end)
+	__be16 proto;
+	void *l3 = l2_skip(data, data_end, &proto);
+	if (!l3)
 		return count(R_PASS_MALFORMED_ETH, bytes, TC_ACT_UNSPEC);
-	__be16 proto = eth->proto;
-	void *l3 = eth + 1;
-	if (proto == bpf_htons(ETH_P_8021Q)) {
-		struct vlanhdr *vh = l3;
-		if ((void *)(vh + 1) > data_end)
-			return count(R_PASS_MALFORMED_ETH, bytes, TC_ACT_UNSPEC);
-		proto = vh->proto;
-		l3 = vh + 1;
-	}
 
 	struct flow_key fk = {};
 	struct iphdr *ip4 = 0;
