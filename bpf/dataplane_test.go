@@ -80,6 +80,7 @@ func TestVerdictMirror(t *testing.T) {
 		VerdictXSKSynInFlow: syngateReasonR_XSK_SYN_IN_FLOW,
 		VerdictPassTCFlow:   syngateReasonR_PASS_TC_FLOW, VerdictTCRedirect: syngateReasonR_TC_REDIRECT,
 		VerdictTCRedirectNeigh: syngateReasonR_TC_REDIRECT_NEIGH, VerdictDropTCCsum: syngateReasonR_DROP_TC_CSUM, VerdictPassTCOutOfWindow: syngateReasonR_PASS_TC_OUT_OF_WINDOW,
+		VerdictDropRstClosed: syngateReasonR_DROP_RST_CLOSED,
 	}
 	if len(c) != NumVerdicts || syngateReasonR_MAX != NumVerdicts {
 		t.Fatalf("%d verdicts mapped, Go has %d, C has %d", len(c), NumVerdicts, syngateReasonR_MAX)

@@ -38,7 +38,9 @@
 // when the receiver has not acked yet) is forwarded and marks the flow; an
 // inexact RST inside the window goes to AF_XDP for the engine to forward
 // (VerdictXSKRstInWindow), so that the endpoint answers it with a challenge
-// ACK; a RST outside the window is dropped (VerdictDropRstOutOfWindow).
+// ACK; a RST outside the window is dropped (VerdictDropRstOutOfWindow, or
+// VerdictDropRstClosed when its sender's FIN was acked and it lies within
+// a window below that FIN: a closed end answering a late duplicate ACK).
 // A SYN goes to AF_XDP too (VerdictXSKSynInFlow), never to the other end: an
 // endpoint without RFC 5961 would reset the connection for one in its
 // window; the engine answers with a challenge ACK instead.

@@ -115,6 +115,7 @@ enum reason {
 	R_TC_REDIRECT_NEIGH, /* TC: spliced, redirected; the kernel resolves the neighbour */
 	R_DROP_TC_CSUM,     /* TC: the checksum helper refused the segment */
 	R_PASS_TC_OUT_OF_WINDOW, /* as R_PASS_TC_FLOW, a segment outside the window (not learned from) */
+	R_DROP_RST_CLOSED,  /* spliced, a closed end's RST answering a late duplicate (see track) */
 	R_MAX,
 };
 
@@ -1420,6 +1421,7 @@ enum track {
 	T_RST_EXACT,   /* RST at the expected sequence number: forwarded, flow ends */
 	T_RST_WINDOW,  /* RST inside the window, not exact: to the engine */
 	T_RST_DROP,    /* RST outside the window: dropped */
+	T_RST_CLOSED,  /* RST just below the window of an end whose FIN was acked: dropped */
 	T_SYN,         /* SYN into the flow: to the engine, never forwarded */
 };
 
@@ -1456,6 +1458,15 @@ static __always_inline int track(struct flow_val *fv, struct flow_val *rv, struc
 			return T_RST_EXACT;
 		if (!seq_before(seq, rv->ack_max) && !seq_after(seq, rv->win_end))
 			return T_RST_WINDOW;
+		/* An end that closed (its FIN acked, so it may be gone) answers a
+		 * late duplicate of an old ACK, which the network may deliver,
+		 * with a RST at that ACK's number: below the window by at most
+		 * what the receiver ever let it have in flight. The receiver
+		 * would discard it too; it is dropped like any other, but
+		 * counted apart from blind RSTs, which are an attack's sign. */
+		if ((fv->flags & FLOW_F_FIN) && !seq_before(rv->ack_max, fv->fin_end) && seq_before(seq, fv->fin_end) &&
+		    !seq_before(seq, fv->fin_end - rv->win_max))
+			return T_RST_CLOSED;
 		return T_RST_DROP;
 	}
 	/* A SYN never reaches the other end: an endpoint without RFC 5961
@@ -1518,7 +1529,7 @@ static __always_inline int resync(struct flow_val *fv, struct flow_val *rv, stru
 		fv->flags &= ~FLOW_F_RESYNC;
 		return T_LEARN;
 	}
-	if (tk == T_RST_DROP)
+	if (tk == T_RST_DROP || tk == T_RST_CLOSED)
 		return T_RST_WINDOW;
 	if (tk != T_OUT_OF_WIN || !(tf & TCP_ACK) || (tf & TCP_SYN))
 		return tk;
@@ -2027,6 +2038,8 @@ int syngate_xdp(struct xdp_md *ctx)
 	int tk = judge(fv, &fk, tcp, (__u32)l4len - doff, tf);
 	if (tk == T_RST_DROP)
 		return count(R_DROP_RST_OUT_OF_WINDOW, bytes, XDP_DROP);
+	if (tk == T_RST_CLOSED)
+		return count(R_DROP_RST_CLOSED, bytes, XDP_DROP);
 	if (tk == T_RST_WINDOW)
 		return to_xsk(ctx, R_XSK_RST_IN_WINDOW, bytes);
 	if (tk == T_SYN)

@@ -165,7 +165,8 @@ const (
 	syngateReasonR_TC_REDIRECT_NEIGH           syngateReason = 40
 	syngateReasonR_DROP_TC_CSUM                syngateReason = 41
 	syngateReasonR_PASS_TC_OUT_OF_WINDOW       syngateReason = 42
-	syngateReasonR_MAX                         syngateReason = 43
+	syngateReasonR_DROP_RST_CLOSED             syngateReason = 43
+	syngateReasonR_MAX                         syngateReason = 44
 )
 
 type syngateRlKey struct {

@@ -498,6 +498,8 @@ int syngate_tc(struct __sk_buff *skb)
 	int tk = judge(fv, &fk, tcp, plen, tf);
 	if (tk == T_RST_DROP)
 		return count(R_DROP_RST_OUT_OF_WINDOW, bytes, TC_ACT_SHOT);
+	if (tk == T_RST_CLOSED)
+		return count(R_DROP_RST_CLOSED, bytes, TC_ACT_SHOT);
 	if (tk == T_RST_WINDOW)
 		return tc_steer(skb, R_XSK_RST_IN_WINDOW, hdr_len, 1, bytes);
 	if (tk == T_SYN)

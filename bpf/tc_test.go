@@ -224,7 +224,7 @@ func TestTCTracked(t *testing.T) {
 	if err := d.objs.TcIfaces.Put(uint32(loIfindex), uint32(1)); err != nil {
 		t.Fatal(err)
 	}
-	const cNxt = tClientISN + 1
+	const cNxt, bNxt = tClientISN + 1, tBackendISN + 1
 	for _, f := range trackFamilies {
 		t.Run(f.name, func(t *testing.T) {
 			p := installTrackedPair(t, d, f)
@@ -263,6 +263,13 @@ func TestTCTracked(t *testing.T) {
 			if st := lookup(t, d, p.kc); st.RST {
 				t.Errorf("inexact RST marked the flow: %+v", st)
 			}
+
+			// The TC program judges with the same rules: the backend closes,
+			// the client acks its FIN, and the closed backend answers a late
+			// duplicate ACK with a RST below the window.
+			tcRun(t, d, frame(t, p.fromBackend("FA", bNxt, cNxt+100, 0)), 0, tcActRedirect, VerdictTCRedirect)
+			tcRun(t, d, frame(t, p.fromClient("A", cNxt+100, tOurISN+2, 0)), 0, tcActRedirect, VerdictTCRedirect)
+			tcRun(t, d, frame(t, p.fromBackend("R", bNxt-1, 0, 0)), 0, tcActShot, VerdictDropRstClosed)
 		})
 	}
 }

@@ -216,6 +216,31 @@ func testTracked(t *testing.T, d *Dataplane, f trackFamily, run func(*testing.T,
 			t.Errorf("both FINs acked: client %+v backend %+v", c, b)
 		}
 	})
+	t.Run("a closed end's RST to a late duplicate is counted apart", func(t *testing.T) {
+		p := installTrackedPair(t, d, f)
+		run(t, p.fromBackend("PA", bNxt, cNxt, 3000), VerdictFastTX)
+		run(t, p.fromBackend("FA", bNxt+3000, cNxt, 0), VerdictFastTX)
+		// The backend's FIN is not acked yet: it is not closed, and a RST
+		// below the window is a blind one.
+		run(t, p.fromClient("A", cNxt, tOurISN+1+2000, 0), VerdictFastTX)
+		run(t, p.fromBackend("R", bNxt+1000, 0, 0), VerdictDropRstOutOfWindow)
+		run(t, p.fromClient("A", cNxt, tOurISN+1+3001, 0), VerdictFastTX)
+		// A late duplicate of the client's ACK of the first 1000 bytes, then
+		// the closed backend's answer at that ACK's number.
+		run(t, p.fromBackend("R", bNxt+1000, 0, 0), VerdictDropRstClosed)
+		run(t, p.fromBackend("R", bNxt+3000, 0, 0), VerdictDropRstClosed)
+		// Further below than the client ever let it have in flight: blind.
+		below := uint32(bNxt + 3001)
+		below -= tWindow + 1
+		run(t, p.fromBackend("R", below, 0, 0), VerdictDropRstOutOfWindow)
+		// The client has not closed: its own RSTs below the window stay blind.
+		run(t, p.fromClient("R", cNxt-1, 0, 0), VerdictDropRstOutOfWindow)
+		for _, k := range []flow.Key{p.kc, p.kb} {
+			if st := lookup(t, d, k); st.RST {
+				t.Errorf("%v marked by a dropped RST: %+v", k, st)
+			}
+		}
+	})
 	t.Run("the sender's latest timestamp, from in-window segments", func(t *testing.T) {
 		p := installTrackedPair(t, d, f)
 		seg := p.fromClient("A", cNxt, tOurISN+1, 0)

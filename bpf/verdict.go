@@ -50,6 +50,7 @@ const (
 	VerdictTCRedirectNeigh                        // TC: spliced, redirected; the kernel resolves the neighbour
 	VerdictDropTCCsum                             // TC: the checksum or store helper failed on a spliced segment
 	VerdictPassTCOutOfWindow                      // as VerdictPassTCFlow, a segment outside the window (not learned from)
+	VerdictDropRstClosed                          // spliced, RST below the window from an end whose FIN was acked: a closed end answering a late duplicate
 
 	// NumVerdicts is the number of verdicts; Counters has one slot each.
 	NumVerdicts = iota
@@ -99,6 +100,7 @@ var verdictNames = [NumVerdicts]string{
 	"fast_tc_redirect_neigh",
 	"drop_tc_csum",
 	"pass_tc_out_of_window",
+	"drop_rst_closed",
 }
 
 // String returns the snake_case name, stable for use as a metric label.
