@@ -30,6 +30,11 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
+// maxDeferral caps how long a restarting speaker waits for its peers'
+// End-of-RIB before it announces (RFC 4724's selection deferral): this
+// gateway's routes do not depend on what the routers send.
+const maxDeferral = 10 * time.Second
+
 // Config is what the speaker runs with.
 type Config struct {
 	LocalASN uint32
@@ -84,7 +89,16 @@ var ErrRestartNeeded = errors.New("bgp: change needs a restart of the speaker")
 
 // Start starts a speaker and its peer sessions. It announces nothing until
 // Announce.
-func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) {
+//
+// forwarding says that the data path kept forwarding since an earlier
+// speaker of this gateway stopped (a restart that left it attached). The
+// first sessions then open as a restarting speaker's (RFC 4724: the
+// Restart State bit, and the Forwarding State bit of each family): a
+// router keeps this gateway's stale routes until its End-of-RIB, which
+// follows the routes Announce gives, instead of flushing them when the
+// session comes up and learning them again a moment later. Peers that an
+// Update adds later open normally.
+func Start(ctx context.Context, cfg Config, forwarding bool, log *slog.Logger) (*Speaker, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -104,7 +118,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) 
 		return nil, fmt.Errorf("bgp: start: %w", err)
 	}
 	sp := &Speaker{log: log, srv: srv, cfg: Config{LocalASN: cfg.LocalASN, RouterID: cfg.RouterID, ListenPort: cfg.ListenPort, RestartTime: cfg.RestartTime}, announced: map[netip.Prefix][]byte{}}
-	if err := sp.Update(cfg); err != nil {
+	sp.mu.Lock()
+	err := sp.updateLocked(cfg, forwarding && cfg.RestartTime > 0)
+	sp.mu.Unlock()
+	if err != nil {
 		srv.Stop()
 		return nil, err
 	}
@@ -122,6 +139,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) 
 func (sp *Speaker) Update(cfg Config) error {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
+	return sp.updateLocked(cfg, false)
+}
+
+// updateLocked is Update; restarting opens the sessions of the peers it
+// adds as a restarting speaker's (see Start).
+func (sp *Speaker) updateLocked(cfg Config, restarting bool) error {
 	if sp.closed {
 		return errors.New("bgp: speaker closed")
 	}
@@ -146,7 +169,7 @@ func (sp *Speaker) Update(cfg Config) error {
 				continue
 			}
 		}
-		if err := sp.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p, cfg.RestartTime)}); err != nil {
+		if err := sp.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p, cfg.RestartTime, restarting)}); err != nil {
 			errs = append(errs, fmt.Errorf("bgp: add peer %s: %w", p.Address, err))
 		}
 	}
@@ -164,7 +187,7 @@ func (sp *Speaker) Update(cfg Config) error {
 // apiPeer is p as GoBGP configures it: the peer's own address family only
 // (an IPv6 VIP needs an IPv6 next hop, so it goes to IPv6 peers), graceful
 // restart on both the session and the family.
-func apiPeer(p Peer, restart time.Duration) *api.Peer {
+func apiPeer(p Peer, restart time.Duration, restarting bool) *api.Peer {
 	port := p.Port
 	if port == 0 {
 		port = 179
@@ -181,7 +204,12 @@ func apiPeer(p Peer, restart time.Duration) *api.Peer {
 		AfiSafis:  []*api.AfiSafi{afi},
 	}
 	if restart > 0 {
-		out.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(restart.Seconds())}
+		// A restarting speaker waits for its peers' End-of-RIB before it
+		// sends its routes; the wait is capped well inside the restart
+		// time, for which the routers keep the stale routes.
+		deferral := min(max(restart/2, time.Second), maxDeferral)
+		out.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(restart.Seconds()),
+			LocalRestarting: restarting, DeferralTime: uint32(deferral.Seconds())}
 		afi.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
 	}
 	return out

@@ -57,7 +57,7 @@ func child(in io.Reader, out io.Writer) error {
 	local := lab.ECMPGatewayV4(1).Addr()
 	peer := Peer{Address: lab.ECMPRouterGwV4.Addr(), ASN: 65000, Password: md5Password, HoldTime: 3 * time.Second, Keepalive: time.Second, ConnectRetry: time.Second}
 	cfg := Config{LocalASN: 65010, RouterID: local, Peers: []Peer{peer}}
-	sp, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	sp, err := Start(context.Background(), cfg, false, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {
 		return err
 	}

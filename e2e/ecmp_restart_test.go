@@ -168,6 +168,15 @@ func TestECMPRestartKeepsRoute(t *testing.T) {
 	l.start(g1)
 	ready := time.Now()
 	watch(func() bool { return !sessionUp.IsZero() && g1.established(t) }, 30*time.Second)
+	// The new syngate told the router that its data path kept forwarding
+	// (RFC 4724's Restart State and Forwarding State bits), so the router
+	// keeps the stale route until the End-of-RIB that follows the route,
+	// instead of flushing it as the session comes up (which lost the route
+	// for a moment once in CI).
+	restarted := l.birdc("show", "protocols", "all", "gw1")
+	if _, caps, _ := strings.Cut(restarted, "Neighbor capabilities"); !strings.Contains(caps, "Restart recovery") || !strings.Contains(caps, "AF preserved: ipv4") {
+		t.Errorf("the restarted gateway did not open as a restarting speaker with forwarding preserved:\n%s", restarted)
+	}
 	// A few seconds of serving after the restart, then the transfers end.
 	watch(func() bool { return time.Since(sessionUp) > 2*time.Second }, 10*time.Second)
 	close(stop)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/syngate/syngate/bgp"
+	"github.com/syngate/syngate/bpf"
 	"github.com/syngate/syngate/config"
 	"github.com/syngate/syngate/metrics"
 	"github.com/syngate/syngate/proxy"
@@ -96,6 +97,24 @@ func (a *announcer) run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// keptForwarding reports whether an earlier syngate left its data path
+// attached (a pinned XDP or TC link), so that it forwarded the spliced
+// flows while no speaker ran: the BGP speaker then restarts as RFC 4724's
+// restarting speaker, and routers keep this gateway's routes meanwhile.
+func keptForwarding(dp *bpf.Dataplane, log *slog.Logger) bool {
+	xdp, err := dp.PinnedInterfaces()
+	if err != nil {
+		log.Warn("list pinned links: BGP sessions open as after a cold start", "err", err)
+		return false
+	}
+	tc, err := dp.PinnedTCInterfaces()
+	if err != nil {
+		log.Warn("list pinned links: BGP sessions open as after a cold start", "err", err)
+		return false
+	}
+	return len(xdp)+len(tc) > 0
 }
 
 // bgpConfig turns the file's bgp section into the speaker's config.

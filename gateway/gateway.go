@@ -217,7 +217,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	var speaker *bgp.Speaker
 	keepRoutes := false
 	if len(cfg.BGP.Peers) > 0 {
-		speaker, err = bgp.Start(ctx, bgpConfig(cfg.BGP), log)
+		speaker, err = bgp.Start(ctx, bgpConfig(cfg.BGP), keptForwarding(dp, log), log)
 		if err != nil {
 			return err
 		}
