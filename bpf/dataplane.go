@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -94,8 +95,8 @@ type Config struct {
 	// LocalPorts is the range of source ports syngate uses towards backends;
 	// segments to a local address (AddLocal) in this range are syngate's.
 	LocalPorts PortRange
-	// MaxFlows bounds the flow table; zero means 2097152 (a million
-	// connections: one takes two entries). Entries are allocated on
+	// MaxFlows bounds the flow table; zero means spec.DefaultFlowsMax (a
+	// million connections: one takes two entries). Entries are allocated on
 	// demand; at the bound InstallFlow fails with ErrFlowTableFull and no
 	// entry is ever evicted.
 	MaxFlows int
@@ -246,9 +247,7 @@ func Load(cfg Config) (*Dataplane, error) {
 	if err := spec.Variables[syngateVarCfg].Set(bc); err != nil {
 		return nil, fmt.Errorf("load dataplane: set config: %w", err)
 	}
-	if cfg.MaxFlows > 0 {
-		spec.Maps[syngateMapFlows].MaxEntries = uint32(cfg.MaxFlows)
-	}
+	spec.Maps[syngateMapFlows].MaxEntries = uint32(cmp.Or(cfg.MaxFlows, defaultMaxFlows))
 	d := &Dataplane{log: cfg.Logger, cfg: cfg, links: make(map[int]attachment), slots: make(map[int]ifSlot), lockFD: -1}
 	if d.log == nil {
 		d.log = slog.Default()

@@ -296,7 +296,8 @@ struct {
 /* A plain hash, not an LRU: an LRU would silently evict an established
  * flow to make room. Full, an insert fails and the engine refuses the new
  * connection instead. Entries are allocated on demand, so a table sized for
- * a million connections costs memory only as they come. */
+ * a million connections costs memory only as they come. The loader sets
+ * the size (flows.max, or spec.DefaultFlowsMax); this one is a placeholder. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct flow_key);

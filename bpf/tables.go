@@ -61,6 +61,10 @@ func notFound(err error) error {
 	return err
 }
 
+// defaultMaxFlows sizes the flow table when Config.MaxFlows is zero; the
+// size written in syngate.c is only what the object declares.
+const defaultMaxFlows = spec.DefaultFlowsMax
+
 // Mirrors of SVC_F_* in syngate.c.
 const (
 	svcNoRateLimit    = 0x1
