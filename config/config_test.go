@@ -84,7 +84,7 @@ func mustParse(t *testing.T, s string) *Config {
 func TestDefaults(t *testing.T) {
 	cfg := mustParse(t, minimal)
 	s := cfg.Services[0]
-	if s.Limits.Backlog != 1024 || s.OnOverflow != spec.OverflowDrop || s.Cookies != spec.CookiesAuto || len(s.Sources) != 0 {
+	if s.Limits.Backlog != 1024 || s.OnOverflow != spec.OverflowDrop || s.Cookies != spec.CookiesAuto || len(s.Sources) != 0 || s.RateLimitExempt {
 		t.Errorf("service defaults = %+v", s)
 	}
 	if cfg.Interfaces[0].Mode != XDPAuto || cfg.Interfaces[0].Datapath != DatapathAuto || cfg.Metrics.Listen != "127.0.0.1:9420" || cfg.BPFFS != DefaultBPFFS {
@@ -351,5 +351,15 @@ func TestPeers(t *testing.T) {
 	}
 	if _, err := Parse(strings.NewReader(minimal + "peers: [nonsense]\n")); err == nil || !strings.Contains(err.Error(), "peers.0") {
 		t.Errorf("bad peer: %v", err)
+	}
+}
+
+func TestRateLimitExempt(t *testing.T) {
+	cfg := mustParse(t, minimal+"    rate_limit_exempt: true\n")
+	if !cfg.Services[0].RateLimitExempt {
+		t.Errorf("rate_limit_exempt: true gave %+v", cfg.Services[0])
+	}
+	if _, err := Parse(strings.NewReader(minimal + "    rate_limit_exempt: sometimes\n")); err == nil || !strings.Contains(err.Error(), "rate_limit_exempt") {
+		t.Errorf("a non-boolean rate_limit_exempt: %v", err)
 	}
 }

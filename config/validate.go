@@ -67,19 +67,20 @@ type file struct {
 }
 
 type serviceFile struct {
-	Name          string          `yaml:"name"`
-	Listen        string          `yaml:"listen"`
-	Backend       string          `yaml:"backend"`
-	Backends      []backendFile   `yaml:"backends"`
-	Hash          string          `yaml:"hash"`
-	ProxyProtocol string          `yaml:"proxy_protocol"`
-	OnNoBackend   string          `yaml:"on_no_backend"`
-	HealthCheck   healthCheckFile `yaml:"health_check"`
-	Source        addrList        `yaml:"source"`
-	Backlog       *int            `yaml:"backlog"`
-	OnOverflow    string          `yaml:"on_overflow"`
-	Cookies       string          `yaml:"cookies"`
-	Announce      struct {
+	Name            string          `yaml:"name"`
+	Listen          string          `yaml:"listen"`
+	Backend         string          `yaml:"backend"`
+	Backends        []backendFile   `yaml:"backends"`
+	Hash            string          `yaml:"hash"`
+	ProxyProtocol   string          `yaml:"proxy_protocol"`
+	OnNoBackend     string          `yaml:"on_no_backend"`
+	HealthCheck     healthCheckFile `yaml:"health_check"`
+	Source          addrList        `yaml:"source"`
+	Backlog         *int            `yaml:"backlog"`
+	OnOverflow      string          `yaml:"on_overflow"`
+	Cookies         string          `yaml:"cookies"`
+	RateLimitExempt bool            `yaml:"rate_limit_exempt"`
+	Announce        struct {
 		MSS         *uint16 `yaml:"mss"`
 		WindowScale *uint8  `yaml:"window_scale"`
 		SACK        *bool   `yaml:"sack"`
@@ -371,6 +372,7 @@ func (v *validator) services(f *file, c *Config) {
 			v.errorf(p+".on_overflow", "%q: want drop or reset", sf.OnOverflow)
 		}
 		s.Cookies = v.cookiePolicy(p+".cookies", sf.Cookies, c.SYN.Cookies)
+		s.RateLimitExempt = sf.RateLimitExempt
 		v.announce(p+".announce", sf, &s)
 		c.Services = append(c.Services, s)
 	}

@@ -281,3 +281,41 @@ func TestBackendWithoutWindowScale(t *testing.T) {
 	// backend's unscaled, the client's scaled.
 	g.checkInWindow()
 }
+
+// TestRateLimitExempt runs the per-source SYN rate limit at 2 SYNs per
+// second with two services: the exempt one (web, IPv4) takes a burst of
+// new connections from one client untouched, while the other (web6, the
+// same client over IPv6) gets its SYNs past the budget dropped in the data
+// path.
+func TestRateLimitExempt(t *testing.T) {
+	o := labOptions{
+		top:   "filters:\n  rate_limit: 2\n  rate_burst: 2\n",
+		extra: "    rate_limit_exempt: true\n",
+	}
+	top := newLab(t, o)
+	echoServer(t, top)
+	g := startSyngate(t, top, o)
+	const burst = 20
+	dialAll := func(vip netip.Addr) (ok int) {
+		for range burst {
+			c, err := dial(top.Client, netip.AddrPortFrom(vip, servicePort), 500*time.Millisecond)
+			if err == nil {
+				ok++
+				c.Close()
+			}
+		}
+		return ok
+	}
+	if ok := dialAll(top.VIP4); ok != burst {
+		t.Errorf("exempt service: %d of %d connections in a burst, want all", ok, burst)
+	}
+	if d := g.metrics().Sum("syngate_xdp_packets_total", `reason="drop_syn_ratelimit"`); d != 0 {
+		t.Errorf("%v SYNs to the exempt service dropped by the rate limit", d)
+	}
+	ok := dialAll(top.VIP6)
+	dropped := g.metrics().Sum("syngate_xdp_packets_total", `reason="drop_syn_ratelimit"`)
+	t.Logf("service under the limit: %d of %d connections within 500 ms each, %v SYNs dropped by the rate limit", ok, burst, dropped)
+	if ok == burst || dropped == 0 {
+		t.Errorf("the rate limit did not hold the other service's burst: %d of %d connected, %v SYNs dropped", ok, burst, dropped)
+	}
+}

@@ -42,7 +42,8 @@ type Datapath interface {
 // (standby) unless the service never takes cookies, with what its own
 // SYN-ACKs offer.
 func (s *service) entry() spec.Entry {
-	ent := spec.Entry{Listen: s.Listen, ID: s.id, Offload: s.offloaded.Load(), Standby: s.Cookies != spec.CookiesNever}
+	ent := spec.Entry{Listen: s.Listen, ID: s.id, Offload: s.offloaded.Load(), Standby: s.Cookies != spec.CookiesNever,
+		NoRateLimit: s.RateLimitExempt}
 	if ent.Offload || ent.Standby {
 		ent.Offer = s.offer.Load().Offer
 	}

@@ -109,8 +109,8 @@ func TestRestoreOffers(t *testing.T) {
 	}
 }
 
-// TestReconfigureDataPath: a reload writes the added service's entry and
-// source address, and takes a removed listener's cookies away at once and
+// TestReconfigureDataPath: a reload writes the added service's entry (with
+// its rate-limit exemption) and source address, and takes a removed listener's cookies away at once and
 // its entry once its handshakes are done.
 func TestReconfigureDataPath(t *testing.T) {
 	r := reloadRig(t)
@@ -128,10 +128,11 @@ func TestReconfigureDataPath(t *testing.T) {
 	api := r.svc
 	api.Name, api.Listen, api.Sources = "api", vip2, []netip.Addr{netip.MustParseAddr("10.0.0.2")}
 	api.Cookies = spec.CookiesAlways
+	api.RateLimitExempt = true
 	if _, err := r.e.Reconfigure([]spec.Service{r.svc, api}, Timeouts{}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if e, ok := r.flows.service(vip2); !ok || !e.Standby || e.Offer.Window == 0 {
+	if e, ok := r.flows.service(vip2); !ok || !e.Standby || e.Offer.Window == 0 || !e.NoRateLimit {
 		t.Errorf("added service's entry %+v (%v)", e, ok)
 	}
 	if !r.flows.locals[netip.MustParseAddr("10.0.0.2")] {

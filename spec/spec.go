@@ -50,6 +50,11 @@ type Service struct {
 	// Announce holds the configured SYN-ACK options; unset ones are
 	// learned from the backends.
 	Announce Announce
+	// RateLimitExempt exempts the service's SYNs from the per-source SYN
+	// rate limit (filters.rate_limit): for clients behind shared addresses
+	// (carrier-grade NAT, a corporate proxy), whose SYNs would all spend
+	// one prefix's budget.
+	RateLimitExempt bool
 }
 
 // Backend is one member of a service's pool.
@@ -254,7 +259,7 @@ type Entry struct {
 	// Offer is what those SYN-ACKs offer (with Offload or Standby).
 	Offer Offer
 	// NoRateLimit exempts the service's SYNs from the per-source SYN rate
-	// limit (filters.rate_limit). No config option sets it yet.
+	// limit (Service.RateLimitExempt).
 	NoRateLimit bool
 }
 
