@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -150,6 +151,11 @@ func printBGP(w io.Writer, cfg *config.Config) {
 		if a := s.Listen.Addr(); !seen[a] {
 			seen[a] = true
 			fmt.Fprintf(w, "  announce %s/%d while a service on it has a healthy backend\n", a, a.BitLen())
+			// A peer gets only its own family's routes: an IPv6 route
+			// needs an IPv6 next hop, the session's local address.
+			if !slices.ContainsFunc(b.Peers, func(p config.BGPPeer) bool { return p.Address.Is4() == a.Is4() }) {
+				fmt.Fprintf(w, "    warning: no %s peer, so no router learns this route\n", family(a))
+			}
 		}
 	}
 	for _, p := range b.Peers {

@@ -28,6 +28,12 @@ func TestCheckPrintsBGP(t *testing.T) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}
 	}
+	if !strings.Contains(out, "announce 2001:db8::10/128 while a service on it has a healthy backend\n    warning: no IPv6 peer, so no router learns this route") {
+		t.Errorf("an IPv6 VIP without an IPv6 peer is not flagged:\n%s", out)
+	}
+	if strings.Count(out, "warning: no") != 1 {
+		t.Errorf("only the IPv6 VIP lacks a peer of its family:\n%s", out)
+	}
 	if strings.Count(out, "announce 192.0.2.10/32") != 1 {
 		t.Errorf("a VIP shared by two services is announced once:\n%s", out)
 	}
