@@ -215,6 +215,54 @@ func TestSynAckRetransmission(t *testing.T) {
 	}
 }
 
+// TestBackendSynAckRepeat loses the gateway's handshake ACK to the backend
+// (the client sends nothing that could complete it instead): the backend
+// repeats its SYN-ACK into the spliced leg a second later, the gateway acks
+// it again, and the connection works. Both data paths (XDP and TC) steer
+// the SYN-ACK to the engine.
+func TestBackendSynAckRepeat(t *testing.T) {
+	forLinkModes(t, testBackendSynAckRepeat)
+}
+
+func testBackendSynAckRepeat(t *testing.T, mode linkMode) {
+	o := labOptions{offloadsOff: !mode.offloads}
+	top := newLab(t, o)
+	echoServer(t, top)
+	g := startSyngate(t, top, o)
+	ackloss := drop(t, top.Backend, "ackloss", lab.HookInput, lab.Match{
+		Dst: backendAddr(top), Proto: unix.IPPROTO_TCP, DstPort: backendPort,
+		TCPFlagsMask: lab.TCPSyn | lab.TCPAck | lab.TCPFin | lab.TCPRst | lab.TCPPsh, TCPFlags: lab.TCPAck,
+	})
+	c, err := dial(top.Client, netip.AddrPortFrom(top.VIP4, servicePort), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if g.waitMetric(`syngate_connections_spliced_total{service="web"}`, 1, 5*time.Second) < 1 {
+		t.Fatal("not spliced")
+	}
+	time.Sleep(300 * time.Millisecond) // the handshake's ACK is gone by now
+	if err := ackloss.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.waitMetric(`syngate_backend_synack_repeats_total{service="web"}`, 1, 5*time.Second); got != 1 {
+		t.Fatalf("backend SYN-ACK repeats = %v 5 s after the ACK was lost, want 1", got)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo after the repeated SYN-ACK: %q %v", buf, err)
+	}
+	m := g.metrics()
+	if got := m.Sum("syngate_challenge_acks_total", `result="sent"`); got != 0 {
+		t.Errorf("%v challenge ACKs for the backend's own SYN-ACK", got)
+	}
+	checkDatapath(t, m, mode)
+}
+
 // TestBackendDown: with nothing listening on the backend the client gets a
 // reset; with a backend that never answers, a reset after connect_timeout.
 func TestBackendDown(t *testing.T) {

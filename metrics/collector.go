@@ -34,6 +34,7 @@ var (
 	dSpliced      = desc("connections_spliced_total", "Connections whose backend leg opened and that were handed to the XDP fast path.", "service")
 	dSlowPath     = desc("slowpath_packets_total", "Packets of spliced connections that reached the engine instead of the XDP fast path (forwarded by the engine).", "service")
 	dBackendTW    = desc("backend_timewait_resets_total", "Backend legs whose source port the backend still held in TIME_WAIT, cleared with a RST before the SYN was sent again.", "service")
+	dSynAckRepeat = desc("backend_synack_repeats_total", "Backend SYN-ACKs repeated into a spliced leg (the handshake's ACK to the backend was lost), answered with that ACK again.", "service")
 	dChallengeACK = desc("challenge_acks_total",
 		"Challenge ACKs (RFC 5961 4.2) answering SYNs, from either side, for the 4-tuple of a live connection, by result: sent or rate_limited (TCPChallengeACK).",
 		"service", "result")
@@ -78,7 +79,7 @@ var (
 	dReloadLastOK    = desc("reload_last_success_timestamp_seconds", "When the running configuration was last loaded successfully (at start, then at each applied reload), in seconds since the epoch.")
 	allDescriptors   = []*prometheus.Desc{
 		dSynReceived, dSynAckSent, dSynQueueFull, dSynDropped, dHalfOpenTimeout, dAckValidated, dAckRejected,
-		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dChallengeACK, dRSTInWindow, dResetsSent, dBackendFailures, dPortWaits,
+		dAcceptOverflow, dSpliced, dSlowPath, dBackendTW, dSynAckRepeat, dChallengeACK, dRSTInWindow, dResetsSent, dBackendFailures, dPortWaits,
 		dSynData, dECN, dMSSClamped, dQueueDepth, dQueueLimit, dBackendConnect,
 		dNoBackend, dRedispatch, dHeaderRetx, dBackendUp, dBackendHC, dBackendW, dBackendAct, dBackendTot, dBackendErr, dChecks, dCheckLat,
 		dXDPPackets, dFlows, dFlowsLimit, dFlowsExpired, dFastPackets, dFastBytes, dScrapeErrors, dHandedOff,
@@ -144,6 +145,7 @@ func collectService(ch chan<- prometheus.Metric, s ServiceStats) {
 	counter(ch, dSpliced, s.Spliced, n)
 	counter(ch, dSlowPath, s.SlowPath, n)
 	counter(ch, dBackendTW, s.BackendTimeWait, n)
+	counter(ch, dSynAckRepeat, s.BackendSynAckRepeat, n)
 	counter(ch, dChallengeACK, s.ChallengeACKSent, n, "sent")
 	counter(ch, dChallengeACK, s.ChallengeACKLimited, n, "rate_limited")
 	counter(ch, dRSTInWindow, s.RSTInWindow, n)

@@ -61,6 +61,9 @@ type ServiceStats struct {
 	Spliced         uint64 // connections handed to the XDP fast path
 	SlowPath        uint64 // packets of spliced connections that reached the engine
 	BackendTimeWait uint64 // backend legs that found their port in the backend's TIME_WAIT
+	// BackendSynAckRepeat counts backend SYN-ACKs repeated into a spliced
+	// leg (our handshake ACK was lost), acked again.
+	BackendSynAckRepeat uint64
 	// Challenge ACKs answering SYNs into live connections (RFC 5961 4.2):
 	// sent, or suppressed by the rate limit.
 	ChallengeACKSent, ChallengeACKLimited uint64

@@ -360,9 +360,17 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 	switch {
 	case c.state == stateSpliced && c.headerPending:
 		e.headerSegment(c, seg)
-	case c.state == stateSpliced && seg.Flags&(packet.SYN|packet.ACK) == packet.SYN:
+	case c.state == stateSpliced && seg.Flags&packet.SYN != 0:
 		// A SYN into the connection from the backend's side (XDP never
-		// forwards one): the client would answer with a challenge ACK.
+		// forwards one). The backend's own SYN-ACK again means our ACK
+		// to it was lost: ack it again, as the client's TCP would.
+		if seg.Flags&packet.ACK != 0 && seg.Seq == c.backendISN && seg.Ack == c.legISN()+1 {
+			c.svc.st.synAckRepeats.Add(1)
+			f := c.handshakeAck()
+			e.send(c.svc, packet.BuildAck, &f)
+			return
+		}
+		// Any other: the client would answer with a challenge ACK.
 		if a, err := e.cfg.Datapath.LookupFlow(flow.ClientKey(c.client)); err == nil {
 			e.challengeACK(c, a, false)
 		}
@@ -480,13 +488,7 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	c.be.legOK()
 	c.splicedAt = e.now()
 	s.connectTime.Observe(c.splicedAt.Sub(c.firstSyn)) // the first backend SYN
-	f := packet.Fields{
-		Src: c.source, Dst: c.be.addr, Seq: c.legISN() + 1, Ack: c.backendISN + 1,
-		Flags: packet.ACK, Window: c.toBackendWindow(c.window),
-	}
-	if ts {
-		f.Options = flow.SynOptions{Timestamps: true, TSval: c.clientTSval + c.tsDelta, TSecr: c.backendTS0}
-	}
+	f := c.handshakeAck()
 	if !c.heldAcks(ts) {
 		e.send(s, packet.BuildAck, &f)
 	}
@@ -498,6 +500,19 @@ func (e *Engine) splice(c *conn, seg *packet.Segment, ifindex int) {
 	}
 	c.held, c.heldBytes = nil, 0
 	e.releaseSlot(c)
+}
+
+// handshakeAck is the ACK that completes the backend leg's handshake (sent
+// again for a repeated SYN-ACK). c.mu is held and the SYN-ACK is known.
+func (c *conn) handshakeAck() packet.Fields {
+	f := packet.Fields{
+		Src: c.source, Dst: c.be.addr, Seq: c.legISN() + 1, Ack: c.backendISN + 1,
+		Flags: packet.ACK, Window: c.toBackendWindow(c.window),
+	}
+	if c.ts && c.backendOpts.Timestamps {
+		f.Options = flow.SynOptions{Timestamps: true, TSval: c.clientTSval + c.tsDelta, TSecr: c.backendTS0}
+	}
+	return f
 }
 
 // tracks seeds the data plane's sequence tracking of both directions from

@@ -1213,3 +1213,35 @@ func TestBackendRefusedLateSegment(t *testing.T) {
 		t.Errorf("new connection on the tuple: backend got %v, want a SYN", syn2.Flags)
 	}
 }
+
+// TestBackendSynAckRepeat: the backend's own SYN-ACK again, after the
+// splice, means the handshake's ACK to it was lost: the engine sends that
+// ACK again and forwards nothing to the client. A SYN-ACK that is not the
+// backend's (another ISN) gets a challenge ACK instead, as from the client.
+func TestBackendSynAckRepeat(t *testing.T) {
+	r := newRig(t, spec.CookiesNever, nil)
+	syn, _ := r.spliceTracked()
+	r.backendSynAck(syn, 9, 7)
+	ack := r.sentIP()
+	if ack.Flags != packet.ACK || ack.Dst != backend || ack.Src != syn.Src || ack.Seq != syn.Seq+1 || ack.Ack != 10 {
+		t.Fatalf("answer to the repeated SYN-ACK: %v %v->%v seq %d ack %d; want the handshake's ACK (seq %d ack 10) to the backend",
+			ack.Flags, ack.Src, ack.Dst, ack.Seq, ack.Ack, syn.Seq+1)
+	}
+	if !ack.Options.Timestamps || ack.Options.TSecr != 777000 {
+		t.Errorf("the repeated ACK's timestamps: %+v, want TSecr 777000", ack.Options)
+	}
+	r.noSentIP()
+	st := r.e.set.Load().order[0].ServiceStats()
+	if st.BackendSynAckRepeat != 1 || st.ChallengeACKSent != 0 {
+		t.Errorf("synack repeats %d, challenge ACKs %d; want 1, 0", st.BackendSynAckRepeat, st.ChallengeACKSent)
+	}
+	r.backendSynAck(syn, 12345, 7)
+	if c := r.sentIP(); c.Flags != packet.ACK || c.Dst != backend {
+		t.Fatalf("answer to a foreign SYN-ACK: %v to %v, want a challenge ACK to the backend", c.Flags, c.Dst)
+	}
+	r.noSentIP()
+	st = r.e.set.Load().order[0].ServiceStats()
+	if st.BackendSynAckRepeat != 1 || st.ChallengeACKSent != 1 {
+		t.Errorf("synack repeats %d, challenge ACKs %d; want 1, 1", st.BackendSynAckRepeat, st.ChallengeACKSent)
+	}
+}

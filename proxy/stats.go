@@ -59,6 +59,7 @@ type serviceCounters struct {
 	spliced, slowPath, sendErrors            atomic.Uint64
 	synDropped                               atomic.Uint64 // SYNs into a live connection
 	twResets                                 atomic.Uint64 // backend TIME_WAIT cleared for a reused port
+	synAckRepeats                            atomic.Uint64 // backend SYN-ACKs repeated into spliced legs, acked again
 	handedOff                                atomic.Uint64 // unknown segments passed to peer gateways
 	challengeSent, challengeLimited          atomic.Uint64 // challenge ACKs for SYNs into live connections
 	rstInWindow                              atomic.Uint64 // in-window, inexact RSTs forwarded for their challenge ACK
@@ -152,6 +153,7 @@ func (s *service) ServiceStats() metrics.ServiceStats {
 		Spliced:             s.st.spliced.Load(),
 		SlowPath:            s.st.slowPath.Load(),
 		BackendTimeWait:     s.st.twResets.Load(),
+		BackendSynAckRepeat: s.st.synAckRepeats.Load(),
 		HandedOff:           s.st.handedOff.Load(),
 		ChallengeACKSent:    s.st.challengeSent.Load(),
 		ChallengeACKLimited: s.st.challengeLimited.Load(),
