@@ -475,6 +475,81 @@ type transfer struct {
 	done chan error
 }
 
+// drainCase is what drainWhileServing watches, for one address family.
+type drainCase struct {
+	vip, nexthop    netip.Addr // the service's VIP; gateway 2's next hop for it at the router
+	spliced, handed string     // the service's spliced and handed-off counters
+}
+
+// drainWhileServing runs `syngate drain` on gateway 2 while it carries
+// transfers to the VIP: its route leaves the router's kernel table, new
+// connections avoid it, the transfers it carried finish (gateways 1 and 3
+// hand their segments to it), and drain reports done.
+func (l *ecmpLab) drainWhileServing(t *testing.T, dc drainCase) {
+	t.Helper()
+	g1, g2, g3 := l.gws[0], l.gws[1], l.gws[2]
+	// Transfers until gateway 2 carries at least two of them.
+	var trs []*transfer
+	spliced := g2.metrics(t)[dc.spliced]
+	for len(trs) < 30 {
+		tr, err := l.startTransferTo(dc.vip, 4*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		trs = append(trs, tr)
+		if len(trs) >= 6 && g2.metrics(t)[dc.spliced]-spliced >= 2 {
+			break
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	after := g2.metrics(t)[dc.spliced]
+	onDrained := after - spliced
+	start := time.Now()
+	drain := g2.ns.Command(syngateBin, "drain", "-socket", filepath.Join(filepath.Dir(g2.cfgPath), "control.sock"), "-deadline", "40s")
+	var out bytes.Buffer
+	drain.Stdout, drain.Stderr = &out, &out
+	if err := drain.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for l.hasNexthop(dc.nexthop) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("gateway 2's route to %v still there 10s after drain", dc.vip)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	withdrawn := time.Since(start)
+	for i := range 30 {
+		if err := l.echoOnceTo(dc.vip, 5*time.Second); err != nil {
+			t.Fatalf("new connection %d during the drain: %v", i, err)
+		}
+	}
+	// (Closed connections count as open until flows.close_timeout, 10s,
+	// and the next expiry scan: the drain waits for them too.)
+	if d := g2.metrics(t)[dc.spliced] - after; d != 0 {
+		t.Errorf("gateway 2 took %v new connections after its drain", d)
+	}
+	var broken int
+	for i, tr := range trs {
+		if err := <-tr.done; err != nil {
+			broken++
+			t.Logf("transfer %d: %v", i, err)
+		}
+	}
+	err := drain.Wait()
+	handed := l.sum(dc.handed, g1, g3)
+	t.Logf("drain of %v: route withdrawn from the router's kernel table %v after syngate drain; 30 new connections, none on gateway 2; %d of %d transfers broke, gateway 2 carried %v of them, %v segments handed back to it by gateways 1 and 3; syngate drain (err %v):\n%s",
+		dc.vip, withdrawn.Round(time.Millisecond), broken, len(trs), onDrained, handed, err, out.String())
+	if broken > 0 {
+		t.Errorf("%d transfers broke (the drained gateway carried %v)", broken, onDrained)
+	}
+	if handed == 0 {
+		t.Error("no segment handed off: did the drained gateway's transfers not move?")
+	}
+	if err != nil || !strings.Contains(out.String(), "drain: done") {
+		t.Errorf("syngate drain: %v", err)
+	}
+}
+
 // startTransfer opens a connection and sends 16 KiB every 20 ms for dur,
 // reading the echo back.
 func (l *ecmpLab) startTransfer(dur time.Duration) (*transfer, error) {
@@ -646,70 +721,7 @@ func TestECMPGateways(t *testing.T) {
 	})
 
 	t.Run("drain", func(t *testing.T) {
-		// Transfers until gateway 2 carries at least two of them.
-		var trs []*transfer
-		spliced := g2.metrics(t)[mSpliced]
-		for len(trs) < 30 {
-			tr, err := l.startTransfer(4 * time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			trs = append(trs, tr)
-			if len(trs) >= 6 && g2.metrics(t)[mSpliced]-spliced >= 2 {
-				break
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
-		after := g2.metrics(t)[mSpliced]
-		onDrained := after - spliced
-		start := time.Now()
-		drain := g2.ns.Command(syngateBin, "drain", "-socket", filepath.Join(filepath.Dir(g2.cfgPath), "control.sock"), "-deadline", "40s")
-		var out bytes.Buffer
-		drain.Stdout, drain.Stderr = &out, &out
-		if err := drain.Start(); err != nil {
-			t.Fatal(err)
-		}
-		for l.hasNexthop(g2.addr) {
-			if time.Since(start) > 10*time.Second {
-				t.Fatal("gateway 2's route still there 10s after drain")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		withdrawn := time.Since(start)
-		for i := range 30 {
-			if err := l.echoOnce(5 * time.Second); err != nil {
-				t.Fatalf("new connection %d during the drain: %v", i, err)
-			}
-		}
-		// (Closed connections count as open until flows.close_timeout,
-		// 10s, and the next expiry scan: the drain waits for them too.)
-		if d := g2.metrics(t)[mSpliced] - after; d != 0 {
-			t.Errorf("gateway 2 took %v new connections after its drain", d)
-		}
-		var broken int
-		for i, tr := range trs {
-			if err := <-tr.done; err != nil {
-				broken++
-				t.Logf("transfer %d: %v", i, err)
-			}
-		}
-		err := drain.Wait()
-		t.Logf("drain: route withdrawn after %v; new connections avoid gateway 2; %d of %d transfers broke, gateway 2 carried %v of them; syngate drain (err %v):\n%s",
-			withdrawn.Round(time.Millisecond), broken, len(trs), onDrained, err, out.String())
-		// The drained gateway's transfers now reach gateway 1 or 3, which
-		// hand their segments to their peers on the link: gateway 2 still
-		// splices them.
-		handed := l.sum(mHanded, g1, g3)
-		t.Logf("segments handed off by gateways 1 and 3: %v", handed)
-		if broken > 0 {
-			t.Errorf("%d transfers broke (the drained gateway carried %v)", broken, onDrained)
-		}
-		if handed == 0 {
-			t.Error("no segment handed off: did the drained gateway's transfers not move?")
-		}
-		if err != nil || !strings.Contains(out.String(), "drain: done") {
-			t.Errorf("syngate drain: %v", err)
-		}
+		l.drainWhileServing(t, drainCase{vip: l.e.VIP4, nexthop: g2.addr, spliced: mSpliced, handed: mHanded})
 		if g2.metrics(t)[`syngate_draining`] != 1 {
 			t.Error("syngate_draining is not 1")
 		}
