@@ -101,6 +101,15 @@ type linkMode struct {
 	offloads bool
 }
 
+// datapath is the config's datapath for m: xdp with offloads off, auto
+// (which picks tc on a veth) with the veth defaults.
+func (m linkMode) datapath() string {
+	if m.offloads {
+		return "auto"
+	}
+	return "xdp"
+}
+
 // linkModes are the two the key tests run in: offloads off (the XDP data
 // path) and the veth defaults (partial checksums and GRO aggregates; auto
 // picks the TC data path).

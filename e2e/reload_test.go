@@ -111,17 +111,8 @@ func TestReload(t *testing.T) {
 }
 
 func testReload(t *testing.T, mode linkMode) {
-	lab.RequireRoot(t)
-	datapath := map[bool]string{false: "xdp", true: "auto"}[mode.offloads]
-	top, err := lab.NewTopology(t, lab.Options{NoOffloads: !mode.offloads, Prefix: "sgr-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !mode.offloads { // the XDP data path transmits into the veths
-		if err := top.PrepareGatewayXDP(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	datapath := mode.datapath()
+	top := newLab(t, labOptions{offloadsOff: !mode.offloads, prefix: "sgr-"})
 	dir := t.TempDir()
 	pins := privateBPFFS(t, dir)
 	socket := filepath.Join(dir, "control.sock")

@@ -59,17 +59,8 @@ func TestRestartKeepsConnections(t *testing.T) {
 }
 
 func testRestartKeepsConnections(t *testing.T, mode linkMode) {
-	lab.RequireRoot(t)
-	datapath := map[bool]string{false: "xdp", true: "auto"}[mode.offloads]
-	top, err := lab.NewTopology(t, lab.Options{NoOffloads: !mode.offloads, Prefix: "sgl-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !mode.offloads { // the XDP data path transmits into the veths
-		if err := top.PrepareGatewayXDP(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	datapath := mode.datapath()
+	top := newLab(t, labOptions{offloadsOff: !mode.offloads, prefix: "sgl-"})
 	dir := t.TempDir()
 	pins := privateBPFFS(t, dir)
 
