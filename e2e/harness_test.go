@@ -373,6 +373,14 @@ func privateBPFFS(t *testing.T, dir string) string {
 // listener closes, and every handler is waited for, at the test's end.
 func serveConns(t testing.TB, ns *lab.NS, addr netip.AddrPort, handle func(c net.Conn)) net.Listener {
 	t.Helper()
+	return serveAccepted(t, ns, addr, func(net.Conn) func(net.Conn) { return handle })
+}
+
+// serveAccepted is serveConns for servers that record something at accept
+// time, in accept order: accepted runs on the accept loop and returns the
+// connection's handler.
+func serveAccepted(t testing.TB, ns *lab.NS, addr netip.AddrPort, accepted func(c net.Conn) (handle func(c net.Conn))) net.Listener {
+	t.Helper()
 	ln, err := listen(ns, addr)
 	if err != nil {
 		t.Fatal(err)
@@ -387,6 +395,7 @@ func serveConns(t testing.TB, ns *lab.NS, addr netip.AddrPort, handle func(c net
 			if err != nil {
 				return
 			}
+			handle := accepted(c)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

@@ -560,36 +560,19 @@ type leg struct {
 func newRecordingEcho(t *testing.T, top *lab.Topology) *recordingEcho {
 	t.Helper()
 	s := &recordingEcho{}
-	ln, err := listen(top.Backend, netip.AddrPortFrom(netip.IPv6Unspecified(), backendPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
+	serveAccepted(t, top.Backend, netip.AddrPortFrom(netip.IPv6Unspecified(), backendPort), func(c net.Conn) func(net.Conn) {
+		s.mu.Lock()
+		i := len(s.legs)
+		src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		s.legs = append(s.legs, leg{src: netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), start: time.Now()})
+		s.mu.Unlock()
+		return func(c net.Conn) {
+			io.Copy(c, c)
 			s.mu.Lock()
-			i := len(s.legs)
-			src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-			s.legs = append(s.legs, leg{src: netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), start: time.Now()})
+			s.legs[i].end = time.Now()
 			s.mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-				s.mu.Lock()
-				s.legs[i].end = time.Now()
-				s.mu.Unlock()
-			}()
 		}
-	}()
+	})
 	return s
 }
 

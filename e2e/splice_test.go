@@ -21,37 +21,19 @@ func echoServer(t *testing.T, top *lab.Topology) (lastAccepted func() *unix.TCPI
 	t.Helper()
 	var mu sync.Mutex
 	var last *unix.TCPInfo
-	ln, err := listen(top.Backend, netip.AddrPortFrom(netip.IPv6Unspecified(), backendPort)) // v4 and v6
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			if raw, err := c.(*net.TCPConn).SyscallConn(); err == nil {
-				raw.Control(func(fd uintptr) {
-					if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-						mu.Lock()
-						last = info
-						mu.Unlock()
-					}
-				})
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-			}()
+	echo := func(c net.Conn) { io.Copy(c, c) }
+	serveAccepted(t, top.Backend, netip.AddrPortFrom(netip.IPv6Unspecified(), backendPort), func(c net.Conn) func(net.Conn) { // v4 and v6
+		if raw, err := c.(*net.TCPConn).SyscallConn(); err == nil {
+			raw.Control(func(fd uintptr) {
+				if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+					mu.Lock()
+					last = info
+					mu.Unlock()
+				}
+			})
 		}
-	}()
+		return echo
+	})
 	return func() *unix.TCPInfo {
 		mu.Lock()
 		defer mu.Unlock()
