@@ -273,7 +273,9 @@ func TestAlertRules(t *testing.T) {
 	}
 	// The list: flood, cookie mode, accept queue, backend failures,
 	// AF_XDP drops, flow table near full.
-	for _, want := range []string{"SyngateSynFlood", "SyngateCookieModeOn", "SyngateAcceptQueueOverflow", "SyngateBackendFailures", "SyngateAFXDPDrops", "SyngateFlowTableNearFull"} {
+	// And since: blind RSTs, refused reloads.
+	for _, want := range []string{"SyngateSynFlood", "SyngateCookieModeOn", "SyngateAcceptQueueOverflow", "SyngateBackendFailures", "SyngateAFXDPDrops", "SyngateFlowTableNearFull",
+		"SyngateBlindRSTs", "SyngateReloadFailed"} {
 		found := false
 		for _, g := range groups.Groups {
 			for _, r := range g.Rules {
