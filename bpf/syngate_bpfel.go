@@ -248,7 +248,7 @@ type syngateTcRec struct {
 		Len     uint32
 		Flags   uint32
 	}
-	Frame [9216]uint8
+	Frame [16384]uint8
 }
 
 // Names of all BPF objects in the ELF.

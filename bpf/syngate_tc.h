@@ -9,7 +9,8 @@
  *
  *   - "XSK" (to the engine) is a copy into the interface's ring buffer
  *     (tc_rings), read by the engine (package ringport), and the packet is
- *     dropped. A frame longer than TC_SNAP, or an aggregate, is copied up
+ *     dropped. A frame or aggregate that fits TC_SNAP is copied whole (the
+ *     engine cuts held data to the leg's MSS); a longer one is copied up
  *     to the end of its TCP header (TC_REC_HEADERS): its payload is lost,
  *     and the sender retransmits it, by then to a splice.
  *   - "no socket" is "no engine": tc_engine holds no socket (the engine
@@ -53,7 +54,10 @@ struct {
 
 /* A record of tc_rings: this header, then len bytes of the frame from its
  * Ethernet header on. Mirrored by ringport.Header. */
-#define TC_SNAP 9216 /* a 9000-byte MTU's frame with a VLAN tag fits */
+/* A local sender's first flight after the handshake comes as one
+ * aggregate: an initial window of ten 1448-byte segments (14,480 bytes and
+ * headers) fits, as does a 9000-byte MTU's frame with a VLAN tag. */
+#define TC_SNAP 16384
 #define TC_REC_HEADERS 0x1 /* the payload was cut off after the TCP header */
 
 struct tc_rec_hdr {
@@ -98,7 +102,7 @@ __attribute__((noinline)) int tc_to_engine(struct __sk_buff *skb, __u32 hdr_len)
 	if (!r || !ring)
 		return 0;
 	__u32 len = skb->len, flags = 0;
-	if (len > TC_SNAP || skb->gso_segs > 1) {
+	if (len > TC_SNAP) {
 		len = hdr_len;
 		flags = TC_REC_HEADERS;
 	}

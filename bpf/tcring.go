@@ -13,15 +13,16 @@ import (
 // interface's ring buffer to the engine.
 const TCRingSize = 4 << 20
 
-// TCSnap mirrors TC_SNAP: the longest frame a ring record carries whole.
-const TCSnap = 9216
+// TCSnap mirrors TC_SNAP: the longest frame (or aggregate) a ring record
+// carries whole.
+const TCSnap = 16384
 
 // RingHeaderLen is the length of the header before each ring record's
 // frame (struct tc_rec_hdr).
 const RingHeaderLen = 16
 
 // RingFlagHeaders mirrors TC_REC_HEADERS: the record's frame was cut after
-// its TCP header (an aggregate, or a frame longer than TCSnap).
+// its TCP header (a frame or aggregate longer than TCSnap).
 const RingFlagHeaders = 0x1
 
 // RingHeader is the header of a ring record (struct tc_rec_hdr).

@@ -326,7 +326,7 @@ func (e *Engine) sendBackendSyn(c *conn) {
 
 // send builds an IP packet with build and hands it to the Sender.
 func (e *Engine) send(s *service, build func([]byte, *packet.Fields) (int, error), f *packet.Fields) {
-	var buf [2048]byte
+	var buf [sendBuf]byte
 	n, err := build(buf[:], f)
 	if err == nil {
 		err = e.cfg.Sender.SendIP(buf[ethHeaderLen:n])
@@ -340,6 +340,62 @@ func (e *Engine) send(s *service, build func([]byte, *packet.Fields) (int, error
 // ethHeaderLen is the Ethernet header the builders write and the Sender,
 // which works at the IP layer, does not want.
 const ethHeaderLen = 14
+
+// sendBuf is the longest frame send builds; maxSendPayload the payload
+// that always fits in it (Ethernet, IPv6 and the longest TCP header).
+const (
+	sendBuf        = 2048
+	maxSendPayload = sendBuf - ethHeaderLen - 40 - 60
+)
+
+// sendCut sends the data segment f cut into segments of at most mss bytes
+// of payload, as the sender's segmentation offload would have on the wire:
+// the TC program hands a local sender's first flight to the engine as one
+// aggregate, which neither the other end's MSS nor send's buffer takes
+// whole. Each piece keeps f's ACK, window and timestamps; PSH and FIN go
+// with the last. c.mu is held.
+func (e *Engine) sendCut(s *service, f *packet.Fields, mss uint16) {
+	room := int(mss)
+	if f.Options.Timestamps {
+		room -= 12 // the option's 10 bytes, padded: Linux's mss_cache does the same
+	}
+	room = min(max(room, 64), maxSendPayload)
+	data, seq, last := f.Payload, f.Seq, f.Flags
+	for len(data) > room {
+		piece := *f
+		piece.Payload, piece.Seq, piece.Flags = data[:room], seq, last&^(packet.PSH|packet.FIN)
+		e.send(s, packet.Build, &piece)
+		data, seq = data[room:], seq+uint32(room)
+	}
+	piece := *f
+	piece.Payload, piece.Seq = data, seq
+	e.send(s, packet.Build, &piece)
+}
+
+// legMSS is the largest payload a segment toward the backend may carry:
+// the backend's MSS and the one announced to the client (which fits this
+// gateway's links). toClientMSS is its mirror toward the client. c.mu is
+// held and the backend's SYN-ACK is known.
+func (c *conn) legMSS() uint16 { return lowerMSS(mssOr536(c.backendOpts.MSS), c.mss) }
+
+func (c *conn) toClientMSS() uint16 { return lowerMSS(mssOr536(c.opts.MSS), c.mss) }
+
+// mssOr536 is an MSS option's value, or RFC 9293's default without one.
+func mssOr536(mss uint16) uint16 {
+	if mss == 0 {
+		return 536
+	}
+	return mss
+}
+
+// lowerMSS is the lower of an end's MSS and the announced one, where one
+// is known (announced is zero before the SYN-ACK).
+func lowerMSS(end, announced uint16) uint16 {
+	if announced == 0 {
+		return end
+	}
+	return min(end, announced)
+}
 
 // fromBackend handles a segment a backend sent to one of our source ports:
 // the SYN-ACK of a backend leg, a refusal, or a spliced flow's packet that
@@ -646,7 +702,7 @@ func (e *Engine) toBackend(c *conn, h heldSegment) {
 		f.Options = flow.SynOptions{Timestamps: true, TSval: h.tsval + c.tsDelta, TSecr: h.tsecr + c.backendTS0 - c.ourTS0}
 	}
 	c.sentBytes += uint64(len(h.data))
-	e.send(c.svc, packet.Build, &f)
+	e.sendCut(c.svc, &f, c.legMSS())
 }
 
 // forwardToClient is forwardToBackend's mirror for the backend's segments.
@@ -679,7 +735,7 @@ func (e *Engine) forwardToClient(c *conn, seg *packet.Segment) {
 		e.send(c.svc, packet.BuildAck, &f)
 		return
 	}
-	e.send(c.svc, packet.Build, &f)
+	e.sendCut(c.svc, &f, c.toClientMSS())
 }
 
 // clientReset handles a client RST that reached the engine. For a spliced

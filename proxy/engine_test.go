@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -1244,4 +1245,44 @@ func TestBackendSynAckRepeat(t *testing.T) {
 	if st.BackendSynAckRepeat != 1 || st.ChallengeACKSent != 1 {
 		t.Errorf("synack repeats %d, challenge ACKs %d; want 1, 1", st.BackendSynAckRepeat, st.ChallengeACKSent)
 	}
+}
+
+// TestHeldAggregateCut: a client segment larger than the leg's MSS (the TC
+// program hands a local sender's first flight over as one aggregate) goes
+// to the backend cut to the MSS less the timestamp option, in order, with
+// PSH on the last piece only.
+func TestHeldAggregateCut(t *testing.T) {
+	r := newRig(t, spec.CookiesNever, nil)
+	syn, _ := r.spliceTracked()
+	c := r.e.conns.bySource(legKey{source: syn.Src, backend: backend})
+	if c == nil {
+		t.Fatal("no connection for the leg")
+	}
+	data := make([]byte, 4000)
+	for i := range data {
+		data[i] = byte(i)
+	}
+	c.mu.Lock()
+	mss := c.legMSS()
+	e := r.e
+	e.toBackend(c, heldSegment{seq: 43, ack: 0, flags: uint8(packet.ACK | packet.PSH), window: 502, ts: true, tsval: 6000, tsecr: 0, data: data})
+	c.mu.Unlock()
+	room := int(mss) - 12
+	var got []byte
+	for len(got) < len(data) {
+		s := r.sentIP()
+		last := len(got)+len(s.Payload) == len(data)
+		if s.Dst != backend || s.Seq != syn.Seq+1+uint32(len(got)) || len(s.Payload) > room || s.Flags&packet.PSH != 0 != last || !s.Options.Timestamps {
+			t.Fatalf("piece at %d: %v seq %d (want %d), %d bytes (at most %d), timestamps %v",
+				len(got), s.Flags, s.Seq, syn.Seq+1+uint32(len(got)), len(s.Payload), room, s.Options.Timestamps)
+		}
+		got = append(got, s.Payload...)
+	}
+	if !bytes.Equal(got, data) {
+		t.Error("the pieces do not add up to the segment")
+	}
+	if n := (len(data) + room - 1) / room; n != 3 {
+		t.Errorf("%d pieces expected for MSS %d; the test wants a cut", n, mss)
+	}
+	r.noSentIP()
 }
