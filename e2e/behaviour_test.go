@@ -154,10 +154,7 @@ func TestLoss(t *testing.T) {
 }
 
 func testLoss(t *testing.T, mode linkMode) {
-	o := labOptions{offloadsOff: !mode.offloads}
-	top := newLab(t, o)
-	echoServer(t, top)
-	g := startSyngate(t, top, o)
+	top, g := echoRig(t, mode)
 	var losses []*lab.Rule
 	for _, ns := range []*lab.NS{top.Client, top.Backend} {
 		loss, err := ns.AddLoss(2)
@@ -225,10 +222,7 @@ func TestBackendSynAckRepeat(t *testing.T) {
 }
 
 func testBackendSynAckRepeat(t *testing.T, mode linkMode) {
-	o := labOptions{offloadsOff: !mode.offloads}
-	top := newLab(t, o)
-	echoServer(t, top)
-	g := startSyngate(t, top, o)
+	top, g := echoRig(t, mode)
 	ackloss := drop(t, top.Backend, "ackloss", lab.HookInput, lab.Match{
 		Dst: backendAddr(top), Proto: unix.IPPROTO_TCP, DstPort: backendPort,
 		TCPFlagsMask: lab.TCPSyn | lab.TCPAck | lab.TCPFin | lab.TCPRst | lab.TCPPsh, TCPFlags: lab.TCPAck,

@@ -180,6 +180,16 @@ func needsXDPPass(o labOptions) bool {
 	return !onTC(o.datapath) || (!o.oneArm && o.backendDatapath != "" && !onTC(o.backendDatapath))
 }
 
+// echoRig is what link-mode tests start from: a lab in mode's link setup
+// with the echo server behind a running syngate.
+func echoRig(t *testing.T, mode linkMode) (*lab.Topology, *gatewayRun) {
+	t.Helper()
+	o := labOptions{offloadsOff: !mode.offloads}
+	top := newLab(t, o)
+	echoServer(t, top)
+	return top, startSyngate(t, top, o)
+}
+
 // backendAddr is the backend's address in top.
 func backendAddr(top *lab.Topology) netip.Addr { return top.BackendIf.V4.Addr() }
 

@@ -205,10 +205,7 @@ func TestFirstFlight(t *testing.T) {
 }
 
 func testFirstFlight(t *testing.T, mode linkMode) {
-	o := labOptions{offloadsOff: !mode.offloads}
-	top := newLab(t, o)
-	echoServer(t, top)
-	g := startSyngate(t, top, o)
+	top, g := echoRig(t, mode)
 	for _, size := range []int{1800, 4 << 10, 12 << 10, 32 << 10} {
 		var slowest time.Duration
 		var retransmitted uint32
