@@ -206,44 +206,56 @@ func TestFirstFlight(t *testing.T) {
 
 func testFirstFlight(t *testing.T, mode linkMode) {
 	top, g := echoRig(t, mode)
-	for _, size := range []int{1800, 4 << 10, 12 << 10, 32 << 10} {
-		var slowest time.Duration
-		var retransmitted uint32
-		for i := range 10 {
-			c, err := dial(top.Client, netip.AddrPortFrom(top.VIP4, servicePort), 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			start := time.Now()
-			msg := bytes.Repeat([]byte{byte(i)}, size)
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			werr := make(chan error, 1)
-			go func() { _, err := c.Write(msg); werr <- err }()
-			got := make([]byte, size)
-			if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
-				t.Fatalf("%d bytes at once, connection %d: echo %v", size, i, err)
-			}
-			if err := <-werr; err != nil {
-				t.Fatal(err)
-			}
-			slowest = max(slowest, time.Since(start))
-			var info *unix.TCPInfo
-			if raw, err := c.(*net.TCPConn).SyscallConn(); err == nil {
-				raw.Control(func(fd uintptr) {
-					info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-				})
-				if err != nil {
-					t.Fatal(err)
+	for _, vip := range []netip.Addr{top.VIP4, top.VIP6} {
+		for _, size := range []int{1800, 4 << 10, 12 << 10, 32 << 10} {
+			var slowest time.Duration
+			var retransmitted uint32
+			for i := range 10 {
+				took, info := firstFlight(t, top, vip, size, byte(i))
+				slowest = max(slowest, took)
+				retransmitted += info.Total_retrans
+				if info.Total_rto != 0 {
+					t.Errorf("%v, %d bytes at once, connection %d: %d retransmission timeouts", vip, size, i, info.Total_rto)
 				}
 			}
-			c.Close()
-			retransmitted += info.Total_retrans
-			if info.Total_rto != 0 {
-				t.Errorf("%d bytes at once, connection %d: %d retransmission timeouts", size, i, info.Total_rto)
-			}
+			t.Logf("%s, %v: %d bytes written at once, echoed: slowest of 10 in %v, %d segments fast-retransmitted by the clients",
+				mode.name, vip, size, slowest.Round(time.Microsecond), retransmitted)
 		}
-		t.Logf("%s: %d bytes written at once, echoed: slowest of 10 in %v, %d segments fast-retransmitted by the clients",
-			mode.name, size, slowest.Round(time.Microsecond), retransmitted)
 	}
 	checkDatapath(t, g.metrics(), mode)
+}
+
+// firstFlight connects to vip, writes size bytes of fill at once, reads
+// the echo, and returns how long the echo took and the client's tcp_info.
+func firstFlight(t *testing.T, top *lab.Topology, vip netip.Addr, size int, fill byte) (time.Duration, *unix.TCPInfo) {
+	t.Helper()
+	c, err := dial(top.Client, netip.AddrPortFrom(vip, servicePort), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	msg := bytes.Repeat([]byte{fill}, size)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	werr := make(chan error, 1)
+	go func() { _, err := c.Write(msg); werr <- err }()
+	got := make([]byte, size)
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("%v, %d bytes at once: echo %v", vip, size, err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info *unix.TCPInfo
+	if cerr := raw.Control(func(fd uintptr) {
+		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); cerr != nil || err != nil {
+		t.Fatalf("tcp_info: %v %v", cerr, err)
+	}
+	return took, info
 }
