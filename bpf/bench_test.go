@@ -142,39 +142,51 @@ func benchFrame(b *testing.B, d *Dataplane, pkt pkt, want Verdict) []byte {
 // as a spoofed flood sends them, so the program's map lookups miss the CPU
 // caches as they do in production; for a flow table of the default size
 // (2M entries) and a small one, which shows what the flow table's miss
-// lookup costs a flood SYN.
+// lookup costs a flood SYN. The TC program answers the same SYNs on a
+// TC-datapath interface (sub-benchmarks tc/).
 func BenchmarkXDPSynCookieFlood(b *testing.B) {
 	requireRoot(b)
 	synOpts := []layers.TCPOption{optMSS, optNOP, optNOP, optTS(1, 0), optNOP, {OptionType: layers.TCPOptionKindWindowScale, OptionData: []byte{7}}}
 	ann := spec.Offer{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
-	for _, bc := range []struct {
-		name     string
-		maxFlows int
-	}{{"flows_2M", 0}, {"flows_4k", 4096}} {
-		b.Run(bc.name, func(b *testing.B) {
-			d := testDataplane(b, Config{DropBadFlags: true, MaxFlows: bc.maxFlows})
-			withSocket(b, d)
-			setCookieServices(b, d, ann)
-			if err := d.SetCookieKey(testJar(b).DataplaneKey(time.Now())); err != nil {
-				b.Fatal(err)
-			}
-			rng := rand.New(rand.NewPCG(1, 2))
-			frames := make([][]byte, 4096)
-			for i := range frames {
-				src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(rng.Uint32()), byte(rng.Uint32())}), uint16(1024+rng.Uint32N(60000)))
-				frames[i] = benchFrame(b, d, pkt{src: src, dst: svc4, flags: "S", opts: synOpts}, VerdictTXSynAckCookie)
-			}
-			var total time.Duration
-			i := 0
-			for b.Loop() {
-				_, perRun, err := d.objs.SyngateXdp.Benchmark(frames[i%len(frames)], 1, nil)
-				if err != nil {
+	for _, prog := range []string{"xdp", "tc"} {
+		for _, bc := range []struct {
+			name     string
+			maxFlows int
+		}{{"flows_2M", 0}, {"flows_4k", 4096}} {
+			b.Run(prog+"/"+bc.name, func(b *testing.B) {
+				d := testDataplane(b, Config{DropBadFlags: true, MaxFlows: bc.maxFlows})
+				withSocket(b, d)
+				setCookieServices(b, d, ann)
+				if err := d.SetCookieKey(testJar(b).DataplaneKey(time.Now())); err != nil {
 					b.Fatal(err)
 				}
-				total += perRun
-				i++
-			}
-			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/packet")
-		})
+				p := d.objs.SyngateXdp
+				if prog == "tc" {
+					p = d.objs.SyngateTc
+				}
+				rng := rand.New(rand.NewPCG(1, 2))
+				frames := make([][]byte, 4096)
+				for i := range frames {
+					src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(rng.Uint32()), byte(rng.Uint32())}), uint16(1024+rng.Uint32N(60000)))
+					frames[i] = benchFrame(b, d, pkt{src: src, dst: svc4, flags: "S", opts: synOpts}, VerdictTXSynAckCookie)
+				}
+				before, _ := d.Counters()
+				var total time.Duration
+				i := 0
+				for b.Loop() {
+					_, perRun, err := p.Benchmark(frames[i%len(frames)], 1, nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					total += perRun
+					i++
+				}
+				after, _ := d.Counters()
+				if n := after[VerdictTXSynAckCookie].Packets - before[VerdictTXSynAckCookie].Packets; n != uint64(i) {
+					b.Fatalf("%d of %d SYNs answered with a cookie", n, i)
+				}
+				b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/packet")
+			})
+		}
 	}
 }

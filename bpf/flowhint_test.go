@@ -17,7 +17,7 @@ import (
 // replaces and removes, is rebuilt from the table when a Dataplane opens
 // one that already holds entries, and never hides a flow entry from a SYN:
 // a SYN on a spliced 4-tuple still reaches the engine while the service's
-// SYNs are answered in XDP.
+// SYNs are answered in XDP or TC.
 func TestFlowHint(t *testing.T) {
 	requireRoot(t)
 	d := testDataplane(t, Config{DropBadFlags: true})
@@ -35,6 +35,12 @@ func TestFlowHint(t *testing.T) {
 	slot := flowHintIndex(&k)
 	count := func() uint64 { return atomic.LoadUint64(&d.hint.counts[slot]) }
 	verdict := func() Verdict { return mustRun(t, d, frame(t, syn)).verdict }
+	// The TC program asks the same hint: a SYN on a spliced 4-tuple goes to
+	// the engine's ring (none here: no socket), any other gets a cookie.
+	tcMinted := func() bool {
+		_, _, moved := runTC(t, d, frame(t, syn), 0)
+		return moved[VerdictTXSynAckCookie].Packets == 1
+	}
 
 	if v := verdict(); v != VerdictTXSynAckCookie {
 		t.Fatalf("no flow: verdict %v, want a cookie", v)
@@ -52,11 +58,17 @@ func TestFlowHint(t *testing.T) {
 	if v := verdict(); v != VerdictXSKSyn {
 		t.Fatalf("spliced 4-tuple: verdict %v, want the engine's", v)
 	}
-	// The program reads the counts from the mapped memory: with the slot
-	// forced to zero it would skip the table (never done outside tests).
+	if tcMinted() {
+		t.Fatal("spliced 4-tuple: the TC program answered with a cookie")
+	}
+	// The programs read the counts from the mapped memory: with the slot
+	// forced to zero they would skip the table (never done outside tests).
 	atomic.StoreUint64(&d.hint.counts[slot], 0)
 	if v := verdict(); v != VerdictTXSynAckCookie {
 		t.Fatalf("zeroed slot: verdict %v, want a cookie (the hint unread?)", v)
+	}
+	if !tcMinted() {
+		t.Fatal("zeroed slot: the TC program did not answer with a cookie (the hint unread?)")
 	}
 	atomic.StoreUint64(&d.hint.counts[slot], 1)
 	// Replacing the entry does not count it twice.

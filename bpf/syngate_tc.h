@@ -463,8 +463,9 @@ int syngate_tc(struct __sk_buff *skb)
 		__u32 flags = svc->flags;
 		__u64 ann = svc->ann_window | (__u64)svc->ann_mss << 16 | (__u64)svc->ann_wscale << 32 |
 			    (__u64)svc->ann_flags << 40;
-		/* A SYN for a spliced 4-tuple is the engine's to judge. */
-		if (bpf_map_lookup_elem(&flows, &fk))
+		/* A SYN for a spliced 4-tuple is the engine's to judge. The
+		 * flow hint spares a flood SYN the table lookup (see flow_hint). */
+		if (may_have_flow(&fk) && bpf_map_lookup_elem(&flows, &fk))
 			return tc_steer(skb, R_XSK_SYN, hdr_len, 1, bytes);
 		int mint = (flags & SVC_F_XDP_COOKIES) || ((flags & SVC_F_STANDBY_COOKIES) && !tc_engine_alive());
 		if (!mint) {
