@@ -414,8 +414,6 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 		return
 	}
 	switch {
-	case c.state == stateSpliced && c.headerPending:
-		e.headerSegment(c, seg)
 	case c.state == stateSpliced && seg.Flags&packet.SYN != 0:
 		// A SYN into the connection from the backend's side (XDP never
 		// forwards one). The backend's own SYN-ACK again means our ACK
@@ -430,6 +428,8 @@ func (w *worker) fromBackend(seg *packet.Segment) {
 		if a, err := e.cfg.Datapath.LookupFlow(flow.ClientKey(c.client)); err == nil {
 			e.challengeACK(c, a, false)
 		}
+	case c.state == stateSpliced && c.headerPending:
+		e.headerSegment(c, seg)
 	case c.state == stateSpliced:
 		if seg.Flags&packet.RST != 0 {
 			// XDP judged it inside the window but not exact: the client
@@ -705,13 +705,11 @@ func (e *Engine) toBackend(c *conn, h heldSegment) {
 	e.sendCut(c.svc, &f, c.legMSS())
 }
 
-// forwardToClient is forwardToBackend's mirror for the backend's segments.
+// forwardToClient is forwardToBackend's mirror for the backend's segments
+// (never a SYN: fromBackend answers those).
 func (e *Engine) forwardToClient(c *conn, seg *packet.Segment) {
-	win := seg.Window
-	if seg.Flags&packet.SYN == 0 {
-		in, out, _, _ := c.windowShifts()
-		win = rescale(win, in, out)
-	}
+	in, out, _, _ := c.windowShifts()
+	win := rescale(seg.Window, in, out)
 	ack := seg.Ack - c.seqDelta - uint32(len(c.header))
 	if c.headerPending && seqBefore(seg.Ack, c.headerEnd()) {
 		// The backend has not acknowledged all of the header: nothing of
@@ -724,16 +722,6 @@ func (e *Engine) forwardToClient(c *conn, seg *packet.Segment) {
 	}
 	if seg.Options.Timestamps {
 		f.Options = flow.SynOptions{Timestamps: true, TSval: seg.Options.TSval + c.ourTS0 - c.backendTS0, TSecr: seg.Options.TSecr - c.tsDelta}
-	}
-	if seg.Flags&packet.SYN != 0 {
-		// The backend retransmitted its SYN-ACK: our ACK was lost. Answer
-		// it again instead of confusing the client with a SYN.
-		f := packet.Fields{Src: c.source, Dst: c.be.addr, Seq: c.legISN() + 1, Ack: c.backendISN + 1, Flags: packet.ACK, Window: c.window}
-		if c.ts && seg.Options.Timestamps {
-			f.Options = flow.SynOptions{Timestamps: true, TSval: c.clientTSval + c.tsDelta, TSecr: seg.Options.TSval}
-		}
-		e.send(c.svc, packet.BuildAck, &f)
-		return
 	}
 	e.sendCut(c.svc, &f, c.toClientMSS())
 }

@@ -429,3 +429,23 @@ func TestAdoptPoolMember(t *testing.T) {
 		t.Errorf("slow path after adoption: ack %d seq %d to %v; before: ack %d seq %d to %v; want ack %d", b.Ack, b.Seq, b.Dst, a.Ack, a.Seq, a.Dst, isn+1+3)
 	}
 }
+
+// TestProxyHeaderSynAckRepeat: while the PROXY header waits for its ACK,
+// the backend's repeated SYN-ACK gets the handshake's ACK again (counted),
+// not a SYN forwarded toward the client.
+func TestProxyHeaderSynAckRepeat(t *testing.T) {
+	r := newRig(t, spec.CookiesNever, func(c *Config) { c.Services[0].ProxyProtocol = spec.ProxyV1 })
+	r.handshake(5_000_000, nil)
+	syn := r.sentIP()
+	r.backendSynAck(syn, 100, 7)
+	r.sentIP() // ACK
+	r.sentIP() // header
+	r.backendSynAck(syn, 100, 7)
+	if ack := r.sentIP(); ack.Flags != packet.ACK || ack.Dst != backend || ack.Seq != syn.Seq+1 || ack.Ack != 101 || len(ack.Payload) != 0 {
+		t.Fatalf("answer to the repeated SYN-ACK: %v to %v seq %d ack %d, %d bytes; want the handshake's ACK", ack.Flags, ack.Dst, ack.Seq, ack.Ack, len(ack.Payload))
+	}
+	r.noSentIP()
+	if st := r.e.set.Load().order[0].ServiceStats(); st.BackendSynAckRepeat != 1 {
+		t.Errorf("synack repeats %d, want 1", st.BackendSynAckRepeat)
+	}
+}
