@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -104,13 +105,9 @@ func (a *announcer) run(ctx context.Context) {
 // flows while no speaker ran: the BGP speaker then restarts as RFC 4724's
 // restarting speaker, and routers keep this gateway's routes meanwhile.
 func keptForwarding(dp *bpf.Dataplane, log *slog.Logger) bool {
-	xdp, err := dp.PinnedInterfaces()
-	if err != nil {
-		log.Warn("list pinned links: BGP sessions open as after a cold start", "err", err)
-		return false
-	}
-	tc, err := dp.PinnedTCInterfaces()
-	if err != nil {
+	xdp, errX := dp.PinnedInterfaces()
+	tc, errT := dp.PinnedTCInterfaces()
+	if err := errors.Join(errX, errT); err != nil {
 		log.Warn("list pinned links: BGP sessions open as after a cold start", "err", err)
 		return false
 	}

@@ -24,8 +24,7 @@ type tcPorts struct {
 	log   *slog.Logger
 	mark  *os.File // in tc_engine while open
 	ports []*ringport.Port
-	names []string   // ports[i] serves the interface names[i]
-	mu    sync.Mutex // ports and names, against close while a loop starts
+	mu    sync.Mutex // ports, against close while a loop starts
 }
 
 // start opens in's ring and its port and serves it on ctx. The first call
@@ -47,7 +46,6 @@ func (t *tcPorts) start(ctx context.Context, wg *sync.WaitGroup, e *proxy.Engine
 	}
 	t.mu.Lock()
 	t.ports = append(t.ports, p)
-	t.names = append(t.names, in.Name)
 	t.mu.Unlock()
 	cpu, how := queueCPU(in.Name, 0, in.CPUs, allowed, "", irqAffinity)
 	t.log.Info("tc ring port", "interface", in.Name, "cpu", cpu, "cpu_from", how)
@@ -93,7 +91,7 @@ func (t *tcPorts) close() {
 			t.log.Warn("close tc ring port", "err", err)
 		}
 	}
-	t.ports, t.names = nil, nil
+	t.ports = nil
 	if t.mark != nil {
 		t.mark.Close()
 		t.mark = nil
@@ -108,7 +106,7 @@ func (t *tcPorts) RingStats() []metrics.RingStats {
 	for i, p := range t.ports {
 		st := p.Stats()
 		out[i] = metrics.RingStats{
-			Interface: t.names[i], Received: st.Received, Transmitted: st.Transmitted,
+			Interface: p.Name(), Received: st.Received, Transmitted: st.Transmitted,
 			Dropped: st.Dropped, TxErrors: st.TxErrors,
 		}
 	}

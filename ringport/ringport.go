@@ -58,6 +58,7 @@ type Port struct {
 	rd      *ringbuf.Reader
 	fd      int
 	ifindex int
+	name    string
 	log     *slog.Logger
 
 	mem    []byte // the frames, FrameSize apart
@@ -103,7 +104,7 @@ func Open(ring *ebpf.Map, ifname string, cfg Config) (*Port, error) {
 		rd.Close()
 		return nil, fmt.Errorf("ring port on %s: bind af_packet socket: %w", ifname, err)
 	}
-	p := &Port{rd: rd, fd: fd, ifindex: iface.Index, log: cfg.Logger,
+	p := &Port{rd: rd, fd: fd, ifindex: iface.Index, name: ifname, log: cfg.Logger,
 		mem: make([]byte, cfg.Frames*cfg.FrameSize), size: cfg.FrameSize}
 	for i := cfg.Frames - 1; i >= 0; i-- {
 		p.free = append(p.free, uint64(i))
@@ -113,6 +114,9 @@ func Open(ring *ebpf.Map, ifname string, cfg Config) (*Port, error) {
 
 // Ifindex is the interface the port receives from and sends on.
 func (p *Port) Ifindex() int { return p.ifindex }
+
+// Name is the interface's name.
+func (p *Port) Name() string { return p.name }
 
 // Stats returns the port's counters; safe from any goroutine.
 func (p *Port) Stats() Stats {
