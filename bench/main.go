@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -287,33 +288,44 @@ func moduleDir() (string, error) {
 
 // holdDefense sets up one defense and keeps it until the context ends.
 func (b *bench) holdDefense(ctx context.Context, key string) int {
-	for _, d := range defenses {
-		if d.key != key {
-			continue
-		}
-		s, err := b.enter(d.key)
-		if err != nil {
-			b.log.Error("lab", "err", err)
-			return 1
-		}
-		defer b.leave(s)
-		if err := d.setup(ctx, b, s); err != nil {
-			b.log.Error("setup", "err", err)
-			return 1
-		}
-		fmt.Printf("%s is up: client %s, gateway %s, backend %s, service %s, logs in %s\n",
-			d.name, s.top.Client, s.top.Gateway, s.top.Backend, s.target, s.dir)
-		// One short probe of the legitimate clients, as a smoke check.
-		if g, err := b.legit(ctx, s, 2*time.Second); err == nil {
-			fmt.Printf("probe: %v\n", g.Wait())
-		}
-
-		fmt.Println("Ctrl-C ends it")
-		<-ctx.Done()
-		return 0
+	d, s, code := b.upDefense(ctx, key)
+	if s == nil {
+		return code
 	}
-	b.log.Error("unknown defense", "defense", key)
-	return 2
+	defer b.leave(s)
+	fmt.Printf("%s is up: client %s, gateway %s, backend %s, service %s, logs in %s\n",
+		d.name, s.top.Client, s.top.Gateway, s.top.Backend, s.target, s.dir)
+	// One short probe of the legitimate clients, as a smoke check.
+	if g, err := b.legit(ctx, s, 2*time.Second); err == nil {
+		fmt.Printf("probe: %v\n", g.Wait())
+	}
+
+	fmt.Println("Ctrl-C ends it")
+	<-ctx.Done()
+	return 0
+}
+
+// upDefense builds the lab of the defense named key and sets it up. With a
+// nil scenario it failed (logged; the exit code is the second result);
+// otherwise the caller leaves the scenario when done.
+func (b *bench) upDefense(ctx context.Context, key string) (*defense, *scenario, int) {
+	i := slices.IndexFunc(defenses, func(d defense) bool { return d.key == key })
+	if i < 0 {
+		b.log.Error("unknown defense", "defense", key)
+		return nil, nil, 2
+	}
+	d := &defenses[i]
+	s, err := b.enter(d.key)
+	if err != nil {
+		b.log.Error("lab", "err", err)
+		return nil, nil, 1
+	}
+	if err := d.setup(ctx, b, s); err != nil {
+		b.log.Error("setup", "err", err)
+		b.leave(s)
+		return nil, nil, 1
+	}
+	return d, s, 0
 }
 
 // buildSyngate builds cmd/syngate from the working tree; when that does not

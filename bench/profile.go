@@ -100,16 +100,6 @@ func progDelta(w io.Writer, a, b map[ebpf.ProgramID]progStat, per uint64, perNam
 // programs' own run time per run, and optionally perf and pprof profiles
 // written to o.outDir.
 func (b *bench) profileDefense(ctx context.Context, o profileOpts) int {
-	var d *defense
-	for i := range defenses {
-		if defenses[i].key == o.key {
-			d = &defenses[i]
-		}
-	}
-	if d == nil {
-		b.log.Error("unknown defense", "defense", o.key)
-		return 2
-	}
 	if err := os.MkdirAll(o.outDir, 0o755); err != nil {
 		b.log.Error("profile dir", "err", err)
 		return 1
@@ -120,16 +110,11 @@ func (b *bench) profileDefense(ctx context.Context, o profileOpts) int {
 	} else {
 		defer stats.Close()
 	}
-	s, err := b.enter(d.key)
-	if err != nil {
-		b.log.Error("lab", "err", err)
-		return 1
+	_, s, code := b.upDefense(ctx, o.key)
+	if s == nil {
+		return code
 	}
 	defer b.leave(s)
-	if err := d.setup(ctx, b, s); err != nil {
-		b.log.Error("setup", "err", err)
-		return 1
-	}
 	if strings.Contains(o.phases, "flood") && b.floodMax == 0 {
 		b.floodMax = 1e6 // only names the offered rate; -profile-rate 0 floods unpaced
 	}
