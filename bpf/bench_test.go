@@ -14,6 +14,13 @@ import (
 )
 
 // BenchmarkXDP reports the program's cost per packet as measured by the
+// A client's SYN options as Linux sends them (MSS, timestamps, window scale
+// 7) and the offer the benchmarks' cookie services answer them with.
+var (
+	benchSynOpts = []layers.TCPOption{optMSS, optNOP, optNOP, optTS(1, 0), optNOP, {OptionType: layers.TCPOptionKindWindowScale, OptionData: []byte{7}}}
+	benchOffer   = spec.Offer{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
+)
+
 // kernel (BPF_PROG_TEST_RUN with Repeat), as the custom metric ns/packet.
 func BenchmarkXDP(b *testing.B) {
 	requireRoot(b)
@@ -81,8 +88,6 @@ func BenchmarkXDP(b *testing.B) {
 // floor case (the cheapest verdict, measured the same way) shows.
 func BenchmarkXDPSynCookie(b *testing.B) {
 	requireRoot(b)
-	synOpts := []layers.TCPOption{optMSS, optNOP, optNOP, optTS(1, 0), optNOP, {OptionType: layers.TCPOptionKindWindowScale, OptionData: []byte{7}}}
-	ann := spec.Offer{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
 	cases := []struct {
 		name    string
 		pkt     pkt
@@ -90,17 +95,17 @@ func BenchmarkXDPSynCookie(b *testing.B) {
 		want    Verdict
 	}{
 		{"floor_pass_not_ip", pkt{}, false, VerdictPassNotIP},
-		{"syn_to_xsk", pkt{src: client4, dst: svc4, flags: "S", opts: synOpts}, false, VerdictXSKSyn},
-		{"cookie_v4", pkt{src: client4, dst: svc4, flags: "S", opts: synOpts}, true, VerdictTXSynAckCookie},
+		{"syn_to_xsk", pkt{src: client4, dst: svc4, flags: "S", opts: benchSynOpts}, false, VerdictXSKSyn},
+		{"cookie_v4", pkt{src: client4, dst: svc4, flags: "S", opts: benchSynOpts}, true, VerdictTXSynAckCookie},
 		{"cookie_v4_mss_only", pkt{src: client4, dst: svc4, flags: "S", opts: []layers.TCPOption{optMSS}}, true, VerdictTXSynAckCookie},
-		{"cookie_v6", pkt{src: client6, dst: svc6, flags: "S", opts: synOpts}, true, VerdictTXSynAckCookie},
+		{"cookie_v6", pkt{src: client6, dst: svc6, flags: "S", opts: benchSynOpts}, true, VerdictTXSynAckCookie},
 	}
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
 			d := testDataplane(b, Config{DropBadFlags: true})
 			withSocket(b, d)
 			if bc.cookies {
-				setCookieServices(b, d, ann)
+				setCookieServices(b, d, benchOffer)
 			}
 			if err := d.SetCookieKey(testJar(b).DataplaneKey(time.Now())); err != nil {
 				b.Fatal(err)
@@ -146,8 +151,6 @@ func benchFrame(b *testing.B, d *Dataplane, pkt pkt, want Verdict) []byte {
 // TC-datapath interface (sub-benchmarks tc/).
 func BenchmarkXDPSynCookieFlood(b *testing.B) {
 	requireRoot(b)
-	synOpts := []layers.TCPOption{optMSS, optNOP, optNOP, optTS(1, 0), optNOP, {OptionType: layers.TCPOptionKindWindowScale, OptionData: []byte{7}}}
-	ann := spec.Offer{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
 	for _, prog := range []string{"xdp", "tc"} {
 		for _, bc := range []struct {
 			name     string
@@ -156,7 +159,7 @@ func BenchmarkXDPSynCookieFlood(b *testing.B) {
 			b.Run(prog+"/"+bc.name, func(b *testing.B) {
 				d := testDataplane(b, Config{DropBadFlags: true, MaxFlows: bc.maxFlows})
 				withSocket(b, d)
-				setCookieServices(b, d, ann)
+				setCookieServices(b, d, benchOffer)
 				if err := d.SetCookieKey(testJar(b).DataplaneKey(time.Now())); err != nil {
 					b.Fatal(err)
 				}
@@ -168,7 +171,7 @@ func BenchmarkXDPSynCookieFlood(b *testing.B) {
 				frames := make([][]byte, 4096)
 				for i := range frames {
 					src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(rng.Uint32()), byte(rng.Uint32())}), uint16(1024+rng.Uint32N(60000)))
-					frames[i] = benchFrame(b, d, pkt{src: src, dst: svc4, flags: "S", opts: synOpts}, VerdictTXSynAckCookie)
+					frames[i] = benchFrame(b, d, pkt{src: src, dst: svc4, flags: "S", opts: benchSynOpts}, VerdictTXSynAckCookie)
 				}
 				before, _ := d.Counters()
 				var total time.Duration

@@ -8,8 +8,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket/layers"
-
-	"github.com/syngate/syngate/spec"
 )
 
 // BenchmarkTC reports the TC program's cost per packet on an interface
@@ -22,9 +20,7 @@ import (
 // same way, shows.
 func BenchmarkTC(b *testing.B) {
 	requireRoot(b)
-	synOpts := []layers.TCPOption{optMSS, optNOP, optNOP, optTS(1, 0), optNOP, {OptionType: layers.TCPOptionKindWindowScale, OptionData: []byte{7}}}
 	opts := []layers.TCPOption{optNOP, optNOP, optTS(1, 2)}
-	ann := spec.Offer{Window: 65535, MSS: 1460, WScale: 7, SACK: true, Timestamps: true}
 	cases := []struct {
 		name    string
 		pkt     pkt
@@ -34,10 +30,10 @@ func BenchmarkTC(b *testing.B) {
 	}{
 		{"floor_pass_not_ip/1", pkt{}, 1, false, VerdictPassNotIP},
 		{"pass_not_service", pkt{src: client4, dst: other4, flags: "A", opts: opts, payload: make([]byte, 1000)}, 10000, false, VerdictPassNotService},
-		{"syn_to_ring", pkt{src: client4, dst: svc4, flags: "S", opts: synOpts}, 1000, false, VerdictXSKSyn},
-		{"syn_to_ring_v6", pkt{src: client6, dst: svc6, flags: "S", opts: synOpts}, 1000, false, VerdictXSKSyn},
-		{"cookie_v4/1", pkt{src: client4, dst: svc4, flags: "S", opts: synOpts}, 1, true, VerdictTXSynAckCookie},
-		{"cookie_v6/1", pkt{src: client6, dst: svc6, flags: "S", opts: synOpts}, 1, true, VerdictTXSynAckCookie},
+		{"syn_to_ring", pkt{src: client4, dst: svc4, flags: "S", opts: benchSynOpts}, 1000, false, VerdictXSKSyn},
+		{"syn_to_ring_v6", pkt{src: client6, dst: svc6, flags: "S", opts: benchSynOpts}, 1000, false, VerdictXSKSyn},
+		{"cookie_v4/1", pkt{src: client4, dst: svc4, flags: "S", opts: benchSynOpts}, 1, true, VerdictTXSynAckCookie},
+		{"cookie_v6/1", pkt{src: client6, dst: svc6, flags: "S", opts: benchSynOpts}, 1, true, VerdictTXSynAckCookie},
 		{"splice_tracked/1", pkt{src: client4, dst: svc4, flags: "PA", seq: tClientISN + 1, ack: tOurISN + 1, window: tWindow, opts: opts, payload: make([]byte, 1000)}, 1, false, VerdictTCRedirect},
 		{"splice_tracked_v6/1", pkt{src: client6, dst: svc6, flags: "PA", seq: tClientISN + 1, ack: tOurISN + 1, window: tWindow, opts: opts, payload: make([]byte, 1000)}, 1, false, VerdictTCRedirect},
 	}
@@ -47,7 +43,7 @@ func BenchmarkTC(b *testing.B) {
 			d := testDataplane(b, Config{DropBadFlags: true})
 			e := startTCEngine(b, d)
 			if bc.cookies {
-				setCookieServices(b, d, ann)
+				setCookieServices(b, d, benchOffer)
 			}
 			if err := d.SetCookieKey(testJar(b).DataplaneKey(time.Now())); err != nil {
 				b.Fatal(err)
